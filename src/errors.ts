@@ -1,0 +1,54 @@
+/**
+ * Every error this package throws is one of these classes, so callers can
+ * `instanceof`-test them across the whole API. Names mirror Python's
+ * `multiprocessing` exceptions.
+ */
+
+/** Base class of every multiprocessing-ts error (Python's `ProcessError`). */
+export class ProcessError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A non-blocking or timed `get` found nothing (Python's `queue.Empty`). */
+export class Empty extends ProcessError {}
+/** A non-blocking or timed `put` found no room (Python's `queue.Full`). */
+export class Full extends ProcessError {}
+/** A timed wait ran out. */
+export class TimeoutError extends ProcessError {}
+/** The peer did not prove knowledge of the authkey. */
+export class AuthenticationError extends ProcessError {}
+/** `recvBytesInto` got a message larger than the buffer; the message is in `data`. */
+export class BufferTooShort extends ProcessError {
+  constructor(message: string, readonly data: Uint8Array) {
+    super(message);
+  }
+}
+/** A Barrier was broken (reset, aborted, or a wait timed out). */
+export class BrokenBarrierError extends ProcessError {}
+/** The other end closed and nothing is left to read. */
+export class EOFError extends ProcessError {}
+/** A pool worker died while running a task. */
+export class WorkerLostError extends ProcessError {}
+/** An error raised on the other side of a manager connection. */
+export class RemoteError extends ProcessError {}
+/** A value cannot travel to another process (Python's `MaybeEncodingError`). */
+export class SerializationError extends ProcessError {}
+/** A value given to the API is not acceptable (bad typecode, size, option…). */
+export class ValueError extends ProcessError {}
+/** A call is not valid in the object's current state (`start()` twice, …). */
+export class StateError extends ProcessError {}
+/** A shared-memory name does not exist, or was unlinked before it was attached. */
+export class FileNotFoundError extends ProcessError {
+  readonly code = 'ENOENT';
+}
+/** A shared-memory name is taken already. */
+export class FileExistsError extends ProcessError {
+  readonly code = 'EEXIST';
+}
+/** The native addon is missing and the request needs it (a `'process'` child). */
+export class NativeUnavailableError extends ProcessError {}
+/** An index outside a fixed-length shared sequence. */
+export class IndexError extends ProcessError {}

@@ -1,0 +1,115 @@
+/**
+ * multiprocessing-ts: Python's `multiprocessing` for TypeScript on Node.js.
+ *
+ * @example
+ * ```ts
+ * import * as mp from 'multiprocessing-ts';
+ * export function square(xs: number[], out: mp.SynchronizedArray) { xs.forEach((x, i) => (out[i] = x * x)); }
+ * if (mp.isMainProcess()) {
+ *   const out = mp.Array('i', 4);
+ *   const p = new mp.Process({ target: square, args: [[1, 2, 3, 4], out] });
+ *   p.start();
+ *   await p.join();
+ *   console.log(Array.from(out)); // [1, 4, 9, 16]
+ * }
+ * ```
+ * @module
+ */
+import { Process } from './process/process.js';
+import { processClassFor } from './process/context.js';
+import {
+  getAllStartMethods,
+  getStartMethod,
+  setStartMethod,
+  validateStartMethod,
+  type StartMethod,
+} from './process/start-method.js';
+import { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
+import { makeArray, makeRawArray } from './sharedctypes/array.js';
+import { makeRawValue, makeValue } from './sharedctypes/value.js';
+import { Lock, RLock } from './sync/lock.js';
+import { SharedMemory } from './shm/shared-memory.js';
+import { ShareableList } from './shm/shareable-list.js';
+
+export * from './errors.js';
+export { Process, type ProcessOptions, type ProcessLike } from './process/process.js';
+export { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
+export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } from './process/start-method.js';
+export { Lock, RLock, type AcquireOptions } from './sync/lock.js';
+export { SharedMemory, type SharedMemoryOptions } from './shm/shared-memory.js';
+export { ShareableList, type ShareableItem } from './shm/shareable-list.js';
+export {
+  RawValue as SharedRawValue,
+  SynchronizedValue,
+  type LockOption,
+} from './sharedctypes/value.js';
+export type { SynchronizedArray, RawSharedArray } from './sharedctypes/array.js';
+export type { Typecode, ElementOf } from './sharedctypes/typecodes.js';
+export { native as nativeAddon, nativeLoadError } from './native/addon.js';
+
+/** `mp.Value(typecode, init = 0, { lock = true })`: a shared element guarded by a lock. */
+export const Value = makeValue;
+/** `mp.RawValue(typecode, init = 0)`: a shared element with no lock. */
+export const RawValue = makeRawValue;
+/** `mp.Array(typecode, sizeOrInit, { lock = true })`: a shared typed array guarded by a lock. */
+export const Array = makeArray;
+/** `mp.SharedArray`: `mp.Array` under a name that does not shadow the global `Array`. */
+export const SharedArray = makeArray;
+/** `mp.RawArray(typecode, sizeOrInit)`: a shared typed array with no lock. */
+export const RawArray = makeRawArray;
+
+/** Everything bound to one start method (Python's context object). */
+export interface Context {
+  readonly Process: typeof Process;
+  readonly Value: typeof makeValue;
+  readonly RawValue: typeof makeRawValue;
+  readonly Array: typeof makeArray;
+  readonly SharedArray: typeof makeArray;
+  readonly RawArray: typeof makeRawArray;
+  readonly Lock: typeof Lock;
+  readonly RLock: typeof RLock;
+  readonly SharedMemory: typeof SharedMemory;
+  readonly ShareableList: typeof ShareableList;
+  readonly currentProcess: typeof currentProcess;
+  readonly parentProcess: typeof parentProcess;
+  readonly activeChildren: typeof activeChildren;
+  readonly cpuCount: typeof cpuCount;
+  /** This context's start method. */
+  getStartMethod(): StartMethod;
+}
+
+const contexts = new Map<StartMethod, Context>();
+
+/**
+ * The API bound to a start method (default: the current one).
+ * @example
+ * ```ts
+ * const ctx = mp.getContext('thread');
+ * const p = new ctx.Process({ target: work }); // a worker thread, whatever the global setting
+ * ```
+ */
+export function getContext(method?: StartMethod): Context {
+  const m = validateStartMethod(method ?? getStartMethod());
+  let ctx = contexts.get(m);
+  if (!ctx) {
+    ctx = Object.freeze({
+      Process: processClassFor(m),
+      Value: makeValue,
+      RawValue: makeRawValue,
+      Array: makeArray,
+      SharedArray: makeArray,
+      RawArray: makeRawArray,
+      Lock,
+      RLock,
+      SharedMemory,
+      ShareableList,
+      currentProcess,
+      parentProcess,
+      activeChildren,
+      cpuCount,
+      getStartMethod: () => m,
+    });
+    contexts.set(m, ctx);
+  }
+  return ctx;
+}

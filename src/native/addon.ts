@@ -1,0 +1,60 @@
+/**
+ * Loads the native addon (`build/Release/mpts_native.node`) once per isolate.
+ *
+ * The addon gives us the two things the platform lacks: a SharedArrayBuffer
+ * over a file mapping (so memory crosses process boundaries), and futex
+ * waits on such memory (V8's `Atomics.wait` does not cross processes).
+ * Without it the package still works for `'thread'` children on plain
+ * SharedArrayBuffers; `nativeLoadError` says why it is missing.
+ */
+import { createRequire } from 'node:module';
+
+/** Result codes shared by the blocking and async futex waits. */
+export const enum WaitResult {
+  Ok = 0,
+  NotEqual = 1,
+  TimedOut = 2,
+}
+
+/** The addon's exported functions (see native/src). */
+export interface NativeAddon {
+  readonly version: number;
+  openSegment(path: string, size: number, create: boolean): SharedArrayBuffer;
+  futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
+  futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
+  futexWaitAsync(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): Promise<WaitResult>;
+  gettid(): number;
+  threadAlive(pid: number, tid: number): boolean;
+  setParentDeathSignal(signal: number): boolean;
+}
+
+function load(): { addon: NativeAddon | null; error: Error | null } {
+  if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {
+    return { addon: null, error: new Error('disabled by MULTIPROCESSING_TS_NO_NATIVE=1') };
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    // dist/src/native/addon.js → <package root>/build/Release
+    const addon = require('../../../build/Release/mpts_native.node') as NativeAddon;
+    return { addon, error: null };
+  } catch (err) {
+    return { addon: null, error: err as Error };
+  }
+}
+
+const loaded = load();
+
+/** The addon, or `null` when it could not be loaded. */
+export const native: NativeAddon | null = loaded.addon;
+
+/** Why the addon is missing (null when it loaded). */
+export const nativeLoadError: Error | null = loaded.error;
+
+/** A message for users who need the addon and do not have it. */
+export function nativeMissingHint(): string {
+  return (
+    `the native addon of multiprocessing-ts is not available (${nativeLoadError?.message ?? 'unknown'}); ` +
+    `rebuild it with \`npm rebuild multiprocessing-ts\` (needs python3, make and g++), ` +
+    `or use the 'thread' start method, which works on plain SharedArrayBuffers`
+  );
+}

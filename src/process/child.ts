@@ -1,0 +1,71 @@
+/**
+ * Running a target inside a child: adopt the identity the parent gave,
+ * resolve the target (import its module, or compile its source), revive the
+ * arguments, call it, and report a failure as Python does (the name of the
+ * process, then the error with its stack, on stderr; exit code 1).
+ */
+import { isMainThread } from 'node:worker_threads';
+import { pathToFileURL } from 'node:url';
+import { inspect } from 'node:util';
+import { deserialize } from 'node:v8';
+import { ProcessError } from '../errors.js';
+import { runtime } from '../runtime.js';
+import { decode } from '../serialize/encode.js';
+import type { ChildSpec } from './popen.js';
+import type { TargetSpec } from './target.js';
+
+/** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
+function nameShim<F extends Function>(fn: F, name: string): F {
+  try {
+    Object.defineProperty(fn, 'name', { value: name, configurable: true });
+  } catch {
+    // A frozen function keeps its name.
+  }
+  return fn;
+}
+
+async function resolveTarget(target: TargetSpec): Promise<Function> {
+  if (target.kind === 'source') {
+    // eslint-disable-next-line no-new-func
+    return new Function('__name', `return (${target.source});`)(nameShim) as Function;
+  }
+  const state = runtime();
+  state.importingEntry = true;
+  let ns: Record<string, unknown>;
+  try {
+    ns = await import(target.moduleUrl);
+  } finally {
+    state.importingEntry = false;
+  }
+  const fn = ns[target.exportName] ?? (ns['default'] as Record<string, unknown> | undefined)?.[target.exportName];
+  if (typeof fn !== 'function') {
+    throw new ProcessError(
+      `${target.moduleUrl} has no exported function '${target.exportName}' in the child; ` +
+        `export it at the top level of that module (not inside the main-process guard)`,
+    );
+  }
+  return fn;
+}
+
+function report(name: string, err: unknown): void {
+  const text = err instanceof Error ? inspect(err) : `Uncaught ${inspect(err)}`;
+  process.stderr.write(`Process ${name}:\n${text}\n`);
+}
+
+export async function runChild(spec: ChildSpec): Promise<void> {
+  const state = runtime();
+  state.child = spec.identity;
+  state.treeDir = spec.identity.treeDir;
+  try {
+    if (!isMainThread && spec.identity.tsxApi) {
+      const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };
+      tsx.register();
+    }
+    const fn = await resolveTarget(spec.target);
+    const args = decode(spec.args instanceof Uint8Array ? deserialize(spec.args) : spec.args) as unknown[];
+    await fn(...args);
+  } catch (err) {
+    report(spec.identity.name, err);
+    process.exitCode = 1;
+  }
+}

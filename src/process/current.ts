@@ -1,0 +1,70 @@
+/**
+ * Who am I: `currentProcess()`, `parentProcess()`, `isMainProcess()`,
+ * `activeChildren()`, `cpuCount()`.
+ */
+import { availableParallelism } from 'node:os';
+import { threadId, isMainThread } from 'node:worker_threads';
+import { runtime } from '../runtime.js';
+import type { ProcessLike } from './process.js';
+import { liveChildren } from './registry.js';
+import type { Process } from './process.js';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * True in the tree's main process, false in every child this package
+ * started: Python's `if __name__ == "__main__":`.
+ * @example `if (mp.isMainProcess()) { … start children … }`
+ */
+export function isMainProcess(): boolean {
+  return runtime().child === null;
+}
+
+/** This process (or thread child): `name` is 'MainProcess' in the main one. */
+export function currentProcess(): ProcessLike {
+  const child = runtime().child;
+  return {
+    name: child?.name ?? 'MainProcess',
+    pid: process.pid,
+    threadId,
+    daemon: child?.daemon ?? false,
+    exitCode: null,
+    isAlive: () => true,
+  };
+}
+
+/** The process that started this one; null in the main process. */
+export function parentProcess(): ProcessLike | null {
+  const child = runtime().child;
+  if (!child) return null;
+  const { name, pid, threadId: parentThread } = child.parent;
+  // A thread child lives in its parent's process: while it runs, the parent does.
+  const alive = () => (child.startMethod === 'thread' && !isMainThread ? true : pidAlive(pid));
+  return {
+    name,
+    pid,
+    threadId: parentThread,
+    daemon: false,
+    get exitCode() {
+      return alive() ? null : 0;
+    },
+    isAlive: alive,
+  };
+}
+
+/** The children of this process that are still running (Python's `active_children()`). */
+export function activeChildren(): Process[] {
+  return [...liveChildren].filter((c) => c.isAlive()) as Process[];
+}
+
+/** The number of CPUs this process may use. */
+export function cpuCount(): number {
+  return availableParallelism();
+}

@@ -1,0 +1,46 @@
+/**
+ * The `'process'` start method: a fresh Node.js process (Python's spawn).
+ *
+ * The child runs with the parent's `execArgv`, so loaders such as tsx carry
+ * over, and receives its spec over the IPC channel. Its stdin is /dev/null
+ * (as Python's children), stdout and stderr are the parent's.
+ */
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
+
+const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
+
+/** Exit code of a child that ended by `signal`: minus its number, as Python. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return -(constants.signals[signal] ?? 1);
+}
+
+export function popenProcess(spec: ChildSpec): Popen {
+  const child = spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    serialization: 'advanced',
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));
+    child.once('error', (err) => {
+      process.stderr.write(`multiprocessing-ts: could not start ${spec.identity.name}: ${err.message}\n`);
+      resolve(1);
+    });
+  });
+  child.send(spec, (err) => {
+    // The child died before reading its spec; its exit code tells the story.
+    if (err) child.kill('SIGKILL');
+  });
+  // The channel is only for the spec: it must not keep either side alive.
+  child.channel?.unref();
+  return {
+    pid: child.pid ?? -1,
+    threadId: 0,
+    exited,
+    terminate: () => void child.kill('SIGTERM'),
+    kill: () => void child.kill('SIGKILL'),
+    unref: () => child.unref(),
+  };
+}

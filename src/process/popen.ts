@@ -1,0 +1,32 @@
+/**
+ * A started child, whatever runs it: the small strategy interface behind
+ * `Process` (Python's `popen_spawn_posix` / `popen_fork`). One strategy per
+ * start method: popen-process.ts (an OS process) and popen-thread.ts (a
+ * worker thread).
+ */
+import type { ChildIdentity } from '../runtime.js';
+import type { TargetSpec } from './target.js';
+
+/** Everything a child needs to run its target. */
+export interface ChildSpec {
+  readonly identity: ChildIdentity;
+  readonly target: TargetSpec;
+  /** The encoded `args` (bytes of v8.serialize for a process; the encoded value for a thread). */
+  readonly args: unknown;
+}
+
+export interface Popen {
+  readonly pid: number;
+  readonly threadId: number;
+  /** Settles with the exit code (negative signal number when killed). */
+  readonly exited: Promise<number>;
+  /** Sends SIGTERM (a thread: ends it with exit code -15). */
+  terminate(): void;
+  /** Sends SIGKILL (a thread: ends it with exit code -9). */
+  kill(): void;
+  /** Stops the child from keeping this process alive (daemons). */
+  unref(): void;
+}
+
+/** Where both strategies start their children. */
+export const BOOTSTRAP_URL = new URL('./bootstrap.js', import.meta.url);

@@ -1,0 +1,265 @@
+/**
+ * `Process`: Python's `multiprocessing.Process` for Node.js.
+ */
+import { threadId as ownThreadId } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { join as joinPath } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { StateError, ValueError } from '../errors.js';
+import { runtime, type ChildIdentity } from '../runtime.js';
+import { encode, encodeToBytes } from '../serialize/encode.js';
+import { treeDir } from '../shm/tree.js';
+import { native } from '../native/addon.js';
+import { describeTarget, entryPath, type TargetSpec } from './target.js';
+import { getStartMethod, validateStartMethod, type StartMethod } from './start-method.js';
+import { popenProcess } from './popen-process.js';
+import { popenThread } from './popen-thread.js';
+import type { Popen } from './popen.js';
+import { liveChildren } from './registry.js';
+
+/** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
+export interface ProcessOptions<F extends (...args: any[]) => unknown> {
+  /** The function the child runs: an export of the entry script (or of `module`), or a self-contained function. */
+  target: F;
+  /** Its arguments; shared objects anywhere inside arrive live, the rest is copied. */
+  args?: Parameters<F>;
+  /** Default `Process-N`. */
+  name?: string;
+  /** A daemon child is ended when its parent exits and may not start children. */
+  daemon?: boolean;
+  /** The module that exports `target` (URL, e.g. `import.meta.url`, or path), when it is not the entry script. */
+  module?: string | URL;
+}
+
+/** The shape shared by `Process`, `currentProcess()` and `parentProcess()`. */
+export interface ProcessLike {
+  readonly name: string;
+  readonly pid: number | null;
+  readonly threadId: number | null;
+  readonly daemon: boolean;
+  readonly exitCode: number | null;
+  isAlive(): boolean;
+}
+
+const GUARD_MESSAGE =
+  'a child process tried to start another child while it was still importing its entry module: ' +
+  'the entry script starts children at its top level. Guard that code with ' +
+  '`if (mp.isMainProcess()) { … }` (Python\'s `if __name__ == "__main__":`), ' +
+  'so children importing the script for its exports do not run it';
+
+let tsxApiPath: string | null | undefined;
+
+/** tsx's ESM API when this tree runs under tsx: worker threads must register it themselves. */
+function tsxApi(): string | null {
+  if (tsxApiPath !== undefined) return tsxApiPath;
+  tsxApiPath = runtime().child?.tsxApi ?? null;
+  if (tsxApiPath) return tsxApiPath;
+  for (const arg of process.execArgv) {
+    if (!/(^|[/\\])tsx([/\\@]|$)/.test(arg)) continue;
+    try {
+      const path = arg.startsWith('file:') ? fileURLToPath(arg) : arg;
+      const inPackage = /^(.*[/\\]node_modules[/\\]tsx)[/\\]/.exec(path);
+      const base = inPackage ? joinPath(inPackage[1]!, 'package.json') : joinPath(process.cwd(), 'noop.js');
+      const resolved = createRequire(base).resolve('tsx/esm/api');
+      tsxApiPath = resolved.replace(/index\.cjs$/, 'index.mjs');
+      break;
+    } catch {
+      // Not resolvable: thread children will not load TypeScript.
+    }
+  }
+  return tsxApiPath;
+}
+
+/**
+ * A child running `target(...args)` in its own process (or thread), as
+ * Python's `multiprocessing.Process`.
+ * @example
+ * ```ts
+ * export function work(n: number) { console.log(n * n); }
+ * if (mp.isMainProcess()) {
+ *   const p = new mp.Process({ target: work, args: [7] });
+ *   p.start();
+ *   await p.join();
+ *   console.log(p.exitCode); // 0
+ * }
+ * ```
+ */
+export class Process<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> implements ProcessLike {
+  private readonly target: F;
+  private readonly args: unknown[];
+  private readonly module: string | URL | undefined;
+  private readonly identity: number[];
+  private _name: string;
+  private _daemon: boolean;
+  private popen: Popen | null = null;
+  private code: number | null = null;
+  private closed = false;
+  /** @internal The start method of the context that made this class. */
+  protected startMethod(): StartMethod {
+    return getStartMethod();
+  }
+
+  constructor(options: ProcessOptions<F>) {
+    if (options === null || typeof options !== 'object') {
+      throw new ValueError('new Process() takes an options object: { target, args?, name?, daemon?, module? }');
+    }
+    if (typeof options.target !== 'function') describeTarget(options.target, undefined);
+    if (options.args !== undefined && !Array.isArray(options.args)) {
+      throw new ValueError(`args must be an array of arguments, not ${typeof options.args}`);
+    }
+    this.target = options.target;
+    this.args = options.args ?? [];
+    this.module = options.module;
+    const state = runtime();
+    const n = ++state.processCounter;
+    this.identity = [...(state.child?.identity ?? []), n];
+    this._name = options.name ?? `Process-${this.identity.join(':')}`;
+    this._daemon = options.daemon ?? state.child?.daemon ?? false;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new StateError(`process object ${this._name} is closed`);
+  }
+
+  get name(): string {
+    this.checkOpen();
+    return this._name;
+  }
+  set name(value: string) {
+    this.checkOpen();
+    this._name = String(value);
+  }
+
+  get daemon(): boolean {
+    this.checkOpen();
+    return this._daemon;
+  }
+  set daemon(value: boolean) {
+    this.checkOpen();
+    if (this.popen) throw new StateError('daemon cannot be changed after start()');
+    this._daemon = Boolean(value);
+  }
+
+  /** The OS process id (a thread child shares its parent's); null before `start()`. */
+  get pid(): number | null {
+    this.checkOpen();
+    return this.popen?.pid ?? null;
+  }
+
+  /** The worker thread id of a `'thread'` child (0 for a process child); null before `start()`. */
+  get threadId(): number | null {
+    this.checkOpen();
+    return this.popen?.threadId ?? null;
+  }
+
+  /** null while running or not started; 0 ok; 1 the target threw; n from `process.exit(n)`; -N killed by signal N. */
+  get exitCode(): number | null {
+    this.checkOpen();
+    return this.code;
+  }
+
+  /**
+   * Starts the child. Synchronous, like Python's: the child is on its way
+   * when this returns.
+   * @throws StateError when called twice, in a daemon, or during a child's import of an unguarded entry script.
+   * @throws ValueError / SerializationError when the target or args cannot travel (nothing is started).
+   */
+  start(): void {
+    this.checkOpen();
+    if (this.popen) throw new StateError(`cannot start a process twice (${this._name} was started already)`);
+    const state = runtime();
+    if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
+    if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
+    const method = validateStartMethod(this.startMethod());
+    const target: TargetSpec = describeTarget(this.target, this.module);
+    const args = method === 'process' ? encodeToBytes(this.args, 'args') : encode(this.args, 'args');
+    const identity: ChildIdentity = {
+      name: this._name,
+      identity: this.identity,
+      daemon: this._daemon,
+      parent: { name: currentName(), pid: process.pid, threadId: ownThreadId },
+      startMethod: method,
+      treeDir: native ? treeDir() : null,
+      entryUrl: entryPath() ? pathToFileURL(entryPath()!).href : null,
+      entryPath: entryPath(),
+      tsxApi: tsxApi(),
+    };
+    const spec = { identity, target, args };
+    this.popen = method === 'process' ? popenProcess(spec) : popenThread(spec);
+    if (this._daemon) this.popen.unref();
+    liveChildren.add(this);
+    void this.popen.exited.then((code) => {
+      this.code = code;
+      liveChildren.delete(this);
+    });
+  }
+
+  /**
+   * Waits until the child ends, or `timeoutMs` passes (then check `exitCode`).
+   * @throws StateError when the process was never started.
+   */
+  async join(timeoutMs?: number): Promise<void> {
+    this.checkOpen();
+    if (!this.popen) throw new StateError(`can only join a started process (${this._name} was not started)`);
+    if (this.code !== null) return;
+    if (timeoutMs === undefined || timeoutMs === Infinity) {
+      await this.popen.exited;
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.popen.exited,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, timeoutMs));
+      }),
+    ]);
+    clearTimeout(timer);
+    // The exit handler runs on the same promise; let it record the code.
+    await Promise.resolve();
+  }
+
+  /** True from `start()` until the child has ended. */
+  isAlive(): boolean {
+    this.checkOpen();
+    return this.popen !== null && this.code === null;
+  }
+
+  /** Asks the child to end (SIGTERM; a thread child is stopped). Exit code -15. */
+  terminate(): void {
+    this.checkOpen();
+    if (this.popen && this.code === null) this.popen.terminate();
+  }
+
+  /** Ends the child at once (SIGKILL). Exit code -9. */
+  kill(): void {
+    this.checkOpen();
+    if (this.popen && this.code === null) this.popen.kill();
+  }
+
+  /**
+   * Releases the object; afterwards every member but `close()` throws.
+   * @throws StateError while the child is still running.
+   */
+  close(): void {
+    if (this.closed) return;
+    if (this.popen && this.code === null) {
+      throw new StateError(`cannot close ${this._name} while it is still running; join() or terminate() it first`);
+    }
+    this.closed = true;
+    this.popen = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.popen && this.code === null) await this.join();
+    this.close();
+  }
+
+  toString(): string {
+    const state = this.closed ? 'closed' : !this.popen ? 'initial' : this.code === null ? 'started' : `stopped exitcode=${this.code}`;
+    return `<Process name='${this._name}' ${state}${this._daemon ? ' daemon' : ''}>`;
+  }
+}
+
+function currentName(): string {
+  return runtime().child?.name ?? 'MainProcess';
+}

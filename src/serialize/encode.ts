@@ -1,0 +1,182 @@
+/**
+ * Preparing values to cross into another isolate.
+ *
+ * `encode` walks a value once: shared objects become handle markers, and
+ * what structured clone would refuse (functions, symbols, weak collections,
+ * promises) is refused here, with the path of the offending value. The result
+ * is structured-cloneable; `decode` walks it back and revives the markers.
+ */
+import { serialize } from 'node:v8';
+import { SerializationError } from '../errors.js';
+import { SHARED, isShareable, reviveShared, type SharedHandle } from './shared.js';
+
+/** The key of a marker object `{ [MARKER]: handle }` standing for a shared object. */
+const MARKER = '__multiprocessing_ts_shared__';
+
+const UNCLONEABLE: ReadonlyArray<[Function | undefined, string]> = [
+  [WeakMap, 'a WeakMap'],
+  [WeakSet, 'a WeakSet'],
+  [globalThis.WeakRef, 'a WeakRef'],
+  [Promise, 'a Promise (await it first)'],
+];
+
+/**
+ * Replaces shared objects inside `value` by handle markers.
+ * @param path how the value is named in error messages, e.g. `args`.
+ * @throws SerializationError naming the path of a value that cannot travel.
+ */
+export function encode(value: unknown, path: string): unknown {
+  return walk(value, path, new Map());
+}
+
+function walk(value: unknown, path: string, seen: Map<object, unknown>): unknown {
+  switch (typeof value) {
+    case 'function':
+      throw new SerializationError(
+        `${path} is a function, which cannot be copied to another process; ` +
+          `pass data, or a shared object, and give the child the function as its target`,
+      );
+    case 'symbol':
+      throw new SerializationError(`${path} is a symbol, which cannot be copied to another process`);
+    case 'object':
+      break;
+    default:
+      return value;
+  }
+  if (value === null) return value;
+  if (seen.has(value)) return seen.get(value);
+  if (isShareable(value)) {
+    const marker = { [MARKER]: value[SHARED]() };
+    seen.set(value, marker);
+    return marker;
+  }
+  for (const [ctor, what] of UNCLONEABLE) {
+    if (ctor && value instanceof ctor) {
+      throw new SerializationError(`${path} is ${what}, which cannot be copied to another process`);
+    }
+  }
+  if (Array.isArray(value)) {
+    const out: unknown[] = [];
+    seen.set(value, out);
+    for (let i = 0; i < value.length; i++) out.push(walk(value[i], `${path}[${i}]`, seen));
+    return out;
+  }
+  if (value instanceof Map) {
+    const out = new Map();
+    seen.set(value, out);
+    for (const [k, v] of value) {
+      const keyName = typeof k === 'string' ? JSON.stringify(k) : String(k);
+      out.set(walk(k, `${path} key ${keyName}`, seen), walk(v, `${path}.get(${keyName})`, seen));
+    }
+    return out;
+  }
+  if (value instanceof Set) {
+    const out = new Set();
+    seen.set(value, out);
+    let i = 0;
+    for (const v of value) out.add(walk(v, `${path} item ${i++}`, seen));
+    return out;
+  }
+  if (isLeaf(value)) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value; // class instances: clone decides
+  const out: Record<string, unknown> = {};
+  seen.set(value, out);
+  for (const key of Object.keys(value)) {
+    out[key] = walk((value as Record<string, unknown>)[key], `${path}.${key}`, seen);
+  }
+  return out;
+}
+
+function isLeaf(value: object): boolean {
+  return (
+    ArrayBuffer.isView(value) ||
+    value instanceof ArrayBuffer ||
+    value instanceof Date ||
+    value instanceof RegExp ||
+    value instanceof Error ||
+    value instanceof Boolean ||
+    value instanceof Number ||
+    value instanceof String ||
+    (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)
+  );
+}
+
+/**
+ * `encode`, then V8's serializer (for a process child). A value the
+ * serializer still refuses is located and named.
+ */
+export function encodeToBytes(value: unknown, path: string): Uint8Array {
+  const encoded = encode(value, path);
+  try {
+    return serialize(encoded);
+  } catch (err) {
+    throw cloneError(encoded, path, err as Error);
+  }
+}
+
+/** Turns a DataCloneError about `root` into a SerializationError with a path. */
+export function cloneError(root: unknown, path: string, err: Error): SerializationError {
+  const where = findUncloneable(root, path, new Set()) ?? path;
+  return new SerializationError(`${where} cannot be copied to another process: ${err.message}`, { cause: err });
+}
+
+function findUncloneable(value: unknown, path: string, seen: Set<object>): string | null {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return null;
+  seen.add(value);
+  const children: Array<[unknown, string]> = [];
+  if (Array.isArray(value)) value.forEach((v, i) => children.push([v, `${path}[${i}]`]));
+  else if (value instanceof Map) for (const [k, v] of value) children.push([v, `${path}.get(${String(k)})`]);
+  else if (value instanceof Set) for (const v of value) children.push([v, `${path} item`]);
+  else if (!isLeaf(value)) for (const k of Object.keys(value)) children.push([(value as any)[k], `${path}.${k}`]);
+  for (const [child, childPath] of children) {
+    const found = findUncloneable(child, childPath, seen);
+    if (found) return found;
+  }
+  try {
+    serialize(value);
+    return null;
+  } catch {
+    const name = (value as object).constructor?.name;
+    return name && name !== 'Object' ? `${path} (a ${name})` : path;
+  }
+}
+
+/** Revives the handle markers that `encode` left in a (cloned) value. */
+export function decode(value: unknown): unknown {
+  return unwalk(value, new Map());
+}
+
+function unwalk(value: unknown, seen: Map<object, unknown>): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (seen.has(value)) return seen.get(value);
+  if (Array.isArray(value)) {
+    seen.set(value, value);
+    for (let i = 0; i < value.length; i++) value[i] = unwalk(value[i], seen);
+    return value;
+  }
+  if (value instanceof Map) {
+    seen.set(value, value);
+    const entries = [...value];
+    value.clear();
+    for (const [k, v] of entries) value.set(unwalk(k, seen), unwalk(v, seen));
+    return value;
+  }
+  if (value instanceof Set) {
+    seen.set(value, value);
+    const items = [...value];
+    value.clear();
+    for (const v of items) value.add(unwalk(v, seen));
+    return value;
+  }
+  if (isLeaf(value)) return value;
+  const record = value as Record<string, unknown>;
+  if (MARKER in record) {
+    const revived = reviveShared(record[MARKER] as SharedHandle);
+    seen.set(value, revived);
+    return revived;
+  }
+  seen.set(value, value);
+  for (const key of Object.keys(record)) record[key] = unwalk(record[key], seen);
+  return value;
+}

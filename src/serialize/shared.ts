@@ -1,0 +1,41 @@
+/**
+ * The contract between shared objects and the wire format.
+ *
+ * A shared object (Value, Array, Lock, SharedMemory…) is a place in shared
+ * memory plus a class that reads it. To travel it turns into a plain handle
+ * (`{ kind, … }`) through `[SHARED]()`; the receiver hands the handle to the
+ * reviver registered for that kind, which maps the same memory and wraps it.
+ */
+
+/** Method that turns a shared object into its handle. */
+export const SHARED: unique symbol = Symbol.for('multiprocessing-ts.shared') as any;
+
+/** A shared object's portable description. */
+export interface SharedHandle {
+  readonly kind: string;
+}
+
+/** Anything that can travel live to another process. */
+export interface Shareable {
+  [SHARED](): SharedHandle;
+}
+
+type Reviver = (handle: SharedHandle) => unknown;
+
+const revivers = new Map<string, Reviver>();
+
+/** Registers how to rebuild objects of `kind` on the receiving side. */
+export function registerShared(kind: string, revive: Reviver): void {
+  revivers.set(kind, revive);
+}
+
+/** Rebuilds a shared object from its handle. */
+export function reviveShared(handle: SharedHandle): unknown {
+  const revive = revivers.get(handle.kind);
+  if (!revive) throw new TypeError(`unknown shared object kind '${handle.kind}'`);
+  return revive(handle);
+}
+
+export function isShareable(value: unknown): value is Shareable {
+  return typeof value === 'object' && value !== null && typeof (value as any)[SHARED] === 'function';
+}

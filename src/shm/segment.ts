@@ -1,0 +1,161 @@
+/**
+ * Segments: the shared memory under every shared object.
+ *
+ * A segment is a file in the tree's directory (see tree.ts), mapped with
+ * MAP_SHARED and seen by JavaScript as a real SharedArrayBuffer, so the same
+ * bytes are visible to every process and thread that maps it. A handle (the
+ * path and size) is all a child needs to map it too.
+ *
+ * Layout: a 64-byte header, then the payload.
+ *   header[0] (int32) `refs`: the number of live mappings in all isolates plus
+ *                     handles in flight. The one who drops it to 0 removes
+ *                     the file; the tree's reaper removes whatever crashed
+ *                     processes leave behind.
+ *
+ * Reference protocol (keeps "free when the last user is gone" without ever
+ * freeing a segment someone is about to attach):
+ *   - create:   refs = 1 (this mapping).
+ *   - encode:   refs += 1 for the handle in flight (`toHandle()`).
+ *   - attach:   a new mapping takes over the in-flight reference; attaching a
+ *               path this isolate maps already gives back the one reference.
+ *   - release:  when the Segment object is garbage-collected or the isolate
+ *               exits, refs -= 1.
+ *
+ * Without the native addon a segment is a plain SharedArrayBuffer and its
+ * handle carries the buffer itself (threads only; the GC frees it).
+ */
+import { unlinkSync } from 'node:fs';
+import { native, nativeMissingHint } from '../native/addon.js';
+import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
+import { isolateTag } from '../runtime.js';
+import { treeDir } from './tree.js';
+
+/** Bytes before the payload; a cache line, so the header never shares one with data. */
+export const SEGMENT_HEADER = 64;
+
+/** What travels to another isolate to name a segment. */
+export interface SegmentHandle {
+  /** Payload size in bytes. */
+  readonly size: number;
+  /** The file, when the segment is a file mapping. */
+  readonly path?: string;
+  /** The buffer itself, when there is no addon (thread children only). */
+  readonly sab?: SharedArrayBuffer;
+}
+
+let counter = 0;
+
+/** Live segments of this isolate by path, so one path is mapped once. */
+const mapped = new Map<string, WeakRef<Segment>>();
+
+const collector = new FinalizationRegistry<{ path: string; refs: Int32Array }>(({ path, refs }) => {
+  const cached = mapped.get(path);
+  if (cached && cached.deref() === undefined) mapped.delete(path);
+  dropReference(path, refs);
+});
+
+function dropReference(path: string, refs: Int32Array): void {
+  if (Atomics.sub(refs, 0, 1) === 1) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // Already gone: the reaper or another last user removed it.
+    }
+  }
+}
+
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const [path, ref] of mapped) {
+      const seg = ref.deref();
+      if (seg) {
+        collector.unregister(seg);
+        dropReference(path, seg.refs);
+      }
+    }
+    mapped.clear();
+  });
+}
+
+/** A mapped segment: `sab` holds the header and then `size` payload bytes. */
+export class Segment {
+  /** The whole mapping, header included. */
+  readonly sab: SharedArrayBuffer;
+  /** Payload bytes (after the header). */
+  readonly size: number;
+  /** The backing file, or null for a plain SharedArrayBuffer. */
+  readonly path: string | null;
+  /** The header's reference count. */
+  readonly refs: Int32Array;
+
+  private constructor(sab: SharedArrayBuffer, size: number, path: string | null) {
+    this.sab = sab;
+    this.size = size;
+    this.path = path;
+    this.refs = new Int32Array(sab, 0, 1);
+  }
+
+  /** Offset of the payload inside `sab`. */
+  get base(): number {
+    return SEGMENT_HEADER;
+  }
+
+  /** A new zero-filled segment with `size` payload bytes. */
+  static create(size: number): Segment {
+    const total = SEGMENT_HEADER + Math.max(8, size);
+    if (!native) return new Segment(new SharedArrayBuffer(total), size, null);
+    const path = `${treeDir()}/s${isolateTag()}.${++counter}`;
+    const seg = new Segment(native.openSegment(path, total, true), size, path);
+    Atomics.store(seg.refs, 0, 1);
+    seg.track();
+    return seg;
+  }
+
+  /** Maps the segment a handle names (taking over the handle's reference). */
+  static attach(handle: SegmentHandle): Segment {
+    if (handle.sab) return new Segment(handle.sab, handle.size, null);
+    if (!handle.path) throw new TypeError('segment handle without path or buffer');
+    const cached = mapped.get(handle.path)?.deref();
+    if (cached) {
+      // This isolate already holds a reference; the in-flight one is surplus.
+      dropReference(handle.path, cached.refs);
+      return cached;
+    }
+    if (!native) throw new NativeUnavailableError(nativeMissingHint());
+    let sab: SharedArrayBuffer;
+    try {
+      sab = native.openSegment(handle.path, 0, false);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new FileNotFoundError(
+          `shared segment ${handle.path} no longer exists: every holder released it (or its process tree ended) ` +
+            `before this process attached; keep the sender's object alive until the receiver has it`,
+        );
+      }
+      throw err;
+    }
+    const seg = new Segment(sab, handle.size, handle.path);
+    seg.track();
+    return seg;
+  }
+
+  /**
+   * A handle for another isolate. Each call accounts one reference in flight,
+   * which the receiver's `attach` takes over: call it once per transfer.
+   */
+  toHandle(): SegmentHandle {
+    if (!this.path) return { size: this.size, sab: this.sab };
+    Atomics.add(this.refs, 0, 1);
+    return { size: this.size, path: this.path };
+  }
+
+  private track(): void {
+    if (!this.path) return;
+    mapped.set(this.path, new WeakRef(this));
+    collector.register(this, { path: this.path, refs: this.refs }, this);
+    installExitHook();
+  }
+}

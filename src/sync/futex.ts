@@ -1,0 +1,53 @@
+/**
+ * Futex wait and wake on an int32 word of a segment.
+ *
+ * With the addon these are real futexes on a MAP_SHARED mapping, so they
+ * cross processes; V8's Atomics.wait/notify only reach threads of one
+ * process and do not mix with a native futex, so every shared object uses
+ * these functions and nothing else. Without the addon (threads only) the
+ * same calls map onto Atomics.wait/waitAsync/notify.
+ */
+import { native, WaitResult } from '../native/addon.js';
+
+export { WaitResult };
+
+const RESULT: Record<string, WaitResult> = {
+  ok: WaitResult.Ok,
+  'not-equal': WaitResult.NotEqual,
+  'timed-out': WaitResult.TimedOut,
+};
+
+/** Blocks the calling thread while `view[index] === expected`, up to `timeoutMs`. */
+export function waitSync(view: Int32Array, index: number, expected: number, timeoutMs: number): WaitResult {
+  if (native) return native.futexWait(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
+  return RESULT[Atomics.wait(view, index, expected, timeoutMs)]!;
+}
+
+/** Like `waitSync`, but the calling thread keeps running; the promise settles on wake or timeout. */
+export function waitAsync(view: Int32Array, index: number, expected: number, timeoutMs: number): Promise<WaitResult> {
+  if (native) {
+    return native.futexWaitAsync(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
+  }
+  const r = Atomics.waitAsync(view, index, expected, timeoutMs);
+  return r.async ? r.value.then((v) => RESULT[v]!) : Promise.resolve(RESULT[r.value]!);
+}
+
+/** Wakes up to `count` waiters of `view[index]`. */
+export function wake(view: Int32Array, index: number, count: number): number {
+  if (native) return native.futexWake(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, count);
+  return Atomics.notify(view, index, count);
+}
+
+/** Milliseconds left until `deadline` (a `performance.now()` time), never negative. */
+export function remaining(deadline: number): number {
+  return Math.max(0, deadline - performance.now());
+}
+
+/** A deadline from a user timeout in ms (`undefined` = none; negative = 0, as the API says). */
+export function deadlineOf(timeoutMs: number | undefined): number {
+  if (timeoutMs === undefined || timeoutMs === null || timeoutMs === Infinity) return Infinity;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+    throw new TypeError(`timeout must be a number of milliseconds, got ${String(timeoutMs)}`);
+  }
+  return performance.now() + Math.max(0, timeoutMs);
+}

@@ -1,0 +1,22 @@
+/**
+ * Who holds a lock: the OS thread id of the holder's thread.
+ *
+ * Linux thread ids are unique across the whole system while the thread
+ * lives, so one int32 names the holder whether it is a process's main thread
+ * or a worker thread, and `tgkill(pid, tid, 0)` tells whether it still
+ * lives. That is how a lock held by a killed child is recovered.
+ */
+import { threadId } from 'node:worker_threads';
+import { native } from '../native/addon.js';
+
+/** This thread's id as stored in lock words (never 0). */
+export const SELF_TID: number = native ? native.gettid() : threadId + 1;
+
+/** This process's id, stored next to the tid to check liveness precisely. */
+export const SELF_PID: number = process.pid;
+
+/** Whether the thread `tid` of process `pid` still exists. Unknowable without the addon: assume alive. */
+export function ownerAlive(pid: number, tid: number): boolean {
+  if (!native) return true;
+  return native.threadAlive(pid, tid);
+}
