@@ -26,7 +26,7 @@ import {
 } from './process/start-method.js';
 import { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
 import { makeArray, makeRawArray } from './sharedctypes/array.js';
-import { makeRawValue, makeValue } from './sharedctypes/value.js';
+import { makeRawValue, makeValue, type RawValue as SharedRawValue, type SynchronizedValue } from './sharedctypes/value.js';
 import { Lock, RLock } from './sync/lock.js';
 import { SharedMemory } from './shm/shared-memory.js';
 import { ShareableList } from './shm/shareable-list.js';
@@ -49,8 +49,12 @@ export { native as nativeAddon, nativeLoadError } from './native/addon.js';
 
 /** `mp.Value(typecode, init = 0, { lock = true })`: a shared element guarded by a lock. */
 export const Value = makeValue;
+/** What `mp.Value` returns. */
+export type Value<E extends number | bigint = number> = SynchronizedValue<E>;
 /** `mp.RawValue(typecode, init = 0)`: a shared element with no lock. */
 export const RawValue = makeRawValue;
+/** What `mp.RawValue` returns. */
+export type RawValue<E extends number | bigint = number> = SharedRawValue<E>;
 /** `mp.Array(typecode, sizeOrInit, { lock = true })`: a shared typed array guarded by a lock. */
 export const Array = makeArray;
 /** `mp.SharedArray`: `mp.Array` under a name that does not shadow the global `Array`. */

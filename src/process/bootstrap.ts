@@ -6,6 +6,8 @@ import { isMainThread, workerData } from 'node:worker_threads';
 import { native } from '../native/addon.js';
 import type { ChildSpec } from './popen.js';
 import { runChild } from './child.js';
+// Every shared-object kind registers its reviver when its module loads.
+import '../index.js';
 
 async function receiveSpec(): Promise<ChildSpec> {
   if (!isMainThread) return workerData as ChildSpec;

@@ -49,7 +49,7 @@ function isArrow(src: string): boolean {
  * (anything on `globalThis` here) and injected compiler helpers.
  */
 export function freeVariables(expressionSource: string): string[] {
-  const ast = parse(`(${expressionSource})`, { ecmaVersion: 'latest', sourceType: 'script' });
+  const ast = parse(`(${expressionSource})`, { ecmaVersion: 'latest', sourceType: 'script', ranges: true });
   const manager = analyze(ast as any, { ecmaVersion: 2022, sourceType: 'script' } as any);
   const names = new Set<string>();
   for (const ref of manager.globalScope!.through) {

@@ -41,6 +41,6 @@ export function popenProcess(spec: ChildSpec): Popen {
     exited,
     terminate: () => void child.kill('SIGTERM'),
     kill: () => void child.kill('SIGKILL'),
-    unref: () => child.unref(),
+    setRef: (ref) => (ref ? child.ref() : child.unref()),
   };
 }

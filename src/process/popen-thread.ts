@@ -27,6 +27,6 @@ export function popenThread(spec: ChildSpec): Popen {
     exited,
     terminate: () => end(-15),
     kill: () => end(-9),
-    unref: () => worker.unref(),
+    setRef: (ref) => (ref ? worker.ref() : worker.unref()),
   };
 }

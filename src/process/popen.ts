@@ -24,8 +24,8 @@ export interface Popen {
   terminate(): void;
   /** Sends SIGKILL (a thread: ends it with exit code -9). */
   kill(): void;
-  /** Stops the child from keeping this process alive (daemons). */
-  unref(): void;
+  /** Whether the child keeps this process alive (daemons do not, except while joined). */
+  setRef(ref: boolean): void;
 }
 
 /** Where both strategies start their children. */

@@ -186,7 +186,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     };
     const spec = { identity, target, args };
     this.popen = method === 'process' ? popenProcess(spec) : popenThread(spec);
-    if (this._daemon) this.popen.unref();
+    if (this._daemon) this.popen.setRef(false);
     liveChildren.add(this);
     void this.popen.exited.then((code) => {
       this.code = code;
@@ -202,18 +202,25 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     this.checkOpen();
     if (!this.popen) throw new StateError(`can only join a started process (${this._name} was not started)`);
     if (this.code !== null) return;
-    if (timeoutMs === undefined || timeoutMs === Infinity) {
-      await this.popen.exited;
-      return;
-    }
+    const popen = this.popen;
+    // A daemon does not keep us alive, but whoever joins it waits, as in Python.
+    if (this._daemon) popen.setRef(true);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.popen.exited,
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, Math.max(0, timeoutMs));
-      }),
-    ]);
-    clearTimeout(timer);
+    try {
+      if (timeoutMs === undefined || timeoutMs === Infinity) {
+        await popen.exited;
+      } else {
+        await Promise.race([
+          popen.exited,
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, Math.max(0, timeoutMs));
+          }),
+        ]);
+      }
+    } finally {
+      clearTimeout(timer);
+      if (this._daemon) popen.setRef(false);
+    }
     // The exit handler runs on the same promise; let it record the code.
     await Promise.resolve();
   }
