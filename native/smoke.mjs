@@ -1,0 +1,637 @@
+// smoke.mjs — end-to-end smoke test of build/Release/mpts_native.node.
+//
+// Exercises the addon the way the library uses it: real child processes
+// (node -e ...) and worker_threads sharing /dev/shm segments, blocking and
+// asynchronous futex waits across process boundaries, thread liveness probes
+// and the parent-death signal. Every wait is bounded; each child is killed
+// after a deadline. Prints PASS/FAIL lines, a few INFO measurements, and a
+// final "N passed, M failed" line; exits non-zero on any failure.
+//
+//   node native/smoke.mjs            # tests + measurements
+//   node native/smoke.mjs --no-bench # tests only
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+const require = createRequire(import.meta.url);
+const native = require('../build/Release/mpts_native.node');
+const ADDON = fileURLToPath(new URL('../build/Release/mpts_native.node', import.meta.url));
+
+let passed = 0;
+let failed = 0;
+
+function check(name, ok, detail = '') {
+  if (ok) {
+    passed++;
+    console.log(`PASS ${name}`);
+  } else {
+    failed++;
+    console.log(`FAIL ${name}${detail ? ` -- ${detail}` : ''}`);
+  }
+}
+
+function info(line) {
+  console.log(`INFO ${line}`);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const segments = [];
+
+function segmentPath(tag) {
+  const path = `/dev/shm/mpts-smoke-${process.pid}-${tag}`;
+  segments.push(path);
+  return path;
+}
+
+function removeSegments() {
+  for (const path of segments) fs.rmSync(path, { force: true });
+}
+
+// Children get the addon path and their arguments through the environment.
+const PRELUDE = `
+const native = require(process.env.MPTS_ADDON);
+const ARGS = JSON.parse(process.env.MPTS_ARGS);
+const sleepSync = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+`;
+
+// Runs `node -e PRELUDE+code`. `done` settles when the child has exited and
+// its output is drained; the child is SIGKILLed after timeoutMs.
+function startChild(code, args = {}, { timeoutMs = 20000 } = {}) {
+  const child = spawn(process.execPath, ['-e', PRELUDE + code], {
+    env: { ...process.env, MPTS_ADDON: ADDON, MPTS_ARGS: JSON.stringify(args) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const started = Date.now();
+  let stdout = '';
+  let stderr = '';
+  let timedOut = false;
+  const lineWaiters = new Set();
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+    for (const waiter of lineWaiters) waiter();
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const done = new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      for (const waiter of lineWaiters) waiter();
+      resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started });
+    });
+  });
+  // Resolves with the first stdout line matching `re` (or null on timeout).
+  function line(re, ms = 10000) {
+    return new Promise((resolve) => {
+      const test = () => {
+        const hit = stdout.split('\n').find((l) => re.test(l));
+        if (hit !== undefined || child.exitCode !== null || child.signalCode !== null) {
+          lineWaiters.delete(test);
+          clearTimeout(t);
+          resolve(hit ?? null);
+        }
+      };
+      const t = setTimeout(() => {
+        lineWaiters.delete(test);
+        resolve(null);
+      }, ms);
+      lineWaiters.add(test);
+      test();
+    });
+  }
+  return { child, done, line };
+}
+
+function startWorker(code, workerData) {
+  return new Worker(PRELUDE.replace('JSON.parse(process.env.MPTS_ARGS)', 'require("worker_threads").workerData') + code, {
+    eval: true,
+    workerData,
+    env: { ...process.env, MPTS_ADDON: ADDON, MPTS_ARGS: '{}' },
+  });
+}
+
+function nextMessage(worker, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('worker message timeout')), ms);
+    worker.once('message', (m) => {
+      clearTimeout(t);
+      resolve(m);
+    });
+    worker.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+  });
+}
+
+function withTimeout(promise, ms, what) {
+  let t;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+// Polls `predicate` every 5 ms until true or `ms` elapse.
+async function until(predicate, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (predicate()) return true;
+    await sleep(5);
+  }
+  return predicate();
+}
+
+function throwsCode(fn, code) {
+  try {
+    fn();
+    return false;
+  } catch (e) {
+    return e.code === code || e.name === code;
+  }
+}
+
+function isGone(pid) {
+  try {
+    // A zombie (dead, not yet reaped by whoever inherited it) counts as gone.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// (a) segments
+
+async function testSegments() {
+  const path = segmentPath('a');
+  const sab = native.openSegment(path, 4096, true);
+  check('openSegment(create) returns a SharedArrayBuffer', sab instanceof SharedArrayBuffer && sab.byteLength === 4096);
+  const bytes = new Uint8Array(sab);
+  const words = new Int32Array(sab);
+  for (let i = 0; i < 64; i++) Atomics.store(bytes, i, (i * 7 + 3) & 255);
+  const expected = JSON.stringify(Array.from(bytes.subarray(0, 64)));
+
+  check('create again fails with EEXIST', throwsCode(() => native.openSegment(path, 4096, true), 'EEXIST'));
+  check('attach missing fails with ENOENT', throwsCode(() => native.openSegment(`${path}-missing`, 0, false), 'ENOENT'));
+  check('attach larger than the file fails with EINVAL', throwsCode(() => native.openSegment(path, 8192, false), 'EINVAL'));
+  check('create with size 0 is a RangeError', throwsCode(() => native.openSegment(`${path}-zero`, 0, true), 'RangeError'));
+  try {
+    native.openSegment(`${path}-missing`, 0, false);
+  } catch (e) {
+    check('errors look like fs errors', e.syscall === 'open' && e.message.includes(`${path}-missing`) && /no such file/i.test(e.message), e.message);
+  }
+
+  const other = native.openSegment(path, 0, false);
+  check('attach in-process sees the same bytes', other.byteLength === 4096 && JSON.stringify(Array.from(new Uint8Array(other, 0, 64))) === expected);
+
+  const c = startChild(`
+    const sab = native.openSegment(ARGS.path, 0, false);
+    console.log(JSON.stringify({ len: sab.byteLength, bytes: Array.from(new Uint8Array(sab, 0, 64)) }));
+    Atomics.store(new Int32Array(sab), 20, 4242);
+  `, { path });
+  const r = await c.done;
+  let fromChild = null;
+  try {
+    fromChild = JSON.parse(r.stdout.trim());
+  } catch {}
+  check('child process sees the same bytes', r.code === 0 && fromChild?.len === 4096 && JSON.stringify(fromChild.bytes) === expected, r.stderr);
+  check('parent sees the child\'s write', Atomics.load(words, 20) === 4242);
+
+  const w = startWorker(`
+    const { parentPort } = require('worker_threads');
+    const sab = native.openSegment(ARGS.path, 0, false);
+    parentPort.postMessage({ bytes: Array.from(new Uint8Array(sab, 0, 64)), posted: Atomics.load(new Int32Array(ARGS.sab), 20) });
+    Atomics.store(new Int32Array(sab), 21, 777);
+  `, { path, sab });
+  const m = await nextMessage(w);
+  await new Promise((resolve) => w.once('exit', resolve));
+  check('worker thread sees the same bytes (own mapping and posted SAB)', JSON.stringify(m.bytes) === expected && m.posted === 4242);
+  check('parent sees the worker\'s write', Atomics.load(words, 21) === 777);
+
+  Atomics.store(words, 32, 0);
+  const adder = `
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    for (let i = 0; i < 1e6; i++) Atomics.add(w, 32, 1);
+  `;
+  const adders = [startChild(adder, { path }), startChild(adder, { path })];
+  const results = await Promise.all(adders.map((a) => a.done));
+  check('Atomics.add from 2 processes x 1e6 = 2e6', results.every((x) => x.code === 0) && Atomics.load(words, 32) === 2e6, `got ${Atomics.load(words, 32)}`);
+}
+
+// ---------------------------------------------------------------------------
+// (b) blocking futexWait / futexWake
+
+async function testSyncFutex() {
+  const path = segmentPath('b');
+  const sab = native.openSegment(path, 4096, true);
+  const w = new Int32Array(sab);
+
+  // Child blocks, parent wakes it.
+  const c = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    Atomics.store(w, 1, 1);  // ready
+    const t = Date.now();
+    const r = native.futexWait(w.buffer, 0, 0, 10000);
+    console.log(JSON.stringify({ r, ms: Date.now() - t, v: Atomics.load(w, 0) }));
+  `, { path });
+  const ready = await until(() => Atomics.load(w, 1) === 1);
+  await sleep(150); // let it get into the kernel
+  Atomics.store(w, 0, 1);
+  const woken = native.futexWake(sab, 0, 1);
+  const r = await c.done;
+  const out = JSON.parse(r.stdout.trim() || '{}');
+  check('futexWake wakes a futexWait in another process', ready && woken === 1 && out.r === 0 && out.v === 1 && out.ms < 5000, `woken=${woken} ${r.stdout} ${r.stderr}`);
+
+  // Parent blocks (its JS thread really sleeps), child wakes it.
+  const c2 = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    const end = Date.now() + 10000;
+    while (Atomics.load(w, 5) !== 1 && Date.now() < end) sleepSync(5);
+    sleepSync(200);
+    Atomics.store(w, 4, 1);
+    console.log(native.futexWake(w.buffer, 16, 1));
+  `, { path });
+  await sleep(100);
+  Atomics.store(w, 5, 1);
+  let t = Date.now();
+  const r2 = native.futexWait(sab, 16, 0, 10000);
+  const blockedMs = Date.now() - t;
+  const c2r = await c2.done;
+  check('futexWait in this process is woken by another process', r2 === 0 && blockedMs >= 150 && blockedMs < 5000 && c2r.stdout.trim() === '1', `r=${r2} ms=${blockedMs} child=${c2r.stdout.trim()}`);
+
+  t = Date.now();
+  const r3 = native.futexWait(sab, 32, 0, 200);
+  const ms3 = Date.now() - t;
+  check('futexWait times out with 2 after ~200 ms', r3 === 2 && ms3 >= 195 && ms3 < 1000, `r=${r3} ms=${ms3}`);
+
+  Atomics.store(w, 9, 5);
+  t = Date.now();
+  check('futexWait on a different value returns 1 at once', native.futexWait(sab, 36, 4, 5000) === 1 && Date.now() - t < 100);
+  check('timeout 0: equal -> 2, different -> 1', native.futexWait(sab, 36, 5, 0) === 2 && native.futexWait(sab, 36, 6, 0) === 1 && native.futexWait(sab, 36, 5, -1) === 2);
+  check('expected is compared as raw 32 bits', (Atomics.store(w, 10, -1), native.futexWait(sab, 40, 0xffffffff, 0) === 2));
+  check('futexWake with no waiter returns 0', native.futexWake(sab, 44, Infinity) === 0);
+  check('misaligned/out-of-range offsets are RangeErrors',
+    throwsCode(() => native.futexWait(sab, 2, 0, 0), 'RangeError') &&
+    throwsCode(() => native.futexWake(sab, 4096, 1), 'RangeError') &&
+    throwsCode(() => native.futexWaitAsync(sab, -4, 0, 0), 'RangeError'));
+  check('non-SharedArrayBuffer is a TypeError', throwsCode(() => native.futexWake(new ArrayBuffer(8), 0, 1), 'TypeError'));
+
+  // Signals interrupt the wait (EINTR) but must not extend or cut the deadline.
+  const c3 = startChild(`
+    process.on('SIGUSR2', () => {});
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    Atomics.store(w, 13, 1);
+    const t = Date.now();
+    const r = native.futexWait(w.buffer, 48, 0, 600);
+    console.log(JSON.stringify({ r, ms: Date.now() - t }));
+  `, { path });
+  await until(() => Atomics.load(w, 13) === 1);
+  for (let i = 0; i < 10; i++) {
+    await sleep(40);
+    c3.child.kill('SIGUSR2');
+  }
+  const c3r = await c3.done;
+  const o3 = JSON.parse(c3r.stdout.trim() || '{}');
+  check('signals during futexWait keep the original deadline', o3.r === 2 && o3.ms >= 595 && o3.ms < 1000, c3r.stdout + c3r.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// (c) futexWaitAsync
+
+async function testAsyncFutex() {
+  const path = segmentPath('c');
+  const sab = native.openSegment(path, 8192, true);
+  const w = new Int32Array(sab);
+
+  // The loop keeps running while a wait is pending; another process wakes it.
+  let ticks = 0;
+  const interval = setInterval(() => ticks++, 10);
+  const c = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    const end = Date.now() + 10000;
+    while (Atomics.load(w, 1) !== 1 && Date.now() < end) sleepSync(5);
+    sleepSync(300);
+    Atomics.store(w, 0, 1);
+    console.log(native.futexWake(w.buffer, 0, 1));
+  `, { path });
+  const t0 = Date.now();
+  const pending = native.futexWaitAsync(sab, 0, 0, 10000);
+  Atomics.store(w, 1, 1);
+  const r = await pending;
+  clearInterval(interval);
+  const cr = await c.done;
+  check('futexWaitAsync is woken by another process', r === 0 && cr.stdout.trim() === '1', `r=${r} child=${cr.stdout.trim()} ${cr.stderr}`);
+  check('event loop keeps ticking during futexWaitAsync', ticks >= 10, `ticks=${ticks} in ${Date.now() - t0} ms`);
+
+  // Many concurrent waits (more than one futex_waitv vector holds).
+  const N = 200;
+  const base = 16; // word index
+  for (let i = 0; i < N; i++) Atomics.store(w, base + i, 0);
+  const waits = [];
+  for (let i = 0; i < N; i++) waits.push(native.futexWaitAsync(sab, (base + i) * 4, 0, 10000));
+  const c2 = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    let woken = 0;
+    for (let i = 0; i < ARGS.n; i++) {
+      Atomics.store(w, ARGS.base + i, 1);
+      woken += native.futexWake(w.buffer, (ARGS.base + i) * 4, 1);
+    }
+    console.log(woken);
+  `, { path, n: N, base });
+  const t1 = Date.now();
+  const all = await withTimeout(Promise.all(waits), 10000, '200 async waits');
+  const c2r = await c2.done;
+  check(`${N} concurrent async waits all resolve 0 when woken`, all.length === N && all.every((x) => x === 0), `results=${JSON.stringify(all.filter((x) => x !== 0))}`);
+  info(`${N} waits resolved in ${Date.now() - t1} ms; kernel-reported wakes ${c2r.stdout.trim()}/${N}`);
+
+  // Mixed: even words woken by another process, odd ones time out.
+  const M = 300;
+  const base2 = 300;
+  for (let i = 0; i < M; i++) Atomics.store(w, base2 + i, 7);
+  const started = Date.now();
+  const mixed = [];
+  for (let i = 0; i < M; i++) {
+    mixed.push(native.futexWaitAsync(sab, (base2 + i) * 4, 7, i % 2 ? 400 : 10000).then((res) => ({ res, ms: Date.now() - started })));
+  }
+  const c3 = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    for (let i = 0; i < ARGS.m; i += 2) {
+      Atomics.store(w, ARGS.base + i, 8);
+      native.futexWake(w.buffer, (ARGS.base + i) * 4, 1);
+    }
+  `, { path, m: M, base: base2 });
+  const mres = await withTimeout(Promise.all(mixed), 10000, 'mixed async waits');
+  await c3.done;
+  const evenOk = mres.filter((_, i) => i % 2 === 0).every((x) => x.res === 0);
+  const odd = mres.filter((_, i) => i % 2 === 1);
+  const oddOk = odd.every((x) => x.res === 2 && x.ms >= 395 && x.ms < 2000);
+  check(`${M} mixed async waits: woken ones -> 0, the others time out -> 2`, evenOk && oddOk,
+    `even=${evenOk} odd=${JSON.stringify(odd.filter((x) => x.res !== 2 || x.ms < 395 || x.ms >= 2000).slice(0, 5))}`);
+
+  // Staggered timeouts resolve 2 each at (not before) its own deadline.
+  const timeouts = [50, 120, 200, 330, 500];
+  const t2 = Date.now();
+  const tres = await Promise.all(timeouts.map((ms) => native.futexWaitAsync(sab, 8, 0, ms).then((res) => ({ res, ms: Date.now() - t2, want: ms }))));
+  check('async timeouts resolve 2 at their own deadlines', tres.every((x) => x.res === 2 && x.ms >= x.want - 2 && x.ms < x.want + 300), JSON.stringify(tres));
+
+  Atomics.store(w, 3, 9);
+  check('async not-equal resolves 1', (await native.futexWaitAsync(sab, 12, 8, 10000)) === 1);
+  check('async timeout 0 / negative resolves 2', (await native.futexWaitAsync(sab, 12, 9, 0)) === 2 && (await native.futexWaitAsync(sab, 12, 9, -5)) === 2);
+
+  // Works on ordinary (in-process) SharedArrayBuffers too, woken by futexWake.
+  const local = new SharedArrayBuffer(8);
+  const lp = native.futexWaitAsync(local, 4, 0, 5000);
+  setTimeout(() => {
+    Atomics.store(new Int32Array(local), 1, 1);
+    native.futexWake(local, 4, 1);
+  }, 20);
+  check('async wait on a plain SharedArrayBuffer, woken in-process', (await lp) === 0);
+
+  // A process exits by itself when nothing is pending, and not before.
+  const c4 = startChild(`
+    const sab = new SharedArrayBuffer(16);
+    (async () => {
+      console.log(await native.futexWaitAsync(sab, 0, 0, 50));
+      console.log(await native.futexWaitAsync(sab, 0, 1, 50));
+      const p = native.futexWaitAsync(sab, 4, 0, 100000);
+      setTimeout(() => { Atomics.store(new Int32Array(sab), 1, 1); native.futexWake(sab, 4, 1); }, 50);
+      console.log(await p);
+    })();
+  `, {}, { timeoutMs: 10000 });
+  const c4r = await c4.done;
+  check('process with no pending waits exits on its own', !c4r.timedOut && c4r.code === 0 && c4r.stdout.trim() === '2\n1\n0', `${JSON.stringify(c4r.stdout)} code=${c4r.code} timedOut=${c4r.timedOut} ${c4r.stderr}`);
+  const c5 = startChild(`
+    const p = native.futexWaitAsync(new SharedArrayBuffer(4), 0, 0, 400);
+    p.then((r) => console.log(r));
+  `, {}, { timeoutMs: 10000 });
+  const c5r = await c5.done;
+  check('a pending wait keeps the process alive until it settles', c5r.code === 0 && c5r.stdout.trim() === '2' && c5r.ms >= 400, `ms=${c5r.ms} out=${c5r.stdout.trim()} ${c5r.stderr}`);
+
+  // Workers terminated with pending waits (on their own mappings), while
+  // their words are being woken concurrently: no crash, pool keeps working.
+  const wpath = segmentPath('c-workers');
+  native.openSegment(wpath, 4096, true);
+  const c6 = startChild(`
+    const { Worker } = require('worker_threads');
+    const sab = native.openSegment(ARGS.wpath, 0, false);
+    const w = new Int32Array(sab);
+    const code = \`
+      const native = require(process.env.MPTS_ADDON);
+      const { parentPort, workerData } = require('worker_threads');
+      const sab = native.openSegment(workerData.wpath, 0, false);
+      for (let k = 0; k < 3; k++) native.futexWaitAsync(sab, (workerData.id * 3 + k) * 4, 0, k === 2 ? 60000 : Infinity);
+      parentPort.postMessage('waiting');
+    \`;
+    (async () => {
+      for (let round = 0; round < 10; round++) {
+        for (let i = 0; i < 48; i++) Atomics.store(w, i, 0);
+        const workers = [];
+        for (let id = 0; id < 4; id++) {
+          const wk = new Worker(code, { eval: true, workerData: { wpath: ARGS.wpath, id } });
+          workers.push(wk);
+          await new Promise((res, rej) => { wk.once('message', res); wk.once('error', rej); });
+        }
+        // Wake half of the words while terminating the workers.
+        const wakes = (async () => { for (let i = 0; i < 12; i += 2) { Atomics.store(w, i, 1); native.futexWake(sab, i * 4, 1); await null; } })();
+        await Promise.all([wakes, ...workers.map((wk) => wk.terminate())]);
+      }
+      // The pool still serves this thread afterwards.
+      const p = native.futexWaitAsync(sab, 100 * 4, 0, 5000);
+      setTimeout(() => { Atomics.store(w, 100, 1); native.futexWake(sab, 400, 1); }, 20);
+      console.log('after', await p, native.futexWake(sab, 4, Infinity));
+    })();
+  `, { wpath }, { timeoutMs: 30000 });
+  const c6r = await c6.done;
+  check('terminating workers with pending async waits does not crash', c6r.code === 0 && c6r.signal === null && c6r.stdout.trim() === 'after 0 0',
+    `code=${c6r.code} signal=${c6r.signal} out=${c6r.stdout.trim()} ${c6r.stderr.slice(0, 500)}`);
+
+  // The same in this process: a terminated worker's wait must be forgotten.
+  const tw = startWorker(`
+    const { parentPort } = require('worker_threads');
+    native.futexWaitAsync(ARGS.sab, 4000, 0, Infinity);
+    parentPort.postMessage(native.gettid());
+  `, { sab });
+  await nextMessage(tw);
+  await tw.terminate();
+  await sleep(20);
+  check('a terminated worker\'s pending wait is cancelled', native.futexWake(sab, 4000, Infinity) === 0);
+}
+
+// ---------------------------------------------------------------------------
+// (d) gettid / threadAlive
+
+async function testThreads() {
+  check('gettid() on the main thread is the pid', native.gettid() === process.pid);
+  const worker = startWorker(`
+    const { parentPort } = require('worker_threads');
+    parentPort.postMessage(native.gettid());
+    parentPort.once('message', () => parentPort.close());
+  `, {});
+  const tid = await nextMessage(worker);
+  check('gettid() in a worker differs from the pid', Number.isInteger(tid) && tid !== process.pid, `tid=${tid}`);
+  check('threadAlive(pid, live worker tid) is true', native.threadAlive(process.pid, tid) === true);
+  check('threadAlive(pid, pid) is true', native.threadAlive(process.pid, process.pid) === true);
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  worker.postMessage('exit');
+  await withTimeout(exited, 10000, 'worker exit');
+  const gone = await until(() => !native.threadAlive(process.pid, tid), 3000);
+  check('threadAlive(pid, tid of an exited worker) becomes false', gone);
+
+  const c = startChild('console.log(process.pid)');
+  const r = await c.done;
+  const pid = Number(r.stdout.trim());
+  check('threadAlive of a reaped process is false', !native.threadAlive(pid, pid));
+  check('threadAlive(1, own tid) is false (tid not in that process)', !native.threadAlive(1, process.pid));
+}
+
+// ---------------------------------------------------------------------------
+// (e) setParentDeathSignal
+
+async function testParentDeath() {
+  const middle = startChild(`
+    const { spawn } = require('child_process');
+    const code = PRELUDE_SRC + \`
+      const ok = native.setParentDeathSignal(9);
+      console.log('armed ' + ok);
+      setTimeout(() => {}, 30000);  // would live 30 s on its own
+    \`;
+    const g = spawn(process.execPath, ['-e', code], { env: process.env, stdio: ['ignore', 'pipe', 'ignore'] });
+    g.stdout.on('data', (d) => { if (String(d).includes('armed')) console.log('grandchild ' + g.pid + ' ' + String(d).trim()); });
+    setTimeout(() => {}, 30000);
+  `.replace('PRELUDE_SRC', JSON.stringify(PRELUDE)), {}, { timeoutMs: 30000 });
+  const line = await middle.line(/^grandchild \d+ armed/);
+  const [, gpid, , ok] = (line ?? '').split(' ');
+  check('setParentDeathSignal(9) returns true', ok === 'true', line ?? 'no line from middle process');
+  if (!line) {
+    middle.child.kill('SIGKILL');
+    await middle.done;
+    return;
+  }
+  const grandchild = Number(gpid);
+  check('grandchild is running before the middle process dies', !isGone(grandchild));
+  middle.child.kill('SIGKILL');
+  await middle.done;
+  const died = await until(() => isGone(grandchild), 5000);
+  check('grandchild dies when its parent is SIGKILLed', died);
+  if (!died) {
+    try {
+      process.kill(grandchild, 'SIGKILL');
+    } catch {}
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+
+async function bench() {
+  const path = segmentPath('bench');
+  const sab = native.openSegment(path, 4096, true);
+  const w = new Int32Array(sab);
+
+  let n = 1e6;
+  let t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) native.futexWake(sab, 0, 1);
+  info(`futexWake, no waiters: ${(Number(process.hrtime.bigint() - t) / n).toFixed(0)} ns/call`);
+
+  n = 1e5;
+  Atomics.store(w, 1, 1);
+  t = process.hrtime.bigint();
+  const ps = new Array(n);
+  for (let i = 0; i < n; i++) ps[i] = native.futexWaitAsync(sab, 4, 0, 1000);
+  const callNs = Number(process.hrtime.bigint() - t) / n;
+  await Promise.all(ps);
+  t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await native.futexWaitAsync(sab, 4, 0, 1000);
+  const awaitNs = Number(process.hrtime.bigint() - t) / n;
+  info(`futexWaitAsync, value differs: ${callNs.toFixed(0)} ns/call, ${awaitNs.toFixed(0)} ns per call+await`);
+
+  // Registration cost of waits that really go to the waiter threads.
+  n = 1000;
+  Atomics.store(w, 2, 0);
+  t = process.hrtime.bigint();
+  const regs = new Array(n);
+  for (let i = 0; i < n; i++) regs[i] = native.futexWaitAsync(sab, 8, 0, 10000);
+  const regNs = Number(process.hrtime.bigint() - t) / n;
+  Atomics.store(w, 2, 1);
+  native.futexWake(sab, 8, Infinity);
+  const regRes = await withTimeout(Promise.all(regs), 10000, 'bench registrations');
+  info(`futexWaitAsync registering a real wait: ${(regNs / 1000).toFixed(2)} us/call (${n} pending, all woken: ${regRes.every((x) => x === 0)})`);
+
+  // Ping-pong: this process awaits futexWaitAsync, the child blocks in futexWait.
+  const rounds = 10000;
+  Atomics.store(w, 10, 0);
+  const c = startChild(`
+    const sab = native.openSegment(ARGS.path, 0, false);
+    const w = new Int32Array(sab);
+    const end = Date.now() + 60000;
+    for (let i = 0; i < ARGS.rounds; i++) {
+      while (Atomics.load(w, 10) !== 2 * i + 1) {
+        if (Date.now() > end) { console.log('stuck at ' + i); process.exit(1); }
+        native.futexWait(sab, 40, 2 * i, 1000);
+      }
+      Atomics.store(w, 10, 2 * i + 2);
+      native.futexWake(sab, 40, 1);
+    }
+    console.log('done');
+  `, { path, rounds }, { timeoutMs: 90000 });
+  await sleep(100);
+  const end = Date.now() + 60000;
+  t = process.hrtime.bigint();
+  let ok = true;
+  for (let i = 0; i < rounds && ok; i++) {
+    Atomics.store(w, 10, 2 * i + 1);
+    native.futexWake(sab, 40, 1);
+    while (Atomics.load(w, 10) !== 2 * i + 2) {
+      if (Date.now() > end) {
+        ok = false;
+        break;
+      }
+      await native.futexWaitAsync(sab, 40, 2 * i + 1, 1000);
+    }
+  }
+  const rtt = Number(process.hrtime.bigint() - t) / rounds;
+  const cr = await c.done;
+  check('ping-pong completes', ok && cr.stdout.trim() === 'done', cr.stdout + cr.stderr);
+  info(`ping-pong round trip (futexWaitAsync <-> futexWait across processes): ${(rtt / 1000).toFixed(1)} us over ${rounds} rounds`);
+}
+
+// ---------------------------------------------------------------------------
+
+const sections = [
+  ['segments', testSegments],
+  ['sync futex', testSyncFutex],
+  ['async futex', testAsyncFutex],
+  ['threads', testThreads],
+  ['parent death signal', testParentDeath],
+];
+if (!process.argv.includes('--no-bench')) sections.push(['bench', bench]);
+
+check('version is 1', native.version === 1);
+try {
+  for (const [name, fn] of sections) {
+    try {
+      await withTimeout(fn(), 120000, name);
+    } catch (e) {
+      check(`${name}: no exception`, false, e?.stack ?? String(e));
+    }
+  }
+} finally {
+  removeSegments();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,76 @@
+// addon.cc — module registration for mpts_native.
+//
+// NODE_MODULE_INIT makes the addon context-aware: this function runs once
+// for every environment (main thread, each worker_thread) that loads the
+// addon, so everything tied to an isolate is created here, per environment,
+// and reached through the functions' data. There are no static v8 handles;
+// the only process-global state is the V8-free waiter pool (waiter.cc).
+//
+// Exports:
+//   openSegment(path, size, create)                 -> SharedArrayBuffer
+//   futexWait(sab, byteOffset, expected, timeoutMs) -> 0 | 1 | 2
+//   futexWake(sab, byteOffset, count)               -> number woken
+//   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
+//   gettid()                                        -> number
+//   threadAlive(pid, tid)                           -> boolean
+//   setParentDeathSignal(signal)                    -> boolean
+//   version                                         -> 1 (ABI of this file)
+// Result codes: 0 woken, 1 not-equal, 2 timed-out.
+#include <node.h>
+
+#include "async_wait.h"
+#include "bindings.h"
+
+namespace mpts {
+
+namespace {
+
+// Bumped whenever an export changes name, arguments or semantics, so the
+// TypeScript loader can refuse a stale build instead of misbehaving.
+constexpr int kAbiVersion = 1;
+
+void SetFunction(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
+                 const char* name, v8::FunctionCallback callback, int length,
+                 v8::Local<v8::Value> data = v8::Local<v8::Value>()) {
+  v8::Isolate* isolate = context->GetIsolate();
+  v8::Local<v8::String> js_name =
+      v8::String::NewFromUtf8(isolate, name, v8::NewStringType::kInternalized)
+          .ToLocalChecked();
+  v8::Local<v8::Function> fn =
+      v8::Function::New(context, callback, data, length,
+                        v8::ConstructorBehavior::kThrow)
+          .ToLocalChecked();
+  fn->SetName(js_name);
+  target->Set(context, js_name, fn).Check();
+}
+
+}  // namespace
+
+}  // namespace mpts
+
+// node.h's registration macro casts the init function to a type with one
+// more (unused) parameter, which g++ flags with -Wcast-function-type.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcast-function-type"
+NODE_MODULE_INIT(/* exports, module, context */) {
+  using namespace mpts;
+  v8::Isolate* isolate = context->GetIsolate();
+
+  SetFunction(context, exports, "openSegment", OpenSegment, 3);
+  SetFunction(context, exports, "futexWait", FutexWait, 4);
+  SetFunction(context, exports, "futexWake", FutexWake, 3);
+  EnvWaits* waits = InstallEnvWaits(isolate, context);
+  SetFunction(context, exports, "futexWaitAsync", FutexWaitAsync, 4,
+              v8::External::New(isolate, waits));
+  SetFunction(context, exports, "gettid", GetTid, 0);
+  SetFunction(context, exports, "threadAlive", ThreadAlive, 2);
+  SetFunction(context, exports, "setParentDeathSignal", SetParentDeathSignal,
+              1);
+  exports
+      ->Set(context,
+            v8::String::NewFromUtf8Literal(isolate, "version",
+                                           v8::NewStringType::kInternalized),
+            v8::Integer::New(isolate, kAbiVersion))
+      .Check();
+}
+#pragma GCC diagnostic pop

@@ -1,0 +1,30 @@
+// bindings.h — the JavaScript-callable entry points of mpts_native.
+//
+// Each function is implemented next to the concern it exposes:
+//   segment.cc   openSegment
+//   futex_js.cc  futexWait, futexWake
+//   async_wait.cc futexWaitAsync (plus the per-environment state it needs)
+//   proc.cc      gettid, threadAlive, setParentDeathSignal
+// addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
+// they can work with SharedArrayBuffers directly (see binding.gyp for why the
+// addon does not use N-API alone).
+#ifndef MPTS_NATIVE_BINDINGS_H_
+#define MPTS_NATIVE_BINDINGS_H_
+
+#include <v8.h>
+
+namespace mpts {
+
+using Callback = v8::FunctionCallbackInfo<v8::Value>;
+
+void OpenSegment(const Callback& args);
+void FutexWait(const Callback& args);
+void FutexWake(const Callback& args);
+void FutexWaitAsync(const Callback& args);  // data(): the EnvWaits External
+void GetTid(const Callback& args);
+void ThreadAlive(const Callback& args);
+void SetParentDeathSignal(const Callback& args);
+
+}  // namespace mpts
+
+#endif  // MPTS_NATIVE_BINDINGS_H_

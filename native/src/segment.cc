@@ -1,0 +1,138 @@
+// segment.cc — openSegment(path, size, create): a file mapped MAP_SHARED and
+// exposed to JavaScript as a genuine SharedArrayBuffer.
+//
+// Design:
+//  * The segment is an ordinary file (normally on the /dev/shm tmpfs). The
+//    creator opens it with O_CREAT|O_EXCL so two processes can never both
+//    believe they created (and must initialise) the same segment.
+//  * The mapping is wrapped in a v8::BackingStore whose deleter munmaps it.
+//    V8 reference-counts backing stores across isolates, so the same mapping
+//    can be posted to worker_threads, and it is unmapped only when the last
+//    SharedArrayBuffer (and the last pending futexWaitAsync, which pins the
+//    store) is gone. Nothing here owns a v8 handle.
+//  * The descriptor is closed right after mmap: the mapping keeps the file
+//    alive on its own, and an fd per segment would leak descriptors in
+//    processes attaching many segments.
+//  * Unlinking is left to the caller (like shm_unlink in Python's
+//    SharedMemory): attached processes keep working after the name is gone.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "args.h"
+#include "bindings.h"
+#include "errors.h"
+
+namespace mpts {
+
+namespace {
+
+// Largest size a JS Number can state exactly; also far above any mapping.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+void UnmapBackingStore(void* data, size_t length, void* /*deleter_data*/) {
+  munmap(data, length);
+}
+
+// Closes a descriptor on every path out of OpenSegment.
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() {
+    if (fd_ >= 0) close(fd_);
+  }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+void OpenSegment(const Callback& args) {
+  v8::Isolate* isolate = args.GetIsolate();
+  if (!args[0]->IsString()) {
+    ThrowTypeError(isolate, "The \"path\" argument must be a string");
+    return;
+  }
+  v8::String::Utf8Value utf8_path(isolate, args[0]);
+  const std::string path(*utf8_path, utf8_path.length());
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    ThrowTypeError(isolate,
+                   "The \"path\" argument must be a non-empty string without "
+                   "null bytes");
+    return;
+  }
+  int64_t requested;
+  if (!IntegerArg(isolate, args[1], "size", 0, kMaxSafeInteger, &requested)) {
+    return;
+  }
+  const bool create = args[2]->BooleanValue(isolate);
+
+  size_t size = static_cast<size_t>(requested);
+  int fd;
+  if (create) {
+    if (size == 0) {
+      ThrowRangeError(isolate, "A new segment needs a size greater than 0");
+      return;
+    }
+    fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return ThrowErrno(isolate, errno, "open", path.c_str());
+  } else {
+    fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return ThrowErrno(isolate, errno, "open", path.c_str());
+  }
+  FdCloser closer(fd);
+
+  if (create) {
+    if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      const int err = errno;
+      // We created the file (O_EXCL), so nobody else can be using it yet;
+      // do not leave an unusable zero-length name behind.
+      unlink(path.c_str());
+      return ThrowErrno(isolate, err, "ftruncate", path.c_str());
+    }
+  } else {
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      return ThrowErrno(isolate, errno, "fstat", path.c_str());
+    }
+    const size_t file_size = static_cast<size_t>(st.st_size);
+    if (size == 0) size = file_size;
+    if (size == 0) {
+      return ThrowErrno(isolate, EINVAL, "mmap", path.c_str(),
+                        "segment file is empty");
+    }
+    if (size > file_size) {
+      // Touching pages past the end of the file would raise SIGBUS, so refuse
+      // up front with a readable error.
+      char message[128];
+      snprintf(message, sizeof(message),
+               "requested %zu bytes but the segment has only %zu", size,
+               file_size);
+      return ThrowErrno(isolate, EINVAL, "mmap", path.c_str(), message);
+    }
+  }
+
+  void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) {
+    const int err = errno;
+    if (create) unlink(path.c_str());
+    return ThrowErrno(isolate, err, "mmap", path.c_str());
+  }
+
+  std::shared_ptr<v8::BackingStore> store =
+      v8::SharedArrayBuffer::NewBackingStore(data, size, UnmapBackingStore,
+                                             nullptr);
+  args.GetReturnValue().Set(
+      v8::SharedArrayBuffer::New(isolate, std::move(store)));
+}
+
+}  // namespace mpts

@@ -1,0 +1,72 @@
+/**
+ * The process tree as a whole: entry scripts run as real mains, crash
+ * safety of segments, children dying with their parent, the import guard.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { METHODS, eventually, fixture, pidAlive, run } from './helpers.js';
+
+interface TreeReport {
+  treeDir: string;
+  pids: number[];
+  shm: string[];
+}
+
+/** Starts tree-main.js and reads its report line. */
+async function startTree(mode: 'hold' | 'exit') {
+  const child = spawn(process.execPath, [fixture('tree-main.js'), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout });
+  const report = await new Promise<TreeReport>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tree-main did not report in 30 s')), 30_000);
+    lines.once('line', (line) => {
+      clearTimeout(timer);
+      resolve(JSON.parse(line));
+    });
+    child.once('exit', (code) => reject(new Error(`tree-main exited early with ${code}`)));
+  });
+  const exited = new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
+  return { child, report, exited };
+}
+
+function leftovers(report: TreeReport): string[] {
+  return [report.treeDir, ...report.shm.map((n) => `/dev/shm/${n}`)].filter((p) => existsSync(p));
+}
+
+describe('process tree', () => {
+  it('after the main process is SIGKILLed: children die and nothing is left in /dev/shm', async () => {
+    const { child, report, exited } = await startTree('hold');
+    try {
+      assert.equal(leftovers(report).length, 1 + report.shm.length, 'segments exist while the tree runs');
+      assert.ok(pidAlive(report.pids[0]!));
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    await eventually(() => !pidAlive(report.pids[0]!), 10_000, 'the orphaned child to die');
+    await eventually(() => leftovers(report).length === 0, 10_000, `cleanup of ${leftovers(report).join(', ')}`);
+  });
+
+  it('after children are SIGKILLed and the main process exits: nothing is left in /dev/shm', async () => {
+    const { report, exited } = await startTree('exit');
+    await exited;
+    await eventually(() => leftovers(report).length === 0, 10_000, `cleanup of ${leftovers(report).join(', ')}`);
+  });
+
+  it('an entry script that starts children unguarded gets an error naming the guard, not a fork bomb', async () => {
+    for (const method of METHODS) {
+      const r = await run(process.execPath, [fixture('unguarded.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });
+      assert.match(r.stderr, /mp\.isMainProcess\(\)/, method);
+      assert.match(r.stdout, /exitCode 1/, method);
+    }
+  });
+
+  it('a target exported by the entry script travels by reference, with its own module state', async () => {
+    for (const method of METHODS) {
+      const r = await run(process.execPath, [fixture('entry-by-reference.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });
+      assert.deepEqual(JSON.parse(r.stdout), { exitCode: 0, childSeen: 1, parentSeen: 0 }, `${method}: ${r.stderr}`);
+    }
+  });
+});
