@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""CPython multiprocessing anchors for the multiprocessing-ts benchmarks.
+
+One invocation measures one sample and prints one JSON object on stdout; the
+TypeScript harness (bench/run.ts) calls it once per round, interleaved with
+its own variants, so both sides see the same machine state.
+
+    python3 mp_anchor.py start --method fork|spawn|forkserver [--reps 20] [--warmup 2]
+    python3 mp_anchor.py value [--method fork] [--n 200000] [--procs 2]
+
+Standard library only. Everything but the argument handling sits behind the
+__main__ guard, because spawn and forkserver children re-import this file.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+
+# CLOCK_MONOTONIC on Linux: the same clock in every process, so a child's
+# timestamp can be compared with the parent's.
+now = time.perf_counter
+
+
+def noop():
+    pass
+
+
+def incr_worker(v, n, gate, ready, ends, slot):
+    """n x `with v.get_lock(): v.value += 1`, the idiom the Python docs show.
+
+    The lock is looked up once, as the TypeScript children do, so both sides
+    time the same thing: lock, read-modify-write, unlock.
+    """
+    ready.release()
+    with gate:  # parked here until the parent opens the gate
+        pass
+    lock = v.get_lock()
+    for _ in range(n):
+        with lock:
+            v.value += 1
+    ends[slot] = now()
+
+
+def helper_cpu_s():
+    """CPU seconds of helpers this interpreter never waits for.
+
+    The forkserver (and the children it forks and reaps) and the resource
+    tracker outlive our last join and are not reaped by us, so their CPU
+    would show up as *foreign* load in the harness. Reading their
+    /proc/<pid>/stat (own + reaped children) just before we exit lets the
+    harness count it as ours.
+    """
+    pids = []
+    try:
+        from multiprocessing import forkserver
+        pids.append(getattr(forkserver._forkserver, "_forkserver_pid", None))
+    except Exception:
+        pass
+    try:
+        from multiprocessing import resource_tracker
+        pids.append(getattr(resource_tracker._resource_tracker, "_pid", None))
+    except Exception:
+        pass
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        if not pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # utime, stime, cutime, cstime are fields 14-17 (fields[0] is field 3)
+        total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
+def bench_start(method, reps, warmup):
+    ctx = mp.get_context(method)
+    times = []
+    for i in range(warmup + reps):
+        t0 = now()
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+        dt = now() - t0
+        if p.exitcode != 0:
+            raise SystemExit(f"noop child exited with {p.exitcode}")
+        if i >= warmup:
+            times.append(dt * 1e3)
+    return {
+        "bench": "start",
+        "method": method,
+        "median_ms": statistics.median(times),
+        "samples_ms": [round(t, 4) for t in times],
+        "reps": reps,
+        "warmup": warmup,
+    }
+
+
+def bench_value(method, n, procs):
+    ctx = mp.get_context(method)
+    v = ctx.Value("i", 0)
+    gate = ctx.Lock()
+    ready = ctx.Semaphore(0)
+    ends = ctx.RawArray("d", procs)
+    gate.acquire()
+    ps = [ctx.Process(target=incr_worker, args=(v, n, gate, ready, ends, k)) for k in range(procs)]
+    for p in ps:
+        p.start()
+    for _ in ps:  # every child has started and is about to block on the gate
+        ready.acquire()
+    t0 = now()
+    gate.release()
+    for p in ps:
+        p.join()
+    t1 = now()
+    total = v.value
+    expected = n * procs
+    return {
+        "bench": "value",
+        "method": method,
+        "n": n,
+        "procs": procs,
+        "elapsed_s": t1 - t0,
+        "incr_elapsed_s": max(ends) - t0,
+        "total": total,
+        "expected": expected,
+        "exact": total == expected,
+        "exitcodes": [p.exitcode for p in ps],
+    }
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="bench", required=True)
+    s = sub.add_parser("start", help="Process(target=noop) construct + start() + join(), median ms")
+    s.add_argument("--method", default="fork", choices=("fork", "spawn", "forkserver"))
+    s.add_argument("--reps", type=int, default=20)
+    s.add_argument("--warmup", type=int, default=2)
+    v = sub.add_parser("value", help="procs x n locked Value increments, released together")
+    v.add_argument("--method", default="fork", choices=("fork", "spawn", "forkserver"))
+    v.add_argument("--n", type=int, default=200_000)
+    v.add_argument("--procs", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.bench == "start":
+        out = bench_start(args.method, args.reps, args.warmup)
+    else:
+        out = bench_value(args.method, args.n, args.procs)
+    out["python"] = sys.version.split()[0]
+    out["helper_cpu_s"] = helper_cpu_s()
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

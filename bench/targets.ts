@@ -1,0 +1,75 @@
+/**
+ * Child targets of the benchmarks, passed to `Process` by reference
+ * (`module: <url of this file>`): the child imports this module and calls
+ * the export by name.
+ *
+ * Only type imports and no top-level code, so importing it in a child costs
+ * next to nothing and starts nothing: the start+join case measures the
+ * library, not this file.
+ */
+import type { Lock, RawSharedArray, SynchronizedValue } from '../src/index.js';
+
+/** URL children import targets from (the compiled file next to this one). */
+export const TARGETS_URL: string = import.meta.url;
+
+/** Does nothing: Python's `Process(target=noop)`. */
+export function noop(): void {}
+
+/**
+ * Says "ready", then waits at the gate the parent holds: every child has
+ * started before the clock starts, and all are released at the same moment.
+ * The gate is always passed synchronously; only the increments differ by form.
+ */
+function passGate(gate: Lock, ready: RawSharedArray<'i'>, slot: number): void {
+  Atomics.store(ready, slot, 1);
+  gate.acquireSync();
+  gate.release();
+}
+
+/**
+ * `n × (lock.acquireSync(); v.value += 1; lock.release())`, then stamps the
+ * end (CLOCK_MONOTONIC ns, shared by all processes) into `ends[slot]`.
+ * try/finally mirrors Python's `with v.get_lock():`.
+ */
+export function incrementSync(
+  v: SynchronizedValue<number>,
+  n: number,
+  gate: Lock,
+  ready: RawSharedArray<'i'>,
+  ends: RawSharedArray<'d'>,
+  slot: number,
+): void {
+  passGate(gate, ready, slot);
+  const lock = v.getLock();
+  for (let i = 0; i < n; i++) {
+    lock.acquireSync();
+    try {
+      v.value += 1;
+    } finally {
+      lock.release();
+    }
+  }
+  ends[slot] = Number(process.hrtime.bigint());
+}
+
+/** The same with `await lock.acquire()`, the form that leaves the event loop free. */
+export async function incrementAsync(
+  v: SynchronizedValue<number>,
+  n: number,
+  gate: Lock,
+  ready: RawSharedArray<'i'>,
+  ends: RawSharedArray<'d'>,
+  slot: number,
+): Promise<void> {
+  passGate(gate, ready, slot);
+  const lock = v.getLock();
+  for (let i = 0; i < n; i++) {
+    await lock.acquire();
+    try {
+      v.value += 1;
+    } finally {
+      lock.release();
+    }
+  }
+  ends[slot] = Number(process.hrtime.bigint());
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+/**
+ * Runs every seed example (examples/*.ts) under both start methods, the way
+ * a user would (`node --import tsx`), prints what it printed, and checks it
+ * against what Python prints (examples/expected/*.txt).
+ *
+ * Usage: npm run demo [-- name-filter]
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const filter = process.argv[2] ?? '';
+const examples = readdirSync(join(root, 'examples')).filter((f) => f.endsWith('.ts') && f.includes(filter)).sort();
+let failures = 0;
+
+for (const file of examples) {
+  const expectedFile = join(root, 'examples', 'expected', file.replace(/\.ts$/, '.txt'));
+  const expected = existsSync(expectedFile) ? readFileSync(expectedFile, 'utf8') : null;
+  for (const method of ['process', 'thread']) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join('examples', file)], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, MULTIPROCESSING_TS_START_METHOD: method },
+      timeout: 60_000,
+    });
+    const ok = r.status === 0 && (expected === null || r.stdout === expected);
+    if (!ok) failures++;
+    console.log(`── ${file} (start method '${method}') ${ok ? '✓ prints what Python prints' : '✗ differs from Python'}`);
+    process.stdout.write(r.stdout);
+    if (r.stderr) process.stdout.write(r.stderr);
+    if (!ok && expected !== null) process.stdout.write(`── expected:\n${expected}`);
+  }
+}
+console.log(failures ? `${failures} demo run(s) differ from Python` : `all ${examples.length * 2} demo runs print what Python prints`);
+process.exitCode = failures ? 1 : 0;

@@ -1,0 +1,20 @@
+/**
+ * The native addon's own checks (native/smoke.mjs): segments across
+ * processes and threads, futex waits and wakes across processes, async waits
+ * beyond one futex_waitv batch, worker termination with pending waits, the
+ * parent-death signal. Run as a child so a crash there fails one test.
+ */
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import * as mp from '../src/index.js';
+import { run } from './helpers.js';
+
+const smoke = fileURLToPath(new URL('../../native/smoke.mjs', import.meta.url));
+
+it('native addon smoke checks pass', { skip: mp.nativeAddon ? false : `no addon: ${mp.nativeLoadError?.message}` }, async () => {
+  const r = await run(process.execPath, [smoke, '--no-bench'], { timeoutMs: 90_000 });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.doesNotMatch(r.stdout, /^FAIL/m);
+  assert.match(r.stdout, /\d+ passed, 0 failed/);
+});
