@@ -1,0 +1,65 @@
+/**
+ * Segment lifetime: a segment's file goes away when its last user is gone,
+ * never while a handle to it is still on its way; and the package works
+ * without its native addon for thread children.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import * as mp from '../src/index.js';
+import { Segment } from '../src/shm/segment.js';
+import * as fx from './fixtures/targets.js';
+import { METHODS, eventually, fixture, run } from './helpers.js';
+
+const gc = (globalThis as { gc?: () => void }).gc;
+
+describe('segment lifetime', { skip: mp.nativeAddon ? false : 'needs the native addon' }, () => {
+  it('the file is removed when the last user releases it, not before', async () => {
+    const seg = Segment.create(64);
+    const path = seg.path!;
+    assert.ok(existsSync(path));
+    const handle = seg.toHandle(); // a reference in flight
+    assert.equal(Atomics.load(seg.refs, 0), 2);
+    const again = Segment.attach(handle); // same isolate: the in-flight reference is given back
+    assert.equal(again, seg);
+    assert.equal(Atomics.load(seg.refs, 0), 1);
+  });
+
+  for (const method of METHODS) {
+    it(`a child's mapping is released when it exits (${method})`, async () => {
+      const v = mp.Value('i', 0);
+      const path = (v.getObj() as unknown as { segment: Segment }).segment.path!;
+      const p = new (mp.getContext(method).Process)({ target: fx.asyncSet, args: [v, 3], module: fx.TARGETS });
+      p.start();
+      await p.join();
+      assert.equal(v.value, 3);
+      const refs = (v.getObj() as unknown as { segment: Segment }).segment.refs;
+      // The parent's own mapping is all that is left.
+      await eventually(() => Atomics.load(refs, 0) === 1, 5_000, 'the child to give back its reference');
+      assert.ok(existsSync(path));
+    });
+  }
+
+  it('collecting the last JS object removes the file', { skip: gc ? false : 'run node with --expose-gc' }, async () => {
+    let seg: Segment | null = Segment.create(64);
+    const path = seg.path!;
+    seg = null;
+    await eventually(() => {
+      gc!();
+      return !existsSync(path);
+    }, 5_000, 'the finalizer to remove the file');
+  });
+});
+
+describe('without the native addon', () => {
+  it("'thread' children share memory; 'process' is refused with a clear message", async () => {
+    const r = await run(process.execPath, [fixture('fallback.js')], { env: { MULTIPROCESSING_TS_NO_NATIVE: '1' } });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(out.methods, ['thread']);
+    assert.equal(out.method, 'thread');
+    assert.equal(out.total, 10_000);
+    assert.match(out.processError, /^NativeUnavailableError: .*native addon.*'thread' start method/);
+    assert.match(r.stderr, /Children start as threads/);
+  });
+});
