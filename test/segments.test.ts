@@ -25,6 +25,16 @@ describe('segment lifetime', { skip: mp.nativeAddon ? false : 'needs the native 
     assert.equal(Atomics.load(seg.refs, 0), 1);
   });
 
+  it('a start() refused for bad args leaves no reference behind', () => {
+    const v = mp.Value('i', 0);
+    const refs = (v.getObj() as unknown as { segment: Segment }).segment.refs;
+    for (const method of METHODS) {
+      const p = new (mp.getContext(method).Process)({ target: fx.noop, args: [v, { later: () => 1 }] as never, module: fx.TARGETS });
+      assert.throws(() => p.start(), mp.SerializationError);
+    }
+    assert.equal(Atomics.load(refs, 0), 1);
+  });
+
   for (const method of METHODS) {
     it(`a child's mapping is released when it exits (${method})`, async () => {
       const v = mp.Value('i', 0);

@@ -41,11 +41,13 @@ describe('process tree', () => {
     try {
       assert.equal(leftovers(report).length, 1 + report.shm.length, 'segments exist while the tree runs');
       assert.ok(pidAlive(report.pids[0]!));
+      assert.ok(pidAlive(report.pids[2]!), 'the grandchild runs');
     } finally {
       child.kill('SIGKILL');
       await exited;
     }
     await eventually(() => !pidAlive(report.pids[0]!), 10_000, 'the orphaned child to die');
+    await eventually(() => !pidAlive(report.pids[2]!), 10_000, 'the orphaned grandchild to die');
     await eventually(() => leftovers(report).length === 0, 10_000, `cleanup of ${leftovers(report).join(', ')}`);
   });
 

@@ -7,7 +7,7 @@ import { join as joinPath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
-import { encode, encodeToBytes } from '../serialize/encode.js';
+import { abandon, cloneError, encode, toBytes } from '../serialize/encode.js';
 import { treeDir } from '../shm/tree.js';
 import { native } from '../native/addon.js';
 import { describeTarget, entryPath, type TargetSpec } from './target.js';
@@ -172,7 +172,8 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
     const method = validateStartMethod(this.startMethod());
     const target: TargetSpec = describeTarget(this.target, this.module);
-    const args = method === 'process' ? encodeToBytes(this.args, 'args') : encode(this.args, 'args');
+    const encoded = encode(this.args, 'args');
+    const args = method === 'process' ? toBytes(encoded, 'args') : encoded;
     const identity: ChildIdentity = {
       name: this._name,
       identity: this.identity,
@@ -185,7 +186,13 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       tsxApi: tsxApi(),
     };
     const spec = { identity, target, args };
-    this.popen = method === 'process' ? popenProcess(spec) : popenThread(spec);
+    try {
+      this.popen = method === 'process' ? popenProcess(spec) : popenThread(spec);
+    } catch (err) {
+      abandon(encoded);
+      // A worker's clone of its data refuses what v8.serialize would have.
+      throw (err as Error)?.name === 'DataCloneError' ? cloneError(encoded, 'args', err as Error) : err;
+    }
     if (this._daemon) this.popen.setRef(false);
     liveChildren.add(this);
     void this.popen.exited.then((code) => {

@@ -8,6 +8,7 @@
  */
 import { serialize } from 'node:v8';
 import { SerializationError } from '../errors.js';
+import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, isShareable, reviveShared, type SharedHandle } from './shared.js';
 
 /** The key of a marker object `{ [MARKER]: handle }` standing for a shared object. */
@@ -26,7 +27,32 @@ const UNCLONEABLE: ReadonlyArray<[Function | undefined, string]> = [
  * @throws SerializationError naming the path of a value that cannot travel.
  */
 export function encode(value: unknown, path: string): unknown {
-  return walk(value, path, new Map());
+  const seen = new Map<object, unknown>();
+  try {
+    return walk(value, path, seen);
+  } catch (err) {
+    abandon([...seen.values()]);
+    throw err;
+  }
+}
+
+/**
+ * Gives back the segment references that the handles inside an encoded value
+ * hold, when that value will never reach a receiver (a failed transfer):
+ * nothing is leaked by a refused `start()`.
+ */
+export function abandon(encoded: unknown): void {
+  const visit = (v: unknown, seen: Set<object>): void => {
+    if (typeof v !== 'object' || v === null || seen.has(v)) return;
+    seen.add(v);
+    if (typeof (v as SegmentHandle).path === 'string' && typeof (v as SegmentHandle).size === 'number') {
+      Segment.abandon(v as SegmentHandle);
+      return;
+    }
+    const children = v instanceof Map ? [...v.keys(), ...v.values()] : v instanceof Set ? [...v] : Object.values(v);
+    for (const child of children) visit(child, seen);
+  };
+  visit(encoded, new Set());
 }
 
 function walk(value: unknown, path: string, seen: Map<object, unknown>): unknown {
@@ -103,14 +129,15 @@ function isLeaf(value: object): boolean {
 }
 
 /**
- * `encode`, then V8's serializer (for a process child). A value the
- * serializer still refuses is located and named.
+ * V8's serializer over an `encode`d value (for a process child). A value the
+ * serializer still refuses is located and named, and the handles inside are
+ * abandoned.
  */
-export function encodeToBytes(value: unknown, path: string): Uint8Array {
-  const encoded = encode(value, path);
+export function toBytes(encoded: unknown, path: string): Uint8Array {
   try {
     return serialize(encoded);
   } catch (err) {
+    abandon(encoded);
     throw cloneError(encoded, path, err as Error);
   }
 }

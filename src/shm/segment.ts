@@ -152,6 +152,16 @@ export class Segment {
     return { size: this.size, path: this.path };
   }
 
+  /**
+   * Gives back the reference a handle from `toHandle()` holds, when that
+   * handle will never be attached (its transfer failed).
+   */
+  static abandon(handle: SegmentHandle): void {
+    if (!handle.path) return;
+    const seg = mapped.get(handle.path)?.deref();
+    if (seg) dropReference(handle.path, seg.refs);
+  }
+
   private track(): void {
     if (!this.path) return;
     mapped.set(this.path, new WeakRef(this));
