@@ -31,8 +31,8 @@ export function functionExpressionSource(fn: Function): string {
   const m = /^(async\s+)?(\*\s*)?/.exec(src)!;
   const rest = src.slice(m[0].length);
   if (/^(get|set)\s/.test(rest)) throw new TypeError('an accessor, not a function');
-  const name = /^[\w$]+/.exec(rest) ? rest : `_${rest}`;
-  return `${m[1] ?? ''}function${m[2] ? '*' : ''} ${name}`;
+  if (!/^[A-Za-z_$][\w$]*\s*\(/.test(rest)) throw new TypeError('a method with a computed name');
+  return `${m[1] ?? ''}function${m[2] ? '*' : ''} ${rest}`;
 }
 
 function isArrow(src: string): boolean {

@@ -152,8 +152,7 @@ function createBlock(name: string, size: number): SharedArrayBuffer {
   return sab;
 }
 
-function attachBlock(name: string, size: number, sab?: SharedArrayBuffer): SharedArrayBuffer {
-  if (sab) return sab;
+function attachBlock(name: string, size: number): SharedArrayBuffer {
   if (!native) {
     const local = localBlocks.get(name);
     if (!local) throw notFound(name);
