@@ -21,12 +21,25 @@ import type { CaseDefinition } from './types.js';
 
 const CASES: readonly CaseDefinition[] = [startJoin, valueIncr];
 
-function gitCommit(): string | null {
+function git(args: readonly string[]): string | null {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: PACKAGE_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const out = execFileSync('git', args, { cwd: PACKAGE_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    return out.replace(/\n+$/, ''); // not trim(): porcelain lines start with a status column
   } catch {
     return null;
   }
+}
+
+/**
+ * What was measured: the commit, plus library files changed since it. The
+ * library is edited while benchmarks run, so the commit alone can mislead.
+ */
+function sourceVersion(): { commit: string | null; modified: string[] } {
+  const status = git(['status', '--porcelain', '--', 'src', 'native']) ?? '';
+  return {
+    commit: git(['rev-parse', '--short', 'HEAD']),
+    modified: status.split('\n').filter(Boolean).map((l) => l.slice(3)),
+  };
 }
 
 async function main(): Promise<number> {
@@ -51,6 +64,7 @@ async function main(): Promise<number> {
   const missing = mp.getAllStartMethods().includes('process') ? '' : ` (native addon missing: ${mp.nativeLoadError?.message})`;
 
   const date = new Date().toISOString();
+  const version = sourceVersion();
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const records: Record<string, unknown>[] = [
     {
@@ -58,14 +72,16 @@ async function main(): Promise<number> {
       date,
       node: process.version,
       cpus: availableParallelism(),
-      commit: gitCommit(),
+      ...version,
       argv: process.argv.slice(2),
       rounds: cli.rounds,
       quick: cli.quick,
       foreign_max: cli.foreignMax,
     },
   ];
+  const dirty = version.modified.length ? ` + uncommitted ${version.modified.join(', ')}` : '';
   console.log(`multiprocessing-ts benchmarks — ${date}, node ${process.version}, ${availableParallelism()} CPUs${missing}`);
+  console.log(`library: commit ${version.commit ?? '?'}${dirty}`);
   console.log('only ratios within one run mean anything on a shared machine; see bench/README.md\n');
 
   let failed = false;

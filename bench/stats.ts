@@ -23,11 +23,3 @@ export function range(xs: readonly number[]): { min: number; max: number } {
   return { min, max };
 }
 
-/**
- * Relative spread of the samples: (max - min) / median. A quick way to see
- * whether the rounds of one row agree (under ~0.1) or the row is noisy.
- */
-export function relativeSpread(xs: readonly number[]): number {
-  const { min, max } = range(xs);
-  return (max - min) / median(xs);
-}
