@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import * as mp from '../src/index.js';
+import * as mp from 'multiprocessing-ts';
 import { parseCli, USAGE } from './cli.js';
 import { startJoin } from './cases/start-join.js';
 import { valueIncr } from './cases/value-incr.js';

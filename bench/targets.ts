@@ -7,7 +7,7 @@
  * next to nothing and starts nothing: the start+join case measures the
  * library, not this file.
  */
-import type { Lock, RawSharedArray, SynchronizedValue } from '../src/index.js';
+import type { Lock, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
 
 /** URL children import targets from (the compiled file next to this one). */
 export const TARGETS_URL: string = import.meta.url;

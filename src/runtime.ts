@@ -8,7 +8,7 @@
  * relative import, once through the user's `import 'multiprocessing-ts'`
  * resolved elsewhere) and both copies must agree.
  */
-import { threadId } from 'node:worker_threads';
+import { workerThreads } from './builtins.js';
 
 /** What a parent tells a child about the family it was born into. */
 export interface ChildIdentity {
@@ -57,5 +57,5 @@ export function runtime(): RuntimeState {
 
 /** A tag unique to this isolate within the process (pid alone is shared by threads). */
 export function isolateTag(): string {
-  return `${process.pid}.${threadId}`;
+  return `${process.pid}.${workerThreads().threadId}`;
 }

@@ -12,7 +12,7 @@ import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import * as mp from '../../src/index.js';
+import * as mp from 'multiprocessing-ts';
 import { runPythonAnchor } from '../python.js';
 import { median } from '../stats.js';
 import { noop, TARGETS_URL } from '../targets.js';

@@ -19,7 +19,7 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import * as mp from '../../src/index.js';
+import * as mp from 'multiprocessing-ts';
 import { runPythonAnchor } from '../python.js';
 import { incrementAsync, incrementSync, TARGETS_URL } from '../targets.js';
 import type { Case, CaseDefinition, Sample, Variant } from '../types.js';

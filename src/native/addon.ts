@@ -8,6 +8,8 @@
  * SharedArrayBuffers; `nativeLoadError` says why it is missing.
  */
 import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 /** Result codes shared by the blocking and async futex waits. */
 export const enum WaitResult {
@@ -32,14 +34,20 @@ function load(): { addon: NativeAddon | null; error: Error | null } {
   if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {
     return { addon: null, error: new Error('disabled by MULTIPROCESSING_TS_NO_NATIVE=1') };
   }
-  try {
-    const require = createRequire(import.meta.url);
-    // dist/src/native/addon.js → <package root>/build/Release
-    const addon = require('../../../build/Release/mpts_native.node') as NativeAddon;
-    return { addon, error: null };
-  } catch (err) {
-    return { addon: null, error: err as Error };
+  const require = createRequire(import.meta.url);
+  // The package root is two levels above the bundle (dist/bundle/) and three
+  // above the per-module build (dist/src/native/).
+  let error: Error | null = null;
+  for (const up of ['../../', '../../../']) {
+    const path = fileURLToPath(new URL(`${up}build/Release/mpts_native.node`, import.meta.url));
+    if (!existsSync(path)) continue;
+    try {
+      return { addon: require(path) as NativeAddon, error: null };
+    } catch (err) {
+      error = err as Error;
+    }
   }
+  return { addon: null, error: error ?? new Error('build/Release/mpts_native.node was not built') };
 }
 
 const loaded = load();

@@ -2,15 +2,16 @@
  * The first module of every child, under both start methods: receive the
  * spec, make sure the child cannot outlive its parent, run the target.
  */
-import { isMainThread, workerData } from 'node:worker_threads';
 import { native } from '../native/addon.js';
-import type { ChildSpec } from './popen.js';
+import { PROCESS_CHILD_FLAG, type ChildSpec } from './popen.js';
+import { workerThreads } from '../builtins.js';
 import { runChild } from './child.js';
 // Every shared-object kind registers its reviver when its module loads.
 import '../index.js';
 
 async function receiveSpec(): Promise<ChildSpec> {
-  if (!isMainThread) return workerData as ChildSpec;
+  if (process.argv[2] !== PROCESS_CHILD_FLAG) return workerThreads().workerData as ChildSpec;
+  process.argv.splice(2, 1);
   // An OS process: die with the parent, even when it is SIGKILLed. A thread
   // needs nothing: it lives inside its parent's process.
   native?.setParentDeathSignal(9);

@@ -4,10 +4,9 @@
  * arguments, call it, and report a failure as Python does (the name of the
  * process, then the error with its stack, on stderr; exit code 1).
  */
-import { isMainThread } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
-import { deserialize } from 'node:v8';
+import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { decode } from '../serialize/encode.js';
@@ -57,12 +56,12 @@ export async function runChild(spec: ChildSpec): Promise<void> {
   state.child = spec.identity;
   state.treeDir = spec.identity.treeDir;
   try {
-    if (!isMainThread && spec.identity.tsxApi) {
+    if (spec.identity.startMethod === 'thread' && spec.identity.tsxApi) {
       const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };
       tsx.register();
     }
     const fn = await resolveTarget(spec.target);
-    const args = decode(spec.args instanceof Uint8Array ? deserialize(spec.args) : spec.args) as unknown[];
+    const args = decode(spec.args instanceof Uint8Array ? v8().deserialize(spec.args) : spec.args) as unknown[];
     await fn(...args);
   } catch (err) {
     report(spec.identity.name, err);

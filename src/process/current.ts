@@ -3,7 +3,7 @@
  * `activeChildren()`, `cpuCount()`.
  */
 import { availableParallelism } from 'node:os';
-import { threadId, isMainThread } from 'node:worker_threads';
+import { workerThreads } from '../builtins.js';
 import { runtime } from '../runtime.js';
 import type { ProcessLike } from './process.js';
 import { liveChildren } from './registry.js';
@@ -33,7 +33,7 @@ export function currentProcess(): ProcessLike {
   return {
     name: child?.name ?? 'MainProcess',
     pid: process.pid,
-    threadId,
+    threadId: workerThreads().threadId,
     daemon: child?.daemon ?? false,
     exitCode: null,
     isAlive: () => true,
@@ -46,7 +46,7 @@ export function parentProcess(): ProcessLike | null {
   if (!child) return null;
   const { name, pid, threadId: parentThread } = child.parent;
   // A thread child lives in its parent's process: while it runs, the parent does.
-  const alive = () => (child.startMethod === 'thread' && !isMainThread ? true : pidAlive(pid));
+  const alive = () => (child.startMethod === 'thread' ? true : pidAlive(pid));
   return {
     name,
     pid,

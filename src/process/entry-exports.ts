@@ -10,7 +10,7 @@
  * The child verifies the export when it imports the module.
  */
 import { readFileSync } from 'node:fs';
-import { parse } from 'acorn';
+import { parsers } from './parsers.js';
 
 const cache = new Map<string, ReadonlySet<string>>();
 
@@ -42,7 +42,7 @@ function scan(path: string): ReadonlySet<string> {
 function namesFromAst(source: string): Set<string> | null {
   let ast: any;
   try {
-    ast = parse(source, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true });
+    ast = parsers().acorn.parse(source, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true });
   } catch {
     return null;
   }

@@ -7,8 +7,7 @@
  * reference; what stays unresolved at the top and is not a global is a free
  * variable, and the target is refused by name.
  */
-import { parse } from 'acorn';
-import { analyze } from 'eslint-scope';
+import { parsers } from './parsers.js';
 
 /**
  * Helpers that TypeScript compilers inject into function bodies. esbuild
@@ -37,7 +36,7 @@ export function functionExpressionSource(fn: Function): string {
 
 function isArrow(src: string): boolean {
   try {
-    const ast = parse(`(${src})`, { ecmaVersion: 'latest' }) as any;
+    const ast = parsers().acorn.parse(`(${src})`, { ecmaVersion: 'latest' }) as any;
     return ast.body[0]?.expression?.type === 'ArrowFunctionExpression';
   } catch {
     return false;
@@ -49,8 +48,9 @@ function isArrow(src: string): boolean {
  * (anything on `globalThis` here) and injected compiler helpers.
  */
 export function freeVariables(expressionSource: string): string[] {
-  const ast = parse(`(${expressionSource})`, { ecmaVersion: 'latest', sourceType: 'script', ranges: true });
-  const manager = analyze(ast as any, { ecmaVersion: 2022, sourceType: 'script' } as any);
+  const { acorn, eslintScope } = parsers();
+  const ast = acorn.parse(`(${expressionSource})`, { ecmaVersion: 'latest', sourceType: 'script', ranges: true });
+  const manager = eslintScope.analyze(ast as any, { ecmaVersion: 2022, sourceType: 'script' } as any);
   const names = new Set<string>();
   for (const ref of manager.globalScope!.through) {
     const name = ref.identifier.name;

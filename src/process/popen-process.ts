@@ -5,10 +5,10 @@
  * over, and receives its spec over the IPC channel. Its stdin is /dev/null
  * (as Python's children), stdout and stderr are the parent's.
  */
-import { spawn } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
+import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, type ChildSpec, type Popen } from './popen.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
@@ -18,7 +18,7 @@ export function signalExitCode(signal: NodeJS.Signals): number {
 }
 
 export function popenProcess(spec: ChildSpec): Popen {
-  const child = spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH], {
+  const child = childProcess().spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'advanced',
   });

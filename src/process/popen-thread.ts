@@ -4,11 +4,11 @@
  * same API. `terminate()`/`kill()` end the thread and report -15/-9, so code
  * reads exit codes the same way under both start methods.
  */
-import { Worker } from 'node:worker_threads';
+import { workerThreads } from '../builtins.js';
 import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
 
 export function popenThread(spec: ChildSpec): Popen {
-  const worker = new Worker(BOOTSTRAP_URL, { workerData: spec });
+  const worker = new (workerThreads().Worker)(BOOTSTRAP_URL, { workerData: spec });
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));

@@ -28,5 +28,8 @@ export interface Popen {
   setRef(ref: boolean): void;
 }
 
+/** The bootstrap's argument that says it runs as an OS process (checking `isMainThread` would cost loading worker_threads). */
+export const PROCESS_CHILD_FLAG = '--multiprocessing-ts-child';
+
 /** Where both strategies start their children. */
 export const BOOTSTRAP_URL = new URL('./bootstrap.js', import.meta.url);

@@ -1,7 +1,7 @@
 /**
  * `Process`: Python's `multiprocessing.Process` for Node.js.
  */
-import { threadId as ownThreadId } from 'node:worker_threads';
+import { workerThreads } from '../builtins.js';
 import { createRequire } from 'node:module';
 import { join as joinPath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -178,7 +178,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       name: this._name,
       identity: this.identity,
       daemon: this._daemon,
-      parent: { name: currentName(), pid: process.pid, threadId: ownThreadId },
+      parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
       startMethod: method,
       treeDir: native ? treeDir() : null,
       entryUrl: entryPath() ? pathToFileURL(entryPath()!).href : null,

@@ -6,7 +6,7 @@
  * promises) is refused here, with the path of the offending value. The result
  * is structured-cloneable; `decode` walks it back and revives the markers.
  */
-import { serialize } from 'node:v8';
+import { v8 } from '../builtins.js';
 import { SerializationError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, isShareable, reviveShared, type SharedHandle } from './shared.js';
@@ -135,7 +135,7 @@ function isLeaf(value: object): boolean {
  */
 export function toBytes(encoded: unknown, path: string): Uint8Array {
   try {
-    return serialize(encoded);
+    return v8().serialize(encoded);
   } catch (err) {
     abandon(encoded);
     throw cloneError(encoded, path, err as Error);
@@ -161,7 +161,7 @@ function findUncloneable(value: unknown, path: string, seen: Set<object>): strin
     if (found) return found;
   }
   try {
-    serialize(value);
+    v8().serialize(value);
     return null;
   } catch {
     const name = (value as object).constructor?.name;

@@ -9,7 +9,7 @@
  * that created it (its reaper), even after a SIGKILL.
  */
 import { unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../builtins.js';
 import { native } from '../native/addon.js';
 import { FileExistsError, FileNotFoundError, StateError, ValueError } from '../errors.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
@@ -60,7 +60,7 @@ export class SharedMemory {
       if (!Number.isSafeInteger(size) || size <= 0) {
         throw new ValueError(`size must be a positive integer number of bytes when creating, not ${size}`);
       }
-      name ??= `psm_${randomBytes(8).toString('hex')}`;
+      name ??= `psm_${randomHex(8)}`;
       this.sab = createBlock(name, size);
     } else {
       if (name === undefined) throw new ValueError('name is required to attach a SharedMemory (or pass create: true)');

@@ -10,9 +10,9 @@
  * marked names and the directory. It runs in its own session so a Ctrl-C to
  * the terminal's process group cannot stop it before it has cleaned up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { childProcess, randomHex } from '../builtins.js';
 import { runtime } from '../runtime.js';
 
 /** Where POSIX shared memory lives on Linux. */
@@ -39,7 +39,7 @@ export function treeDir(): string {
     state.treeDir = state.child.treeDir;
     return state.treeDir;
   }
-  const dir = `${SHM_ROOT}/mpts-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const dir = `${SHM_ROOT}/mpts-${process.pid}-${randomHex(4)}`;
   mkdirSync(`${dir}/names`, { recursive: true, mode: 0o700 });
   startReaper(dir);
   state.treeDir = dir;
@@ -48,7 +48,7 @@ export function treeDir(): string {
 
 function startReaper(dir: string): void {
   try {
-    reaper = spawn('/bin/sh', ['-c', REAPER_SCRIPT, 'mpts-reaper', dir], {
+    reaper = childProcess().spawn('/bin/sh', ['-c', REAPER_SCRIPT, 'mpts-reaper', dir], {
       stdio: ['pipe', 'ignore', 'ignore'],
       detached: true,
     });

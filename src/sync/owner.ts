@@ -6,11 +6,11 @@
  * or a worker thread, and `tgkill(pid, tid, 0)` tells whether it still
  * lives. That is how a lock held by a killed child is recovered.
  */
-import { threadId } from 'node:worker_threads';
+import { workerThreads } from '../builtins.js';
 import { native } from '../native/addon.js';
 
 /** This thread's id as stored in lock words (never 0). */
-export const SELF_TID: number = native ? native.gettid() : threadId + 1;
+export const SELF_TID: number = native ? native.gettid() : workerThreads().threadId + 1;
 
 /** This process's id, stored next to the tid to check liveness precisely. */
 export const SELF_PID: number = process.pid;
