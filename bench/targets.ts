@@ -52,6 +52,24 @@ export function incrementSync(
   ends[slot] = Number(process.hrtime.bigint());
 }
 
+/** The same with `await lock.withLock(() => { v.value += 1; })`, the scoped event-loop form. */
+export async function incrementWithLock(
+  v: SynchronizedValue<number>,
+  n: number,
+  gate: Lock,
+  ready: RawSharedArray<'i'>,
+  ends: RawSharedArray<'d'>,
+  slot: number,
+): Promise<void> {
+  passGate(gate, ready, slot);
+  const lock = v.getLock();
+  const increment = () => {
+    v.value += 1;
+  };
+  for (let i = 0; i < n; i++) await lock.withLock(increment);
+  ends[slot] = Number(process.hrtime.bigint());
+}
+
 /** The same with `await lock.acquire()`, the form that leaves the event loop free. */
 export async function incrementAsync(
   v: SynchronizedValue<number>,

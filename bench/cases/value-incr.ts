@@ -21,14 +21,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import * as mp from 'multiprocessing-ts';
 import { runPythonAnchor } from '../python.js';
-import { incrementAsync, incrementSync, TARGETS_URL } from '../targets.js';
+import { incrementAsync, incrementSync, incrementWithLock, TARGETS_URL } from '../targets.js';
 import type { Case, CaseDefinition, Sample, Variant } from '../types.js';
 
 const CHILDREN = 2;
 /** Give up on children that never report ready (a crash at import, say). */
 const READY_TIMEOUT_MS = 30_000;
 
-type Form = 'sync' | 'async';
+type Form = 'sync' | 'async' | 'withLock';
 
 const nowNs = (): number => Number(process.hrtime.bigint());
 
@@ -53,7 +53,7 @@ async function runOurs(method: mp.StartMethod, form: Form, n: number): Promise<S
   const gate = new mp.Lock();
   const ready = mp.RawArray('i', CHILDREN);
   const ends = mp.RawArray('d', CHILDREN);
-  const target = form === 'sync' ? incrementSync : incrementAsync;
+  const target = { sync: incrementSync, async: incrementAsync, withLock: incrementWithLock }[form];
   gate.acquireSync();
   const children = Array.from(
     { length: CHILDREN },
@@ -100,7 +100,7 @@ function ours(method: mp.StartMethod, form: Form, n: number, warmN: number): Var
   return {
     id: `mpts.${method}.${form}`,
     system: 'multiprocessing-ts',
-    label: `ours '${method}' ${form === 'sync' ? 'acquireSync' : 'await acquire'}`,
+    label: `ours '${method}' ${{ sync: 'acquireSync', async: 'await acquire', withLock: 'await withLock' }[form]}`,
     target: { anchor: 'python.fork', op: '>=', ratio: 10 },
     // First use creates the tree directory and its reaper; keep that out of round 1.
     warmup: async () => {
@@ -205,6 +205,8 @@ export const valueIncr: CaseDefinition = {
         ours('process', 'async', n, warmN),
         ours('thread', 'sync', n, warmN),
         ours('thread', 'async', n, warmN),
+        ours('process', 'withLock', n, warmN),
+        ours('thread', 'withLock', n, warmN),
         python(pyN),
         sabMutex(rawN, warmN),
       ],

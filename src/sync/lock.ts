@@ -44,8 +44,21 @@ export const LOCK_BYTES = 16;
 
 /** Busy checks before sleeping: a holder usually lets go within a few µs. */
 const SPIN = 100;
+/**
+ * An async sleeper wakes through the waiter thread and the event loop, tens
+ * of µs; a holder usually lets go far sooner, so async acquirers spin longer
+ * (a few µs of a blocked loop) before they sleep.
+ */
+const SPIN_ASYNC = 2000;
 /** How long a waiter sleeps before checking that the holder still lives. */
 const OWNER_CHECK_MS = 100;
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}
+
+/** The settled answer of every uncontended `acquire()`. */
+const ACQUIRED: Promise<boolean> = Promise.resolve(true);
 
 /** Options of `acquire`, as Python's `acquire(block=True, timeout=None)`. */
 export interface AcquireOptions {
@@ -99,9 +112,9 @@ abstract class MutexBase {
     return Atomics.compareExchange(this.words, STATE, 0, 1) === 0 && this.won();
   }
 
-  private spin(): boolean {
+  private spin(rounds: number): boolean {
     const w = this.words;
-    for (let i = 0; i < SPIN; i++) {
+    for (let i = 0; i < rounds; i++) {
       if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, 1) === 0) return this.won();
     }
     return false;
@@ -129,12 +142,18 @@ abstract class MutexBase {
    * if (await lock.acquire({ timeout: 100 })) try { … } finally { lock.release(); }
    * ```
    */
-  async acquire(options: AcquireOptions = {}): Promise<boolean> {
-    if (this.tryOnce()) return true;
-    if (this.heldByMe() && this.reenter()) return true;
+  acquire(options: AcquireOptions = {}): Promise<boolean> {
+    // No async function here: an uncontended acquire must not cost the extra
+    // promise turns of one (the caller resumes one microtask later, still
+    // holding the lock, and under contention that doubles the hold time).
+    if (this.tryOnce() || (this.heldByMe() && this.reenter())) return ACQUIRED;
+    return this.acquireSlowly(options);
+  }
+
+  private async acquireSlowly(options: AcquireOptions): Promise<boolean> {
     if (options.block === false) return this.recover();
     const deadline = deadlineOf(options.timeout);
-    if (this.spin()) return true;
+    if (this.spin(SPIN_ASYNC)) return true;
     const w = this.words;
     for (;;) {
       if (Atomics.exchange(w, STATE, 2) === 0) return this.won();
@@ -154,7 +173,7 @@ abstract class MutexBase {
     if (this.heldByMe() && this.reenter()) return true;
     if (options.block === false) return this.recover();
     const deadline = deadlineOf(options.timeout);
-    if (this.spin()) return true;
+    if (this.spin(SPIN)) return true;
     const w = this.words;
     for (;;) {
       if (Atomics.exchange(w, STATE, 2) === 0) return this.won();
@@ -185,13 +204,29 @@ abstract class MutexBase {
    * Runs `fn` holding the lock and releases it however `fn` ends.
    * @example `const n = await lock.withLock(() => counter.value++);`
    */
-  async withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
-    await this.acquire();
+  withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    if (this.tryOnce() || (this.heldByMe() && this.reenter())) return this.runHeld(fn);
+    return this.acquireSlowly({}).then(() => this.runHeld(fn));
+  }
+
+  /**
+   * Runs `fn` with the lock held and releases it as soon as `fn` is done:
+   * at once when `fn` is synchronous, so the lock is not held across the
+   * caller's await (under contention that would double the hold time).
+   */
+  private runHeld<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    let result: T | Promise<T>;
     try {
-      return await fn();
-    } finally {
+      result = fn();
+    } catch (err) {
       this.release();
+      return Promise.reject(err);
     }
+    if (!isThenable(result)) {
+      this.release();
+      return Promise.resolve(result as Awaited<T>);
+    }
+    return Promise.resolve(result).finally(() => this.release()) as Promise<Awaited<T>>;
   }
 
   /** `withLock` for synchronous code, blocking the thread while waiting. */
