@@ -61,7 +61,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const selected = cli.cases.length ? CASES.filter((c) => cli.cases.includes(c.name)) : CASES;
-  const missing = mp.getAllStartMethods().includes('process') ? '' : ` (native addon missing: ${mp.nativeLoadError?.message})`;
+  const missing = mp.getAllStartMethods().includes('process') ? '' : ` (native addon missing: ${mp.nativeLoadError()?.message})`;
 
   const date = new Date().toISOString();
   const version = sourceVersion();

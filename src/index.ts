@@ -29,6 +29,7 @@ import { makeArray, makeRawArray } from './sharedctypes/array.js';
 import { makeRawValue, makeValue, type RawValue as SharedRawValue, type SynchronizedValue } from './sharedctypes/value.js';
 import { Lock, RLock } from './sync/lock.js';
 import { SharedMemory } from './shm/shared-memory.js';
+import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
 
 export * from './errors.js';
@@ -45,7 +46,12 @@ export {
 } from './sharedctypes/value.js';
 export type { SynchronizedArray, RawSharedArray } from './sharedctypes/array.js';
 export type { Typecode, ElementOf } from './sharedctypes/typecodes.js';
-export { native as nativeAddon, nativeLoadError } from './native/addon.js';
+export { nativeLoadError } from './native/addon.js';
+
+/** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
+export function nativeAvailable(): boolean {
+  return nativeAddon() !== null;
+}
 
 /** `mp.Value(typecode, init = 0, { lock = true })`: a shared element guarded by a lock. */
 export const Value = makeValue;

@@ -12,7 +12,7 @@ import { run } from './helpers.js';
 
 const smoke = fileURLToPath(new URL('../../native/smoke.mjs', import.meta.url));
 
-it('native addon smoke checks pass', { skip: mp.nativeAddon ? false : `no addon: ${mp.nativeLoadError?.message}` }, async () => {
+it('native addon smoke checks pass', { skip: mp.nativeAvailable() ? false : `no addon: ${mp.nativeLoadError()?.message}` }, async () => {
   const r = await run(process.execPath, [smoke, '--no-bench'], { timeoutMs: 90_000 });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.doesNotMatch(r.stdout, /^FAIL/m);

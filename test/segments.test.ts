@@ -13,7 +13,7 @@ import { METHODS, eventually, fixture, run } from './helpers.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
-describe('segment lifetime', { skip: mp.nativeAddon ? false : 'needs the native addon' }, () => {
+describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the native addon' }, () => {
   it('the file is removed when the last user releases it, not before', async () => {
     const seg = Segment.create(64);
     const path = seg.path!;

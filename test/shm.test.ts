@@ -10,7 +10,7 @@ import * as mp from '../src/index.js';
 import * as fx from './fixtures/targets.js';
 import { METHODS } from './helpers.js';
 
-const native = mp.nativeAddon !== null;
+const native = mp.nativeAvailable();
 
 describe('SharedMemory', () => {
   it('creates, attaches by name, and unlinks once', () => {

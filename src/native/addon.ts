@@ -5,7 +5,11 @@
  * over a file mapping (so memory crosses process boundaries), and futex
  * waits on such memory (V8's `Atomics.wait` does not cross processes).
  * Without it the package still works for `'thread'` children on plain
- * SharedArrayBuffers; `nativeLoadError` says why it is missing.
+ * SharedArrayBuffers; `nativeLoadError()` says why it is missing.
+ *
+ * Loaded on first use: a child that never touches shared memory (a no-op
+ * target, a pure computation) starts without paying for `dlopen` and the
+ * addon's per-isolate set-up.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -50,18 +54,22 @@ function load(): { addon: NativeAddon | null; error: Error | null } {
   return { addon: null, error: error ?? new Error('build/Release/mpts_native.node was not built') };
 }
 
-const loaded = load();
+let loaded: { addon: NativeAddon | null; error: Error | null } | null = null;
 
-/** The addon, or `null` when it could not be loaded. */
-export const native: NativeAddon | null = loaded.addon;
+/** The addon, or `null` when it cannot be loaded. */
+export function native(): NativeAddon | null {
+  return (loaded ??= load()).addon;
+}
 
 /** Why the addon is missing (null when it loaded). */
-export const nativeLoadError: Error | null = loaded.error;
+export function nativeLoadError(): Error | null {
+  return (loaded ??= load()).error;
+}
 
 /** A message for users who need the addon and do not have it. */
 export function nativeMissingHint(): string {
   return (
-    `the native addon of multiprocessing-ts is not available (${nativeLoadError?.message ?? 'unknown'}); ` +
+    `the native addon of multiprocessing-ts is not available (${nativeLoadError()?.message ?? 'unknown'}); ` +
     `rebuild it with \`npm rebuild multiprocessing-ts\` (needs python3, make and g++), ` +
     `or use the 'thread' start method, which works on plain SharedArrayBuffers`
   );

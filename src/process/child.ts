@@ -9,7 +9,7 @@ import { inspect } from 'node:util';
 import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
-import { decode } from '../serialize/encode.js';
+import { decode, hasShared } from '../serialize/decode.js';
 import type { ChildSpec } from './popen.js';
 import type { TargetSpec } from './target.js';
 
@@ -61,7 +61,11 @@ export async function runChild(spec: ChildSpec): Promise<void> {
       tsx.register();
     }
     const fn = await resolveTarget(spec.target);
-    const args = decode(spec.args instanceof Uint8Array ? v8().deserialize(spec.args) : spec.args) as unknown[];
+    const cloned = spec.args instanceof Uint8Array ? v8().deserialize(spec.args) : spec.args;
+    // Shared-object classes register their revivers when the package loads;
+    // a child given none of them starts without loading it.
+    if (hasShared(cloned)) await import('../index.js');
+    const args = decode(cloned) as unknown[];
     await fn(...args);
   } catch (err) {
     report(spec.identity.name, err);

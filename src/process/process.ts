@@ -180,7 +180,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       daemon: this._daemon,
       parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
       startMethod: method,
-      treeDir: native ? treeDir() : null,
+      treeDir: native() ? treeDir() : null,
       entryUrl: entryPath() ? pathToFileURL(entryPath()!).href : null,
       entryPath: entryPath(),
       tsxApi: tsxApi(),

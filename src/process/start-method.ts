@@ -15,7 +15,7 @@ let warnedFallback = false;
 
 /** Start methods this installation supports (`'process'` needs the native addon). */
 export function getAllStartMethods(): StartMethod[] {
-  return native ? [...METHODS] : ['thread'];
+  return native() ? [...METHODS] : ['thread'];
 }
 
 /** Checks a start method name and that it can run here. */
@@ -23,7 +23,7 @@ export function validateStartMethod(method: unknown): StartMethod {
   if (!METHODS.includes(method as StartMethod)) {
     throw new ValueError(`unknown start method ${JSON.stringify(method)}; use 'process' or 'thread'`);
   }
-  if (method === 'process' && !native) throw new NativeUnavailableError(nativeMissingHint());
+  if (method === 'process' && !native()) throw new NativeUnavailableError(nativeMissingHint());
   return method as StartMethod;
 }
 
@@ -32,7 +32,7 @@ function defaultMethod(): StartMethod {
   if (inherited) return inherited;
   const fromEnv = process.env['MULTIPROCESSING_TS_START_METHOD'];
   if (fromEnv) return validateStartMethod(fromEnv);
-  if (native) return 'process';
+  if (native()) return 'process';
   if (!warnedFallback) {
     warnedFallback = true;
     process.emitWarning(`${nativeMissingHint()}. Children start as threads.`, 'MultiprocessingWarning');

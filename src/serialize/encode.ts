@@ -4,15 +4,15 @@
  * `encode` walks a value once: shared objects become handle markers, and
  * what structured clone would refuse (functions, symbols, weak collections,
  * promises) is refused here, with the path of the offending value. The result
- * is structured-cloneable; `decode` walks it back and revives the markers.
+ * is structured-cloneable; `decode` (decode.ts) walks it back and revives
+ * the markers.
  */
 import { v8 } from '../builtins.js';
 import { SerializationError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
-import { SHARED, isShareable, reviveShared, type SharedHandle } from './shared.js';
+import { MARKER, SHARED, isShareable } from './shared.js';
+import { isLeaf } from './leaf.js';
 
-/** The key of a marker object `{ [MARKER]: handle }` standing for a shared object. */
-const MARKER = '__multiprocessing_ts_shared__';
 
 const UNCLONEABLE: ReadonlyArray<[Function | undefined, string]> = [
   [WeakMap, 'a WeakMap'],
@@ -114,19 +114,6 @@ function walk(value: unknown, path: string, seen: Map<object, unknown>): unknown
   return out;
 }
 
-function isLeaf(value: object): boolean {
-  return (
-    ArrayBuffer.isView(value) ||
-    value instanceof ArrayBuffer ||
-    value instanceof Date ||
-    value instanceof RegExp ||
-    value instanceof Error ||
-    value instanceof Boolean ||
-    value instanceof Number ||
-    value instanceof String ||
-    (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)
-  );
-}
 
 /**
  * V8's serializer over an `encode`d value (for a process child). A value the
@@ -167,43 +154,4 @@ function findUncloneable(value: unknown, path: string, seen: Set<object>): strin
     const name = (value as object).constructor?.name;
     return name && name !== 'Object' ? `${path} (a ${name})` : path;
   }
-}
-
-/** Revives the handle markers that `encode` left in a (cloned) value. */
-export function decode(value: unknown): unknown {
-  return unwalk(value, new Map());
-}
-
-function unwalk(value: unknown, seen: Map<object, unknown>): unknown {
-  if (typeof value !== 'object' || value === null) return value;
-  if (seen.has(value)) return seen.get(value);
-  if (Array.isArray(value)) {
-    seen.set(value, value);
-    for (let i = 0; i < value.length; i++) value[i] = unwalk(value[i], seen);
-    return value;
-  }
-  if (value instanceof Map) {
-    seen.set(value, value);
-    const entries = [...value];
-    value.clear();
-    for (const [k, v] of entries) value.set(unwalk(k, seen), unwalk(v, seen));
-    return value;
-  }
-  if (value instanceof Set) {
-    seen.set(value, value);
-    const items = [...value];
-    value.clear();
-    for (const v of items) value.add(unwalk(v, seen));
-    return value;
-  }
-  if (isLeaf(value)) return value;
-  const record = value as Record<string, unknown>;
-  if (MARKER in record) {
-    const revived = reviveShared(record[MARKER] as SharedHandle);
-    seen.set(value, revived);
-    return revived;
-  }
-  seen.set(value, value);
-  for (const key of Object.keys(record)) record[key] = unwalk(record[key], seen);
-  return value;
 }

@@ -7,6 +7,9 @@
  * reviver registered for that kind, which maps the same memory and wraps it.
  */
 
+/** The key of a marker object `{ [MARKER]: handle }` standing for a shared object on the wire. */
+export const MARKER = '__multiprocessing_ts_shared__';
+
 /** Method that turns a shared object into its handle. */
 export const SHARED: unique symbol = Symbol.for('multiprocessing-ts.shared') as any;
 

@@ -106,9 +106,10 @@ export class Segment {
   /** A new zero-filled segment with `size` payload bytes. */
   static create(size: number): Segment {
     const total = SEGMENT_HEADER + Math.max(8, size);
-    if (!native) return new Segment(new SharedArrayBuffer(total), size, null);
+    const addon = native();
+    if (!addon) return new Segment(new SharedArrayBuffer(total), size, null);
     const path = `${treeDir()}/s${isolateTag()}.${++counter}`;
-    const seg = new Segment(native.openSegment(path, total, true), size, path);
+    const seg = new Segment(addon.openSegment(path, total, true), size, path);
     Atomics.store(seg.refs, 0, 1);
     seg.track();
     return seg;
@@ -124,10 +125,11 @@ export class Segment {
       dropReference(handle.path, cached.refs);
       return cached;
     }
-    if (!native) throw new NativeUnavailableError(nativeMissingHint());
+    const addon = native();
+    if (!addon) throw new NativeUnavailableError(nativeMissingHint());
     let sab: SharedArrayBuffer;
     try {
-      sab = native.openSegment(handle.path, 0, false);
+      sab = addon.openSegment(handle.path, 0, false);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new FileNotFoundError(

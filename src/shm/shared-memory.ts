@@ -90,7 +90,7 @@ export class SharedMemory {
    * keep working. Any process may call it, once.
    */
   unlink(): void {
-    if (!native) {
+    if (!native()) {
       if (!localBlocks.delete(this.name)) throw notFound(this.name);
       return;
     }
@@ -117,7 +117,7 @@ export class SharedMemory {
 
   /** @internal */
   [SHARED](): SharedMemoryHandle {
-    const sab = native ? undefined : (this.sab ?? undefined);
+    const sab = native() ? undefined : (this.sab ?? undefined);
     return { kind: 'SharedMemory', name: this.name, size: this.size, ...(sab ? { sab } : {}) };
   }
 }
@@ -133,7 +133,8 @@ function notFound(name: string): FileNotFoundError {
 }
 
 function createBlock(name: string, size: number): SharedArrayBuffer {
-  if (!native) {
+  const addon = native();
+  if (!addon) {
     if (localBlocks.has(name)) throw new FileExistsError(`a shared memory block named '${name}' exists already`);
     const sab = new SharedArrayBuffer(size);
     localBlocks.set(name, sab);
@@ -141,7 +142,7 @@ function createBlock(name: string, size: number): SharedArrayBuffer {
   }
   let sab: SharedArrayBuffer;
   try {
-    sab = native.openSegment(`${SHM_ROOT}/${name}`, size, true);
+    sab = addon.openSegment(`${SHM_ROOT}/${name}`, size, true);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new FileExistsError(`a shared memory block named '${name}' exists already; attach it with { name } or pick another name`);
@@ -153,13 +154,14 @@ function createBlock(name: string, size: number): SharedArrayBuffer {
 }
 
 function attachBlock(name: string, size: number): SharedArrayBuffer {
-  if (!native) {
+  const addon = native();
+  if (!addon) {
     const local = localBlocks.get(name);
     if (!local) throw notFound(name);
     return local;
   }
   try {
-    return native.openSegment(`${SHM_ROOT}/${name}`, size, false);
+    return addon.openSegment(`${SHM_ROOT}/${name}`, size, false);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(name);
     throw err;

@@ -19,14 +19,16 @@ const RESULT: Record<string, WaitResult> = {
 
 /** Blocks the calling thread while `view[index] === expected`, up to `timeoutMs`. */
 export function waitSync(view: Int32Array, index: number, expected: number, timeoutMs: number): WaitResult {
-  if (native) return native.futexWait(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
+  const addon = native();
+  if (addon) return addon.futexWait(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
   return RESULT[Atomics.wait(view, index, expected, timeoutMs)]!;
 }
 
 /** Like `waitSync`, but the calling thread keeps running; the promise settles on wake or timeout. */
 export function waitAsync(view: Int32Array, index: number, expected: number, timeoutMs: number): Promise<WaitResult> {
-  if (native) {
-    return native.futexWaitAsync(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
+  const addon = native();
+  if (addon) {
+    return addon.futexWaitAsync(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
   }
   const r = Atomics.waitAsync(view, index, expected, timeoutMs);
   return r.async ? r.value.then((v) => RESULT[v]!) : Promise.resolve(RESULT[r.value]!);
@@ -34,7 +36,8 @@ export function waitAsync(view: Int32Array, index: number, expected: number, tim
 
 /** Wakes up to `count` waiters of `view[index]`. */
 export function wake(view: Int32Array, index: number, count: number): number {
-  if (native) return native.futexWake(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, count);
+  const addon = native();
+  if (addon) return addon.futexWake(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, count);
   return Atomics.notify(view, index, count);
 }
 

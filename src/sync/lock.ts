@@ -32,7 +32,7 @@ import { ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
-import { SELF_PID, SELF_TID, ownerAlive } from './owner.js';
+import { SELF_PID, ownerAlive, selfTid } from './owner.js';
 
 const STATE = 0;
 const OWNER = 1;
@@ -92,7 +92,7 @@ abstract class MutexBase {
 
   /** @internal Whether the calling thread holds the lock. */
   heldByMe(): boolean {
-    return this.words[OWNER] === SELF_TID && this.words[PID] === SELF_PID;
+    return this.words[OWNER] === selfTid() && this.words[PID] === SELF_PID;
   }
 
   /** Re-entry by the holder; `Lock` says no, `RLock` counts. */
@@ -103,7 +103,7 @@ abstract class MutexBase {
     // Reads are cheaper than writes on a contended line: skip unchanged words.
     if (w[PID] !== SELF_PID) w[PID] = SELF_PID;
     if (w[COUNT] !== 1) w[COUNT] = 1;
-    w[OWNER] = SELF_TID;
+    w[OWNER] = selfTid();
     this.died = false;
     return true;
   }
@@ -126,7 +126,7 @@ abstract class MutexBase {
     const tid = Atomics.load(w, OWNER);
     const pid = Atomics.load(w, PID);
     if (tid === 0 || Atomics.load(w, STATE) === 0 || ownerAlive(pid, tid)) return false;
-    if (Atomics.compareExchange(w, OWNER, tid, SELF_TID) !== tid) return false;
+    if (Atomics.compareExchange(w, OWNER, tid, selfTid()) !== tid) return false;
     Atomics.store(w, PID, SELF_PID);
     Atomics.store(w, COUNT, 1);
     Atomics.store(w, STATE, 2); // others may be asleep; make release wake them

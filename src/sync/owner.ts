@@ -9,14 +9,18 @@
 import { workerThreads } from '../builtins.js';
 import { native } from '../native/addon.js';
 
+let tid = 0;
+
 /** This thread's id as stored in lock words (never 0). */
-export const SELF_TID: number = native ? native.gettid() : workerThreads().threadId + 1;
+export function selfTid(): number {
+  return (tid ||= native()?.gettid() ?? workerThreads().threadId + 1);
+}
 
 /** This process's id, stored next to the tid to check liveness precisely. */
 export const SELF_PID: number = process.pid;
 
 /** Whether the thread `tid` of process `pid` still exists. Unknowable without the addon: assume alive. */
 export function ownerAlive(pid: number, tid: number): boolean {
-  if (!native) return true;
-  return native.threadAlive(pid, tid);
+  const addon = native();
+  return addon ? addon.threadAlive(pid, tid) : true;
 }
