@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
- * Bundles the runtime into dist/bundle/: `index.js` (the package entry),
- * `bootstrap.js` (the first module of every child) and one shared chunk, so
- * both entries share a single copy of the package's state.
+ * Bundles the runtime into dist/bundle/: `index.js` (the package entry) and
+ * `bootstrap.js` (the first module of every child), one self-contained file
+ * each. What both contain (runtime state, the shared-object registry) lives
+ * on `globalThis` under registered symbols, so the copies agree; the rest of
+ * the bootstrap is stateless.
  *
  * Why: a child imports the package before it runs its target, and Node 20
  * pays about a millisecond per ES module file; two dozen small modules cost
@@ -19,12 +21,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 // esbuild leaves chunks of earlier builds behind; start clean.
 rmSync(`${root}/dist/bundle`, { recursive: true, force: true });
 
-await build({
+const common = {
   absWorkingDir: root,
-  entryPoints: { index: 'src/index.ts', bootstrap: 'src/process/bootstrap.ts' },
   outdir: 'dist/bundle',
   bundle: true,
-  splitting: true,
   format: 'esm',
   platform: 'node',
   target: 'node20',
@@ -36,6 +36,21 @@ await build({
   minifySyntax: true,
   // Loaded on first use with require(); they stay ordinary dependencies.
   external: ['acorn', 'eslint-scope'],
-  chunkNames: 'shared-[hash]',
   logLevel: 'warning',
+};
+
+await build({ ...common, entryPoints: { index: 'src/index.ts' } });
+// The child imports the package (../index.js in the source) only when its
+// args hold shared objects; it must be the package's own file, not a copy.
+await build({
+  ...common,
+  entryPoints: { bootstrap: 'src/process/bootstrap.ts' },
+  plugins: [
+    {
+      name: 'package-entry-stays-external',
+      setup(b) {
+        b.onResolve({ filter: /\.\.\/index\.js$/ }, () => ({ path: './index.js', external: true }));
+      },
+    },
+  ],
 });

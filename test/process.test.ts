@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/targets.js';
-import { METHODS, waitForValue } from './helpers.js';
+import { METHODS, eventually, waitForValue } from './helpers.js';
 
 const module = fx.TARGETS;
 
@@ -161,6 +161,25 @@ for (const method of METHODS) {
       assert.throws(() => withWeak.start(), /args\[0\]\.get\("k"\) is a WeakMap/);
       assert.equal(withFn.pid, null);
       await assert.rejects(new ctx.Process({ target: fx.noop, module }).join(), mp.StateError);
+    });
+
+    it('many children at once: some end, some are terminated, some killed (CPython test_many_processes)', async () => {
+      const n = method === 'thread' ? 12 : 6;
+      const started = mp.Array('i', n);
+      const procs = Array.from({ length: n }, (_, i) =>
+        i % 3 === 0
+          ? new ctx.Process({ target: fx.exitWith, args: [0], module })
+          : new ctx.Process({ target: fx.runForeverAt, args: [started, i], module }),
+      );
+      procs.forEach((p) => p.start());
+      await eventually(() => procs.every((p, i) => i % 3 === 0 || started[i] === 1), 30_000, 'children to start');
+      procs.forEach((p, i) => (i % 3 === 1 ? p.terminate() : i % 3 === 2 ? p.kill() : undefined));
+      await Promise.all(procs.map((p) => p.join(30_000)));
+      assert.deepEqual(
+        procs.map((p) => p.exitCode),
+        procs.map((_, i) => [0, -15, -9][i % 3]),
+      );
+      assert.equal(mp.activeChildren().filter((c) => procs.includes(c)).length, 0);
     });
 
     it('start() twice throws', async () => {

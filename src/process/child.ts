@@ -61,7 +61,8 @@ export async function runChild(spec: ChildSpec): Promise<void> {
       tsx.register();
     }
     const fn = await resolveTarget(spec.target);
-    const cloned = spec.args instanceof Uint8Array ? v8().deserialize(spec.args) : spec.args;
+    const cloned =
+      spec.args === null ? [] : typeof spec.args === 'string' ? v8().deserialize(Buffer.from(spec.args, 'base64')) : spec.args;
     // Shared-object classes register their revivers when the package loads;
     // a child given none of them starts without loading it.
     if (hasShared(cloned)) await import('../index.js');

@@ -20,7 +20,6 @@ export function signalExitCode(signal: NodeJS.Signals): number {
 export function popenProcess(spec: ChildSpec): Popen {
   const child = childProcess().spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    serialization: 'advanced',
   });
   const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));

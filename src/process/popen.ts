@@ -11,7 +11,12 @@ import type { TargetSpec } from './target.js';
 export interface ChildSpec {
   readonly identity: ChildIdentity;
   readonly target: TargetSpec;
-  /** The encoded `args` (bytes of v8.serialize for a process; the encoded value for a thread). */
+  /**
+   * The encoded `args`: for a thread the encoded value itself (workerData
+   * clones it); for a process the bytes of v8.serialize as base64, or null
+   * for no arguments, because the spec travels as JSON over the IPC channel
+   * (V8 serialization there would cost every child the v8 module's load).
+   */
   readonly args: unknown;
 }
 

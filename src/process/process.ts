@@ -173,7 +173,8 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const method = validateStartMethod(this.startMethod());
     const target: TargetSpec = describeTarget(this.target, this.module);
     const encoded = encode(this.args, 'args');
-    const args = method === 'process' ? toBytes(encoded, 'args') : encoded;
+    const args =
+      method === 'thread' ? encoded : this.args.length === 0 ? null : Buffer.from(toBytes(encoded, 'args')).toString('base64');
     const identity: ChildIdentity = {
       name: this._name,
       identity: this.identity,

@@ -25,7 +25,14 @@ export interface Shareable {
 
 type Reviver = (handle: SharedHandle) => unknown;
 
-const revivers = new Map<string, Reviver>();
+/**
+ * Kinds by name. On `globalThis` under a registered symbol, like the runtime
+ * state: a child's bootstrap is bundled apart from the package (one file
+ * fewer to load before the target runs) and must see the registrations the
+ * package makes when it loads.
+ */
+const REVIVERS = Symbol.for('multiprocessing-ts.revivers');
+const revivers: Map<string, Reviver> = ((globalThis as { [REVIVERS]?: Map<string, Reviver> })[REVIVERS] ??= new Map());
 
 /** Registers how to rebuild objects of `kind` on the receiving side. */
 export function registerShared(kind: string, revive: Reviver): void {
