@@ -46,6 +46,23 @@ async function allReady(ready: Int32Array, children: mp.Process[]): Promise<void
   }
 }
 
+/** A sample of `CHILDREN × n` increments timed from `t0` (gate) to `t1` (all joined); `lastEnd` is the last child's own end stamp. */
+function incrementSample(n: number, t0: number, t1: number, lastEnd: number, total: number, error: string | undefined): Sample {
+  const expected = n * CHILDREN;
+  return {
+    value: expected / ((t1 - t0) / 1e9),
+    extra: {
+      n_per_child: n,
+      children: CHILDREN,
+      elapsed_s: (t1 - t0) / 1e9,
+      incr_only_ops_s: expected / ((lastEnd - t0) / 1e9),
+      total,
+      expected,
+    },
+    ...(error ? { error } : {}),
+  };
+}
+
 /** One run of ours: returns ops/s from gate release to both joined. */
 async function runOurs(method: mp.StartMethod, form: Form, n: number): Promise<Sample> {
   const { Process } = mp.getContext(method);
@@ -82,18 +99,7 @@ async function runOurs(method: mp.StartMethod, form: Form, n: number): Promise<S
       : codes.some((c) => c !== 0)
         ? `exit codes ${codes.join(',')}`
         : undefined;
-  return {
-    value: expected / ((t1 - t0) / 1e9),
-    extra: {
-      n_per_child: n,
-      children: CHILDREN,
-      elapsed_s: (t1 - t0) / 1e9,
-      incr_only_ops_s: expected / ((lastEnd - t0) / 1e9),
-      total,
-      expected,
-    },
-    ...(error ? { error } : {}),
-  };
+  return incrementSample(n, t0, t1, lastEnd, total, error);
 }
 
 function ours(method: mp.StartMethod, form: Form, n: number, warmN: number): Variant {
@@ -127,18 +133,7 @@ async function runSabMutex(n: number): Promise<Sample> {
   const t1 = nowNs();
   const total = Atomics.load(w, 2);
   const expected = n * CHILDREN;
-  return {
-    value: expected / ((t1 - t0) / 1e9),
-    extra: {
-      n_per_child: n,
-      children: CHILDREN,
-      elapsed_s: (t1 - t0) / 1e9,
-      incr_only_ops_s: expected / ((Math.max(...ends) - t0) / 1e9),
-      total,
-      expected,
-    },
-    ...(total === expected ? {} : { error: `total ${total} != ${expected}` }),
-  };
+  return incrementSample(n, t0, t1, Math.max(...ends), total, total === expected ? undefined : `total ${total} != ${expected}`);
 }
 
 function sabMutex(n: number, warmN: number): Variant {
