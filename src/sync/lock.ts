@@ -146,14 +146,21 @@ abstract class MutexBase {
     // No async function here: an uncontended acquire must not cost the extra
     // promise turns of one (the caller resumes one microtask later, still
     // holding the lock, and under contention that doubles the hold time).
-    if (this.tryOnce() || (this.heldByMe() && this.reenter())) return ACQUIRED;
+    if (this.takeWithoutSleeping(options)) return ACQUIRED;
     return this.acquireSlowly(options);
   }
 
+  /** The synchronous part of an async acquire: try, re-enter, spin. */
+  private takeWithoutSleeping(options: AcquireOptions): boolean {
+    return (
+      this.tryOnce() || (this.heldByMe() && this.reenter()) || (options.block !== false && this.spin(SPIN_ASYNC))
+    );
+  }
+
+  /** Sleeps on the lock word until it is ours (or the deadline passes). */
   private async acquireSlowly(options: AcquireOptions): Promise<boolean> {
     if (options.block === false) return this.recover();
     const deadline = deadlineOf(options.timeout);
-    if (this.spin(SPIN_ASYNC)) return true;
     const w = this.words;
     for (;;) {
       if (Atomics.exchange(w, STATE, 2) === 0) return this.won();
@@ -205,7 +212,7 @@ abstract class MutexBase {
    * @example `const n = await lock.withLock(() => counter.value++);`
    */
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
-    if (this.tryOnce() || (this.heldByMe() && this.reenter())) return this.runHeld(fn);
+    if (this.takeWithoutSleeping({})) return this.runHeld(fn);
     return this.acquireSlowly({}).then(() => this.runHeld(fn));
   }
 
