@@ -81,5 +81,19 @@ for (const method of METHODS) {
       block.unlink();
       names.shm.unlink();
     });
+
+    it("an attacher's exit never deletes the block (Python's resource-tracker bug)", async () => {
+      const shm = new mp.SharedMemory({ create: true, size: 16 });
+      const names = new mp.ShareableList(['x'.repeat(40)]);
+      const p = new (mp.getContext(method).Process)({ target: fx.attachAndWrite, args: [shm.name, names], module: fx.TARGETS });
+      p.start();
+      await p.join();
+      assert.equal(p.exitCode, 0);
+      assert.equal(names.get(0), shm.name);
+      if (native) assert.ok(existsSync(`/dev/shm/${shm.name}`));
+      assert.equal(new mp.SharedMemory({ name: shm.name }).buf[1], 0xcd);
+      shm.unlink();
+      names.shm.unlink();
+    });
   });
 }
