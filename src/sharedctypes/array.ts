@@ -249,6 +249,9 @@ class SynchronizedArrayImpl {
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return `SynchronizedArray(${this.typecode}) [ ${this.toArray().join(', ')} ]`;
   }
+  toJSON(): unknown[] {
+    return this.toArray();
+  }
   [SHARED](): ArrayHandle {
     return { kind: 'Array', raw: (this.raw as any)[SHARED](), lock: this.lock ? this.lock[SHARED]() : null };
   }

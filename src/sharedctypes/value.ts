@@ -66,6 +66,11 @@ export class RawValue<E extends number | bigint = number> {
     return `${this.info.ctype}(${String(this.value)})`;
   }
 
+  /** How `console.log` shows it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
   /** @internal */
   [SHARED](): RawValueHandle {
     return { kind: 'RawValue', segment: this.segment.toHandle(), offset: this.offset, typecode: this.info.code };
@@ -139,6 +144,11 @@ export class SynchronizedValue<E extends number | bigint = number> {
 
   toString(): string {
     return `<Synchronized wrapper for ${this.raw.toString()}>`;
+  }
+
+  /** How `console.log` shows it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
   }
 
   /** @internal */

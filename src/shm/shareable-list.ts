@@ -202,6 +202,16 @@ export class ShareableList {
     return `ShareableList(${JSON.stringify(this.toArray())}, name='${this.shm.name}')`;
   }
 
+  /** How `console.log` shows it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  /** JSON shows the items. */
+  toJSON(): ShareableItem[] {
+    return this.toArray();
+  }
+
   /** @internal */
   [SHARED](): ShareableListHandle {
     return { kind: 'ShareableList', shm: this.shm[SHARED]() };

@@ -115,6 +115,11 @@ export class SharedMemory {
     return `SharedMemory('${this.name}', size=${this.size})`;
   }
 
+  /** How `console.log` shows it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
   /** @internal */
   [SHARED](): SharedMemoryHandle {
     const sab = native() ? undefined : (this.sab ?? undefined);

@@ -246,7 +246,10 @@ abstract class MutexBase {
     }
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {}
+  /** How `console.log` shows it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
 
   /** @internal */
   [SHARED](): LockHandle {
@@ -307,7 +310,8 @@ export class RLock extends MutexBase {
   }
 
   override toString(): string {
-    return `<RLock(owner=${Atomics.load(this.words, OWNER) || 'None'}, count=${Atomics.load(this.words, COUNT)})>`;
+    const owner = Atomics.load(this.words, OWNER);
+    return owner ? `<RLock(owner=${owner}, count=${this.words[COUNT]})>` : '<RLock(owner=None, count=0)>';
   }
 }
 
