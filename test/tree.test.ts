@@ -57,6 +57,16 @@ describe('process tree', () => {
     await eventually(() => leftovers(report).length === 0, 10_000, `cleanup of ${leftovers(report).join(', ')}`);
   });
 
+  it('a non-daemon child keeps the main alive until it ends; a daemon ends with the main', async () => {
+    for (const method of METHODS) {
+      const r = await run(process.execPath, [fixture('daemon-main.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });
+      assert.equal(r.code, 0, r.stderr);
+      const [pids, end] = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      assert.deepEqual(end, { workerDone: 1 }, `${method}: the main waited for its non-daemon child`);
+      if (method === 'process') await eventually(() => !pidAlive(pids.daemon), 10_000, 'the daemon to end');
+    }
+  });
+
   it('an entry script that starts children unguarded gets an error naming the guard, not a fork bomb', async () => {
     for (const method of METHODS) {
       const r = await run(process.execPath, [fixture('unguarded.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });
