@@ -12,6 +12,10 @@ import { run } from './helpers.js';
 
 const smoke = fileURLToPath(new URL('../../native/smoke.mjs', import.meta.url));
 
+it('the native addon is built where it is required (CI)', { skip: process.env['CI'] === 'true' ? false : 'not CI' }, () => {
+  assert.ok(mp.nativeAvailable(), `no addon in CI: ${mp.nativeLoadError()?.message}`);
+});
+
 it('native addon smoke checks pass', { skip: mp.nativeAvailable() ? false : `no addon: ${mp.nativeLoadError()?.message}` }, async () => {
   const r = await run(process.execPath, [smoke, '--no-bench'], { timeoutMs: 90_000 });
   assert.equal(r.code, 0, r.stdout + r.stderr);
