@@ -4,7 +4,7 @@
 import { workerThreads } from '../builtins.js';
 import { createRequire } from 'node:module';
 import { join as joinPath } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
 import { abandon, cloneError, encode, toBytes } from '../serialize/encode.js';
@@ -182,7 +182,6 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
       startMethod: method,
       treeDir: native() ? treeDir() : null,
-      entryUrl: entryPath() ? pathToFileURL(entryPath()!).href : null,
       entryPath: entryPath(),
       tsxApi: tsxApi(),
     };
