@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/targets.js';
-import { METHODS } from './helpers.js';
+import { METHODS, run } from './helpers.js';
 
 const native = mp.nativeAvailable();
 
@@ -43,6 +43,35 @@ describe('SharedMemory', () => {
     assert.throws(() => new mp.SharedMemory({}), /name is required/);
     assert.throws(() => new mp.SharedMemory({ name: `never_made_${process.pid}` }), mp.FileNotFoundError);
     a.unlink();
+  });
+});
+
+describe('SharedMemory and Python', { skip: native ? false : 'needs the native addon' }, () => {
+  it("Python's multiprocessing.shared_memory attaches our block by name, and we attach Python's", async () => {
+    const ours = new mp.SharedMemory({ create: true, size: 8 });
+    ours.buf.set([7, 8, 9]);
+    const script = [
+      'import sys',
+      'from multiprocessing import shared_memory, resource_tracker',
+      'theirs = shared_memory.SharedMemory(name=sys.argv[1])',
+      // Python 3.11 would unlink a block it merely attached when it exits: opt out.
+      'resource_tracker.unregister(theirs._name, "shared_memory")',
+      'print(list(theirs.buf[:3]))',
+      'theirs.buf[3] = 42',
+      'made = shared_memory.SharedMemory(create=True, size=4)',
+      'resource_tracker.unregister(made._name, "shared_memory")',
+      'made.buf[0] = 99',
+      'print(made.name)',
+    ].join('\n');
+    const r = await run('python3', ['-c', script, ours.name]);
+    assert.equal(r.code, 0, r.stderr);
+    const [bytes, pythonName] = r.stdout.trim().split('\n');
+    assert.equal(bytes, '[7, 8, 9]');
+    assert.equal(ours.buf[3], 42);
+    const theirs = new mp.SharedMemory({ name: pythonName!.replace(/^\//, '') });
+    assert.equal(theirs.buf[0], 99);
+    theirs.unlink();
+    ours.unlink();
   });
 });
 
