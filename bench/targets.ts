@@ -27,18 +27,25 @@ function passGate(gate: Lock, ready: RawSharedArray<'i'>, slot: number): void {
 }
 
 /**
- * `n × (lock.acquireSync(); v.value += 1; lock.release())`, then stamps the
- * end (CLOCK_MONOTONIC ns, shared by all processes) into `ends[slot]`.
- * try/finally mirrors Python's `with v.get_lock():`.
+ * What every increment target takes: the shared value, the increments to do,
+ * the gate the parent holds, the ready flags, the end stamps, and this
+ * child's slot in both.
  */
-export function incrementSync(
+export type IncrementArgs = [
   v: SynchronizedValue<number>,
   n: number,
   gate: Lock,
   ready: RawSharedArray<'i'>,
   ends: RawSharedArray<'d'>,
   slot: number,
-): void {
+];
+
+/**
+ * `n × (lock.acquireSync(); v.value += 1; lock.release())`, then stamps the
+ * end (CLOCK_MONOTONIC ns, shared by all processes) into `ends[slot]`.
+ * try/finally mirrors Python's `with v.get_lock():`.
+ */
+export function incrementSync(...[v, n, gate, ready, ends, slot]: IncrementArgs): void {
   passGate(gate, ready, slot);
   const lock = v.getLock();
   for (let i = 0; i < n; i++) {
@@ -53,14 +60,7 @@ export function incrementSync(
 }
 
 /** The same with `await lock.withLock(() => { v.value += 1; })`, the scoped event-loop form. */
-export async function incrementWithLock(
-  v: SynchronizedValue<number>,
-  n: number,
-  gate: Lock,
-  ready: RawSharedArray<'i'>,
-  ends: RawSharedArray<'d'>,
-  slot: number,
-): Promise<void> {
+export async function incrementWithLock(...[v, n, gate, ready, ends, slot]: IncrementArgs): Promise<void> {
   passGate(gate, ready, slot);
   const lock = v.getLock();
   const increment = () => {
@@ -71,14 +71,7 @@ export async function incrementWithLock(
 }
 
 /** The same with `await lock.acquire()`, the form that leaves the event loop free. */
-export async function incrementAsync(
-  v: SynchronizedValue<number>,
-  n: number,
-  gate: Lock,
-  ready: RawSharedArray<'i'>,
-  ends: RawSharedArray<'d'>,
-  slot: number,
-): Promise<void> {
+export async function incrementAsync(...[v, n, gate, ready, ends, slot]: IncrementArgs): Promise<void> {
   passGate(gate, ready, slot);
   const lock = v.getLock();
   for (let i = 0; i < n; i++) {
