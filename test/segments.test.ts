@@ -35,6 +35,19 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
     assert.equal(Atomics.load(refs, 0), 1);
   });
 
+  it('a handle whose segment is gone gives a clear error on attach', () => {
+    const seg = Segment.create(64);
+    const original = seg.toHandle();
+    const handle = { ...original, path: `${seg.path}-gone` };
+    assert.throws(() => Segment.attach(handle), (err: Error) => {
+      assert.ok(err instanceof mp.FileNotFoundError);
+      assert.match(err.message, /no longer exists/);
+      return true;
+    });
+    Segment.abandon(original);
+    assert.equal(Atomics.load(seg.refs, 0), 1);
+  });
+
   for (const method of METHODS) {
     it(`a child's mapping is released when it exits (${method})`, async () => {
       const v = mp.Value('i', 0);
