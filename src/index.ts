@@ -25,9 +25,10 @@ import {
   type StartMethod,
 } from './process/start-method.js';
 import { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
-import { makeArray, makeRawArray } from './sharedctypes/array.js';
+import { makeArray, makeRawArray, type RawSharedArray, type SynchronizedArray } from './sharedctypes/array.js';
 import { makeRawValue, makeValue, type RawValue as SharedRawValue, type SynchronizedValue } from './sharedctypes/value.js';
 import { Lock, RLock } from './sync/lock.js';
+import type { Typecode } from './sharedctypes/typecodes.js';
 import { SharedMemory } from './shm/shared-memory.js';
 import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
@@ -65,8 +66,12 @@ export type RawValue<E extends number | bigint = number> = SharedRawValue<E>;
 export const Array = makeArray;
 /** `mp.SharedArray`: `mp.Array` under a name that does not shadow the global `Array`. */
 export const SharedArray = makeArray;
+/** What `mp.Array`/`mp.SharedArray` return. */
+export type SharedArray<E = number> = SynchronizedArray<E>;
 /** `mp.RawArray(typecode, sizeOrInit)`: a shared typed array with no lock. */
 export const RawArray = makeRawArray;
+/** What `mp.RawArray` returns: the typed array of the typecode, over shared memory. */
+export type RawArray<T extends Typecode = Typecode> = RawSharedArray<T>;
 
 /** Everything bound to one start method (Python's context object). */
 export interface Context {

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/targets.js';
-import { METHODS, waitForValue } from './helpers.js';
+import { METHODS, eventually, waitForValue } from './helpers.js';
 
 const module = fx.TARGETS;
 
@@ -133,6 +133,21 @@ for (const method of METHODS) {
       assert.equal(await lock.acquire({ block: false }), true);
       assert.equal(lock.ownerDied, false);
       lock.release();
+    });
+
+    it('a child SIGKILLed at random moments of a tight acquire/release loop never leaves the lock stuck', async () => {
+      const lock = new mp.Lock();
+      for (let round = 0; round < 4; round++) {
+        const started = mp.RawArray('i', 1);
+        const p = new ctx.Process({ target: fx.hammerLock, args: [lock, started], module });
+        p.start();
+        await eventually(() => Atomics.load(started, 0) === 1, 20_000, 'the child to start hammering');
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+        p.kill();
+        await p.join();
+        assert.equal(await lock.acquire({ timeout: 20_000 }), true, `round ${round}: the lock was recovered`);
+        lock.release();
+      }
     });
 
     it('nested shared objects in args arrive live; plain data is copied', async () => {

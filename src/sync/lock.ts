@@ -1,43 +1,42 @@
 /**
- * Lock and RLock on four int32 words of a segment.
+ * Lock and RLock on int32 words of a segment.
  *
  * Words (index: meaning — invariant):
- *   STATE 0: 0 free, 1 held, 2 held and somebody may sleep on it — only a
- *            holder moves it back to 0 (or a recoverer takes it over).
- *   OWNER 1: tid of the holder's thread, 0 when free — written by the holder
- *            right after it wins STATE, cleared before it releases STATE.
- *   COUNT 2: RLock recursion depth — only meaningful while OWNER is set,
- *            only touched by the holder.
- *   PID   3: pid of the holder — with OWNER, what `ownerAlive` checks; only
- *            meaningful while OWNER is set.
+ *   STATE 0: 0 when free; otherwise the holder's thread id, with the WAITERS
+ *            bit set once somebody may sleep on it. Only the holder moves it
+ *            back to 0, or a recoverer replaces a dead holder's id with its own.
+ *   COUNT 1: RLock recursion depth — only meaningful while held, only
+ *            touched by the holder.
+ *   2, 3:    reserved.
+ *
+ * The holder's id is in the very word the compare-exchange wins, as in
+ * Linux's robust and PI futexes: there is no instant at which the lock is
+ * held but its owner unrecorded, so a holder killed at any instruction
+ * leaves a lock that the next waiter can take over. Linux thread ids are
+ * unique system-wide while the thread lives, so one id names a holder whether
+ * it is a process's main thread or a worker thread, and `kill(tid, 0)` tells
+ * whether it still lives.
  *
  * Acquire is a compare-exchange fast path, a short spin, then a futex sleep
- * on STATE (Drepper's three-state mutex, so an uncontended release makes no
- * syscall). Sleeps are cut into slices; after each slice a waiter checks
- * whether the holder's thread still lives, and if not takes the lock over
- * with a compare-exchange on OWNER, so exactly one waiter inherits it.
+ * on STATE (the WAITERS bit plays Drepper's "contended" state, so an
+ * uncontended release makes no syscall). Sleeps are cut into slices; after
+ * each a waiter checks whether the holder lives, and if not takes the lock
+ * over with a compare-exchange on STATE, so exactly one waiter inherits it.
  * The new holder can read `ownerDied`.
- *
- * Memory ordering: only STATE is changed with read-modify-write atomics;
- * OWNER, COUNT and PID are written with plain stores by the holder alone.
- * On x86-64 (the platform the native layer targets) stores are not reordered
- * with other stores, and the STATE compare-exchange/exchange are full
- * barriers, so a waiter that sees OWNER also sees the PID written before it.
- * That keeps an uncontended acquire+release at two locked instructions.
- *
- * Known gap: a holder killed between winning STATE and writing OWNER (two
- * adjacent instructions) leaves a lock with no owner to check; it stays held.
  */
 import { ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
-import { SELF_PID, ownerAlive, selfTid } from './owner.js';
+import { ownerAlive, selfTid } from './owner.js';
 
 const STATE = 0;
-const OWNER = 1;
-const COUNT = 2;
-const PID = 3;
+const COUNT = 1;
+
+/** Set in STATE while a waiter may be asleep: release must wake one. */
+const WAITERS = 1 << 30;
+/** The holder's thread id in STATE (Linux's pid_max is at most 2^22). */
+const OWNER = WAITERS - 1;
 
 /** Bytes a lock occupies in a segment. */
 export const LOCK_BYTES = 16;
@@ -92,44 +91,57 @@ abstract class MutexBase {
 
   /** @internal Whether the calling thread holds the lock. */
   heldByMe(): boolean {
-    return this.words[OWNER] === selfTid() && this.words[PID] === SELF_PID;
+    return (this.words[STATE]! & OWNER) === selfTid();
   }
 
   /** Re-entry by the holder; `Lock` says no, `RLock` counts. */
   protected abstract reenter(): boolean;
 
   private won(): true {
-    const w = this.words;
-    // Reads are cheaper than writes on a contended line: skip unchanged words.
-    if (w[PID] !== SELF_PID) w[PID] = SELF_PID;
-    if (w[COUNT] !== 1) w[COUNT] = 1;
-    w[OWNER] = selfTid();
+    // A read is cheaper than a write on a contended line: COUNT is nearly always 1.
+    if (this.words[COUNT] !== 1) this.words[COUNT] = 1;
     this.died = false;
     return true;
   }
 
   private tryOnce(): boolean {
-    return Atomics.compareExchange(this.words, STATE, 0, 1) === 0 && this.won();
+    return Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0 && this.won();
   }
 
   private spin(rounds: number): boolean {
     const w = this.words;
+    const me = selfTid();
     for (let i = 0; i < rounds; i++) {
-      if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, 1) === 0) return this.won();
+      if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, me) === 0) return this.won();
     }
     return false;
+  }
+
+  /**
+   * One step of the sleeping acquire: take a free lock (marked WAITERS, as
+   * others may sleep), or mark a held one so its release wakes us.
+   * @returns true when acquired, else the STATE value to sleep on.
+   */
+  private claimOrMark(): true | number {
+    const w = this.words;
+    for (;;) {
+      const s = Atomics.load(w, STATE);
+      if (s === 0) {
+        if (Atomics.compareExchange(w, STATE, 0, selfTid() | WAITERS) === 0) return this.won();
+        continue;
+      }
+      if (s & WAITERS || Atomics.compareExchange(w, STATE, s, s | WAITERS) === s) return s | WAITERS;
+    }
   }
 
   /** Takes the lock over when its holder's thread is gone. */
   private recover(): boolean {
     const w = this.words;
-    const tid = Atomics.load(w, OWNER);
-    const pid = Atomics.load(w, PID);
-    if (tid === 0 || Atomics.load(w, STATE) === 0 || ownerAlive(pid, tid)) return false;
-    if (Atomics.compareExchange(w, OWNER, tid, selfTid()) !== tid) return false;
-    Atomics.store(w, PID, SELF_PID);
-    Atomics.store(w, COUNT, 1);
-    Atomics.store(w, STATE, 2); // others may be asleep; make release wake them
+    const s = Atomics.load(w, STATE);
+    if (s === 0 || ownerAlive(s & OWNER)) return false;
+    // Exactly one waiter replaces the dead id; WAITERS stays, others may sleep.
+    if (Atomics.compareExchange(w, STATE, s, selfTid() | WAITERS) !== s) return false;
+    w[COUNT] = 1;
     this.died = true;
     return true;
   }
@@ -161,12 +173,12 @@ abstract class MutexBase {
   private async acquireSlowly(options: AcquireOptions): Promise<boolean> {
     if (options.block === false) return this.recover();
     const deadline = deadlineOf(options.timeout);
-    const w = this.words;
     for (;;) {
-      if (Atomics.exchange(w, STATE, 2) === 0) return this.won();
+      const seen = this.claimOrMark();
+      if (seen === true) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
-      const r = await waitAsync(w, STATE, 2, Math.min(left, OWNER_CHECK_MS));
+      const r = await waitAsync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
       if (r === WaitResult.TimedOut && this.recover()) return true;
     }
   }
@@ -181,12 +193,12 @@ abstract class MutexBase {
     if (options.block === false) return this.recover();
     const deadline = deadlineOf(options.timeout);
     if (this.spin(SPIN)) return true;
-    const w = this.words;
     for (;;) {
-      if (Atomics.exchange(w, STATE, 2) === 0) return this.won();
+      const seen = this.claimOrMark();
+      if (seen === true) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
-      const r = waitSync(w, STATE, 2, Math.min(left, OWNER_CHECK_MS));
+      const r = waitSync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
       if (r === WaitResult.TimedOut && this.recover()) return true;
     }
   }
@@ -196,10 +208,7 @@ abstract class MutexBase {
 
   /** @internal Lets the lock go entirely. */
   protected unlock(): void {
-    const w = this.words;
-    // COUNT and PID mean nothing once OWNER is 0; leaving them spares writes.
-    w[OWNER] = 0;
-    if (Atomics.exchange(w, STATE, 0) === 2) wake(w, STATE, 1);
+    if (Atomics.exchange(this.words, STATE, 0) & WAITERS) wake(this.words, STATE, 1);
   }
 
   /** @internal */
@@ -281,7 +290,7 @@ export class Lock extends MutexBase {
   }
 
   override toString(): string {
-    return `<Lock(owner=${this.isLocked() ? Atomics.load(this.words, OWNER) : 'None'})>`;
+    return `<Lock(owner=${Atomics.load(this.words, STATE) & OWNER || 'None'})>`;
   }
 }
 
@@ -310,7 +319,7 @@ export class RLock extends MutexBase {
   }
 
   override toString(): string {
-    const owner = Atomics.load(this.words, OWNER);
+    const owner = Atomics.load(this.words, STATE) & OWNER;
     return owner ? `<RLock(owner=${owner}, count=${this.words[COUNT]})>` : '<RLock(owner=None, count=0)>';
   }
 }
