@@ -1,6 +1,7 @@
 /**
  * The first module of every child, under both start methods: receive the
  * spec, make sure the child cannot outlive its parent, run the target.
+ * (No top-level await: the bundle ships this module as CommonJS.)
  */
 import { native } from '../native/addon.js';
 import { PROCESS_CHILD_FLAG, type ChildSpec } from './popen.js';
@@ -19,4 +20,4 @@ async function receiveSpec(): Promise<ChildSpec> {
   return spec;
 }
 
-await runChild(await receiveSpec());
+void (async () => runChild(await receiveSpec()))();

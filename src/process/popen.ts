@@ -36,5 +36,11 @@ export interface Popen {
 /** The bootstrap's argument that says it runs as an OS process (checking `isMainThread` would cost loading worker_threads). */
 export const PROCESS_CHILD_FLAG = '--multiprocessing-ts-child';
 
+/** Set by the bundler: the bundled bootstrap is CommonJS (see scripts/bundle.mjs). */
+declare const __MPTS_BOOTSTRAP_FILE__: string | undefined;
+
 /** Where both strategies start their children. */
-export const BOOTSTRAP_URL = new URL('./bootstrap.js', import.meta.url);
+export const BOOTSTRAP_URL = new URL(
+  typeof __MPTS_BOOTSTRAP_FILE__ === 'string' ? __MPTS_BOOTSTRAP_FILE__ : './bootstrap.js',
+  import.meta.url,
+);
