@@ -4,7 +4,7 @@
  * setting (Python's `multiprocessing.get_context`).
  */
 import { Process } from './process.js';
-import { validateStartMethod, type StartMethod } from './start-method.js';
+import type { StartMethod } from './start-method.js';
 
 /** `Process` bound to `method`. */
 export function processClassFor(method: StartMethod): typeof Process {
@@ -14,5 +14,3 @@ export function processClassFor(method: StartMethod): typeof Process {
     }
   } as typeof Process;
 }
-
-export { validateStartMethod };

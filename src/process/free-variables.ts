@@ -14,7 +14,7 @@ import { parsers } from './parsers.js';
  * (and so tsx) wraps named functions in `__name(fn, "name")` when it keeps
  * names; the child defines a shim for it.
  */
-export const INJECTED_HELPERS: ReadonlySet<string> = new Set(['__name']);
+const INJECTED_HELPERS: ReadonlySet<string> = new Set(['__name']);
 
 /** The source turned into an expression we can parse and later evaluate. */
 export function functionExpressionSource(fn: Function): string {

@@ -13,7 +13,7 @@ import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, type ChildSpec, type Popen } from '.
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
 /** Exit code of a child that ended by `signal`: minus its number, as Python. */
-export function signalExitCode(signal: NodeJS.Signals): number {
+function signalExitCode(signal: NodeJS.Signals): number {
   return -(constants.signals[signal] ?? 1);
 }
 

@@ -28,7 +28,7 @@ export function entryPath(): string | null {
 }
 
 /** A `module` option (URL, file URL string or path) as a URL string. */
-export function moduleUrlOf(module: string | URL): string {
+function moduleUrlOf(module: string | URL): string {
   if (module instanceof URL) return module.href;
   if (/^(file|data|node):/.test(module)) return module;
   return pathToFileURL(resolve(module)).href;
