@@ -48,11 +48,27 @@ let counter = 0;
 /** Live segments of this isolate by path, so one path is mapped once. */
 const mapped = new Map<string, WeakRef<Segment>>();
 
-const collector = new FinalizationRegistry<{ path: string; refs: Int32Array }>(({ path, refs }) => {
+/**
+ * The references this isolate holds on each path, until given back (one per
+ * mapping: a path can be mapped anew while a collected mapping of it awaits
+ * its finalizer). Kept apart from `mapped` because such a finalizer may not
+ * have run when the isolate exits; its reference must be given back then.
+ */
+const held = new Map<string, { refs: Int32Array; count: number }>();
+
+const collector = new FinalizationRegistry<string>((path) => {
   const cached = mapped.get(path);
   if (cached && cached.deref() === undefined) mapped.delete(path);
-  dropReference(path, refs);
+  release(path);
 });
+
+/** Gives back this isolate's reference on `path`. */
+function release(path: string): void {
+  const entry = held.get(path);
+  if (!entry) return;
+  if (--entry.count === 0) held.delete(path);
+  dropReference(path, entry.refs);
+}
 
 function dropReference(path: string, refs: Int32Array): void {
   if (Atomics.sub(refs, 0, 1) === 1) {
@@ -69,13 +85,7 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once('exit', () => {
-    for (const [path, ref] of mapped) {
-      const seg = ref.deref();
-      if (seg) {
-        collector.unregister(seg);
-        dropReference(path, seg.refs);
-      }
-    }
+    for (const [path, entry] of [...held]) for (let n = entry.count; n > 0; n--) release(path);
     mapped.clear();
   });
 }
@@ -167,7 +177,10 @@ export class Segment {
   private track(): void {
     if (!this.path) return;
     mapped.set(this.path, new WeakRef(this));
-    collector.register(this, { path: this.path, refs: this.refs }, this);
+    const entry = held.get(this.path);
+    if (entry) entry.count++;
+    else held.set(this.path, { refs: this.refs, count: 1 });
+    collector.register(this, this.path);
     installExitHook();
   }
 }
