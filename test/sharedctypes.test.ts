@@ -150,6 +150,19 @@ for (const method of METHODS) {
       }
     });
 
+    it('terminate() ends a child blocked in acquireSync (a native futex wait)', async () => {
+      const lock = new mp.Lock();
+      lock.acquireSync();
+      const started = mp.RawArray('i', 1);
+      const p = new ctx.Process({ target: fx.blockOnLock, args: [lock, started], module });
+      p.start();
+      await eventually(() => Atomics.load(started, 0) === 1, 20_000, 'the child to block');
+      p.terminate();
+      await p.join(10_000);
+      assert.equal(p.exitCode, -15);
+      lock.release();
+    });
+
     it('nested shared objects in args arrive live; plain data is copied', async () => {
       const value = mp.Value('i', 0);
       const deep = mp.Array('i', 2);
