@@ -25,6 +25,8 @@ export interface ChildIdentity {
   readonly entryPath: string | null;
   /** Path of tsx's ESM API when the tree runs under tsx (threads must register it). */
   readonly tsxApi: string | null;
+  /** The parent's `process.argv` after the executable: the child sees the same, as Python's spawn copies `sys.argv`. */
+  readonly argv: readonly string[];
 }
 
 /** Mutable per-isolate runtime state. */

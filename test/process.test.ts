@@ -102,6 +102,16 @@ for (const method of METHODS) {
       out.shm.unlink();
     });
 
+    it("a child sees its parent's process.argv, as Python's spawn copies sys.argv", async () => {
+      const out = new mp.ShareableList(['x'.repeat(2000)]);
+      const p = new ctx.Process({ target: fx.reportArgv, args: [out], module });
+      p.start();
+      await p.join();
+      assert.equal(p.exitCode, 0);
+      assert.deepEqual(JSON.parse(out.get(0) as string), process.argv.slice(1));
+      out.shm.unlink();
+    });
+
     it('a child can start children of its own (names nest as in Python)', async () => {
       const out = new mp.ShareableList(['x'.repeat(40), 'x'.repeat(40), 0, true, 0, 0, true]);
       const p = new ctx.Process({ target: fx.startGrandchild, args: [out], module });

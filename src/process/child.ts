@@ -55,6 +55,9 @@ export async function runChild(spec: ChildSpec): Promise<void> {
   const state = runtime();
   state.child = spec.identity;
   state.treeDir = spec.identity.treeDir;
+  // The entry module runs again here; code that reads argv at its top level
+  // (an option parser) must see what it saw in the parent.
+  process.argv.splice(1, process.argv.length - 1, ...spec.identity.argv);
   try {
     if (spec.identity.startMethod === 'thread' && spec.identity.tsxApi) {
       const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };

@@ -184,6 +184,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       treeDir: native() ? treeDir() : null,
       entryPath: entryPath(),
       tsxApi: tsxApi(),
+      argv: process.argv.slice(1),
     };
     const spec = { identity, target, args };
     try {
