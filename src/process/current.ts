@@ -5,9 +5,8 @@
 import { availableParallelism } from 'node:os';
 import { workerThreads } from '../builtins.js';
 import { runtime } from '../runtime.js';
-import type { ProcessLike } from './process.js';
+import type { Process, ProcessLike } from './process.js';
 import { liveChildren } from './registry.js';
-import type { Process } from './process.js';
 
 function pidAlive(pid: number): boolean {
   try {

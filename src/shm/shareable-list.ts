@@ -29,6 +29,9 @@ const enum Tag {
   Bytes = 5,
 }
 
+/** Options key (module-private) by which a revived list reuses the block its handle attached. */
+const ATTACHED = Symbol('attached');
+
 const HEADER = 8;
 const DESCRIPTOR = 16;
 const VERSION = 1;
@@ -68,10 +71,10 @@ export class ShareableList {
   readonly shm: SharedMemory;
   private readonly data: DataView;
 
-  constructor(sequence: Iterable<ShareableItem> | null, options: { name?: string } = {}) {
+  constructor(sequence: Iterable<ShareableItem> | null, options: { name?: string; [ATTACHED]?: SharedMemory } = {}) {
     if (sequence === null || sequence === undefined) {
       if (options.name === undefined) throw new ValueError('ShareableList(null) needs { name } of an existing list to attach');
-      this.shm = new SharedMemory({ name: options.name });
+      this.shm = options[ATTACHED] ?? new SharedMemory({ name: options.name });
       this.data = new DataView(this.shm.buf.buffer, 0, this.shm.size);
       if (this.data.getInt32(4, true) !== VERSION) {
         throw new ValueError(`shared memory '${options.name}' does not hold a ShareableList`);
@@ -225,5 +228,5 @@ function same(a: ShareableItem, b: ShareableItem): boolean {
 
 registerShared('ShareableList', (h) => {
   const shm = reviveShared((h as ShareableListHandle).shm) as SharedMemory;
-  return new ShareableList(null, { name: shm.name });
+  return new ShareableList(null, { name: shm.name, [ATTACHED]: shm });
 });
