@@ -12,7 +12,6 @@
 //   futexWake(sab, byteOffset, count)               -> number woken
 //   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
 //   gettid()                                        -> number
-//   threadAlive(pid, tid)                           -> boolean
 //   setParentDeathSignal(signal)                    -> boolean
 //   version                                         -> 1 (ABI of this file)
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
@@ -63,7 +62,6 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "futexWaitAsync", FutexWaitAsync, 4,
               v8::External::New(isolate, waits));
   SetFunction(context, exports, "gettid", GetTid, 0);
-  SetFunction(context, exports, "threadAlive", ThreadAlive, 2);
   SetFunction(context, exports, "setParentDeathSignal", SetParentDeathSignal,
               1);
   exports

@@ -4,7 +4,7 @@
 //   segment.cc   openSegment
 //   futex_js.cc  futexWait, futexWake
 //   async_wait.cc futexWaitAsync (plus the per-environment state it needs)
-//   proc.cc      gettid, threadAlive, setParentDeathSignal
+//   proc.cc      gettid, setParentDeathSignal
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -22,7 +22,6 @@ void FutexWait(const Callback& args);
 void FutexWake(const Callback& args);
 void FutexWaitAsync(const Callback& args);  // data(): the EnvWaits External
 void GetTid(const Callback& args);
-void ThreadAlive(const Callback& args);
 void SetParentDeathSignal(const Callback& args);
 
 }  // namespace mpts

@@ -30,7 +30,6 @@ export interface NativeAddon {
   futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
   futexWaitAsync(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): Promise<WaitResult>;
   gettid(): number;
-  threadAlive(pid: number, tid: number): boolean;
   setParentDeathSignal(signal: number): boolean;
 }
 
