@@ -620,7 +620,7 @@ const sections = [
 ];
 if (!process.argv.includes('--no-bench')) sections.push(['bench', bench]);
 
-check('version is 1', native.version === 1);
+check('version is 2', native.version === 2);
 try {
   for (const [name, fn] of sections) {
     try {

@@ -13,6 +13,8 @@
 //   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
 //   gettid()                                        -> number
 //   setParentDeathSignal(signal)                    -> boolean
+//   asyncContextGet()                               -> frame | undefined
+//   asyncContextSwap(frame)                         -> previous frame
 //   version                                         -> 1 (ABI of this file)
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
 #include <node.h>
@@ -26,7 +28,7 @@ namespace {
 
 // Bumped whenever an export changes name, arguments or semantics, so the
 // TypeScript loader can refuse a stale build instead of misbehaving.
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 void SetFunction(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
                  const char* name, v8::FunctionCallback callback, int length,
@@ -64,6 +66,8 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "gettid", GetTid, 0);
   SetFunction(context, exports, "setParentDeathSignal", SetParentDeathSignal,
               1);
+  SetFunction(context, exports, "asyncContextGet", AsyncContextGet, 0);
+  SetFunction(context, exports, "asyncContextSwap", AsyncContextSwap, 1);
   exports
       ->Set(context,
             v8::String::NewFromUtf8Literal(isolate, "version",

@@ -5,6 +5,7 @@
 //   futex_js.cc  futexWait, futexWake
 //   async_wait.cc futexWaitAsync (plus the per-environment state it needs)
 //   proc.cc      gettid, setParentDeathSignal
+//   context.cc   asyncContextGet, asyncContextSwap
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -23,6 +24,8 @@ void FutexWake(const Callback& args);
 void FutexWaitAsync(const Callback& args);  // data(): the EnvWaits External
 void GetTid(const Callback& args);
 void SetParentDeathSignal(const Callback& args);
+void AsyncContextGet(const Callback& args);
+void AsyncContextSwap(const Callback& args);
 
 }  // namespace mpts
 

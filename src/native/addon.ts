@@ -31,7 +31,14 @@ export interface NativeAddon {
   futexWaitAsync(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): Promise<WaitResult>;
   gettid(): number;
   setParentDeathSignal(signal: number): boolean;
+  /** The frame V8 carries along promise chains (see src/async-context.ts). */
+  asyncContextGet(): unknown;
+  /** Makes `frame` current and returns the previous one. */
+  asyncContextSwap(frame: unknown): unknown;
 }
+
+/** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */
+const ABI_VERSION = 2;
 
 function load(): { addon: NativeAddon | null; error: Error | null } {
   if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {
@@ -45,7 +52,12 @@ function load(): { addon: NativeAddon | null; error: Error | null } {
     const path = fileURLToPath(new URL(`${up}build/Release/mpts_native.node`, import.meta.url));
     if (!existsSync(path)) continue;
     try {
-      return { addon: require(path) as NativeAddon, error: null };
+      const addon = require(path) as NativeAddon;
+      if (addon.version !== ABI_VERSION) {
+        error = new Error(`${path} is a stale build (ABI ${addon.version}, this package needs ${ABI_VERSION}); run \`npm rebuild multiprocessing-ts\``);
+        continue;
+      }
+      return { addon, error: null };
     } catch (err) {
       error = err as Error;
     }

@@ -45,6 +45,31 @@ export interface SegmentHandle {
 
 let counter = 0;
 
+/** The list `collectHandles` is filling, if any. */
+let collecting: Segment[] | null = null;
+
+/**
+ * Runs `fn` and returns the segments whose `toHandle()` it called, one entry
+ * per reference put in flight: what a transfer owes if it never arrives (see
+ * `Segment.abandonAll`) and what a child holds on its parent's account. If
+ * `fn` throws, those references are given back before the error propagates.
+ */
+export function collectHandles<T>(fn: () => T): { result: T; segments: Segment[] } {
+  const outer = collecting;
+  const mine: Segment[] = [];
+  collecting = mine;
+  try {
+    return { result: fn(), segments: mine };
+  } catch (err) {
+    Segment.abandonAll(mine);
+    mine.length = 0;
+    throw err;
+  } finally {
+    collecting = outer;
+    outer?.push(...mine);
+  }
+}
+
 /** Live segments of this isolate by path, so one path is mapped once. */
 const mapped = new Map<string, WeakRef<Segment>>();
 
@@ -161,7 +186,16 @@ export class Segment {
   toHandle(): SegmentHandle {
     if (!this.path) return { size: this.size, sab: this.sab };
     Atomics.add(this.refs, 0, 1);
+    collecting?.push(this);
     return { size: this.size, path: this.path };
+  }
+
+  /**
+   * Gives back the references in flight that `collectHandles` listed, when
+   * their handles will never be attached (the transfer failed).
+   */
+  static abandonAll(segments: readonly Segment[]): void {
+    for (const seg of segments) if (seg.path) dropReference(seg.path, seg.refs);
   }
 
   /**

@@ -94,6 +94,9 @@ abstract class MutexBase {
     return (this.words[STATE]! & OWNER) === selfTid();
   }
 
+  /** @internal The kind its handle is revived by (not `constructor.name`: minifiers and subclasses change that). */
+  protected abstract readonly kind: 'Lock' | 'RLock';
+
   /** Re-entry by the holder; `Lock` says no, `RLock` counts. */
   protected abstract reenter(): boolean;
 
@@ -262,7 +265,7 @@ abstract class MutexBase {
 
   /** @internal */
   [SHARED](): LockHandle {
-    return { kind: this.constructor.name, segment: this.segment.toHandle(), offset: this.offset };
+    return { kind: this.kind, segment: this.segment.toHandle(), offset: this.offset };
   }
 }
 
@@ -276,6 +279,8 @@ abstract class MutexBase {
  * ```
  */
 export class Lock extends MutexBase {
+  protected readonly kind = 'Lock';
+
   constructor(place?: { segment: Segment; offset: number }) {
     super(place);
   }
@@ -299,6 +304,8 @@ export class Lock extends MutexBase {
  * may acquire it again, and must release it as often.
  */
 export class RLock extends MutexBase {
+  protected readonly kind = 'RLock';
+
   constructor(place?: { segment: Segment; offset: number }) {
     super(place);
   }
