@@ -50,5 +50,7 @@ export class FileExistsError extends ProcessError {
 }
 /** The native addon is missing and the request needs it (a `'process'` child). */
 export class NativeUnavailableError extends ProcessError {}
+/** A blocking call that could never return (it would wait for work its own thread must do). */
+export class DeadlockError extends ProcessError {}
 /** An index outside a fixed-length shared sequence. */
 export class IndexError extends ProcessError {}

@@ -5,17 +5,9 @@
 import { availableParallelism } from 'node:os';
 import { workerThreads } from '../builtins.js';
 import { runtime } from '../runtime.js';
+import { isAlive } from '../liveness.js';
 import type { Process, ProcessLike } from './process.js';
 import { liveChildren } from './registry.js';
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * True in the tree's main process, false in every child this package
@@ -45,7 +37,7 @@ export function parentProcess(): ProcessLike | null {
   if (!child) return null;
   const { name, pid, threadId: parentThread } = child.parent;
   // A thread child lives in its parent's process: while it runs, the parent does.
-  const alive = () => (child.startMethod === 'thread' ? true : pidAlive(pid));
+  const alive = () => (child.startMethod === 'thread' ? true : isAlive(pid));
   return {
     name,
     pid,

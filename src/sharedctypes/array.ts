@@ -192,13 +192,7 @@ class SynchronizedArrayImpl {
 
   locked<T>(fn: () => T): T {
     const lock = this.lock;
-    if (!lock || lock.heldByMe()) return fn();
-    lock.acquireSync();
-    try {
-      return fn();
-    } finally {
-      lock.release();
-    }
+    return !lock || lock.heldByCurrentTask() ? fn() : lock.guardSync(fn);
   }
 
   index(i: number): number {

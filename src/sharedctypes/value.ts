@@ -84,8 +84,10 @@ interface ValueHandle extends SharedHandle {
 
 /**
  * A shared element with a lock (Python's `Synchronized`, what `mp.Value`
- * returns). Each `.value` read or write takes the lock, unless this thread
- * holds it already; for read-modify-write hold it around the whole update.
+ * returns). Each `.value` read or write takes the lock, unless the running
+ * task holds it already; for read-modify-write hold it around the whole
+ * update. A read or write that would wait for another async task of the same
+ * thread throws DeadlockError: use `await v.getLock().withLock(…)` there.
  * @example
  * ```ts
  * const counter = mp.Value('i', 0);
@@ -108,27 +110,14 @@ export class SynchronizedValue<E extends number | bigint = number> {
 
   get value(): E {
     const lock = this.lock;
-    if (!lock || lock.heldByMe()) return this.raw.value;
-    lock.acquireSync();
-    try {
-      return this.raw.value;
-    } finally {
-      lock.release();
-    }
+    if (!lock || lock.heldByCurrentTask()) return this.raw.value;
+    return lock.guardSync(() => this.raw.value);
   }
 
   set value(v: E | number) {
     const lock = this.lock;
-    if (!lock || lock.heldByMe()) {
-      this.raw.value = v;
-      return;
-    }
-    lock.acquireSync();
-    try {
-      this.raw.value = v;
-    } finally {
-      lock.release();
-    }
+    if (!lock || lock.heldByCurrentTask()) this.raw.value = v;
+    else lock.guardSync(() => (this.raw.value = v));
   }
 
   /** The lock guarding this value (an RLock unless one was given). */

@@ -12,10 +12,21 @@
  * The holder's id is in the very word the compare-exchange wins, as in
  * Linux's robust and PI futexes: there is no instant at which the lock is
  * held but its owner unrecorded, so a holder killed at any instruction
- * leaves a lock that the next waiter can take over. Linux thread ids are
- * unique system-wide while the thread lives, so one id names a holder whether
- * it is a process's main thread or a worker thread, and `kill(tid, 0)` tells
- * whether it still lives.
+ * leaves a lock that the next waiter can take over. Liveness is read from
+ * /proc (see liveness.ts), so a killed holder that is not yet reaped (a
+ * zombie) counts as dead.
+ *
+ * Inside one thread, async tasks interleave at every await, so the thread id
+ * alone cannot tell who holds a lock. Each thread therefore also records,
+ * per lock word, the *task frame* (async-context.ts) that holds it: the
+ * frame `withLock` opened for its callback, or the root for code outside
+ * any `withLock`. A task of this thread acquires only when the word is free
+ * (or, for an RLock, when the holding frame is its own or one it runs
+ * inside); otherwise it sleeps on the word like a waiter from another
+ * process, and the holder's release wakes it. A synchronous acquire that
+ * finds the word held by another task of its own thread could only wait
+ * for a task that cannot run while the thread is blocked: it throws
+ * DeadlockError instead of hanging.
  *
  * Acquire is a compare-exchange fast path, a short spin, then a futex sleep
  * on STATE (the WAITERS bit plays Drepper's "contended" state, so an
@@ -24,11 +35,12 @@
  * over with a compare-exchange on STATE, so exactly one waiter inherits it.
  * The new holder can read `ownerDied`.
  */
-import { ValueError } from '../errors.js';
+import { DeadlockError, ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
+import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../async-context.js';
+import { isAlive, selfTid } from '../liveness.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
-import { ownerAlive, selfTid } from './owner.js';
 
 const STATE = 0;
 const COUNT = 1;
@@ -72,16 +84,43 @@ interface LockHandle extends SharedHandle {
   readonly offset: number;
 }
 
+/**
+ * This thread's view of one lock word: which of its task frames holds it.
+ * Meaningful only while STATE names this thread; shared by every object of
+ * this thread that wraps the same word (a lock revived twice).
+ */
+interface LocalHold {
+  owner: Frame | null;
+}
+
+/** Segments are mapped once per isolate, so (segment, offset) names a word here. */
+const holds = new WeakMap<Segment, Map<number, LocalHold>>();
+
+function localHold(segment: Segment, offset: number): LocalHold {
+  let byOffset = holds.get(segment);
+  if (!byOffset) holds.set(segment, (byOffset = new Map()));
+  let hold = byOffset.get(offset);
+  if (!hold) byOffset.set(offset, (hold = { owner: null }));
+  return hold;
+}
+
+const SYNC_DEADLOCK =
+  'would wait for a lock that another async task of this same thread holds; that task cannot run while this ' +
+  'thread is blocked, so the call could never return. In async code take the lock with `await lock.withLock(async () => …)` ' +
+  '(for a Value or Array: `await v.getLock().withLock(…)`), which waits without blocking the thread';
+
 abstract class MutexBase {
   /** @internal */ readonly segment: Segment;
   /** @internal */ readonly offset: number;
   /** @internal */ readonly words: Int32Array;
+  private readonly hold: LocalHold;
   private died = false;
 
   protected constructor(place?: { segment: Segment; offset: number }) {
     this.segment = place?.segment ?? Segment.create(LOCK_BYTES);
     this.offset = place?.offset ?? this.segment.base;
     this.words = new Int32Array(this.segment.sab, this.offset, 4);
+    this.hold = localHold(this.segment, this.offset);
   }
 
   /** True when the latest acquisition through this object took the lock over from a holder that had died. */
@@ -89,33 +128,39 @@ abstract class MutexBase {
     return this.died;
   }
 
-  /** @internal Whether the calling thread holds the lock. */
-  heldByMe(): boolean {
-    return (this.words[STATE]! & OWNER) === selfTid();
-  }
-
   /** @internal The kind its handle is revived by (not `constructor.name`: minifiers and subclasses change that). */
   protected abstract readonly kind: 'Lock' | 'RLock';
+
+  /** @internal Whether the running task holds the lock (its own frame's hold, or one it runs inside). */
+  heldByCurrentTask(): boolean {
+    return this.heldHere(Atomics.load(this.words, STATE)) && isWithin(this.hold.owner, currentTask());
+  }
+
+  /** Whether STATE `s` names this thread as the holder. */
+  private heldHere(s: number): boolean {
+    return (s & OWNER) === selfTid();
+  }
 
   /** Re-entry by the holder; `Lock` says no, `RLock` counts. */
   protected abstract reenter(): boolean;
 
-  private won(): true {
+  private won(frame: Frame | null): true {
     // A read is cheaper than a write on a contended line: COUNT is nearly always 1.
     if (this.words[COUNT] !== 1) this.words[COUNT] = 1;
+    this.hold.owner = frame;
     this.died = false;
     return true;
   }
 
-  private tryOnce(): boolean {
-    return Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0 && this.won();
+  private tryOnce(frame: Frame | null): boolean {
+    return Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0 && this.won(frame);
   }
 
-  private spin(rounds: number): boolean {
+  private spin(rounds: number, frame: Frame | null): boolean {
     const w = this.words;
     const me = selfTid();
     for (let i = 0; i < rounds; i++) {
-      if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, me) === 0) return this.won();
+      if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, me) === 0) return this.won(frame);
     }
     return false;
   }
@@ -125,32 +170,37 @@ abstract class MutexBase {
    * others may sleep), or mark a held one so its release wakes us.
    * @returns true when acquired, else the STATE value to sleep on.
    */
-  private claimOrMark(): true | number {
+  private claimOrMark(frame: Frame | null): true | number {
     const w = this.words;
     for (;;) {
       const s = Atomics.load(w, STATE);
       if (s === 0) {
-        if (Atomics.compareExchange(w, STATE, 0, selfTid() | WAITERS) === 0) return this.won();
+        if (Atomics.compareExchange(w, STATE, 0, selfTid() | WAITERS) === 0) return this.won(frame);
         continue;
       }
       if (s & WAITERS || Atomics.compareExchange(w, STATE, s, s | WAITERS) === s) return s | WAITERS;
     }
   }
 
-  /** Takes the lock over when its holder's thread is gone. */
-  private recover(): boolean {
+  /** Takes the lock over when its holder's thread is gone (ended, or a zombie). */
+  private recover(frame: Frame | null): boolean {
     const w = this.words;
     const s = Atomics.load(w, STATE);
-    if (s === 0 || ownerAlive(s & OWNER)) return false;
+    if (s === 0 || this.heldHere(s) || isAlive(s & OWNER)) return false;
     // Exactly one waiter replaces the dead id; WAITERS stays, others may sleep.
     if (Atomics.compareExchange(w, STATE, s, selfTid() | WAITERS) !== s) return false;
-    w[COUNT] = 1;
+    this.won(frame);
     this.died = true;
     return true;
   }
 
   /**
    * Acquires the lock, waiting without blocking the event loop.
+   *
+   * Outside `withLock`, all code of one thread counts as one holder (the
+   * thread's root frame): two async tasks that each call `acquire()` on an
+   * RLock both get it. Use `withLock` to make concurrent tasks exclude each
+   * other.
    * @returns true when acquired, false on timeout or when `block` is false and it is taken.
    * @example
    * ```ts
@@ -161,56 +211,100 @@ abstract class MutexBase {
     // No async function here: an uncontended acquire must not cost the extra
     // promise turns of one (the caller resumes one microtask later, still
     // holding the lock, and under contention that doubles the hold time).
-    if (this.takeWithoutSleeping(options)) return ACQUIRED;
-    return this.acquireSlowly(options);
+    const frame = currentTask();
+    if (this.takeWithoutSleeping(options, frame)) return ACQUIRED;
+    return this.acquireSlowly(options, frame);
   }
 
   /** The synchronous part of an async acquire: try, re-enter, spin. */
-  private takeWithoutSleeping(options: AcquireOptions): boolean {
-    return (
-      this.tryOnce() || (this.heldByMe() && this.reenter()) || (options.block !== false && this.spin(SPIN_ASYNC))
-    );
+  private takeWithoutSleeping(options: AcquireOptions, frame: Frame | null): boolean {
+    if (this.tryOnce(frame)) return true;
+    const s = Atomics.load(this.words, STATE);
+    // Held by this thread: spinning cannot help, the holder is a task of ours.
+    if (this.heldHere(s)) return isWithin(this.hold.owner, frame) && this.reenter();
+    return options.block !== false && this.spin(SPIN_ASYNC, frame);
   }
 
   /** Sleeps on the lock word until it is ours (or the deadline passes). */
-  private async acquireSlowly(options: AcquireOptions): Promise<boolean> {
-    if (options.block === false) return this.recover();
+  private async acquireSlowly(options: AcquireOptions, frame: Frame | null): Promise<boolean> {
+    if (options.block === false) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
     for (;;) {
-      const seen = this.claimOrMark();
+      const seen = this.claimOrMark(frame);
       if (seen === true) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
       const r = await waitAsync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
-      if (r === WaitResult.TimedOut && this.recover()) return true;
+      if (r === WaitResult.TimedOut && this.recover(frame)) return true;
     }
   }
 
   /**
    * Acquires the lock, blocking the calling thread: for hot paths in
    * children, where blocking is what Python does.
+   * @throws DeadlockError when another async task of this thread holds the
+   *   lock (or, for a Lock, the running task holds it already): waiting
+   *   could never end. `{ block: false }` returns false instead.
    */
   acquireSync(options: AcquireOptions = {}): boolean {
-    if (this.tryOnce()) return true;
-    if (this.heldByMe() && this.reenter()) return true;
-    if (options.block === false) return this.recover();
+    const frame = currentTask();
+    if (this.tryOnce(frame)) return true;
+    const s = Atomics.load(this.words, STATE);
+    if (this.heldHere(s)) {
+      const ours = isWithin(this.hold.owner, frame);
+      if (ours && this.reenter()) return true;
+      if (options.block === false) return false;
+      throw new DeadlockError(
+        ours
+          ? `acquireSync() of a Lock this task holds already would never return (a Lock is not re-entrant: use an RLock, or release it first)`
+          : `acquireSync() ${SYNC_DEADLOCK}`,
+      );
+    }
+    if (options.block === false) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
-    if (this.spin(SPIN)) return true;
+    if (this.spin(SPIN, frame)) return true;
     for (;;) {
-      const seen = this.claimOrMark();
+      const seen = this.claimOrMark(frame);
       if (seen === true) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
       const r = waitSync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
-      if (r === WaitResult.TimedOut && this.recover()) return true;
+      if (r === WaitResult.TimedOut && this.recover(frame)) return true;
+    }
+  }
+
+  /**
+   * @internal Runs `read` under the lock for a synchronous accessor (a
+   * Value's `.value`, an Array's `arr[i]`): directly when the running task
+   * holds it already, otherwise around a blocking acquire.
+   * @throws DeadlockError naming the async form, when another task of this thread holds it.
+   */
+  guardSync<T>(read: () => T): T {
+    if (this.heldByCurrentTask()) return read();
+    this.acquireSync();
+    try {
+      return read();
+    } finally {
+      this.releaseIn(currentTask());
     }
   }
 
   /** Releases the lock. */
-  abstract release(): void;
+  release(): void {
+    this.releaseIn(currentTask());
+  }
+
+  /** @internal Releases on behalf of the task `frame`. */
+  protected abstract releaseIn(frame: Frame | null): void;
+
+  /** @internal Whether `frame` may release it: the word names this thread and the frame holds it. */
+  protected heldBy(frame: Frame | null): boolean {
+    return this.heldHere(Atomics.load(this.words, STATE)) && isWithin(this.hold.owner, frame);
+  }
 
   /** @internal Lets the lock go entirely. */
   protected unlock(): void {
+    this.hold.owner = null;
     if (Atomics.exchange(this.words, STATE, 0) & WAITERS) wake(this.words, STATE, 1);
   }
 
@@ -220,32 +314,37 @@ abstract class MutexBase {
   }
 
   /**
-   * Runs `fn` holding the lock and releases it however `fn` ends.
+   * Runs `fn` holding the lock and releases it however `fn` ends. The
+   * callback runs as its own task: other tasks of this thread that call
+   * `withLock` wait until it is done (even across its awaits), while code
+   * inside it — after any await — holds the lock (an RLock re-enters, a
+   * Value's accessors read directly).
    * @example `const n = await lock.withLock(() => counter.value++);`
    */
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
-    if (this.takeWithoutSleeping({})) return this.runHeld(fn);
-    return this.acquireSlowly({}).then(() => this.runHeld(fn));
+    const frame = openTask();
+    if (this.takeWithoutSleeping({}, frame)) return this.runHeld(fn, frame);
+    return this.acquireSlowly({}, frame).then(() => this.runHeld(fn, frame));
   }
 
   /**
-   * Runs `fn` with the lock held and releases it as soon as `fn` is done:
-   * at once when `fn` is synchronous, so the lock is not held across the
-   * caller's await (under contention that would double the hold time).
+   * Runs `fn` in `frame` with the lock held and releases it as soon as `fn`
+   * is done: at once when `fn` is synchronous, so the lock is not held
+   * across the caller's await (under contention that would double the hold time).
    */
-  private runHeld<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
+  private runHeld<T>(fn: () => T | Promise<T>, frame: Frame): Promise<Awaited<T>> {
     let result: T | Promise<T>;
     try {
-      result = fn();
+      result = runInFrame(frame, fn);
     } catch (err) {
-      this.release();
+      this.releaseIn(frame);
       return Promise.reject(err);
     }
     if (!isThenable(result)) {
-      this.release();
+      this.releaseIn(frame);
       return Promise.resolve(result as Awaited<T>);
     }
-    return Promise.resolve(result).finally(() => this.release()) as Promise<Awaited<T>>;
+    return Promise.resolve(result).finally(() => this.releaseIn(frame)) as Promise<Awaited<T>>;
   }
 
   /** `withLock` for synchronous code, blocking the thread while waiting. */
@@ -289,7 +388,8 @@ export class Lock extends MutexBase {
     return false;
   }
 
-  release(): void {
+  protected releaseIn(): void {
+    // Any thread or task may release a Lock, as in Python.
     if (!this.isLocked()) throw new ValueError('release() of a Lock that is not held');
     this.unlock();
   }
@@ -315,8 +415,10 @@ export class RLock extends MutexBase {
     return true;
   }
 
-  release(): void {
-    if (!this.heldByMe()) throw new ValueError('release() of an RLock by a thread that does not hold it');
+  protected releaseIn(frame: Frame | null): void {
+    if (!this.heldBy(frame)) {
+      throw new ValueError('release() of an RLock by a thread or task that does not hold it (inside `withLock`, let it release)');
+    }
     const count = this.words[COUNT]!;
     if (count > 1) {
       this.words[COUNT] = count - 1;
