@@ -75,6 +75,23 @@ describe('process tree', () => {
     }
   });
 
+  it('code an unguarded entry left running (async main(), a timer) cannot start grandchildren; a target\'s own timer can', async () => {
+    for (const method of METHODS) {
+      for (const mode of ['async', 'timer']) {
+        const r = await run(process.execPath, [fixture('unguarded-async.js'), mode], {
+          env: { MULTIPROCESSING_TS_START_METHOD: method },
+        });
+        assert.match(r.stderr, /mp\.isMainProcess\(\)/, `${method} ${mode}: ${r.stderr}`);
+        assert.match(r.stdout, /^main exitCode 1$/m, `${method} ${mode}: the child failed`);
+        assert.doesNotMatch(r.stdout, /^child exitCode/m, `${method} ${mode}: no grandchild was started`);
+      }
+      const r = await run(process.execPath, [fixture('unguarded-async.js'), 'target-timer'], {
+        env: { MULTIPROCESSING_TS_START_METHOD: method },
+      });
+      assert.match(r.stdout, /^main exitCode 0 grandchild 1$/m, `${method}: ${r.stderr}`);
+    }
+  });
+
   it('a target exported by the entry script travels by reference, with its own module state', async () => {
     for (const method of METHODS) {
       const r = await run(process.execPath, [fixture('entry-by-reference.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });

@@ -12,6 +12,7 @@ import { runtime } from '../runtime.js';
 import { decode, hasShared } from '../serialize/decode.js';
 import type { ChildSpec } from './popen.js';
 import type { TargetSpec } from './target.js';
+import { importEntry } from './import-entry.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
 function nameShim<F extends Function>(fn: F, name: string): F {
@@ -32,7 +33,7 @@ async function resolveTarget(target: TargetSpec): Promise<Function> {
   state.importingEntry = true;
   let ns: Record<string, unknown>;
   try {
-    ns = await import(target.moduleUrl);
+    ns = await importEntry(target.moduleUrl);
   } finally {
     state.importingEntry = false;
   }

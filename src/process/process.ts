@@ -16,6 +16,7 @@ import { popenProcess } from './popen-process.js';
 import { popenThread } from './popen-thread.js';
 import type { Popen } from './popen.js';
 import { liveChildren } from './registry.js';
+import { startedByImport } from './import-entry.js';
 
 /** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
 export interface ProcessOptions<F extends (...args: any[]) => unknown> {
@@ -42,8 +43,9 @@ export interface ProcessLike {
 }
 
 const GUARD_MESSAGE =
-  'a child process tried to start another child while it was still importing its entry module: ' +
-  'the entry script starts children at its top level. Guard that code with ' +
+  'a child process tried to start another child from code that its import of the entry module ran ' +
+  '(the entry script\'s top level, or async work it left running, such as an unguarded `main()`): ' +
+  'the entry script starts children outside its main-process guard. Guard that code with ' +
   '`if (mp.isMainProcess()) { … }` (Python\'s `if __name__ == "__main__":`), ' +
   'so children importing the script for its exports do not run it';
 
@@ -168,7 +170,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     this.checkOpen();
     if (this.popen) throw new StateError(`cannot start a process twice (${this._name} was started already)`);
     const state = runtime();
-    if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
+    if (state.importingEntry || (state.child && startedByImport())) throw new StateError(GUARD_MESSAGE);
     if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
     const method = validateStartMethod(this.startMethod());
     const target: TargetSpec = describeTarget(this.target, this.module);

@@ -1,0 +1,212 @@
+/**
+ * Locks and the async tasks of one thread; locks whose holder died without
+ * being reaped. Real children, real shared memory.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as mp from '../src/index.js';
+import { METHODS, eventually } from './helpers.js';
+import * as fx from './fixtures/lock-tasks.js';
+
+const module = fx.LOCK_TASKS;
+
+/** The state letter of /proc/<pid>/stat (Z for a zombie), or null when gone. */
+function procState(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2]!;
+  } catch {
+    return null;
+  }
+}
+
+describe('async tasks of one thread', () => {
+  it('ten concurrent withLock tasks on a Value\'s default lock run one at a time across their awaits', async () => {
+    const v = mp.Value('i', 0);
+    const { value, maxInside } = await fx.tenTasks(v);
+    assert.equal(maxInside, 1, 'never two tasks inside at once');
+    assert.equal(value, 10, 'no update lost');
+  });
+
+  it('concurrent withLock tasks exclude each other on a Lock too', async () => {
+    const lock = new mp.Lock();
+    let inside = 0;
+    let most = 0;
+    await Promise.all(
+      Array.from({ length: 5 }, () =>
+        lock.withLock(async () => {
+          most = Math.max(most, ++inside);
+          await sleep(2);
+          inside--;
+        }),
+      ),
+    );
+    assert.equal(most, 1);
+  });
+
+  for (const method of METHODS) {
+    it(`ten withLock tasks inside a '${method}' child run one at a time`, async () => {
+      const v = mp.Value('i', 0);
+      const most = mp.Value('i', -1);
+      const p = new (mp.getContext(method).Process)({ target: fx.tenTasksInChild, args: [v, most], module });
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      assert.equal(most.value, 1);
+      assert.equal(v.value, 10);
+    });
+  }
+
+  it('an RLock re-enters along one chain across awaits, and sibling tasks inside one withLock still exclude each other', async () => {
+    const outer = new mp.RLock();
+    const inner = new mp.RLock();
+    let inside = 0;
+    let most = 0;
+    const depth = await outer.withLock(async () => {
+      await sleep(1);
+      // Re-entry after an await, by withLock, by acquireSync and by release.
+      return outer.withLock(async () => {
+        await sleep(1);
+        assert.equal(outer.acquireSync({ block: false }), true);
+        outer.release();
+        // Three siblings opened in this chain: each is its own task for `inner`.
+        await Promise.all(
+          [1, 2, 3].map(() =>
+            inner.withLock(async () => {
+              most = Math.max(most, ++inside);
+              await sleep(2);
+              inside--;
+            }),
+          ),
+        );
+        return 2;
+      });
+    });
+    assert.equal(depth, 2);
+    assert.equal(most, 1, 'siblings excluded each other');
+    assert.equal(outer.acquireSync({ block: false }), true, 'fully released afterwards');
+    outer.release();
+  });
+
+  it('a synchronous acquire that would wait on another task of the thread throws DeadlockError naming withLock; nothing is left taken', async () => {
+    const v = mp.Value('i', 7);
+    const arr = mp.Array('i', 2);
+    const lock = new mp.Lock();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const holders = [
+      v.getLock().withLock(() => gate),
+      arr.getLock().withLock(() => gate),
+      lock.withLock(() => gate),
+    ];
+    const deadlock = (e: unknown) => e instanceof mp.DeadlockError && /await .*withLock/.test((e as Error).message);
+    assert.throws(() => v.value, deadlock);
+    assert.throws(() => {
+      v.value = 1;
+    }, deadlock);
+    assert.throws(() => arr[0], deadlock);
+    assert.throws(() => lock.acquireSync(), deadlock);
+    assert.throws(() => lock.acquireSync({ timeout: 10 }), deadlock);
+    assert.equal(lock.acquireSync({ block: false }), false);
+    assert.equal(await lock.acquire({ block: false }), false);
+    release();
+    await Promise.all(holders);
+    // Everything usable again, values intact.
+    assert.equal(v.value, 7);
+    arr[1] = 3;
+    assert.deepEqual(Array.from(arr), [0, 3]);
+    assert.equal(lock.acquireSync({ block: false }), true);
+    lock.release();
+  });
+
+  it('a Lock taken again by the task that holds it throws DeadlockError from acquireSync', async () => {
+    const lock = new mp.Lock();
+    await lock.withLock(() => {
+      assert.throws(() => lock.acquireSync(), (e: Error) => e instanceof mp.DeadlockError && /not re-entrant/.test(e.message));
+    });
+  });
+
+  it('bare acquire()/release() outside withLock count the whole thread as one holder (documented)', async () => {
+    const r = new mp.RLock();
+    assert.equal(await r.acquire(), true);
+    assert.equal(await r.acquire({ block: false }), true, 'a second task of the root re-enters');
+    r.release();
+    r.release();
+    assert.throws(() => r.release(), mp.ValueError);
+  });
+});
+
+for (const method of METHODS) {
+  const ctx = mp.getContext(method);
+  describe(`locks whose holder died (${method})`, () => {
+    it('an async waiter wakes when another thread or process releases, without blocking the event loop', async () => {
+      const lock = new mp.Lock();
+      const gate = new mp.Lock();
+      const held = mp.RawArray('i', 1);
+      gate.acquireSync();
+      const p = new ctx.Process({ target: fx.holdUntilGate, args: [lock, gate, held], module });
+      p.start();
+      await eventually(() => Atomics.load(held, 0) === 1, 20_000, 'the child to hold the lock');
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 2);
+      const waiting = lock.acquire({ timeout: 20_000 });
+      await sleep(30);
+      gate.release();
+      assert.equal(await waiting, true);
+      clearInterval(timer);
+      assert.equal(lock.ownerDied, false, 'released, not recovered');
+      assert.ok(ticks >= 3, `the event loop kept running (${ticks} ticks)`);
+      lock.release();
+      await p.join();
+      assert.equal(p.exitCode, 0);
+    });
+
+    it('a blocking acquire recovers a lock whose killed holder is not reaped yet, within a second', async () => {
+      const lock = new mp.Lock();
+      const held = mp.RawArray('i', 1);
+      const p = new ctx.Process({ target: fx.holdForever, args: [lock, held], module });
+      p.start();
+      await eventually(() => Atomics.load(held, 0) === 1, 20_000, 'the child to hold the lock');
+      p.kill();
+      if (method === 'process') {
+        // No event-loop turn from here on, so nothing can reap the child: it is a zombie.
+        const until = Date.now() + 10_000;
+        while (procState(p.pid!) !== 'Z' && Date.now() < until);
+        assert.equal(procState(p.pid!), 'Z', 'the holder is a zombie while we wait');
+      }
+      const t0 = performance.now();
+      assert.equal(lock.acquireSync({ timeout: 5_000 }), true);
+      assert.ok(performance.now() - t0 < 1_000, `recovered in ${Math.round(performance.now() - t0)} ms`);
+      assert.equal(lock.ownerDied, true);
+      lock.release();
+      await p.join();
+    });
+
+    it('a Value read recovers the lock of a killed, unreaped holder (no timeout given)', { timeout: 30_000 }, async () => {
+      const v = mp.Value('i', 42);
+      const held = mp.RawArray('i', 1);
+      const p = new ctx.Process({ target: fx.holdForever, args: [v.getLock(), held], module });
+      p.start();
+      await eventually(() => Atomics.load(held, 0) === 1, 20_000, 'the child to hold the lock');
+      p.kill();
+      assert.equal(v.value, 42);
+      await p.join();
+    });
+
+    it('an async waiter recovers the lock of a killed holder that nobody joined', async () => {
+      const lock = new mp.Lock();
+      const held = mp.RawArray('i', 1);
+      const p = new ctx.Process({ target: fx.holdForever, args: [lock, held], module });
+      p.start();
+      await eventually(() => Atomics.load(held, 0) === 1, 20_000, 'the child to hold the lock');
+      const waiting = lock.acquire({ timeout: 10_000 });
+      p.kill();
+      assert.equal(await waiting, true);
+      assert.equal(lock.ownerDied, true);
+      lock.release();
+      await p.join();
+    });
+  });
+}
