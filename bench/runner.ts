@@ -93,6 +93,27 @@ export async function runCase(c: Case, options: RunOptions): Promise<RowResult[]
     }
   }
 
+  // Views become rows of their own, fed by their variant's samples.
+  for (const row of [...rows]) {
+    for (const view of row.variant.views ?? []) {
+      rows.push({
+        variant: {
+          id: view.id,
+          system: row.variant.system,
+          label: view.label,
+          ...(view.anchor ? { anchor: view.anchor } : {}),
+          ...(view.target ? { target: view.target } : {}),
+          sample: () => Promise.reject(new Error(`${view.id} is a view of ${row.variant.id}`)),
+        },
+        values: row.extras.map((e) => Number(e[view.metric])),
+        foreign: row.foreign,
+        extras: row.extras,
+        retries: row.retries,
+        error: row.error,
+      });
+    }
+  }
+
   const medians = new Map(rows.map((r) => [r.variant.id, median(r.values)]));
   return rows.map((r): RowResult => {
     const m = medians.get(r.variant.id)!;

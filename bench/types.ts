@@ -31,6 +31,20 @@ export interface Target {
   readonly ratio: number;
 }
 
+/**
+ * A second row read off the same samples: one figure from each sample's
+ * `extra` (e.g. the increment loop alone, without child exit), judged on
+ * its own against another row or view.
+ */
+export interface View {
+  readonly id: string;
+  readonly label: string;
+  /** Key of `Sample.extra` holding the figure, in the case's unit. */
+  readonly metric: string;
+  readonly anchor?: string;
+  readonly target?: Target;
+}
+
 export interface Variant {
   /** Stable id, used in JSON and as an anchor reference, e.g. `mpts.thread`. */
   readonly id: string;
@@ -41,6 +55,8 @@ export interface Variant {
   /** Row whose median the RATIO column divides by; informational when there is no target. */
   readonly anchor?: string;
   readonly target?: Target;
+  /** More rows read off this variant's samples. */
+  readonly views?: readonly View[];
   /** Runs once before the first round; not timed (JIT, lazily created helpers). */
   warmup?(): Promise<void>;
   /** Takes one sample. Throwing marks the row as failed and drops it from later rounds. */

@@ -5,9 +5,9 @@
  * async tasks interleave at every `await`. To tell them apart, `withLock`
  * runs its callback in a new *frame*, and every `await` inside the callback
  * continues in that frame, so a lock can record which chain holds it.
- * A child's bootstrap also imports the entry module in a frame marked
- * `fromImport`, so code that import left running (an unguarded async
- * `main()`) can be recognised later.
+ * A child's bootstrap also imports the entry module in a frame marked as the
+ * import's, so code that import left running (an unguarded async `main()`)
+ * can be recognised later.
  *
  * Carrier: V8's continuation-preserved embedder data (the native addon's
  * `asyncContextGet/Swap`), which V8 captures whenever a promise reaction is
@@ -24,25 +24,29 @@ import { native } from './native/addon.js';
 
 /** One asynchronous chain; frames form a tree towards the thread's root (`null`). */
 export interface Frame {
-  /** The chain this one was opened in; `null` when opened at the root. */
-  readonly parent: Frame | null;
-  /** True for code run by a child's import of its entry module, and everything that code started. */
-  readonly fromImport: boolean;
+  /**
+   * The chain this one was opened in; `null` at the root. `undefined` only
+   * between `openTask()` and the first `runInFrame` of a frame whose opener
+   * did not need it (`parentOf` fills it in).
+   */
+  parent: Frame | null | undefined;
   /** True for a frame a lock can be owned by (opened by `withLock`); false for the import's marker frame. */
   readonly task: boolean;
 }
 
 interface Carrier {
   get(): Frame | null;
+  /** Runs `fn` in `frame`, first filling in an unknown parent with the frame current before. */
   run<T>(frame: Frame, fn: () => T): T;
 }
 
 function nativeCarrier(addon: NonNullable<ReturnType<typeof native>>): Carrier {
   return {
     get: () => (addon.asyncContextGet() as Frame | undefined) ?? null,
-    run<T>(frame: Frame, fn: () => T): T {
-      const previous = addon.asyncContextSwap(frame);
+    run(frame, fn) {
+      const previous = addon.asyncContextSwap(frame) as Frame | undefined;
       try {
+        if (frame.parent === undefined) frame.parent = previous ?? null;
         return fn();
       } finally {
         addon.asyncContextSwap(previous);
@@ -53,7 +57,13 @@ function nativeCarrier(addon: NonNullable<ReturnType<typeof native>>): Carrier {
 
 function storageCarrier(): Carrier {
   const storage = new AsyncLocalStorage<Frame>();
-  return { get: () => storage.getStore() ?? null, run: (frame, fn) => storage.run(frame, fn) };
+  return {
+    get: () => storage.getStore() ?? null,
+    run(frame, fn) {
+      if (frame.parent === undefined) frame.parent = storage.getStore() ?? null;
+      return storage.run(frame, fn);
+    },
+  };
 }
 
 let carrier: Carrier | null = null;
@@ -61,7 +71,7 @@ let carrier: Carrier | null = null;
 function pick(): Carrier {
   const major = Number(process.versions.node.split('.')[0]);
   const addon = native();
-  return addon && major < 22 ? nativeCarrier(addon) : storageCarrier();
+  return (carrier = addon && major < 22 ? nativeCarrier(addon) : storageCarrier());
 }
 
 /**
@@ -80,28 +90,37 @@ let tasks = 0;
 export function currentFrame(): Frame | null {
   if (syncFrame !== undefined) return syncFrame;
   if (opened === 0) return null;
-  return (carrier ??= pick()).get();
+  return (carrier ?? pick()).get();
 }
 
 /** The task frame a lock acquired now would be held by (`null`: the thread's root). */
 export function currentTask(): Frame | null {
   if (tasks === 0) return null;
   const frame = currentFrame();
-  return frame?.task ? frame : null;
+  return frame !== null && frame.task ? frame : null;
 }
 
-/** A new task frame below the running chain (what `withLock` runs its callback in). */
+/**
+ * A new task frame below the running chain (what `withLock` runs its
+ * callback in). Its parent is read when first needed: `parentOf` before the
+ * frame runs, or `runInFrame` as it enters (which learns it for free).
+ */
 export function openTask(): Frame {
   opened++;
   tasks++;
-  const parent = currentFrame();
-  return { parent, fromImport: parent?.fromImport ?? false, task: true };
+  return { parent: undefined, task: true };
 }
 
 /** The marker frame a child imports its entry module in. */
 export function openImport(): Frame {
   opened++;
-  return { parent: null, fromImport: true, task: false };
+  return { parent: null, task: false };
+}
+
+/** `frame`'s parent, read now from the running chain if not known yet (call it where the frame was opened). */
+export function parentOf(frame: Frame): Frame | null {
+  if (frame.parent === undefined) frame.parent = currentFrame();
+  return frame.parent;
 }
 
 /** Runs `fn` in `frame`: its synchronous part, and every await and `.then` it starts. */
@@ -109,7 +128,7 @@ export function runInFrame<T>(frame: Frame, fn: () => T): T {
   const outer = syncFrame;
   syncFrame = frame;
   try {
-    return (carrier ??= pick()).run(frame, fn);
+    return (carrier ?? pick()).run(frame, fn);
   } finally {
     syncFrame = outer;
   }
@@ -118,6 +137,12 @@ export function runInFrame<T>(frame: Frame, fn: () => T): T {
 /** Whether code running in `frame` is part of the chain `owner` (the same frame, or one it was opened in). */
 export function isWithin(owner: Frame | null, frame: Frame | null): boolean {
   if (owner === null) return true;
-  for (let f = frame; f !== null; f = f.parent) if (f === owner) return true;
+  for (let f: Frame | null | undefined = frame; f != null; f = f.parent) if (f === owner) return true;
+  return false;
+}
+
+/** Whether `frame` is the import's marker frame or was opened inside it. */
+export function isFromImport(frame: Frame | null): boolean {
+  for (let f: Frame | null | undefined = frame; f != null; f = f.parent) if (!f.task) return true;
   return false;
 }

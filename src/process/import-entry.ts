@@ -13,7 +13,7 @@
  * schedules. `start()` refuses to run in such a frame.
  */
 import timers from 'node:timers';
-import { currentFrame, openImport, runInFrame, type Frame } from '../async-context.js';
+import { currentFrame, isFromImport, openImport, runInFrame, type Frame } from '../async-context.js';
 
 type Scheduler = (callback: (...args: any[]) => unknown, ...rest: any[]) => unknown;
 
@@ -55,5 +55,5 @@ export async function importEntry(url: string): Promise<Record<string, unknown>>
 
 /** Whether the running code was started by the child's import of its entry module. */
 export function startedByImport(): boolean {
-  return currentFrame()?.fromImport ?? false;
+  return isFromImport(currentFrame());
 }

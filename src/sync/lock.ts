@@ -38,7 +38,7 @@
 import { DeadlockError, ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
-import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../async-context.js';
+import { currentTask, isWithin, openTask, parentOf, runInFrame, type Frame } from '../async-context.js';
 import { isAlive, selfTid } from '../liveness.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
 
@@ -85,11 +85,17 @@ interface LockHandle extends SharedHandle {
 }
 
 /**
- * This thread's view of one lock word: which of its task frames holds it.
- * Meaningful only while STATE names this thread; shared by every object of
- * this thread that wraps the same word (a lock revived twice).
+ * This thread's view of one lock word, shared by every object of this
+ * thread that wraps the same word (a lock revived twice).
  */
 interface LocalHold {
+  /**
+   * True from this thread's acquisition until its own release. Exact for an
+   * RLock (only its holder releases it); for a Lock, which any thread may
+   * release, the word itself is checked instead.
+   */
+  held: boolean;
+  /** The task frame of this thread that holds it (`null`: the root); meaningful while `held`. */
   owner: Frame | null;
 }
 
@@ -100,7 +106,7 @@ function localHold(segment: Segment, offset: number): LocalHold {
   let byOffset = holds.get(segment);
   if (!byOffset) holds.set(segment, (byOffset = new Map()));
   let hold = byOffset.get(offset);
-  if (!hold) byOffset.set(offset, (hold = { owner: null }));
+  if (!hold) byOffset.set(offset, (hold = { held: false, owner: null }));
   return hold;
 }
 
@@ -113,7 +119,7 @@ abstract class MutexBase {
   /** @internal */ readonly segment: Segment;
   /** @internal */ readonly offset: number;
   /** @internal */ readonly words: Int32Array;
-  private readonly hold: LocalHold;
+  /** @internal */ protected readonly hold: LocalHold;
   private died = false;
 
   protected constructor(place?: { segment: Segment; offset: number }) {
@@ -133,8 +139,12 @@ abstract class MutexBase {
 
   /** @internal Whether the running task holds the lock (its own frame's hold, or one it runs inside). */
   heldByCurrentTask(): boolean {
-    return this.heldHere(Atomics.load(this.words, STATE)) && isWithin(this.hold.owner, currentTask());
+    const owner = this.hold.owner;
+    return this.heldByThisThread() && (owner === null || isWithin(owner, currentTask()));
   }
+
+  /** Whether this thread holds the lock (some task of it). */
+  protected abstract heldByThisThread(): boolean;
 
   /** Whether STATE `s` names this thread as the holder. */
   private heldHere(s: number): boolean {
@@ -147,7 +157,9 @@ abstract class MutexBase {
   private won(frame: Frame | null): true {
     // A read is cheaper than a write on a contended line: COUNT is nearly always 1.
     if (this.words[COUNT] !== 1) this.words[COUNT] = 1;
-    this.hold.owner = frame;
+    const hold = this.hold;
+    hold.held = true;
+    hold.owner = frame;
     this.died = false;
     return true;
   }
@@ -221,7 +233,10 @@ abstract class MutexBase {
     if (this.tryOnce(frame)) return true;
     const s = Atomics.load(this.words, STATE);
     // Held by this thread: spinning cannot help, the holder is a task of ours.
-    if (this.heldHere(s)) return isWithin(this.hold.owner, frame) && this.reenter();
+    if (this.heldHere(s)) {
+      if (frame !== null) parentOf(frame);
+      return isWithin(this.hold.owner, frame) && this.reenter();
+    }
     return options.block !== false && this.spin(SPIN_ASYNC, frame);
   }
 
@@ -246,9 +261,14 @@ abstract class MutexBase {
    *   lock (or, for a Lock, the running task holds it already): waiting
    *   could never end. `{ block: false }` returns false instead.
    */
-  acquireSync(options: AcquireOptions = {}): boolean {
+  acquireSync(options?: AcquireOptions): boolean {
+    if (Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0) return this.won(currentTask());
+    return this.acquireSyncContended(options ?? {});
+  }
+
+  /** `acquireSync` past its fast path: re-entry, deadlock, spin, sleep, recovery. */
+  private acquireSyncContended(options: AcquireOptions): boolean {
     const frame = currentTask();
-    if (this.tryOnce(frame)) return true;
     const s = Atomics.load(this.words, STATE);
     if (this.heldHere(s)) {
       const ours = isWithin(this.hold.owner, frame);
@@ -285,32 +305,27 @@ abstract class MutexBase {
     try {
       return read();
     } finally {
-      this.releaseIn(currentTask());
+      this.release();
     }
   }
 
   /** Releases the lock. */
   release(): void {
-    this.releaseIn(currentTask());
+    this.releaseIn(null, true);
   }
 
-  /** @internal Releases on behalf of the task `frame`. */
-  protected abstract releaseIn(frame: Frame | null): void;
-
-  /** @internal Whether `frame` may release it: the word names this thread and the frame holds it. */
-  protected heldBy(frame: Frame | null): boolean {
-    return this.heldHere(Atomics.load(this.words, STATE)) && isWithin(this.hold.owner, frame);
-  }
+  /**
+   * @internal Releases on behalf of the task `frame` (`withLock`), or of the
+   * running task when `running` (whose frame is only read if it matters).
+   */
+  protected abstract releaseIn(frame: Frame | null, running: boolean): void;
 
   /** @internal Lets the lock go entirely. */
   protected unlock(): void {
-    this.hold.owner = null;
+    const hold = this.hold;
+    hold.held = false;
+    hold.owner = null;
     if (Atomics.exchange(this.words, STATE, 0) & WAITERS) wake(this.words, STATE, 1);
-  }
-
-  /** @internal */
-  protected isLocked(): boolean {
-    return Atomics.load(this.words, STATE) !== 0;
   }
 
   /**
@@ -323,6 +338,9 @@ abstract class MutexBase {
    */
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
     const frame = openTask();
+    // Uncontended: the frame learns its parent as it is entered, for free.
+    if (this.tryOnce(frame)) return this.runHeld(fn, frame);
+    parentOf(frame);
     if (this.takeWithoutSleeping({}, frame)) return this.runHeld(fn, frame);
     return this.acquireSlowly({}, frame).then(() => this.runHeld(fn, frame));
   }
@@ -337,14 +355,14 @@ abstract class MutexBase {
     try {
       result = runInFrame(frame, fn);
     } catch (err) {
-      this.releaseIn(frame);
+      this.releaseIn(frame, false);
       return Promise.reject(err);
     }
     if (!isThenable(result)) {
-      this.releaseIn(frame);
+      this.releaseIn(frame, false);
       return Promise.resolve(result as Awaited<T>);
     }
-    return Promise.resolve(result).finally(() => this.releaseIn(frame)) as Promise<Awaited<T>>;
+    return Promise.resolve(result).finally(() => this.releaseIn(frame, false)) as Promise<Awaited<T>>;
   }
 
   /** `withLock` for synchronous code, blocking the thread while waiting. */
@@ -388,10 +406,19 @@ export class Lock extends MutexBase {
     return false;
   }
 
+  protected heldByThisThread(): boolean {
+    // Another thread may have released it: the word, not `hold`, tells.
+    return (Atomics.load(this.words, STATE) & OWNER) === selfTid();
+  }
+
   protected releaseIn(): void {
     // Any thread or task may release a Lock, as in Python.
-    if (!this.isLocked()) throw new ValueError('release() of a Lock that is not held');
-    this.unlock();
+    const hold = this.hold;
+    hold.held = false;
+    hold.owner = null;
+    const s = Atomics.exchange(this.words, STATE, 0);
+    if (s === 0) throw new ValueError('release() of a Lock that is not held');
+    if (s & WAITERS) wake(this.words, STATE, 1);
   }
 
   override toString(): string {
@@ -415,8 +442,14 @@ export class RLock extends MutexBase {
     return true;
   }
 
-  protected releaseIn(frame: Frame | null): void {
-    if (!this.heldBy(frame)) {
+  protected heldByThisThread(): boolean {
+    return this.hold.held;
+  }
+
+  protected releaseIn(frame: Frame | null, running: boolean): void {
+    const hold = this.hold;
+    const owner = hold.owner;
+    if (!hold.held || (owner !== null && !isWithin(owner, running ? currentTask() : frame))) {
       throw new ValueError('release() of an RLock by a thread or task that does not hold it (inside `withLock`, let it release)');
     }
     const count = this.words[COUNT]!;
