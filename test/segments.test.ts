@@ -75,13 +75,15 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
 });
 
 describe('without the native addon', () => {
-  it("'thread' children share memory; 'process' is refused with a clear message", async () => {
+  it("'thread' children share memory, a killed holder's lock is recovered, withLock tasks exclude each other; 'process' is refused with a clear message", async () => {
     const r = await run(process.execPath, [fixture('fallback.js')], { env: { MULTIPROCESSING_TS_NO_NATIVE: '1' } });
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.deepEqual(out.methods, ['thread']);
     assert.equal(out.method, 'thread');
     assert.equal(out.total, 10_000);
+    assert.equal(out.recovered, true, 'the killed holder was seen dead');
+    assert.deepEqual(out.tasks, { value: 10, maxInside: 1 });
     assert.match(out.processError, /^NativeUnavailableError: .*native addon.*'thread' start method/);
     assert.match(r.stderr, /Children start as threads/);
   });

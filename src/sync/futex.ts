@@ -31,7 +31,14 @@ export function waitAsync(view: Int32Array, index: number, expected: number, tim
     return addon.futexWaitAsync(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
   }
   const r = Atomics.waitAsync(view, index, expected, timeoutMs);
-  return r.async ? r.value.then((v) => RESULT[v]!) : Promise.resolve(RESULT[r.value]!);
+  if (!r.async) return Promise.resolve(RESULT[r.value]!);
+  // V8's pending waitAsync does not keep Node's event loop alive (the
+  // process would exit mid-wait); a pending native wait does, so match it.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  return r.value.then((v) => {
+    clearInterval(keepAlive);
+    return RESULT[v]!;
+  });
 }
 
 /** Wakes up to `count` waiters of `view[index]`. */
