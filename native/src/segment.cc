@@ -99,6 +99,19 @@ void OpenSegment(const Callback& args) {
       unlink(path.c_str());
       return ThrowErrno(isolate, err, "ftruncate", path.c_str());
     }
+    // tmpfs allocates pages on first touch, and a touch that finds the file
+    // system full raises SIGBUS, which kills the process. Allocating up front
+    // turns a full /dev/shm into an ENOSPC error here instead.
+    const int err = posix_fallocate(fd, 0, static_cast<off_t>(size));
+    if (err != 0) {
+      unlink(path.c_str());
+      return ThrowErrno(isolate, err, "posix_fallocate", path.c_str(),
+                        err == ENOSPC
+                            ? "no space left in /dev/shm for a new shared "
+                              "segment (free shared memory, or enlarge "
+                              "/dev/shm)"
+                            : nullptr);
+    }
   } else {
     struct stat st;
     if (fstat(fd, &st) != 0) {

@@ -1,0 +1,30 @@
+/**
+ * A full /dev/shm: a real tmpfs of 1 MiB mounted over /dev/shm in a private
+ * mount namespace (needs root and util-linux's unshare, as CI has).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as mp from '../src/index.js';
+import { METHODS, fixture, run } from './helpers.js';
+
+const canMount =
+  process.getuid?.() === 0 && spawnSync('unshare', ['--mount', 'true']).status === 0 ? false : 'needs root and unshare --mount';
+
+describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the native addon' }, () => {
+  for (const method of METHODS) {
+    it(`an object that does not fit is an ENOSPC error, not a SIGBUS; smaller ones still work (${method})`, async () => {
+      const script = `mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" "$1"`;
+      const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, process.execPath, fixture('shm-full.js')], {
+        env: { MULTIPROCESSING_TS_START_METHOD: method },
+      });
+      assert.equal(r.signal, null, `not killed by a signal: ${r.stderr}`);
+      assert.equal(r.code, 0, r.stderr);
+      const out = JSON.parse(r.stdout);
+      assert.equal(out.errors.length, 2);
+      for (const e of out.errors) assert.match(e, /^ENOSPC: .*\/dev\/shm/);
+      assert.equal(out.value, 42);
+      assert.equal(out.exitCode, 0);
+    });
+  }
+});
