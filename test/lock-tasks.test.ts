@@ -4,11 +4,13 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as mp from '../src/index.js';
 import { METHODS, eventually } from './helpers.js';
 import * as fx from './fixtures/lock-tasks.js';
+import { holderIdOf } from '../src/liveness.js';
 
 const module = fx.LOCK_TASKS;
 
@@ -135,6 +137,29 @@ describe('async tasks of one thread', () => {
     r.release();
     r.release();
     assert.throws(() => r.release(), mp.ValueError);
+  });
+});
+
+describe('holder ids and thread id reuse', () => {
+  it('a lock whose recorded holder id now belongs to another thread (same id, other start time) is recovered; a live holder is not', async () => {
+    const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const live = holderIdOf(sleeper.pid!);
+      assert.notEqual(live, 0);
+      const lock = new mp.Lock();
+      // The live process itself holds it: not recovered.
+      Atomics.store(lock.words, 0, live);
+      assert.equal(lock.acquireSync({ timeout: 250 }), false);
+      // A dead holder whose id the live process reuses: other start-time tag, same thread id.
+      const tag = live >>> 22;
+      const reused = (live & ((1 << 22) - 1)) | ((tag === 255 ? 1 : tag + 1) << 22);
+      Atomics.store(lock.words, 0, reused);
+      assert.equal(lock.acquireSync({ timeout: 5_000 }), true);
+      assert.equal(lock.ownerDied, true);
+      lock.release();
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
   });
 });
 

@@ -39,7 +39,7 @@ import { DeadlockError, ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
 import { currentTask, isWithin, openTask, parentOf, runInFrame, type Frame } from '../async-context.js';
-import { isAlive, selfTid } from '../liveness.js';
+import { isAlive, selfTid, threadIdOf } from '../liveness.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
 
 const STATE = 0;
@@ -47,7 +47,7 @@ const COUNT = 1;
 
 /** Set in STATE while a waiter may be asleep: release must wake one. */
 const WAITERS = 1 << 30;
-/** The holder's thread id in STATE (Linux's pid_max is at most 2^22). */
+/** The holder's id in STATE: its thread id and start-time tag (see liveness.ts). */
 const OWNER = WAITERS - 1;
 
 /** Bytes a lock occupies in a segment. */
@@ -422,7 +422,7 @@ export class Lock extends MutexBase {
   }
 
   override toString(): string {
-    return `<Lock(owner=${Atomics.load(this.words, STATE) & OWNER || 'None'})>`;
+    return `<Lock(owner=${threadIdOf(Atomics.load(this.words, STATE)) || 'None'})>`;
   }
 }
 
@@ -461,7 +461,7 @@ export class RLock extends MutexBase {
   }
 
   override toString(): string {
-    const owner = Atomics.load(this.words, STATE) & OWNER;
+    const owner = threadIdOf(Atomics.load(this.words, STATE));
     return owner ? `<RLock(owner=${owner}, count=${this.words[COUNT]})>` : '<RLock(owner=None, count=0)>';
   }
 }
