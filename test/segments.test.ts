@@ -7,7 +7,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import * as mp from '../src/index.js';
-import { Segment } from '../src/shm/segment.js';
+import { Segment, collectHandles } from '../src/shm/segment.js';
+import { abandon, encode } from '../src/serialize/encode.js';
 import * as fx from './fixtures/targets.js';
 import { METHODS, eventually, fixture, run } from './helpers.js';
 
@@ -37,14 +38,14 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
 
   it('a handle whose segment is gone gives a clear error on attach', () => {
     const seg = Segment.create(64);
-    const original = seg.toHandle();
+    const { result: original, segments } = collectHandles(() => seg.toHandle());
     const handle = { ...original, path: `${seg.path}-gone` };
     assert.throws(() => Segment.attach(handle), (err: Error) => {
       assert.ok(err instanceof mp.FileNotFoundError);
       assert.match(err.message, /no longer exists/);
       return true;
     });
-    Segment.abandon(original);
+    Segment.abandonAll(segments);
     assert.equal(Atomics.load(seg.refs, 0), 1);
   });
 
@@ -62,6 +63,34 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
       assert.ok(existsSync(path));
     });
   }
+
+  it('a view that outlived its shared object still travels; once every holder let go, encoding it says why it cannot', { skip: gc ? false : 'run node with --expose-gc' }, async () => {
+    const collected = async (raw: WeakRef<object>, refs: Int32Array, expected: number) =>
+      eventually(() => {
+        gc!();
+        return raw.deref() === undefined && Atomics.load(refs, 0) === expected;
+      }, 5_000, 'the array to be collected and its reference given back');
+
+    let raw: mp.RawArray<'i'> | null = mp.RawArray('i', 4);
+    const view = raw.subarray(1);
+    const refs = new Int32Array(raw.buffer, 0, 1);
+    Atomics.add(refs, 0, 1); // another holder keeps the segment
+    const gone = new WeakRef(raw);
+    raw = null;
+    await collected(gone, refs, 1);
+    const encoded = encode([view], 'args');
+    assert.equal(Atomics.load(refs, 0), 3, 'a new mapping reference, and one in flight');
+    abandon(encoded);
+    Atomics.sub(refs, 0, 1); // the other holder lets go
+
+    let last: mp.RawArray<'i'> | null = mp.RawArray('i', 4);
+    const orphan = last.subarray(1);
+    const orphanRefs = new Int32Array(last.buffer, 0, 1);
+    const lastGone = new WeakRef(last);
+    last = null;
+    await collected(lastGone, orphanRefs, 0);
+    assert.throws(() => encode([orphan], 'args'), (err: Error) => err instanceof mp.FileNotFoundError && /keep that object alive/.test(err.message));
+  });
 
   it('collecting the last JS object removes the file', { skip: gc ? false : 'run node with --expose-gc' }, async () => {
     let seg: Segment | null = Segment.create(64);

@@ -174,9 +174,9 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
     const method = validateStartMethod(this.startMethod());
     const target: TargetSpec = describeTarget(this.target, this.module);
-    const encoded = encode(this.args, 'args');
+    const encoded = encode(this.args, 'args', { crossProcess: method === 'process' });
     const args =
-      method === 'thread' ? encoded : this.args.length === 0 ? null : Buffer.from(toBytes(encoded, 'args')).toString('base64');
+      method === 'thread' ? encoded.value : this.args.length === 0 ? null : Buffer.from(toBytes(encoded, 'args')).toString('base64');
     const identity: ChildIdentity = {
       name: this._name,
       identity: this.identity,
@@ -194,7 +194,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     } catch (err) {
       abandon(encoded);
       // A worker's clone of its data refuses what v8.serialize would have.
-      throw (err as Error)?.name === 'DataCloneError' ? cloneError(encoded, 'args', err as Error) : err;
+      throw (err as Error)?.name === 'DataCloneError' ? cloneError(encoded.value, 'args', err as Error) : err;
     }
     if (this._daemon) this.popen.setRef(false);
     liveChildren.add(this);

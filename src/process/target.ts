@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 import { ValueError } from '../errors.js';
 import { runtime } from '../runtime.js';
-import { describe } from '../sharedctypes/typecodes.js';
+import { describe } from '../describe.js';
 import { exportedNames } from './entry-exports.js';
 import { freeVariables, functionExpressionSource } from './free-variables.js';
 

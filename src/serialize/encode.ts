@@ -1,157 +1,229 @@
 /**
  * Preparing values to cross into another isolate.
  *
- * `encode` walks a value once: shared objects become handle markers, and
- * what structured clone would refuse (functions, symbols, weak collections,
- * promises) is refused here, with the path of the offending value. The result
- * is structured-cloneable; `decode` (decode.ts) walks it back and revives
- * the markers.
+ * `encode` walks a value once (walk.ts): shared objects, and views of shared
+ * memory (views.ts), become handle markers; what structured clone would
+ * refuse (functions, symbols, weak collections, promises), and what it would
+ * silently turn into a copy of a shared object (one inside a class instance),
+ * is refused here with the path of the offending value. The result is
+ * structured-cloneable; `decode` (decode.ts) walks it back and revives the
+ * markers.
  */
 import { v8 } from '../builtins.js';
+import { article, describe } from '../describe.js';
 import { SerializationError } from '../errors.js';
-import { Segment, type SegmentHandle } from '../shm/segment.js';
-import { MARKER, SHARED, isShareable } from './shared.js';
+import { Segment, collectHandles } from '../shm/segment.js';
+import { MARKER, SHARED, isShareable, type SharedHandle } from './shared.js';
 import { isLeaf } from './leaf.js';
-
+import { isMappedByUs, memoryHandle, sharedBufferOf } from './views.js';
+import { pathOf } from './path.js';
+import { DESCEND, Walk, type Visitor } from './walk.js';
 
 const UNCLONEABLE: ReadonlyArray<[Function | undefined, string]> = [
   [WeakMap, 'a WeakMap'],
   [WeakSet, 'a WeakSet'],
   [globalThis.WeakRef, 'a WeakRef'],
+  [globalThis.FinalizationRegistry, 'a FinalizationRegistry'],
   [Promise, 'a Promise (await it first)'],
 ];
+
+/** How the receiver relates to the sender. */
+export interface EncodeOptions {
+  /**
+   * The receiver is another process, not a thread of this one. A
+   * SharedArrayBuffer this package did not map cannot be shared with it
+   * (a thread would share it, a process would get a copy), so it is refused.
+   */
+  readonly crossProcess?: boolean;
+}
+
+/** An encoded value and the segment references its handles hold. */
+export interface Encoded {
+  /** Structured-cloneable; shared objects are handle markers. */
+  readonly value: unknown;
+  /**
+   * One entry per segment reference put in flight (see `collectHandles`):
+   * the receiver takes them over when it revives the value; `abandon` gives
+   * them back if it never will.
+   */
+  readonly segments: Segment[];
+}
 
 /**
  * Replaces shared objects inside `value` by handle markers.
  * @param path how the value is named in error messages, e.g. `args`.
- * @throws SerializationError naming the path of a value that cannot travel.
+ * @throws SerializationError naming the path of a value that cannot travel
+ *   (and then holds no reference).
  */
-export function encode(value: unknown, path: string): unknown {
-  const seen = new Map<object, unknown>();
-  try {
-    return walk(value, path, seen);
-  } catch (err) {
-    abandon([...seen.values()]);
-    throw err;
-  }
+export function encode(value: unknown, path: string, options: EncodeOptions = {}): Encoded {
+  const { result, segments } = collectHandles(() => Walk.run(value, path, encoder(options), true));
+  return { value: result, segments };
 }
 
 /**
- * Gives back the segment references that the handles inside an encoded value
- * hold, when that value will never reach a receiver (a failed transfer):
- * nothing is leaked by a refused `start()`.
+ * Gives back the segment references an encoded value holds, when it will
+ * never reach a receiver (a failed transfer): a refused `start()` leaks
+ * nothing. Calling it twice is harmless.
  */
-export function abandon(encoded: unknown): void {
-  const visit = (v: unknown, seen: Set<object>): void => {
-    if (typeof v !== 'object' || v === null || seen.has(v)) return;
-    seen.add(v);
-    if (typeof (v as SegmentHandle).path === 'string' && typeof (v as SegmentHandle).size === 'number') {
-      Segment.abandon(v as SegmentHandle);
-      return;
-    }
-    const children = v instanceof Map ? [...v.keys(), ...v.values()] : v instanceof Set ? [...v] : Object.values(v);
-    for (const child of children) visit(child, seen);
-  };
-  visit(encoded, new Set());
+export function abandon(encoded: Encoded): void {
+  Segment.abandonAll(encoded.segments);
+  encoded.segments.length = 0;
 }
 
-function walk(value: unknown, path: string, seen: Map<object, unknown>): unknown {
-  switch (typeof value) {
-    case 'function':
-      throw new SerializationError(
-        `${path} is a function, which cannot be copied to another process; ` +
-          `pass data, or a shared object, and give the child the function as its target`,
-      );
-    case 'symbol':
-      throw new SerializationError(`${path} is a symbol, which cannot be copied to another process`);
-    case 'object':
-      break;
-    default:
+function encoder(options: EncodeOptions): Visitor {
+  return {
+    enter(value, walk) {
+      if (typeof value !== 'object' || value === null) return primitive(value, walk);
+      if (isShareable(value)) return marker(value[SHARED]());
+      const buffer = sharedBufferOf(value);
+      if (buffer) {
+        const handle = memoryHandle(value, buffer);
+        if (handle) return marker(handle);
+        if (options.crossProcess) throw foreignBuffer(value, walk);
+        return value;
+      }
+      refuseUncloneable(value, walk);
+      if (isLeaf(value)) return value;
+      if (Array.isArray(value) || value instanceof Map || value instanceof Set) return DESCEND;
+      if (isPlain(value)) {
+        if (Object.hasOwn(value, MARKER)) {
+          throw new SerializationError(
+            `${pathOf(walk)} has the key '${MARKER}', which multiprocessing-ts reserves for shared objects in transit; rename that key`,
+          );
+        }
+        return DESCEND;
+      }
+      checkInstance(value, walk, options);
+      // Structured clone copies it as a plain object of its own fields, under
+      // both start methods alike.
       return value;
+    },
+  };
+}
+
+function marker(handle: SharedHandle): object {
+  return { [MARKER]: handle };
+}
+
+function isPlain(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function primitive(value: unknown, walk: Walk): unknown {
+  if (typeof value === 'function') {
+    throw new SerializationError(
+      `${pathOf(walk)} is a function, which cannot be copied to another process; ` +
+        `pass data, or a shared object, and give the child the function as its target`,
+    );
   }
-  if (value === null) return value;
-  if (seen.has(value)) return seen.get(value);
-  if (isShareable(value)) {
-    const marker = { [MARKER]: value[SHARED]() };
-    seen.set(value, marker);
-    return marker;
+  if (typeof value === 'symbol') {
+    throw new SerializationError(`${pathOf(walk)} is a symbol, which cannot be copied to another process`);
   }
+  return value;
+}
+
+function refuseUncloneable(value: object, walk: Walk): void {
   for (const [ctor, what] of UNCLONEABLE) {
     if (ctor && value instanceof ctor) {
-      throw new SerializationError(`${path} is ${what}, which cannot be copied to another process`);
+      throw new SerializationError(`${pathOf(walk)} is ${what}, which cannot be copied to another process`);
     }
   }
-  if (Array.isArray(value)) {
-    const out: unknown[] = [];
-    seen.set(value, out);
-    for (let i = 0; i < value.length; i++) out.push(walk(value[i], `${path}[${i}]`, seen));
-    return out;
-  }
-  if (value instanceof Map) {
-    const out = new Map();
-    seen.set(value, out);
-    for (const [k, v] of value) {
-      const keyName = typeof k === 'string' ? JSON.stringify(k) : String(k);
-      out.set(walk(k, `${path} key ${keyName}`, seen), walk(v, `${path}.get(${keyName})`, seen));
-    }
-    return out;
-  }
-  if (value instanceof Set) {
-    const out = new Set();
-    seen.set(value, out);
-    let i = 0;
-    for (const v of value) out.add(walk(v, `${path} item ${i++}`, seen));
-    return out;
-  }
-  if (isLeaf(value)) return value;
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return value; // class instances: clone decides
-  const out: Record<string, unknown> = {};
-  seen.set(value, out);
-  for (const key of Object.keys(value)) {
-    out[key] = walk((value as Record<string, unknown>)[key], `${path}.${key}`, seen);
-  }
-  return out;
 }
 
+function foreignBuffer(value: object, walk: Walk): SerializationError {
+  const bare = value instanceof SharedArrayBuffer;
+  const what = bare ? 'a SharedArrayBuffer' : `${describe(value)} over a SharedArrayBuffer`;
+  return new SerializationError(
+    `${pathOf(walk)} is ${what} that multiprocessing-ts did not allocate, so another process cannot map it ` +
+      `(a thread child would share it, a process child would get a copy); allocate it with mp.RawArray or ` +
+      `mp.SharedMemory to share it, or pass a copy (${bare ? 'new Uint8Array(buffer).slice()' : 'view.slice()'})`,
+  );
+}
+
+/**
+ * A class instance travels as a plain copy of its own fields. A shared
+ * object among them would arrive as a lifeless copy of its internals, so it
+ * is refused, naming where it is and the fix.
+ */
+function checkInstance(instance: object, outer: Walk, options: EncodeOptions): void {
+  const where = pathOf(outer);
+  const cls = instance.constructor?.name || 'anonymous class';
+  Walk.run(
+    instance,
+    where,
+    {
+      enter(value, walk) {
+        if (typeof value !== 'object' || value === null) return primitive(value, walk);
+        const buffer = sharedBufferOf(value);
+        if (isShareable(value) || (buffer && isMappedByUs(buffer))) {
+          const what = isShareable(value) ? describe(value) : `${describe(value)} over shared memory`;
+          throw new SerializationError(
+            `${pathOf(walk)} is ${what} inside ${where}, ${article(cls)} instance, which travels as a plain copy of its fields: ` +
+              `a shared object in it would arrive as a dead copy. Pass a plain object instead (e.g. { ...${where} }), ` +
+              `or pass the shared object itself as an argument`,
+          );
+        }
+        if (buffer && options.crossProcess) throw foreignBuffer(value, walk);
+        refuseUncloneable(value, walk);
+        return isLeaf(value) ? value : DESCEND;
+      },
+    },
+    false,
+  );
+}
 
 /**
  * V8's serializer over an `encode`d value (for a process child). A value the
- * serializer still refuses is located and named, and the handles inside are
- * abandoned.
+ * serializer still refuses is located and named, and the references the
+ * encoded value holds are given back.
  */
-export function toBytes(encoded: unknown, path: string): Uint8Array {
+export function toBytes(encoded: Encoded, path: string): Uint8Array {
   try {
-    return v8().serialize(encoded);
+    return v8().serialize(encoded.value);
   } catch (err) {
     abandon(encoded);
-    throw cloneError(encoded, path, err as Error);
+    throw cloneError(encoded.value, path, err as Error);
   }
 }
 
 /** Turns a DataCloneError about `root` into a SerializationError with a path. */
 export function cloneError(root: unknown, path: string, err: Error): SerializationError {
-  const where = findUncloneable(root, path, new Set()) ?? path;
+  const where = findUncloneable(root, path) ?? path;
   return new SerializationError(`${where} cannot be copied to another process: ${err.message}`, { cause: err });
 }
 
-function findUncloneable(value: unknown, path: string, seen: Set<object>): string | null {
-  if (typeof value !== 'object' || value === null || seen.has(value)) return null;
-  seen.add(value);
-  const children: Array<[unknown, string]> = [];
-  if (Array.isArray(value)) value.forEach((v, i) => children.push([v, `${path}[${i}]`]));
-  else if (value instanceof Map) for (const [k, v] of value) children.push([v, `${path}.get(${String(k)})`]);
-  else if (value instanceof Set) for (const v of value) children.push([v, `${path} item`]);
-  else if (!isLeaf(value)) for (const k of Object.keys(value)) children.push([(value as any)[k], `${path}.${k}`]);
-  for (const [child, childPath] of children) {
-    const found = findUncloneable(child, childPath, seen);
-    if (found) return found;
-  }
-  try {
-    v8().serialize(value);
-    return null;
-  } catch {
-    const name = (value as object).constructor?.name;
-    return name && name !== 'Object' ? `${path} (a ${name})` : path;
-  }
+/** The path of the innermost value V8's serializer refuses. */
+function findUncloneable(root: unknown, path: string): string | null {
+  let found: string | null = null;
+  const refuses = (value: unknown, walk: Walk): boolean => {
+    try {
+      v8().serialize(value);
+      return false;
+    } catch {
+      const name = typeof value === 'object' && value !== null ? value.constructor?.name : undefined;
+      found = name && name !== 'Object' ? `${pathOf(walk)} (${article(name)})` : pathOf(walk);
+      walk.stop();
+      return true;
+    }
+  };
+  Walk.run(
+    root,
+    path,
+    {
+      enter(value, walk) {
+        if (typeof value === 'object' && value !== null) {
+          if (!isLeaf(value)) return DESCEND;
+          refuses(value, walk);
+        } else if (typeof value === 'function' || typeof value === 'symbol') {
+          refuses(value, walk);
+        }
+        return value;
+      },
+      // Children first, so the innermost refused value is named.
+      leave: (value, walk) => void refuses(value, walk),
+    },
+    false,
+  );
+  return found;
 }

@@ -8,11 +8,12 @@
  * index reads and writes take the lock, as Python's `SynchronizedArray`
  * does; `getObj()` gives the raw array for bulk work under `withLock`.
  */
+import { describe } from '../describe.js';
 import { IndexError, ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import type { Lock, RLock } from '../sync/lock.js';
 import { SHARED, registerShared, reviveShared, type SharedHandle } from '../serialize/shared.js';
-import { describe, toElement, typeInfo, type ElementOf, type TypeInfo, type TypedArray, type Typecode } from './typecodes.js';
+import { toElement, typeInfo, type ElementOf, type TypeInfo, type TypedArray, type Typecode } from './typecodes.js';
 import { DATA_OFFSET, resolveLock, type LockOption } from './value.js';
 
 interface RawArrayHandle extends SharedHandle {
@@ -250,6 +251,9 @@ class SynchronizedArrayImpl {
     return { kind: 'Array', raw: (this.raw as any)[SHARED](), lock: this.lock ? this.lock[SHARED]() : null };
   }
 }
+
+// Messages name it by what users call it (`… is a SynchronizedArray`).
+Object.defineProperty(SynchronizedArrayImpl, 'name', { value: 'SynchronizedArray' });
 
 const INTEGER_KEY = /^-?(0|[1-9]\d*)$/;
 

@@ -3,6 +3,7 @@
  * `l L q Q` are 64-bit and held as bigint; `c` is one byte, as `B`.
  */
 import { ValueError } from '../errors.js';
+import { describe } from '../describe.js';
 
 export type TypedArray =
   | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array
@@ -79,12 +80,4 @@ export function toElement(info: TypeInfo, value: unknown, where: string): number
   }
   if (typeof value === 'boolean') return value ? 1 : 0;
   throw new ValueError(`${where} is ${describe(value)}; typecode '${info.code}' (${info.ctype}) holds numbers`);
-}
-
-export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'function') return `a function (${value.name || 'anonymous'})`;
-  if (value === null || typeof value !== 'object') return String(value);
-  return `a ${value.constructor?.name ?? 'object'}`;
 }

@@ -70,6 +70,14 @@ export function collectHandles<T>(fn: () => T): { result: T; segments: Segment[]
   }
 }
 
+/**
+ * What each mapping of this isolate is, for `Segment.of`. The Segment is
+ * held weakly: its collection is what gives back this isolate's reference,
+ * and `held` keeps the buffer alive until then, so a strong link from the
+ * buffer would keep both forever.
+ */
+const byBuffer = new WeakMap<SharedArrayBuffer, { segment: WeakRef<Segment>; size: number; path: string | null }>();
+
 /** Live segments of this isolate by path, so one path is mapped once. */
 const mapped = new Map<string, WeakRef<Segment>>();
 
@@ -131,6 +139,7 @@ export class Segment {
     this.size = size;
     this.path = path;
     this.refs = new Int32Array(sab, 0, 1);
+    byBuffer.set(sab, { segment: new WeakRef(this), size, path });
   }
 
   /** Offset of the payload inside `sab`. */
@@ -199,13 +208,36 @@ export class Segment {
   }
 
   /**
-   * Gives back the reference a handle from `toHandle()` holds, when that
-   * handle will never be attached (its transfer failed).
+   * The segment whose mapping `buffer` is, or undefined if it is not one (a
+   * view of shared memory travels as its segment's handle plus where it
+   * looks). A view can outlive the objects that held the Segment; then the
+   * mapping gets a Segment anew, with a reference of its own.
+   * @throws FileNotFoundError when every holder has released that segment since.
    */
-  static abandon(handle: SegmentHandle): void {
-    if (!handle.path) return;
-    const seg = mapped.get(handle.path)?.deref();
-    if (seg) dropReference(handle.path, seg.refs);
+  static of(buffer: SharedArrayBuffer): Segment | undefined {
+    const known = byBuffer.get(buffer);
+    if (!known) return undefined;
+    const live = known.segment.deref();
+    if (live) return live;
+    if (known.path) {
+      // Only while someone still holds it: at 0 the file is gone or going.
+      const refs = new Int32Array(buffer, 0, 1);
+      let n = Atomics.load(refs, 0);
+      while (n > 0) {
+        const was = Atomics.compareExchange(refs, 0, n, n + 1);
+        if (was === n) break;
+        n = was;
+      }
+      if (n <= 0) {
+        throw new FileNotFoundError(
+          `the shared segment ${known.path} under this view was released by every holder ` +
+            `(the shared object it came from was garbage-collected); keep that object alive while its views travel`,
+        );
+      }
+    }
+    const seg = new Segment(buffer, known.size, known.path);
+    seg.track();
+    return seg;
   }
 
   private track(): void {

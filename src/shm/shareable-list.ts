@@ -15,7 +15,7 @@
 import { ValueError, IndexError } from '../errors.js';
 import { SHARED, registerShared, reviveShared, type SharedHandle } from '../serialize/shared.js';
 import { SharedMemory } from './shared-memory.js';
-import { describe } from '../sharedctypes/typecodes.js';
+import { describe } from '../describe.js';
 
 /** What a ShareableList item can be. */
 export type ShareableItem = number | boolean | string | Uint8Array | null;

@@ -35,6 +35,24 @@ interface SharedMemoryHandle extends SharedHandle {
 const localBlocks = new Map<string, SharedArrayBuffer>();
 
 /**
+ * The block each mapping of this isolate is, so a view of one (`shm.buf`, a
+ * `subarray()` of it) travels as the block's name instead of a copy.
+ */
+const blocks = new WeakMap<SharedArrayBuffer, string>();
+
+interface BlockBufferHandle extends SharedHandle {
+  readonly name: string;
+  readonly sab?: SharedArrayBuffer;
+}
+
+/** @internal How a mapping of a block travels, or undefined if `buffer` is not one. */
+export function blockBufferHandle(buffer: SharedArrayBuffer): BlockBufferHandle | undefined {
+  const name = blocks.get(buffer);
+  if (name === undefined) return undefined;
+  return { kind: 'SharedMemoryBuffer', name, ...(native() ? {} : { sab: buffer }) };
+}
+
+/**
  * A named block of shared memory any process can attach.
  * @example
  * ```ts
@@ -71,6 +89,7 @@ export class SharedMemory {
     this.name = name;
     this.size = size;
     this.view = new Uint8Array(this.sab, 0, size);
+    blocks.set(this.sab, name);
   }
 
   /** The bytes of the block. Throws after `close()`. */
@@ -173,6 +192,12 @@ function attachBlock(name: string, size: number): SharedArrayBuffer {
   }
 }
 
+registerShared('SharedMemoryBuffer', (h) => {
+  const { name, sab } = h as BlockBufferHandle;
+  const buffer = sab ?? attachBlock(name, 0);
+  blocks.set(buffer, name);
+  return buffer;
+});
 registerShared('SharedMemory', (h) => {
   const { name, size, sab } = h as SharedMemoryHandle;
   if (sab) localBlocks.set(name, sab);
