@@ -21,6 +21,8 @@ export interface ChildIdentity {
   readonly startMethod: 'process' | 'thread';
   /** `/dev/shm/mpts-…` of the tree, or null when the tree has none yet. */
   readonly treeDir: string | null;
+  /** The id of the child's ledger in `<treeDir>/ledgers/` (shm/ledger.ts), or null for none. */
+  readonly ledger: string | null;
   /** The file the tree's main script was run as (its `process.argv[1]`). */
   readonly entryPath: string | null;
   /** Path of tsx's ESM API when the tree runs under tsx (threads must register it). */

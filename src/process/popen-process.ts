@@ -17,10 +17,12 @@ function signalExitCode(signal: NodeJS.Signals): number {
   return -(constants.signals[signal] ?? 1);
 }
 
-export function popenProcess(spec: ChildSpec): Popen {
+/** `spawned(pid)` runs once the child exists and before it can receive its spec. */
+export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
   const child = childProcess().spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+  spawned?.(child.pid);
   const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));
     child.once('error', (err) => {

@@ -9,6 +9,7 @@ import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
 import { abandon, cloneError, encode, toBytes } from '../serialize/encode.js';
 import { treeDir } from '../shm/tree.js';
+import { openChildLedger } from '../shm/settle.js';
 import { native } from '../native/addon.js';
 import { describeTarget, entryPath, type TargetSpec } from './target.js';
 import { getStartMethod, validateStartMethod, type StartMethod } from './start-method.js';
@@ -88,7 +89,7 @@ function tsxApi(): string | null {
  */
 export class Process<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> implements ProcessLike {
   private readonly target: F;
-  private readonly args: unknown[];
+  private args: unknown[];
   private readonly module: string | URL | undefined;
   private readonly identity: number[];
   private _name: string;
@@ -177,28 +178,43 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const encoded = encode(this.args, 'args', { crossProcess: method === 'process' });
     const args =
       method === 'thread' ? encoded.value : this.args.length === 0 ? null : Buffer.from(toBytes(encoded, 'args')).toString('base64');
+    // What the child is handed (one reference in flight each) opens its ledger.
+    const tree = native() ? treeDir() : null;
+    const ledger = tree ? openChildLedger(this.identity.at(-1)!, method, encoded.segments) : null;
     const identity: ChildIdentity = {
       name: this._name,
       identity: this.identity,
       daemon: this._daemon,
       parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
       startMethod: method,
-      treeDir: native() ? treeDir() : null,
+      treeDir: tree,
+      ledger: ledger?.id ?? null,
       entryPath: entryPath(),
       tsxApi: tsxApi(),
       argv: process.argv.slice(1),
     };
     const spec = { identity, target, args };
     try {
-      this.popen = method === 'process' ? popenProcess(spec) : popenThread(spec);
+      if (method === 'process') {
+        this.popen = popenProcess(spec, (pid) => ledger?.handed(pid));
+      } else {
+        ledger?.handed();
+        this.popen = popenThread(spec);
+      }
     } catch (err) {
+      ledger?.discard();
       abandon(encoded);
       // A worker's clone of its data refuses what v8.serialize would have.
       throw (err as Error)?.name === 'DataCloneError' ? cloneError(encoded.value, 'args', err as Error) : err;
     }
     if (this._daemon) this.popen.setRef(false);
+    // As Python's start(): the child has its arguments; a Process kept for
+    // join() must not keep their shared memory mapped here.
+    this.args = [];
     liveChildren.add(this);
     void this.popen.exited.then((code) => {
+      // Nothing of the child runs any more: give back what it still held.
+      ledger?.settle();
       this.code = code;
       liveChildren.delete(this);
     });

@@ -2,6 +2,8 @@
  * The children this isolate started and has not yet seen end: what
  * `activeChildren()` lists, and the daemons to end when this process exits.
  */
+import { ExitStage, atExit } from '../finalize.js';
+
 export interface ChildRecord {
   isAlive(): boolean;
   readonly daemon: boolean;
@@ -10,7 +12,7 @@ export interface ChildRecord {
 
 export const liveChildren = new Set<ChildRecord>();
 
-process.once('exit', () => {
+atExit(ExitStage.Children, () => {
   // Python terminates daemonic children at exit; non-daemon ones kept us
   // alive until they ended (or process.exit() cut that short, and then the
   // death signal ends them).

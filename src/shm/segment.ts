@@ -20,6 +20,13 @@
  *               path this isolate maps already gives back the one reference.
  *   - release:  when the Segment object is garbage-collected or the isolate
  *               exits, refs -= 1.
+ * A child also logs what it takes and gives back in its ledger (ledger.ts),
+ * so that its parent can give back what it held when it is killed or
+ * terminated, which skips the exit hook (settle.ts, `dropOwed`).
+ *
+ * Names are `s<random>.<n>`: a random prefix per isolate plus a counter, and
+ * a fresh prefix if the file exists already (left by a killed process whose
+ * pid or thread id this one reuses), since creation is exclusive (O_EXCL).
  *
  * Without the native addon a segment is a plain SharedArrayBuffer and its
  * handle carries the buffer itself (threads only; the GC frees it).
@@ -27,7 +34,8 @@
 import { unlinkSync } from 'node:fs';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
-import { isolateTag } from '../runtime.js';
+import { ExitStage, atExit } from '../finalize.js';
+import { noteDropping, noteTaken } from './ledger.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -44,6 +52,17 @@ export interface SegmentHandle {
 }
 
 let counter = 0;
+let namePrefix = '';
+
+/** A new prefix for this isolate's segment names (Math.random: no crypto load in a child's start). */
+function renamePrefix(): void {
+  namePrefix = Math.floor(Math.random() * 36 ** 8).toString(36);
+}
+
+/** The file name inside the tree directory, which ledgers record. */
+function nameOf(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}
 
 /** The list `collectHandles` is filling, if any. */
 let collecting: Segment[] | null = null;
@@ -95,12 +114,12 @@ const collector = new FinalizationRegistry<string>((path) => {
   release(path);
 });
 
-/** Gives back this isolate's reference on `path`. */
+/** Gives back this isolate's reference on `path` (logged first: see ledger.ts). */
 function release(path: string): void {
   const entry = held.get(path);
   if (!entry) return;
   if (--entry.count === 0) held.delete(path);
-  dropReference(path, entry.refs);
+  if (noteDropping([nameOf(path)], false)) dropReference(path, entry.refs);
 }
 
 function dropReference(path: string, refs: Int32Array): void {
@@ -117,10 +136,42 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const [path, entry] of [...held]) for (let n = entry.count; n > 0; n--) release(path);
+  atExit(ExitStage.Segments, () => {
+    const entries = [...held];
+    held.clear();
     mapped.clear();
+    // One ledger write for all of them, before any is dropped.
+    const names = entries.flatMap(([path, entry]) => Array<string>(entry.count).fill(nameOf(path)));
+    if (!noteDropping(names, false)) return;
+    for (const [path, entry] of entries) for (let n = entry.count; n > 0; n--) dropReference(path, entry.refs);
   });
+}
+
+/**
+ * Gives back `count` references that a dead isolate held on `path` (its
+ * ledger said so; see settle.ts), removing the file if they were the last.
+ */
+export function dropOwed(path: string, count: number): void {
+  let refs = held.get(path)?.refs;
+  if (!refs) {
+    const addon = native();
+    if (!addon) return;
+    try {
+      // The whole file, so V8 counts its size and collects this mapping
+      // (which keeps the file's pages) as soon as memory matters.
+      refs = new Int32Array(addon.openSegment(path, 0, false), 0, 1);
+    } catch {
+      return; // removed already
+    }
+  }
+  const before = Atomics.sub(refs, 0, count);
+  if (before > 0 && before <= count) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // Already gone.
+    }
+  }
 }
 
 /** A mapped segment: `sab` holds the header and then `size` payload bytes. */
@@ -152,11 +203,24 @@ export class Segment {
     const total = SEGMENT_HEADER + Math.max(8, size);
     const addon = native();
     if (!addon) return new Segment(new SharedArrayBuffer(total), size, null);
-    const path = `${treeDir()}/s${isolateTag()}.${++counter}`;
-    const seg = new Segment(addon.openSegment(path, total, true), size, path);
-    Atomics.store(seg.refs, 0, 1);
-    seg.track();
-    return seg;
+    const dir = treeDir();
+    if (!namePrefix) renamePrefix();
+    for (let attempt = 1; ; attempt++) {
+      const path = `${dir}/s${namePrefix}.${++counter}`;
+      let sab: SharedArrayBuffer;
+      try {
+        sab = addon.openSegment(path, total, true);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === 5) throw err;
+        renamePrefix();
+        continue;
+      }
+      const seg = new Segment(sab, size, path);
+      Atomics.store(seg.refs, 0, 1);
+      seg.track();
+      noteTaken(nameOf(path), false);
+      return seg;
+    }
   }
 
   /** Maps the segment a handle names (taking over the handle's reference). */
@@ -166,7 +230,7 @@ export class Segment {
     const cached = mapped.get(handle.path)?.deref();
     if (cached) {
       // This isolate already holds a reference; the in-flight one is surplus.
-      dropReference(handle.path, cached.refs);
+      if (noteDropping([nameOf(handle.path)], true)) dropReference(handle.path, cached.refs);
       return cached;
     }
     const addon = native();
@@ -185,6 +249,7 @@ export class Segment {
     }
     const seg = new Segment(sab, handle.size, handle.path);
     seg.track();
+    noteTaken(nameOf(handle.path), true);
     return seg;
   }
 

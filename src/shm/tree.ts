@@ -9,10 +9,20 @@
  * process is gone (normal exit, exception or SIGKILL alike), then removes the
  * marked names and the directory. It runs in its own session so a Ctrl-C to
  * the terminal's process group cannot stop it before it has cleaned up.
+ *
+ * If the reaper cannot run (no shell: a failed spawn is reported
+ * asynchronously, by an 'error' event, after `spawn()` has returned a child
+ * with pipes), or if it dies, the main process removes the same things
+ * itself when it exits normally. That cleanup is armed from the start and
+ * disarmed once the reaper has spawned, so an exit before the spawn is
+ * known to have worked is covered too.
+ *
+ * `ledgers/` holds the children's ledgers (ledger.ts).
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
 import { childProcess, randomHex } from '../builtins.js';
+import { ExitStage, atExit } from '../finalize.js';
 import { runtime } from '../runtime.js';
 
 /** Where POSIX shared memory lives on Linux. */
@@ -24,6 +34,16 @@ const REAPER_SCRIPT = [
   'for f in "$1"/names/*; do [ -e "$f" ] && rm -f "/dev/shm/${f##*/}"; done',
   'rm -rf "$1"',
 ].join('\n');
+
+/**
+ * The shell the reaper runs. MULTIPROCESSING_TS_REAPER_SHELL names another
+ * POSIX shell, for systems without /bin/sh; a path that cannot run makes the
+ * tree fall back to cleaning up at its main process's exit (which the tests
+ * use to check that fallback).
+ */
+function reaperShell(): string {
+  return process.env['MULTIPROCESSING_TS_REAPER_SHELL'] || '/bin/sh';
+}
 
 /** Held so the pipe stays open for as long as this process lives. */
 let reaper: ChildProcess | null = null;
@@ -41,30 +61,49 @@ export function treeDir(): string {
   }
   const dir = `${SHM_ROOT}/mpts-${process.pid}-${randomHex(4)}`;
   mkdirSync(`${dir}/names`, { recursive: true, mode: 0o700 });
+  mkdirSync(`${dir}/ledgers`, { mode: 0o700 });
   startReaper(dir);
   state.treeDir = dir;
   return dir;
 }
 
 function startReaper(dir: string): void {
+  // Without a reaper, clean what a normal exit lets us clean.
+  let disarm: (() => void) | null = atExit(ExitStage.Tree, () => removeTree(dir));
+  const rearm = () => void (disarm ??= atExit(ExitStage.Tree, () => removeTree(dir)));
   try {
-    reaper = childProcess().spawn('/bin/sh', ['-c', REAPER_SCRIPT, 'mpts-reaper', dir], {
+    reaper = childProcess().spawn(reaperShell(), ['-c', REAPER_SCRIPT, 'mpts-reaper', dir], {
       stdio: ['pipe', 'ignore', 'ignore'],
       detached: true,
+      // It lives as long as the tree: it must not keep the user's directory busy.
+      cwd: '/',
     });
   } catch {
     reaper = null;
   }
-  if (!reaper?.stdin) {
-    // Without a reaper, clean what a normal exit lets us clean.
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    return;
-  }
-  reaper.on('error', () => {});
+  if (!reaper?.stdin) return;
+  reaper.once('spawn', () => {
+    disarm?.();
+    disarm = null;
+  });
+  reaper.on('error', rearm);
+  reaper.once('exit', rearm); // killed by someone: nobody is left to clean after us
   reaper.stdin.on('error', () => {});
   reaper.unref();
   // The pipe must not keep this process alive; it only has to exist.
   (reaper.stdin as unknown as { unref(): void }).unref();
+}
+
+/** What the reaper does, for a tree without one: the marked top-level names, then the directory. */
+function removeTree(dir: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(`${dir}/names`);
+  } catch {
+    // No names marked.
+  }
+  for (const name of names) rmSync(`${SHM_ROOT}/${name}`, { force: true });
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** Records that this tree created the top-level name `/dev/shm/<name>`. */

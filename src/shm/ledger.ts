@@ -1,0 +1,324 @@
+/**
+ * Ledgers: which segment references a child isolate holds, written down
+ * where its parent can read them after the child is gone.
+ *
+ * A child that is SIGKILLed (or a worker that is terminated) never runs its
+ * exit hook, so the references it holds on segments would stay counted until
+ * the whole tree ends. Each child (process or thread) therefore has a ledger,
+ * an append-only file `<treeDir>/ledgers/<id>`:
+ *   - the parent writes into it, before the child can run, the references it
+ *     hands the child (handles in flight in the child's arguments);
+ *   - the child appends `+name` after it takes a reference of its own
+ *     (creates a segment, or attaches a handle that did not come from its
+ *     parent) and `-name` BEFORE it gives one back.
+ * When the parent sees the child gone it replays the ledger (settle.ts): for
+ * each segment, the `+` lines minus the `-` lines is what the child still
+ * held, and the parent drops that many references. Logging a drop before
+ * doing it means a child killed in between leaks one reference (the tree's
+ * reaper still removes the file at the end) instead of having it dropped
+ * twice, which would free a segment others still use.
+ *
+ * Format, one entry per line:
+ *   t               the owner is a worker thread (it lives in its parent's process)
+ *   p <pid> <start> the owner is that process (<start>: its start time in
+ *                   /proc/<pid>/stat, telling a reused pid apart; `-` if unknown)
+ *   p               the owner is a process that has not received its spec yet
+ *   c               the owner has started children (whose ids extend its own)
+ *   +<name> / -<name>  a reference on `<treeDir>/<name>` taken / given back
+ * The owner line comes first and is written in the same write(2) as the
+ * parent's entries. Ids are `<root>.<n>.<n>…`: a random root per isolate that
+ * is no child (the main process), then one number per generation, so a
+ * ledger's descendants are the ids that start with its own plus a dot.
+ *
+ * Cost: only children log, one write(2) per create/attach/release on a
+ * descriptor kept open. (A worker's descriptors would outlive it, being the
+ * process's, but Node closes those a worker opened with `fs.open` when it
+ * ends, terminated or not: Worker's `trackUnmanagedFds`, on by default.)
+ * The file is compacted when it grows.
+ */
+import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { runtime } from '../runtime.js';
+
+/** What a ledger says about its owner. */
+export type LedgerOwner =
+  | { readonly kind: 'thread' }
+  | { readonly kind: 'process'; readonly pid: number | null; readonly start: string };
+
+/** A ledger's contents, replayed. */
+export interface LedgerContents {
+  readonly owner: LedgerOwner | null;
+  /** Whether the owner started children. */
+  readonly startedChildren: boolean;
+  /** For each segment name: `+` lines minus `-` lines. */
+  readonly nets: Map<string, number>;
+}
+
+/** Ledger ids are made of these; anything else in the directory (a claimed or half-compacted file) is not a ledger. */
+export const LEDGER_ID = /^[0-9a-z]+(\.[0-9]+)*$/;
+
+/** The ledgers' directory of a tree. */
+export function ledgerDir(treeDir: string): string {
+  return `${treeDir}/ledgers`;
+}
+
+/** Replays a ledger's text. A torn last line (the writer killed mid-write) is ignored. */
+export function parseLedger(text: string): LedgerContents {
+  let owner: LedgerOwner | null = null;
+  let startedChildren = false;
+  const nets = new Map<string, number>();
+  const end = text.lastIndexOf('\n');
+  for (const line of text.slice(0, end + 1).split('\n')) {
+    const sign = line[0];
+    if (sign === '+' || sign === '-') {
+      const name = line.slice(1);
+      nets.set(name, (nets.get(name) ?? 0) + (sign === '+' ? 1 : -1));
+    } else if (line === 't') {
+      owner = { kind: 'thread' };
+    } else if (sign === 'p') {
+      const [, pid, start] = line.split(' ');
+      owner = { kind: 'process', pid: pid ? Number(pid) : null, start: start ?? '-' };
+    } else if (line === 'c') {
+      startedChildren = true;
+    }
+  }
+  return { owner, startedChildren, nets };
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or '-' when unreadable. */
+export function processStartTime(pid: number | 'self'): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // The command name (field 2) may hold spaces and parentheses; fields after its last ')' are plain.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '-';
+  } catch {
+    return '-';
+  }
+}
+
+/** The owner line a parent writes for a child. */
+export function ownerLine(owner: { kind: 'thread' } | { kind: 'process'; pid: number | undefined }): string {
+  if (owner.kind === 'thread') return 't\n';
+  return owner.pid === undefined ? 'p\n' : `p ${owner.pid} ${processStartTime(owner.pid)}\n`;
+}
+
+// ---------------------------------------------------------------------------
+// The owner's side: this isolate's own ledger, when it is a child.
+
+interface OwnLedger {
+  readonly path: string;
+  /** The descriptor entries are appended through; -1 when the file cannot be written. */
+  fd: number;
+  /** References the parent logged and this isolate has not yet taken over or given back. */
+  readonly parentOwed: Map<string, number>;
+  /** What the file says, per name (for compaction). */
+  readonly nets: Map<string, number>;
+  readonly ownerLine: string;
+  startedChildren: boolean;
+  /** Bytes in the file. */
+  size: number;
+  /** The size at which to consider compacting next (doubles while the entries are mostly live, so the check stays O(1) amortised). */
+  compactAt: number;
+}
+
+interface LedgerGlobal {
+  /** undefined until first needed; null when this isolate has no ledger (it is no child). */
+  own?: OwnLedger | null;
+  /** The id root of children of an isolate that is no child. */
+  root?: string;
+}
+
+/**
+ * On `globalThis` under a registered symbol, like the runtime state: two
+ * copies of the package in one isolate must log into one ledger, and read
+ * the parent's entries once.
+ */
+const KEY = Symbol.for('multiprocessing-ts.ledger');
+
+function shared(): LedgerGlobal {
+  const g = globalThis as typeof globalThis & { [KEY]?: LedgerGlobal };
+  return (g[KEY] ??= {});
+}
+
+/** Compaction threshold: a ledger grows by about 25 bytes per logged reference. */
+const COMPACT_AT = 64 * 1024;
+
+function openOwn(): OwnLedger | null {
+  const state = shared();
+  if (state.own !== undefined) return state.own;
+  const child = runtime().child;
+  const dir = runtime().treeDir;
+  if (!child?.ledger || !dir) return (state.own = null);
+  const path = `${ledgerDir(dir)}/${child.ledger}`;
+  let text = '';
+  try {
+    text = readFileSync(path, 'latin1');
+  } catch {
+    // The parent handed nothing: this isolate starts the file.
+  }
+  const parsed = parseLedger(text);
+  const line =
+    child.startMethod === 'thread' ? 't\n' : `p ${process.pid} ${processStartTime('self')}\n`;
+  const own: OwnLedger = {
+    path,
+    fd: -1,
+    parentOwed: new Map([...parsed.nets].filter(([, n]) => n > 0)),
+    nets: parsed.nets,
+    ownerLine: text ? text.slice(0, text.indexOf('\n') + 1) : line,
+    startedChildren: parsed.startedChildren,
+    size: text.length,
+    compactAt: COMPACT_AT,
+  };
+  state.own = own;
+  // If it cannot be opened, every `log` fails, so no reference the parent
+  // accounts is ever dropped here (a leak until the tree ends, never a double free).
+  reopen(own, text ? '' : line);
+  return own;
+}
+
+/** Opens the file for appending, and writes `first`. */
+function reopen(own: OwnLedger, first: string): void {
+  try {
+    own.fd = openSync(own.path, 'a');
+    if (first) append(own, first);
+  } catch {
+    closeOwn(own);
+  }
+}
+
+function closeOwn(own: OwnLedger): void {
+  if (own.fd !== -1) closeSync(own.fd);
+  own.fd = -1;
+}
+
+function append(own: OwnLedger, text: string): void {
+  if (own.fd === -1) throw new Error('ledger unavailable');
+  if (writeSync(own.fd, text) !== text.length) {
+    // A short write (a full /dev/shm) leaves a torn line, which the parent
+    // ignores; writing on would glue the next entry to it. Stop logging.
+    closeOwn(own);
+    throw new Error('ledger write cut short');
+  }
+  own.size += text.length;
+}
+
+/** Appends `text`; false when it could not be written (then a drop must not happen). */
+function log(own: OwnLedger, text: string): boolean {
+  try {
+    append(own, text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function count(map: Map<string, number>, name: string, delta: number): void {
+  const n = (map.get(name) ?? 0) + delta;
+  if (n === 0) map.delete(name);
+  else map.set(name, n);
+}
+
+/** Consumes one of the parent's logged references on `name`, if any is left. */
+function takeParents(own: OwnLedger, name: string): boolean {
+  const n = own.parentOwed.get(name);
+  if (!n) return false;
+  count(own.parentOwed, name, -1);
+  return true;
+}
+
+/**
+ * Records that this isolate now holds a reference on segment `name`, after
+ * taking it: a new segment (`fromFlight` false), or a handle's in-flight
+ * reference taken over by a new mapping (true; if the parent logged that
+ * one, its entry stands for the mapping now).
+ */
+export function noteTaken(name: string, fromFlight: boolean): void {
+  const own = openOwn();
+  if (!own || (fromFlight && takeParents(own, name))) return;
+  if (log(own, `+${name}\n`)) {
+    count(own.nets, name, 1);
+    compactIfLarge(own);
+  }
+}
+
+/**
+ * Records, BEFORE they are dropped, references this isolate gives back:
+ * its own (`fromFlight` false), or the in-flight one of a handle it did not
+ * need because it maps the segment already (true; only the parent's logged
+ * ones need an entry, a sender's were never logged). Returns false when the
+ * drop must not happen: the ledger could not be written, so the parent
+ * would drop the same reference again.
+ */
+export function noteDropping(names: readonly string[], fromFlight: boolean): boolean {
+  const own = openOwn();
+  if (!own) return true;
+  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
+  if (logged.length === 0) return true;
+  if (!log(own, logged.map((name) => `-${name}\n`).join(''))) return false;
+  for (const name of logged) count(own.nets, name, -1);
+  compactIfLarge(own);
+  return true;
+}
+
+/**
+ * Marks (once) that this isolate starts children, so that its parent
+ * settles their ledgers too if it dies first. False when the mark could not
+ * be written: then its children must run without ledgers.
+ */
+export function noteStartingChild(): boolean {
+  const own = openOwn();
+  if (!own) return true;
+  own.startedChildren ||= log(own, 'c\n');
+  return own.startedChildren;
+}
+
+/**
+ * Rewrites a grown ledger as what it amounts to. The new file replaces the
+ * old by rename, so a reader (or a kill) sees one or the other, whole.
+ */
+function compactIfLarge(own: OwnLedger): void {
+  if (own.size < own.compactAt) return;
+  let body = own.ownerLine + (own.startedChildren ? 'c\n' : '');
+  for (const [name, n] of own.nets) for (let i = 0; i < n; i++) body += `+${name}\n`;
+  own.compactAt = Math.max(COMPACT_AT, 4 * body.length);
+  if (body.length * 4 > own.size) return; // mostly live references: not worth it yet
+  const temp = `${own.path}~compact`;
+  try {
+    writeFileSync(temp, body, 'latin1');
+    renameSync(temp, own.path);
+  } catch {
+    return;
+  }
+  for (const [name, n] of own.nets) if (n < 0) own.nets.delete(name);
+  closeOwn(own);
+  own.size = body.length;
+  reopen(own, '');
+}
+
+// ---------------------------------------------------------------------------
+// The parent's side.
+
+/** A fresh id for this isolate's child number `n` (its `Process-…` counter). */
+export function childLedgerId(n: number): string {
+  const state = shared();
+  const mine = runtime().child?.ledger;
+  if (mine) return `${mine}.${n}`;
+  state.root ??= Math.floor(Math.random() * 36 ** 8).toString(36);
+  return `${state.root}.${n}`;
+}
+
+/**
+ * Writes a child's ledger: its owner line and the references handed to it.
+ * Never overwrites; false when it could not be written (the handed
+ * references then stay counted until the tree ends, never freed early).
+ */
+export function writeChildLedger(treeDir: string, id: string, owner: string, handed: readonly string[]): boolean {
+  try {
+    writeFileSync(`${ledgerDir(treeDir)}/${id}`, owner + handed.map((name) => `+${name}\n`).join(''), {
+      encoding: 'latin1',
+      flag: 'wx',
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
