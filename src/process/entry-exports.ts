@@ -18,7 +18,7 @@
  * export it imports is the very function the parent passed (fingerprint.ts).
  */
 import { readFileSync } from 'node:fs';
-import { parsers, projectEsbuild } from './parsers.js';
+import { compileTypeScript, parsers } from './parsers.js';
 
 export interface ModuleExports {
   /** Every name the module exports. */
@@ -62,20 +62,8 @@ function scan(path: string): ModuleExports {
   }
   if (source.startsWith('#!')) source = '//' + source.slice(2);
   const loader = /\.[cm]?tsx?$/.test(path) ? (path.endsWith('x') ? 'tsx' : 'ts') : path.endsWith('.jsx') ? 'jsx' : null;
-  const javascript = loader ? toJavaScript(path, source, loader) : source;
+  const javascript = loader ? compileTypeScript(path, source, loader) : source;
   return (javascript !== null && fromAst(javascript)) || exportsFromText(source);
-}
-
-/** TypeScript or JSX as JavaScript, or null when no esbuild is at hand or the source does not compile. */
-function toJavaScript(path: string, source: string, loader: string): string | null {
-  const esbuild = projectEsbuild(path);
-  if (!esbuild) return null;
-  try {
-    // es2022 lowers what acorn cannot read yet (decorators); exports stay as written.
-    return esbuild.transformSync(source, { loader, target: 'es2022', sourcefile: path }).code;
-  } catch {
-    return null;
-  }
 }
 
 function fromAst(source: string): ModuleExports | null {
