@@ -1,6 +1,7 @@
 /**
  * How targets are read: free variables of by-source functions, export names
- * of entry scripts (JavaScript and TypeScript), and what cannot be sent.
+ * of entry scripts (JavaScript and TypeScript), and what cannot be sent; and
+ * that a by-reference target runs in a child as the very function passed.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
