@@ -1,14 +1,23 @@
 /**
  * How targets are read: free variables of by-source functions, export names
- * of entry scripts (JavaScript and TypeScript), and what cannot be sent.
+ * of entry scripts (JavaScript and TypeScript), and what cannot be sent; and
+ * that a by-reference target runs in a child as the very function passed.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freeVariables, functionExpressionSource } from '../src/process/free-variables.js';
-import { exportedNames } from '../src/process/entry-exports.js';
+import { exportsFromText, moduleExports } from '../src/process/entry-exports.js';
+import { compileTypeScript } from '../src/process/parsers.js';
+import { METHODS, fixture, run } from './helpers.js';
+
+const exportedNames = (path: string) => moduleExports(path).names;
+const byLocal = (path: string) => Object.fromEntries(moduleExports(path).byLocal);
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const tsxCli = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
 
 const free = (fn: Function) => freeVariables(functionExpressionSource(fn));
 
@@ -66,4 +75,71 @@ describe('export names of entry scripts', () => {
     ].join('\n'));
     assert.deepEqual([...exportedNames(ts)].sort(), ['other', 'renamed', 'work']);
   });
+});
+
+describe('which export a by-reference target is', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mpts-locals-'));
+  const js = [
+    'export function f() {}',
+    'function g() {}',
+    'export { g as renamed, g as again };',
+    'const h = () => 1;',
+    'export default h;',
+    "export { x as y } from './other.js';",
+  ].join('\n');
+  const expected = { f: 'f', g: 'renamed', h: 'default', x: 'y' };
+
+  it('maps local names to export names in JavaScript (renamed, default, re-exported)', () => {
+    const path = join(dir, 'a.mjs');
+    writeFileSync(path, js);
+    assert.deepEqual(byLocal(path), expected);
+    const anonymous = join(dir, 'b.mjs');
+    writeFileSync(anonymous, 'export default async function () {}\nexport function named() {}\nexport { named as other };\n');
+    assert.deepEqual(byLocal(anonymous), { default: 'default', named: 'named' });
+  });
+
+  it('maps them in TypeScript, through esbuild (which tells code from text) and by the text scan', () => {
+    const ts = [
+      'import type { T } from "./types.js";',
+      'export default async function work(xs: number[]): Promise<void> {}',
+      'function local<U>(x: U): U { return x; }',
+      'export { local as renamed };',
+      'export type { T };',
+      'export const other = <V,>(x: V): V => x;',
+      '// export function commented() {}',
+    ].join('\n');
+    const want = { work: 'default', local: 'renamed', other: 'other' };
+    assert.deepEqual(Object.fromEntries(exportsFromText(ts).byLocal), want);
+    // Only a parser sees that this export is text in a template literal.
+    const withText = ts + '\nconst doc = `\nexport function fake() {}\n`;';
+    const path = join(dir, 'c.ts');
+    writeFileSync(path, withText);
+    assert.notEqual(compileTypeScript(path, withText, 'ts'), null, 'esbuild is at hand');
+    assert.deepEqual(byLocal(path), want);
+    assert.deepEqual(Object.fromEntries(exportsFromText('function f() {}\nexport default f;\n').byLocal), { f: 'default' });
+  });
+
+  for (const method of METHODS) {
+    it(`runs a default export and a renamed export by reference, from a .js entry and a .ts entry under tsx (${method})`, async () => {
+      const entries: Array<[string, string[]]> = [
+        ['js', [fixture('exports-by-reference.js')]],
+        ['ts', [tsxCli, join(root, 'test', 'fixtures', 'exports-by-reference.ts')]],
+      ];
+      for (const [kind, argv] of entries) {
+        const r = await run(process.execPath, argv, { cwd: root, env: { MULTIPROCESSING_TS_START_METHOD: method } });
+        assert.equal(r.stderr, '', kind);
+        // Each child's module state is its own (one entry); the parent's stayed empty.
+        assert.deepEqual(JSON.parse(r.stdout), { exitCodes: [0, 0], out: [11, 21], parentSeen: 0 }, kind);
+      }
+    });
+
+    it(`refuses another module's function that shares an entry export's name, naming it, the module and the fix, which works (${method})`, async () => {
+      const r = await run(process.execPath, [fixture('same-name.js')], { env: { MULTIPROCESSING_TS_START_METHOD: method } });
+      const [wrong, withModule, renamedInModule] = JSON.parse(r.stdout);
+      assert.deepEqual(wrong, { exitCode: 1, value: 0 }, 'the entry\'s own work() did not run');
+      assert.match(r.stderr, /the function 'work' passed as target is not the one file:\S*same-name\.js exports as 'work'.*pass \{ module \}/);
+      assert.deepEqual(withModule, { exitCode: 0, value: 2 }, 'with { module } the right function runs');
+      assert.deepEqual(renamedInModule, { exitCode: 0, value: 3 }, '{ module } finds a function that module exports renamed');
+    });
+  }
 });

@@ -10,6 +10,7 @@ import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { decode, hasShared } from '../serialize/decode.js';
+import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
 import type { TargetSpec } from './target.js';
 import { importEntry } from './import-entry.js';
@@ -37,14 +38,31 @@ async function resolveTarget(target: TargetSpec): Promise<Function> {
   } finally {
     state.importingEntry = false;
   }
-  const fn = ns[target.exportName] ?? (ns['default'] as Record<string, unknown> | undefined)?.[target.exportName];
-  if (typeof fn !== 'function') {
+  const named = ns[target.exportName] ?? (ns['default'] as Record<string, unknown> | undefined)?.[target.exportName];
+  const found = [named, ...Object.keys(ns).map((key) => exportOf(ns, key))].find(
+    (value) => typeof value === 'function' && sourceFingerprint(value) === target.fingerprint,
+  );
+  if (found) return found as Function;
+  if (typeof named === 'function') {
     throw new ProcessError(
-      `${target.moduleUrl} has no exported function '${target.exportName}' in the child; ` +
-        `export it at the top level of that module (not inside the main-process guard)`,
+      `the function '${target.name}' passed as target is not the one ${target.moduleUrl} exports as ` +
+        `'${target.exportName}', only a function of the same name (imported from another module?); ` +
+        `pass { module } naming the module that really exports it (its import.meta.url), or rename one of them`,
     );
   }
-  return fn;
+  throw new ProcessError(
+    `${target.moduleUrl} has no exported function '${target.exportName}' in the child; ` +
+      `export it at the top level of that module (not inside the main-process guard)`,
+  );
+}
+
+/** An export, or undefined while it is uninitialised (a cycle of imports). */
+function exportOf(ns: Record<string, unknown>, key: string): unknown {
+  try {
+    return ns[key];
+  } catch {
+    return undefined;
+  }
 }
 
 function report(name: string, err: unknown): void {

@@ -1,69 +1,103 @@
 /**
- * Which names a module exports, read from its source without running it.
+ * What a module exports, read from its source without running it.
  *
  * `Process.start()` is synchronous (as in Python), but whether a target can
  * go "by reference" depends on the entry module exporting it, and an ES
  * module's namespace cannot be had synchronously while that module is still
  * evaluating (it is the one calling `start()`). So we read the exports off
- * the source: acorn for JavaScript, and for TypeScript (which acorn cannot
- * parse) a scan of `export` declarations, which is all we need from it.
- * The child verifies the export when it imports the module.
+ * the source, with acorn. TypeScript (which acorn cannot parse) is first
+ * turned into JavaScript by the project's own esbuild — the one its TS
+ * loader (tsx) runs on — so the answer comes from the same parser that
+ * compiles the module; only when there is no esbuild do we fall back to a
+ * scan of `export` declarations in the text.
+ *
+ * A target is found by its `name`, which is the name of the local binding
+ * it was declared as, so we map local names to export names:
+ * `export { f as g }` gives f → g, `export default function f` and
+ * `export default f` give f → default. The child then checks that the
+ * export it imports is the very function the parent passed (fingerprint.ts).
  */
 import { readFileSync } from 'node:fs';
-import { parsers } from './parsers.js';
+import { compileTypeScript, parsers } from './parsers.js';
 
-const cache = new Map<string, ReadonlySet<string>>();
-
-/** Export names of the module at `path` (empty when it cannot be read). */
-export function exportedNames(path: string): ReadonlySet<string> {
-  let names = cache.get(path);
-  if (!names) {
-    names = scan(path);
-    cache.set(path, names);
-  }
-  return names;
+export interface ModuleExports {
+  /** Every name the module exports. */
+  readonly names: ReadonlySet<string>;
+  /**
+   * The export name of each exported local binding, by the binding's name
+   * (an anonymous default function is named `default`, as its `name` says).
+   */
+  readonly byLocal: ReadonlyMap<string, string>;
 }
 
-function scan(path: string): ReadonlySet<string> {
+const cache = new Map<string, ModuleExports>();
+
+/** The exports of the module at `path` (none when it cannot be read). */
+export function moduleExports(path: string): ModuleExports {
+  let found = cache.get(path);
+  if (!found) {
+    found = scan(path);
+    cache.set(path, found);
+  }
+  return found;
+}
+
+class Collector implements ModuleExports {
+  readonly names = new Set<string>();
+  readonly byLocal = new Map<string, string>();
+
+  add(local: string | null, exported: string): void {
+    this.names.add(exported);
+    // `export function f` with `export { f as g }` too: f keeps its own name.
+    if (local && (!this.byLocal.has(local) || local === exported)) this.byLocal.set(local, exported);
+  }
+}
+
+function scan(path: string): ModuleExports {
   let source: string;
   try {
     source = readFileSync(path, 'utf8');
   } catch {
-    return new Set();
+    return new Collector();
   }
   if (source.startsWith('#!')) source = '//' + source.slice(2);
-  if (/\.[cm]?jsx?$/.test(path)) {
-    const fromAst = namesFromAst(source);
-    if (fromAst) return fromAst;
-  }
-  return namesFromText(source);
+  const loader = /\.[cm]?tsx?$/.test(path) ? (path.endsWith('x') ? 'tsx' : 'ts') : path.endsWith('.jsx') ? 'jsx' : null;
+  const javascript = loader ? compileTypeScript(path, source, loader) : source;
+  return (javascript !== null && fromAst(javascript)) || exportsFromText(source);
 }
 
-function namesFromAst(source: string): Set<string> | null {
+function fromAst(source: string): ModuleExports | null {
   let ast: any;
   try {
     ast = parsers().acorn.parse(source, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true });
   } catch {
     return null;
   }
-  const names = new Set<string>();
+  const found = new Collector();
+  const nameOf = (n: any): string => n.name ?? n.value;
   for (const node of ast.body) {
     if (node.type === 'ExportNamedDeclaration') {
       const decl = node.declaration;
-      if (decl?.id?.name) names.add(decl.id.name);
-      for (const d of decl?.declarations ?? []) if (d.id?.name) names.add(d.id.name);
-      for (const s of node.specifiers ?? []) names.add(s.exported.name ?? s.exported.value);
+      if (decl?.id?.name) found.add(decl.id.name, decl.id.name);
+      for (const d of decl?.declarations ?? []) if (d.id?.name) found.add(d.id.name, d.id.name);
+      // With a `from`, the local name is the other module's; a function's name is usually that too.
+      for (const s of node.specifiers ?? []) found.add(nameOf(s.local), nameOf(s.exported));
     } else if (node.type === 'ExportDefaultDeclaration') {
-      names.add('default');
+      const decl = node.declaration;
+      if (decl.type === 'Identifier') found.add(decl.name, 'default');
+      else if (/Function/.test(decl.type)) found.add(decl.id?.name ?? 'default', 'default');
+      else found.add(decl.id?.name ?? null, 'default');
+    } else if (node.type === 'ExportAllDeclaration' && node.exported) {
+      found.add(null, nameOf(node.exported));
     } else if (node.type === 'ExpressionStatement') {
-      // CommonJS: exports.x = …, module.exports.x = …, module.exports = { a, b }
-      commonJsNames(node.expression, names);
+      commonJs(node.expression, found);
     }
   }
-  return names;
+  return found;
 }
 
-function commonJsNames(expr: any, names: Set<string>): void {
+/** CommonJS: `exports.x = …`, `module.exports.x = …`, `module.exports = { a, b: c }`. */
+function commonJs(expr: any, found: Collector): void {
   if (expr?.type !== 'AssignmentExpression') return;
   const left = expr.left;
   if (left.type !== 'MemberExpression') return;
@@ -71,26 +105,37 @@ function commonJsNames(expr: any, names: Set<string>): void {
   const isExports = obj.type === 'Identifier' && obj.name === 'exports';
   const isModuleExports =
     obj.type === 'MemberExpression' && obj.object.name === 'module' && obj.property.name === 'exports';
+  const localOf = (value: any, key: string): string => (value?.type === 'Identifier' ? value.name : value?.id?.name ?? key);
   if ((isExports || isModuleExports) && left.property.type === 'Identifier') {
-    names.add(left.property.name);
+    found.add(localOf(expr.right, left.property.name), left.property.name);
   } else if (obj.name === 'module' && left.property.name === 'exports' && expr.right.type === 'ObjectExpression') {
-    for (const p of expr.right.properties) if (p.key?.name) names.add(p.key.name);
+    for (const p of expr.right.properties) if (p.key?.name) found.add(localOf(p.value, p.key.name), p.key.name);
   }
 }
 
-/** Export names from TypeScript (or unparsable) source text. */
-function namesFromText(source: string): Set<string> {
+/** Exports from source text that no parser at hand can read (TypeScript without esbuild). */
+export function exportsFromText(source: string): ModuleExports {
   const text = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
-  const names = new Set<string>();
-  const declaration =
-    /\bexport\s+(?:declare\s+)?(?:default\s+)?(?:abstract\s+)?(?:async\s+)?(?:function\s*\*?|class|const|let|var|enum)\s+([A-Za-z_$][\w$]*)/g;
-  for (const m of text.matchAll(declaration)) names.add(m[1]!);
-  for (const m of text.matchAll(/\bexport\s*(?:type\s*)?\{([^}]*)\}/g)) {
-    for (const part of m[1]!.split(',')) {
-      const alias = part.trim().split(/\s+as\s+/).pop()?.trim();
-      if (alias && /^[A-Za-z_$][\w$]*$/.test(alias)) names.add(alias);
+  const found = new Collector();
+  const id = '[A-Za-z_$][\\w$]*';
+  const declaration = new RegExp(
+    `\\bexport\\s+(?:declare\\s+)?(default\\s+)?(?:abstract\\s+)?(?:async\\s+)?(?:function\\b\\s*\\*?\\s*|(?:class|const|let|var|enum)\\s+)(${id})?`,
+    'g',
+  );
+  for (const m of text.matchAll(declaration)) {
+    if (m[1]) found.add(m[2] ?? 'default', 'default');
+    else if (m[2]) found.add(m[2], m[2]);
+  }
+  for (const m of text.matchAll(new RegExp(`\\bexport\\s+default\\s+(${id})\\s*(?:;|\\n|$)`, 'g'))) {
+    if (!/^(function|class|async|abstract)$/.test(m[1]!)) found.add(m[1]!, 'default');
+  }
+  if (/\bexport\s+default\b/.test(text)) found.add(null, 'default');
+  for (const m of text.matchAll(/\bexport\s*(type\s*)?\{([^}]*)\}/g)) {
+    if (m[1]) continue; // `export type { … }` exports no values
+    for (const part of m[2]!.split(',')) {
+      const [local, exported = local] = part.trim().replace(/^type\s+/, '').split(/\s+as\s+/).map((s) => s.trim());
+      if (local && exported && new RegExp(`^${id}$`).test(exported)) found.add(local, exported);
     }
   }
-  if (/\bexport\s+default\b/.test(text)) names.add('default');
-  return names;
+  return found;
 }

@@ -2,12 +2,15 @@
  * The `'process'` start method: a fresh Node.js process (Python's spawn).
  *
  * The child runs with the parent's `execArgv`, so loaders such as tsx carry
- * over, and receives its spec over the IPC channel. Its stdin is /dev/null
+ * over, minus the options that would make it something else than our
+ * bootstrap (`-e`, `--inspect`, `--test`…: exec-argv.ts), and receives its
+ * spec over the IPC channel. Its stdin is /dev/null
  * (as Python's children), stdout and stderr are the parent's.
  */
 import { childProcess } from '../builtins.js';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { childExecArgv } from './exec-argv.js';
 import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, type ChildSpec, type Popen } from './popen.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
@@ -17,9 +20,12 @@ function signalExitCode(signal: NodeJS.Signals): number {
   return -(constants.signals[signal] ?? 1);
 }
 
+let execArgv: string[] | undefined;
+
 /** `spawned(pid)` runs once the child exists and before it can receive its spec. */
 export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
-  const child = childProcess().spawn(process.execPath, [...process.execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
+  execArgv ??= childExecArgv();
+  const child = childProcess().spawn(process.execPath, [...execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   spawned?.(child.pid);

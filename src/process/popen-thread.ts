@@ -4,11 +4,31 @@
  * same API. `terminate()`/`kill()` end the thread and report -15/-9, so code
  * reads exit codes the same way under both start methods.
  */
+import type { Worker } from 'node:worker_threads';
 import { workerThreads } from '../builtins.js';
+import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
 
+/** undefined: the Worker inherits our execArgv (see threadExecArgv). */
+let execArgv: string[] | undefined | null = null;
+
+function newWorker(spec: ChildSpec): Worker {
+  const { Worker } = workerThreads();
+  if (execArgv === null) execArgv = threadExecArgv();
+  try {
+    return new Worker(BOOTSTRAP_URL, { workerData: spec, execArgv });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV' || !execArgv) throw err;
+    // A Worker refuses, by name, process-wide options (V8's, --title…) in an
+    // explicit list; they are in effect for every thread of the process anyway.
+    const refused = /flags: (.*)$/.exec((err as Error).message)?.[1]?.split(', ') ?? [];
+    execArgv = withoutOptions(execArgv, new Set(refused));
+    return new Worker(BOOTSTRAP_URL, { workerData: spec, execArgv });
+  }
+}
+
 export function popenThread(spec: ChildSpec): Popen {
-  const worker = new (workerThreads().Worker)(BOOTSTRAP_URL, { workerData: spec });
+  const worker = newWorker(spec);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));

@@ -2,36 +2,75 @@
  * How a target function reaches a child.
  *
  * By reference (Python's spawn): when the entry script (or the `module`
- * option) exports the function, the child imports that module and calls the
- * export, so module state is the child's own. By source: any other function
+ * option) exports the function — under its own name, another
+ * (`export { f as g }`) or as `default` — the child imports that module and
+ * calls the export, so module state is the child's own. The spec carries a
+ * fingerprint of the function's source, and the child refuses an export that
+ * is another function of the same name. By source: any other function
  * must be self-contained; its source is recompiled in the child, and one that
  * uses outer variables is refused here, by name, before anything starts.
  */
-import { pathToFileURL } from 'node:url';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ValueError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { describe } from '../describe.js';
-import { exportedNames } from './entry-exports.js';
+import { moduleExports } from './entry-exports.js';
+import { runsStringInput } from './exec-argv.js';
+import { sourceFingerprint } from './fingerprint.js';
 import { freeVariables, functionExpressionSource } from './free-variables.js';
 
 export type TargetSpec =
-  | { readonly kind: 'ref'; readonly moduleUrl: string; readonly exportName: string }
+  | {
+      readonly kind: 'ref';
+      readonly moduleUrl: string;
+      readonly exportName: string;
+      /** The function's own name, for messages. */
+      readonly name: string;
+      /**
+       * `sourceFingerprint` of the function passed: the child checks it
+       * imported that very function, and finds it by this among the
+       * module's exports when `exportName` is not it.
+       */
+      readonly fingerprint: string;
+    }
   | { readonly kind: 'source'; readonly source: string; readonly name: string };
 
-/** The file this tree's main script was run as, if any. */
+/**
+ * The file this tree's main script was run as; null when it runs code given
+ * by `-e`/`-p` or stdin (there `process.argv[1]` is an argument, not a script).
+ */
 export function entryPath(): string | null {
   const child = runtime().child;
   if (child) return child.entryPath;
   const main = process.argv[1];
-  return main ? resolve(main) : null;
+  if (!main || main === '-' || runsStringInput()) return null;
+  return resolve(main);
+}
+
+/** The name Node gives code that has no file: `[eval]`, `[eval1]` (ES module), `[stdin]`. */
+const NO_FILE = /^\[(eval\d*|stdin)\]$/;
+
+/** What to do instead of exporting from the entry, when there is none. */
+function noEntryHint(): string {
+  return runsStringInput()
+    ? 'this process runs code given to node -e/-p, which a child cannot import'
+    : 'this process has no entry module a child can import';
 }
 
 /** A `module` option (URL, file URL string or path) as a URL string. */
-function moduleUrlOf(module: string | URL): string {
-  if (module instanceof URL) return module.href;
-  if (/^(file|data|node):/.test(module)) return module;
-  return pathToFileURL(resolve(module)).href;
+function moduleUrlOf(module: string | URL, role: string): string {
+  const url =
+    module instanceof URL ? module.href : /^(file|data|node):/.test(module) ? module : pathToFileURL(resolve(module)).href;
+  const path = url.startsWith('file:') ? fileURLToPath(url) : null;
+  if (path && NO_FILE.test(basename(path)) && !existsSync(path)) {
+    throw new ValueError(
+      `module ${path} is the code given to node -e/-p (or stdin), which a child cannot import; ` +
+        `export the ${role} from a file and pass that file as module, or pass a self-contained function`,
+    );
+  }
+  return url;
 }
 
 /**
@@ -46,34 +85,43 @@ export function describeTarget(fn: unknown, module: string | URL | undefined, ro
   const name = fn.name;
   if (module !== undefined) {
     if (!name) throw new ValueError(`${role} has no name; with { module } the ${role} must be a named export of that module`);
-    return { kind: 'ref', moduleUrl: moduleUrlOf(module), exportName: name };
+    // Not read here: the child finds a renamed or default export by its fingerprint.
+    return { kind: 'ref', moduleUrl: moduleUrlOf(module, role), exportName: name, name, fingerprint: sourceFingerprint(fn) };
   }
   const entry = entryPath();
-  if (entry && name && exportedNames(entry).has(name)) {
-    return { kind: 'ref', moduleUrl: pathToFileURL(entry).href, exportName: name };
+  const exportName = entry && name ? moduleExports(entry).byLocal.get(name) : undefined;
+  if (entry && exportName) {
+    return { kind: 'ref', moduleUrl: pathToFileURL(entry).href, exportName, name, fingerprint: sourceFingerprint(fn) };
   }
+  const label = `${role} ${name || '(anonymous)'}`;
   let source: string;
   try {
     source = functionExpressionSource(fn as Function);
   } catch (err) {
     throw new ValueError(
-      `${role} ${name || '(anonymous)'} cannot be sent by source (${(err as Error).message}); ` +
-        `export it from your entry script, or pass { module: import.meta.url } for a function exported elsewhere`,
+      `${label} cannot be sent by source (${(err as Error).message}); ` +
+        (entry
+          ? `export it from your entry script, or pass { module: import.meta.url } for a function exported elsewhere`
+          : `${noEntryHint()}: export it from a file and pass { module } naming that file`),
     );
   }
   let free: string[];
   try {
     free = freeVariables(source);
   } catch (err) {
-    throw new ValueError(`${role} ${name || '(anonymous)'}: its source could not be parsed (${(err as Error).message})`);
+    throw new ValueError(`${label}: its source could not be parsed (${(err as Error).message})`);
   }
   if (free.length > 0) {
     const list = free.map((v) => `'${v}'`).join(', ');
+    const values = free.length > 1 ? 'those values' : 'that value';
     throw new ValueError(
-      `${role} ${name || '(anonymous)'} uses outer variable${free.length > 1 ? 's' : ''} ${list}, which a child cannot see. ` +
-        `Export the function from ${entry ?? 'your entry script'} (the child then imports it with its module), ` +
-        `pass { module: import.meta.url } for a function exported by another module, ` +
-        `or pass ${free.length > 1 ? 'those values' : 'that value'} in args`,
+      `${label} uses outer variable${free.length > 1 ? 's' : ''} ${list}, which a child cannot see. ` +
+        (entry
+          ? `Export the function from ${entry} (the child then imports it with its module), ` +
+            `pass { module: import.meta.url } for a function exported by another module, ` +
+            `or pass ${values} in args`
+          : `As ${noEntryHint()}, export the function from a file and pass { module } naming that file, ` +
+            `or pass ${values} in args`),
     );
   }
   return { kind: 'source', source, name };
