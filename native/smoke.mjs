@@ -2,10 +2,12 @@
 //
 // Exercises the addon the way the library uses it: real child processes
 // (node -e ...) and worker_threads sharing /dev/shm segments, blocking and
-// asynchronous futex waits across process boundaries, thread liveness probes
-// and the parent-death signal. Every wait is bounded; each child is killed
-// after a deadline. Prints PASS/FAIL lines, a few INFO measurements, and a
-// final "N passed, M failed" line; exits non-zero on any failure.
+// asynchronous futex waits across process boundaries, wakes passed on from
+// terminated workers' async waits, timeouts too long to represent, thread
+// liveness probes and the parent-death signal. Every wait is bounded; each
+// child is killed after a deadline. Prints PASS/FAIL lines, a few INFO
+// measurements, and a final "N passed, M failed" line; exits non-zero on any
+// failure.
 //
 //   node native/smoke.mjs            # tests + measurements
 //   node native/smoke.mjs --no-bench # tests only
@@ -473,6 +475,118 @@ async function testAsyncFutex() {
 }
 
 // ---------------------------------------------------------------------------
+// (c2) wakes whose async waiter is gone, and timeouts too long to represent
+
+// The kernel's wait channel of a thread: a futex sleep shows as futex_*.
+function wchan(pid, tid = pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+// A worker that registers one async wait on `offset` of `sab`, says so, and
+// then blocks its JS for good: it never sees a completion, so any wake the
+// kernel charges to its wait is held by it until it is terminated.
+function startDecoy(sab, offset) {
+  return startWorker(`
+    const { parentPort } = require('worker_threads');
+    native.futexWaitAsync(ARGS.sab, ARGS.offset, 0, Infinity);
+    parentPort.postMessage('waiting');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  `, { sab, offset });
+}
+
+// A child process asleep in futexWait(word, 0) for up to 10 s, queued behind
+// whatever waits on that word already. Resolves once the kernel has it asleep.
+async function startSleeper(path, word, flag) {
+  const c = startChild(`
+    const w = new Int32Array(native.openSegment(ARGS.path, 0, false));
+    Atomics.store(w, ARGS.flag, 1);
+    const r = native.futexWait(w.buffer, ARGS.word * 4, 0, 10000);
+    console.log(JSON.stringify({ r, at: Date.now() }));
+  `, { path, word, flag }, { timeoutMs: 20000 });
+  const words = new Int32Array(native.openSegment(path, 0, false));
+  const asleep = await until(() => Atomics.load(words, flag) === 1 && /futex/.test(wchan(c.child.pid)), 10000);
+  return { ...c, asleep };
+}
+
+async function testLostWakes() {
+  const path = segmentPath('c2');
+  const sab = native.openSegment(path, 4096, true);
+  const w = new Int32Array(sab);
+
+  // A wait cancelled (worker terminated) while the waiter thread sleeps on
+  // it may have absorbed a wake meant for another waiter of the word, and
+  // nobody can tell whether it did; so every such wait passes one wake on.
+  // Here that wake is the only thing that can end the sleeper's wait early.
+  {
+    const decoy = startDecoy(sab, 0);
+    await nextMessage(decoy);
+    const sleeper = await startSleeper(path, 0, 1);
+    await decoy.terminate();
+    const r = await sleeper.done;
+    const o = JSON.parse(r.stdout.trim() || '{}');
+    check('a cancelled async wait the kernel had queued passes one wake on (to another process)', sleeper.asleep && o.r === 0, `asleep=${sleeper.asleep} ${r.stdout}${r.stderr}`);
+  }
+
+  // The word changes and one waiter is woken: the kernel charges the wake to
+  // the oldest waiter, the decoy, whose JS never looks. Terminating the decoy
+  // must hand the wake on to the sleeper, which got none of its own.
+  {
+    const decoy = startDecoy(sab, 8);
+    await nextMessage(decoy);
+    const sleeper = await startSleeper(path, 2, 3);
+    Atomics.store(w, 2, 1);
+    const woken = native.futexWake(sab, 8, 1);
+    const terminatedAt = Date.now();
+    await decoy.terminate();
+    const r = await sleeper.done;
+    const o = JSON.parse(r.stdout.trim() || '{}');
+    check('a wake charged to a terminated worker\'s unseen async wait reaches another process\'s waiter',
+      sleeper.asleep && woken === 1 && o.r === 0 && o.at >= terminatedAt, `asleep=${sleeper.asleep} woken=${woken} terminatedAt=${terminatedAt} ${r.stdout}${r.stderr}`);
+  }
+
+  // Timeouts beyond what a 64-bit nanosecond deadline can hold are forever
+  // (they used to overflow into a deadline in the past: an instant timeout);
+  // 9.2e12 ms still fits, as a deadline some 290 years away.
+  const huge = [9.2e12, 9.3e12, 1e13, 1e14, 9.99e14, 1e15, 1e300];
+  const settled = huge.map(() => false);
+  const waits = huge.map((ms, i) => native.futexWaitAsync(sab, (16 + i) * 4, 0, ms).then((r) => ((settled[i] = true), r)));
+  const short = await native.futexWaitAsync(sab, 60, 0, 50);  // lets the waiter thread look at its deadlines
+  const early = settled.some(Boolean);
+  huge.forEach((_, i) => {
+    Atomics.store(w, 16 + i, 1);
+    native.futexWake(sab, (16 + i) * 4, 1);
+  });
+  const results = await withTimeout(Promise.all(waits), 5000, 'huge-timeout async waits');
+  check('futexWaitAsync with a timeout of 9.2e12..1e300 ms waits until woken', short === 2 && !early && results.every((x) => x === 0), `early=${early} results=${results}`);
+
+  for (const [i, ms] of [9.2e12, 1e13].entries()) {
+    const word = 30 + i;
+    const blocker = startWorker(`
+      const { parentPort } = require('worker_threads');
+      parentPort.postMessage(native.gettid());
+      parentPort.postMessage(native.futexWait(ARGS.sab, ARGS.word * 4, 0, ARGS.ms));
+    `, { sab, word, ms });
+    const tid = await nextMessage(blocker);
+    const result = nextMessage(blocker);
+    let returned = false;
+    result.then(() => (returned = true), () => (returned = true));
+    // (The old overflow made the kernel reject the timeout: an instant,
+    // spurious "woken".)
+    const asleep = await until(() => returned || /futex/.test(wchan(process.pid, tid)), 5000);
+    const returnedAtOnce = returned;
+    Atomics.store(w, word, 1);
+    native.futexWake(sab, word * 4, 1);
+    const r = await result;
+    await blocker.terminate();
+    check(`futexWait with a timeout of ${ms.toExponential()} ms blocks until woken`, asleep && !returnedAtOnce && r === 0, `asleep=${asleep} returnedAtOnce=${returnedAtOnce} r=${r}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // (d) gettid, and kill(tid, 0) as the liveness probe locks use
 
 async function testThreads() {
@@ -615,6 +729,7 @@ const sections = [
   ['segments', testSegments],
   ['sync futex', testSyncFutex],
   ['async futex', testAsyncFutex],
+  ['lost wakes and long timeouts', testLostWakes],
   ['threads', testThreads],
   ['parent death signal', testParentDeath],
 ];

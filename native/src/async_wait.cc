@@ -20,11 +20,19 @@
 // then drops the resolvers and closes the uv handle; the object is freed in
 // the close callback. Pending promises of a terminated worker never settle,
 // which is fine since no JS can observe them any more.
+//
+// A kWoken completion that reached this object but that no JS will act on
+// may have consumed a FUTEX_WAKE meant for any waiter of its word, anywhere.
+// So a terminated worker must not keep it: completions still queued at
+// cleanup, and those resolved by an OnAsync whose promise reactions did not
+// run (it can come during teardown), are passed on with one
+// FutexWakeShared(word, 1) each (see "the contract" in waiter.h).
 #include "async_wait.h"
 
 #include <node.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -60,18 +68,24 @@ class EnvWaits final : public CompletionSink {
   void Start(const Callback& args);
 
   // CompletionSink: runs on a waiter thread (pool lock held).
-  void OnWaitComplete(uint64_t id, WaitResult result, Pin pin) override;
+  void OnWaitComplete(uint64_t id, WaitResult result, uint32_t* word,
+                      Pin pin) override;
 
  private:
   struct Completion {
     uint64_t id;
     WaitResult result;
+    uint32_t* word;  // kept mapped by `pin`
     Pin pin;  // released on the JS thread, after the promise is resolved
   };
+
+  // Passes on the wake each kWoken completion in [begin, end) consumed.
+  static void ForwardWakes(const Completion* begin, const Completion* end);
 
   ~EnvWaits() = default;  // only via the close callback of async_
 
   static void OnAsync(uv_async_t* handle);
+  static void MarkDrained(const Callback& args);
   static void OnCleanup(void* arg, void (*done)(void*), void* done_arg);
   static void OnClosed(uv_handle_t* handle);
   // Keeps the loop alive exactly while some wait is pending.
@@ -86,6 +100,12 @@ class EnvWaits final : public CompletionSink {
   // about 3x cheaper than creating and resolving a fresh promise.
   v8::Global<v8::Promise> not_equal_;
   v8::Global<v8::Promise> timed_out_;
+  // drain_probe_ is a function that sets element 0 of drained_ to true;
+  // OnAsync queues it as a microtask to learn whether its promise reactions
+  // ran (see there). A JS array as the flag: it lives as long as the probe
+  // that may write to it, whatever the order of teardown.
+  v8::Global<v8::Array> drained_;
+  v8::Global<v8::Function> drain_probe_;
   uv_async_t async_;
 
   std::mutex mu_;
@@ -105,7 +125,12 @@ EnvWaits::EnvWaits(v8::Isolate* isolate, v8::Local<v8::Context> context)
       context_(isolate, context),
       resource_(isolate, v8::Object::New(isolate)),
       not_equal_(isolate, SettledPromise(context, kNotEqual)),
-      timed_out_(isolate, SettledPromise(context, kTimedOut)) {}
+      timed_out_(isolate, SettledPromise(context, kTimedOut)) {
+  v8::Local<v8::Array> drained = v8::Array::New(isolate, 1);
+  drained_.Reset(isolate, drained);
+  drain_probe_.Reset(isolate, v8::Function::New(context, MarkDrained, drained)
+                                  .ToLocalChecked());
+}
 
 EnvWaits* InstallEnvWaits(v8::Isolate* isolate,
                           v8::Local<v8::Context> context) {
@@ -173,13 +198,22 @@ void EnvWaits::Start(const Callback& args) {
   UpdateLoopRef();
 }
 
-void EnvWaits::OnWaitComplete(uint64_t id, WaitResult result, Pin pin) {
+void EnvWaits::OnWaitComplete(uint64_t id, WaitResult result, uint32_t* word,
+                              Pin pin) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Completion{id, result, std::move(pin)});
+    queue_.push_back(Completion{id, result, word, std::move(pin)});
   }
   // Coalesces: several completions before the loop runs cost one callback.
   uv_async_send(&async_);
+}
+
+void EnvWaits::ForwardWakes(const Completion* begin, const Completion* end) {
+  for (const Completion* c = begin; c != end; ++c) {
+    // A timed-out entry consumed no wake: a woken one's word had changed,
+    // and the sweep looks at that before the deadline.
+    if (c->result == kWoken) FutexWakeShared(c->word, 1);
+  }
 }
 
 void EnvWaits::OnAsync(uv_async_t* handle) {
@@ -190,40 +224,82 @@ void EnvWaits::OnAsync(uv_async_t* handle) {
     batch.swap(self->queue_);
   }
   if (batch.empty()) return;
+  const bool any_woken =
+      std::any_of(batch.begin(), batch.end(),
+                  [](const Completion& c) { return c.result == kWoken; });
 
   v8::Isolate* isolate = self->isolate_;
   v8::HandleScope handle_scope(isolate);
   v8::Local<v8::Context> context = self->context_.Get(isolate);
   v8::Context::Scope context_scope(context);
+  // Did the promise reactions run? They do not when this callback comes
+  // while the environment is being torn down (the loop still turns for the
+  // cleanup, but JS may no longer be called, and the isolate does not say
+  // it is terminating), nor when termination cuts the microtask queue
+  // short. The probe, queued after every resolution, runs after their
+  // reactions or not at all.
+  v8::Local<v8::Array> drained = self->drained_.Get(isolate);
+  const bool probing =
+      any_woken &&
+      drained->Set(context, 0, v8::False(isolate)).FromMaybe(false);
   {
     // Like MakeCallback: when the scope closes, the microtask queue and
     // process.nextTick queue are drained, so `await futexWaitAsync(...)`
     // continues right now rather than at some later, unrelated callback.
     node::CallbackScope callback_scope(isolate, self->resource_.Get(isolate),
                                        node::async_context{0, 0});
+    bool resolved_all = true;
     for (const Completion& completion : batch) {
       auto it = self->pending_.find(completion.id);
       if (it == self->pending_.end()) continue;
       v8::Local<v8::Promise::Resolver> resolver = it->second.Get(isolate);
       self->pending_.erase(it);
-      // Fails only while the isolate is terminating; nothing to do then.
+      // Fails only while the isolate is terminating.
       if (resolver->Resolve(context,
                             v8::Integer::New(isolate, completion.result))
               .IsNothing()) {
+        resolved_all = false;
         break;
       }
+    }
+    if (probing && resolved_all) {
+      context->GetMicrotaskQueue()->EnqueueMicrotask(
+          isolate, self->drain_probe_.Get(isolate));
     }
     // Un-ref before the reactions run: a reaction that waits again re-refs.
     self->UpdateLoopRef();
   }
+  // If the reactions did not run, these waiters never re-checked, and each
+  // woken one may hold a wake meant for another waiter of its word: pass
+  // them on. (When termination cut the queue short, some did run; which
+  // ones is unknowable, and a wake that was not needed only costs a
+  // re-check.)
+  v8::Local<v8::Value> ran;
+  if (any_woken &&
+      !(probing && drained->Get(context, 0).ToLocal(&ran) && ran->IsTrue())) {
+    ForwardWakes(batch.data(), batch.data() + batch.size());
+  }
+}
+
+void EnvWaits::MarkDrained(const Callback& args) {
+  v8::Isolate* isolate = args.GetIsolate();
+  // Cannot fail but under termination, which OnAsync reads as "not run".
+  args.Data()
+      .As<v8::Array>()
+      ->Set(isolate->GetCurrentContext(), 0, v8::True(isolate))
+      .FromMaybe(false);
 }
 
 void EnvWaits::OnCleanup(void* arg, void (*done)(void*), void* done_arg) {
   auto* self = static_cast<EnvWaits*>(arg);
   // After this, no waiter thread holds or will obtain a pointer to `self`.
+  // Waits still pending are the pool's to pass on; completions queued here
+  // are ours.
   CancelWaits(self);
   {
     std::lock_guard<std::mutex> lock(self->mu_);
+    ForwardWakes(self->queue_.data(),
+                 self->queue_.data() + self->queue_.size());
     self->queue_.clear();
   }
   self->pending_.clear();  // v8::Global dtors; the isolate is still alive
@@ -231,6 +307,8 @@ void EnvWaits::OnCleanup(void* arg, void (*done)(void*), void* done_arg) {
   self->resource_.Reset();
   self->not_equal_.Reset();
   self->timed_out_.Reset();
+  self->drained_.Reset();
+  self->drain_probe_.Reset();
   self->cleanup_done_ = done;
   self->cleanup_done_arg_ = done_arg;
   uv_close(reinterpret_cast<uv_handle_t*>(&self->async_), OnClosed);

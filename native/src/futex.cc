@@ -40,9 +40,18 @@ int64_t MonotonicNowNs() {
 }
 
 int64_t DeadlineAfterMs(double ms) {
-  if (!(ms < 1e15)) return kNoDeadline;  // NaN, Infinity, or ~31,000 years
   const int64_t now = MonotonicNowNs();
-  return now + static_cast<int64_t>(ms * 1e6);
+  // Nanoseconds left before the deadline would reach kNoDeadline (about
+  // 292 years minus the uptime). A longer timeout, NaN or Infinity means
+  // forever. The test is done in double so that nothing out of range is
+  // ever converted to int64_t (undefined behaviour): `room` as a double is
+  // within half an ulp (512 ns at this magnitude) of the exact value, so a
+  // double `ns` below it is at least one ulp (1024 ns) smaller, hence below
+  // the exact value too, and the sum below cannot overflow.
+  const double room = static_cast<double>(kNoDeadline - now);
+  const double ns = ms * 1e6;
+  if (!(ns < room)) return kNoDeadline;
+  return now + static_cast<int64_t>(ns);
 }
 
 WaitResult FutexWaitShared(uint32_t* word, uint32_t expected,

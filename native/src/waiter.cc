@@ -34,6 +34,16 @@ struct Entry {
   Pin pin;
 };
 
+// An entry cancelled while its thread may be inside futex_waitv with it.
+struct Grave {
+  uint64_t id;
+  uint32_t* word;
+  Pin pin;  // keeps `word` mapped until the wake it may owe is passed on
+  // Set by the thread once it is out of futex_waitv: the entry was in the
+  // vector the kernel had, so it may have absorbed a FUTEX_WAKE.
+  bool forward = false;
+};
+
 struct Waiter {
   // Private futex word owned by this thread. Incremented (under the pool
   // lock) whenever `entries` changes, so a thread that is about to sleep with
@@ -48,10 +58,10 @@ struct Waiter {
   // i.e. while the kernel may read words of entries removed meanwhile.
   bool sleeping = false;
   std::vector<Entry> entries;
-  // Pins of entries cancelled while `sleeping`: their segments must stay
-  // mapped until this thread is out of futex_waitv, so the thread drops
-  // them itself once it has rebuilt a vector without those words.
-  std::vector<Pin> graveyard;
+  // Entries cancelled while `sleeping`: their segments must stay mapped
+  // until this thread is out of futex_waitv and has passed on any wake they
+  // may have absorbed, so the thread deals with them itself.
+  std::vector<Grave> graveyard;
 };
 
 class Pool {
@@ -129,8 +139,14 @@ void Pool::CancelAll(CompletionSink* sink) {
           ++i;
           continue;
         }
-        (waiter->sleeping ? waiter->graveyard : released)
-            .push_back(std::move(entries[i].pin));
+        if (waiter->sleeping) {
+          waiter->graveyard.push_back(
+              Grave{entries[i].id, entries[i].word, std::move(entries[i].pin)});
+        } else {
+          // Not snapshotted yet (a thread that has not run), so the kernel
+          // never saw it.
+          released.push_back(std::move(entries[i].pin));
+        }
         if (i + 1 != entries.size()) entries[i] = std::move(entries.back());
         entries.pop_back();
       }
@@ -178,7 +194,7 @@ void* Pool::ThreadMain(void* arg) {
 void Pool::Run(Waiter* waiter) {
   std::vector<struct futex_waitv> vector;
   std::vector<uint64_t> ids;  // ids[i] is the entry behind vector[i + 1]
-  std::vector<Pin> dead;      // pins taken over from the graveyard
+  std::vector<Grave> dead;    // taken over from the graveyard
   vector.reserve(FUTEX_WAITV_MAX);
   ids.reserve(kWaitsPerThread);
 
@@ -206,9 +222,18 @@ void Pool::Run(Waiter* waiter) {
     waiter->sleeping = true;
     lock.unlock();
 
-    // Words of cancelled entries are not in the new vector any more, so
-    // their segments may now be unmapped (outside the lock: munmap can be
-    // slow).
+    // Cancelled entries the previous vector held: that futex_waitv has
+    // returned, so none of them is queued in the kernel any more and none
+    // can absorb another wake. Each may have absorbed one already, meant for
+    // some other waiter of its word (possibly in another process, possibly
+    // blocked in futexWait), and the kernel may not have reported it: it
+    // names one index per return, and CancelAll removed the entry either
+    // way. So pass one wake on for each, while the pin still keeps the word
+    // mapped (a shared wake: the word's other waiters may be anywhere). Then
+    // the segments may be unmapped (outside the lock: munmap can be slow).
+    for (const Grave& grave : dead) {
+      if (grave.forward) FutexWakeShared(grave.word, 1);
+    }
     dead.clear();
     const long rc = FutexWaitv(vector.data(),
                                static_cast<unsigned>(vector.size()), deadline);
@@ -218,13 +243,21 @@ void Pool::Run(Waiter* waiter) {
     waiter->armed = false;
     waiter->sleeping = false;
     dead.swap(waiter->graveyard);
+    // An entry registered after the snapshot and cancelled before this
+    // return was never queued in the kernel and owes no wake.
+    for (Grave& grave : dead) {
+      grave.forward = std::find(ids.begin(), ids.end(), grave.id) != ids.end();
+    }
     const uint64_t woken_id =
         rc >= 1 && static_cast<size_t>(rc) <= ids.size() ? ids[rc - 1] : 0;
     // ETIMEDOUT, EAGAIN (some word changed; the control word counts) and
-    // EINTR are routine and fully handled by the sweep. Anything else (EFAULT
-    // from a truncated segment file, ENOMEM) would repeat forever if the
-    // same vector were resubmitted, so those waits are completed as spurious
-    // wake-ups; the callers re-check their condition anyway.
+    // EINTR are routine and fully handled by the sweep. EAGAIN is also how
+    // a wake that came while this thread was outside futex_waitv is caught:
+    // its waker changed the word first, and the kernel compares each word
+    // as it queues it, so a stale vector cannot go to sleep. Anything else
+    // (EFAULT from a truncated segment file, ENOMEM) would repeat forever if
+    // the same vector were resubmitted, so those waits are completed as
+    // spurious wake-ups; the callers re-check their condition anyway.
     const bool failed =
         rc < 0 && err != ETIMEDOUT && err != EAGAIN && err != EINTR;
     Sweep(waiter, woken_id, failed ? &ids : nullptr);
@@ -246,8 +279,12 @@ void Pool::Sweep(Waiter* waiter, uint64_t woken_id,
              failed_ids->end())) {
       result = kWoken;
     } else if (LoadWord(entry.word) != entry.expected) {
-      // Changed since it was armed: the wake may have been consumed by our
-      // rebuild window, so report it rather than wait for another.
+      // Changed since it was registered. Wakers change the word before
+      // waking, so this covers the wakes futex_waitv did not report (it
+      // names one index, though concurrent wakes may have dequeued several
+      // of our entries) and the wakes that came while this entry was not
+      // queued in the kernel (registered after the snapshot, or during a
+      // rebuild). Waiting for another wake could wait forever.
       result = kWoken;
     } else if (entry.deadline_ns <= now) {
       result = kTimedOut;
@@ -257,7 +294,7 @@ void Pool::Sweep(Waiter* waiter, uint64_t woken_id,
       continue;
     }
     entry.sink->OnWaitComplete(entry.id, static_cast<WaitResult>(result),
-                               std::move(entry.pin));
+                               entry.word, std::move(entry.pin));
     if (i + 1 != entries.size()) entry = std::move(entries.back());
     entries.pop_back();
   }

@@ -23,6 +23,41 @@
 //    stays mapped while the kernel may still be looking at it (a cancelled
 //    entry's pin is kept until its thread has left futex_waitv).
 //
+// The contract with wakers, and why no wake is lost under it:
+//   A wait completes when it is woken OR when its word differs from
+//   `expected`. A waker must therefore store a new value into the word
+//   before every FUTEX_WAKE, one that no pending waiter still expects (a
+//   sequence counter bumped per wake; a lock word that changes owner), and
+//   a waiter must re-check its condition after every completion, since
+//   completions may be spurious.
+//   Under that contract, each FUTEX_WAKE that the kernel charges to one of
+//   our entries is accounted for:
+//    - The kernel reports only ONE woken index per futex_waitv return (the
+//      highest one it found dequeued), although concurrent wakes may have
+//      dequeued several of our entries. The others are not lost: their
+//      words changed before their wakes, so the sweep completes them.
+//    - While the thread rebuilds its vector (between the sweep and the next
+//      futex_waitv) none of its words is queued in the kernel, so a wake
+//      then finds another waiter or none. The word was changed first, and
+//      futex_waitv compares every word with its expected value atomically
+//      with queueing it, so the rebuilt vector fails with EAGAIN and the
+//      sweep completes that entry.
+//    - An entry cancelled (its environment is being torn down) while the
+//      thread sleeps on it stays queued in the kernel until the thread
+//      leaves futex_waitv. Meanwhile a FUTEX_WAKE(word, 1) from anywhere
+//      can pick it instead of a live waiter of that word (in any process),
+//      and nobody would act on that wake. The thread cannot tell whether
+//      that happened (see the first point), so for every cancelled entry
+//      the kernel had, it passes one wake on: FUTEX_WAKE(word, 1) after
+//      leaving futex_waitv, while the entry's pin still keeps the word
+//      mapped. An unneeded wake only costs its receiver a re-check.
+//    - A kWoken completion whose environment is torn down before its JS
+//      acts on it has likewise consumed a wake; the sink passes it on the
+//      same way (async_wait.cc).
+//   A waker that changes a word and changes it back before the waiter
+//   thread looks (ABA) can lose the wake of an entry the kernel dequeued but
+//   did not report; that is why the contract asks for a fresh value.
+//
 // Threads are started lazily and never exit: they cost one sleeping thread
 // each, and keeping them makes the "may the thread still touch this?"
 // question trivial during process teardown.
@@ -48,8 +83,11 @@ class CompletionSink {
  public:
   // Runs on a waiter thread with the pool lock held: it must only queue the
   // completion and signal its owner, never call back into the pool. `pin`
-  // is handed over so the mapping is released on the owner's thread.
-  virtual void OnWaitComplete(uint64_t id, WaitResult result, Pin pin) = 0;
+  // is handed over so the mapping is released on the owner's thread; it
+  // keeps `word` valid, so that a sink that cannot deliver a kWoken
+  // completion any more can pass its wake on with FutexWakeShared(word, 1).
+  virtual void OnWaitComplete(uint64_t id, WaitResult result, uint32_t* word,
+                              Pin pin) = 0;
 
  protected:
   ~CompletionSink() = default;
@@ -71,9 +109,11 @@ uint64_t AddWait(WaitRequest request, int* err);
 // Forgets every pending wait registered by `sink` without completing it.
 // When this returns, no waiter thread will ever call `sink` again, so the
 // caller may destroy it. The entries' pins are dropped on the calling thread,
-// except those a waiter thread may still be sleeping on: that thread drops
-// them itself right after the cancellation has woken it (a SharedArrayBuffer
-// backing store may be released on any thread).
+// except those a waiter thread may still be sleeping on: that thread, once
+// the cancellation has woken it, passes on the wake such an entry may have
+// absorbed (see "the contract" above) and then drops the pin itself (a
+// SharedArrayBuffer backing store may be released on any thread). Completions
+// the sink has already received are its own to deliver or pass on.
 void CancelWaits(CompletionSink* sink);
 
 }  // namespace mpts

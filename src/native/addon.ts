@@ -26,8 +26,15 @@ export const enum WaitResult {
 export interface NativeAddon {
   readonly version: number;
   openSegment(path: string, size: number, create: boolean): SharedArrayBuffer;
+  /**
+   * Blocks while the word holds `expected`. `timeoutMs` <= 0 only checks;
+   * NaN, Infinity and anything too large for a 64-bit nanosecond deadline
+   * (about 292 years) wait forever. Wakers must change the word before
+   * waking (see src/sync/futex.ts).
+   */
   futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
   futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
+  /** `futexWait` on a waiter thread; settles on wake, on a changed word, or on timeout. */
   futexWaitAsync(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): Promise<WaitResult>;
   gettid(): number;
   setParentDeathSignal(signal: number): boolean;

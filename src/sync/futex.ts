@@ -6,6 +6,24 @@
  * process and do not mix with a native futex, so every shared object uses
  * these functions and nothing else. Without the addon (threads only) the
  * same calls map onto Atomics.wait/waitAsync/notify.
+ *
+ * The contract every user of these functions keeps (the primitives built
+ * on them do):
+ * - A wait ends when it is woken, when the word no longer holds `expected`,
+ *   on timeout, or spuriously; so a waiter re-checks its condition after
+ *   every return, whatever the result says.
+ * - A waker stores a new value into the word before every `wake`, one no
+ *   sleeping waiter still expects: bump a sequence counter (a semaphore, an
+ *   event, a queue), or change the owner of a lock. The async waits rest on
+ *   this: a waiter thread sleeping on many words learns of at most one wake
+ *   per return, and finds the others by the changed words (see
+ *   native/src/waiter.h). Changing a word and changing it back before the
+ *   waiters look can lose a wake.
+ * Kept, no wake is lost: a wake the kernel charged to an async wait whose
+ * thread is torn down before acting on it (a terminated worker) is passed
+ * on to another waiter of the word. A waiter that dies after its wake
+ * (a killed process) takes the wake with it, as with any futex; the
+ * primitive on top must cope (a lock checks its holder).
  */
 import { native, WaitResult } from '../native/addon.js';
 
@@ -17,14 +35,21 @@ const RESULT: Record<string, WaitResult> = {
   'timed-out': WaitResult.TimedOut,
 };
 
-/** Blocks the calling thread while `view[index] === expected`, up to `timeoutMs`. */
+/**
+ * Blocks the calling thread while `view[index] === expected`, up to
+ * `timeoutMs` (`Infinity`, or anything beyond what can be represented, is
+ * forever). May return `Ok` spuriously: re-check (see the module comment).
+ */
 export function waitSync(view: Int32Array, index: number, expected: number, timeoutMs: number): WaitResult {
   const addon = native();
   if (addon) return addon.futexWait(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
   return RESULT[Atomics.wait(view, index, expected, timeoutMs)]!;
 }
 
-/** Like `waitSync`, but the calling thread keeps running; the promise settles on wake or timeout. */
+/**
+ * Like `waitSync`, but the calling thread keeps running; the promise settles
+ * on wake, when the word is seen to differ from `expected`, or on timeout.
+ */
 export function waitAsync(view: Int32Array, index: number, expected: number, timeoutMs: number): Promise<WaitResult> {
   const addon = native();
   if (addon) {
@@ -41,7 +66,7 @@ export function waitAsync(view: Int32Array, index: number, expected: number, tim
   });
 }
 
-/** Wakes up to `count` waiters of `view[index]`. */
+/** Wakes up to `count` waiters of `view[index]`; change the word first (see the module comment). */
 export function wake(view: Int32Array, index: number, count: number): number {
   const addon = native();
   if (addon) return addon.futexWake(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, count);
