@@ -61,6 +61,17 @@ const SPIN = 100;
  * (a few µs of a blocked loop) before they sleep.
  */
 const SPIN_ASYNC = 2000;
+/** The longest pause between two looks at a held lock, in `spinPause` steps. */
+const MAX_PAUSE = 64;
+
+/** Burns about `steps` cheap operations without touching shared memory (JS has no PAUSE instruction). */
+let pauseSink = 0;
+function spinPause(steps: number): void {
+  let x = pauseSink;
+  for (let i = 0; i < steps; i++) x = (x * 31 + i) | 0;
+  pauseSink = x;
+}
+
 /** How long a waiter sleeps before checking that the holder still lives. */
 const OWNER_CHECK_MS = 100;
 
@@ -70,6 +81,8 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 /** The settled answer of every uncontended `acquire()`. */
 const ACQUIRED: Promise<boolean> = Promise.resolve(true);
+/** What `withLock` returns for a synchronous callback that returned nothing. */
+const SETTLED_UNDEFINED: Promise<undefined> = Promise.resolve(undefined);
 
 /** Options of `acquire`, as Python's `acquire(block=True, timeout=None)`. */
 export interface AcquireOptions {
@@ -171,8 +184,14 @@ abstract class MutexBase {
   private spin(rounds: number, frame: Frame | null): boolean {
     const w = this.words;
     const me = selfTid();
+    let pause = 1;
     for (let i = 0; i < rounds; i++) {
       if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, me) === 0) return this.won(frame);
+      // Back off between looks: each look pulls the lock's cache line away
+      // from the holder, who is working on that very line (the value sits
+      // beside the word), so looking less often lets it finish sooner.
+      spinPause(pause);
+      if (pause < MAX_PAUSE) pause <<= 1;
     }
     return false;
   }
@@ -230,14 +249,20 @@ abstract class MutexBase {
 
   /** The synchronous part of an async acquire: try, re-enter, spin. */
   private takeWithoutSleeping(options: AcquireOptions, frame: Frame | null): boolean {
-    if (this.tryOnce(frame)) return true;
-    const s = Atomics.load(this.words, STATE);
+    return this.tryOnce(frame) || this.reenterOrSpin(options.block !== false, frame);
+  }
+
+  /** After a failed compare-exchange: re-enter when a chain of ours holds it, else spin a while. */
+  private reenterOrSpin(spin: boolean, frame: Frame | null): boolean {
     // Held by this thread: spinning cannot help, the holder is a task of ours.
-    if (this.heldHere(s)) {
-      if (frame !== null) parentOf(frame);
-      return isWithin(this.hold.owner, frame) && this.reenter();
-    }
-    return options.block !== false && this.spin(SPIN_ASYNC, frame);
+    if (this.heldHere(Atomics.load(this.words, STATE))) return this.reenterFor(frame);
+    return spin && this.spin(SPIN_ASYNC, frame);
+  }
+
+  /** Re-enters for `frame` when the holding frame of this thread is its own or one it runs inside. */
+  private reenterFor(frame: Frame | null): boolean {
+    if (frame !== null) parentOf(frame);
+    return isWithin(this.hold.owner, frame) && this.reenter();
   }
 
   /** Sleeps on the lock word until it is ours (or the deadline passes). */
@@ -247,6 +272,8 @@ abstract class MutexBase {
     for (;;) {
       const seen = this.claimOrMark(frame);
       if (seen === true) return true;
+      // While we slept, a chain this one runs inside may have taken it.
+      if (this.heldHere(seen) && this.reenterFor(frame)) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
       const r = await waitAsync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
@@ -338,10 +365,11 @@ abstract class MutexBase {
    */
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
     const frame = openTask();
-    // Uncontended: the frame learns its parent as it is entered, for free.
-    if (this.tryOnce(frame)) return this.runHeld(fn, frame);
-    parentOf(frame);
-    if (this.takeWithoutSleeping({}, frame)) return this.runHeld(fn, frame);
+    // The frame learns its parent as it is entered, for free; only a
+    // re-entry check needs it before (reenterFor reads it then). The slow
+    // path's awaits and `.then` keep the caller's frame, so it is still
+    // the parent when the callback is entered there.
+    if (this.tryOnce(frame) || this.reenterOrSpin(true, frame)) return this.runHeld(fn, frame);
     return this.acquireSlowly({}, frame).then(() => this.runHeld(fn, frame));
   }
 
@@ -360,7 +388,8 @@ abstract class MutexBase {
     }
     if (!isThenable(result)) {
       this.releaseIn(frame, false);
-      return Promise.resolve(result as Awaited<T>);
+      // A settled promise is shared harmlessly: saves an allocation per call.
+      return (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>;
     }
     return Promise.resolve(result).finally(() => this.releaseIn(frame, false)) as Promise<Awaited<T>>;
   }
