@@ -34,6 +34,9 @@ const common = {
   // a measurable part of a child's start.
   minifyWhitespace: true,
   minifySyntax: true,
+  // Node prints the source line of an uncaught error's throw site: keep
+  // lines short, or a user's unhandled StateError shows the whole bundle.
+  lineLimit: 160,
   // Loaded on first use with require(); they stay ordinary dependencies.
   external: ['acorn', 'eslint-scope'],
   logLevel: 'warning',

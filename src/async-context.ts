@@ -1,13 +1,14 @@
 /**
- * Task frames: which asynchronous chain of this thread is running.
+ * Frames: which asynchronous chain of this thread is running.
  *
  * Locks are owned by OS threads across processes, but inside one thread many
  * async tasks interleave at every `await`. To tell them apart, `withLock`
- * runs its callback in a new *frame*, and every `await` inside the callback
- * continues in that frame, so a lock can record which chain holds it.
- * A child's bootstrap also imports the entry module in a frame marked as the
- * import's, so code that import left running (an unguarded async `main()`)
- * can be recognised later.
+ * runs its callback in a new *task* frame, and every `await` inside the
+ * callback continues in that frame, so a lock can record which chain holds
+ * it. A child also runs its target in a *target* frame (only code of the
+ * target's chain may start grandchildren) and imports its entry module in an
+ * *import* frame (code that import started is told apart even when it runs
+ * later, such as an unguarded async `main()`).
  *
  * Carrier: V8's continuation-preserved embedder data (the native addon's
  * `asyncContextGet/Swap`), which V8 captures whenever a promise reaction is
@@ -16,11 +17,32 @@
  * promise hook that makes every await of the process ~2.5× slower). Node 22
  * and later may use that slot for their own AsyncLocalStorage, so there, and
  * without the addon, AsyncLocalStorage carries the frame instead.
- * Callback-style APIs (timers, emitters) start with no frame under the
- * native carrier; awaits, `.then` and async functions keep it.
+ *
+ * Awaits, `.then` and async functions keep the frame under both carriers.
+ * So do callbacks of timers, `setImmediate`, `process.nextTick` and
+ * `queueMicrotask`: once the first frame is opened, those schedulers are
+ * wrapped (for the rest of the isolate's life) to pass on the frame they
+ * were called in. Callbacks of event emitters and callback-style I/O start
+ * with no frame under the native carrier (AsyncLocalStorage carries them).
+ *
+ * The state lives on `globalThis` under a registered symbol: a child's
+ * bootstrap is bundled apart from the package, and both copies of this
+ * module must see the same frames.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { syncBuiltinESMExports } from 'node:module';
+import timers from 'node:timers';
 import { native } from './native/addon.js';
+
+/** What a frame is for. */
+export const enum FrameKind {
+  /** Opened by `withLock`: a lock can be held by it. */
+  Task,
+  /** A child's target and everything it runs. */
+  Target,
+  /** A child's import of its entry module and everything that started. */
+  Import,
+}
 
 /** One asynchronous chain; frames form a tree towards the thread's root (`null`). */
 export interface Frame {
@@ -30,8 +52,7 @@ export interface Frame {
    * did not need it (`parentOf` fills it in).
    */
   parent: Frame | null | undefined;
-  /** True for a frame a lock can be owned by (opened by `withLock`); false for the import's marker frame. */
-  readonly task: boolean;
+  readonly kind: FrameKind;
 }
 
 interface Carrier {
@@ -39,6 +60,28 @@ interface Carrier {
   /** Runs `fn` in `frame`, first filling in an unknown parent with the frame current before. */
   run<T>(frame: Frame, fn: () => T): T;
 }
+
+interface ContextState {
+  carrier: Carrier | null;
+  /**
+   * The frame of the synchronous extent being run by `runInFrame`, so that
+   * code called synchronously inside it (a Value's accessor in a `withLock`
+   * callback) needs no call into the addon. `undefined` outside such an extent.
+   */
+  syncFrame: Frame | null | undefined;
+  /** Frames opened in this isolate so far: while none, every chain is the root. */
+  opened: number;
+  /** Task frames opened so far: while none, every lock is held by the root (no addon call on hot paths). */
+  tasks: number;
+}
+
+const KEY = Symbol.for('multiprocessing-ts.async-context');
+const state: ContextState = ((globalThis as { [KEY]?: ContextState })[KEY] ??= {
+  carrier: null,
+  syncFrame: undefined,
+  opened: 0,
+  tasks: 0,
+});
 
 function nativeCarrier(addon: NonNullable<ReturnType<typeof native>>): Carrier {
   return {
@@ -66,38 +109,70 @@ function storageCarrier(): Carrier {
   };
 }
 
-let carrier: Carrier | null = null;
-
-function pick(): Carrier {
+function carrier(): Carrier {
+  if (state.carrier) return state.carrier;
   const major = Number(process.versions.node.split('.')[0]);
   const addon = native();
-  return (carrier = addon && major < 22 ? nativeCarrier(addon) : storageCarrier());
+  state.carrier = addon && major < 22 ? nativeCarrier(addon) : storageCarrier();
+  carryFramesThroughSchedulers();
+  return state.carrier;
 }
 
-/**
- * The frame of the synchronous extent being run by `runInFrame`, so that code
- * called synchronously inside it (a Value's accessor in a `withLock`
- * callback) needs no call into the addon. `undefined` outside such an extent.
- */
-let syncFrame: Frame | null | undefined;
+type Scheduler = (this: unknown, callback: unknown, ...rest: unknown[]) => unknown;
 
-/** Frames opened in this thread so far: while none, every chain is the root. */
-let opened = 0;
-/** Task frames opened so far: while none, every lock is held by the root (no addon call on hot paths). */
-let tasks = 0;
+/**
+ * Wraps the callback schedulers so each passes on the frame it was called
+ * in (what AsyncLocalStorage does for them, and V8's slot does not).
+ */
+function carryFramesThroughSchedulers(): void {
+  const owners: Array<[Record<string, unknown>, string]> = [
+    [globalThis as unknown as Record<string, unknown>, 'setTimeout'],
+    [globalThis as unknown as Record<string, unknown>, 'setInterval'],
+    [globalThis as unknown as Record<string, unknown>, 'setImmediate'],
+    [globalThis as unknown as Record<string, unknown>, 'queueMicrotask'],
+    [process as unknown as Record<string, unknown>, 'nextTick'],
+    [timers as unknown as Record<string, unknown>, 'setTimeout'],
+    [timers as unknown as Record<string, unknown>, 'setInterval'],
+    [timers as unknown as Record<string, unknown>, 'setImmediate'],
+  ];
+  const wrapped = new Map<Scheduler, Scheduler>();
+  for (const [owner, key] of owners) {
+    const original = owner[key] as Scheduler;
+    if (typeof original !== 'function') continue;
+    let wrapper = wrapped.get(original);
+    if (!wrapper) {
+      wrapper = function scheduleInFrame(this: unknown, callback: unknown, ...rest: unknown[]): unknown {
+        const frame = currentFrame();
+        if (frame === null || typeof callback !== 'function') return original.call(this, callback, ...rest);
+        return original.call(this, (...args: unknown[]) => runInFrame(frame, () => callback(...args)), ...rest);
+      };
+      // Keep what hangs off the original (`setTimeout[promisify.custom]`…).
+      for (const prop of Reflect.ownKeys(original)) {
+        if (prop === 'prototype' || prop === 'length' || prop === 'name') continue;
+        Object.defineProperty(wrapper, prop, Object.getOwnPropertyDescriptor(original, prop)!);
+      }
+      Object.defineProperty(wrapper, 'name', { value: original.name });
+      wrapped.set(original, wrapper);
+    }
+    owner[key] = wrapper;
+  }
+  // `import { setTimeout } from 'node:timers'` binds the export, not the property.
+  syncBuiltinESMExports();
+}
 
 /** The running chain's frame (`null`: the root, outside any frame). */
 export function currentFrame(): Frame | null {
-  if (syncFrame !== undefined) return syncFrame;
-  if (opened === 0) return null;
-  return (carrier ?? pick()).get();
+  const sync = state.syncFrame;
+  if (sync !== undefined) return sync;
+  if (state.opened === 0) return null;
+  return carrier().get();
 }
 
 /** The task frame a lock acquired now would be held by (`null`: the thread's root). */
 export function currentTask(): Frame | null {
-  if (tasks === 0) return null;
+  if (state.tasks === 0) return null;
   const frame = currentFrame();
-  return frame !== null && frame.task ? frame : null;
+  return frame !== null && frame.kind === FrameKind.Task ? frame : null;
 }
 
 /**
@@ -106,15 +181,15 @@ export function currentTask(): Frame | null {
  * frame runs, or `runInFrame` as it enters (which learns it for free).
  */
 export function openTask(): Frame {
-  opened++;
-  tasks++;
-  return { parent: undefined, task: true };
+  state.opened++;
+  state.tasks++;
+  return { parent: undefined, kind: FrameKind.Task };
 }
 
-/** The marker frame a child imports its entry module in. */
-export function openImport(): Frame {
-  opened++;
-  return { parent: null, task: false };
+/** A child's target frame, or the frame a child imports its entry module in. */
+export function openRoot(kind: FrameKind.Target | FrameKind.Import): Frame {
+  state.opened++;
+  return { parent: null, kind };
 }
 
 /** `frame`'s parent, read now from the running chain if not known yet (call it where the frame was opened). */
@@ -125,12 +200,12 @@ export function parentOf(frame: Frame): Frame | null {
 
 /** Runs `fn` in `frame`: its synchronous part, and every await and `.then` it starts. */
 export function runInFrame<T>(frame: Frame, fn: () => T): T {
-  const outer = syncFrame;
-  syncFrame = frame;
+  const outer = state.syncFrame;
+  state.syncFrame = frame;
   try {
-    return (carrier ?? pick()).run(frame, fn);
+    return carrier().run(frame, fn);
   } finally {
-    syncFrame = outer;
+    state.syncFrame = outer;
   }
 }
 
@@ -141,8 +216,8 @@ export function isWithin(owner: Frame | null, frame: Frame | null): boolean {
   return false;
 }
 
-/** Whether `frame` is the import's marker frame or was opened inside it. */
-export function isFromImport(frame: Frame | null): boolean {
-  for (let f: Frame | null | undefined = frame; f != null; f = f.parent) if (!f.task) return true;
-  return false;
+/** The kind of the root frame `frame` runs under (Target, Import), or null outside both. */
+export function rootKind(frame: Frame | null): FrameKind | null {
+  for (let f: Frame | null | undefined = frame; f != null; f = f.parent) if (f.kind !== FrameKind.Task) return f.kind;
+  return null;
 }

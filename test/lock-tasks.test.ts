@@ -95,22 +95,33 @@ describe('async tasks of one thread', () => {
   it('a synchronous acquire that would wait on another task of the thread throws DeadlockError naming withLock; nothing is left taken', async () => {
     const v = mp.Value('i', 7);
     const arr = mp.Array('i', 2);
+    const rlock = new mp.RLock();
     const lock = new mp.Lock();
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const holders = [
       v.getLock().withLock(() => gate),
       arr.getLock().withLock(() => gate),
+      rlock.withLock(() => gate),
       lock.withLock(() => gate),
+      mp.Value('i', 0, { lock: lock }).getLock().withLock(() => undefined).catch(() => 'waited'),
     ];
     const deadlock = (e: unknown) => e instanceof mp.DeadlockError && /await .*withLock/.test((e as Error).message);
+    // Accessors, whatever the lock: the holder task could never run.
     assert.throws(() => v.value, deadlock);
     assert.throws(() => {
       v.value = 1;
     }, deadlock);
     assert.throws(() => arr[0], deadlock);
-    assert.throws(() => lock.acquireSync(), deadlock);
-    assert.throws(() => lock.acquireSync({ timeout: 10 }), deadlock);
+    assert.throws(() => mp.Value('i', 0, { lock }).value, deadlock);
+    // An RLock only its holder thread can release: no timeout is a deadlock, a timeout is a plain no.
+    assert.throws(() => rlock.acquireSync(), deadlock);
+    const t0 = performance.now();
+    assert.equal(rlock.acquireSync({ timeout: 5_000 }), false);
+    assert.ok(performance.now() - t0 < 1_000, 'answered without waiting out a wait that could not succeed');
+    assert.equal(rlock.acquireSync({ block: false }), false);
+    // A Lock may be released by another thread, as in Python: a timed wait just times out.
+    assert.equal(lock.acquireSync({ timeout: 10 }), false);
     assert.equal(lock.acquireSync({ block: false }), false);
     assert.equal(await lock.acquire({ block: false }), false);
     release();
@@ -119,15 +130,71 @@ describe('async tasks of one thread', () => {
     assert.equal(v.value, 7);
     arr[1] = 3;
     assert.deepEqual(Array.from(arr), [0, 3]);
-    assert.equal(lock.acquireSync({ block: false }), true);
-    lock.release();
+    for (const l of [lock, rlock]) {
+      assert.equal(l.acquireSync({ block: false }), true);
+      l.release();
+    }
   });
 
-  it('a Lock taken again by the task that holds it throws DeadlockError from acquireSync', async () => {
+  it('a Lock held by this thread is released by another thread while a blocking acquire waits (Python\'s Lock as a signal)', async () => {
     const lock = new mp.Lock();
-    await lock.withLock(() => {
-      assert.throws(() => lock.acquireSync(), (e: Error) => e instanceof mp.DeadlockError && /not re-entrant/.test(e.message));
+    const ready = mp.RawArray('i', 1);
+    lock.acquireSync();
+    const p = new (mp.getContext('thread').Process)({ target: fx.releaseWhenReady, args: [lock, ready], module });
+    p.start();
+    Atomics.store(ready, 0, 1);
+    assert.equal(lock.acquireSync({ timeout: 20_000 }), true, 'the other thread\'s release let us in');
+    lock.release();
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  });
+
+  it('a bare acquire() inside a withLock callback belongs to the thread, not to that callback', async () => {
+    const outer = new mp.Lock();
+    const v = mp.Value('i', 1);
+    await outer.withLock(async () => {
+      await v.getLock().acquire();
     });
+    // The callback is over; the thread still holds the Value's lock and can use it.
+    v.value += 1;
+    v.getLock().release();
+    assert.equal(v.getLock().acquireSync({ block: false }), true, 'released for good');
+    v.getLock().release();
+    assert.equal(v.value, 2);
+  });
+
+  it('sibling tasks re-entering an RLock that their parent task holds take turns (read, await, write loses nothing)', async () => {
+    const v = mp.Value('i', 0);
+    let inside = 0;
+    let most = 0;
+    await v.getLock().withLock(async () => {
+      await Promise.all(
+        [1, 2, 3, 4].map(() =>
+          v.getLock().withLock(async () => {
+            most = Math.max(most, ++inside);
+            const x = v.value;
+            await sleep(2);
+            v.value = x + 1;
+            inside--;
+          }),
+        ),
+      );
+      // Back in the parent task: it holds the lock again.
+      v.value += 10;
+    });
+    assert.equal(most, 1);
+    assert.equal(v.value, 14);
+  });
+
+  it('timer and tick callbacks scheduled inside withLock run as part of its task', async () => {
+    const v = mp.Value('i', 0);
+    await v.getLock().withLock(async () => {
+      await new Promise<void>((resolve) => setTimeout(() => ((v.value += 1), resolve()), 1));
+      await new Promise<void>((resolve) => setImmediate(() => ((v.value += 1), resolve())));
+      await new Promise<void>((resolve) => process.nextTick(() => ((v.value += 1), resolve())));
+      await new Promise<void>((resolve) => queueMicrotask(() => ((v.value += 1), resolve())));
+    });
+    assert.equal(v.value, 4);
   });
 
   it('bare acquire()/release() outside withLock count the whole thread as one holder (documented)', async () => {

@@ -113,6 +113,7 @@ describe('without the native addon', () => {
     assert.equal(out.total, 10_000);
     assert.equal(out.recovered, true, 'the killed holder was seen dead');
     assert.deepEqual(out.tasks, { value: 10, maxInside: 1 });
+    assert.deepEqual(out.wrappers, { value: 2, most: 1, exitCode: 0 }, 'two wrappers of one lock in one thread share its holder record');
     assert.match(out.processError, /^NativeUnavailableError: .*native addon.*'thread' start method/);
     assert.match(r.stderr, /Children start as threads/);
   });

@@ -75,9 +75,9 @@ describe('process tree', () => {
     }
   });
 
-  it('code an unguarded entry left running (async main(), a timer) cannot start grandchildren; a target\'s own timer can', async () => {
+  it('code an unguarded entry left running (async main(), timers, I/O callbacks) cannot start grandchildren; a target\'s own timer can', async () => {
     for (const method of METHODS) {
-      for (const mode of ['async', 'timer']) {
+      for (const mode of ['async', 'timer', 'late-timer', 'fs-callback', 'named-timer']) {
         const r = await run(process.execPath, [fixture('unguarded-async.js'), mode], {
           env: { MULTIPROCESSING_TS_START_METHOD: method },
         });

@@ -13,7 +13,7 @@ import { decode, hasShared } from '../serialize/decode.js';
 import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
 import type { TargetSpec } from './target.js';
-import { importEntry } from './import-entry.js';
+import { importEntry, runTarget } from './import-entry.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
 function nameShim<F extends Function>(fn: F, name: string): F {
@@ -89,7 +89,7 @@ export async function runChild(spec: ChildSpec): Promise<void> {
     // a child given none of them starts without loading it.
     if (hasShared(cloned)) await import('../index.js');
     const args = decode(cloned) as unknown[];
-    await fn(...args);
+    await runTarget(fn, args);
   } catch (err) {
     report(spec.identity.name, err);
     process.exitCode = 1;

@@ -17,7 +17,7 @@ import { popenProcess } from './popen-process.js';
 import { popenThread } from './popen-thread.js';
 import type { Popen } from './popen.js';
 import { liveChildren } from './registry.js';
-import { startedByImport } from './import-entry.js';
+import { childChain } from './import-entry.js';
 
 /** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
 export interface ProcessOptions<F extends (...args: any[]) => unknown> {
@@ -49,6 +49,13 @@ const GUARD_MESSAGE =
   'the entry script starts children outside its main-process guard. Guard that code with ' +
   '`if (mp.isMainProcess()) { … }` (Python\'s `if __name__ == "__main__":`), ' +
   'so children importing the script for its exports do not run it';
+
+const OUTSIDE_TARGET_MESSAGE =
+  'a child process may start children only from its target (the target function, what it awaits, ' +
+  'and the timers and ticks it schedules); this start() runs outside that chain. If it comes from the ' +
+  'entry script\'s own code, guard that code with `if (mp.isMainProcess()) { … }`; if it comes from an ' +
+  'event-emitter or callback-style API inside the target, use its promise form (e.g. `await once(emitter, ' +
+  '\'event\')`, `node:fs/promises`), which keeps the target\'s chain';
 
 let tsxApiPath: string | null | undefined;
 
@@ -171,7 +178,11 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     this.checkOpen();
     if (this.popen) throw new StateError(`cannot start a process twice (${this._name} was started already)`);
     const state = runtime();
-    if (state.importingEntry || (state.child && startedByImport())) throw new StateError(GUARD_MESSAGE);
+    if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
+    if (state.child) {
+      const chain = childChain();
+      if (chain !== 'target') throw new StateError(chain === 'import' ? GUARD_MESSAGE : OUTSIDE_TARGET_MESSAGE);
+    }
     if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
     const method = validateStartMethod(this.startMethod());
     const target: TargetSpec = describeTarget(this.target, this.module);

@@ -7,7 +7,8 @@
  *            back to 0, or a recoverer replaces a dead holder's id with its own.
  *   COUNT 1: RLock recursion depth — only meaningful while held, only
  *            touched by the holder.
- *   2, 3:    reserved.
+ *   2, 3:    an int64 random id naming the lock where its segment has no
+ *            file path (no addon), written once by the first wrapper.
  *
  * The holder's id is in the very word the compare-exchange wins, as in
  * Linux's robust and PI futexes: there is no instant at which the lock is
@@ -18,15 +19,20 @@
  *
  * Inside one thread, async tasks interleave at every await, so the thread id
  * alone cannot tell who holds a lock. Each thread therefore also records,
- * per lock word, the *task frame* (async-context.ts) that holds it: the
- * frame `withLock` opened for its callback, or the root for code outside
- * any `withLock`. A task of this thread acquires only when the word is free
- * (or, for an RLock, when the holding frame is its own or one it runs
- * inside); otherwise it sleeps on the word like a waiter from another
- * process, and the holder's release wakes it. A synchronous acquire that
- * finds the word held by another task of its own thread could only wait
- * for a task that cannot run while the thread is blocked: it throws
- * DeadlockError instead of hanging.
+ * per lock word, which of its *task frames* (async-context.ts) holds it:
+ * the frame `withLock` opened for its callback, or the thread's root for a
+ * bare `acquire()`/`acquireSync()` (those keep Python's per-thread
+ * ownership). A task of this thread takes a lock only when the word is free
+ * or, for an RLock, when the holding frame is its own or one it runs inside;
+ * an RLock re-entered by a `withLock` becomes that frame's until it lets go
+ * (a stack of holders), so sibling tasks inside one holder still exclude
+ * each other. Otherwise a task waits: for a Lock on the word like a waiter
+ * from another process (any thread may release a Lock), for an RLock on
+ * this thread's record of it (only this thread can release it). A
+ * synchronous acquire of an RLock held by another task of its own thread,
+ * or a Value's accessor on any lock so held, could only wait for a task
+ * that cannot run while the thread is blocked: it throws DeadlockError
+ * instead of hanging.
  *
  * Acquire is a compare-exchange fast path, a short spin, then a futex sleep
  * on STATE (the WAITERS bit plays Drepper's "contended" state, so an
@@ -53,15 +59,16 @@ const OWNER = WAITERS - 1;
 /** Bytes a lock occupies in a segment. */
 export const LOCK_BYTES = 16;
 
-/** Busy checks before sleeping: a holder usually lets go within a few µs. */
-const SPIN = 100;
 /**
- * An async sleeper wakes through the waiter thread and the event loop, tens
- * of µs; a holder usually lets go far sooner, so async acquirers spin longer
- * (a few µs of a blocked loop) before they sleep.
+ * How long to spin before sleeping, in pause steps (each look at the word
+ * costs one, each pause as many as it lasts): a few µs. A holder usually
+ * lets go sooner than a futex sleep and wake take (tens of µs for an async
+ * waiter, through the waiter thread and the event loop), so async acquirers
+ * spin a little longer — while the event loop stays blocked, so not much.
  */
-const SPIN_ASYNC = 2000;
-/** The longest pause between two looks at a held lock, in `spinPause` steps. */
+const SPIN_STEPS = 2_000;
+const SPIN_STEPS_ASYNC = 8_000;
+/** The longest pause between two looks at a held lock, in steps. */
 const MAX_PAUSE = 64;
 
 /** Burns about `steps` cheap operations without touching shared memory (JS has no PAUSE instruction). */
@@ -98,8 +105,9 @@ interface LockHandle extends SharedHandle {
 }
 
 /**
- * This thread's view of one lock word, shared by every object of this
- * thread that wraps the same word (a lock revived twice).
+ * This thread's record of one lock word, shared by every object of this
+ * isolate that wraps the same word (a lock revived twice, or by two copies
+ * of the package).
  */
 interface LocalHold {
   /**
@@ -108,19 +116,59 @@ interface LocalHold {
    * release, the word itself is checked instead.
    */
   held: boolean;
-  /** The task frame of this thread that holds it (`null`: the root); meaningful while `held`. */
+  /** The frame holding it now (`null`: the thread's root); meaningful while `held`. */
   owner: Frame | null;
+  /** RLock: the holders below `owner`, one per re-entry (a stack). */
+  readonly below: Array<Frame | null>;
+  /** Tasks of this thread waiting for an RLock's holder here to change or let go. */
+  waiters: Array<() => void> | null;
+  /** Wrapper objects alive for this record; it is dropped with the last one (when not held). */
+  wrappers: number;
 }
 
-/** Segments are mapped once per isolate, so (segment, offset) names a word here. */
-const holds = new WeakMap<Segment, Map<number, LocalHold>>();
+interface HoldsState {
+  readonly byWord: Map<string, LocalHold>;
+  readonly collector: FinalizationRegistry<string>;
+}
 
-function localHold(segment: Segment, offset: number): LocalHold {
-  let byOffset = holds.get(segment);
-  if (!byOffset) holds.set(segment, (byOffset = new Map()));
-  let hold = byOffset.get(offset);
-  if (!hold) byOffset.set(offset, (hold = { held: false, owner: null }));
+const HOLDS = Symbol.for('multiprocessing-ts.lock-holds');
+const holds: HoldsState = ((globalThis as { [HOLDS]?: HoldsState })[HOLDS] ??= (() => {
+  const byWord = new Map<string, LocalHold>();
+  const collector = new FinalizationRegistry<string>((key) => {
+    const hold = byWord.get(key);
+    if (hold && --hold.wrappers === 0 && !hold.held) byWord.delete(key);
+  });
+  return { byWord, collector };
+})());
+
+/** The name of a lock word in this isolate: its file and offset, or the random id in its words 2–3. */
+function wordKey(segment: Segment, offset: number): string {
+  if (segment.path) return `${segment.path}#${offset}`;
+  const id = new BigInt64Array(segment.sab, offset + 8, 1);
+  if (Atomics.load(id, 0) === 0n) {
+    const random = new BigInt64Array(1);
+    do crypto.getRandomValues(random);
+    while (random[0] === 0n);
+    Atomics.compareExchange(id, 0, 0n, random[0]!);
+  }
+  return `sab#${Atomics.load(id, 0)}`;
+}
+
+function localHold(owner: object, segment: Segment, offset: number): LocalHold {
+  const key = wordKey(segment, offset);
+  let hold = holds.byWord.get(key);
+  if (!hold) holds.byWord.set(key, (hold = { held: false, owner: null, below: [], waiters: null, wrappers: 0 }));
+  hold.wrappers++;
+  holds.collector.register(owner, key);
   return hold;
+}
+
+/** Wakes the tasks of this thread waiting on `hold` (they look again). */
+function notifyLocal(hold: LocalHold): void {
+  const waiters = hold.waiters;
+  if (waiters === null || waiters.length === 0) return;
+  hold.waiters = null;
+  for (const wakeUp of waiters) wakeUp();
 }
 
 const SYNC_DEADLOCK =
@@ -139,7 +187,7 @@ abstract class MutexBase {
     this.segment = place?.segment ?? Segment.create(LOCK_BYTES);
     this.offset = place?.offset ?? this.segment.base;
     this.words = new Int32Array(this.segment.sab, this.offset, 4);
-    this.hold = localHold(this.segment, this.offset);
+    this.hold = localHold(this, this.segment, this.offset);
   }
 
   /** True when the latest acquisition through this object took the lock over from a holder that had died. */
@@ -164,15 +212,17 @@ abstract class MutexBase {
     return (s & OWNER) === selfTid();
   }
 
-  /** Re-entry by the holder; `Lock` says no, `RLock` counts. */
-  protected abstract reenter(): boolean;
+  /** Re-entry by the holder for `frame` (`withLock`'s) or, when null, by a bare acquire; `Lock` says no. */
+  protected abstract reenter(frame: Frame | null): boolean;
 
+  /** A fresh acquisition, held by `frame` (a `withLock`) or the thread's root (`null`). */
   private won(frame: Frame | null): true {
     // A read is cheaper than a write on a contended line: COUNT is nearly always 1.
     if (this.words[COUNT] !== 1) this.words[COUNT] = 1;
     const hold = this.hold;
     hold.held = true;
     hold.owner = frame;
+    if (hold.below.length !== 0) hold.below.length = 0;
     this.died = false;
     return true;
   }
@@ -181,15 +231,13 @@ abstract class MutexBase {
     return Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0 && this.won(frame);
   }
 
-  private spin(rounds: number, frame: Frame | null): boolean {
+  /** Spins with growing pauses up to `budget` steps: each look pulls the line the holder works on. */
+  private spin(budget: number, frame: Frame | null): boolean {
     const w = this.words;
     const me = selfTid();
     let pause = 1;
-    for (let i = 0; i < rounds; i++) {
+    for (let spent = 0; spent < budget; spent += pause + 1) {
       if (Atomics.load(w, STATE) === 0 && Atomics.compareExchange(w, STATE, 0, me) === 0) return this.won(frame);
-      // Back off between looks: each look pulls the lock's cache line away
-      // from the holder, who is working on that very line (the value sits
-      // beside the word), so looking less often lets it finish sooner.
       spinPause(pause);
       if (pause < MAX_PAUSE) pause <<= 1;
     }
@@ -226,12 +274,22 @@ abstract class MutexBase {
   }
 
   /**
+   * Whether a task of this thread holds it and `task` may re-enter: the
+   * holding frame is `task`'s own or one it runs inside. Reads `task`'s
+   * parent now if unknown: call it where the task was opened.
+   */
+  private mayReenter(task: Frame | null): boolean {
+    if (!this.heldByThisThread()) return false;
+    if (task !== null) parentOf(task);
+    return isWithin(this.hold.owner, task);
+  }
+
+  /**
    * Acquires the lock, waiting without blocking the event loop.
    *
-   * Outside `withLock`, all code of one thread counts as one holder (the
-   * thread's root frame): two async tasks that each call `acquire()` on an
-   * RLock both get it. Use `withLock` to make concurrent tasks exclude each
-   * other.
+   * A bare `acquire()` is held by the thread (Python's ownership): any code
+   * of the thread may re-enter an RLock or release it. `withLock` makes
+   * concurrent async tasks exclude each other instead.
    * @returns true when acquired, false on timeout or when `block` is false and it is taken.
    * @example
    * ```ts
@@ -242,38 +300,39 @@ abstract class MutexBase {
     // No async function here: an uncontended acquire must not cost the extra
     // promise turns of one (the caller resumes one microtask later, still
     // holding the lock, and under contention that doubles the hold time).
-    const frame = currentTask();
-    if (this.takeWithoutSleeping(options, frame)) return ACQUIRED;
-    return this.acquireSlowly(options, frame);
+    if (this.tryOnce(null) || this.reenterOrSpin(options.block !== false, null)) return ACQUIRED;
+    return this.acquireSlowly(options, null);
   }
 
-  /** The synchronous part of an async acquire: try, re-enter, spin. */
-  private takeWithoutSleeping(options: AcquireOptions, frame: Frame | null): boolean {
-    return this.tryOnce(frame) || this.reenterOrSpin(options.block !== false, frame);
-  }
-
-  /** After a failed compare-exchange: re-enter when a chain of ours holds it, else spin a while. */
+  /** After a failed compare-exchange: re-enter when a chain of ours may, else spin a while. */
   private reenterOrSpin(spin: boolean, frame: Frame | null): boolean {
     // Held by this thread: spinning cannot help, the holder is a task of ours.
-    if (this.heldHere(Atomics.load(this.words, STATE))) return this.reenterFor(frame);
-    return spin && this.spin(SPIN_ASYNC, frame);
+    if (this.heldHere(Atomics.load(this.words, STATE))) return this.mayReenter(frame ?? currentTask()) && this.reenter(frame);
+    return spin && this.spin(SPIN_STEPS_ASYNC, frame);
   }
 
-  /** Re-enters for `frame` when the holding frame of this thread is its own or one it runs inside. */
-  private reenterFor(frame: Frame | null): boolean {
-    if (frame !== null) parentOf(frame);
-    return isWithin(this.hold.owner, frame) && this.reenter();
-  }
-
-  /** Sleeps on the lock word until it is ours (or the deadline passes). */
+  /**
+   * Sleeps until the lock is ours (or the deadline passes). `frame` is the
+   * `withLock` frame that will hold it, or null for a bare acquire.
+   */
   private async acquireSlowly(options: AcquireOptions, frame: Frame | null): Promise<boolean> {
+    // The awaits below keep the caller's frame: it is the task asking.
+    const task = frame ?? currentTask();
+    if (frame !== null) parentOf(frame);
     if (options.block === false) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
     for (;;) {
       const seen = this.claimOrMark(frame);
       if (seen === true) return true;
-      // While we slept, a chain this one runs inside may have taken it.
-      if (this.heldHere(seen) && this.reenterFor(frame)) return true;
+      if (this.heldHere(seen)) {
+        // Held by a task of ours: take part in it, or wait for it.
+        if (this.mayReenter(task) && this.reenter(frame)) return true;
+        if (this.heldByThisThread() && this.kind === 'RLock') {
+          // Only this thread can let go of it: wait for its record to change.
+          if (!(await this.localChange(remaining(deadline)))) return false;
+          continue;
+        }
+      }
       const left = remaining(deadline);
       if (left === 0) return false;
       const r = await waitAsync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
@@ -281,42 +340,53 @@ abstract class MutexBase {
     }
   }
 
+  /** Resolves true when this thread's record of the lock changes hands or lets go; false after `timeoutMs`. */
+  private localChange(timeoutMs: number): Promise<boolean> {
+    if (timeoutMs === 0) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const timer = timeoutMs === Infinity ? null : setTimeout(() => resolve(false), timeoutMs);
+      (this.hold.waiters ??= []).push(() => {
+        if (timer) clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
   /**
    * Acquires the lock, blocking the calling thread: for hot paths in
    * children, where blocking is what Python does.
-   * @throws DeadlockError when another async task of this thread holds the
-   *   lock (or, for a Lock, the running task holds it already): waiting
-   *   could never end. `{ block: false }` returns false instead.
+   * @throws DeadlockError when another async task of this thread holds this
+   *   RLock and no timeout is given: only this blocked thread could let go
+   *   of it. With a timeout the answer is false at once, the outcome of
+   *   waiting it out; `{ block: false }` returns false.
    */
   acquireSync(options?: AcquireOptions): boolean {
-    if (Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0) return this.won(currentTask());
+    if (Atomics.compareExchange(this.words, STATE, 0, selfTid()) === 0) return this.won(null);
     return this.acquireSyncContended(options ?? {});
   }
 
   /** `acquireSync` past its fast path: re-entry, deadlock, spin, sleep, recovery. */
   private acquireSyncContended(options: AcquireOptions): boolean {
-    const frame = currentTask();
-    const s = Atomics.load(this.words, STATE);
-    if (this.heldHere(s)) {
-      const ours = isWithin(this.hold.owner, frame);
-      if (ours && this.reenter()) return true;
+    if (this.heldHere(Atomics.load(this.words, STATE))) {
+      if (this.mayReenter(currentTask()) && this.reenter(null)) return true;
       if (options.block === false) return false;
-      throw new DeadlockError(
-        ours
-          ? `acquireSync() of a Lock this task holds already would never return (a Lock is not re-entrant: use an RLock, or release it first)`
-          : `acquireSync() ${SYNC_DEADLOCK}`,
-      );
+      // A Lock may still be released by another thread (as in Python): wait below.
+      if (this.heldByThisThread() && this.kind === 'RLock') {
+        if (options.timeout !== undefined && options.timeout !== Infinity) return false;
+        throw new DeadlockError(`acquireSync() ${SYNC_DEADLOCK}`);
+      }
+    } else if (options.block === false) {
+      return this.recover(null);
     }
-    if (options.block === false) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
-    if (this.spin(SPIN, frame)) return true;
+    if (this.spin(SPIN_STEPS, null)) return true;
     for (;;) {
-      const seen = this.claimOrMark(frame);
+      const seen = this.claimOrMark(null);
       if (seen === true) return true;
       const left = remaining(deadline);
       if (left === 0) return false;
       const r = waitSync(this.words, STATE, seen, Math.min(left, OWNER_CHECK_MS));
-      if (r === WaitResult.TimedOut && this.recover(frame)) return true;
+      if (r === WaitResult.TimedOut && this.recover(null)) return true;
     }
   }
 
@@ -328,6 +398,7 @@ abstract class MutexBase {
    */
   guardSync<T>(read: () => T): T {
     if (this.heldByCurrentTask()) return read();
+    if (this.heldHere(Atomics.load(this.words, STATE))) throw new DeadlockError(`reading or writing a shared value ${SYNC_DEADLOCK}`);
     this.acquireSync();
     try {
       return read();
@@ -338,14 +409,11 @@ abstract class MutexBase {
 
   /** Releases the lock. */
   release(): void {
-    this.releaseIn(null, true);
+    this.releaseIn(null);
   }
 
-  /**
-   * @internal Releases on behalf of the task `frame` (`withLock`), or of the
-   * running task when `running` (whose frame is only read if it matters).
-   */
-  protected abstract releaseIn(frame: Frame | null, running: boolean): void;
+  /** @internal Releases on behalf of `withLock`'s `frame`, or (null) of the running code. */
+  protected abstract releaseIn(frame: Frame | null): void;
 
   /** @internal Lets the lock go entirely. */
   protected unlock(): void {
@@ -353,6 +421,7 @@ abstract class MutexBase {
     hold.held = false;
     hold.owner = null;
     if (Atomics.exchange(this.words, STATE, 0) & WAITERS) wake(this.words, STATE, 1);
+    notifyLocal(hold);
   }
 
   /**
@@ -366,7 +435,7 @@ abstract class MutexBase {
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
     const frame = openTask();
     // The frame learns its parent as it is entered, for free; only a
-    // re-entry check needs it before (reenterFor reads it then). The slow
+    // re-entry check needs it before (mayReenter reads it then). The slow
     // path's awaits and `.then` keep the caller's frame, so it is still
     // the parent when the callback is entered there.
     if (this.tryOnce(frame) || this.reenterOrSpin(true, frame)) return this.runHeld(fn, frame);
@@ -383,15 +452,15 @@ abstract class MutexBase {
     try {
       result = runInFrame(frame, fn);
     } catch (err) {
-      this.releaseIn(frame, false);
+      this.releaseIn(frame);
       return Promise.reject(err);
     }
     if (!isThenable(result)) {
-      this.releaseIn(frame, false);
+      this.releaseIn(frame);
       // A settled promise is shared harmlessly: saves an allocation per call.
       return (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>;
     }
-    return Promise.resolve(result).finally(() => this.releaseIn(frame, false)) as Promise<Awaited<T>>;
+    return Promise.resolve(result).finally(() => this.releaseIn(frame)) as Promise<Awaited<T>>;
   }
 
   /** `withLock` for synchronous code, blocking the thread while waiting. */
@@ -441,7 +510,8 @@ export class Lock extends MutexBase {
   }
 
   protected releaseIn(): void {
-    // Any thread or task may release a Lock, as in Python.
+    // Any thread or task may release a Lock, as in Python; its waiters of
+    // this thread sleep on the word too, so the futex wake reaches them.
     const hold = this.hold;
     hold.held = false;
     hold.owner = null;
@@ -457,7 +527,8 @@ export class Lock extends MutexBase {
 
 /**
  * A re-entrant lock (Python's `multiprocessing.RLock`): the holding thread
- * may acquire it again, and must release it as often.
+ * may acquire it again, and must release it as often. Inside `withLock`,
+ * the holder is the callback's task rather than the whole thread.
  */
 export class RLock extends MutexBase {
   protected readonly kind = 'RLock';
@@ -466,8 +537,13 @@ export class RLock extends MutexBase {
     super(place);
   }
 
-  protected reenter(): boolean {
+  protected reenter(frame: Frame | null): boolean {
     this.words[COUNT]! += 1;
+    const hold = this.hold;
+    hold.below.push(hold.owner);
+    // A withLock re-entry makes its own task the holder until it lets go; a
+    // bare one keeps the holder it found.
+    if (frame !== null) hold.owner = frame;
     return true;
   }
 
@@ -475,18 +551,23 @@ export class RLock extends MutexBase {
     return this.hold.held;
   }
 
-  protected releaseIn(frame: Frame | null, running: boolean): void {
+  protected releaseIn(frame: Frame | null): void {
     const hold = this.hold;
     const owner = hold.owner;
-    if (!hold.held || (owner !== null && !isWithin(owner, running ? currentTask() : frame))) {
+    if (!hold.held || (owner !== null && owner !== frame && !isWithin(owner, frame ?? currentTask()))) {
       throw new ValueError('release() of an RLock by a thread or task that does not hold it (inside `withLock`, let it release)');
     }
-    const count = this.words[COUNT]!;
-    if (count > 1) {
-      this.words[COUNT] = count - 1;
+    const below = hold.below;
+    if (below.length === 0) {
+      this.unlock();
       return;
     }
-    this.unlock();
+    this.words[COUNT] = below.length;
+    const previous = below.pop()!;
+    if (previous !== owner) {
+      hold.owner = previous;
+      notifyLocal(hold);
+    }
   }
 
   override toString(): string {
