@@ -161,6 +161,15 @@ describe('async tasks of one thread', () => {
     assert.equal(v.getLock().acquireSync({ block: false }), true, 'released for good');
     v.getLock().release();
     assert.equal(v.value, 2);
+    // The same when the bare acquire re-entered the callback's own RLock.
+    const r = new mp.RLock();
+    await r.withLock(async () => {
+      await r.acquire();
+    });
+    assert.equal(r.acquireSync({ block: false }), true, 'the thread still holds it and re-enters');
+    r.release();
+    r.release();
+    assert.throws(() => r.release(), mp.ValueError);
   });
 
   it('sibling tasks re-entering an RLock that their parent task holds take turns (read, await, write loses nothing)', async () => {

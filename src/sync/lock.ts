@@ -563,7 +563,13 @@ export class RLock extends MutexBase {
       return;
     }
     this.words[COUNT] = below.length;
-    const previous = below.pop()!;
+    let previous: Frame | null = below.pop()!;
+    if (frame !== null && previous === frame) {
+      // The callback re-entered with a bare acquire() it did not release:
+      // that hold outlives the callback, and belongs to the thread.
+      previous = null;
+      for (let i = 0; i < below.length; i++) if (below[i] === frame) below[i] = null;
+    }
     if (previous !== owner) {
       hold.owner = previous;
       notifyLocal(hold);
