@@ -20,8 +20,8 @@
  *
  * Format, one entry per line:
  *   t               the owner is a worker thread (it lives in its parent's process)
- *   p <pid> <start> the owner is that process (<start>: its start time in
- *                   /proc/<pid>/stat, telling a reused pid apart; `-` if unknown)
+ *   p <pid> <start> the owner is that process (<start>: its start time,
+ *                   liveness.ts `startTimeOf`, telling a reused pid apart; `-` if unknown)
  *   p               the owner is a process that has not received its spec yet
  *   c               the owner has started children (whose ids extend its own)
  *   +<name> / -<name>  a reference on `<treeDir>/<name>` taken / given back
@@ -37,12 +37,16 @@
  * The file is compacted when it grows.
  */
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { startTimeOf } from '../liveness.js';
 import { runtime } from '../runtime.js';
 
-/** What a ledger says about its owner. */
+/**
+ * What a ledger says about its owner. A process's `start` is its start time
+ * (liveness.ts `startTimeOf`), null when it was not known.
+ */
 export type LedgerOwner =
   | { readonly kind: 'thread' }
-  | { readonly kind: 'process'; readonly pid: number | null; readonly start: string };
+  | { readonly kind: 'process'; readonly pid: number | null; readonly start: number | null };
 
 /** A ledger's contents, replayed. */
 export interface LedgerContents {
@@ -76,7 +80,7 @@ export function parseLedger(text: string): LedgerContents {
       owner = { kind: 'thread' };
     } else if (sign === 'p') {
       const [, pid, start] = line.split(' ');
-      owner = { kind: 'process', pid: pid ? Number(pid) : null, start: start ?? '-' };
+      owner = { kind: 'process', pid: pid ? Number(pid) : null, start: start && start !== '-' ? Number(start) : null };
     } else if (line === 'c') {
       startedChildren = true;
     }
@@ -84,21 +88,15 @@ export function parseLedger(text: string): LedgerContents {
   return { owner, startedChildren, nets };
 }
 
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or '-' when unreadable. */
-export function processStartTime(pid: number | 'self'): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // The command name (field 2) may hold spaces and parentheses; fields after its last ')' are plain.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '-';
-  } catch {
-    return '-';
-  }
+/** A process's start time as an owner line gives it: `-` when /proc cannot tell. */
+function startField(pid: number | 'self'): string {
+  return String(startTimeOf(pid) ?? '-');
 }
 
 /** The owner line a parent writes for a child. */
 export function ownerLine(owner: { kind: 'thread' } | { kind: 'process'; pid: number | undefined }): string {
   if (owner.kind === 'thread') return 't\n';
-  return owner.pid === undefined ? 'p\n' : `p ${owner.pid} ${processStartTime(owner.pid)}\n`;
+  return owner.pid === undefined ? 'p\n' : `p ${owner.pid} ${startField(owner.pid)}\n`;
 }
 
 // ---------------------------------------------------------------------------
@@ -157,7 +155,7 @@ function openOwn(): OwnLedger | null {
   }
   const parsed = parseLedger(text);
   const line =
-    child.startMethod === 'thread' ? 't\n' : `p ${process.pid} ${processStartTime('self')}\n`;
+    child.startMethod === 'thread' ? 't\n' : `p ${process.pid} ${startField('self')}\n`;
   const own: OwnLedger = {
     path,
     fd: -1,

@@ -13,6 +13,7 @@
  * again a few times before it is left to the tree's reaper.
  */
 import { readFileSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
+import { processGone } from '../liveness.js';
 import { runtime } from '../runtime.js';
 import {
   LEDGER_ID,
@@ -155,23 +156,10 @@ function ownerGone(id: string, root: string, ownerOf: (id: string) => LedgerOwne
     const owner = ownerOf(current);
     if (owner === undefined) return current !== id;
     if (owner === null) return false;
-    if (owner.kind === 'process') return owner.pid === null || processGone(owner.pid, owner.start);
+    // Without a start time a reused pid cannot be told apart: then it may be alive.
+    if (owner.kind === 'process') return owner.pid === null || (owner.start !== null && processGone(owner.pid, owner.start));
   }
   return true;
-}
-
-/** Dead, a zombie, or a new process under a reused pid. */
-function processGone(pid: number, start: string): boolean {
-  if (start === '-') return false; // no /proc to tell a reused pid apart
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' || code === 'ESRCH';
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[0] === 'Z' || fields[0] === 'X' || fields[19] !== start;
 }
 
 function unlinkQuietly(path: string): void {
