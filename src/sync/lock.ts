@@ -433,24 +433,30 @@ abstract class MutexBase {
    * @example `const n = await lock.withLock(() => counter.value++);`
    */
   withLock<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    // Enter the callback's frame before taking the lock, not inside the
+    // critical section: entering and leaving it cost two calls into the
+    // addon, which must not lengthen the time the lock is held. The frame
+    // learns its parent as it is entered.
     const frame = openTask();
-    // The frame learns its parent as it is entered, for free; only a
-    // re-entry check needs it before (mayReenter reads it then). The slow
-    // path's awaits and `.then` keep the caller's frame, so it is still
-    // the parent when the callback is entered there.
-    if (this.tryOnce(frame) || this.reenterOrSpin(true, frame)) return this.runHeld(fn, frame);
-    return this.acquireSlowly({}, frame).then(() => this.runHeld(fn, frame));
+    return runInFrame(frame, () => this.lockedCall(fn, frame));
+  }
+
+  /** Takes the lock for `frame` (running in it) and calls `fn` holding it. */
+  private lockedCall<T>(fn: () => T | Promise<T>, frame: Frame): Promise<Awaited<T>> {
+    if (this.tryOnce(frame) || this.reenterOrSpin(true, frame)) return this.callHeld(fn, frame);
+    // The slow path's awaits and `.then` carry the frame: the callback runs in it.
+    return this.acquireSlowly({}, frame).then(() => this.callHeld(fn, frame));
   }
 
   /**
-   * Runs `fn` in `frame` with the lock held and releases it as soon as `fn`
+   * Calls `fn` with the lock held by `frame` and releases it as soon as `fn`
    * is done: at once when `fn` is synchronous, so the lock is not held
    * across the caller's await (under contention that would double the hold time).
    */
-  private runHeld<T>(fn: () => T | Promise<T>, frame: Frame): Promise<Awaited<T>> {
+  private callHeld<T>(fn: () => T | Promise<T>, frame: Frame): Promise<Awaited<T>> {
     let result: T | Promise<T>;
     try {
-      result = runInFrame(frame, fn);
+      result = fn();
     } catch (err) {
       this.releaseIn(frame);
       return Promise.reject(err);
