@@ -20,10 +20,12 @@
  *
  * Awaits, `.then` and async functions keep the frame under both carriers.
  * So do callbacks of timers, `setImmediate`, `process.nextTick` and
- * `queueMicrotask`: once the first frame is opened, those schedulers are
- * wrapped (for the rest of the isolate's life) to pass on the frame they
- * were called in. Callbacks of event emitters and callback-style I/O start
- * with no frame under the native carrier (AsyncLocalStorage carries them).
+ * `queueMicrotask`: under the native carrier, once the first frame is
+ * opened, those schedulers are wrapped (for the rest of the isolate's life)
+ * to pass on the frame they were called in (references taken before that,
+ * e.g. `const { setTimeout } = require('timers')`, are not). Callbacks of
+ * event emitters and callback-style I/O start with no frame under the
+ * native carrier (AsyncLocalStorage carries them, and everything else).
  *
  * The state lives on `globalThis` under a registered symbol: a child's
  * bootstrap is bundled apart from the package, and both copies of this
@@ -53,6 +55,15 @@ export interface Frame {
    */
   parent: Frame | null | undefined;
   readonly kind: FrameKind;
+  /** Set when a task frame's `withLock` is over: frames opened later in its chain skip it as a parent, so chains stay as long as the live tasks. */
+  done?: boolean;
+}
+
+/** The nearest frame from `frame` up that is not over. */
+function live(frame: Frame | null | undefined): Frame | null {
+  let f = frame ?? null;
+  while (f !== null && f.done) f = f.parent ?? null;
+  return f;
 }
 
 interface Carrier {
@@ -75,7 +86,8 @@ interface ContextState {
   tasks: number;
 }
 
-const KEY = Symbol.for('multiprocessing-ts.async-context');
+// Versioned: a copy of the package with another layout keeps its own state.
+const KEY = Symbol.for('multiprocessing-ts.async-context.v1');
 const state: ContextState = ((globalThis as { [KEY]?: ContextState })[KEY] ??= {
   carrier: null,
   syncFrame: undefined,
@@ -89,7 +101,7 @@ function nativeCarrier(addon: NonNullable<ReturnType<typeof native>>): Carrier {
     run(frame, fn) {
       const previous = addon.asyncContextSwap(frame) as Frame | undefined;
       try {
-        if (frame.parent === undefined) frame.parent = previous ?? null;
+        if (frame.parent === undefined) frame.parent = live(previous);
         return fn();
       } finally {
         addon.asyncContextSwap(previous);
@@ -103,7 +115,7 @@ function storageCarrier(): Carrier {
   return {
     get: () => storage.getStore() ?? null,
     run(frame, fn) {
-      if (frame.parent === undefined) frame.parent = storage.getStore() ?? null;
+      if (frame.parent === undefined) frame.parent = live(storage.getStore());
       return storage.run(frame, fn);
     },
   };
@@ -113,8 +125,13 @@ function carrier(): Carrier {
   if (state.carrier) return state.carrier;
   const major = Number(process.versions.node.split('.')[0]);
   const addon = native();
-  state.carrier = addon && major < 22 ? nativeCarrier(addon) : storageCarrier();
-  carryFramesThroughSchedulers();
+  if (addon && major < 22) {
+    state.carrier = nativeCarrier(addon);
+    // AsyncLocalStorage carries frames through these itself.
+    carryFramesThroughSchedulers();
+  } else {
+    state.carrier = storageCarrier();
+  }
   return state.carrier;
 }
 
@@ -144,7 +161,14 @@ function carryFramesThroughSchedulers(): void {
       wrapper = function scheduleInFrame(this: unknown, callback: unknown, ...rest: unknown[]): unknown {
         const frame = currentFrame();
         if (frame === null || typeof callback !== 'function') return original.call(this, callback, ...rest);
-        return original.call(this, (...args: unknown[]) => runInFrame(frame, () => callback(...args)), ...rest);
+        // Node calls a timer's callback with the Timeout as `this` (clearInterval(this)).
+        return original.call(
+          this,
+          function inFrame(this: unknown, ...args: unknown[]) {
+            return runInFrame(frame, () => (callback as Function).apply(this, args));
+          },
+          ...rest,
+        );
       };
       // Keep what hangs off the original (`setTimeout[promisify.custom]`…).
       for (const prop of Reflect.ownKeys(original)) {
@@ -194,7 +218,7 @@ export function openRoot(kind: FrameKind.Target | FrameKind.Import): Frame {
 
 /** `frame`'s parent, read now from the running chain if not known yet (call it where the frame was opened). */
 export function parentOf(frame: Frame): Frame | null {
-  if (frame.parent === undefined) frame.parent = currentFrame();
+  if (frame.parent === undefined) frame.parent = live(currentFrame());
   return frame.parent;
 }
 

@@ -83,17 +83,25 @@ function tagOf(start: number): number {
   return (Math.imul(start | 0, 0x9e3779b1) >>> 24) % 255 + 1;
 }
 
-let self = 0;
+/**
+ * This isolate's holder id, on `globalThis` (versioned key) so that every
+ * copy of the package in the isolate writes the same id into lock words.
+ */
+const SELF = Symbol.for('multiprocessing-ts.holder-id.v1');
+type WithSelf = typeof globalThis & { [SELF]?: number };
 
 /**
  * The calling thread's holder id: its kernel thread id with the tag of its
  * start time (never 0; untagged if /proc could not be read).
  */
+let self = 0;
+
 export function selfTid(): number {
   if (self !== 0) return self;
+  const g = globalThis as WithSelf;
   // Without the addon /proc still knows: /proc/thread-self -> "<pid>/task/<tid>".
-  const tid = native()?.gettid() ?? Number(readlinkSync('/proc/thread-self').split('/').pop());
-  return (self = holderIdOf(tid) || tid);
+  g[SELF] ??= ((tid) => holderIdOf(tid) || tid)(native()?.gettid() ?? Number(readlinkSync('/proc/thread-self').split('/').pop()));
+  return (self = g[SELF]);
 }
 
 /** The holder id of the live thread `tid` (0 when /proc has no readable entry for it). */

@@ -11,6 +11,7 @@ import * as mp from '../src/index.js';
 import { METHODS, eventually } from './helpers.js';
 import * as fx from './fixtures/lock-tasks.js';
 import { holderIdOf } from '../src/liveness.js';
+import { currentFrame } from '../src/async-context.js';
 
 const module = fx.LOCK_TASKS;
 
@@ -193,6 +194,99 @@ describe('async tasks of one thread', () => {
     });
     assert.equal(most, 1);
     assert.equal(v.value, 14);
+  });
+
+  it('releases out of order keep exclusion: a nested withLock that leaves a bare hold, one that outlives its parent, a bare release around a withLock', async () => {
+    const r = new mp.RLock();
+    // (a) C leaves a bare acquire behind inside B; a sibling D at the root must still wait for B.
+    let inB = false;
+    let overlap = false;
+    const b = r.withLock(async () => {
+      await r.withLock(async () => {
+        await r.acquire();
+      });
+      inB = true;
+      await sleep(20);
+      inB = false;
+    });
+    await sleep(5);
+    await r.withLock(() => {
+      overlap = inB;
+    });
+    await b;
+    assert.equal(overlap, false, 'D never ran inside B');
+    r.release(); // the bare hold C left belongs to the thread
+    assert.equal(r.acquireSync({ block: false }), true);
+    r.release();
+    assert.throws(() => r.release(), mp.ValueError);
+    // (b) A nested withLock that outlives its parent's callback.
+    let inner!: Promise<void>;
+    await r.withLock(async () => {
+      inner = r.withLock(() => sleep(15));
+    });
+    await inner;
+    assert.equal(r.acquireSync({ block: false }), true, 'fully released when the last hold ends');
+    r.release();
+    // (c) A bare acquire released while a withLock of this thread holds on top.
+    assert.equal(await r.acquire(), true);
+    const w = r.withLock(() => sleep(10));
+    r.release();
+    await w;
+    assert.equal(r.acquireSync({ block: false }), true);
+    r.release();
+  });
+
+  it('withLock reports a callback that released the lock itself by rejecting, never by throwing', async () => {
+    const r = new mp.RLock();
+    let promise!: Promise<unknown>;
+    assert.doesNotThrow(() => (promise = r.withLock(() => r.release())));
+    await assert.rejects(promise, mp.ValueError);
+    assert.equal(r.acquireSync({ block: false }), true);
+    r.release();
+  });
+
+  it('a same-thread wait with a timeout too large for a timer waits until the holder lets go', async () => {
+    const r = new mp.RLock();
+    const held = r.withLock(() => sleep(30));
+    const t0 = performance.now();
+    assert.equal(await r.acquire({ timeout: 2 ** 31 }), true);
+    assert.ok(performance.now() - t0 >= 20, 'it waited for the holder');
+    r.release();
+    await held;
+  });
+
+  it('a timer callback inside a frame sees its Timeout as this (clearInterval(this) stops it)', async () => {
+    const lock = new mp.Lock();
+    let ticks = 0;
+    await lock.withLock(
+      () =>
+        new Promise<void>((resolve) => {
+          setInterval(function (this: NodeJS.Timeout) {
+            if (++ticks === 3) {
+              clearInterval(this);
+              setTimeout(resolve, 20);
+            }
+          }, 1);
+        }),
+    );
+    assert.equal(ticks, 3);
+  });
+
+  it('frames opened by a polling loop of withLock calls do not chain up', async () => {
+    const lock = new mp.Lock();
+    let depth = 0;
+    await new Promise<void>((resolve) => {
+      let n = 0;
+      const tick = () =>
+        void lock.withLock(() => {
+          if (++n === 200) {
+            for (let f = currentFrame(); f; f = f.parent ?? null) depth++;
+            resolve();
+          } else setImmediate(tick);
+        });
+      tick();
+    });
+    assert.ok(depth <= 2, `chain of ${depth} frames`);
   });
 
   it('timer and tick callbacks scheduled inside withLock run as part of its task', async () => {

@@ -7,7 +7,8 @@
 // every `await` inside the callback continues with it. That is what
 // AsyncLocalStorage offers, without the promise hook that AsyncLocalStorage
 // installs in Node 20 (which makes every promise of the process about 2.5x
-// slower). Timers and event-emitter callbacks start with no frame.
+// slower). The JS side wraps timers and ticks to pass frames on;
+// event-emitter and I/O callbacks start with no frame.
 #include "bindings.h"
 
 namespace mpts {

@@ -21,18 +21,18 @@
  * alone cannot tell who holds a lock. Each thread therefore also records,
  * per lock word, which of its *task frames* (async-context.ts) holds it:
  * the frame `withLock` opened for its callback, or the thread's root for a
- * bare `acquire()`/`acquireSync()` (those keep Python's per-thread
- * ownership). A task of this thread takes a lock only when the word is free
- * or, for an RLock, when the holding frame is its own or one it runs inside;
- * an RLock re-entered by a `withLock` becomes that frame's until it lets go
- * (a stack of holders), so sibling tasks inside one holder still exclude
- * each other. Otherwise a task waits: for a Lock on the word like a waiter
- * from another process (any thread may release a Lock), for an RLock on
- * this thread's record of it (only this thread can release it). A
- * synchronous acquire of an RLock held by another task of its own thread,
- * or a Value's accessor on any lock so held, could only wait for a task
- * that cannot run while the thread is blocked: it throws DeadlockError
- * instead of hanging.
+ * bare `acquire()`/`acquireSync()` that took it free (those keep Python's
+ * per-thread ownership). A task of this thread takes a lock only when the
+ * word is free or, for an RLock, when the holding frame is its own or one it
+ * runs inside; an RLock re-entered by a `withLock` becomes that frame's
+ * until it lets go (one entry per acquisition, released in any order), so
+ * sibling tasks inside one holder still exclude each other. Otherwise a task
+ * waits: for a Lock on the word like a waiter from another process (any
+ * thread may release a Lock), for an RLock on this thread's record of it
+ * (only this thread can release it). A synchronous acquire of an RLock held
+ * by another task of its own thread, or a Value's accessor on any lock so
+ * held, could only wait for a task that cannot run while the thread is
+ * blocked: it throws DeadlockError instead of hanging.
  *
  * Acquire is a compare-exchange fast path, a short spin, then a futex sleep
  * on STATE (the WAITERS bit plays Drepper's "contended" state, so an
@@ -79,6 +79,9 @@ function spinPause(steps: number): void {
   pauseSink = x;
 }
 
+/** The longest delay a Node timer honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** How long a waiter sleeps before checking that the holder still lives. */
 const OWNER_CHECK_MS = 100;
 
@@ -116,10 +119,20 @@ interface LocalHold {
    * release, the word itself is checked instead.
    */
   held: boolean;
-  /** The frame holding it now (`null`: the thread's root); meaningful while `held`. */
+  /**
+   * The frame holding it now (`null`: the thread's root); meaningful while
+   * `held`. For an RLock, the newest `withLock` frame among `entries`, or
+   * null when there is none.
+   */
   owner: Frame | null;
-  /** RLock: the holders below `owner`, one per re-entry (a stack). */
-  readonly below: Array<Frame | null>;
+  /**
+   * RLock: one entry per acquisition still held, oldest first — the
+   * `withLock` frame that took it, or BARE for a bare `acquire()` (those
+   * belong to the thread). Async code releases out of order, so a release
+   * removes its own entry wherever it sits. The frame entries always form
+   * an ancestor chain (each was admitted only inside the one before).
+   */
+  readonly entries: Array<Frame | typeof BARE>;
   /** Tasks of this thread waiting for an RLock's holder here to change or let go. */
   waiters: Array<() => void> | null;
   /** Wrapper objects alive for this record; it is dropped with the last one (when not held). */
@@ -131,7 +144,7 @@ interface HoldsState {
   readonly collector: FinalizationRegistry<string>;
 }
 
-const HOLDS = Symbol.for('multiprocessing-ts.lock-holds');
+const HOLDS = Symbol.for('multiprocessing-ts.lock-holds.v1');
 const holds: HoldsState = ((globalThis as { [HOLDS]?: HoldsState })[HOLDS] ??= (() => {
   const byWord = new Map<string, LocalHold>();
   const collector = new FinalizationRegistry<string>((key) => {
@@ -157,11 +170,14 @@ function wordKey(segment: Segment, offset: number): string {
 function localHold(owner: object, segment: Segment, offset: number): LocalHold {
   const key = wordKey(segment, offset);
   let hold = holds.byWord.get(key);
-  if (!hold) holds.byWord.set(key, (hold = { held: false, owner: null, below: [], waiters: null, wrappers: 0 }));
+  if (!hold) holds.byWord.set(key, (hold = { held: false, owner: null, entries: [], waiters: null, wrappers: 0 }));
   hold.wrappers++;
   holds.collector.register(owner, key);
   return hold;
 }
+
+/** An RLock entry taken by a bare `acquire()`/`acquireSync()`: the thread's. */
+const BARE = Symbol('bare acquire');
 
 /** Wakes the tasks of this thread waiting on `hold` (they look again). */
 function notifyLocal(hold: LocalHold): void {
@@ -222,7 +238,9 @@ abstract class MutexBase {
     const hold = this.hold;
     hold.held = true;
     hold.owner = frame;
-    if (hold.below.length !== 0) hold.below.length = 0;
+    const entries = hold.entries;
+    if (entries.length !== 0) entries.length = 0;
+    entries.push(frame ?? BARE);
     this.died = false;
     return true;
   }
@@ -344,11 +362,21 @@ abstract class MutexBase {
   private localChange(timeoutMs: number): Promise<boolean> {
     if (timeoutMs === 0) return Promise.resolve(false);
     return new Promise<boolean>((resolve) => {
-      const timer = timeoutMs === Infinity ? null : setTimeout(() => resolve(false), timeoutMs);
-      (this.hold.waiters ??= []).push(() => {
+      const waiters = (this.hold.waiters ??= []);
+      const wakeUp = () => {
         if (timer) clearTimeout(timer);
         resolve(true);
-      });
+      };
+      // Past 2^31-1 ms a timer fires at once: such a wait is forever.
+      const timer =
+        timeoutMs > MAX_TIMER_MS
+          ? null
+          : setTimeout(() => {
+              const i = waiters.indexOf(wakeUp);
+              if (i >= 0) waiters.splice(i, 1);
+              resolve(false);
+            }, timeoutMs);
+      waiters.push(wakeUp);
     });
   }
 
@@ -455,18 +483,39 @@ abstract class MutexBase {
    */
   private callHeld<T>(fn: () => T | Promise<T>, frame: Frame): Promise<Awaited<T>> {
     let result: T | Promise<T>;
+    let thenable: boolean;
     try {
       result = fn();
+      thenable = isThenable(result);
     } catch (err) {
-      this.releaseIn(frame);
+      try {
+        this.releaseFrame(frame);
+      } catch {
+        // The callback's own error is the one to report.
+      }
       return Promise.reject(err);
     }
-    if (!isThenable(result)) {
-      this.releaseIn(frame);
+    if (!thenable) {
       // A settled promise is shared harmlessly: saves an allocation per call.
-      return (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>;
+      return this.settle(frame, () => (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>);
     }
-    return Promise.resolve(result).finally(() => this.releaseIn(frame)) as Promise<Awaited<T>>;
+    return Promise.resolve(result).finally(() => this.releaseFrame(frame)) as Promise<Awaited<T>>;
+  }
+
+  /** Releases `frame`'s hold, then answers with `outcome`, or with the release's error (the callback released the lock itself). */
+  private settle<R>(frame: Frame, outcome: () => Promise<R>): Promise<R> {
+    try {
+      this.releaseFrame(frame);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return outcome();
+  }
+
+  /** `withLock`'s release: the frame's hold ends, and frames opened later skip it as a parent. */
+  private releaseFrame(frame: Frame): void {
+    frame.done = true;
+    this.releaseIn(frame);
   }
 
   /** `withLock` for synchronous code, blocking the thread while waiting. */
@@ -544,9 +593,9 @@ export class RLock extends MutexBase {
   }
 
   protected reenter(frame: Frame | null): boolean {
-    this.words[COUNT]! += 1;
     const hold = this.hold;
-    hold.below.push(hold.owner);
+    hold.entries.push(frame ?? BARE);
+    this.words[COUNT] = hold.entries.length;
     // A withLock re-entry makes its own task the holder until it lets go; a
     // bare one keeps the holder it found.
     if (frame !== null) hold.owner = frame;
@@ -559,25 +608,32 @@ export class RLock extends MutexBase {
 
   protected releaseIn(frame: Frame | null): void {
     const hold = this.hold;
-    const owner = hold.owner;
-    if (!hold.held || (owner !== null && owner !== frame && !isWithin(owner, frame ?? currentTask()))) {
-      throw new ValueError('release() of an RLock by a thread or task that does not hold it (inside `withLock`, let it release)');
+    const entries = hold.entries;
+    const mark = frame ?? BARE;
+    if (!hold.held || (entries.length === 1 ? entries[0] !== mark : entries.lastIndexOf(mark) < 0)) {
+      throw new ValueError(
+        frame === null
+          ? 'release() of an RLock that this thread did not acquire() (a withLock callback\'s hold is released by withLock itself)'
+          : 'release() of an RLock by a withLock that does not hold it',
+      );
     }
-    const below = hold.below;
-    if (below.length === 0) {
+    if (entries.length === 1) {
+      entries.length = 0;
       this.unlock();
       return;
     }
-    this.words[COUNT] = below.length;
-    let previous: Frame | null = below.pop()!;
-    if (frame !== null && previous === frame) {
-      // The callback re-entered with a bare acquire() it did not release:
-      // that hold outlives the callback, and belongs to the thread.
-      previous = null;
-      for (let i = 0; i < below.length; i++) if (below[i] === frame) below[i] = null;
+    entries.splice(entries.lastIndexOf(mark), 1);
+    this.words[COUNT] = entries.length;
+    let owner: Frame | null = null;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i]!;
+      if (e !== BARE) {
+        owner = e;
+        break;
+      }
     }
-    if (previous !== owner) {
-      hold.owner = previous;
+    if (owner !== hold.owner) {
+      hold.owner = owner;
       notifyLocal(hold);
     }
   }
