@@ -56,7 +56,7 @@ export interface Frame {
   parent: Frame | null | undefined;
   readonly kind: FrameKind;
   /** Set when a task frame's `withLock` is over: frames opened later in its chain skip it as a parent, so chains stay as long as the live tasks. */
-  done?: boolean;
+  done: boolean;
 }
 
 /** The nearest frame from `frame` up that is not over. */
@@ -207,13 +207,13 @@ export function currentTask(): Frame | null {
 export function openTask(): Frame {
   state.opened++;
   state.tasks++;
-  return { parent: undefined, kind: FrameKind.Task };
+  return { parent: undefined, kind: FrameKind.Task, done: false };
 }
 
 /** A child's target frame, or the frame a child imports its entry module in. */
 export function openRoot(kind: FrameKind.Target | FrameKind.Import): Frame {
   state.opened++;
-  return { parent: null, kind };
+  return { parent: null, kind, done: false };
 }
 
 /** `frame`'s parent, read now from the running chain if not known yet (call it where the frame was opened). */

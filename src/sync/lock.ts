@@ -239,8 +239,12 @@ abstract class MutexBase {
     hold.held = true;
     hold.owner = frame;
     const entries = hold.entries;
-    if (entries.length !== 0) entries.length = 0;
-    entries.push(frame ?? BARE);
+    // Usually one entry is left from the last hold (release keeps it): reuse it.
+    if (entries.length === 1) entries[0] = frame ?? BARE;
+    else {
+      entries.length = 0;
+      entries.push(frame ?? BARE);
+    }
     this.died = false;
     return true;
   }
@@ -496,20 +500,16 @@ abstract class MutexBase {
       return Promise.reject(err);
     }
     if (!thenable) {
+      try {
+        this.releaseFrame(frame);
+      } catch (err) {
+        // The callback released the lock itself.
+        return Promise.reject(err);
+      }
       // A settled promise is shared harmlessly: saves an allocation per call.
-      return this.settle(frame, () => (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>);
+      return (result === undefined ? SETTLED_UNDEFINED : Promise.resolve(result)) as Promise<Awaited<T>>;
     }
     return Promise.resolve(result).finally(() => this.releaseFrame(frame)) as Promise<Awaited<T>>;
-  }
-
-  /** Releases `frame`'s hold, then answers with `outcome`, or with the release's error (the callback released the lock itself). */
-  private settle<R>(frame: Frame, outcome: () => Promise<R>): Promise<R> {
-    try {
-      this.releaseFrame(frame);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return outcome();
   }
 
   /** `withLock`'s release: the frame's hold ends, and frames opened later skip it as a parent. */
@@ -618,7 +618,7 @@ export class RLock extends MutexBase {
       );
     }
     if (entries.length === 1) {
-      entries.length = 0;
+      // The entry stays, unread while not held: the next hold reuses it.
       this.unlock();
       return;
     }
