@@ -49,9 +49,9 @@ export const enum FrameKind {
 /** One asynchronous chain; frames form a tree towards the thread's root (`null`). */
 export interface Frame {
   /**
-   * The chain this one was opened in; `null` at the root. `undefined` only
-   * between `openTask()` and the first `runInFrame` of a frame whose opener
-   * did not need it (`parentOf` fills it in).
+   * The chain this one was opened in (its nearest frame not over); `null`
+   * at the root. `undefined` only between `openTask()` and the frame's
+   * first `runInFrame`, which fills it in as it enters.
    */
   parent: Frame | null | undefined;
   readonly kind: FrameKind;
@@ -201,8 +201,8 @@ export function currentTask(): Frame | null {
 
 /**
  * A new task frame below the running chain (what `withLock` runs its
- * callback in). Its parent is read when first needed: `parentOf` before the
- * frame runs, or `runInFrame` as it enters (which learns it for free).
+ * callback in). Its parent is filled in by `runInFrame` as it enters, which
+ * learns the frame current until then for free.
  */
 export function openTask(): Frame {
   state.opened++;
@@ -214,12 +214,6 @@ export function openTask(): Frame {
 export function openRoot(kind: FrameKind.Target | FrameKind.Import): Frame {
   state.opened++;
   return { parent: null, kind, done: false };
-}
-
-/** `frame`'s parent, read now from the running chain if not known yet (call it where the frame was opened). */
-export function parentOf(frame: Frame): Frame | null {
-  if (frame.parent === undefined) frame.parent = live(currentFrame());
-  return frame.parent;
 }
 
 /** Runs `fn` in `frame`: its synchronous part, and every await and `.then` it starts. */

@@ -44,7 +44,7 @@
 import { DeadlockError, ValueError } from '../errors.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
-import { currentTask, isWithin, openTask, parentOf, runInFrame, type Frame } from '../async-context.js';
+import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../async-context.js';
 import { isAlive, selfTid, threadIdOf } from '../liveness.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
 
@@ -297,13 +297,10 @@ abstract class MutexBase {
 
   /**
    * Whether a task of this thread holds it and `task` may re-enter: the
-   * holding frame is `task`'s own or one it runs inside. Reads `task`'s
-   * parent now if unknown: call it where the task was opened.
+   * holding frame is `task`'s own or one it runs inside.
    */
   private mayReenter(task: Frame | null): boolean {
-    if (!this.heldByThisThread()) return false;
-    if (task !== null) parentOf(task);
-    return isWithin(this.hold.owner, task);
+    return this.heldByThisThread() && isWithin(this.hold.owner, task);
   }
 
   /**
@@ -338,9 +335,9 @@ abstract class MutexBase {
    * `withLock` frame that will hold it, or null for a bare acquire.
    */
   private async acquireSlowly(options: AcquireOptions, frame: Frame | null): Promise<boolean> {
-    // The awaits below keep the caller's frame: it is the task asking.
+    // The awaits below keep the caller's frame: it is the task asking (a
+    // withLock's frame was entered, so its parent is known).
     const task = frame ?? currentTask();
-    if (frame !== null) parentOf(frame);
     if (options.block === false) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
     for (;;) {
@@ -404,14 +401,15 @@ abstract class MutexBase {
       if (options.block === false) return false;
       // A Lock may still be released by another thread (as in Python): wait below.
       if (this.heldByThisThread() && this.kind === 'RLock') {
-        if (options.timeout !== undefined && options.timeout !== Infinity) return false;
+        if (deadlineOf(options.timeout) !== Infinity) return false;
         throw new DeadlockError(`acquireSync() ${SYNC_DEADLOCK}`);
       }
     } else if (options.block === false) {
       return this.recover(null);
     }
     const deadline = deadlineOf(options.timeout);
-    if (this.spin(SPIN_STEPS, null)) return true;
+    // Spinning on a lock this very thread holds cannot help.
+    if (!this.heldHere(Atomics.load(this.words, STATE)) && this.spin(SPIN_STEPS, null)) return true;
     for (;;) {
       const seen = this.claimOrMark(null);
       if (seen === true) return true;
