@@ -45,12 +45,19 @@ describe('Value and RawValue', () => {
     assert.throws(() => mp.Value('i', 0, { lock: 'yes' as never }), mp.ValueError);
   });
 
-  it('getLock/getObj: true gives an RLock, false none, a given lock is used', () => {
+  it('getLock/getObj: true gives an RLock, false the raw object itself (as Python), a given lock is used', () => {
     const v = mp.Value('i', 3);
     assert.ok(v.getLock() instanceof mp.RLock);
     assert.equal(v.getObj().value, 3);
-    const raw = mp.Value('i', 0, { lock: false });
-    assert.throws(() => raw.getLock(), mp.ValueError);
+    const raw = mp.Value('i', 4, { lock: false });
+    assert.ok(raw instanceof mp.SharedRawValue);
+    assert.equal(raw.value, 4);
+    assert.equal('getLock' in raw, false);
+    assert.equal('getObj' in raw, false);
+    const rawArray = mp.Array('i', [1, 2], { lock: false });
+    assert.ok(rawArray instanceof Int32Array, 'a RawArray is a typed array');
+    assert.deepEqual(Array.from(rawArray), [1, 2]);
+    assert.equal('getLock' in rawArray, false);
     const lock = new mp.Lock();
     const shared = mp.Value('d', 0, { lock });
     assert.equal(shared.getLock(), lock);

@@ -23,6 +23,13 @@ describe('SharedMemory', () => {
     assert.deepEqual([...b.buf.subarray(0, 3)], [1, 2, 3]);
     b.buf[3] = 4;
     assert.equal(a.buf[3], 4);
+    // Attaching ignores `size`, larger or smaller: the block keeps its own (Python's rule).
+    for (const size of [10_240, 10]) {
+      const c = new mp.SharedMemory({ name: a.name, size });
+      assert.equal(c.size, 100);
+      assert.equal(c.buf.length, 100);
+      c.close();
+    }
     b.close();
     assert.throws(() => b.buf, mp.StateError);
     assert.equal(a.buf[0], 1, 'closing an attachment leaves the block');

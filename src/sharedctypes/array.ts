@@ -307,11 +307,27 @@ function synchronized(raw: TypedArray, lock: Lock | RLock | null): SynchronizedA
 export function makeArray<T extends Typecode>(
   typecode: T,
   sizeOrInit: number | Iterable<ElementOf<T> | number> | (T extends 'c' ? string : never),
+  options?: { lock?: true | Lock | RLock },
+): SynchronizedArray<ElementOf<T>>;
+export function makeArray<T extends Typecode>(
+  typecode: T,
+  sizeOrInit: number | Iterable<ElementOf<T> | number> | (T extends 'c' ? string : never),
+  options: { lock: false },
+): RawSharedArray<T>;
+export function makeArray<T extends Typecode>(
+  typecode: T,
+  sizeOrInit: number | Iterable<ElementOf<T> | number> | (T extends 'c' ? string : never),
+  options?: { lock?: LockOption },
+): SynchronizedArray<ElementOf<T>> | RawSharedArray<T>;
+export function makeArray<T extends Typecode>(
+  typecode: T,
+  sizeOrInit: number | Iterable<ElementOf<T> | number> | (T extends 'c' ? string : never),
   options: { lock?: LockOption } = {},
-): SynchronizedArray<ElementOf<T>> {
+): SynchronizedArray<ElementOf<T>> | RawSharedArray<T> {
   const raw = allocateRaw(typecode, sizeOrInit);
-  const segment = placeOf.get(raw)!.segment;
-  return synchronized(raw, resolveLock(options.lock, segment));
+  const lock = resolveLock(options.lock, placeOf.get(raw)!.segment);
+  // Python: Array(..., lock=False) is the raw ctypes array itself.
+  return lock === null ? (raw as unknown as RawSharedArray<T>) : synchronized(raw, lock);
 }
 
 registerShared('RawArray', (h) => {

@@ -167,7 +167,8 @@ export function makeRawValue<T extends Typecode>(typecode: T, init: ElementOf<T>
  * A shared element guarded by a lock (Python's `multiprocessing.Value`).
  * @param typecode one of `c b B h H i I l L q Q f d`.
  * @param init the initial value (0 by default).
- * @param options.lock `true` (a new RLock, default), `false` (no lock), or a Lock/RLock to share.
+ * @param options.lock `true` (a new RLock, default), a Lock/RLock to share, or `false`: then the
+ *   result is the unsynchronized `RawValue` itself, as Python's.
  * @example
  * ```ts
  * const total = mp.Value('d', 0);
@@ -176,11 +177,24 @@ export function makeRawValue<T extends Typecode>(typecode: T, init: ElementOf<T>
  */
 export function makeValue<T extends Typecode>(
   typecode: T,
+  init?: ElementOf<T> | number,
+  options?: { lock?: true | Lock | RLock },
+): SynchronizedValue<ElementOf<T>>;
+export function makeValue<T extends Typecode>(typecode: T, init: ElementOf<T> | number, options: { lock: false }): RawValue<ElementOf<T>>;
+export function makeValue<T extends Typecode>(
+  typecode: T,
+  init?: ElementOf<T> | number,
+  options?: { lock?: LockOption },
+): SynchronizedValue<ElementOf<T>> | RawValue<ElementOf<T>>;
+export function makeValue<T extends Typecode>(
+  typecode: T,
   init: ElementOf<T> | number = 0,
   options: { lock?: LockOption } = {},
-): SynchronizedValue<ElementOf<T>> {
+): SynchronizedValue<ElementOf<T>> | RawValue<ElementOf<T>> {
   const raw = allocateRaw(typecode, init);
-  return new SynchronizedValue(raw, resolveLock(options.lock, raw.segment));
+  const lock = resolveLock(options.lock, raw.segment);
+  // Python: Value(..., lock=False) is the raw ctypes object itself.
+  return lock === null ? raw : new SynchronizedValue(raw, lock);
 }
 
 registerShared('RawValue', (h) => {

@@ -83,7 +83,8 @@ export class SharedMemory {
     } else {
       if (name === undefined) throw new ValueError('name is required to attach a SharedMemory (or pass create: true)');
       if (!Number.isSafeInteger(size) || size < 0) throw new ValueError(`size must be a non-negative integer, not ${size}`);
-      this.sab = attachBlock(name, size);
+      // As Python: attaching ignores `size`; the block has its own.
+      this.sab = attachBlock(name, 0);
       size = this.sab.byteLength;
     }
     this.name = name;
