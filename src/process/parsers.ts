@@ -9,7 +9,7 @@
 import { createRequire } from 'node:module';
 import { childProcess } from '../builtins.js';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { tsxPackageFiles } from './tsx.js';
 import type * as Acorn from 'acorn';
 import type * as EslintScope from 'eslint-scope';
 
@@ -77,33 +77,6 @@ export function compileTypeScript(path: string, source: string, loader: 'ts' | '
       timeout: 10_000,
       maxBuffer: 64 * 1024 * 1024,
     });
-  } catch {
-    return null;
-  }
-}
-
-/** package.json of each tsx named in `execArgv` (`--import tsx`, or the paths the tsx CLI passes). */
-function tsxPackageFiles(): string[] {
-  const files: string[] = [];
-  for (const arg of process.execArgv) {
-    if (arg === 'tsx' || arg.startsWith('tsx/')) {
-      try {
-        files.push(createRequire(join(process.cwd(), 'noop.js')).resolve('tsx/package.json'));
-      } catch {
-        // Not resolvable from the working directory.
-      }
-      continue;
-    }
-    const path = arg.startsWith('file:') ? safePath(arg) : arg;
-    const inPackage = path && /^(.*[/\\]node_modules[/\\]tsx)[/\\]/.exec(path);
-    if (inPackage) files.push(join(inPackage[1]!, 'package.json'));
-  }
-  return files;
-}
-
-function safePath(url: string): string | null {
-  try {
-    return fileURLToPath(url);
   } catch {
     return null;
   }

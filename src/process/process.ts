@@ -2,9 +2,6 @@
  * `Process`: Python's `multiprocessing.Process` for Node.js.
  */
 import { workerThreads } from '../builtins.js';
-import { createRequire } from 'node:module';
-import { join as joinPath } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
 import { abandon, cloneError, encode, toBytes } from '../serialize/encode.js';
@@ -18,6 +15,7 @@ import { popenThread } from './popen-thread.js';
 import type { Popen } from './popen.js';
 import { liveChildren } from './registry.js';
 import { childChain } from './import-entry.js';
+import { tsxApi } from './tsx.js';
 
 /** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
 export interface ProcessOptions<F extends (...args: any[]) => unknown> {
@@ -56,29 +54,6 @@ const OUTSIDE_TARGET_MESSAGE =
   'entry script\'s own code, guard that code with `if (mp.isMainProcess()) { … }`; if it comes from an ' +
   'event-emitter or callback-style API inside the target, use its promise form (e.g. `await once(emitter, ' +
   '\'event\')`, `node:fs/promises`), which keeps the target\'s chain';
-
-let tsxApiPath: string | null | undefined;
-
-/** tsx's ESM API when this tree runs under tsx: worker threads must register it themselves. */
-function tsxApi(): string | null {
-  if (tsxApiPath !== undefined) return tsxApiPath;
-  tsxApiPath = runtime().child?.tsxApi ?? null;
-  if (tsxApiPath) return tsxApiPath;
-  for (const arg of process.execArgv) {
-    if (!/(^|[/\\])tsx([/\\@]|$)/.test(arg)) continue;
-    try {
-      const path = arg.startsWith('file:') ? fileURLToPath(arg) : arg;
-      const inPackage = /^(.*[/\\]node_modules[/\\]tsx)[/\\]/.exec(path);
-      const base = inPackage ? joinPath(inPackage[1]!, 'package.json') : joinPath(process.cwd(), 'noop.js');
-      const resolved = createRequire(base).resolve('tsx/esm/api');
-      tsxApiPath = resolved.replace(/index\.cjs$/, 'index.mjs');
-      break;
-    } catch {
-      // Not resolvable: thread children will not load TypeScript.
-    }
-  }
-  return tsxApiPath;
-}
 
 /**
  * A child running `target(...args)` in its own process (or thread), as
