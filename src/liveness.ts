@@ -90,17 +90,21 @@ function tagOf(start: number): number {
 const SELF = Symbol.for('multiprocessing-ts.holder-id.v1');
 type WithSelf = typeof globalThis & { [SELF]?: number };
 
+/** This copy's cache of the shared holder id. */
+let self = 0;
+
 /**
  * The calling thread's holder id: its kernel thread id with the tag of its
  * start time (never 0; untagged if /proc could not be read).
  */
-let self = 0;
-
 export function selfTid(): number {
   if (self !== 0) return self;
   const g = globalThis as WithSelf;
   // Without the addon /proc still knows: /proc/thread-self -> "<pid>/task/<tid>".
-  g[SELF] ??= ((tid) => holderIdOf(tid) || tid)(native()?.gettid() ?? Number(readlinkSync('/proc/thread-self').split('/').pop()));
+  if (g[SELF] === undefined) {
+    const tid = native()?.gettid() ?? Number(readlinkSync('/proc/thread-self').split('/').pop());
+    g[SELF] = holderIdOf(tid) || tid;
+  }
   return (self = g[SELF]);
 }
 

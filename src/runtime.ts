@@ -8,7 +8,6 @@
  * relative import, once through the user's `import 'multiprocessing-ts'`
  * resolved elsewhere) and both copies must agree.
  */
-import { workerThreads } from './builtins.js';
 
 /** What a parent tells a child about the family it was born into. */
 export interface ChildIdentity {
@@ -55,9 +54,4 @@ export function runtime(): RuntimeState {
     g[KEY] = state;
   }
   return state;
-}
-
-/** A tag unique to this isolate within the process (pid alone is shared by threads). */
-export function isolateTag(): string {
-  return `${process.pid}.${workerThreads().threadId}`;
 }

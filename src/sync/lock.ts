@@ -445,13 +445,15 @@ abstract class MutexBase {
   /** @internal Releases on behalf of `withLock`'s `frame`, or (null) of the running code. */
   protected abstract releaseIn(frame: Frame | null): void;
 
-  /** @internal Lets the lock go entirely. */
-  protected unlock(): void {
+  /** @internal Lets the lock go entirely; returns what STATE held (0: it was not held). */
+  protected unlock(): number {
     const hold = this.hold;
     hold.held = false;
     hold.owner = null;
-    if (Atomics.exchange(this.words, STATE, 0) & WAITERS) wake(this.words, STATE, 1);
+    const s = Atomics.exchange(this.words, STATE, 0);
+    if (s & WAITERS) wake(this.words, STATE, 1);
     notifyLocal(hold);
+    return s;
   }
 
   /**
@@ -565,12 +567,8 @@ export class Lock extends MutexBase {
   protected releaseIn(): void {
     // Any thread or task may release a Lock, as in Python; its waiters of
     // this thread sleep on the word too, so the futex wake reaches them.
-    const hold = this.hold;
-    hold.held = false;
-    hold.owner = null;
-    const s = Atomics.exchange(this.words, STATE, 0);
-    if (s === 0) throw new ValueError('release() of a Lock that is not held');
-    if (s & WAITERS) wake(this.words, STATE, 1);
+    // One exchange both releases and tells an unheld lock apart.
+    if (this.unlock() === 0) throw new ValueError('release() of a Lock that is not held');
   }
 
   override toString(): string {
