@@ -66,3 +66,20 @@ export function run(
     });
   });
 }
+
+/**
+ * The shared memory under a Value, RawValue, Lock or RLock as the tests see
+ * it: the file it lives in (an arena, or a segment of its own) and its own
+ * reference count (its arena block's, or its segment header's).
+ */
+export function regionOf(obj: object): { file: string; refs: () => number } {
+  const inner = obj instanceof mp.SynchronizedValue ? obj.getObj() : obj;
+  const region = (inner as { segment: unknown }).segment as
+    | { map: { path: string; words: Int32Array }; offset: number }
+    | { path: string; refs: Int32Array };
+  if ('map' in region) {
+    const { map, offset } = region;
+    return { file: map.path, refs: () => Atomics.load(map.words, offset >> 2) };
+  }
+  return { file: region.path, refs: () => Atomics.load(region.refs, 0) };
+}

@@ -13,7 +13,7 @@ import * as mp from '../src/index.js';
 import { Segment } from '../src/shm/segment.js';
 import { treeDir } from '../src/shm/tree.js';
 import * as lt from './fixtures/lifetime.js';
-import { METHODS, eventually, fixture, run } from './helpers.js';
+import { METHODS, eventually, fixture, regionOf, run } from './helpers.js';
 
 const MiB = 1 << 20;
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -118,18 +118,18 @@ describe('shared memory of killed children', { skip: needs }, () => {
       assert.deepEqual(stillThere(own), []);
     });
 
-    it(`a segment the parent still uses survives the kill of a child that held it, and can be handed on (${method})`, async (t) => {
+    it(`a Value the parent still uses survives the kill of a child that held it, and can be handed on (${method})`, async (t) => {
       const Process = mp.getContext(method).Process;
-      const before = segmentFiles();
       const v = mp.Value('i', 0);
-      const [name] = added(segmentFiles(), before);
+      const region = regionOf(v);
       const ready = mp.RawArray('i', 1);
       const first = new Process({ target: lt.holdValue, args: [v, ready, 0], module: lt.LIFETIME });
       startAll(t, [first]);
       await allReady(ready, 1);
+      assert.ok(region.refs() >= 2, 'the child holds a reference');
       first.kill();
       await first.join(20_000);
-      assert.equal(refsOf(name!), 1, 'the parent keeps its reference');
+      assert.equal(region.refs(), 1, 'the parent keeps its reference');
       const second = new Process({ target: lt.holdValue, args: [v, ready, 0], module: lt.LIFETIME });
       ready[0] = 0;
       startAll(t, [second]);
@@ -137,7 +137,8 @@ describe('shared memory of killed children', { skip: needs }, () => {
       assert.equal(v.value, 2);
       second.terminate();
       await second.join(20_000);
-      assert.equal(refsOf(name!), 1);
+      assert.equal(region.refs(), 1);
+      assert.ok(existsSync(region.file));
     });
   }
 
@@ -146,11 +147,11 @@ describe('shared memory of killed children', { skip: needs }, () => {
       const ready = mp.RawArray('i', 1);
       const before = segmentFiles();
       const v = mp.Value('i', 0);
-      const [valueFile] = added(segmentFiles(), before);
+      const value = regionOf(v);
       const p = new (mp.getContext(method).Process)({ target: lt.churn, args: [v, ready, 16], module: lt.LIFETIME });
       startAll(t, [p]);
       await allReady(ready, 1);
-      const own = added(segmentFiles(), before).filter((name) => name !== valueFile);
+      const own = added(segmentFiles(), before).filter((name) => `${treeDir()}/${name}` !== value.file);
       // The child waited for each batch to be given back before the next (see lt.churn).
       assert.equal(own.length, 1, `only the array the child keeps is left of its own (${own.length} files)`);
       const ledgers = readdirSync(`${treeDir()}/ledgers`).filter((name) => !name.includes('~'));
@@ -162,7 +163,7 @@ describe('shared memory of killed children', { skip: needs }, () => {
       p.kill();
       await p.join(20_000);
       assert.equal(v.value, 1);
-      assert.equal(refsOf(valueFile!), 1, 'the parent keeps its reference');
+      assert.equal(value.refs(), 1, 'the parent keeps its reference');
       assert.deepEqual(stillThere(own), []);
     });
   }
@@ -183,12 +184,12 @@ describe('shared memory of killed children', { skip: needs }, () => {
     await eventually(() => stillThere(theirs).length === 0, 15_000, `the files to go: ${stillThere(theirs)}`);
   });
 
-  it('a leftover file with the name the next segment would get does not make Value() fail', () => {
+  it('a leftover file with the name the next segment would get does not make Array() fail', () => {
     const seg = Segment.create(8);
     const next = seg.path!.replace(/\d+$/, (n) => String(Number(n) + 1));
     writeFileSync(next, 'left by a killed process whose pid this one reuses');
-    const v = mp.Value('i', 7);
-    assert.equal(v.value, 7);
+    const arr = mp.Array('i', [7, ...Array<number>(99).fill(0)]);
+    assert.equal(arr[0], 7);
     assert.ok(existsSync(next), 'the leftover is not ours to remove');
   });
 });

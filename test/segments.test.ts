@@ -10,7 +10,7 @@ import * as mp from '../src/index.js';
 import { Segment, collectHandles } from '../src/shm/segment.js';
 import { abandon, encode } from '../src/serialize/encode.js';
 import * as fx from './fixtures/targets.js';
-import { METHODS, eventually, fixture, run } from './helpers.js';
+import { METHODS, eventually, fixture, regionOf, run } from './helpers.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -28,12 +28,12 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
 
   it('a start() refused for bad args leaves no reference behind', () => {
     const v = mp.Value('i', 0);
-    const refs = (v.getObj() as unknown as { segment: Segment }).segment.refs;
+    const region = regionOf(v);
     for (const method of METHODS) {
       const p = new (mp.getContext(method).Process)({ target: fx.noop, args: [v, { later: () => 1 }] as never, module: fx.TARGETS });
       assert.throws(() => p.start(), mp.SerializationError);
     }
-    assert.equal(Atomics.load(refs, 0), 1);
+    assert.equal(region.refs(), 1);
   });
 
   it('a handle whose segment is gone gives a clear error on attach', () => {
@@ -52,15 +52,14 @@ describe('segment lifetime', { skip: mp.nativeAvailable() ? false : 'needs the n
   for (const method of METHODS) {
     it(`a child's mapping is released when it exits (${method})`, async () => {
       const v = mp.Value('i', 0);
-      const path = (v.getObj() as unknown as { segment: Segment }).segment.path!;
+      const region = regionOf(v);
       const p = new (mp.getContext(method).Process)({ target: fx.asyncSet, args: [v, 3], module: fx.TARGETS });
       p.start();
       await p.join();
       assert.equal(v.value, 3);
-      const refs = (v.getObj() as unknown as { segment: Segment }).segment.refs;
-      // The parent's own mapping is all that is left.
-      await eventually(() => Atomics.load(refs, 0) === 1, 5_000, 'the child to give back its reference');
-      assert.ok(existsSync(path));
+      // The parent's own reference is all that is left.
+      await eventually(() => region.refs() === 1, 5_000, 'the child to give back its reference');
+      assert.ok(existsSync(region.file));
     });
   }
 

@@ -11,15 +11,13 @@ import { deserialize, serialize } from 'node:v8';
 import * as mp from '../src/index.js';
 import { abandon, encode } from '../src/serialize/encode.js';
 import { decode, hasShared } from '../src/serialize/decode.js';
-import type { Segment } from '../src/shm/segment.js';
 import * as fx from './fixtures/wire-targets.js';
-import { METHODS, eventually } from './helpers.js';
+import { METHODS, eventually, regionOf } from './helpers.js';
 
 const module = fx.WIRE_TARGETS;
 
 /** The reference count in the header of the segment under a shared array. */
 const refsOf = (raw: ArrayBufferView): Int32Array => new Int32Array(raw.buffer as SharedArrayBuffer, 0, 1);
-const segmentOf = (v: mp.SynchronizedValue): Segment => (v.getObj() as unknown as { segment: Segment }).segment;
 
 class Job {
   constructor(
@@ -92,13 +90,13 @@ for (const method of METHODS) {
   describe(`what travels to a child (${method})`, () => {
     it('a plain object shaped like a segment handle arrives as plain data; no reference is given back for it', async () => {
       const v = mp.Value('i', 0);
-      const segment = segmentOf(v);
-      const lookalike = { path: segment.path, size: 8 };
-      const before = Atomics.load(segment.refs, 0);
+      const region = regionOf(v);
+      const lookalike = { path: region.file, size: 8 };
+      const before = region.refs();
       const refused = new ctx.Process({ target: fx.noop, args: [v, lookalike, () => 1] as never, module });
       assert.throws(() => refused.start(), mp.SerializationError);
-      assert.equal(Atomics.load(segment.refs, 0), before, 'a refused start gives back what it took, and only that');
-      assert.ok(existsSync(segment.path!));
+      assert.equal(region.refs(), before, 'a refused start gives back what it took, and only that');
+      assert.ok(existsSync(region.file));
 
       const out = new mp.ShareableList(['x'.repeat(300)]);
       const p = new ctx.Process({ target: fx.reportArrival, args: [lookalike, out], module });
@@ -107,9 +105,9 @@ for (const method of METHODS) {
       assert.equal(p.exitCode, 0);
       assert.deepEqual(JSON.parse(out.get(0) as string), {
         plainObject: true,
-        fields: [['path', JSON.stringify(segment.path)], ['size', '8']],
+        fields: [['path', JSON.stringify(region.file)], ['size', '8']],
       });
-      assert.equal(Atomics.load(segment.refs, 0), before);
+      assert.equal(region.refs(), before);
       out.shm.unlink();
     });
 
@@ -130,7 +128,7 @@ for (const method of METHODS) {
 
     it('a class instance holding a shared object is refused, naming the path and the class', () => {
       const v = mp.Value('i', 0);
-      const before = Atomics.load(segmentOf(v).refs, 0);
+      const before = regionOf(v).refs();
       const raw = mp.RawArray('i', 2);
       const cases: Array<[unknown[], RegExp]> = [
         [[v, new Job('a', mp.Value('i', 1))], /^args\[1\]\.counter is a SynchronizedValue inside args\[1\], a Job instance/],
@@ -149,7 +147,7 @@ for (const method of METHODS) {
           return true;
         });
       }
-      assert.equal(Atomics.load(segmentOf(v).refs, 0), before);
+      assert.equal(regionOf(v).refs(), before);
     });
 
     it('views of shared memory arrive as views of the same memory: subarray(), over .buffer, of getObj(), DataView, bare buffer, SharedMemory bytes', async () => {

@@ -58,6 +58,8 @@ describe('Value and RawValue', () => {
     assert.ok(rawArray instanceof Int32Array, 'a RawArray is a typed array');
     assert.deepEqual(Array.from(rawArray), [1, 2]);
     assert.equal('getLock' in rawArray, false);
+    assert.equal('getObj' in rawArray, false);
+    assert.equal('getObj' in mp.RawArray('i', 2), false);
     const lock = new mp.Lock();
     const shared = mp.Value('d', 0, { lock });
     assert.equal(shared.getLock(), lock);

@@ -12,7 +12,7 @@
 import { v8 } from '../builtins.js';
 import { article, describe } from '../describe.js';
 import { SerializationError } from '../errors.js';
-import { Segment, collectHandles } from '../shm/segment.js';
+import { Segment, collectHandles, type InFlight } from '../shm/segment.js';
 import { MARKER, SHARED, isShareable, type SharedHandle } from './shared.js';
 import { isLeaf } from './leaf.js';
 import { isMappedByUs, memoryHandle, sharedBufferOf } from './views.js';
@@ -46,7 +46,7 @@ export interface Encoded {
    * the receiver takes them over when it revives the value; `abandon` gives
    * them back if it never will.
    */
-  readonly segments: Segment[];
+  readonly segments: InFlight[];
 }
 
 /**

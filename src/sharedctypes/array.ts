@@ -29,8 +29,6 @@ export interface SharedArrayMethods {
   readonly typecode: Typecode;
   /** For `'c'` arrays: the bytes up to the first NUL, as latin1 text (settable). */
   value: string;
-  /** A raw array is its own object (symmetry with the synchronized one). */
-  getObj(): this;
 }
 
 /** A typed array in shared memory (what `mp.RawArray` returns). */
@@ -78,9 +76,6 @@ function rawClass(info: TypeInfo) {
     }
     set value(text: string | Uint8Array) {
       writeBytes(this as unknown as Uint8Array, text);
-    }
-    getObj(): this {
-      return this;
     }
     [SHARED](): RawArrayHandle {
       const place = placeOf.get(this)!;

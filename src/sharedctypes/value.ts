@@ -5,7 +5,7 @@
  * owns its lock), then the element at offset 16, 8-aligned.
  */
 import { ValueError } from '../errors.js';
-import { Segment, type SegmentHandle } from '../shm/segment.js';
+import { allocateRegion, attachRegion, type Region, type RegionHandle } from '../shm/region.js';
 import { Lock, LOCK_BYTES, RLock } from '../sync/lock.js';
 import { SHARED, registerShared, reviveShared, type SharedHandle } from '../serialize/shared.js';
 import { toElement, typeInfo, type ElementOf, type TypeInfo, type TypedArray, type Typecode } from './typecodes.js';
@@ -17,15 +17,15 @@ export const DATA_OFFSET = LOCK_BYTES;
 export type LockOption = boolean | Lock | RLock;
 
 /** @internal Makes the lock a synchronized object asks for, inside `segment` when new. */
-export function resolveLock(option: unknown, segment: Segment): Lock | RLock | null {
-  if (option === undefined || option === true) return new RLock({ segment, offset: segment.base });
+export function resolveLock(option: unknown, region: Region): Lock | RLock | null {
+  if (option === undefined || option === true) return new RLock({ segment: region, offset: region.base });
   if (option === false) return null;
   if (option instanceof Lock || option instanceof RLock) return option;
   throw new ValueError(`lock must be true, false, a Lock or an RLock, not ${String(option)}`);
 }
 
 interface RawValueHandle extends SharedHandle {
-  readonly segment: SegmentHandle;
+  readonly segment: RegionHandle;
   readonly offset: number;
   readonly typecode: Typecode;
 }
@@ -36,13 +36,13 @@ interface RawValueHandle extends SharedHandle {
  * read-modify-write (`v.value += 1`) is not: guard it with a lock.
  */
 export class RawValue<E extends number | bigint = number> {
-  /** @internal */ readonly segment: Segment;
+  /** @internal */ readonly segment: Region;
   /** @internal */ readonly offset: number;
   /** @internal */ readonly info: TypeInfo;
   private readonly cell: TypedArray;
 
   /** @internal Use `mp.RawValue(typecode, init)`. */
-  constructor(info: TypeInfo, segment: Segment, offset: number) {
+  constructor(info: TypeInfo, segment: Region, offset: number) {
     this.info = info;
     this.segment = segment;
     this.offset = offset;
@@ -149,7 +149,7 @@ export class SynchronizedValue<E extends number | bigint = number> {
 function allocateRaw<T extends Typecode>(typecode: T, init: unknown): RawValue<ElementOf<T>> {
   const info = typeInfo(typecode);
   const element = toElement(info, init, 'initial value');
-  const segment = Segment.create(DATA_OFFSET + 8);
+  const segment = allocateRegion(DATA_OFFSET + 8);
   const raw = new RawValue<ElementOf<T>>(info, segment, segment.base + DATA_OFFSET);
   raw.value = element as ElementOf<T>;
   return raw;
@@ -199,7 +199,7 @@ export function makeValue<T extends Typecode>(
 
 registerShared('RawValue', (h) => {
   const { segment, offset, typecode } = h as RawValueHandle;
-  return new RawValue(typeInfo(typecode), Segment.attach(segment), offset);
+  return new RawValue(typeInfo(typecode), attachRegion(segment), offset);
 });
 registerShared('Value', (h) => {
   const { raw, lock } = h as ValueHandle;

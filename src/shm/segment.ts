@@ -64,8 +64,25 @@ function nameOf(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
+/**
+ * A reference put in flight by a `toHandle()` call: a segment's or an arena
+ * block's (arena.ts). What a transfer owes if it never arrives, and what a
+ * child's ledger starts with.
+ */
+export interface InFlight {
+  /** The name a ledger records for it; null for a plain SharedArrayBuffer. */
+  readonly ledgerName: string | null;
+  /** Gives the reference back (its handle will never be attached). */
+  abandon(): void;
+}
+
 /** The list `collectHandles` is filling, if any. */
-let collecting: Segment[] | null = null;
+let collecting: InFlight[] | null = null;
+
+/** Records a reference that `toHandle()` put in flight, for the running `collectHandles`. */
+export function noteInFlight(ref: InFlight): void {
+  collecting?.push(ref);
+}
 
 /**
  * Runs `fn` and returns the segments whose `toHandle()` it called, one entry
@@ -73,9 +90,9 @@ let collecting: Segment[] | null = null;
  * `Segment.abandonAll`) and what a child holds on its parent's account. If
  * `fn` throws, those references are given back before the error propagates.
  */
-export function collectHandles<T>(fn: () => T): { result: T; segments: Segment[] } {
+export function collectHandles<T>(fn: () => T): { result: T; segments: InFlight[] } {
   const outer = collecting;
-  const mine: Segment[] = [];
+  const mine: InFlight[] = [];
   collecting = mine;
   try {
     return { result: fn(), segments: mine };
@@ -184,12 +201,15 @@ export class Segment {
   readonly path: string | null;
   /** The header's reference count. */
   readonly refs: Int32Array;
+  /** Its name for lock records (see `Region.key`): the path, unique in the tree while the file lives. */
+  readonly key: string | null;
 
   private constructor(sab: SharedArrayBuffer, size: number, path: string | null) {
     this.sab = sab;
     this.size = size;
     this.path = path;
     this.refs = new Int32Array(sab, 0, 1);
+    this.key = path;
     byBuffer.set(sab, { segment: new WeakRef(this), size, path });
   }
 
@@ -260,7 +280,7 @@ export class Segment {
   toHandle(): SegmentHandle {
     if (!this.path) return { size: this.size, sab: this.sab };
     Atomics.add(this.refs, 0, 1);
-    collecting?.push(this);
+    noteInFlight(this);
     return { size: this.size, path: this.path };
   }
 
@@ -268,8 +288,18 @@ export class Segment {
    * Gives back the references in flight that `collectHandles` listed, when
    * their handles will never be attached (the transfer failed).
    */
-  static abandonAll(segments: readonly Segment[]): void {
-    for (const seg of segments) if (seg.path) dropReference(seg.path, seg.refs);
+  static abandonAll(refs: readonly InFlight[]): void {
+    for (const ref of refs) ref.abandon();
+  }
+
+  /** @internal The name a ledger records for a reference on this segment. */
+  get ledgerName(): string | null {
+    return this.path && nameOf(this.path);
+  }
+
+  /** @internal Gives back a reference in flight whose handle will never be attached. */
+  abandon(): void {
+    if (this.path) dropReference(this.path, this.refs);
   }
 
   /**

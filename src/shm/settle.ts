@@ -26,7 +26,8 @@ import {
   type LedgerContents,
   type LedgerOwner,
 } from './ledger.js';
-import { dropOwed, type Segment } from './segment.js';
+import { dropOwedInArena, parseArenaName } from './arena.js';
+import { dropOwed, type InFlight } from './segment.js';
 
 /** The parent's handle on one child's ledger. */
 export interface ChildLedger {
@@ -50,12 +51,12 @@ export interface ChildLedger {
  * children (then its own parent could not find theirs; the child then runs
  * without a ledger, as if killed children leaked).
  */
-export function openChildLedger(n: number, method: 'process' | 'thread', handed: readonly Segment[]): ChildLedger | null {
+export function openChildLedger(n: number, method: 'process' | 'thread', handed: readonly InFlight[]): ChildLedger | null {
   const dir = runtime().treeDir;
   if (!dir) return null;
   if (!noteStartingChild()) return null;
   const id = childLedgerId(n);
-  const names = handed.flatMap((seg) => (seg.path ? [seg.path.slice(seg.path.lastIndexOf('/') + 1)] : []));
+  const names = handed.flatMap((ref) => (ref.ledgerName === null ? [] : [ref.ledgerName]));
   let written = false;
   return {
     id,
@@ -100,7 +101,12 @@ function claim(dir: string, id: string): LedgerContents | null {
 }
 
 function replay(dir: string, contents: LedgerContents): void {
-  for (const [name, net] of contents.nets) if (net > 0) dropOwed(`${dir}/${name}`, net);
+  for (const [name, net] of contents.nets) {
+    if (net <= 0) continue;
+    const arena = parseArenaName(name);
+    if (arena) dropOwedInArena(`${dir}/${arena.arena}`, arena.offset, net);
+    else dropOwed(`${dir}/${name}`, net);
+  }
 }
 
 /** Delays between looks at descendants that are still dying; then the reaper's end-of-tree cleanup covers them. */

@@ -42,7 +42,7 @@
  * The new holder can read `ownerDied`.
  */
 import { DeadlockError, ValueError } from '../errors.js';
-import { Segment, type SegmentHandle } from '../shm/segment.js';
+import { allocateRegion, attachRegion, type Region, type RegionHandle } from '../shm/region.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
 import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../async-context.js';
 import { isAlive, selfTid, threadIdOf } from '../liveness.js';
@@ -103,7 +103,7 @@ export interface AcquireOptions {
 }
 
 interface LockHandle extends SharedHandle {
-  readonly segment: SegmentHandle;
+  readonly segment: RegionHandle;
   readonly offset: number;
 }
 
@@ -154,9 +154,9 @@ const holds: HoldsState = ((globalThis as { [HOLDS]?: HoldsState })[HOLDS] ??= (
   return { byWord, collector };
 })());
 
-/** The name of a lock word in this isolate: its file and offset, or the random id in its words 2–3. */
-function wordKey(segment: Segment, offset: number): string {
-  if (segment.path) return `${segment.path}#${offset}`;
+/** The name of a lock word in this isolate: its region's key and offset, or the random id in its words 2–3. */
+function wordKey(segment: Region, offset: number): string {
+  if (segment.key !== null) return `${segment.key}#${offset}`;
   const id = new BigInt64Array(segment.sab, offset + 8, 1);
   if (Atomics.load(id, 0) === 0n) {
     const random = new BigInt64Array(1);
@@ -167,7 +167,7 @@ function wordKey(segment: Segment, offset: number): string {
   return `sab#${Atomics.load(id, 0)}`;
 }
 
-function localHold(owner: object, segment: Segment, offset: number): LocalHold {
+function localHold(owner: object, segment: Region, offset: number): LocalHold {
   const key = wordKey(segment, offset);
   let hold = holds.byWord.get(key);
   if (!hold) holds.byWord.set(key, (hold = { held: false, owner: null, entries: [], waiters: null, wrappers: 0 }));
@@ -193,17 +193,26 @@ const SYNC_DEADLOCK =
   '(for a Value or Array: `await v.getLock().withLock(…)`), which waits without blocking the thread';
 
 abstract class MutexBase {
-  /** @internal */ readonly segment: Segment;
+  /** @internal */ readonly segment: Region;
   /** @internal */ readonly offset: number;
   /** @internal */ readonly words: Int32Array;
-  /** @internal */ protected readonly hold: LocalHold;
+  /**
+   * This thread's record of the word, looked up on first use: most shared
+   * values' locks are never taken in most isolates, and a million of them
+   * must not cost a million records.
+   */
+  private localRecord: LocalHold | null = null;
   private died = false;
 
-  protected constructor(place?: { segment: Segment; offset: number }) {
-    this.segment = place?.segment ?? Segment.create(LOCK_BYTES);
+  protected constructor(place?: { segment: Region; offset: number }) {
+    this.segment = place?.segment ?? allocateRegion(LOCK_BYTES);
     this.offset = place?.offset ?? this.segment.base;
     this.words = new Int32Array(this.segment.sab, this.offset, 4);
-    this.hold = localHold(this, this.segment, this.offset);
+  }
+
+  /** @internal This thread's record of the lock word (shared by every wrapper of it in this isolate). */
+  protected get hold(): LocalHold {
+    return (this.localRecord ??= localHold(this, this.segment, this.offset));
   }
 
   /** True when the latest acquisition through this object took the lock over from a holder that had died. */
@@ -551,7 +560,7 @@ abstract class MutexBase {
 export class Lock extends MutexBase {
   protected readonly kind = 'Lock';
 
-  constructor(place?: { segment: Segment; offset: number }) {
+  constructor(place?: { segment: Region; offset: number }) {
     super(place);
   }
 
@@ -584,7 +593,7 @@ export class Lock extends MutexBase {
 export class RLock extends MutexBase {
   protected readonly kind = 'RLock';
 
-  constructor(place?: { segment: Segment; offset: number }) {
+  constructor(place?: { segment: Region; offset: number }) {
     super(place);
   }
 
@@ -599,7 +608,8 @@ export class RLock extends MutexBase {
   }
 
   protected heldByThisThread(): boolean {
-    return this.hold.held;
+    // The word names this thread whenever it holds it; only then is the record worth reading.
+    return (Atomics.load(this.words, STATE) & OWNER) === selfTid() && this.hold.held;
   }
 
   protected releaseIn(frame: Frame | null): void {
@@ -643,7 +653,7 @@ export class RLock extends MutexBase {
 function reviveLock(ctor: typeof Lock | typeof RLock) {
   return (h: SharedHandle) => {
     const { segment, offset } = h as LockHandle;
-    return new ctor({ segment: Segment.attach(segment), offset });
+    return new ctor({ segment: attachRegion(segment), offset });
   };
 }
 registerShared('Lock', reviveLock(Lock));
