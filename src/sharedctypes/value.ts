@@ -78,8 +78,14 @@ export class RawValue<E extends number | bigint = number> {
 }
 
 interface ValueHandle extends SharedHandle {
-  readonly raw: SharedHandle;
+  readonly raw: RawValueHandle;
+  /**
+   * The lock, when it is not the value's own; `ownLock` names the kind of
+   * one that lives beside the value, in the same region: it travels as no
+   * handle of its own, so the receiver holds one reference per Value, not two.
+   */
   readonly lock: SharedHandle | null;
+  readonly ownLock?: 'Lock' | 'RLock';
 }
 
 /**
@@ -142,7 +148,12 @@ export class SynchronizedValue<E extends number | bigint = number> {
 
   /** @internal */
   [SHARED](): ValueHandle {
-    return { kind: 'Value', raw: this.raw[SHARED](), lock: this.lock ? this.lock[SHARED]() : null };
+    const lock = this.lock;
+    const raw = this.raw[SHARED]();
+    if (lock !== null && lock.segment === this.raw.segment && lock.offset === this.raw.segment.base) {
+      return { kind: 'Value', raw, lock: null, ownLock: lock instanceof RLock ? 'RLock' : 'Lock' };
+    }
+    return { kind: 'Value', raw, lock: lock ? lock[SHARED]() : null };
   }
 }
 
@@ -202,6 +213,11 @@ registerShared('RawValue', (h) => {
   return new RawValue(typeInfo(typecode), attachRegion(segment), offset);
 });
 registerShared('Value', (h) => {
-  const { raw, lock } = h as ValueHandle;
-  return new SynchronizedValue(reviveShared(raw) as RawValue, lock ? (reviveShared(lock) as Lock | RLock) : null);
+  const { raw, lock, ownLock } = h as ValueHandle;
+  const value = reviveShared(raw) as RawValue;
+  if (ownLock) {
+    const place = { segment: value.segment, offset: value.segment.base };
+    return new SynchronizedValue(value, ownLock === 'RLock' ? new RLock(place) : new Lock(place));
+  }
+  return new SynchronizedValue(value, lock ? (reviveShared(lock) as Lock | RLock) : null);
 });
