@@ -87,7 +87,7 @@ describe('ShareableList', () => {
     const sl = new mp.ShareableList([1, 2.5, true, 'hé', new Uint8Array([1, 2]), null, -3]);
     assert.equal(sl.length, 7);
     assert.deepEqual(sl.toArray(), [1, 2.5, true, 'hé', new Uint8Array([1, 2]), null, -3]);
-    assert.equal(sl.format, 'qd?8s8sxq');
+    assert.equal(sl.format, 'qdxxxxxxx?8s8sxxxxxx?xq', "Python's struct formats");
     const same = new mp.ShareableList(null, { name: sl.shm.name });
     same.set(0, 10);
     same.set(-1, 'ok');
