@@ -3,8 +3,7 @@
  */
 import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
-import { v8, workerThreads } from '../builtins.js';
-import { abandon, cloneError, encode, toBytes, type Encoded } from '../serialize/encode.js';
+import { workerThreads } from '../builtins.js';
 import { treeDir } from '../shm/tree.js';
 import { openChildLedger } from '../shm/settle.js';
 import { native } from '../native/addon.js';
@@ -17,6 +16,7 @@ import { liveChildren } from './registry.js';
 import { childChain } from './import-entry.js';
 import { tsxApi } from './tsx.js';
 import { REVIVE, instancePath, ownFields } from './subclass.js';
+import { Payload } from './payload.js';
 
 /** Options every `Process` takes; a subclass that overrides `run()` may pass only these to `super()`. */
 export interface ProcessBaseOptions {
@@ -87,6 +87,25 @@ function stateOf(p: object): ProcessState {
 }
 
 /**
+ * The state of a process object that is not closed. (Module functions, not
+ * methods: a subclass's own methods must not be able to shadow them.)
+ */
+function openState(p: object): ProcessState {
+  const state = stateOf(p);
+  if (state.closed) throw new StateError(`process object ${state.name} is closed`);
+  return state;
+}
+
+/** The running child's own instance cannot end itself through it (Python's cannot either). */
+function refuseSelf(state: ProcessState, what: string): void {
+  if (state.self) {
+    throw new StateError(
+      `${state.name} is the running process itself; it cannot ${what} itself through its Process object (use process.exit())`,
+    );
+  }
+}
+
+/**
  * A child running `target(...args)` in its own process (or thread), as
  * Python's `multiprocessing.Process`.
  *
@@ -139,16 +158,12 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       throw new ValueError('new Process() takes an options object: { target, args?, name?, daemon?, module? }');
     }
     const { target, args } = options as Partial<ProcessOptions<F>>;
-    if (typeof target !== 'function') {
-      if (target !== undefined || new.target.prototype.run === Process.prototype.run) {
-        if (target === undefined) {
-          throw new ValueError(
-            'new Process() needs a target: { target: fn } (the function the child runs), unless a subclass overrides run()',
-          );
-        }
-        describeTarget(target, undefined);
-      }
+    if (target === undefined && new.target.prototype.run === Process.prototype.run) {
+      throw new ValueError(
+        'new Process() needs a target: { target: fn } (the function the child runs), unless a subclass overrides run()',
+      );
     }
+    if (target !== undefined && typeof target !== 'function') describeTarget(target, undefined);
     if (args !== undefined && !Array.isArray(args)) {
       throw new ValueError(`args must be an array of arguments, not ${typeof args}`);
     }
@@ -191,43 +206,37 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     state.currentProcess = this;
   }
 
-  private open(): ProcessState {
-    const state = stateOf(this);
-    if (state.closed) throw new StateError(`process object ${state.name} is closed`);
-    return state;
-  }
-
   get name(): string {
-    return this.open().name;
+    return openState(this).name;
   }
   set name(value: string) {
-    this.open().name = String(value);
+    openState(this).name = String(value);
   }
 
   get daemon(): boolean {
-    return this.open().daemon;
+    return openState(this).daemon;
   }
   set daemon(value: boolean) {
-    const state = this.open();
+    const state = openState(this);
     if (state.popen || state.self) throw new StateError('daemon cannot be changed after start()');
     state.daemon = Boolean(value);
   }
 
   /** The OS process id (a thread child shares its parent's); null before `start()`. */
   get pid(): number | null {
-    const state = this.open();
+    const state = openState(this);
     return state.self ? process.pid : (state.popen?.pid ?? null);
   }
 
   /** The worker thread id of a `'thread'` child (0 for a process child); null before `start()`. */
   get threadId(): number | null {
-    const state = this.open();
+    const state = openState(this);
     return state.self ? workerThreads().threadId : (state.popen?.threadId ?? null);
   }
 
   /** null while running or not started; 0 ok; 1 the target (or `run()`) threw; n from `process.exit(n)`; -N killed by signal N. */
   get exitCode(): number | null {
-    return this.open().code;
+    return openState(this).code;
   }
 
   /**
@@ -247,7 +256,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
    * @throws ValueError / SerializationError when the target, the subclass, its fields or args cannot travel (nothing is started).
    */
   start(): void {
-    const self = this.open();
+    const self = openState(this);
     if (self.self) throw new StateError(`${self.name} is the running process itself; only its parent can start it`);
     if (self.popen) throw new StateError(`cannot start a process twice (${self.name} was started already)`);
     const state = runtime();
@@ -263,25 +272,18 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const cls = this.run === Process.prototype.run ? null : (this.constructor as Function);
     const classSpec = cls ? describeClass(cls, self.module) : null;
     const target: TargetSpec | null = self.target ? describeTarget(self.target, self.module) : null;
-    const crossProcess = method === 'process';
-    const parts: Array<[Encoded, string]> = [];
+    const payload = new Payload(method);
     let ledger: ReturnType<typeof openChildLedger> | null = null;
     try {
-      const args = encode(self.args, 'args', { crossProcess });
-      parts.push([args, 'args']);
-      const fields = cls ? ownFields(this) : null;
-      const fieldsPath = cls ? instancePath(cls.name) : '';
-      const encodedFields = fields ? encode(fields, fieldsPath, { crossProcess }) : null;
-      if (encodedFields) parts.push([encodedFields, fieldsPath]);
-      const wire = (encoded: Encoded, path: string, empty: boolean) =>
-        method === 'thread' ? encoded.value : empty ? null : Buffer.from(toBytes(encoded, path)).toString('base64');
-      const instance: InstanceSpec | null =
-        classSpec && encodedFields
-          ? { cls: classSpec, fields: wire(encodedFields, fieldsPath, Object.keys(fields!).length === 0) }
-          : null;
+      const args = payload.add(self.args, 'args', self.args.length === 0);
+      let instance: InstanceSpec | null = null;
+      if (cls && classSpec) {
+        const fields = ownFields(this);
+        instance = { cls: classSpec, fields: payload.add(fields, instancePath(cls.name), Object.keys(fields).length === 0) };
+      }
       // What the child is handed (one reference in flight each) opens its ledger.
       const tree = native() ? treeDir() : null;
-      ledger = tree ? openChildLedger(self.identity.at(-1)!, method, parts.flatMap(([e]) => e.segments)) : null;
+      ledger = tree ? openChildLedger(self.identity.at(-1)!, method, payload.segments()) : null;
       const identity: ChildIdentity = {
         name: self.name,
         identity: self.identity,
@@ -294,7 +296,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
         tsxApi: tsxApi(),
         argv: process.argv.slice(1),
       };
-      const spec: ChildSpec = { identity, target, args: wire(args, 'args', self.args.length === 0), instance };
+      const spec: ChildSpec = { identity, target, args, instance };
       if (method === 'process') {
         self.popen = popenProcess(spec, (pid) => ledger?.handed(pid));
       } else {
@@ -303,9 +305,9 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       }
     } catch (err) {
       ledger?.discard();
-      for (const [encoded] of parts) abandon(encoded);
+      payload.abandon();
       // A worker's clone of its data refuses what v8.serialize would have.
-      throw (err as Error)?.name === 'DataCloneError' ? refusedPart(parts, err as Error) : err;
+      throw (err as Error)?.name === 'DataCloneError' ? payload.cloneError(err as Error) : err;
     }
     const popen = self.popen;
     if (self.daemon) popen.setRef(false);
@@ -326,7 +328,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
    * @throws StateError when the process was never started.
    */
   async join(timeoutMs?: number): Promise<void> {
-    const self = this.open();
+    const self = openState(this);
     if (self.self) throw new StateError(`${self.name} is the running process itself; a process cannot join itself`);
     if (!self.popen) throw new StateError(`can only join a started process (${self.name} was not started)`);
     if (self.code !== null) return;
@@ -355,28 +357,22 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
 
   /** True from `start()` until the child has ended. */
   isAlive(): boolean {
-    const self = this.open();
+    const self = openState(this);
     return self.self || (self.popen !== null && self.code === null);
   }
 
   /** Asks the child to end (SIGTERM; a thread child is stopped). Exit code -15. */
   terminate(): void {
-    const self = this.open();
-    this.refuseSelf(self, 'terminate');
+    const self = openState(this);
+    refuseSelf(self, 'terminate');
     if (self.popen && self.code === null) self.popen.terminate();
   }
 
   /** Ends the child at once (SIGKILL). Exit code -9. */
   kill(): void {
-    const self = this.open();
-    this.refuseSelf(self, 'kill');
+    const self = openState(this);
+    refuseSelf(self, 'kill');
     if (self.popen && self.code === null) self.popen.kill();
-  }
-
-  private refuseSelf(self: ProcessState, what: string): void {
-    if (self.self) {
-      throw new StateError(`${self.name} is the running process itself; it cannot ${what} itself through its Process object (use process.exit())`);
-    }
   }
 
   /**
@@ -412,20 +408,6 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
             : `stopped exitcode=${self.code}`;
     return `<Process name='${self.name}' ${state}${self.daemon ? ' daemon' : ''}>`;
   }
-}
-
-/** The part (args, or a subclass's fields) that a worker's clone refused, named in the error. */
-function refusedPart(parts: Array<[Encoded, string]>, err: Error): Error {
-  const refused =
-    parts.find(([encoded]) => {
-      try {
-        v8().serialize(encoded.value);
-        return false;
-      } catch {
-        return true;
-      }
-    }) ?? parts[0];
-  return refused ? cloneError(refused[0].value, refused[1], err) : err;
 }
 
 function currentName(): string {
