@@ -34,7 +34,7 @@ import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
 
 export * from './errors.js';
-export { Process, type ProcessOptions, type ProcessLike } from './process/process.js';
+export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
 export { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
 export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } from './process/start-method.js';
 export { Lock, RLock, type AcquireOptions } from './sync/lock.js';

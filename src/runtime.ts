@@ -39,6 +39,8 @@ export interface RuntimeState {
   treeDir: string | null;
   /** Counts `Process-N` names, per isolate as in Python (per process). */
   processCounter: number;
+  /** In a child running a `Process` subclass, the rebuilt instance: `currentProcess()` is it, as in Python. */
+  currentProcess?: object;
 }
 
 const KEY = Symbol.for('multiprocessing-ts.runtime');

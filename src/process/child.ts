@@ -1,8 +1,10 @@
 /**
  * Running a target inside a child: adopt the identity the parent gave,
  * resolve the target (import its module, or compile its source), revive the
- * arguments, call it, and report a failure as Python does (the name of the
- * process, then the error with its stack, on stderr; exit code 1).
+ * arguments, call it (for a `Process` subclass: import the class, rebuild
+ * the instance from its fields, call its `run()`), and report a failure as
+ * Python does (the name of the process, then the error with its stack, on
+ * stderr; exit code 1).
  */
 import { pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
@@ -12,7 +14,8 @@ import { runtime } from '../runtime.js';
 import { decode, hasShared } from '../serialize/decode.js';
 import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
-import type { TargetSpec } from './target.js';
+import type { ReferenceSpec, TargetSpec } from './target.js';
+import { rebuild } from './subclass.js';
 import { importEntry, runTarget } from './import-entry.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
@@ -25,33 +28,47 @@ function nameShim<F extends Function>(fn: F, name: string): F {
   return fn;
 }
 
+/** What a by-reference export is, for messages. */
+interface Wanted {
+  readonly noun: 'function' | 'class';
+  readonly passed: string;
+  readonly fix: string;
+}
+const TARGET: Wanted = { noun: 'function', passed: 'passed as target', fix: 'pass { module }' };
+const SUBCLASS: Wanted = { noun: 'class', passed: 'started as a Process subclass', fix: 'pass { module } to super()' };
+
 async function resolveTarget(target: TargetSpec): Promise<Function> {
   if (target.kind === 'source') {
     // eslint-disable-next-line no-new-func
     return new Function('__name', `return (${target.source});`)(nameShim) as Function;
   }
+  return resolveExport(target, TARGET);
+}
+
+/** Imports the module of `ref` and finds in it the very function (or class) the parent passed. */
+async function resolveExport(ref: ReferenceSpec, wanted: Wanted): Promise<Function> {
   const state = runtime();
   state.importingEntry = true;
   let ns: Record<string, unknown>;
   try {
-    ns = await importEntry(target.moduleUrl);
+    ns = await importEntry(ref.moduleUrl);
   } finally {
     state.importingEntry = false;
   }
-  const named = ns[target.exportName] ?? (ns['default'] as Record<string, unknown> | undefined)?.[target.exportName];
+  const named = ns[ref.exportName] ?? (ns['default'] as Record<string, unknown> | undefined)?.[ref.exportName];
   const found = [named, ...Object.keys(ns).map((key) => exportOf(ns, key))].find(
-    (value) => typeof value === 'function' && sourceFingerprint(value) === target.fingerprint,
+    (value) => typeof value === 'function' && sourceFingerprint(value) === ref.fingerprint,
   );
   if (found) return found as Function;
   if (typeof named === 'function') {
     throw new ProcessError(
-      `the function '${target.name}' passed as target is not the one ${target.moduleUrl} exports as ` +
-        `'${target.exportName}', only a function of the same name (imported from another module?); ` +
-        `pass { module } naming the module that really exports it (its import.meta.url), or rename one of them`,
+      `the ${wanted.noun} '${ref.name}' ${wanted.passed} is not the one ${ref.moduleUrl} exports as ` +
+        `'${ref.exportName}', only a ${wanted.noun} of the same name (imported from another module?); ` +
+        `${wanted.fix} naming the module that really exports it (its import.meta.url), or rename one of them`,
     );
   }
   throw new ProcessError(
-    `${target.moduleUrl} has no exported function '${target.exportName}' in the child; ` +
+    `${ref.moduleUrl} has no exported ${wanted.noun} '${ref.exportName}' in the child; ` +
       `export it at the top level of that module (not inside the main-process guard)`,
   );
 }
@@ -70,6 +87,15 @@ function report(name: string, err: unknown): void {
   process.stderr.write(`Process ${name}:\n${text}\n`);
 }
 
+/** Encoded args or fields as the parent sent them, revived (shared objects live). */
+async function revive(wire: unknown, fallback: unknown): Promise<unknown> {
+  const cloned = wire === null ? fallback : typeof wire === 'string' ? v8().deserialize(Buffer.from(wire, 'base64')) : wire;
+  // Shared-object classes register their revivers when the package loads;
+  // a child given none of them starts without loading it.
+  if (hasShared(cloned)) await import('../index.js');
+  return decode(cloned);
+}
+
 export async function runChild(spec: ChildSpec): Promise<void> {
   const state = runtime();
   state.child = spec.identity;
@@ -82,14 +108,16 @@ export async function runChild(spec: ChildSpec): Promise<void> {
       const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };
       tsx.register();
     }
-    const fn = await resolveTarget(spec.target);
-    const cloned =
-      spec.args === null ? [] : typeof spec.args === 'string' ? v8().deserialize(Buffer.from(spec.args, 'base64')) : spec.args;
-    // Shared-object classes register their revivers when the package loads;
-    // a child given none of them starts without loading it.
-    if (hasShared(cloned)) await import('../index.js');
-    const args = decode(cloned) as unknown[];
-    await runTarget(fn, args);
+    const cls = spec.instance ? await resolveExport(spec.instance.cls, SUBCLASS) : null;
+    const fn = spec.target ? await resolveTarget(spec.target) : null;
+    const args = (await revive(spec.args, [])) as unknown[];
+    if (cls) {
+      const fields = (await revive(spec.instance!.fields, {})) as Record<string, unknown>;
+      const instance = rebuild(cls, fields, fn, args);
+      await runTarget(() => instance.run(), []);
+    } else {
+      await runTarget(fn!, args);
+    }
   } catch (err) {
     report(spec.identity.name, err);
     process.exitCode = 1;

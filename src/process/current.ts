@@ -18,9 +18,14 @@ export function isMainProcess(): boolean {
   return runtime().child === null;
 }
 
-/** This process (or thread child): `name` is 'MainProcess' in the main one. */
+/**
+ * This process (or thread child): `name` is 'MainProcess' in the main one.
+ * In a child that runs a `Process` subclass it is that subclass's instance,
+ * as in Python.
+ */
 export function currentProcess(): ProcessLike {
-  const child = runtime().child;
+  const { child, currentProcess: instance } = runtime();
+  if (instance) return instance as ProcessLike;
   return {
     name: child?.name ?? 'MainProcess',
     pid: process.pid,

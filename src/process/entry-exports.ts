@@ -25,7 +25,7 @@ export interface ModuleExports {
   readonly names: ReadonlySet<string>;
   /**
    * The export name of each exported local binding, by the binding's name
-   * (an anonymous default function is named `default`, as its `name` says).
+   * (an anonymous default function or class is named `default`, as its `name` says).
    */
   readonly byLocal: ReadonlyMap<string, string>;
 }
@@ -85,7 +85,8 @@ function fromAst(source: string): ModuleExports | null {
     } else if (node.type === 'ExportDefaultDeclaration') {
       const decl = node.declaration;
       if (decl.type === 'Identifier') found.add(decl.name, 'default');
-      else if (/Function/.test(decl.type)) found.add(decl.id?.name ?? 'default', 'default');
+      // An anonymous default function or class is named `default`.
+      else if (/Function|Class/.test(decl.type)) found.add(decl.id?.name ?? 'default', 'default');
       else found.add(decl.id?.name ?? null, 'default');
     } else if (node.type === 'ExportAllDeclaration' && node.exported) {
       found.add(null, nameOf(node.exported));
@@ -123,8 +124,10 @@ export function exportsFromText(source: string): ModuleExports {
     'g',
   );
   for (const m of text.matchAll(declaration)) {
-    if (m[1]) found.add(m[2] ?? 'default', 'default');
-    else if (m[2]) found.add(m[2], m[2]);
+    // `export default class extends Base` is anonymous: `extends` is no name.
+    const name = m[2] === 'extends' ? undefined : m[2];
+    if (m[1]) found.add(name ?? 'default', 'default');
+    else if (name) found.add(name, name);
   }
   for (const m of text.matchAll(new RegExp(`\\bexport\\s+default\\s+(${id})\\s*(?:;|\\n|$)`, 'g'))) {
     if (!/^(function|class|async|abstract)$/.test(m[1]!)) found.add(m[1]!, 'default');

@@ -5,12 +5,13 @@
  * worker thread).
  */
 import type { ChildIdentity } from '../runtime.js';
-import type { TargetSpec } from './target.js';
+import type { ReferenceSpec, TargetSpec } from './target.js';
 
 /** Everything a child needs to run its target. */
 export interface ChildSpec {
   readonly identity: ChildIdentity;
-  readonly target: TargetSpec;
+  /** null: a subclass's `run()` runs, and the instance has no target. */
+  readonly target: TargetSpec | null;
   /**
    * The encoded `args`: for a thread the encoded value itself (workerData
    * clones it); for a process the bytes of v8.serialize as base64, or null
@@ -18,6 +19,14 @@ export interface ChildSpec {
    * (V8 serialization there would cost every child the v8 module's load).
    */
   readonly args: unknown;
+  /** A `Process` subclass whose `run()` the child calls (subclass.ts); null for a plain target. */
+  readonly instance: InstanceSpec | null;
+}
+
+/** A subclass instance in transit: its class by reference, its own fields encoded as `args` are. */
+export interface InstanceSpec {
+  readonly cls: ReferenceSpec;
+  readonly fields: unknown;
 }
 
 export interface Popen {

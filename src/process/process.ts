@@ -1,34 +1,42 @@
 /**
  * `Process`: Python's `multiprocessing.Process` for Node.js.
  */
-import { workerThreads } from '../builtins.js';
 import { StateError, ValueError } from '../errors.js';
 import { runtime, type ChildIdentity } from '../runtime.js';
-import { abandon, cloneError, encode, toBytes } from '../serialize/encode.js';
+import { workerThreads } from '../builtins.js';
 import { treeDir } from '../shm/tree.js';
 import { openChildLedger } from '../shm/settle.js';
 import { native } from '../native/addon.js';
-import { describeTarget, entryPath, type TargetSpec } from './target.js';
+import { describeClass, describeTarget, entryPath, type TargetSpec } from './target.js';
 import { getStartMethod, validateStartMethod, type StartMethod } from './start-method.js';
 import { popenProcess } from './popen-process.js';
 import { popenThread } from './popen-thread.js';
-import type { Popen } from './popen.js';
+import type { ChildSpec, InstanceSpec, Popen } from './popen.js';
 import { liveChildren } from './registry.js';
 import { childChain } from './import-entry.js';
 import { tsxApi } from './tsx.js';
+import { REVIVE, instancePath, ownFields } from './subclass.js';
+import { Payload } from './payload.js';
 
-/** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
-export interface ProcessOptions<F extends (...args: any[]) => unknown> {
-  /** The function the child runs: an export of the entry script (or of `module`), or a self-contained function. */
-  target: F;
-  /** Its arguments; shared objects anywhere inside arrive live, the rest is copied. */
-  args?: Parameters<F>;
+/** Options every `Process` takes; a subclass that overrides `run()` may pass only these to `super()`. */
+export interface ProcessBaseOptions {
   /** Default `Process-N`. */
   name?: string;
   /** A daemon child is ended when its parent exits and may not start children. */
   daemon?: boolean;
-  /** The module that exports `target` (URL, e.g. `import.meta.url`, or path), when it is not the entry script. */
+  /**
+   * The module that exports `target` (or the subclass) when it is not the
+   * entry script: a URL, e.g. `import.meta.url`, or a path.
+   */
   module?: string | URL;
+}
+
+/** Options of `new Process(…)`; `args` is checked against `target`'s parameters. */
+export interface ProcessOptions<F extends (...args: any[]) => unknown> extends ProcessBaseOptions {
+  /** The function the child runs: an export of the entry script (or of `module`), or a self-contained function. */
+  target: F;
+  /** Its arguments; shared objects anywhere inside arrive live, the rest is copied. */
+  args?: Parameters<F>;
 }
 
 /** The shape shared by `Process`, `currentProcess()` and `parentProcess()`. */
@@ -55,9 +63,63 @@ const OUTSIDE_TARGET_MESSAGE =
   'event-emitter or callback-style API inside the target, use its promise form (e.g. `await once(emitter, ' +
   '\'event\')`, `node:fs/promises`), which keeps the target\'s chain';
 
+/** What a `Process` keeps for itself: out of its enumerable fields, so a subclass's fields are only the user's. */
+interface ProcessState {
+  target: Function | null;
+  args: unknown[];
+  readonly module: string | URL | undefined;
+  readonly identity: number[];
+  name: string;
+  daemon: boolean;
+  popen: Popen | null;
+  code: number | null;
+  closed: boolean;
+  /** This object is the running child itself: a subclass instance rebuilt in it. */
+  readonly self: boolean;
+}
+
+const states = new WeakMap<object, ProcessState>();
+
+function stateOf(p: object): ProcessState {
+  const state = states.get(p);
+  if (!state) throw new StateError('this Process was not constructed (a subclass constructor must call super())');
+  return state;
+}
+
+/**
+ * The state of a process object that is not closed. (Module functions, not
+ * methods: a subclass's own methods must not be able to shadow them.)
+ */
+function openState(p: object): ProcessState {
+  const state = stateOf(p);
+  if (state.closed) throw new StateError(`process object ${state.name} is closed`);
+  return state;
+}
+
+/** The running child's own instance cannot end itself through it (Python's cannot either). */
+function refuseSelf(state: ProcessState, what: string): void {
+  if (state.self) {
+    throw new StateError(
+      `${state.name} is the running process itself; it cannot ${what} itself through its Process object (use process.exit())`,
+    );
+  }
+}
+
 /**
  * A child running `target(...args)` in its own process (or thread), as
  * Python's `multiprocessing.Process`.
+ *
+ * Or subclass it and override `run()`, Python's other idiom: the subclass
+ * must be exported by the entry script (or by the module passed as
+ * `module` to `super()`), because the child imports it. The child rebuilds
+ * the instance without running its constructor (which may have side
+ * effects, and whose arguments are gone): it creates it from the class's
+ * prototype and sets the instance's own enumerable fields, which travel as
+ * `args` do (shared objects arrive live; a field that cannot be copied is
+ * refused at `start()`, named as in `worker.conn`). Private `#fields` and
+ * symbol-keyed properties stay behind. `run()` may be async; in the child,
+ * `name`, `pid`, `daemon` and `mp.currentProcess()` (the instance itself)
+ * are the child's, and `run()` may start children as a target may.
  * @example
  * ```ts
  * export function work(n: number) { console.log(n * n); }
@@ -68,90 +130,135 @@ const OUTSIDE_TARGET_MESSAGE =
  *   console.log(p.exitCode); // 0
  * }
  * ```
+ * @example
+ * ```ts
+ * export class Counter extends mp.Process {
+ *   constructor(readonly total: mp.Value, readonly times: number) { super(); }
+ *   override async run() { for (let i = 0; i < this.times; i++) await this.total.getLock().withLock(() => void this.total.value++); }
+ * }
+ * if (mp.isMainProcess()) {
+ *   const c = new Counter(mp.Value('i', 0), 5);
+ *   c.start();
+ *   await c.join();
+ *   console.log(c.total.value); // 5
+ * }
+ * ```
  */
 export class Process<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> implements ProcessLike {
-  private readonly target: F;
-  private args: unknown[];
-  private readonly module: string | URL | undefined;
-  private readonly identity: number[];
-  private _name: string;
-  private _daemon: boolean;
-  private popen: Popen | null = null;
-  private code: number | null = null;
-  private closed = false;
   /** @internal The start method of the context that made this class. */
   protected startMethod(): StartMethod {
     return getStartMethod();
   }
 
-  constructor(options: ProcessOptions<F>) {
+  constructor(options: ProcessOptions<F>);
+  /** For a subclass that overrides `run()`: no target needed. */
+  constructor(options?: ProcessBaseOptions);
+  constructor(options: ProcessOptions<F> | ProcessBaseOptions = {}) {
     if (options === null || typeof options !== 'object') {
       throw new ValueError('new Process() takes an options object: { target, args?, name?, daemon?, module? }');
     }
-    if (typeof options.target !== 'function') describeTarget(options.target, undefined);
-    if (options.args !== undefined && !Array.isArray(options.args)) {
-      throw new ValueError(`args must be an array of arguments, not ${typeof options.args}`);
+    const { target, args } = options as Partial<ProcessOptions<F>>;
+    if (target === undefined && new.target.prototype.run === Process.prototype.run) {
+      throw new ValueError(
+        'new Process() needs a target: { target: fn } (the function the child runs), unless a subclass overrides run()',
+      );
     }
-    this.target = options.target;
-    this.args = options.args ?? [];
-    this.module = options.module;
+    if (target !== undefined && typeof target !== 'function') describeTarget(target, undefined);
+    if (args !== undefined && !Array.isArray(args)) {
+      throw new ValueError(`args must be an array of arguments, not ${typeof args}`);
+    }
     const state = runtime();
     const n = ++state.processCounter;
-    this.identity = [...(state.child?.identity ?? []), n];
-    this._name = options.name ?? `Process-${this.identity.join(':')}`;
-    this._daemon = options.daemon ?? state.child?.daemon ?? false;
+    const identity = [...(state.child?.identity ?? []), n];
+    states.set(this, {
+      target: target ?? null,
+      args: args ?? [],
+      module: options.module,
+      identity,
+      name: options.name ?? `Process-${identity.join(':')}`,
+      daemon: options.daemon ?? state.child?.daemon ?? false,
+      popen: null,
+      code: null,
+      closed: false,
+      self: false,
+    });
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw new StateError(`process object ${this._name} is closed`);
+  /**
+   * @internal A child's rebuilt subclass instance becomes the running
+   * process (subclass.ts): its name, daemon flag and pid are the child's.
+   */
+  [REVIVE](target: Function | null, args: unknown[]): void {
+    const state = runtime();
+    const child = state.child!;
+    states.set(this, {
+      target,
+      args,
+      module: undefined,
+      identity: [...child.identity],
+      name: child.name,
+      daemon: child.daemon,
+      popen: null,
+      code: null,
+      closed: false,
+      self: true,
+    });
+    state.currentProcess = this;
   }
 
   get name(): string {
-    this.checkOpen();
-    return this._name;
+    return openState(this).name;
   }
   set name(value: string) {
-    this.checkOpen();
-    this._name = String(value);
+    openState(this).name = String(value);
   }
 
   get daemon(): boolean {
-    this.checkOpen();
-    return this._daemon;
+    return openState(this).daemon;
   }
   set daemon(value: boolean) {
-    this.checkOpen();
-    if (this.popen) throw new StateError('daemon cannot be changed after start()');
-    this._daemon = Boolean(value);
+    const state = openState(this);
+    if (state.popen || state.self) throw new StateError('daemon cannot be changed after start()');
+    state.daemon = Boolean(value);
   }
 
   /** The OS process id (a thread child shares its parent's); null before `start()`. */
   get pid(): number | null {
-    this.checkOpen();
-    return this.popen?.pid ?? null;
+    const state = openState(this);
+    return state.self ? process.pid : (state.popen?.pid ?? null);
   }
 
   /** The worker thread id of a `'thread'` child (0 for a process child); null before `start()`. */
   get threadId(): number | null {
-    this.checkOpen();
-    return this.popen?.threadId ?? null;
+    const state = openState(this);
+    return state.self ? workerThreads().threadId : (state.popen?.threadId ?? null);
   }
 
-  /** null while running or not started; 0 ok; 1 the target threw; n from `process.exit(n)`; -N killed by signal N. */
+  /** null while running or not started; 0 ok; 1 the target (or `run()`) threw; n from `process.exit(n)`; -N killed by signal N. */
   get exitCode(): number | null {
-    this.checkOpen();
-    return this.code;
+    return openState(this).code;
+  }
+
+  /**
+   * What the child runs: by default `target(...args)`, as Python's `run()`.
+   * Override it in a subclass (sync or async); an override may call
+   * `super.run()` to run the target too. Called here, it runs in this process.
+   */
+  run(): unknown {
+    const state = stateOf(this);
+    return state.target?.(...state.args);
   }
 
   /**
    * Starts the child. Synchronous, like Python's: the child is on its way
    * when this returns.
    * @throws StateError when called twice, in a daemon, or during a child's import of an unguarded entry script.
-   * @throws ValueError / SerializationError when the target or args cannot travel (nothing is started).
+   * @throws ValueError / SerializationError when the target, the subclass, its fields or args cannot travel (nothing is started).
    */
   start(): void {
-    this.checkOpen();
-    if (this.popen) throw new StateError(`cannot start a process twice (${this._name} was started already)`);
+    const self = openState(this);
+    if (self.self) throw new StateError(`${self.name} is the running process itself; only its parent can start it`);
+    if (self.popen) throw new StateError(`cannot start a process twice (${self.name} was started already)`);
     const state = runtime();
     if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
     if (state.child) {
@@ -160,48 +267,58 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     }
     if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
     const method = validateStartMethod(this.startMethod());
-    const target: TargetSpec = describeTarget(this.target, this.module);
-    const encoded = encode(this.args, 'args', { crossProcess: method === 'process' });
-    const args =
-      method === 'thread' ? encoded.value : this.args.length === 0 ? null : Buffer.from(toBytes(encoded, 'args')).toString('base64');
-    // What the child is handed (one reference in flight each) opens its ledger.
-    const tree = native() ? treeDir() : null;
-    const ledger = tree ? openChildLedger(this.identity.at(-1)!, method, encoded.segments) : null;
-    const identity: ChildIdentity = {
-      name: this._name,
-      identity: this.identity,
-      daemon: this._daemon,
-      parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
-      startMethod: method,
-      treeDir: tree,
-      ledger: ledger?.id ?? null,
-      entryPath: entryPath(),
-      tsxApi: tsxApi(),
-      argv: process.argv.slice(1),
-    };
-    const spec = { identity, target, args };
+    // A subclass's run() runs in the child on an instance rebuilt there; one
+    // that keeps Process's run() only needs its target.
+    const cls = this.run === Process.prototype.run ? null : (this.constructor as Function);
+    const classSpec = cls ? describeClass(cls, self.module) : null;
+    const target: TargetSpec | null = self.target ? describeTarget(self.target, self.module) : null;
+    const payload = new Payload(method);
+    let ledger: ReturnType<typeof openChildLedger> | null = null;
     try {
+      const args = payload.add(self.args, 'args', self.args.length === 0);
+      let instance: InstanceSpec | null = null;
+      if (cls && classSpec) {
+        const fields = ownFields(this);
+        instance = { cls: classSpec, fields: payload.add(fields, instancePath(cls.name), Object.keys(fields).length === 0) };
+      }
+      // What the child is handed (one reference in flight each) opens its ledger.
+      const tree = native() ? treeDir() : null;
+      ledger = tree ? openChildLedger(self.identity.at(-1)!, method, payload.segments()) : null;
+      const identity: ChildIdentity = {
+        name: self.name,
+        identity: self.identity,
+        daemon: self.daemon,
+        parent: { name: currentName(), pid: process.pid, threadId: workerThreads().threadId },
+        startMethod: method,
+        treeDir: tree,
+        ledger: ledger?.id ?? null,
+        entryPath: entryPath(),
+        tsxApi: tsxApi(),
+        argv: process.argv.slice(1),
+      };
+      const spec: ChildSpec = { identity, target, args, instance };
       if (method === 'process') {
-        this.popen = popenProcess(spec, (pid) => ledger?.handed(pid));
+        self.popen = popenProcess(spec, (pid) => ledger?.handed(pid));
       } else {
         ledger?.handed();
-        this.popen = popenThread(spec);
+        self.popen = popenThread(spec);
       }
     } catch (err) {
       ledger?.discard();
-      abandon(encoded);
+      payload.abandon();
       // A worker's clone of its data refuses what v8.serialize would have.
-      throw (err as Error)?.name === 'DataCloneError' ? cloneError(encoded.value, 'args', err as Error) : err;
+      throw (err as Error)?.name === 'DataCloneError' ? payload.cloneError(err as Error) : err;
     }
-    if (this._daemon) this.popen.setRef(false);
+    const popen = self.popen;
+    if (self.daemon) popen.setRef(false);
     // As Python's start(): the child has its arguments; a Process kept for
     // join() must not keep their shared memory mapped here.
-    this.args = [];
+    self.args = [];
     liveChildren.add(this);
-    void this.popen.exited.then((code) => {
+    void popen.exited.then((code) => {
       // Nothing of the child runs any more: give back what it still held.
       ledger?.settle();
-      this.code = code;
+      self.code = code;
       liveChildren.delete(this);
     });
   }
@@ -211,12 +328,13 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
    * @throws StateError when the process was never started.
    */
   async join(timeoutMs?: number): Promise<void> {
-    this.checkOpen();
-    if (!this.popen) throw new StateError(`can only join a started process (${this._name} was not started)`);
-    if (this.code !== null) return;
-    const popen = this.popen;
+    const self = openState(this);
+    if (self.self) throw new StateError(`${self.name} is the running process itself; a process cannot join itself`);
+    if (!self.popen) throw new StateError(`can only join a started process (${self.name} was not started)`);
+    if (self.code !== null) return;
+    const popen = self.popen;
     // A daemon does not keep us alive, but whoever joins it waits, as in Python.
-    if (this._daemon) popen.setRef(true);
+    if (self.daemon) popen.setRef(true);
     let timer: NodeJS.Timeout | undefined;
     try {
       if (timeoutMs === undefined || timeoutMs === Infinity) {
@@ -231,7 +349,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       }
     } finally {
       clearTimeout(timer);
-      if (this._daemon) popen.setRef(false);
+      if (self.daemon) popen.setRef(false);
     }
     // The exit handler runs on the same promise; let it record the code.
     await Promise.resolve();
@@ -239,20 +357,22 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
 
   /** True from `start()` until the child has ended. */
   isAlive(): boolean {
-    this.checkOpen();
-    return this.popen !== null && this.code === null;
+    const self = openState(this);
+    return self.self || (self.popen !== null && self.code === null);
   }
 
   /** Asks the child to end (SIGTERM; a thread child is stopped). Exit code -15. */
   terminate(): void {
-    this.checkOpen();
-    if (this.popen && this.code === null) this.popen.terminate();
+    const self = openState(this);
+    refuseSelf(self, 'terminate');
+    if (self.popen && self.code === null) self.popen.terminate();
   }
 
   /** Ends the child at once (SIGKILL). Exit code -9. */
   kill(): void {
-    this.checkOpen();
-    if (this.popen && this.code === null) this.popen.kill();
+    const self = openState(this);
+    refuseSelf(self, 'kill');
+    if (self.popen && self.code === null) self.popen.kill();
   }
 
   /**
@@ -260,22 +380,33 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
    * @throws StateError while the child is still running.
    */
   close(): void {
-    if (this.closed) return;
-    if (this.popen && this.code === null) {
-      throw new StateError(`cannot close ${this._name} while it is still running; join() or terminate() it first`);
+    const self = stateOf(this);
+    if (self.closed) return;
+    if (self.popen && self.code === null) {
+      throw new StateError(`cannot close ${self.name} while it is still running; join() or terminate() it first`);
     }
-    this.closed = true;
-    this.popen = null;
+    self.closed = true;
+    self.popen = null;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.popen && this.code === null) await this.join();
+    const self = stateOf(this);
+    if (self.popen && self.code === null) await this.join();
     this.close();
   }
 
   toString(): string {
-    const state = this.closed ? 'closed' : !this.popen ? 'initial' : this.code === null ? 'started' : `stopped exitcode=${this.code}`;
-    return `<Process name='${this._name}' ${state}${this._daemon ? ' daemon' : ''}>`;
+    const self = stateOf(this);
+    const state = self.closed
+      ? 'closed'
+      : self.self
+        ? 'started'
+        : !self.popen
+          ? 'initial'
+          : self.code === null
+            ? 'started'
+            : `stopped exitcode=${self.code}`;
+    return `<Process name='${self.name}' ${state}${self.daemon ? ' daemon' : ''}>`;
   }
 }
 

@@ -9,6 +9,10 @@
  * is another function of the same name. By source: any other function
  * must be self-contained; its source is recompiled in the child, and one that
  * uses outer variables is refused here, by name, before anything starts.
+ *
+ * A `Process` subclass (subclass.ts) goes by reference only
+ * (`describeClass`): a class extends `Process` and its methods see their
+ * module, so it has no self-contained source to send.
  */
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -21,21 +25,22 @@ import { runsStringInput } from './exec-argv.js';
 import { sourceFingerprint } from './fingerprint.js';
 import { freeVariables, functionExpressionSource } from './free-variables.js';
 
-export type TargetSpec =
-  | {
-      readonly kind: 'ref';
-      readonly moduleUrl: string;
-      readonly exportName: string;
-      /** The function's own name, for messages. */
-      readonly name: string;
-      /**
-       * `sourceFingerprint` of the function passed: the child checks it
-       * imported that very function, and finds it by this among the
-       * module's exports when `exportName` is not it.
-       */
-      readonly fingerprint: string;
-    }
-  | { readonly kind: 'source'; readonly source: string; readonly name: string };
+/** A function or class that the child imports from its module. */
+export interface ReferenceSpec {
+  readonly kind: 'ref';
+  readonly moduleUrl: string;
+  readonly exportName: string;
+  /** The function's (or class's) own name, for messages. */
+  readonly name: string;
+  /**
+   * `sourceFingerprint` of the function passed: the child checks it
+   * imported that very function, and finds it by this among the
+   * module's exports when `exportName` is not it.
+   */
+  readonly fingerprint: string;
+}
+
+export type TargetSpec = ReferenceSpec | { readonly kind: 'source'; readonly source: string; readonly name: string };
 
 /**
  * The file this tree's main script was run as; null when it runs code given
@@ -73,6 +78,40 @@ function moduleUrlOf(module: string | URL, role: string): string {
   return url;
 }
 
+/** `fn` by reference, when `module` is given or the entry script exports it; else null. */
+function byReference(fn: Function, module: string | URL | undefined, role: string): ReferenceSpec | null {
+  const name = fn.name;
+  if (module !== undefined) {
+    if (!name) throw new ValueError(`${role} has no name; with { module } the ${role} must be a named export of that module`);
+    // Not read here: the child finds a renamed or default export by its fingerprint.
+    return { kind: 'ref', moduleUrl: moduleUrlOf(module, role), exportName: name, name, fingerprint: sourceFingerprint(fn) };
+  }
+  const entry = entryPath();
+  const exportName = entry && name ? moduleExports(entry).byLocal.get(name) : undefined;
+  if (!entry || !exportName) return null;
+  return { kind: 'ref', moduleUrl: pathToFileURL(entry).href, exportName, name, fingerprint: sourceFingerprint(fn) };
+}
+
+/**
+ * How a `Process` subclass travels: by reference, always.
+ * @param module the `module` option its constructor passed to `super()`.
+ * @throws ValueError naming the class and the fix when no module a child can import exports it.
+ */
+export function describeClass(cls: Function, module: string | URL | undefined): ReferenceSpec {
+  const label = cls.name && cls.name !== 'default' ? `the Process subclass ${cls.name}` : 'an anonymous Process subclass';
+  const found = byReference(cls, module, 'Process subclass');
+  if (found) return found;
+  const entry = entryPath();
+  throw new ValueError(
+    `${label} cannot reach a child: the child rebuilds the instance from its class, which it imports, ` +
+      (entry
+        ? `and ${entry} does not export it (a class declared inside a function, or not exported, is out of reach). ` +
+          `Export the class at the top level of the entry script (outside the isMainProcess() guard), ` +
+          `or pass { module: import.meta.url } to super() when another module exports it`
+        : `and ${noEntryHint()}. Declare and export the class in a file, and pass { module } naming that file to super()`),
+  );
+}
+
 /**
  * Decides how `fn` travels.
  * @param role what the function is, for messages ('target', 'initializer'…).
@@ -83,16 +122,9 @@ export function describeTarget(fn: unknown, module: string | URL | undefined, ro
     throw new ValueError(`${role} is ${describe(fn)}, not a function; pass the function the child should run`);
   }
   const name = fn.name;
-  if (module !== undefined) {
-    if (!name) throw new ValueError(`${role} has no name; with { module } the ${role} must be a named export of that module`);
-    // Not read here: the child finds a renamed or default export by its fingerprint.
-    return { kind: 'ref', moduleUrl: moduleUrlOf(module, role), exportName: name, name, fingerprint: sourceFingerprint(fn) };
-  }
+  const reference = byReference(fn, module, role);
+  if (reference) return reference;
   const entry = entryPath();
-  const exportName = entry && name ? moduleExports(entry).byLocal.get(name) : undefined;
-  if (entry && exportName) {
-    return { kind: 'ref', moduleUrl: pathToFileURL(entry).href, exportName, name, fingerprint: sourceFingerprint(fn) };
-  }
   const label = `${role} ${name || '(anonymous)'}`;
   let source: string;
   try {
