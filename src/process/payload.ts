@@ -6,7 +6,7 @@
  */
 import { v8 } from '../builtins.js';
 import { abandon, cloneError, encode, toBytes, type Encoded } from '../serialize/encode.js';
-import type { Segment } from '../shm/segment.js';
+import type { InFlight } from '../shm/segment.js';
 import type { StartMethod } from './start-method.js';
 
 export class Payload {
@@ -28,7 +28,7 @@ export class Payload {
   }
 
   /** The segment references in flight, one entry each. */
-  segments(): Segment[] {
+  segments(): InFlight[] {
     return this.parts.flatMap((part) => part.encoded.segments);
   }
 
