@@ -4,7 +4,6 @@
  * arguments, call it, and report a failure as Python does (the name of the
  * process, then the error with its stack, on stderr; exit code 1).
  */
-import { pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
 import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
@@ -14,6 +13,8 @@ import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
 import type { TargetSpec } from './target.js';
 import { importEntry, runTarget } from './import-entry.js';
+import { registerTsHooks } from './ts-children.js';
+import { tsxPackageFiles } from './tsx.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
 function nameShim<F extends Function>(fn: F, name: string): F {
@@ -78,10 +79,10 @@ export async function runChild(spec: ChildSpec): Promise<void> {
   // (an option parser) must see what it saw in the parent.
   process.argv.splice(1, process.argv.length - 1, ...spec.identity.argv);
   try {
-    if (spec.identity.startMethod === 'thread' && spec.identity.tsxApi) {
-      const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };
-      tsx.register();
-    }
+    // Under tsx: a thread always needs hooks (a Worker gets none of ours), a
+    // process when its parent dropped tsx's options (ts-children.ts).
+    const tsx = spec.identity.tsxApi;
+    if (tsx && (spec.identity.startMethod === 'thread' || tsxPackageFiles().length === 0)) await registerTsHooks(tsx);
     const fn = await resolveTarget(spec.target);
     const cloned =
       spec.args === null ? [] : typeof spec.args === 'string' ? v8().deserialize(Buffer.from(spec.args, 'base64')) : spec.args;
