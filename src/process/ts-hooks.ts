@@ -22,6 +22,7 @@
  * alone), and nothing here may throw where tsx would have answered.
  */
 import { createHash } from 'node:crypto';
+import { isBuiltin } from 'node:module';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -76,6 +77,13 @@ function tsx(): Promise<Hooks> {
   return tsxHooks;
 }
 
+let tsxDir: string | undefined;
+
+/** URL of tsx's dist directory (its hooks and their chunks). */
+function tsxDirUrl(): string {
+  return (tsxDir ??= pathToFileURL(dirname(data!.tsxLoader) + '/').href);
+}
+
 const TS_FILE = /\.(?:[cm]?ts|tsx)$/;
 /** JavaScript extensions a TypeScript import may name for its .ts file, as tsc and tsx allow. */
 const JS_TO_TS: Readonly<Record<string, readonly string[]>> = {
@@ -115,7 +123,9 @@ function typeScriptTarget(specifier: string, parentURL: string | undefined): str
 
 export async function resolve(specifier: string, context: Context, next: NextResolve): Promise<ResolveResult> {
   const bare = !/^(?:\.{0,2}\/|[a-z][a-z0-9+.-]*:|#)/i.test(specifier);
-  if (bare && data!.tsxResolvesBare) return (await tsx()).resolve(specifier, context, next);
+  // tsx's own modules come through here too while it loads: they must not wait for it.
+  const fromTsx = context.parentURL?.startsWith(tsxDirUrl()) ?? false;
+  if (bare && data!.tsxResolvesBare && !fromTsx && !isBuiltin(specifier)) return (await tsx()).resolve(specifier, context, next);
   let resolved: ResolveResult;
   try {
     resolved = await next(specifier, context);
@@ -123,6 +133,7 @@ export async function resolve(specifier: string, context: Context, next: NextRes
     const code = (err as NodeJS.ErrnoException)?.code;
     const ts = code === 'ERR_MODULE_NOT_FOUND' || code === 'ERR_UNSUPPORTED_DIR_IMPORT' ? typeScriptTarget(specifier, context.parentURL) : null;
     // Anything else tsx may know (tsconfig paths, its own URLs): ask it, and let it throw.
+    if (!ts && fromTsx) throw err;
     if (!ts) return (await tsx()).resolve(specifier, context, next);
     resolved = { url: ts };
   }
