@@ -13,13 +13,14 @@ import { join } from 'node:path';
 import * as mp from 'multiprocessing-ts';
 import { parseCli, USAGE } from './cli.js';
 import { startJoin } from './cases/start-join.js';
+import { startTs } from './cases/start-ts.js';
 import { valueIncr } from './cases/value-incr.js';
 import { RESULTS_DIR, PACKAGE_ROOT } from './paths.js';
 import { renderCase, rowRecord } from './report.js';
 import { runCase } from './runner.js';
 import type { CaseDefinition } from './types.js';
 
-const CASES: readonly CaseDefinition[] = [startJoin, valueIncr];
+const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr];
 
 function git(args: readonly string[]): string | null {
   try {

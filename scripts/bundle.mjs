@@ -45,7 +45,14 @@ const common = {
 await build({
   ...common,
   entryPoints: { index: 'src/index.ts' },
-  define: { __MPTS_BOOTSTRAP_FILE__: JSON.stringify('./bootstrap.cjs') },
+  define: { __MPTS_BOOTSTRAP_FILE__: JSON.stringify('./bootstrap.cjs'), __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs') },
+});
+// The loader hooks of a child under tsx (process/ts-hooks.ts) run in Node's
+// loader thread, which loads them by URL: a file of their own, builtins only.
+await build({
+  ...common,
+  entryPoints: { 'ts-hooks': 'src/process/ts-hooks.ts' },
+  outExtension: { '.js': '.mjs' },
 });
 // The bootstrap is CommonJS: a child's first file then skips the ES module
 // loader's resolve/load/link round for itself (the target's module still
@@ -58,7 +65,7 @@ await build({
   format: 'cjs',
   entryPoints: { bootstrap: 'src/process/bootstrap.ts' },
   outExtension: { '.js': '.cjs' },
-  define: { 'import.meta.url': '__mpts_bootstrap_url' },
+  define: { 'import.meta.url': '__mpts_bootstrap_url', __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs') },
   banner: { js: 'const __mpts_bootstrap_url = require("node:url").pathToFileURL(__filename).href;' },
   plugins: [
     {

@@ -32,7 +32,7 @@ async function timeReps(reps: number, warmup: number, once: () => Promise<void>)
   return { value: median(times), extra: { reps, warmup, min_ms: Math.min(...times), max_ms: Math.max(...times) } };
 }
 
-function ours(method: mp.StartMethod, anchor: string, reps: number, warmup: number): Variant {
+export function ours(method: mp.StartMethod, anchor: string, reps: number, warmup: number): Variant {
   const Process = mp.getContext(method).Process;
   return {
     id: `mpts.${method}`,
@@ -49,7 +49,7 @@ function ours(method: mp.StartMethod, anchor: string, reps: number, warmup: numb
   };
 }
 
-function rawWorker(reps: number, warmup: number): Variant {
+export function rawWorker(reps: number, warmup: number): Variant {
   return {
     id: 'node.worker',
     system: 'node-worker_threads',
@@ -63,7 +63,7 @@ function rawWorker(reps: number, warmup: number): Variant {
   };
 }
 
-function rawFork(reps: number, warmup: number): Variant {
+export function rawFork(reps: number, warmup: number): Variant {
   return {
     id: 'node.fork',
     system: 'node-child_process',
@@ -77,7 +77,7 @@ function rawFork(reps: number, warmup: number): Variant {
   };
 }
 
-function python(method: 'fork' | 'spawn' | 'forkserver', reps: number, warmup: number): Variant {
+export function python(method: 'fork' | 'spawn' | 'forkserver', reps: number, warmup: number): Variant {
   return {
     id: `python.${method}`,
     system: 'python-multiprocessing',

@@ -6,7 +6,6 @@
  * Python does (the name of the process, then the error with its stack, on
  * stderr; exit code 1).
  */
-import { pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
 import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
@@ -17,6 +16,8 @@ import type { ChildSpec } from './popen.js';
 import type { ReferenceSpec, TargetSpec } from './target.js';
 import { rebuild } from './subclass.js';
 import { importEntry, runTarget } from './import-entry.js';
+import { registerTsHooks } from './ts-children.js';
+import { tsxPackageFiles } from './tsx.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
 function nameShim<F extends Function>(fn: F, name: string): F {
@@ -104,10 +105,10 @@ export async function runChild(spec: ChildSpec): Promise<void> {
   // (an option parser) must see what it saw in the parent.
   process.argv.splice(1, process.argv.length - 1, ...spec.identity.argv);
   try {
-    if (spec.identity.startMethod === 'thread' && spec.identity.tsxApi) {
-      const tsx = (await import(pathToFileURL(spec.identity.tsxApi).href)) as { register(): void };
-      tsx.register();
-    }
+    // Under tsx: a thread always needs hooks (a Worker gets none of ours), a
+    // process when its parent dropped tsx's options (ts-children.ts).
+    const tsx = spec.identity.tsxApi;
+    if (tsx && (spec.identity.startMethod === 'thread' || tsxPackageFiles().length === 0)) await registerTsHooks(tsx);
     const cls = spec.instance ? await resolveExport(spec.instance.cls, SUBCLASS) : null;
     const fn = spec.target ? await resolveTarget(spec.target) : null;
     const args = (await revive(spec.args, [])) as unknown[];

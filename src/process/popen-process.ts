@@ -3,7 +3,8 @@
  *
  * The child runs with the parent's `execArgv`, so loaders such as tsx carry
  * over, minus the options that would make it something else than our
- * bootstrap (`-e`, `--inspect`, `--test`…: exec-argv.ts), and receives its
+ * bootstrap (`-e`, `--inspect`, `--test`…: exec-argv.ts) and tsx's own
+ * (the child registers lighter hooks: ts-children.ts), and receives its
  * spec over the IPC channel. Its stdin is /dev/null
  * (as Python's children), stdout and stderr are the parent's.
  */
@@ -11,6 +12,8 @@ import { childProcess } from '../builtins.js';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { childExecArgv } from './exec-argv.js';
+import { withoutTsx } from './ts-children.js';
+import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, type ChildSpec, type Popen } from './popen.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
@@ -24,7 +27,11 @@ let execArgv: string[] | undefined;
 
 /** `spawned(pid)` runs once the child exists and before it can receive its spec. */
 export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
-  execArgv ??= childExecArgv();
+  if (!execArgv) {
+    const inherited = childExecArgv();
+    // Under tsx the child registers our lighter hooks instead (ts-children.ts).
+    execArgv = (tsxApi() && withoutTsx(inherited)) || inherited;
+  }
   const child = childProcess().spawn(process.execPath, [...execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -7,6 +7,8 @@
 import type { Worker } from 'node:worker_threads';
 import { workerThreads } from '../builtins.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
+import { withoutTsx } from './ts-children.js';
+import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
@@ -14,7 +16,13 @@ let execArgv: string[] | undefined | null = null;
 
 function newWorker(spec: ChildSpec): Worker {
   const { Worker } = workerThreads();
-  if (execArgv === null) execArgv = threadExecArgv();
+  if (execArgv === null) {
+    execArgv = threadExecArgv();
+    // A Worker runs our --import preloads: tsx's would load tsx again, where
+    // the child registers lighter hooks (ts-children.ts).
+    const light = tsxApi() ? withoutTsx(execArgv ?? process.execArgv) : null;
+    if (light) execArgv = light;
+  }
   try {
     return new Worker(BOOTSTRAP_URL, { workerData: spec, execArgv });
   } catch (err) {
