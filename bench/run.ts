@@ -15,12 +15,13 @@ import { parseCli, USAGE } from './cli.js';
 import { startJoin } from './cases/start-join.js';
 import { startTs } from './cases/start-ts.js';
 import { valueIncr } from './cases/value-incr.js';
+import { valuesCreate, valuesPass } from './cases/values.js';
 import { RESULTS_DIR, PACKAGE_ROOT } from './paths.js';
 import { renderCase, rowRecord } from './report.js';
 import { runCase } from './runner.js';
 import type { CaseDefinition } from './types.js';
 
-const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr];
+const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass];
 
 function git(args: readonly string[]): string | null {
   try {

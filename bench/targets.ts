@@ -84,3 +84,17 @@ export async function incrementAsync(...[v, n, gate, ready, ends, slot]: Increme
   }
   ends[slot] = Number(process.hrtime.bigint());
 }
+
+/** Reads every Value it was handed (each `.value` under its lock, as a user's loop would) and stores the sum in `out[0]`. */
+export function sumValues(values: SynchronizedValue<number>[], out: RawSharedArray<'d'>): void {
+  let sum = 0;
+  for (const v of values) sum += v.value;
+  out[0] = sum;
+}
+
+/** Reads every element of the array it was handed and stores the sum in `out[0]`. */
+export function sumArray(arr: RawSharedArray<'i'>, out: RawSharedArray<'d'>): void {
+  let sum = 0;
+  for (let i = 0; i < arr.length; i++) sum += arr[i]!;
+  out[0] = sum;
+}

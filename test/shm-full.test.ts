@@ -13,7 +13,7 @@ const canMount =
 
 describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the native addon' }, () => {
   for (const method of METHODS) {
-    it(`an object that does not fit is an ENOSPC error, not a SIGBUS; smaller ones still work (${method})`, async () => {
+    it(`an object or arena that does not fit is an ENOSPC error, not a SIGBUS; what exists still works (${method})`, async () => {
       const script = `mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" "$1"`;
       const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, process.execPath, fixture('shm-full.js')], {
         env: { MULTIPROCESSING_TS_START_METHOD: method },
@@ -21,8 +21,10 @@ describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the
       assert.equal(r.signal, null, `not killed by a signal: ${r.stderr}`);
       assert.equal(r.code, 0, r.stderr);
       const out = JSON.parse(r.stdout);
-      assert.equal(out.errors.length, 2);
+      assert.equal(out.errors.length, 4);
       for (const e of out.errors) assert.match(e, /^ENOSPC: .*\/dev\/shm/);
+      assert.ok(out.made > 1000, `${out.made} Values before /dev/shm was full`);
+      assert.equal(out.intact, true, 'every Value made before the error reads back');
       assert.equal(out.value, 42);
       assert.equal(out.exitCode, 0);
     });

@@ -7,6 +7,7 @@ its own variants, so both sides see the same machine state.
 
     python3 mp_anchor.py start --method fork|spawn|forkserver [--reps 20] [--warmup 2]
     python3 mp_anchor.py value [--method fork] [--n 200000] [--procs 2]
+    python3 mp_anchor.py values [--cap 1000000]
 
 Standard library only. Everything but the argument handling sits behind the
 __main__ guard, because spawn and forkserver children re-import this file.
@@ -136,6 +137,35 @@ def bench_value(method, n, procs):
     }
 
 
+def bench_values(cap):
+    """Value('i') after Value('i') kept alive, until one fails or `cap` exist.
+
+    Each carries a lock (a SemLock), as in the TypeScript variant. On Linux
+    CPython stops near vm.max_map_count with an OSError; the figure is the
+    mean creation time of those it made.
+    """
+    values = []
+    stopped = None
+    t0 = now()
+    try:
+        for i in range(cap):
+            values.append(mp.Value("i", i))
+    except OSError as e:
+        stopped = f"{type(e).__name__}: {e}"
+    elapsed = now() - t0
+    n = len(values)
+    ok = all(values[i].value == i for i in range(0, n, 997))
+    return {
+        "bench": "values",
+        "n": n,
+        "cap": cap,
+        "stopped": stopped,
+        "elapsed_s": elapsed,
+        "us_per_object": elapsed / max(n, 1) * 1e6,
+        "exact": ok,
+    }
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -147,9 +177,13 @@ def main(argv):
     v.add_argument("--method", default="fork", choices=("fork", "spawn", "forkserver"))
     v.add_argument("--n", type=int, default=200_000)
     v.add_argument("--procs", type=int, default=2)
+    vs = sub.add_parser("values", help="Value('i') kept alive until one fails or --cap exist, mean µs each")
+    vs.add_argument("--cap", type=int, default=1_000_000)
     args = ap.parse_args(argv)
     if args.bench == "start":
         out = bench_start(args.method, args.reps, args.warmup)
+    elif args.bench == "values":
+        out = bench_values(args.cap)
     else:
         out = bench_value(args.method, args.n, args.procs)
     out["python"] = sys.version.split()[0]
