@@ -45,7 +45,7 @@ import { unlinkSync } from 'node:fs';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
 import { native, nativeMissingHint } from '../native/addon.js';
-import { noteDropping, noteTaken } from './ledger.js';
+import { keepsLedger, noteDropping, noteTaken } from './ledger.js';
 import { noteInFlight } from './segment.js';
 import { treeDir } from './tree.js';
 
@@ -402,20 +402,25 @@ function installExitHook(): void {
   atExit(ExitStage.Segments, () => {
     const maps = [...active.values()];
     active.clear();
-    const names: string[] = [];
-    for (const map of maps) {
-      for (let i = 0; i < map.blockCount; i++) {
-        for (let n = map.held[i]!; n > 0; n--) names.push(map.blockName(ARENA_HEADER + i * map.blockSize));
+    // One ledger write for all of them, before any is dropped (names only
+    // where there is a ledger: a main process with a million Values exits fast).
+    if (keepsLedger()) {
+      const names: string[] = [];
+      for (const map of maps) {
+        const held = map.held;
+        for (let i = 0; i < held.length; i++) {
+          for (let n = held[i]!; n > 0; n--) names.push(map.blockName(ARENA_HEADER + i * map.blockSize));
+        }
+        if (map.owned) names.push(map.name);
       }
-      if (map.owned) names.push(map.name);
+      if (names.length > 0 && !noteDropping(names, false)) return;
     }
-    // One ledger write for all of them, before any is dropped.
-    if (names.length > 0 && !noteDropping(names, false)) return;
     for (const map of maps) {
-      for (let i = 0; i < map.blockCount; i++) {
-        const n = map.held[i]!;
+      const held = map.held;
+      for (let i = 0; i < held.length; i++) {
+        const n = held[i]!;
         if (n > 0) {
-          map.held[i] = 0;
+          held[i] = 0;
           dropBlockReferences(map.words, ARENA_HEADER + i * map.blockSize, map.path, n);
         }
       }

@@ -257,6 +257,11 @@ export function noteDropping(names: readonly string[], fromFlight: boolean): boo
   return true;
 }
 
+/** Whether this isolate logs its references (it is a child with a ledger): else `noteDropping` needs no names. */
+export function keepsLedger(): boolean {
+  return openOwn() !== null;
+}
+
 /**
  * Marks (once) that this isolate starts children, so that its parent
  * settles their ledgers too if it dies first. False when the mark could not
