@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { freeVariables, functionExpressionSource } from '../src/process/free-variables.js';
 import { exportsFromText, moduleExports } from '../src/process/entry-exports.js';
 import { compileTypeScript } from '../src/process/parsers.js';
+import * as mp from '../src/index.js';
+import { mark } from './fixtures/relative-module/lib.js';
 import { METHODS, fixture, run } from './helpers.js';
 
 const exportedNames = (path: string) => moduleExports(path).names;
@@ -142,4 +144,48 @@ describe('which export a by-reference target is', () => {
       assert.deepEqual(renamedInModule, { exitCode: 0, value: 3 }, '{ module } finds a function that module exports renamed');
     });
   }
+});
+
+describe('a relative module option', () => {
+  const callerJs = fixture('relative-module/caller.js');
+  const callerTs = join(root, 'test', 'fixtures', 'relative-module', 'caller.ts');
+  const elsewhere = mkdtempSync(join(tmpdir(), 'mpts-cwd-'));
+
+  for (const method of METHODS) {
+    it(`is read from the calling file (new Process, a context's, a subclass's super() and one without a constructor), not the working directory, in .js and under tsx (${method})`, async () => {
+      for (const argv of [[callerJs], [tsxCli, callerTs]]) {
+        const r = await run(process.execPath, argv, { cwd: elsewhere, env: { MULTIPROCESSING_TS_START_METHOD: method } });
+        assert.equal(r.stderr, '', argv.at(-1));
+        assert.deepEqual(JSON.parse(r.stdout), { exitCodes: [0, 0, 0, 0], out: [1, 1, 1, 1] }, argv.at(-1));
+      }
+    });
+
+    it(`is read from the calling file when the package runs from dist/src (${method})`, async () => {
+      const out = mp.Array('i', 1);
+      const p = new (mp.getContext(method).Process)({ target: mark, args: [out, 0], module: './fixtures/relative-module/lib.js' });
+      p.start();
+      await p.join(30_000);
+      assert.deepEqual([p.exitCode, out[0]], [0, 1]);
+    });
+  }
+
+  it('is read from the working directory where the calling code has no file (node -e)', async () => {
+    const lib = 'dist/test/fixtures/relative-module/lib.js';
+    const code = [
+      `import * as mp from 'multiprocessing-ts';`,
+      `import { mark } from './${lib}';`,
+      `const out = mp.Array('i', 1);`,
+      `const p = new mp.Process({ target: mark, args: [out, 0], module: '${lib}' });`,
+      `p.start(); await p.join();`,
+      `console.log(JSON.stringify([p.exitCode, out[0]]));`,
+    ].join('\n');
+    const r = await run(process.execPath, ['--input-type=module', '-e', code], { cwd: root });
+    assert.equal(r.stderr, '');
+    assert.deepEqual(JSON.parse(r.stdout), [0, 1]);
+  });
+
+  it('refuses a module that is neither a URL nor a path, naming it', () => {
+    assert.throws(() => new mp.Process({ target: () => {}, module: 42 as unknown as string }), /module is .*42.*URL .*or a path/);
+    assert.throws(() => new mp.Process({ target: () => {}, module: '' }), /module is/);
+  });
 });

@@ -7,6 +7,8 @@ import { workerThreads } from '../builtins.js';
 import { treeDir } from '../shm/tree.js';
 import { openChildLedger } from '../shm/settle.js';
 import { native } from '../native/addon.js';
+import { describe } from '../describe.js';
+import { resolveFromCaller } from '../caller-file.js';
 import { describeClass, describeTarget, entryPath, type TargetSpec } from './target.js';
 import { getStartMethod, validateStartMethod, type StartMethod } from './start-method.js';
 import { popenProcess } from './popen-process.js';
@@ -26,7 +28,16 @@ export interface ProcessBaseOptions {
   daemon?: boolean;
   /**
    * The module that exports `target` (or the subclass) when it is not the
-   * entry script: a URL, e.g. `import.meta.url`, or a path.
+   * entry script: a URL (e.g. `import.meta.url`, or a `file:` URL string)
+   * or a path. A relative path (`'./lib.js'`, `'lib/work.js'`) is read from
+   * the directory of the file whose code passes it, as a relative `import`
+   * is, not from the working directory: the file that calls
+   * `new Process(…)`, or, for a subclass, the file of the constructor that
+   * calls `super({ module })` (a subclass without a constructor of its own
+   * passes it over: then it is the file that calls `new`). Under tsx that
+   * file is the `.ts` source, so name the module as an import from it
+   * would (`'./lib.js'` for `lib.ts`). Where that code has no file (`node -e`,
+   * the REPL), a relative path is read from the working directory.
    */
   module?: string | URL;
 }
@@ -173,7 +184,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     states.set(this, {
       target: target ?? null,
       args: args ?? [],
-      module: options.module,
+      module: moduleOption(options.module, new.target),
       identity,
       name: options.name ?? `Process-${identity.join(':')}`,
       daemon: options.daemon ?? state.child?.daemon ?? false,
@@ -408,6 +419,25 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
             : `stopped exitcode=${self.code}`;
     return `<Process name='${self.name}' ${state}${self.daemon ? ' daemon' : ''}>`;
   }
+}
+
+/**
+ * The `module` option with a relative path made absolute where the caller
+ * means it (see `ProcessBaseOptions.module`). Read at construction: the
+ * caller is on the stack only then.
+ */
+function moduleOption(module: unknown, cls: Function): string | URL | undefined {
+  if (module === undefined || module instanceof URL) return module;
+  if (typeof module !== 'string' || module === '') {
+    throw new ValueError(
+      `module is ${describe(module)}; pass the module that exports the target as a URL (e.g. import.meta.url) or a path`,
+    );
+  }
+  if (/^(file|data|node):/.test(module)) return module;
+  // The classes between Process and the one constructed: their constructor frames come first.
+  const subclasses: Function[] = [];
+  for (let c = cls; c !== Process && typeof c === 'function'; c = Object.getPrototypeOf(c)) subclasses.unshift(c);
+  return resolveFromCaller(module, Process, subclasses);
 }
 
 function currentName(): string {
