@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { treeDir } from '../src/shm/tree.js';
+import { dropOwedInArena, sweep } from '../src/shm/arena.js';
 import * as ar from './fixtures/arena.js';
 import { METHODS, eventually, fixture, regionOf, run } from './helpers.js';
 
@@ -189,6 +190,69 @@ describe('arenas', { skip: needs }, () => {
       );
     });
   }
+
+  for (const method of METHODS) {
+    it(`an arena whose last blocks a child freed is given back by the owner's next sweep (${method})`, async (t) => {
+      await settleGarbage();
+      const out = mp.RawArray('i', 1);
+      const go = mp.RawArray('i', 1);
+      // Made in a function: once the child has them, the child alone holds the first arena's Values.
+      const { file, blocks, spill, child } = (() => {
+        const first = [mp.Value('i', 1)];
+        const file = regionOf(first[0]!).file;
+        while (regionOf(first[first.length - 1]!).file === file) first.push(mp.Value('i', 1));
+        const spill = first.pop()!;
+        const child = new (mp.getContext(method).Process)({ target: ar.readAndEndOnGo, args: [first, out, go], module: ar.ARENA });
+        child.start();
+        return { file, blocks: first.length, spill, child };
+      })();
+      t.after(() => child.kill());
+      await eventually(() => out[0] === blocks, 20_000, 'the child to read every Value');
+      // Ours dropped first: the owner sees the arena still in use by the child.
+      await collected(file, blocks + 1);
+      go[0] = 1;
+      await child.join(20_000);
+      assert.equal(child.exitCode, 0);
+      await eventually(() => arenaRefs(file) === 1, 5_000, "the child's references to be given back");
+      assert.ok(existsSync(file), 'no free in this process told the owner');
+      sweep();
+      await eventually(() => !existsSync(file), 5_000, 'the swept arena to be given back');
+      assert.equal(spill.value, 1);
+    });
+  }
+
+  it('a drop on a block that was freed and made anew is refused: the new object keeps its memory', async () => {
+    const v = mp.Value('i', 5);
+    const block = (v.getObj() as unknown as { segment: { map: { path: string; words: Int32Array }; offset: number } }).segment;
+    const gen = Atomics.load(block.map.words, (block.offset >> 2) + 1);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      // A stale ledger line: the previous allocation of this block.
+      dropOwedInArena(block.map.path, block.offset, gen - 1, 1);
+      // More references than the block has.
+      dropOwedInArena(block.map.path, block.offset, gen, 5);
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.equal(regionOf(v).refs(), 1, 'neither drop touched the count');
+    assert.equal(v.value, 5);
+    assert.ok(warnings.some((w) => /refused to drop a reference on shared block/.test(w)), warnings.join('\n'));
+    // The right drop still works: the owed reference goes, the block with it.
+    const before = arenaRefs(block.map.path);
+    Atomics.add(block.map.words, block.offset >> 2, 1);
+    dropOwedInArena(block.map.path, block.offset, gen, 1);
+    assert.equal(regionOf(v).refs(), 1);
+    assert.equal(arenaRefs(block.map.path), before);
+  });
+
+  it('a Value made in an exit listener after the shared memory was given back is a StateError', async () => {
+    const r = await run(process.execPath, [fixture('arena-exit.js')], { timeoutMs: 20_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^StateError: shared objects cannot be made once this process or thread is exiting/m);
+  });
 
   it('a million Values live in one process', async () => {
     const r = await run(process.execPath, [fixture('million-values.js')], { timeoutMs: 60_000 });

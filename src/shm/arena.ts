@@ -25,27 +25,34 @@
  * Block layout:
  *   0   refs       references on this block in all isolates plus handles in
  *                  flight; 0 while free. The one who drops it to 0 frees it.
- *   4   gen        bumped by each allocation of the block, so a lock record
- *                  keyed by a block's name never outlives its object.
+ *   4   gen        bumped by each allocation of the block. Handles and ledger
+ *                  names carry it, so a reference can only ever be dropped
+ *                  on the allocation it was taken on: a stale drop (which a
+ *                  bug elsewhere could cause) is refused instead of freeing
+ *                  a block another object lives in.
  *   8   payload    zeroed at allocation. While free, its first word links
  *                  the free stack.
  *
  * Only the creating isolate (the owner) allocates from an arena. Blocks
  * freed anywhere go on its free stack, and the owner reuses them before
  * carving new ones. An empty arena (refs down to the owner's hold) is given
- * back by its owner unless it is the one it currently carves from; one
- * whose owner has exited goes when its last block is freed.
+ * back by its owner unless it is the one it currently carves from: at
+ * once when the owner frees its last block, and by a sweep every few
+ * seconds (an unref'd timer, while the owner has more than one arena) when
+ * other processes freed the last ones. One whose owner has exited goes when
+ * its last block is freed.
  *
  * Reference protocol per block: that of segments (create: 1; a handle in
  * flight: +1, taken over by the receiver's attach; collection of the object
  * or exit: -1), logged in a child's ledger under `<arena>@<offset>`, so a
- * killed child's blocks are given back by its parent (settle.ts).
+ * killed child's blocks are given back by its parent (settle.ts). Names
+ * carry the block's generation: `<arena>@<offset>#<gen>`.
  */
 import { unlinkSync } from 'node:fs';
-import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
+import { FileNotFoundError, NativeUnavailableError, StateError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
 import { native, nativeMissingHint } from '../native/addon.js';
-import { keepsLedger, noteDropping, noteTaken } from './ledger.js';
+import { keepsLedger, noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
 import { noteInFlight } from './segment.js';
 import { treeDir } from './tree.js';
 
@@ -75,6 +82,8 @@ export interface BlockHandle {
   readonly path: string;
   /** The block's offset in the arena. */
   readonly block: number;
+  /** The allocation it names (the block's `gen`): checked on attach. */
+  readonly gen: number;
 }
 
 /** One arena as this isolate maps it. */
@@ -115,9 +124,14 @@ class ArenaMap {
     return (offset - ARENA_HEADER) / this.blockSize;
   }
 
-  /** A block's name in ledgers. */
+  /** A block's name in ledgers: arena, offset and generation. */
   blockName(offset: number): string {
-    return `${this.name}@${offset}`;
+    return `${this.name}@${offset}#${this.genOf(offset)}`;
+  }
+
+  /** The block's current generation (stable while a reference on it is held). */
+  genOf(offset: number): number {
+    return Atomics.load(this.words, (offset >> 2) + 1);
   }
 }
 
@@ -174,14 +188,14 @@ export class Block {
 
   /** The block's name and generation: unique in the tree while this object's allocation lives. */
   get key(): string {
-    return `${this.map.path}@${this.offset}#${Atomics.load(this.map.words, (this.offset >> 2) + 1)}`;
+    return `${this.map.path}@${this.offset}#${this.map.genOf(this.offset)}`;
   }
 
   /** Accounts one reference in flight, which the receiver's `attach` takes over. */
   toHandle(): BlockHandle {
     Atomics.add(this.map.words, this.offset >> 2, 1);
     noteInFlight(this);
-    return { size: this.size, path: this.map.path, block: this.offset };
+    return { size: this.size, path: this.map.path, block: this.offset, gen: this.map.genOf(this.offset) };
   }
 
   /** @internal The name a ledger records for a reference on this block. */
@@ -196,6 +210,7 @@ export class Block {
 
   /** A zero-filled block with room for `size` payload bytes, from an arena this isolate owns. */
   static allocate(size: number): Block {
+    if (exited) throw new StateError('shared objects cannot be made once this process or thread is exiting (its shared memory has been given back)');
     const cls = CLASSES.findIndex((c) => c - BLOCK_HEADER >= size);
     if (cls < 0) throw new RangeError(`an arena block holds at most ${SMALLEST_ARENA_PAYLOAD} bytes, not ${size}`);
     let map: ArenaMap | undefined;
@@ -219,6 +234,7 @@ export class Block {
         map = createArena(CLASSES[cls]!, mine.length);
         mine.push(map);
         offset = takeFree(map);
+        if (mine.length === 2) startSweeping();
       }
     }
     const words = map!.words;
@@ -234,6 +250,14 @@ export class Block {
   /** Maps the arena a handle names (once per isolate) and takes over the handle's reference. */
   static attach(handle: BlockHandle): Block {
     const map = mapArena(handle.path);
+    const gen = map.genOf(handle.block);
+    if (gen !== handle.gen) {
+      // The handle's reference should have kept this allocation alive: a bug, never silently another object.
+      throw new StateError(
+        `shared block ${map.blockName(handle.block)} is not the allocation this handle names (generation ${handle.gen}); ` +
+          'its reference was dropped too early. Please report this with how the object travelled',
+      );
+    }
     noteTaken(map.blockName(handle.block), true);
     return new Block(map, handle.block, handle.size);
   }
@@ -311,11 +335,17 @@ function mapArena(path: string): ArenaMap {
 /** Gives back one reference this isolate held on a block (its object was collected). */
 function releaseHere(map: ArenaMap, offset: number): void {
   map.held[map.indexOf(offset)]!--;
-  if (--map.heldHere === 0 && !map.owned) {
-    active.delete(map.id);
-  }
-  if (noteDropping([map.blockName(offset)], false)) dropBlockReferences(map.words, offset, map.path, 1);
-  if (map.owned) returnIfEmpty(map);
+  if (--map.heldHere === 0 && !map.owned) forget(map);
+  noteDroppingThen([map.blockName(offset)], false, () => {
+    dropBlockReferences(map.words, offset, map.path, 1);
+    if (map.owned) returnIfEmpty(map);
+  });
+}
+
+/** This isolate neither holds blocks of `map` nor owns it: let the mapping go with its last Block. */
+function forget(map: ArenaMap): void {
+  active.delete(map.id);
+  if (byPath.get(map.path)?.deref() === map) byPath.delete(map.path);
 }
 
 /**
@@ -327,24 +357,79 @@ function returnIfEmpty(map: ArenaMap): void {
   const mine = owned[CLASSES.indexOf(map.blockSize as (typeof CLASSES)[number])]!;
   if (mine[mine.length - 1] === map || Atomics.load(map.words, REFS) !== 1) return;
   // Only the owner ever raises an arena's refs, so at 1 (its hold alone) nothing can take a block meanwhile.
-  giveBackHold(map);
   mine.splice(mine.indexOf(map), 1);
-  if (map.heldHere === 0) active.delete(map.id);
+  map.owned = false;
+  if (map.heldHere === 0) forget(map);
+  if (mine.length < 2) stopSweeping();
+  noteDroppingThen([map.name], false, () => dropArenaReferences(map.words, map.path, 1));
 }
 
-function giveBackHold(map: ArenaMap): void {
-  map.owned = false;
-  if (noteDropping([map.name], false)) dropArenaReferences(map.words, map.path, 1);
+/** How often the owner looks for arenas that other processes emptied. */
+const SWEEP_MS = 5_000;
+let sweeper: ReturnType<typeof setInterval> | null = null;
+
+/** Sweeps while this isolate owns more than one arena: the newest is never given back, so one needs no sweep. */
+function startSweeping(): void {
+  if (sweeper) return;
+  sweeper = setInterval(sweep, SWEEP_MS);
+  // Never what keeps a process alive.
+  sweeper.unref();
+}
+
+function stopSweeping(): void {
+  if (!sweeper) return;
+  clearInterval(sweeper);
+  sweeper = null;
+}
+
+/** Gives back every owned arena, other than the newest of its class, that holds no block any more. @internal exported for tests */
+export function sweep(): void {
+  for (const mine of owned) for (const map of [...mine]) returnIfEmpty(map);
 }
 
 /**
  * Drops `count` references on the block at `offset` of the arena whose
- * words are `words`; the one that reaches 0 frees the block: onto the free
- * stack, and its reference on the arena dropped.
+ * words are `words`, if it still is allocation `gen` (when given); the one
+ * that reaches 0 frees the block: onto the free stack, and its reference on
+ * the arena dropped. A drop of more references than the block has, or on
+ * another allocation, is refused and reported: freeing a block an object
+ * still lives in would hand its memory to a second object.
  */
-export function dropBlockReferences(words: Int32Array, offset: number, path: string, count: number): void {
-  const before = Atomics.sub(words, offset >> 2, count);
-  if (before > count || before <= 0) return;
+export function dropBlockReferences(words: Int32Array, offset: number, path: string, count: number, gen?: number): void {
+  const at = offset >> 2;
+  if (gen === undefined) {
+    // The caller holds these references: the allocation cannot change under it.
+    let refs = Atomics.load(words, at);
+    for (;;) {
+      if (refs < count) return refuse(path, offset, `it has ${refs} reference(s), not ${count}`);
+      const seen = Atomics.compareExchange(words, at, refs, refs - count);
+      if (seen === refs) break;
+      refs = seen;
+    }
+    if (refs === count) freeBlock(words, offset, path);
+    return;
+  }
+  // Someone else's references (a dead child's): refs and gen change together
+  // in one 64-bit compare-exchange (refs is the low word), so the drop lands
+  // on allocation `gen` or not at all.
+  const pair = new BigInt64Array(words.buffer, words.byteOffset + offset, 1);
+  let seen = Atomics.load(pair, 0);
+  for (;;) {
+    const refs = Number(BigInt.asIntN(32, seen));
+    if (Number(BigInt.asIntN(32, seen >> 32n)) !== gen) return refuse(path, offset, 'it was freed and made anew since');
+    if (refs < count) return refuse(path, offset, `it has ${refs} reference(s), not ${count}`);
+    const next = (seen & ~0xffffffffn) | BigInt(refs - count);
+    const was = Atomics.compareExchange(pair, 0, seen, next);
+    if (was === seen) {
+      if (refs === count) freeBlock(words, offset, path);
+      return;
+    }
+    seen = was;
+  }
+}
+
+/** Puts a block whose last reference was just dropped on its arena's free stack, and drops its reference on the arena. */
+function freeBlock(words: Int32Array, offset: number, path: string): void {
   const link = (offset >> 2) + 2;
   for (let head = Atomics.load(words, FREE_HEAD); ; ) {
     Atomics.store(words, link, head);
@@ -353,6 +438,14 @@ export function dropBlockReferences(words: Int32Array, offset: number, path: str
     head = seen;
   }
   dropArenaReferences(words, path, 1);
+}
+
+let refusals = 0;
+function refuse(path: string, offset: number, why: string): void {
+  // Reported, not thrown: this runs in finalizers and at exit. Once per isolate is enough to find the bug.
+  if (refusals++ === 0) {
+    process.emitWarning(`multiprocessing-ts: refused to drop a reference on shared block ${path}@${offset}: ${why} (a reference was dropped twice somewhere; the block is kept)`);
+  }
 }
 
 function dropArenaReferences(words: Int32Array, path: string, count: number): void {
@@ -371,7 +464,7 @@ function dropArenaReferences(words: Int32Array, path: string, count: number): vo
  * see settle.ts): on block `offset` of the arena at `path`, or on the arena
  * itself (its owner's hold) when `offset` is null.
  */
-export function dropOwedInArena(path: string, offset: number | null, count: number): void {
+export function dropOwedInArena(path: string, offset: number | null, gen: number | null, count: number): void {
   let words = byPath.get(path)?.deref()?.words;
   if (!words) {
     const addon = native();
@@ -383,16 +476,19 @@ export function dropOwedInArena(path: string, offset: number | null, count: numb
     }
   }
   if (offset === null) dropArenaReferences(words, path, count);
-  else dropBlockReferences(words, offset, path, count);
+  else dropBlockReferences(words, offset, path, count, gen ?? undefined);
 }
 
-/** Whether a ledger name is a block's (`<arena>@<offset>`) or an arena's; and which. */
-export function parseArenaName(name: string): { arena: string; offset: number | null } | null {
+/** Whether a ledger name is a block's (`<arena>@<offset>#<gen>`) or an arena's; and which. */
+export function parseArenaName(name: string): { arena: string; offset: number | null; gen: number | null } | null {
   if (name[0] !== 'a') return null;
-  const at = name.indexOf('@');
-  return at < 0 ? { arena: name, offset: null } : { arena: name.slice(0, at), offset: Number(name.slice(at + 1)) };
+  const m = /^([^@]+)@(\d+)#(\d+)$/.exec(name);
+  if (m) return { arena: m[1]!, offset: Number(m[2]), gen: Number(m[3]) };
+  return name.includes('@') ? null : { arena: name, offset: null, gen: null };
 }
 
+/** Set when this isolate's exit gave its shared memory back: nothing is allocated after that. */
+let exited = false;
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
@@ -400,6 +496,9 @@ function installExitHook(): void {
   // Registered after the segments' hook of the same stage when an arena is
   // made first; order between the two does not matter (independent files).
   atExit(ExitStage.Segments, () => {
+    exited = true;
+    stopSweeping();
+    for (const mine of owned) mine.length = 0;
     const maps = [...active.values()];
     active.clear();
     // One ledger write for all of them, before any is dropped (names only

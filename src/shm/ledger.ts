@@ -39,6 +39,7 @@
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { startTimeOf } from '../liveness.js';
 import { runtime } from '../runtime.js';
+import { ExitStage, atExit } from '../finalize.js';
 
 /**
  * What a ledger says about its owner. A process's `start` is its start time
@@ -224,14 +225,78 @@ function takeParents(own: OwnLedger, name: string): boolean {
 }
 
 /**
+ * `-` entries not yet written, and the drops that wait for them. Logging
+ * each release with its own write(2) made a child that lets go of many
+ * objects (a collection freeing thousands of Values) a system call per
+ * object; releases are gathered and written together at the end of the
+ * running job (a microtask), or sooner when many pile up, and the drops
+ * done after. A delay never breaks the ledger's rule: a child killed before
+ * the write never did the drops either, and its parent does them, once.
+ * `+` entries stay synchronous: a reference taken but not logged leaks if
+ * the child is killed, and a child may show what it made to others (and be
+ * killed for it) in the very same job.
+ */
+interface Pending {
+  lines: string[];
+  changes: Array<[name: string, delta: -1]>;
+  drops: Array<() => void>;
+  scheduled: boolean;
+}
+
+const pending: Pending = { lines: [], changes: [], drops: [], scheduled: false };
+
+/** Entries past which a batch is written at once rather than at the end of the job. */
+const BATCH_LIMIT = 4096;
+
+function queueDrop(names: readonly string[], drop: () => void): void {
+  for (const name of names) {
+    pending.lines.push(`-${name}\n`);
+    pending.changes.push([name, -1]);
+  }
+  pending.drops.push(drop);
+  if (pending.lines.length >= BATCH_LIMIT) flushLedger();
+  else if (!pending.scheduled) {
+    pending.scheduled = true;
+    queueMicrotask(flushLedger);
+    if (!flushAtExit) flushAtExit = atExit(ExitStage.Segments, flushLedger);
+  }
+}
+
+/** Whether the exit-time flush is registered (once: an exit runs no microtasks). */
+let flushAtExit: (() => void) | null = null;
+
+/**
+ * Writes the gathered entries in one write(2), then does the drops that
+ * waited for them. If the write fails, the drops are not done (the parent
+ * will do them: see the module comment).
+ */
+export function flushLedger(): void {
+  pending.scheduled = false;
+  if (pending.lines.length === 0 && pending.drops.length === 0) return;
+  const { lines, changes, drops } = pending;
+  pending.lines = [];
+  pending.changes = [];
+  pending.drops = [];
+  const own = openOwn();
+  if (lines.length > 0) {
+    if (!own || !log(own, lines.join(''))) return;
+    for (const [name, delta] of changes) count(own.nets, name, delta);
+    compactIfLarge(own);
+  }
+  for (const drop of drops) drop();
+}
+
+/**
  * Records that this isolate now holds a reference on segment `name`, after
  * taking it: a new segment (`fromFlight` false), or a handle's in-flight
  * reference taken over by a new mapping (true; if the parent logged that
- * one, its entry stands for the mapping now).
+ * one, its entry stands for the mapping now). Written with the next batch.
  */
 export function noteTaken(name: string, fromFlight: boolean): void {
   const own = openOwn();
   if (!own || (fromFlight && takeParents(own, name))) return;
+  // Behind any `-` entries still waiting, so the file keeps the order things happened in.
+  flushLedger();
   if (log(own, `+${name}\n`)) {
     count(own.nets, name, 1);
     compactIfLarge(own);
@@ -239,14 +304,27 @@ export function noteTaken(name: string, fromFlight: boolean): void {
 }
 
 /**
- * Records, BEFORE they are dropped, references this isolate gives back:
- * its own (`fromFlight` false), or the in-flight one of a handle it did not
- * need because it maps the segment already (true; only the parent's logged
- * ones need an entry, a sender's were never logged). Returns false when the
- * drop must not happen: the ledger could not be written, so the parent
- * would drop the same reference again.
+ * Gives back references through the ledger: logs them (`-` lines, with the
+ * next batch) and then calls `drop`, which gives them back. `fromFlight`:
+ * the in-flight reference of a handle this isolate did not need (only the
+ * parent's logged ones need an entry). Without a ledger `drop` runs at once.
+ */
+export function noteDroppingThen(names: readonly string[], fromFlight: boolean, drop: () => void): void {
+  const own = openOwn();
+  if (!own) return drop();
+  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
+  if (logged.length === 0) return drop();
+  queueDrop(logged, drop);
+}
+
+/**
+ * Records, BEFORE they are dropped, references this isolate gives back, at
+ * once (for exit, where nothing runs later): earlier batched entries are
+ * written first. Returns false when the drop must not happen: the ledger
+ * could not be written, so the parent would drop the same reference again.
  */
 export function noteDropping(names: readonly string[], fromFlight: boolean): boolean {
+  flushLedger();
   const own = openOwn();
   if (!own) return true;
   const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;

@@ -35,7 +35,7 @@ import { unlinkSync } from 'node:fs';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
-import { noteDropping, noteTaken } from './ledger.js';
+import { noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -136,7 +136,7 @@ function release(path: string): void {
   const entry = held.get(path);
   if (!entry) return;
   if (--entry.count === 0) held.delete(path);
-  if (noteDropping([nameOf(path)], false)) dropReference(path, entry.refs);
+  noteDroppingThen([nameOf(path)], false, () => dropReference(path, entry.refs));
 }
 
 function dropReference(path: string, refs: Int32Array): void {
@@ -250,7 +250,8 @@ export class Segment {
     const cached = mapped.get(handle.path)?.deref();
     if (cached) {
       // This isolate already holds a reference; the in-flight one is surplus.
-      if (noteDropping([nameOf(handle.path)], true)) dropReference(handle.path, cached.refs);
+      const refs = cached.refs;
+      noteDroppingThen([nameOf(handle.path)], true, () => dropReference(handle.path!, refs));
       return cached;
     }
     const addon = native();

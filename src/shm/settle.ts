@@ -104,7 +104,7 @@ function replay(dir: string, contents: LedgerContents): void {
   for (const [name, net] of contents.nets) {
     if (net <= 0) continue;
     const arena = parseArenaName(name);
-    if (arena) dropOwedInArena(`${dir}/${arena.arena}`, arena.offset, net);
+    if (arena) dropOwedInArena(`${dir}/${arena.arena}`, arena.offset, arena.gen, net);
     else dropOwed(`${dir}/${name}`, net);
   }
 }
