@@ -130,6 +130,27 @@ for (const method of METHODS) {
       assert.ok(!mp.activeChildren().includes(p));
     });
 
+    it("a subclass's target need not come from the class's module: one sent by source runs", async () => {
+      const out = mp.Value('i', 0);
+      const p = new fx.RunsGiven((value, n) => {
+        value.value = n * 6;
+      }, out);
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      assert.equal(out.value, 42);
+    });
+
+    it('refuses at start() a subclass with a private member, naming it and the fix; nothing starts', () => {
+      const p = new fx.WithPrivate();
+      assert.throws(
+        () => p.start(),
+        (err: Error) =>
+          err instanceof mp.ValueError && /uses the private member #count/.test(err.message) && /ordinary field/.test(err.message),
+      );
+      assert.equal(p.pid, null);
+    });
+
     it('a subclass that keeps the default run() travels as its target, exported or not', async () => {
       class Named extends mp.Process {
         constructor(out: mp.Value) {

@@ -127,8 +127,9 @@ function refuseSelf(state: ProcessState, what: string): void {
  * effects, and whose arguments are gone): it creates it from the class's
  * prototype and sets the instance's own enumerable fields, which travel as
  * `args` do (shared objects arrive live; a field that cannot be copied is
- * refused at `start()`, named as in `worker.conn`). Private `#fields` and
- * symbol-keyed properties stay behind. `run()` may be async; in the child,
+ * refused at `start()`, named as in `worker.conn`). Symbol-keyed
+ * properties stay behind; a class with private members (`#x`) is refused
+ * at `start()`, since only a constructor can make them. `run()` may be async; in the child,
  * `name`, `pid`, `daemon` and `mp.currentProcess()` (the instance itself)
  * are the child's, and `run()` may start children as a target may.
  * @example
@@ -281,8 +282,8 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     // A subclass's run() runs in the child on an instance rebuilt there; one
     // that keeps Process's run() only needs its target.
     const cls = this.run === Process.prototype.run ? null : (this.constructor as Function);
-    const classSpec = cls ? describeClass(cls, self.module) : null;
-    const target: TargetSpec | null = self.target ? describeTarget(self.target, self.module) : null;
+    const classSpec = cls ? describeClass(cls, self.module, Process) : null;
+    const target: TargetSpec | null = self.target ? targetOf(self.target, self.module, cls !== null) : null;
     const payload = new Payload(method);
     let ledger: ReturnType<typeof openChildLedger> | null = null;
     try {
@@ -426,6 +427,20 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
  * means it (see `ProcessBaseOptions.module`). Read at construction: the
  * caller is on the stack only then.
  */
+/**
+ * How the target travels. For a subclass that overrides `run()`, `module`
+ * names the class's module; its target may come from elsewhere (the entry,
+ * or by source), so that is tried first and `module` only after.
+ */
+function targetOf(target: Function, module: string | URL | undefined, forSubclass: boolean): TargetSpec {
+  if (!forSubclass || module === undefined) return describeTarget(target, module);
+  try {
+    return describeTarget(target, undefined);
+  } catch {
+    return describeTarget(target, module);
+  }
+}
+
 function moduleOption(module: unknown, cls: Function): string | URL | undefined {
   if (module === undefined || module instanceof URL) return module;
   if (typeof module !== 'string' || module === '') {

@@ -10,8 +10,8 @@
  * files, start timers) that must happen once, in the parent, and the
  * arguments it was called with are gone. It makes `Object.create(prototype)`
  * and sets the fields, as Python's pickle restores an object's `__dict__`
- * without calling `__init__`. Private `#fields` are not enumerable fields and
- * cannot be set from outside the class, so they stay behind.
+ * without calling `__init__`. Private members (`#x`) can only be made by a
+ * constructor, so a class with any is refused at `start()` (target.ts).
  *
  * Part of every child's bootstrap: no imports.
  */

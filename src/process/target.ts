@@ -24,6 +24,7 @@ import { moduleExports } from './entry-exports.js';
 import { runsStringInput } from './exec-argv.js';
 import { sourceFingerprint } from './fingerprint.js';
 import { freeVariables, functionExpressionSource } from './free-variables.js';
+import { parsers } from './parsers.js';
 
 /** A function or class that the child imports from its module. */
 export interface ReferenceSpec {
@@ -97,8 +98,16 @@ function byReference(fn: Function, module: string | URL | undefined, role: strin
  * @param module the `module` option its constructor passed to `super()`.
  * @throws ValueError naming the class and the fix when no module a child can import exports it.
  */
-export function describeClass(cls: Function, module: string | URL | undefined): ReferenceSpec {
+export function describeClass(cls: Function, module: string | URL | undefined, base: Function): ReferenceSpec {
   const label = cls.name && cls.name !== 'default' ? `the Process subclass ${cls.name}` : 'an anonymous Process subclass';
+  const privateMember = privateMemberOf(cls, base);
+  if (privateMember) {
+    throw new ValueError(
+      `${label} uses the private member ${privateMember}, which cannot exist in a child: the child rebuilds the ` +
+        `instance without running its constructor (as Python's pickle does), and only a constructor can give an ` +
+        `object a class's private members. Use an ordinary field or method instead (a leading underscore marks it as internal)`,
+    );
+  }
   const found = byReference(cls, module, 'Process subclass');
   if (found) return found;
   const entry = entryPath();
@@ -110,6 +119,36 @@ export function describeClass(cls: Function, module: string | URL | undefined): 
           `or pass { module: import.meta.url } to super() when another module exports it`
         : `and ${noEntryHint()}. Declare and export the class in a file, and pass { module } naming that file to super()`),
   );
+}
+
+const privateMembers = new WeakMap<Function, string | null>();
+
+/**
+ * The first private member (`#name`) declared by `cls` or a superclass of it
+ * below `base`, or null. Read with acorn from the classes' source, once per class.
+ */
+function privateMemberOf(cls: Function, base: Function): string | null {
+  for (let c = cls; c !== base && typeof c === 'function' && c !== Function.prototype; c = Object.getPrototypeOf(c) as Function) {
+    let found = privateMembers.get(c);
+    if (found === undefined) {
+      found = null;
+      try {
+        const ast = parsers().acorn.parse(`(${Function.prototype.toString.call(c)})`, { ecmaVersion: 'latest' });
+        const stack: unknown[] = [ast];
+        while (stack.length > 0 && found === null) {
+          const node = stack.pop() as Record<string, unknown> | null;
+          if (!node || typeof node !== 'object') continue;
+          if (node['type'] === 'PrivateIdentifier') found = `#${String(node['name'])}`;
+          for (const value of Object.values(node)) if (value && typeof value === 'object') stack.push(value);
+        }
+      } catch {
+        // Unparsable (a native class): nothing to tell.
+      }
+      privateMembers.set(c, found);
+    }
+    if (found) return found;
+  }
+  return null;
 }
 
 /**
