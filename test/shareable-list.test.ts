@@ -164,3 +164,50 @@ for (const method of METHODS) {
     });
   });
 }
+
+describe('ShareableList headers that are not ours', () => {
+  it('a corrupt item count is a clean error, read before anything is allocated for it', () => {
+    const shm = new mp.SharedMemory({ create: true, size: 1 << 20 });
+    try {
+      const view = new DataView(shm.buf.buffer, shm.buf.byteOffset, shm.size);
+      view.setBigInt64(0, BigInt((1 << 20) / 8), true);
+      assert.throws(
+        () => new mp.ShareableList(null, { name: shm.name }),
+        (err: Error) => err instanceof mp.ValueError && /does not hold a ShareableList \(131072 items need more than its/.test(err.message),
+      );
+    } finally {
+      shm.unlink();
+    }
+  });
+
+  const py38 = spawnSync('pyenv', ['versions', '--bare']).stdout?.toString().split('\n').find((v) => v.startsWith('3.8.'));
+  it("Python 3.8's lists attach, the empty one included", { skip: py38 ? false : 'needs Python 3.8 from pyenv' }, async () => {
+    const script = [
+      'import sys',
+      'from multiprocessing import shared_memory, resource_tracker',
+      'a = shared_memory.ShareableList([7, "eight", 9.5, b"x", True, None])',
+      'b = shared_memory.ShareableList([])',
+      'print(a.shm.name, b.shm.name, flush=True)',
+      'sys.stdin.readline()',
+      'print(a[0], a[1], flush=True)',
+      'a.shm.unlink(); b.shm.unlink()',
+    ].join('\n');
+    const child = spawn('python3', ['-c', script], { env: { ...process.env, PYENV_VERSION: py38! }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    try {
+      const [aName, bName] = ((await lines.next()).value as string).split(' ');
+      const a = new mp.ShareableList(null, { name: aName! });
+      assert.deepEqual([a.get(0), a.get(1), a.get(2), a.get(3), a.get(4), a.get(5)], [7, 'eight', 9.5, new Uint8Array([120]), true, null]);
+      a.set(0, 70);
+      a.set(1, 'EIGHT');
+      const b = new mp.ShareableList(null, { name: bName! });
+      assert.equal(b.length, 0);
+      child.stdin.write('\n');
+      assert.equal((await lines.next()).value, '70 EIGHT');
+    } finally {
+      clearTimeout(timer);
+      child.kill();
+    }
+  });
+});

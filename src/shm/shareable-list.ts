@@ -129,6 +129,11 @@ function readLayout(view: DataView, name: string): Layout {
     return Number(v);
   };
   const n = word(0);
+  // Bounds before reading n words: each item takes at least its header word,
+  // 8 bytes of data, an 8-byte format and a code byte (3.8's header is a word shorter).
+  if (17 * n + WORD > size) throw bad(`${n} items need more than its ${size} bytes`);
+  // Python 3.8's empty list is its count alone.
+  if (n === 0 && size < 2 * WORD) return layoutOf([], WORD);
   const words = Array.from({ length: n }, (_, i) => word(WORD * (i + 1)));
   let layout: Layout;
   if (n === 0 || words[0] === 0) {
