@@ -152,14 +152,15 @@ export class Connection implements AsyncIterable<unknown> {
 
   /**
    * Whether there is something to read (a message, or the end: then `recv`
-   * throws `EOFError`), waiting up to `timeoutMs` (0: just look; `Infinity`: until there is).
+   * throws `EOFError`), waiting up to `timeoutMs` (0 or less: just look; `Infinity`: until there is).
    */
   async poll(timeoutMs = 0): Promise<boolean> {
-    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
-      throw new ValueError(`poll timeout must be a number of milliseconds >= 0 (or Infinity), not ${describe(timeoutMs)}`);
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+      throw new ValueError(`poll timeout must be a number of milliseconds (or Infinity), not ${describe(timeoutMs)}`);
     }
     const transport = this.#receiver('poll');
-    return whenReady(transport, timeoutMs);
+    // A negative timeout just looks, as in Python.
+    return whenReady(transport, Math.max(0, timeoutMs));
   }
 
   /** Closes this end; the peer then reads what was sent and then gets `EOFError`. Idempotent. */

@@ -13,7 +13,7 @@ export type Waitable = Connection | Process;
 
 /**
  * Waits until at least one of `objects` is ready, or `timeoutMs` passes
- * (undefined or Infinity: no limit), and resolves to the ready ones in the
+ * (undefined or Infinity: no limit; 0 or less: just look), and resolves to the ready ones in the
  * order given (empty after a timeout). A Connection is ready when a message
  * is waiting or the peer closed (then `recv` throws `EOFError`); a Process
  * when it has ended.
@@ -27,10 +27,11 @@ export type Waitable = Connection | Process;
  */
 export async function wait<T extends Waitable>(objects: Iterable<T>, timeoutMs?: number): Promise<T[]> {
   const list = checked(objects);
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)) {
-    throw new ValueError(`wait timeout must be a number of milliseconds >= 0, Infinity, or undefined (no limit), not ${describe(timeoutMs)}`);
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs))) {
+    throw new ValueError(`wait timeout must be a number of milliseconds, Infinity, or undefined (no limit), not ${describe(timeoutMs)}`);
   }
-  const limit = timeoutMs ?? Infinity;
+  // A negative timeout just looks, as in Python.
+  const limit = Math.max(0, timeoutMs ?? Infinity);
   const now = readyNow(list);
   if (now.length > 0 || limit === 0 || list.length === 0) return now;
   const stop = new AbortController();
