@@ -37,7 +37,7 @@ interface PythonRun {
 
 /** Runs `code` under pyenv's `version`, bounded to 20 s. */
 function python(version: string, code: string): PythonRun {
-  const child = spawn('python3', ['-c', code], {
+  const child = spawn('python3', ['-c', dedent(code)], {
     env: { ...process.env, PYENV_VERSION: version },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -82,6 +82,14 @@ function python(version: string, code: string): PythonRun {
       }),
     ]);
   return { line, done };
+}
+
+/** `code` without the indentation its lines share (Python's is significant). */
+function dedent(code: string): string {
+  const lines = code.split('\n');
+  const indents = lines.filter((l) => l.trim()).map((l) => /^ */.exec(l)![0].length);
+  const common = Math.min(...indents);
+  return lines.map((l) => l.slice(common)).join('\n');
 }
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
