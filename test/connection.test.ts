@@ -342,7 +342,7 @@ describe('Listener', () => {
   });
 
   it('a stalled or oversized handshake closes that connection only; others are served meanwhile', async () => {
-    const l = await mp.Listener({ authkey: 'k', handshakeTimeout: 400 });
+    const l = await mp.Listener({ authkey: 'k', handshakeTimeout: 1000 });
     const staller = await rawSocket(l.address);
     const stallerClosed = closedByPeer(staller);
     const big = await rawSocket(l.address);
@@ -352,21 +352,20 @@ describe('Listener', () => {
     const header = Buffer.alloc(4);
     header.writeUInt32BE(1 << 20);
     big.write(header);
-    const t = Date.now();
     const goodClient = mp.Client(l.address, { authkey: 'k' });
     const outcomes: string[] = [];
     let good: mp.Connection | null = null;
     while (!good || outcomes.length < 2) {
       try {
         good = await l.accept();
-        if (outcomes.length === 0) assert.ok(Date.now() - t < 350, 'the good client did not wait for the staller');
+        assert.ok(!outcomes.some((m) => /did not answer/.test(m)), 'the good client was served before the staller timed out');
       } catch (err) {
         assert.ok(err instanceof mp.AuthenticationError);
         outcomes.push(err.message);
       }
     }
     assert.ok(outcomes.some((m) => /exceeds the limit of 256 bytes/.test(m)), outcomes.join('; '));
-    assert.ok(outcomes.some((m) => /did not answer within 400 ms/.test(m)), outcomes.join('; '));
+    assert.ok(outcomes.some((m) => /did not answer within 1000 ms/.test(m)), outcomes.join('; '));
     await stallerClosed;
     await bigClosed;
     const c = await goodClient;
