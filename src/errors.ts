@@ -48,6 +48,10 @@ export class FileNotFoundError extends ProcessError {
 export class FileExistsError extends ProcessError {
   readonly code = 'EEXIST';
 }
+/** A listener's address is taken (a port in use, or a Unix socket path that exists). */
+export class AddressInUseError extends ProcessError {
+  readonly code = 'EADDRINUSE';
+}
 /** The native addon is missing and the request needs it (a `'process'` child). */
 export class NativeUnavailableError extends ProcessError {}
 /** A blocking call that could never return (it would wait for work its own thread must do). */

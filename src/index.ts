@@ -32,6 +32,8 @@ import type { Typecode } from './sharedctypes/typecodes.js';
 import { SharedMemory } from './shm/shared-memory.js';
 import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
+import { listen, type ConnectionListener } from './connection/listener.js';
+import { connect } from './connection/client.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -48,6 +50,11 @@ export {
 export type { SynchronizedArray, RawSharedArray } from './sharedctypes/array.js';
 export type { Typecode, ElementOf } from './sharedctypes/typecodes.js';
 export { nativeLoadError } from './native/addon.js';
+export { Connection, type BytesLike } from './connection/connection.js';
+export { type ListenerOptions, ConnectionListener } from './connection/listener.js';
+export type { ClientOptions } from './connection/client.js';
+export type { Address } from './connection/address.js';
+export { wait, type Waitable } from './connection/wait.js';
 
 /** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
 export function nativeAvailable(): boolean {
@@ -72,6 +79,13 @@ export type SharedArray<E = number> = SynchronizedArray<E>;
 export const RawArray = makeRawArray;
 /** What `mp.RawArray` returns: the typed array of the typecode, over shared memory. */
 export type RawArray<T extends Typecode = Typecode> = RawSharedArray<T>;
+
+/** `await mp.Listener({ address?, authkey?, backlog? })`: accepts connections on a Unix socket or TCP port. */
+export const Listener = listen;
+/** What `mp.Listener` resolves to. */
+export type Listener = ConnectionListener;
+/** `await mp.Client(address, { authkey? })`: a Connection to a Listener (ours or Python's). */
+export const Client = connect;
 
 /** Everything bound to one start method (Python's context object). */
 export interface Context {

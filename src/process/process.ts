@@ -458,3 +458,28 @@ function moduleOption(module: unknown, cls: Function): string | URL | undefined 
 function currentName(): string {
   return runtime().child?.name ?? 'MainProcess';
 }
+
+/**
+ * @internal For `mp.wait`: settles once the started process `p` has ended
+ * (its `exitCode` set). Call `done()` when no longer waiting: a daemon,
+ * which does not keep its parent alive, does while it is waited for (as in
+ * `join()`).
+ * @throws StateError for a process never started, or the running process itself.
+ */
+export function watchEnd(p: Process): { ended: Promise<void>; done: () => void } {
+  const self = openState(p);
+  if (self.self) throw new StateError(`${self.name} is the running process itself; it cannot wait for its own end`);
+  if (!self.popen) throw new StateError(`can only wait for a started process (${self.name} was not started)`);
+  const popen = self.popen;
+  if (self.code !== null) return { ended: Promise.resolve(), done: () => {} };
+  let held = self.daemon;
+  if (held) popen.setRef(true);
+  return {
+    // After the handler start() put on the same promise, which sets the code.
+    ended: popen.exited.then(() => undefined),
+    done: () => {
+      if (held) popen.setRef(false);
+      held = false;
+    },
+  };
+}

@@ -13,7 +13,7 @@ import { v8 } from '../builtins.js';
 import { article, describe } from '../describe.js';
 import { SerializationError } from '../errors.js';
 import { Segment, collectHandles, type InFlight } from '../shm/segment.js';
-import { MARKER, SHARED, isShareable, type SharedHandle } from './shared.js';
+import { MARKER, SHARED, isShareable, type Shareable, type SharedHandle } from './shared.js';
 import { isLeaf } from './leaf.js';
 import { isMappedByUs, memoryHandle, sharedBufferOf } from './views.js';
 import { pathOf } from './path.js';
@@ -74,7 +74,7 @@ function encoder(options: EncodeOptions): Visitor {
   return {
     enter(value, walk) {
       if (typeof value !== 'object' || value === null) return primitive(value, walk);
-      if (isShareable(value)) return marker(value[SHARED]());
+      if (isShareable(value)) return marker(handleOf(value, walk));
       const buffer = sharedBufferOf(value);
       if (buffer) {
         const handle = memoryHandle(value, buffer);
@@ -99,6 +99,16 @@ function encoder(options: EncodeOptions): Visitor {
       return value;
     },
   };
+}
+
+/** A shared object's handle; one that cannot travel says why (a SerializationError), and this adds where it is. */
+function handleOf(value: Shareable, walk: Walk): SharedHandle {
+  try {
+    return value[SHARED]();
+  } catch (err) {
+    if (err instanceof SerializationError) throw new SerializationError(`${pathOf(walk)} is ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 function marker(handle: SharedHandle): object {

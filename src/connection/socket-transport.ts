@@ -1,0 +1,193 @@
+/**
+ * A `MessageTransport` over a connected socket (Unix or TCP), in CPython's
+ * framing (framing.ts).
+ *
+ * Reading: what the socket delivers is gathered by a `FrameReader`; a
+ * message is ready once it is whole. Reading pauses while a whole message
+ * waits and more than `HIGH_WATER` bytes are held, so a fast sender cannot
+ * fill our memory with messages nobody takes.
+ *
+ * The event loop: like a Python program, which ends when its main code does
+ * whatever sockets are open, an idle connection does not keep the process
+ * alive. The socket is referenced only while someone waits on it (a recv,
+ * poll or `mp.wait`), a write is in progress, or it is closing with data
+ * still to flush.
+ */
+import type { Socket } from 'node:net';
+import { EOFError, SerializationError, StateError, ValueError } from '../errors.js';
+import { FrameReader, OversizedFrame, frameHeader } from './framing.js';
+import { EOF, type MessageTransport } from './transport.js';
+import type { SharedHandle } from '../serialize/shared.js';
+
+/** Held bytes above which reading pauses while a whole message waits to be taken. */
+const HIGH_WATER = 4 * 1024 * 1024;
+
+export class SocketTransport implements MessageTransport {
+  private readonly reader = new FrameReader();
+  private readonly listeners = new Set<() => void>();
+  /** Reasons the socket is referenced (waiters, writes, a closing flush). */
+  private holds = 0;
+  /** The peer closed (or the socket failed): nothing more will arrive. */
+  private ended = false;
+  /** Why the socket failed, if it did (a reset peer, a broken pipe). */
+  private failure: Error | null = null;
+  private closedByUs = false;
+
+  constructor(private readonly socket: Socket) {
+    socket.unref();
+    socket.setNoDelay?.(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.reader.push(chunk);
+      if (this.reader.buffered > HIGH_WATER && this.messageWaits()) socket.pause();
+      this.notify();
+    });
+    socket.on('end', () => this.end(null));
+    socket.on('error', (err) => this.end(err));
+    socket.on('close', () => this.end(null));
+  }
+
+  /** Caps the size of the messages accepted from here on (the handshake's guard). */
+  set maxFrame(bytes: number) {
+    this.reader.maxFrame = bytes;
+  }
+
+  /** The peer's address (for `Listener.lastAccepted`): `[host, port]` over TCP, `''` over a Unix socket (as Python). */
+  get remoteAddress(): string | [string, number] {
+    const s = this.socket;
+    return s.remoteAddress !== undefined ? [s.remoteAddress, s.remotePort ?? 0] : '';
+  }
+
+  get closed(): boolean {
+    return this.closedByUs;
+  }
+
+  send(message: Uint8Array): Promise<void> {
+    if (this.closedByUs) return Promise.reject(new StateError('the connection is closed'));
+    if (this.ended || this.socket.destroyed || !this.socket.writable) {
+      return Promise.reject(new EOFError(`cannot send: the peer closed the connection${this.cause()}`));
+    }
+    // Header and body in one buffer: one write, and the caller's bytes are
+    // copied at the call (changing them afterwards changes nothing sent).
+    const header = frameHeader(message.byteLength);
+    const frame = Buffer.allocUnsafe(header.length + message.byteLength);
+    header.copy(frame, 0);
+    frame.set(message, header.length);
+    this.hold();
+    return new Promise((resolve, reject) => {
+      this.socket.write(frame, (err) => {
+        this.release();
+        if (err) reject(new EOFError(`cannot send: the peer closed the connection (${err.message})`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+
+  take(maxLength?: number): Uint8Array | typeof EOF | null {
+    if (this.closedByUs) throw new StateError('the connection is closed');
+    let message: Buffer | null;
+    try {
+      message = this.reader.take();
+    } catch (err) {
+      // A refused frame leaves the stream unframed: nothing after it can be read.
+      this.close();
+      throw err;
+    }
+    if (message === null) {
+      if (!this.ended) return null;
+      if (this.reader.partial) {
+        throw new EOFError(`the peer closed the connection in the middle of a message${this.cause()}`);
+      }
+      return EOF;
+    }
+    if (this.socket.isPaused() && !this.messageWaits()) this.socket.resume();
+    if (maxLength !== undefined && message.length > maxLength) {
+      // As Python: the connection cannot go on past a message it refused.
+      this.close();
+      throw new ValueError(
+        `received a message of ${message.length} bytes, more than maxLength ${maxLength}; the connection is closed ` +
+          `(as in Python); pass a larger maxLength, or none`,
+      );
+    }
+    return message;
+  }
+
+  ready(): boolean {
+    if (this.closedByUs || this.ended) return true;
+    try {
+      return this.reader.hasMessage();
+    } catch (err) {
+      if (err instanceof OversizedFrame) return true; // `take` reports it
+      throw err;
+    }
+  }
+
+  onReadable(listener: () => void): () => void {
+    const entry = (): void => listener();
+    this.listeners.add(entry);
+    this.hold();
+    let on = true;
+    return () => {
+      if (!on) return;
+      on = false;
+      this.listeners.delete(entry);
+      this.release();
+    };
+  }
+
+  close(): void {
+    if (this.closedByUs) return;
+    this.closedByUs = true;
+    // Flush what was written, then let go; until then the loop stays up.
+    if (!this.socket.destroyed) {
+      this.hold();
+      this.socket.once('close', () => this.release());
+      this.socket.destroySoon();
+    }
+    this.notify();
+  }
+
+  /** Ends the connection at once, discarding what is unsent (a failed handshake). */
+  destroy(): void {
+    this.closedByUs = true;
+    this.socket.destroy();
+    this.notify();
+  }
+
+  handle(): SharedHandle {
+    throw new SerializationError(
+      'a Connection made by Listener/Client: a socket of this process, which no other process can use; ' +
+        'send the data instead, or let the other process connect with mp.Client(address) itself',
+    );
+  }
+
+  private messageWaits(): boolean {
+    try {
+      return this.reader.hasMessage();
+    } catch {
+      return true;
+    }
+  }
+
+  private end(err: Error | null): void {
+    if (err && !this.failure) this.failure = err;
+    if (this.ended) return;
+    this.ended = true;
+    this.notify();
+  }
+
+  private cause(): string {
+    return this.failure ? ` (${this.failure.message})` : '';
+  }
+
+  private notify(): void {
+    for (const listener of [...this.listeners]) listener();
+  }
+
+  private hold(): void {
+    if (this.holds++ === 0) this.socket.ref();
+  }
+
+  private release(): void {
+    if (--this.holds === 0) this.socket.unref();
+  }
+}

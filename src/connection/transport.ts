@@ -1,0 +1,44 @@
+/**
+ * What a `Connection` needs from whatever carries its messages.
+ *
+ * The public `Connection` (connection.ts) knows messages, not sockets: it
+ * sends and receives whole byte messages and asks whether one is waiting.
+ * A socket (socket-transport.ts, CPython's framing) is one carrier; a ring
+ * in shared memory (a `Pipe`) can be another without the public class
+ * changing. Object messages are bytes too (objects.ts), so `send`/`recv`
+ * and `sendBytes`/`recvBytes` share one framing, as the contract asks.
+ */
+import type { SharedHandle } from '../serialize/shared.js';
+
+/** One message's worth of waiting: a message is there, or the peer is gone. */
+export interface MessageTransport {
+  /**
+   * Sends one whole message. Resolves when the transport has taken it (it
+   * may still be on its way); rejects if the peer is gone.
+   */
+  send(message: Uint8Array): Promise<void>;
+  /**
+   * Takes the next message if one is complete now: the bytes, `EOF` when
+   * the peer closed and nothing is left, or null when nothing is there yet.
+   * @param maxLength a longer message is an error (and ends the transport), as Python's `recv_bytes(maxlength)`.
+   */
+  take(maxLength?: number): Uint8Array | typeof EOF | null;
+  /** Whether `take` would return something other than null now (a message, or the end). */
+  ready(): boolean;
+  /**
+   * Calls `listener` whenever `ready()` may have become true; returns the
+   * function that stops it. While any listener is on, the transport keeps
+   * the event loop alive (someone is waiting for it).
+   */
+  onReadable(listener: () => void): () => void;
+  /** Releases the carrier. Idempotent. */
+  close(): void;
+  /**
+   * How this transport travels inside a value sent to another process.
+   * @throws SerializationError saying why it cannot (a socket belongs to its process).
+   */
+  handle(): SharedHandle;
+}
+
+/** What `take` returns once the peer closed and every message was taken. */
+export const EOF: unique symbol = Symbol('EOF');
