@@ -32,6 +32,7 @@ import type { Typecode } from './sharedctypes/typecodes.js';
 import { SharedMemory } from './shm/shared-memory.js';
 import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
+import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -40,6 +41,7 @@ export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } 
 export { Lock, RLock, type AcquireOptions } from './sync/lock.js';
 export { SharedMemory, type SharedMemoryOptions } from './shm/shared-memory.js';
 export { ShareableList, type ShareableItem } from './shm/shareable-list.js';
+export { Queue, JoinableQueue, SimpleQueue, type QueueWaitOptions } from './queue/queue.js';
 export {
   RawValue as SharedRawValue,
   SynchronizedValue,
@@ -85,6 +87,9 @@ export interface Context {
   readonly RLock: typeof RLock;
   readonly SharedMemory: typeof SharedMemory;
   readonly ShareableList: typeof ShareableList;
+  readonly Queue: typeof Queue;
+  readonly JoinableQueue: typeof JoinableQueue;
+  readonly SimpleQueue: typeof SimpleQueue;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -118,6 +123,9 @@ export function getContext(method?: StartMethod): Context {
       RLock,
       SharedMemory,
       ShareableList,
+      Queue,
+      JoinableQueue,
+      SimpleQueue,
       currentProcess,
       parentProcess,
       activeChildren,
