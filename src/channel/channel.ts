@@ -222,7 +222,7 @@ export class Channel {
     }
     const tail = w[TAIL]!;
     const off = tail & this.mask;
-    const frame = (4 + preparedSize() + 7) & ~7;
+    const frame = (8 + preparedSize() + 7) & ~7;
     const toEnd = this.capacity - off;
     const need = toEnd < frame ? toEnd + frame : frame;
     if (this.capacity - ((tail - this.seenHead) | 0) < need) {
