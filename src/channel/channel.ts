@@ -112,8 +112,11 @@ const HEADER_BYTES = 80 * 4;
 
 const MAGIC = 0x6d707463; // 'mptc'
 
-/** Default ring size: fits in L2 with room for thousands of small frames. */
-export const DEFAULT_CAPACITY = 256 * 1024;
+/** @internal Word indices, for tests that play a producer or consumer killed inside its slot. */
+export const WORDS = { TAIL, PUTS, WRITER, NEXT_TAIL, NEXT_PUTS, HEAD, GETS, READER, NEXT_HEAD, NEXT_GETS } as const;
+
+/** Default ring size: 64k small-int frames, or 500 items of 1 KiB, before a put waits for a reader. */
+export const DEFAULT_CAPACITY = 512 * 1024;
 
 /** Sleep slice: a sleeper looks again at least this often (see "Waiting"). */
 const SLICE_MS = 200;
@@ -139,7 +142,8 @@ export interface ChannelHandle {
 
 export class Channel {
   /** @internal */ readonly segment: Segment;
-  private readonly w: Int32Array;
+  /** @internal The header words. */
+  readonly w: Int32Array;
   private readonly views: Views;
   /** Byte offset of the ring inside the mapping. */
   private readonly ring: number;
@@ -152,14 +156,6 @@ export class Channel {
   private seenHead = 0;
   /** TAIL as last seen by this consumer. */
   private seenTail = 0;
-  /**
-   * Items this object accepted while the ring was full (unbounded channels
-   * only), committed by `flush` as room appears: Python's feeder buffer.
-   */
-  private readonly backlog: Prepared[] = [];
-  private flushing: Promise<void> | null = null;
-  /** After `cancelJoinThread()`: the backlog no longer keeps the process alive. */
-  private detached = false;
   /** Wakes this object's pending async waits (close). */
   private readonly interrupters = new Set<() => void>();
 
@@ -265,24 +261,15 @@ export class Channel {
   }
 
   /**
-   * Puts `item`, blocking the thread while a bounded channel is full.
-   * @returns false when it stayed full until `deadline` (or at once when `block` is false).
+   * Puts `item`, blocking the thread while there is no room (a bounded
+   * channel at `maxsize`, or a ring full of unread frames).
+   * @returns false when there was still no room at `deadline` (or at once when `block` is false).
    * @throws SerializationError for an item that cannot travel (nothing is enqueued).
    */
   putSync(item: unknown, block: boolean, deadline: number, joinable: boolean): boolean {
     prepare(item, this.spillAbove);
-    if (this.backlog.length > 0) this.drainBacklog(joinable);
-    if (this.backlog.length === 0) {
-      const r = this.commitSync(joinable);
-      if (r === Commit.Done) return true;
-      if (r === Commit.NoRoom && this.maxsize === 0) return this.keep(joinable);
-    } else if (this.maxsize === 0) {
-      return this.keep(joinable);
-    }
-    return this.putSlowSync(keepPrepared(), block, deadline, joinable);
-  }
-
-  private putSlowSync(kept: Prepared, block: boolean, deadline: number, joinable: boolean): boolean {
+    if (this.commitSync(joinable) === Commit.Done) return true;
+    const kept = keepPrepared();
     for (;;) {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
@@ -292,28 +279,16 @@ export class Channel {
     }
   }
 
-  /** `putSync` without blocking the event loop. */
+  /** `putSync` without blocking the event loop; `close()` of this object ends the wait (false). */
   async put(item: unknown, block: boolean, deadline: number, joinable: boolean): Promise<boolean> {
     prepare(item, this.spillAbove);
-    if (this.backlog.length > 0) this.drainBacklog(joinable);
-    if (this.backlog.length > 0 && this.maxsize === 0) return this.keep(joinable);
-    let kept: Prepared | null = null;
-    if (tryTake(this.w, WRITER)) {
-      const r = this.commitHeld(Taken.Yes, joinable);
-      if (r === Commit.Done) return true;
-      if (r === Commit.NoRoom && this.maxsize === 0) return this.keep(joinable);
-    }
-    kept = keepPrepared();
+    if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
+    const kept = keepPrepared();
     for (;;) {
-      const r = await this.commitAsync(joinable, kept);
-      if (r === Commit.Done) return true;
-      if (r === Commit.NoRoom && this.maxsize === 0) {
-        restorePrepared(kept);
-        return this.keep(joinable);
-      }
+      if ((await this.commitAsync(joinable, kept)) === Commit.Done) return true;
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
-      if (!this.spinWhile(HEAD, head)) await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline);
+      if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
     }
   }
 
@@ -321,56 +296,6 @@ export class Channel {
   private refuse(kept: Prepared): false {
     discardPrepared(kept);
     return false;
-  }
-
-  /** Keeps the prepared item in this object's backlog (the ring is full and the channel unbounded). */
-  private keep(joinable: boolean): true {
-    this.backlog.push(keepPrepared());
-    this.flushing ??= this.flush(joinable);
-    return true;
-  }
-
-  /** Commits what of the backlog fits now, in order. */
-  private drainBacklog(joinable: boolean): void {
-    const current = keepPrepared();
-    while (this.backlog.length > 0) {
-      restorePrepared(this.backlog[0]!);
-      if (this.commitSync(joinable) !== Commit.Done) break;
-      this.backlog.shift();
-    }
-    restorePrepared(current);
-  }
-
-  /** Commits the backlog as consumers make room (Python's feeder thread). */
-  private async flush(joinable: boolean): Promise<void> {
-    try {
-      while (this.backlog.length > 0) {
-        const head = Atomics.load(this.w, HEAD);
-        const r = await this.commitAsync(joinable, this.backlog[0]!);
-        if (r === Commit.Done) {
-          this.backlog.shift();
-          continue;
-        }
-        if (this.detached) {
-          // cancelJoinThread(): keep trying without keeping the process alive.
-          await new Promise((resolve) => setTimeout(resolve, 5).unref());
-        } else {
-          await this.sleepAsync(PUT_WAITERS, HEAD, head, Infinity);
-        }
-      }
-    } finally {
-      this.flushing = null;
-    }
-  }
-
-  /** Resolves when everything this object put is in the ring (Python's `join_thread`). */
-  async flushed(): Promise<void> {
-    while (this.flushing) await this.flushing;
-  }
-
-  /** The backlog no longer keeps the process alive (Python's `cancel_join_thread`). */
-  detach(): void {
-    this.detached = true;
   }
 
   // -------------------------------------------------------------------------
@@ -505,7 +430,7 @@ export class Channel {
 
   /** Items committed and not yet taken (approximate while others work, as Python's). */
   qsize(): number {
-    return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, GETS)) | 0) + this.backlog.length;
+    return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, GETS)) | 0);
   }
 
   /** Whether no committed item is waiting (approximate while others work). */

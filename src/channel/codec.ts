@@ -199,7 +199,9 @@ export function writeFrame(v: Views, at: number): number {
       v.dv.setBigInt64(p, big, true);
       break;
     case Tag.String:
-      length = str.length === 0 ? 0 : v.buf.write(str, p, size, 'utf8');
+      // A long string was encoded by `prepare`: its bytes are copied.
+      if (bytes === null) length = str.length === 0 ? 0 : v.buf.write(str, p, size, 'utf8');
+      else v.u8.set(bytes, p);
       break;
     case Tag.Bytes:
     case Tag.V8:

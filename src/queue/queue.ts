@@ -2,16 +2,21 @@
  * Queue, JoinableQueue and SimpleQueue: Python's process queues on the
  * shared-memory channel (channel/channel.ts).
  *
- * There is no feeder thread. `put()` copies the item into shared memory
- * before it returns (so later mutation does not leak, and an item that
- * cannot travel is refused right there, with its path, nothing enqueued):
- * into the ring, or, for a large item, into a spill file the ring names.
- * Only when the ring itself is full does an unbounded queue keep the item
- * in this process (Python's feeder buffer) and commit it as consumers make
- * room; that is all `joinThread()` waits for, and `cancelJoinThread()`
- * stops that wait from keeping the process alive. `close()` is this
- * object's: it refuses later calls and ends its pending async waits, as
- * Python's closes this process's ends of the pipe.
+ * There is no feeder thread and no buffer in the producer: `put()` returns
+ * once the item is in shared memory, readable by any consumer (so later
+ * mutation does not leak, an item that cannot travel is refused right
+ * there with its path, and a producer killed after `put()` returned has
+ * lost nothing). The item goes into the ring, or, when large, into a spill
+ * file that the ring names, so a large item never waits for a reader and a
+ * parent may join its producer before reading (Python's famous deadlock).
+ * The price: when the ring itself is full of unread frames (512 KiB:
+ * ~64k small numbers), `put()` waits for a consumer, where Python's would
+ * return and leave the item in its feeder thread's buffer (lost if the
+ * producer is killed, and keeping the producer from exiting). So
+ * `joinThread()` has nothing to wait for and `cancelJoinThread()` nothing
+ * to cancel. `close()` is this object's: it refuses later calls and ends
+ * its pending async waits, as Python's closes this process's ends of the
+ * pipe.
  */
 import { Empty, Full, StateError, ValueError } from '../errors.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
@@ -93,8 +98,9 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 
   /**
-   * Puts `item` (a copy of it, made now). On a full bounded queue waits for
-   * room, up to `timeout` ms, then rejects with `Full`.
+   * Puts `item` (a copy of it, made now). On a full queue (bounded, or its
+   * ring full of unread items) waits for room, up to `timeout` ms, then
+   * rejects with `Full`.
    * @throws SerializationError when the item cannot travel (named by its path; nothing is enqueued).
    */
   put(item: T, options?: QueueWaitOptions): Promise<void> {
@@ -179,23 +185,19 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   }
 
   /**
-   * Resolves once every item this object put is in shared memory, readable
-   * by others (Python's `join_thread`, after `close()`). Only items put
-   * while the ring was full can still be in this process.
+   * Python's `join_thread` (after `close()`): waits until everything this
+   * process put is readable by others. Here `put()` returns only once its
+   * item is in shared memory, so it resolves at once.
    */
   async joinThread(): Promise<void> {
     if (!this.closed) throw new StateError(`joinThread() is for a closed ${this.kind}: call close() first (as Python asserts)`);
-    await this.channel.flushed();
   }
 
   /**
-   * Items still held in this process (put while the ring was full) no
-   * longer keep it alive at exit; they may then be lost (Python's
-   * `cancel_join_thread`).
+   * Python's `cancel_join_thread`: lets the process exit without flushing
+   * what it put. Nothing is ever left to flush here, so it does nothing.
    */
-  cancelJoinThread(): void {
-    this.channel.detach();
-  }
+  cancelJoinThread(): void {}
 
   /**
    * Yields items as they come, until this object is `close()`d (then the
@@ -276,17 +278,13 @@ export class SimpleQueue<T = unknown> {
     if (this.closed) throw new ValueError('SimpleQueue is closed');
   }
 
-  /** Puts a copy of `item` (never waits: the queue is unbounded). */
-  put(item: T): Promise<void> {
-    try {
-      this.putSync(item);
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  /** Puts a copy of `item`; waits only while its ring is full of unread items. */
+  async put(item: T): Promise<void> {
+    this.checkOpen();
+    if (!(await this.channel.put(item, true, Infinity, false))) throw new ValueError('SimpleQueue was closed while put() waited');
   }
 
-  /** `put`, synchronously. */
+  /** `put` blocking the calling thread. */
   putSync(item: T): void {
     this.checkOpen();
     this.channel.putSync(item, true, Infinity, false);
