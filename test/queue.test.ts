@@ -305,6 +305,7 @@ for (const method of METHODS) {
       p.kill();
       await joined(p);
       assert.equal(p.exitCode, -9);
+      assert.equal(q.qsize(), 1, 'the dead consumer\'s count is taken back');
       assert.equal(await q.get({ timeout: 5000 }), 'kept');
       assert.equal(q.qsize(), 0);
     });
