@@ -16,12 +16,13 @@ import { startJoin } from './cases/start-join.js';
 import { startTs } from './cases/start-ts.js';
 import { valueIncr } from './cases/value-incr.js';
 import { valuesCreate, valuesPass } from './cases/values.js';
+import { queueLarge, queueSmall } from './cases/queue.js';
 import { RESULTS_DIR, PACKAGE_ROOT } from './paths.js';
 import { renderCase, rowRecord } from './report.js';
 import { runCase } from './runner.js';
 import type { CaseDefinition } from './types.js';
 
-const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass];
+const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass, queueSmall, queueLarge];
 
 function git(args: readonly string[]): string | null {
   try {

@@ -7,7 +7,7 @@
  * next to nothing and starts nothing: the start+join case measures the
  * library, not this file.
  */
-import type { Lock, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
+import type { Lock, Queue, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
 
 /** URL children import targets from (the compiled file next to this one). */
 export const TARGETS_URL: string = import.meta.url;
@@ -97,4 +97,18 @@ export function sumArray(arr: RawSharedArray<'i'>, out: RawSharedArray<'d'>): vo
   let sum = 0;
   for (let i = 0; i < arr.length; i++) sum += arr[i]!;
   out[0] = sum;
+}
+
+/** Queue items of the `queue` cases: small ints, one 1 KiB Uint8Array, or one 8 MB Uint8Array (put n times). */
+export type QueuePayload = 'int' | 'bytes1k' | '8mb';
+
+/** A queue producer: passes the gate, then puts n items with `putSync` (Python's blocking put). */
+export function queueProduce(q: Queue<unknown>, n: number, payload: QueuePayload, gate: Lock, ready: RawSharedArray<'i'>): void {
+  passGate(gate, ready, 0);
+  if (payload === 'int') {
+    for (let i = 0; i < n; i++) q.putSync(i);
+    return;
+  }
+  const item = new Uint8Array(payload === 'bytes1k' ? 1024 : 8 * 1024 * 1024).fill(120);
+  for (let i = 0; i < n; i++) q.putSync(item);
 }

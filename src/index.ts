@@ -34,6 +34,7 @@ import { native as nativeAddon } from './native/addon.js';
 import { ShareableList } from './shm/shareable-list.js';
 import { listen, type ConnectionListener } from './connection/listener.js';
 import { connect } from './connection/client.js';
+import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -42,6 +43,7 @@ export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } 
 export { Lock, RLock, type AcquireOptions } from './sync/lock.js';
 export { SharedMemory, type SharedMemoryOptions } from './shm/shared-memory.js';
 export { ShareableList, type ShareableItem } from './shm/shareable-list.js';
+export { Queue, JoinableQueue, SimpleQueue, type QueueWaitOptions } from './queue/queue.js';
 export {
   RawValue as SharedRawValue,
   SynchronizedValue,
@@ -99,6 +101,9 @@ export interface Context {
   readonly RLock: typeof RLock;
   readonly SharedMemory: typeof SharedMemory;
   readonly ShareableList: typeof ShareableList;
+  readonly Queue: typeof Queue;
+  readonly JoinableQueue: typeof JoinableQueue;
+  readonly SimpleQueue: typeof SimpleQueue;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -132,6 +137,9 @@ export function getContext(method?: StartMethod): Context {
       RLock,
       SharedMemory,
       ShareableList,
+      Queue,
+      JoinableQueue,
+      SimpleQueue,
       currentProcess,
       parentProcess,
       activeChildren,

@@ -8,6 +8,7 @@ its own variants, so both sides see the same machine state.
     python3 mp_anchor.py start --method fork|spawn|forkserver [--reps 20] [--warmup 2]
     python3 mp_anchor.py value [--method fork] [--n 200000] [--procs 2]
     python3 mp_anchor.py values [--cap 1000000]
+    python3 mp_anchor.py queue [--payload int|bytes1k|8mb] [--n 200000]
 
 Standard library only. Everything but the argument handling sits behind the
 __main__ guard, because spawn and forkserver children re-import this file.
@@ -166,6 +167,40 @@ def bench_values(cap):
     }
 
 
+def q_producer(q, n, payload, ready, go):
+    ready.set()
+    go.wait()
+    put = q.put
+    if payload is None:
+        for i in range(n):
+            put(i)
+    else:
+        for _ in range(n):
+            put(payload)
+
+
+def bench_queue(payload_name, n):
+    """A fork child put()s n items into an mp.Queue, the parent get()s them.
+
+    The clock runs from releasing the started producer to the parent's last
+    get(), as the anchor suite's group b measures it.
+    """
+    payload = {"int": None, "bytes1k": b"x" * 1024, "8mb": b"x" * (8 << 20)}[payload_name]
+    ctx = mp.get_context("fork")
+    q, ready, go = ctx.Queue(), ctx.Event(), ctx.Event()
+    p = ctx.Process(target=q_producer, args=(q, n, payload, ready, go))
+    p.start()
+    ready.wait()
+    t0 = now()
+    go.set()
+    get = q.get
+    for _ in range(n):
+        get()
+    elapsed = now() - t0
+    p.join()
+    return {"bench": "queue", "payload": payload_name, "n": n, "elapsed_s": elapsed, "exitcode": p.exitcode}
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -179,11 +214,16 @@ def main(argv):
     v.add_argument("--procs", type=int, default=2)
     vs = sub.add_parser("values", help="Value('i') kept alive until one fails or --cap exist, mean µs each")
     vs.add_argument("--cap", type=int, default=1_000_000)
+    qp = sub.add_parser("queue", help="a fork child puts n items into mp.Queue, the parent gets them")
+    qp.add_argument("--payload", default="int", choices=("int", "bytes1k", "8mb"))
+    qp.add_argument("--n", type=int, default=200_000)
     args = ap.parse_args(argv)
     if args.bench == "start":
         out = bench_start(args.method, args.reps, args.warmup)
     elif args.bench == "values":
         out = bench_values(args.cap)
+    elif args.bench == "queue":
+        out = bench_queue(args.payload, args.n)
     else:
         out = bench_value(args.method, args.n, args.procs)
     out["python"] = sys.version.split()[0]

@@ -1,0 +1,486 @@
+/**
+ * The channel: a multi-producer, multi-consumer ring of framed messages in
+ * one shared segment — the transport under Queue, SimpleQueue and
+ * JoinableQueue.
+ *
+ * Layout (int32 words of the payload; each group on a cache line of its
+ * own, so producers and consumers do not pull each other's lines):
+ *
+ *   0 MAGIC, 1 CAPACITY (ring bytes, a power of two), 2 MAXSIZE (0: none)
+ *   producers' line
+ *   16 TAIL        bytes ever committed (mod 2^32). Only the WRITER holder
+ *                  stores it, after the frame is written: a frame is
+ *                  readable exactly when TAIL has passed it. Consumers
+ *                  sleep on it (a sequence word: every commit changes it).
+ *   17 PUTS        items ever committed (mod 2^32); qsize = PUTS − GETS.
+ *   18 WRITER      the producers' slot: 0 or the holder's id (mutex.ts).
+ *   19 NEXT_TAIL   the commit in progress: written before PUTS and TAIL,
+ *   20 NEXT_PUTS   so that whoever takes the slot from a dead holder can
+ *                  tell a half-done commit (see "Crashes").
+ *   consumers' line
+ *   32 HEAD        bytes ever consumed; producers sleep on it for room.
+ *   33 GETS        items ever taken.
+ *   34 READER      the consumers' slot.
+ *   35 NEXT_HEAD, 36 NEXT_GETS   the take in progress, as above.
+ *   48 GET_WAITERS, 49 PUT_WAITERS   how many may sleep on TAIL / HEAD: a
+ *                  commit makes a wake syscall only when GET_WAITERS > 0.
+ *   64 UNFINISHED  JoinableQueue: items put and not yet `taskDone()`.
+ *   65 JOIN_SEQ    bumped each time UNFINISHED reaches 0; `join()` sleeps on it.
+ *   66 JOIN_WAITERS
+ *   then the ring: CAPACITY bytes of frames (codec.ts), 8-aligned; a Wrap
+ *   header sends readers back to the start when a frame does not fit
+ *   before the end.
+ *
+ * Put: reserve → write → commit. A producer prepares the item first (fast
+ * tags, or the serializer; a refused item never reaches the ring), reserves
+ * by taking the WRITER slot (a compare-exchange of its id into the word),
+ * checks room (HEAD is cached; re-read only when the cache says no), writes
+ * the frame after TAIL, and commits: NEXT_PUTS, NEXT_TAIL, then PUTS, then
+ * TAIL (the publication), then gives the slot back and wakes one consumer
+ * if any sleeps. Get is the mirror: take READER, read the frame at HEAD
+ * (copied out of the ring), NEXT_GETS, NEXT_HEAD, GETS, HEAD, give READER,
+ * wake producers if any sleep; then, outside the slot, revive shared
+ * objects and read spill files. Producers serialize on WRITER only for the
+ * copy of one small frame (large payloads are written to a spill file
+ * before the slot is taken); consumers likewise.
+ *
+ * Waiting: spin a few µs (looking at the words), then register in
+ * GET_WAITERS/PUT_WAITERS, look again, and futex-sleep on TAIL/HEAD with the
+ * value seen (the register-then-look order against the waker's
+ * store-then-look makes lost wakes impossible). Sleeps are cut into slices,
+ * so a sleeper that was charged a wake and killed cannot strand the others.
+ * Async forms sleep with `waitAsync` and never block the event loop.
+ *
+ * Crashes:
+ * - A producer killed before TAIL moved left nothing readable; the next
+ *   producer finds its dead id in WRITER after a sleep slice, takes the
+ *   slot over, and, if the dead one had stored PUTS but not TAIL
+ *   (NEXT_TAIL ≠ TAIL, PUTS = NEXT_PUTS), takes the count back: the
+ *   reservation is reclaimed and its item lost. Killed after TAIL, the
+ *   item is in.
+ * - A consumer killed before HEAD moved took nothing: the next consumer
+ *   takes the slot over, undoes a stored GETS, and reads the same frame. One
+ *   killed after HEAD moved, before the item was revived, loses that item
+ *   (and a spill file or shared-object references it carried stay until
+ *   the tree ends).
+ * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high: a wake
+ *   syscall more per operation, nothing worse.
+ * - A JoinableQueue producer killed between counting UNFINISHED and TAIL
+ *   leaves `join()` waiting for a task that never comes (as Python's does
+ *   when a consumer dies before `task_done()`).
+ */
+import { Segment, type SegmentHandle } from '../shm/segment.js';
+import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
+import {
+  Pending,
+  Tag,
+  finish,
+  frameBytes,
+  keepPrepared,
+  prepare,
+  preparedSize,
+  readFrame,
+  readSpillTag,
+  readValue,
+  discardPrepared,
+  restorePrepared,
+  writeFrame,
+  type Prepared,
+  type Views,
+} from './codec.js';
+import { Taken, give, spinPause, takeAsync, takeSync, tryTake } from './mutex.js';
+
+const MAGIC_WORD = 0;
+const CAPACITY = 1;
+const MAXSIZE = 2;
+const TAIL = 16;
+const PUTS = 17;
+const WRITER = 18;
+const NEXT_TAIL = 19;
+const NEXT_PUTS = 20;
+const HEAD = 32;
+const GETS = 33;
+const READER = 34;
+const NEXT_HEAD = 35;
+const NEXT_GETS = 36;
+const GET_WAITERS = 48;
+const PUT_WAITERS = 49;
+const UNFINISHED = 64;
+const JOIN_SEQ = 65;
+const JOIN_WAITERS = 66;
+const HEADER_BYTES = 80 * 4;
+
+const MAGIC = 0x6d707463; // 'mptc'
+
+/** @internal Word indices, for tests that play a producer or consumer killed inside its slot. */
+export const WORDS = { TAIL, PUTS, WRITER, NEXT_TAIL, NEXT_PUTS, HEAD, GETS, READER, NEXT_HEAD, NEXT_GETS } as const;
+
+/** Default ring size: 64k small-int frames, or 500 items of 1 KiB, before a put waits for a reader. */
+export const DEFAULT_CAPACITY = 512 * 1024;
+
+/** Sleep slice: a sleeper looks again at least this often (see "Waiting"). */
+const SLICE_MS = 200;
+/** Spin before sleeping, in pause steps (a few µs). */
+const SPIN_STEPS = 6_000;
+
+/** What a get returns when there was nothing. */
+export const NOTHING: unique symbol = Symbol('nothing');
+
+/** What a commit attempt found. */
+const enum Commit {
+  Done,
+  /** The ring has no room for the frame now. */
+  NoRoom,
+  /** `maxsize` items are in. */
+  Full,
+}
+
+/** What travels to name a channel. */
+export interface ChannelHandle {
+  readonly segment: SegmentHandle;
+}
+
+export class Channel {
+  /** @internal */ readonly segment: Segment;
+  /** @internal The header words. */
+  readonly w: Int32Array;
+  private readonly views: Views;
+  /** Byte offset of the ring inside the mapping. */
+  private readonly ring: number;
+  private readonly capacity: number;
+  private readonly mask: number;
+  /** Frames whose payload is larger go to spill files. */
+  private readonly spillAbove: number;
+  readonly maxsize: number;
+  /** HEAD as last seen by this producer (an underestimate of the room, refreshed when short). */
+  private seenHead = 0;
+  /** TAIL as last seen by this consumer. */
+  private seenTail = 0;
+  /** Wakes this object's pending async waits (close). */
+  private readonly interrupters = new Set<() => void>();
+
+  private constructor(segment: Segment) {
+    this.segment = segment;
+    const sab = segment.sab;
+    this.w = new Int32Array(sab, segment.base, HEADER_BYTES / 4);
+    this.views = {
+      i32: new Int32Array(sab),
+      u8: new Uint8Array(sab),
+      buf: Buffer.from(sab),
+      dv: new DataView(sab),
+    };
+    if (Atomics.load(this.w, MAGIC_WORD) !== MAGIC) throw new TypeError('not a queue channel segment');
+    this.capacity = this.w[CAPACITY]!;
+    this.mask = this.capacity - 1;
+    this.maxsize = this.w[MAXSIZE]!;
+    this.ring = segment.base + HEADER_BYTES;
+    this.spillAbove = Math.min(this.capacity >> 3, 1 << 22);
+  }
+
+  /** A new channel with a ring of `capacity` bytes (a power of two ≥ 1 KiB). */
+  static create(maxsize: number, capacity = DEFAULT_CAPACITY): Channel {
+    const segment = Segment.create(HEADER_BYTES + capacity);
+    const w = new Int32Array(segment.sab, segment.base, HEADER_BYTES / 4);
+    w[CAPACITY] = capacity;
+    w[MAXSIZE] = maxsize;
+    Atomics.store(w, MAGIC_WORD, MAGIC);
+    return new Channel(segment);
+  }
+
+  /** Maps the channel a handle names (taking over its reference). */
+  static attach(handle: ChannelHandle): Channel {
+    return new Channel(Segment.attach(handle.segment));
+  }
+
+  /** A handle for another isolate (one reference in flight). */
+  toHandle(): ChannelHandle {
+    return { segment: this.segment.toHandle() };
+  }
+
+  // -------------------------------------------------------------------------
+  // Producers
+
+  /**
+   * Commits the prepared item, holding WRITER (the caller took it; this
+   * gives it back).
+   */
+  private commitHeld(taken: Taken, joinable: boolean): Commit {
+    const w = this.w;
+    if (taken === Taken.FromDead && Atomics.load(w, TAIL) !== w[NEXT_TAIL] && w[PUTS] === w[NEXT_PUTS]) {
+      // The dead producer counted an item it never published.
+      Atomics.store(w, PUTS, (w[NEXT_PUTS]! - 1) | 0);
+      if (joinable) Atomics.sub(w, UNFINISHED, 1);
+    }
+    const puts = w[PUTS]!;
+    if (this.maxsize > 0 && ((puts - Atomics.load(w, GETS)) | 0) >= this.maxsize) {
+      give(w, WRITER);
+      return Commit.Full;
+    }
+    const tail = w[TAIL]!;
+    const off = tail & this.mask;
+    const frame = (8 + preparedSize() + 7) & ~7;
+    const toEnd = this.capacity - off;
+    const need = toEnd < frame ? toEnd + frame : frame;
+    if (this.capacity - ((tail - this.seenHead) | 0) < need) {
+      this.seenHead = Atomics.load(w, HEAD);
+      if (this.capacity - ((tail - this.seenHead) | 0) < need) {
+        give(w, WRITER);
+        return Commit.NoRoom;
+      }
+    }
+    let start = tail;
+    if (toEnd < frame) {
+      this.views.i32[(this.ring + off) >> 2] = Tag.Wrap;
+      start = (tail + toEnd) | 0;
+    }
+    const next = (start + writeFrame(this.views, this.ring + (start & this.mask))) | 0;
+    w[NEXT_PUTS] = (puts + 1) | 0;
+    Atomics.store(w, NEXT_TAIL, next);
+    if (joinable) Atomics.add(w, UNFINISHED, 1);
+    Atomics.store(w, PUTS, (puts + 1) | 0);
+    Atomics.store(w, TAIL, next);
+    give(w, WRITER);
+    if (Atomics.load(w, GET_WAITERS) !== 0) wake(w, TAIL, 1);
+    return Commit.Done;
+  }
+
+  /** One commit attempt of the prepared item, taking WRITER by blocking (it is held only briefly). */
+  private commitSync(joinable: boolean): Commit {
+    const taken = tryTake(this.w, WRITER) ? Taken.Yes : takeSync(this.w, WRITER, Infinity);
+    return this.commitHeld(taken, joinable);
+  }
+
+  private async commitAsync(joinable: boolean, kept: Prepared): Promise<Commit> {
+    if (tryTake(this.w, WRITER)) {
+      restorePrepared(kept);
+      return this.commitHeld(Taken.Yes, joinable);
+    }
+    const taken = await takeAsync(this.w, WRITER, Infinity);
+    restorePrepared(kept);
+    return this.commitHeld(taken, joinable);
+  }
+
+  /**
+   * Puts `item`, blocking the thread while there is no room (a bounded
+   * channel at `maxsize`, or a ring full of unread frames).
+   * @returns false when there was still no room at `deadline` (or at once when `block` is false).
+   * @throws SerializationError for an item that cannot travel (nothing is enqueued).
+   */
+  putSync(item: unknown, block: boolean, deadline: number, joinable: boolean): boolean {
+    prepare(item, this.spillAbove);
+    if (this.commitSync(joinable) === Commit.Done) return true;
+    const kept = keepPrepared();
+    for (;;) {
+      if (!block || remaining(deadline) === 0) return this.refuse(kept);
+      const head = Atomics.load(this.w, HEAD);
+      if (!this.spinWhile(HEAD, head)) this.sleepSync(PUT_WAITERS, HEAD, head, deadline);
+      restorePrepared(kept);
+      if (this.commitSync(joinable) === Commit.Done) return true;
+    }
+  }
+
+  /** `putSync` without blocking the event loop; `close()` of this object ends the wait (false). */
+  async put(item: unknown, block: boolean, deadline: number, joinable: boolean): Promise<boolean> {
+    prepare(item, this.spillAbove);
+    if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
+    const kept = keepPrepared();
+    for (;;) {
+      if ((await this.commitAsync(joinable, kept)) === Commit.Done) return true;
+      if (!block || remaining(deadline) === 0) return this.refuse(kept);
+      const head = Atomics.load(this.w, HEAD);
+      if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
+    }
+  }
+
+  /** Gives back what a refused item holds (spill file, shared-object references). */
+  private refuse(kept: Prepared): false {
+    discardPrepared(kept);
+    return false;
+  }
+
+  // -------------------------------------------------------------------------
+  // Consumers
+
+  /** Takes one frame if there is one; NOTHING otherwise. */
+  private take(taken: Taken): unknown {
+    const w = this.w;
+    if (taken === Taken.FromDead && Atomics.load(w, HEAD) !== w[NEXT_HEAD] && w[GETS] === w[NEXT_GETS]) {
+      // The dead consumer counted a take it never made: the frame is still there.
+      Atomics.store(w, GETS, (w[NEXT_GETS]! - 1) | 0);
+    }
+    let head = w[HEAD]!;
+    if (((this.seenTail - head) | 0) <= 0) {
+      this.seenTail = Atomics.load(w, TAIL);
+      if (this.seenTail === head) {
+        give(w, READER);
+        return NOTHING;
+      }
+    }
+    const i32 = this.views.i32;
+    let off = head & this.mask;
+    let header = i32[(this.ring + off) >> 2]!;
+    if (header === Tag.Wrap) {
+      head = (head + this.capacity - off) | 0;
+      off = 0;
+      header = i32[this.ring >> 2]!;
+    }
+    let pending: Pending;
+    try {
+      pending = readFrame(this.views, this.ring + off, header);
+    } catch (err) {
+      give(w, READER);
+      throw err;
+    }
+    const value = readValue;
+    const spillTag = readSpillTag;
+    const next = (head + frameBytes(header)) | 0;
+    const gets = (w[GETS]! + 1) | 0;
+    w[NEXT_GETS] = gets;
+    Atomics.store(w, NEXT_HEAD, next);
+    Atomics.store(w, GETS, gets);
+    Atomics.store(w, HEAD, next);
+    give(w, READER);
+    if (Atomics.load(w, PUT_WAITERS) !== 0) wake(w, HEAD, 1 << 30);
+    return pending === Pending.None ? value : finish(pending, value, spillTag);
+  }
+
+  /** Gets an item, blocking the thread up to `deadline`; NOTHING if none came. */
+  getSync(block: boolean, deadline: number): unknown {
+    for (;;) {
+      if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
+        const taken = tryTake(this.w, READER) ? Taken.Yes : takeSync(this.w, READER, Infinity);
+        const item = this.take(taken);
+        if (item !== NOTHING) return item;
+      }
+      if (!block || remaining(deadline) === 0) return NOTHING;
+      const tail = Atomics.load(this.w, TAIL);
+      if (tail !== Atomics.load(this.w, HEAD) || this.spinWhile(TAIL, tail)) continue;
+      this.sleepSync(GET_WAITERS, TAIL, tail, deadline);
+    }
+  }
+
+  /** `getSync` without blocking the event loop; `close()` of this object ends the wait (NOTHING). */
+  async get(block: boolean, deadline: number): Promise<unknown> {
+    for (;;) {
+      if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
+        const taken = tryTake(this.w, READER) ? Taken.Yes : await takeAsync(this.w, READER, Infinity);
+        const item = this.take(taken);
+        if (item !== NOTHING) return item;
+      }
+      if (!block || remaining(deadline) === 0) return NOTHING;
+      const tail = Atomics.load(this.w, TAIL);
+      if (tail !== Atomics.load(this.w, HEAD) || this.spinWhile(TAIL, tail)) continue;
+      if (!(await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline))) return NOTHING;
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Waiting
+
+  /** Spins a few µs while word `index` holds `seen`; true when it changed. */
+  private spinWhile(index: number, seen: number): boolean {
+    const w = this.w;
+    let pause = 1;
+    for (let spent = 0; spent < SPIN_STEPS; spent += pause + 1) {
+      if (Atomics.load(w, index) !== seen) return true;
+      spinPause(pause);
+      if (pause < 64) pause <<= 1;
+    }
+    return false;
+  }
+
+  /** Sleeps (one slice at most) while word `index` holds `seen`, registered in `waiters`. */
+  private sleepSync(waiters: number, index: number, seen: number, deadline: number): void {
+    const w = this.w;
+    Atomics.add(w, waiters, 1);
+    try {
+      if (Atomics.load(w, index) === seen) waitSync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
+    } finally {
+      Atomics.sub(w, waiters, 1);
+    }
+  }
+
+  /** `sleepSync` without blocking; false when this object was closed meanwhile. */
+  private async sleepAsync(waiters: number, index: number, seen: number, deadline: number): Promise<boolean> {
+    const w = this.w;
+    Atomics.add(w, waiters, 1);
+    let interrupt: (() => void) | undefined;
+    try {
+      if (Atomics.load(w, index) !== seen) return true;
+      const woken = waitAsync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
+      const closed = new Promise<WaitResult | null>((resolve) => {
+        interrupt = () => resolve(null);
+        this.interrupters.add(interrupt);
+      });
+      return (await Promise.race([woken, closed])) !== null;
+    } finally {
+      if (interrupt) this.interrupters.delete(interrupt);
+      Atomics.sub(w, waiters, 1);
+    }
+  }
+
+  /** Ends this object's pending async waits (they return NOTHING / refuse). */
+  interrupt(): void {
+    for (const stop of this.interrupters) stop();
+    this.interrupters.clear();
+  }
+
+  // -------------------------------------------------------------------------
+  // Sizes
+
+  /** Items committed and not yet taken (approximate while others work, as Python's). */
+  qsize(): number {
+    return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, GETS)) | 0);
+  }
+
+  /** Whether no committed item is waiting (approximate while others work). */
+  empty(): boolean {
+    return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD);
+  }
+
+  // -------------------------------------------------------------------------
+  // JoinableQueue
+
+  /** One fewer unfinished task; false when there was none. */
+  taskDone(): boolean {
+    const w = this.w;
+    for (let u = Atomics.load(w, UNFINISHED); ; ) {
+      if (u <= 0) return false;
+      const was = Atomics.compareExchange(w, UNFINISHED, u, u - 1);
+      if (was !== u) {
+        u = was;
+        continue;
+      }
+      if (u === 1) {
+        Atomics.add(w, JOIN_SEQ, 1);
+        if (Atomics.load(w, JOIN_WAITERS) !== 0) wake(w, JOIN_SEQ, 1 << 30);
+      }
+      return true;
+    }
+  }
+
+  /** Items put and not yet marked done. */
+  unfinished(): number {
+    return Atomics.load(this.w, UNFINISHED);
+  }
+
+  /** Blocks until every item put has been marked done, or `deadline`; whether it got there. */
+  joinSync(deadline: number): boolean {
+    for (;;) {
+      const seq = Atomics.load(this.w, JOIN_SEQ);
+      if (Atomics.load(this.w, UNFINISHED) === 0) return true;
+      if (remaining(deadline) === 0) return false;
+      this.sleepSync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
+    }
+  }
+
+  /** `joinSync` without blocking the event loop. */
+  async join(deadline: number): Promise<boolean> {
+    for (;;) {
+      const seq = Atomics.load(this.w, JOIN_SEQ);
+      if (Atomics.load(this.w, UNFINISHED) === 0) return true;
+      if (remaining(deadline) === 0) return false;
+      await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
+    }
+  }
+}

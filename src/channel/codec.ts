@@ -1,0 +1,318 @@
+/**
+ * How an item becomes a frame of the ring, and back.
+ *
+ * A frame is an int32 header `(length << 8) | tag`, a second int32 (an
+ * int32 item's value; a spilled item's inner tag), and `length` payload
+ * bytes, padded to 8. Payloads start 8-aligned: V8 copies shared memory
+ * byte by byte when either side is not (4× slower for 1 KiB, measured). Common small items are written by hand (the tagged
+ * fast path: no `v8.serialize`, no allocation on the way in): int32 and
+ * float64 numbers, bigints that fit 64 bits, strings (UTF-8), booleans, null,
+ * undefined, and plain Uint8Arrays. Everything else goes through the
+ * project's serializer: `encode` (shared objects become handles, what cannot
+ * travel is refused with its path) and then `v8.serialize`. A payload larger
+ * than the ring's spill threshold goes to a spill file (spill.ts) and the
+ * frame carries its name.
+ *
+ * `prepare` runs before the producer takes its slot, so a refused item
+ * never touches the ring; it leaves its answer in module variables rather
+ * than an object, to allocate nothing per small item.
+ */
+import { v8 } from '../builtins.js';
+import { abandon, encode, toBytes, type Encoded } from '../serialize/encode.js';
+import { decode } from '../serialize/decode.js';
+import { spill, unlinkQuietly, unspill } from './spill.js';
+
+export const enum Tag {
+  Wrap = 1,
+  Int32 = 2,
+  Float64 = 3,
+  BigInt64 = 4,
+  Undefined = 5,
+  Null = 6,
+  True = 7,
+  False = 8,
+  String = 9,
+  Bytes = 10,
+  V8 = 11,
+  /** Second word: the inner tag (String, Bytes or V8); payload: the spill file's name. */
+  Spill = 12,
+}
+
+/** Strings up to this many UTF-16 units are written straight into the ring (room reserved for 3 bytes each). */
+const SHORT_STRING = 1024;
+
+/** The ring's views, built once per mapping. */
+export interface Views {
+  readonly i32: Int32Array;
+  readonly u8: Uint8Array;
+  readonly buf: Buffer;
+  readonly dv: DataView;
+}
+
+// What `prepare` found (read by `writePayload`).
+let tag: Tag = Tag.Undefined;
+/** Payload bytes to reserve (for a short string: the most it can take). */
+let size = 0;
+let num = 0;
+let big = 0n;
+let str = '';
+let bytes: Uint8Array | null = null;
+let spillTag: Tag = Tag.Undefined;
+/** The serializer's result, whose shared-object references the channel owns from here on. */
+let encoded: Encoded | null = null;
+/** The spill file holding the payload, if any. */
+let spilled: string | null = null;
+
+/** A prepared item kept aside (a producer's backlog; see channel.ts). */
+export interface Prepared {
+  readonly tag: Tag;
+  readonly size: number;
+  readonly num: number;
+  readonly big: bigint;
+  readonly str: string;
+  readonly bytes: Uint8Array | null;
+  readonly spillTag: Tag;
+  readonly encoded: Encoded | null;
+  readonly spilled: string | null;
+}
+
+/**
+ * Turns `item` into the tag and payload the next `writePayload` writes.
+ * Large payloads are written to a spill file here.
+ * @throws SerializationError naming the path of what cannot travel (nothing then stays held).
+ */
+export function prepare(item: unknown, spillAbove: number): void {
+  bytes = null;
+  encoded = null;
+  spilled = null;
+  switch (typeof item) {
+    case 'number':
+      num = item;
+      if ((item | 0) === item && (item !== 0 || 1 / item > 0)) {
+        tag = Tag.Int32;
+        size = 0;
+      } else {
+        tag = Tag.Float64;
+        size = 8;
+      }
+      return;
+    case 'string':
+      if (item.length <= SHORT_STRING && item.length * 3 <= spillAbove) {
+        tag = Tag.String;
+        str = item;
+        size = item.length * 3;
+        return;
+      }
+      return payload(Tag.String, Buffer.from(item, 'utf8'), spillAbove);
+    case 'boolean':
+      tag = item ? Tag.True : Tag.False;
+      size = 0;
+      return;
+    case 'undefined':
+      tag = Tag.Undefined;
+      size = 0;
+      return;
+    case 'bigint':
+      if (BigInt.asIntN(64, item) === item) {
+        tag = Tag.BigInt64;
+        big = item;
+        size = 8;
+        return;
+      }
+      break;
+    case 'object':
+      if (item === null) {
+        tag = Tag.Null;
+        size = 0;
+        return;
+      }
+      if (Object.getPrototypeOf(item) === Uint8Array.prototype && !((item as Uint8Array).buffer instanceof SharedArrayBuffer)) {
+        return payload(Tag.Bytes, item as Uint8Array, spillAbove);
+      }
+      break;
+  }
+  const value = encode(item, 'item', { crossProcess: true });
+  const serialized = toBytes(value, 'item');
+  try {
+    payload(Tag.V8, serialized, spillAbove);
+  } catch (err) {
+    abandon(value);
+    throw err;
+  }
+  if (value.segments.length > 0) encoded = value;
+}
+
+function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
+  if (b.byteLength <= spillAbove) {
+    tag = t;
+    bytes = b;
+    size = b.byteLength;
+    return;
+  }
+  tag = Tag.Spill;
+  spillTag = t;
+  spilled = spill(b);
+  bytes = Buffer.from(spilled, 'latin1');
+  size = bytes.byteLength;
+}
+
+/** Payload bytes the prepared item needs at most. */
+export function preparedSize(): number {
+  return size;
+}
+
+/** The prepared item as an object, with its bytes copied (later mutation of the item must not leak). */
+export function keepPrepared(): Prepared {
+  const own = bytes && (tag === Tag.Bytes ? bytes.slice() : bytes);
+  return { tag, size, num, big, str, bytes: own, spillTag, encoded, spilled };
+}
+
+/** Makes `p` the prepared item again. */
+export function restorePrepared(p: Prepared): void {
+  ({ tag, size, num, big, str, bytes, spillTag, encoded, spilled } = p);
+}
+
+/** Gives back what a prepared item that will never be committed holds: its spill file, its references. */
+export function discardPrepared(p: Prepared): void {
+  if (p.spilled) unlinkQuietly(p.spilled);
+  if (p.encoded) abandon(p.encoded);
+}
+
+/**
+ * Writes the prepared item's frame at byte `at` of the mapping (8-aligned,
+ * with `preparedSize()` payload bytes of room after the 8-byte header).
+ * @returns the frame's length in bytes, padded to 8.
+ */
+export function writeFrame(v: Views, at: number): number {
+  const p = at + 8;
+  let length = size;
+  switch (tag) {
+    case Tag.Int32:
+      // In the header's second word: a small int is one 8-byte frame.
+      v.i32[(at >> 2) + 1] = num;
+      length = 0;
+      break;
+    case Tag.Float64:
+      v.dv.setFloat64(p, num, true);
+      break;
+    case Tag.BigInt64:
+      v.dv.setBigInt64(p, big, true);
+      break;
+    case Tag.String:
+      // A long string was encoded by `prepare`: its bytes are copied.
+      if (bytes === null) length = str.length === 0 ? 0 : v.buf.write(str, p, size, 'utf8');
+      else v.u8.set(bytes, p);
+      break;
+    case Tag.Bytes:
+    case Tag.V8:
+      v.u8.set(bytes!, p);
+      break;
+    case Tag.Spill:
+      v.i32[(at >> 2) + 1] = spillTag;
+      v.u8.set(bytes!, p);
+      break;
+  }
+  v.i32[at >> 2] = (length << 8) | tag;
+  return (8 + length + 7) & ~7;
+}
+
+/** A frame read out of the ring but not yet turned into the item (that happens outside the slot). */
+export const enum Pending {
+  None = 0,
+  /** `readValue` is a copy of V8 bytes, to deserialize and revive handle markers in. */
+  Decode = 1,
+  /** `readValue` is a spill file name; `readSpillTag` says what it holds. */
+  Unspill = 2,
+}
+
+export let readValue: unknown;
+export let readSpillTag: Tag = Tag.Undefined;
+
+/**
+ * Reads the frame at byte `at` (not a Wrap): leaves its value (or what is
+ * still to be done with it) in `readValue`.
+ * @returns what remains to do after the slot is given back.
+ */
+export function readFrame(v: Views, at: number, header: number): Pending {
+  const p = at + 8;
+  const length = header >>> 8;
+  switch ((header & 0xff) as Tag) {
+    case Tag.Int32:
+      readValue = v.i32[(at >> 2) + 1];
+      return Pending.None;
+    case Tag.Float64:
+      readValue = v.dv.getFloat64(p, true);
+      return Pending.None;
+    case Tag.BigInt64:
+      readValue = v.dv.getBigInt64(p, true);
+      return Pending.None;
+    case Tag.Undefined:
+      readValue = undefined;
+      return Pending.None;
+    case Tag.Null:
+      readValue = null;
+      return Pending.None;
+    case Tag.True:
+      readValue = true;
+      return Pending.None;
+    case Tag.False:
+      readValue = false;
+      return Pending.None;
+    case Tag.String:
+      readValue = length === 0 ? '' : v.buf.toString('utf8', p, p + length);
+      return Pending.None;
+    case Tag.Bytes:
+      readValue = copyOut(v, p, length);
+      return Pending.None;
+    case Tag.V8:
+      // A copy: V8's deserializer makes typed arrays that view its input.
+      readValue = v.u8.slice(p, p + length);
+      return Pending.Decode;
+    case Tag.Spill:
+      readSpillTag = v.i32[(at >> 2) + 1] as Tag;
+      readValue = v.buf.toString('latin1', p, p + length);
+      return Pending.Unspill;
+    default:
+      throw new Error(`corrupt queue frame (header ${header}); please report this`);
+  }
+}
+
+/**
+ * Small byte arrays taken out of the ring are views of a shared 64 KiB slab
+ * (as Node's Buffer pool does): a fresh ArrayBuffer per item costs ~300 ns,
+ * more than the copy, and `slice()` of shared memory is slower still.
+ */
+const SLAB_BYTES = 64 * 1024;
+const SLAB_ITEM_MAX = 4 * 1024;
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+function copyOut(v: Views, p: number, length: number): Uint8Array {
+  if (length > SLAB_ITEM_MAX) {
+    const out = new Uint8Array(length);
+    out.set(v.u8.subarray(p, p + length));
+    return out;
+  }
+  if (slabUsed + length > slab.byteLength) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const out = new Uint8Array(slab.buffer, slabUsed, length);
+  out.set(v.u8.subarray(p, p + length));
+  slabUsed = (slabUsed + length + 7) & ~7;
+  return out;
+}
+
+/** Finishes a frame `readFrame` left pending, outside the slot (attaching shared objects, reading a spill file). */
+export function finish(pending: Pending, value: unknown, spillTag: Tag): unknown {
+  if (pending === Pending.Decode) return decode(v8().deserialize(value as Uint8Array));
+  const data = unspill(value as string);
+  if (spillTag === Tag.String) return data.toString('utf8');
+  if (spillTag === Tag.Bytes) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return decode(v8().deserialize(data));
+}
+
+/** Frame length (padded) of a header. */
+export function frameBytes(header: number): number {
+  return (8 + (header >>> 8) + 7) & ~7;
+}

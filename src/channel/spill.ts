@@ -1,0 +1,68 @@
+/**
+ * Items too large for the ring travel in a file of their own, in the tree
+ * directory, and the ring carries only its name.
+ *
+ * Why not stream them through the ring in pieces: a piece can only move
+ * when a consumer makes room, so a producer putting 10 MB into a queue that
+ * nobody reads yet would wait inside `put()`, and a parent that joins that
+ * producer before reading would deadlock (Python's famous bug, which its
+ * docs ask users to avoid). Written to a file, the item is in the queue
+ * once `put()` returns, whoever reads it and whenever; the producer may
+ * exit. Both copies (`write(2)` into tmpfs, `read(2)` out of it) run at
+ * memcpy speed, a few syscalls per item whatever its size, and no mapping
+ * is left for the garbage collector to unmap.
+ *
+ * Ownership: the file belongs to the channel from `put()` until one
+ * consumer takes its frame; that consumer reads and removes it. A file
+ * whose frame is never taken (a queue dropped with items inside, a consumer
+ * killed between taking the frame and reading the file) is removed with the
+ * tree directory when the main process ends.
+ */
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { treeDir } from '../shm/tree.js';
+
+let prefix = '';
+let counter = 0;
+
+/** Writes `bytes` to a new spill file; returns its name inside the tree directory. */
+export function spill(bytes: Uint8Array): string {
+  for (let attempt = 1; ; attempt++) {
+    if (!prefix) prefix = Math.floor(Math.random() * 36 ** 8).toString(36);
+    const name = `q${prefix}.${++counter}`;
+    let fd: number;
+    try {
+      fd = openSync(`${treeDir()}/${name}`, 'wx', 0o600);
+    } catch (err) {
+      // Left by a dead process whose random prefix we drew again.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === 5) throw err;
+      prefix = '';
+      continue;
+    }
+    try {
+      for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+    } catch (err) {
+      unlinkQuietly(name);
+      throw err;
+    } finally {
+      closeSync(fd);
+    }
+    return name;
+  }
+}
+
+/** Reads a spill file and removes it (the one consumer that took its frame). */
+export function unspill(name: string): Buffer {
+  const path = `${treeDir()}/${name}`;
+  const bytes = readFileSync(path);
+  unlinkQuietly(name);
+  return bytes;
+}
+
+/** Removes a spill file whose item will never be read. */
+export function unlinkQuietly(name: string): void {
+  try {
+    unlinkSync(`${treeDir()}/${name}`);
+  } catch {
+    // Gone already.
+  }
+}
