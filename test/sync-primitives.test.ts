@@ -333,9 +333,10 @@ describe('Event', () => {
   });
 
   for (const method of METHODS) {
-    it(`travels live to '${method}' children both ways`, async () => {
+    it(`travels live to '${method}' children both ways (and contexts carry the constructors)`, async () => {
       const ctx = mp.getContext(method);
-      const event = new mp.Event();
+      for (const name of ['Semaphore', 'BoundedSemaphore', 'Condition', 'Event', 'Barrier'] as const) assert.equal(ctx[name], mp[name]);
+      const event = new ctx.Event();
       const waiters = [fx.waitEvent, fx.waitEventSync].map((target) => new ctx.Process({ target, args: [event, 30_000], module }));
       waiters.forEach((p) => p.start());
       await eventually(() => sleepers(event) === 2, 30_000, 'the children to wait');
