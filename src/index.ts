@@ -28,6 +28,10 @@ import { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess 
 import { makeArray, makeRawArray, type RawSharedArray, type SynchronizedArray } from './sharedctypes/array.js';
 import { makeRawValue, makeValue, type RawValue as SharedRawValue, type SynchronizedValue } from './sharedctypes/value.js';
 import { Lock, RLock } from './sync/lock.js';
+import { BoundedSemaphore, Semaphore } from './sync/semaphore.js';
+import { Condition } from './sync/condition.js';
+import { Event } from './sync/event.js';
+import { Barrier } from './sync/barrier.js';
 import type { Typecode } from './sharedctypes/typecodes.js';
 import { SharedMemory } from './shm/shared-memory.js';
 import { native as nativeAddon } from './native/addon.js';
@@ -41,6 +45,11 @@ export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike
 export { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
 export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } from './process/start-method.js';
 export { Lock, RLock, type AcquireOptions } from './sync/lock.js';
+export { Semaphore, BoundedSemaphore } from './sync/semaphore.js';
+export { Condition } from './sync/condition.js';
+export { Event } from './sync/event.js';
+export { Barrier, type BarrierOptions } from './sync/barrier.js';
+export type { BlockOptions } from './sync/waiting.js';
 export { SharedMemory, type SharedMemoryOptions } from './shm/shared-memory.js';
 export { ShareableList, type ShareableItem } from './shm/shareable-list.js';
 export { Queue, JoinableQueue, SimpleQueue, type QueueWaitOptions } from './queue/queue.js';
@@ -99,6 +108,11 @@ export interface Context {
   readonly RawArray: typeof makeRawArray;
   readonly Lock: typeof Lock;
   readonly RLock: typeof RLock;
+  readonly Semaphore: typeof Semaphore;
+  readonly BoundedSemaphore: typeof BoundedSemaphore;
+  readonly Condition: typeof Condition;
+  readonly Event: typeof Event;
+  readonly Barrier: typeof Barrier;
   readonly SharedMemory: typeof SharedMemory;
   readonly ShareableList: typeof ShareableList;
   readonly Queue: typeof Queue;
@@ -135,6 +149,11 @@ export function getContext(method?: StartMethod): Context {
       RawArray: makeRawArray,
       Lock,
       RLock,
+      Semaphore,
+      BoundedSemaphore,
+      Condition,
+      Event,
+      Barrier,
       SharedMemory,
       ShareableList,
       Queue,

@@ -11,6 +11,7 @@ import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { decode, hasShared } from '../serialize/decode.js';
+import { settleRevived } from '../serialize/shared.js';
 import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
 import type { ReferenceSpec, TargetSpec } from './target.js';
@@ -38,7 +39,7 @@ interface Wanted {
 const TARGET: Wanted = { noun: 'function', passed: 'passed as target', fix: 'pass { module }' };
 const SUBCLASS: Wanted = { noun: 'class', passed: 'started as a Process subclass', fix: 'pass { module } to super()' };
 
-async function resolveTarget(target: TargetSpec): Promise<Function> {
+export async function resolveTarget(target: TargetSpec): Promise<Function> {
   if (target.kind === 'source') {
     // eslint-disable-next-line no-new-func
     return new Function('__name', `return (${target.source});`)(nameShim) as Function;
@@ -93,8 +94,11 @@ async function revive(wire: unknown, fallback: unknown): Promise<unknown> {
   const cloned = wire === null ? fallback : typeof wire === 'string' ? v8().deserialize(Buffer.from(wire, 'base64')) : wire;
   // Shared-object classes register their revivers when the package loads;
   // a child given none of them starts without loading it.
-  if (hasShared(cloned)) await import('../index.js');
-  return decode(cloned);
+  if (!hasShared(cloned)) return decode(cloned);
+  await import('../index.js');
+  const revived = decode(cloned);
+  await settleRevived();
+  return revived;
 }
 
 export async function runChild(spec: ChildSpec): Promise<void> {

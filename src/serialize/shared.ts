@@ -49,3 +49,22 @@ export function reviveShared(handle: SharedHandle): unknown {
 export function isShareable(value: unknown): value is Shareable {
   return typeof value === 'object' && value !== null && typeof (value as any)[SHARED] === 'function';
 }
+
+/**
+ * Asynchronous work a reviver started (a Barrier importing its action by
+ * reference) that a child finishes before its target runs, so synchronous
+ * calls on what it revived work from the target's first line. On
+ * `globalThis` for the same reason as the revivers.
+ */
+const PENDING = Symbol.for('multiprocessing-ts.revive-pending');
+const pending: Array<Promise<unknown>> = ((globalThis as { [PENDING]?: Array<Promise<unknown>> })[PENDING] ??= []);
+
+/** Registers work a revived object finishes in the background (its own errors are its to report). */
+export function reviveLater(work: Promise<unknown>): void {
+  pending.push(work);
+}
+
+/** Waits for the work revivers started so far. */
+export async function settleRevived(): Promise<void> {
+  while (pending.length > 0) await Promise.allSettled(pending.splice(0));
+}

@@ -26,6 +26,8 @@
  * primitive on top must cope (a lock checks its holder).
  */
 import { native, WaitResult } from '../native/addon.js';
+import { ValueError } from '../errors.js';
+import { describe } from '../describe.js';
 
 export { WaitResult };
 
@@ -82,7 +84,9 @@ export function remaining(deadline: number): number {
 export function deadlineOf(timeoutMs: number | undefined): number {
   if (timeoutMs === undefined || timeoutMs === null || timeoutMs === Infinity) return Infinity;
   if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-    throw new TypeError(`timeout must be a number of milliseconds, got ${String(timeoutMs)}`);
+    throw new ValueError(
+      `timeout must be a number of milliseconds, got ${describe(timeoutMs)}; pass a number (negative means 0), or leave it undefined to wait forever`,
+    );
   }
   return performance.now() + Math.max(0, timeoutMs);
 }

@@ -102,6 +102,13 @@ export interface AcquireOptions {
   timeout?: number;
 }
 
+/** @internal Who held a lock and how deep, as `releaseSave` found it. */
+export interface SavedHold {
+  readonly owner: Frame | null;
+  /** Opaque to callers: this lock's own record of its acquisitions. */
+  readonly entries: ReadonlyArray<unknown>;
+}
+
 interface LockHandle extends SharedHandle {
   readonly segment: RegionHandle;
   readonly offset: number;
@@ -444,6 +451,43 @@ abstract class MutexBase {
     } finally {
       this.release();
     }
+  }
+
+  /**
+   * @internal Lets the lock go entirely, however deep an RLock is held, and
+   * says who held it how (Python's `_release_save`): what Condition.wait
+   * does before it sleeps. The caller has checked that the running task holds it.
+   */
+  releaseSave(): SavedHold {
+    const hold = this.hold;
+    const saved: SavedHold = { owner: hold.owner, entries: hold.entries.slice() };
+    this.unlock();
+    return saved;
+  }
+
+  /**
+   * @internal Takes the lock again for the holder `releaseSave` recorded,
+   * at the same depth (Python's `_acquire_restore`), waiting without
+   * blocking the event loop and without a timeout (as Python re-acquires).
+   */
+  async acquireRestore(saved: SavedHold): Promise<void> {
+    if (!(this.tryOnce(saved.owner) || this.reenterOrSpin(true, saved.owner))) await this.acquireSlowly({}, saved.owner);
+    this.restore(saved);
+  }
+
+  /** @internal `acquireRestore`, blocking the thread. */
+  acquireRestoreSync(saved: SavedHold): void {
+    this.acquireSync();
+    this.restore(saved);
+  }
+
+  /** Puts back the holder and depth `releaseSave` recorded, over the fresh hold just taken. */
+  private restore(saved: SavedHold): void {
+    const hold = this.hold;
+    hold.owner = saved.owner;
+    hold.entries.length = 0;
+    hold.entries.push(...(saved.entries as Array<Frame | typeof BARE>));
+    this.words[COUNT] = saved.entries.length;
   }
 
   /** Releases the lock. */

@@ -1,0 +1,470 @@
+/**
+ * Semaphore, BoundedSemaphore, Condition, Event and Barrier across real
+ * children of both start methods. From CPython's _test_multiprocessing.py:
+ * _TestSemaphore, _TestCondition (notify, notify_all, notify_n, timeout,
+ * waitfor, waitfor_timeout, wait_result), _TestEvent, _TestBarrier; plus
+ * ours: killed waiters swallow nothing a live waiter needs, timeouts within
+ * 50 ms, many async tasks of one thread, the Sync forms, bad input.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import * as fx from './fixtures/sync-targets.js';
+import { readFileSync, readdirSync } from 'node:fs';
+import { METHODS, eventually } from './helpers.js';
+
+const module = fx.SYNC_TARGETS;
+
+/** The SLEEPERS word of a primitive: how many waits may be asleep on it now. */
+function sleepers(obj: mp.Semaphore | mp.Event | mp.Condition | mp.Barrier): number {
+  const words = (obj as unknown as { words: Int32Array }).words;
+  return Atomics.load(words, obj instanceof mp.Condition ? 1 : 2);
+}
+
+/**
+ * Asserts `call` settles false (or rejects with `error`) no earlier than
+ * `ms` and within 50 ms after it. Never early; a late return is tried again
+ * (twice at most), since on a loaded machine the scheduler can delay any
+ * wake-up: each try calls `call` afresh, so it must start from the same state.
+ */
+async function timesOutAfter(ms: number, call: () => unknown, error?: Function): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const start = performance.now();
+    if (error) await assert.rejects(async () => await call(), error as never);
+    else assert.equal(await call(), false);
+    const took = performance.now() - start;
+    assert.ok(took >= ms - 1, `returned after ${took.toFixed(1)} ms, before its ${ms} ms timeout`);
+    if (took < ms + 50) return;
+    assert.ok(attempt < 3, `returned after ${took.toFixed(1)} ms, more than 50 ms past its ${ms} ms timeout (3 tries)`);
+  }
+}
+
+/**
+ * Whether a thread of process `pid` sleeps in futex_waitv (syscall 449 on
+ * x86-64): only the addon's async waiter thread calls it, and it is made
+ * for the first async wait, so this says that wait is queued in the kernel.
+ */
+function inFutexWaitv(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).some((tid) => {
+      try {
+        return readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'latin1').startsWith('449 ');
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('Semaphore and BoundedSemaphore', () => {
+  it('counts units (CPython test_semaphore, test_bounded_semaphore)', async () => {
+    for (const sem of [new mp.Semaphore(2), new mp.BoundedSemaphore(2)]) {
+      assert.equal(await sem.acquire(), true);
+      assert.equal(sem.getValue(), 1);
+      assert.equal(sem.acquireSync(), true);
+      assert.equal(sem.getValue(), 0);
+      assert.equal(await sem.acquire({ block: false }), false);
+      assert.equal(sem.acquireSync({ block: false }), false);
+      sem.release();
+      assert.equal(sem.getValue(), 1);
+      sem.release();
+      assert.equal(sem.getValue(), 2);
+    }
+    assert.equal(new mp.Semaphore().getValue(), 1);
+    assert.equal(String(new mp.Semaphore(3)), '<Semaphore(value=3)>');
+    assert.equal(String(new mp.BoundedSemaphore(3)), '<BoundedSemaphore(value=3, maxvalue=3)>');
+    const plain = new mp.Semaphore(0);
+    plain.release();
+    plain.release();
+    assert.equal(plain.getValue(), 2, 'a plain Semaphore may go past its initial value');
+  });
+
+  it('BoundedSemaphore: a release past the initial value throws ValueError and changes nothing', () => {
+    const sem = new mp.BoundedSemaphore(1);
+    assert.throws(() => sem.release(), (e: Error) => e instanceof mp.ValueError && /released too many times/.test(e.message));
+    assert.equal(sem.getValue(), 1);
+    sem.acquireSync();
+    sem.release();
+    assert.throws(() => sem.release(), mp.ValueError);
+  });
+
+  it('timeouts: honoured within 50 ms, negative means 0, { block: false } ignores it (CPython test_timeout)', async () => {
+    const sem = new mp.Semaphore(0);
+    await timesOutAfter(100, () => sem.acquire({ timeout: 100 }));
+    await timesOutAfter(100, () => sem.acquireSync({ timeout: 100 }));
+    await timesOutAfter(0, () => sem.acquire({ timeout: -5 }));
+    await timesOutAfter(0, () => sem.acquire({ block: false, timeout: 10_000 }));
+    await timesOutAfter(0, () => sem.acquireSync({ block: false, timeout: 10_000 }));
+  });
+
+  it('refuses bad input with errors naming the value and the fix', async () => {
+    for (const bad of [-1, 1.5, '2', NaN]) {
+      assert.throws(() => new mp.Semaphore(bad as number), (e: Error) => e instanceof mp.ValueError && e.message.includes(String(bad === '2' ? '"2"' : bad)) && /integer from 0/.test(e.message));
+    }
+    assert.throws(() => new mp.BoundedSemaphore(-1), (e: Error) => e instanceof mp.ValueError && /BoundedSemaphore value/.test(e.message));
+    const sem = new mp.Semaphore(0);
+    await assert.rejects(async () => sem.acquire({ timeout: '10' as never }), (e: Error) => e instanceof mp.ValueError && /"10"/.test(e.message));
+    assert.throws(() => sem.acquire(100 as never), (e: Error) => e instanceof mp.ValueError && /options object/.test(e.message));
+    assert.throws(() => sem.acquireSync({ timeout: {} as never }), mp.ValueError);
+  });
+
+  it('withLock and withLockSync release however the callback ends; many async tasks of one thread share the units', async () => {
+    const sem = new mp.Semaphore(3);
+    await assert.rejects(sem.withLock(async () => {
+      await tick();
+      throw new RangeError('inside');
+    }), RangeError);
+    assert.equal(sem.getValue(), 3);
+    assert.equal(sem.withLockSync(() => sem.getValue()), 2);
+    let inside = 0;
+    let most = 0;
+    const tasks = Array.from({ length: 30 }, (_, i) =>
+      sem.withLock(async () => {
+        most = Math.max(most, ++inside);
+        await tick();
+        await tick();
+        inside--;
+        return i;
+      }),
+    );
+    assert.deepEqual(await Promise.all(tasks), Array.from({ length: 30 }, (_, i) => i));
+    assert.equal(most, 3);
+    assert.equal(sem.getValue(), 3);
+  });
+
+  for (const method of METHODS) {
+    describe(`with '${method}' children`, () => {
+      const ctx = mp.getContext(method);
+
+      it('travels live: children never hold more units than it has', async () => {
+        const sem = new mp.BoundedSemaphore(2);
+        const inside = mp.Value('i', 0);
+        const most = mp.Value('i', 0);
+        const procs = [0, 1, 2].map(() => new ctx.Process({ target: fx.semaphoreUser, args: [sem, inside, most, 20], module }));
+        procs.forEach((p) => p.start());
+        await Promise.all(procs.map((p) => p.join(30_000)));
+        assert.deepEqual(procs.map((p) => p.exitCode), [0, 0, 0]);
+        assert.ok(most.value >= 1 && most.value <= 2, `at most 2 inside at once, saw ${most.value}`);
+        assert.equal(sem.getValue(), 2);
+      });
+
+      it('a waiter killed mid-wait does not swallow the release a live waiter needs', async () => {
+        const sem = new mp.Semaphore(0);
+        const ready = new mp.Semaphore(0);
+        const asleep = (p: mp.Process, n: number) => () =>
+          sleepers(sem) === n && (method === 'thread' || process.platform !== 'linux' || process.arch !== 'x64' || inFutexWaitv(p.pid!));
+        // The victim waits first (first in the kernel's queue), then the live one.
+        const victim = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
+        victim.start();
+        assert.equal(await ready.acquire({ timeout: 30_000 }), true);
+        await eventually(asleep(victim, 1), 30_000, 'the victim to sleep');
+        const live = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
+        live.start();
+        assert.equal(await ready.acquire({ timeout: 30_000 }), true);
+        await eventually(asleep(live, 2), 30_000, 'the live waiter to sleep');
+        if (method === 'process') {
+          // Stopped, the victim can be woken but cannot act on the wake: the
+          // moment a woken waiter dies. A single wake would go to it.
+          process.kill(victim.pid!, 'SIGSTOP');
+          sem.release();
+          victim.kill();
+        } else {
+          victim.kill();
+          await victim.join(10_000);
+          sem.release();
+        }
+        await live.join(20_000);
+        assert.equal(live.exitCode, 0, 'the live waiter got the unit');
+        await victim.join(10_000);
+        assert.equal(victim.exitCode, -9);
+        assert.equal(sem.getValue(), 0);
+      });
+    });
+  }
+});
+
+describe('Condition', () => {
+  it('wait and notify need the lock held by the running code (StateError, Python\'s RuntimeError)', async () => {
+    const cond = new mp.Condition();
+    assert.throws(() => cond.notify(), (e: Error) => e instanceof mp.StateError && /withLock/.test(e.message));
+    assert.throws(() => cond.notifyAll(), mp.StateError);
+    await assert.rejects(cond.wait(10), mp.StateError);
+    assert.throws(() => cond.waitSync(10), mp.StateError);
+    assert.throws(() => new mp.Condition({} as never), (e: Error) => e instanceof mp.ValueError && /Lock or mp.RLock/.test(e.message));
+    await cond.withLock(() => assert.throws(() => cond.notify('1' as never), mp.ValueError));
+    await cond.withLock(async () => assert.rejects(cond.wait('x' as never), mp.ValueError));
+  });
+
+  it('wait times out within 50 ms and returns false; an RLock held deeply is released fully and restored (CPython test_timeout, wait_result)', async () => {
+    const lock = new mp.RLock();
+    const cond = new mp.Condition(lock);
+    lock.acquireSync();
+    lock.acquireSync();
+    await timesOutAfter(100, () => cond.wait(100));
+    await timesOutAfter(100, () => cond.waitSync(100));
+    await timesOutAfter(0, () => cond.wait(-1));
+    // Still held twice: two releases, then a third is an error.
+    lock.release();
+    lock.release();
+    assert.throws(() => lock.release(), mp.ValueError);
+    await cond.withLock(async () => timesOutAfter(100, () => cond.waitFor(() => false, 100)));
+    assert.equal(await cond.withLock(() => cond.waitForSync(() => 7, 0)), 7);
+  });
+
+  it('notify(n) and notifyAll among many async tasks of one thread wake exactly that many', async () => {
+    const cond = new mp.Condition(new mp.Lock());
+    let woken = 0;
+    let sleeping = 0;
+    const waiters = Array.from({ length: 12 }, () =>
+      cond.withLock(async () => {
+        sleeping++;
+        const ok = await cond.wait();
+        woken++;
+        return ok;
+      }),
+    );
+    await eventually(() => sleeping === 12, 10_000, 'the tasks to wait');
+    await cond.withLock(() => cond.notify(5));
+    await eventually(() => woken === 5, 10_000, 'five tasks to wake');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(woken, 5, 'notify(5) woke five');
+    await cond.withLock(() => cond.notify());
+    await eventually(() => woken === 6, 10_000, 'one more');
+    await cond.withLock(() => cond.notifyAll());
+    assert.deepEqual(await Promise.all(waiters), Array(12).fill(true));
+    assert.equal(woken, 12);
+  });
+
+  for (const method of METHODS) {
+    describe(`with '${method}' children`, () => {
+      const ctx = mp.getContext(method);
+
+      it('notify wakes one at a time, notifyAll the rest, notify(n) n (CPython test_notify, test_notify_all, test_notify_n)', async () => {
+        const cond = new mp.Condition();
+        const sleeping = new mp.Semaphore(0);
+        const woken = new mp.Semaphore(0);
+        const procs = [
+          new ctx.Process({ target: fx.conditionWaiter, args: [cond, sleeping, woken], module }),
+          new ctx.Process({ target: fx.conditionWaiterSync, args: [cond, sleeping, woken], module }),
+          new ctx.Process({ target: fx.conditionWaiter, args: [cond, sleeping, woken], module }),
+        ];
+        procs.forEach((p) => p.start());
+        // A task of this thread waits too.
+        const mine = fx.conditionWaiter(cond, sleeping, woken);
+        for (let i = 0; i < 4; i++) assert.equal(await sleeping.acquire({ timeout: 30_000 }), true);
+        // Each waiter released `sleeping` holding the lock: once we hold it, all four wait.
+        await cond.withLock(() => cond.notify());
+        assert.equal(await woken.acquire({ timeout: 20_000 }), true);
+        assert.equal(await woken.acquire({ timeout: 100 }), false, 'notify() woke only one');
+        await cond.withLock(() => cond.notify(2));
+        assert.equal(await woken.acquire({ timeout: 20_000 }), true);
+        assert.equal(await woken.acquire({ timeout: 20_000 }), true);
+        assert.equal(await woken.acquire({ timeout: 100 }), false, 'notify(2) woke two');
+        await cond.withLock(() => cond.notifyAll());
+        assert.equal(await woken.acquire({ timeout: 20_000 }), true);
+        await Promise.all([mine, ...procs.map((p) => p.join(20_000))]);
+        assert.deepEqual(procs.map((p) => p.exitCode), [0, 0, 0]);
+      });
+
+      it('waitFor sees a predicate another process makes true (CPython test_waitfor)', async () => {
+        const cond = new mp.Condition(new mp.Lock());
+        const state = mp.Value('i', -1);
+        const result = mp.Value('i', 0);
+        const p = new ctx.Process({ target: fx.waitForFour, args: [cond, state, result], module });
+        p.start();
+        await cond.withLock(() => cond.waitFor(() => state.value === 0, 30_000));
+        for (let i = 0; i < 4; i++) {
+          await cond.withLock(() => {
+            state.value += 1;
+            cond.notify();
+          });
+        }
+        await p.join(20_000);
+        assert.equal(p.exitCode, 0);
+        assert.equal(result.value, 1);
+      });
+
+      it('notify(1) skips a waiter that was killed and wakes the live one', async () => {
+        const cond = new mp.Condition();
+        const sleeping = new mp.Semaphore(0);
+        const woken = new mp.Semaphore(0);
+        const victim = new ctx.Process({ target: fx.conditionWaiterSync, args: [cond, sleeping, woken], module });
+        victim.start();
+        assert.equal(await sleeping.acquire({ timeout: 30_000 }), true);
+        const live = new ctx.Process({ target: fx.conditionWaiter, args: [cond, sleeping, woken], module });
+        live.start();
+        assert.equal(await sleeping.acquire({ timeout: 30_000 }), true);
+        await cond.withLock(() => undefined); // both wait now
+        victim.kill();
+        await victim.join(10_000);
+        await cond.withLock(() => cond.notify(1));
+        await live.join(20_000);
+        assert.equal(live.exitCode, 0, 'the live waiter was notified');
+        assert.equal(await woken.acquire({ timeout: 100 }), true);
+      });
+    });
+  }
+});
+
+describe('Event', () => {
+  it('set, clear, isSet, wait with and without timeouts (CPython test_event)', async () => {
+    const event = new mp.Event();
+    assert.equal(event.isSet(), false);
+    await timesOutAfter(100, () => event.wait(100));
+    await timesOutAfter(100, () => event.waitSync(100));
+    await timesOutAfter(0, () => event.wait(-3));
+    event.set();
+    assert.equal(event.isSet(), true);
+    assert.equal(await event.wait(), true);
+    assert.equal(event.waitSync(0), true);
+    event.clear();
+    assert.equal(event.isSet(), false);
+    assert.equal(await event.wait(0), false);
+    assert.throws(() => event.waitSync('1' as never), mp.ValueError);
+    // Many tasks of this thread wake on one set().
+    const waits = Array.from({ length: 20 }, () => event.wait(30_000));
+    await eventually(() => sleepers(event) === 20, 10_000, 'the tasks to sleep');
+    event.set();
+    assert.deepEqual(await Promise.all(waits), Array(20).fill(true));
+  });
+
+  for (const method of METHODS) {
+    it(`travels live to '${method}' children both ways (and contexts carry the constructors)`, async () => {
+      const ctx = mp.getContext(method);
+      for (const name of ['Semaphore', 'BoundedSemaphore', 'Condition', 'Event', 'Barrier'] as const) assert.equal(ctx[name], mp[name]);
+      const event = new ctx.Event();
+      const waiters = [fx.waitEvent, fx.waitEventSync].map((target) => new ctx.Process({ target, args: [event, 30_000], module }));
+      waiters.forEach((p) => p.start());
+      await eventually(() => sleepers(event) === 2, 30_000, 'the children to wait');
+      event.set();
+      await Promise.all(waiters.map((p) => p.join(20_000)));
+      assert.deepEqual(waiters.map((p) => p.exitCode), [0, 0]);
+      const other = new mp.Event();
+      const waiting = other.wait(30_000);
+      const setter = new ctx.Process({ target: fx.setEvent, args: [other], module });
+      setter.start();
+      assert.equal(await waiting, true);
+      await setter.join(20_000);
+    });
+  }
+});
+
+describe('Barrier', () => {
+  it('refuses bad input: 0 parties, a non-function action, a non-number timeout', async () => {
+    assert.throws(() => new mp.Barrier(0), (e: Error) => e instanceof mp.ValueError && /got 0/.test(e.message));
+    assert.throws(() => new mp.Barrier(1.5), mp.ValueError);
+    assert.throws(() => new mp.Barrier(2, { action: 5 as never }), mp.ValueError);
+    assert.throws(() => new mp.Barrier(2, { timeout: '5' as never }), mp.ValueError);
+    await assert.rejects(new mp.Barrier(2).wait('x' as never), mp.ValueError);
+  });
+
+  it('releases each cycle with distinct indices, runs the action once per cycle in the last party (CPython test_barrier, test_wait_return, test_action)', async () => {
+    let actions = 0;
+    const barrier = new mp.Barrier(4, { action: () => void actions++ });
+    assert.equal(barrier.parties, 4);
+    for (let cycle = 1; cycle <= 3; cycle++) {
+      const indices = await Promise.all([0, 1, 2, 3].map(() => barrier.wait()));
+      assert.deepEqual(indices.sort(), [0, 1, 2, 3]);
+      assert.equal(actions, cycle);
+      assert.equal(barrier.nWaiting, 0);
+    }
+    const single = new mp.Barrier(1);
+    assert.equal(single.waitSync(), 0);
+    assert.equal(await single.wait(), 0);
+  });
+
+  it('an action that throws breaks the barrier: the last party gets its error, the others BrokenBarrierError', async () => {
+    const barrier = new mp.Barrier(3, {
+      action: () => {
+        throw new RangeError('action failed');
+      },
+    });
+    const results = await Promise.allSettled([barrier.wait(), barrier.wait(), barrier.wait()]);
+    const reasons = results.map((r) => (r.status === 'rejected' ? (r.reason as Error).constructor.name : 'ok'));
+    assert.deepEqual(reasons.sort(), ['BrokenBarrierError', 'BrokenBarrierError', 'RangeError']);
+    assert.equal(barrier.broken, true);
+    barrier.reset();
+    assert.equal(barrier.broken, false);
+  });
+
+  it('abort, reset and timeouts break it for the waiters; reset makes it usable (CPython test_abort, test_reset, test_timeout, test_default_timeout)', async () => {
+    const barrier = new mp.Barrier(3);
+    let waiting = [barrier.wait(), barrier.wait()];
+    await eventually(() => barrier.nWaiting === 2, 5_000, 'two parties');
+    barrier.abort();
+    for (const w of waiting) await assert.rejects(w, mp.BrokenBarrierError);
+    assert.equal(barrier.broken, true);
+    await assert.rejects(barrier.wait(), mp.BrokenBarrierError);
+    barrier.reset();
+    assert.equal(barrier.broken, false);
+    waiting = [barrier.wait(), barrier.wait()];
+    await eventually(() => barrier.nWaiting === 2, 5_000, 'two parties');
+    barrier.reset();
+    for (const w of waiting) await assert.rejects(w, mp.BrokenBarrierError);
+    assert.equal(barrier.broken, false, 'reset leaves it whole');
+    assert.deepEqual((await Promise.all([barrier.wait(), barrier.wait(), barrier.wait()])).sort(), [0, 1, 2]);
+    const other = barrier.wait(5_000);
+    await assert.rejects(barrier.wait(100), mp.BrokenBarrierError);
+    await assert.rejects(other, mp.BrokenBarrierError);
+    assert.equal(barrier.broken, true);
+    await timesOutAfter(100, () => new mp.Barrier(2).wait(100), mp.BrokenBarrierError);
+    await timesOutAfter(100, () => new mp.Barrier(2).waitSync(100), mp.BrokenBarrierError);
+    await timesOutAfter(100, () => new mp.Barrier(2, { timeout: 100 }).wait(), mp.BrokenBarrierError);
+    const byDefault = new mp.Barrier(2, { timeout: 100 });
+    await assert.rejects(byDefault.wait(), mp.BrokenBarrierError);
+    assert.equal(byDefault.broken, true, 'its default timeout broke it');
+    assert.throws(() => byDefault.waitSync(), mp.BrokenBarrierError);
+  });
+
+  for (const method of METHODS) {
+    describe(`with '${method}' children`, () => {
+      const ctx = mp.getContext(method);
+
+      it('children and this thread pass cycles together; the action goes by reference and runs once per cycle', async () => {
+        const counter = mp.Value('i', 0);
+        fx.useActionCounter(counter);
+        const barrier = new mp.Barrier(3, { action: fx.countCycle, module });
+        const seen = mp.Array('i', 3 * 2);
+        const procs = [true, false].map(
+          (sync) => new ctx.Process({ target: fx.passBarrier, args: [barrier, seen, 2, sync, counter], module }),
+        );
+        procs.forEach((p) => p.start());
+        await fx.passBarrier(barrier, seen, 2, false, counter);
+        await Promise.all(procs.map((p) => p.join(20_000)));
+        assert.deepEqual(procs.map((p) => p.exitCode), [0, 0]);
+        assert.equal(counter.value, 2, 'the action ran once per cycle, wherever the last party was');
+        assert.deepEqual(Array.from(seen), [1, 1, 1, 1, 1, 1], 'each index once per cycle');
+      });
+
+      it('a party killed while waiting: the others time out with BrokenBarrierError; one killed in the action breaks it', async () => {
+        const barrier = new mp.Barrier(4);
+        const victim = new ctx.Process({ target: fx.brokenWaiter, args: [barrier], module });
+        victim.start();
+        await eventually(() => barrier.nWaiting === 1, 30_000, 'the child to wait');
+        victim.kill();
+        await victim.join(10_000);
+        const other = new ctx.Process({ target: fx.brokenWaiter, args: [barrier, 300], module });
+        other.start();
+        const start = performance.now();
+        await assert.rejects(barrier.wait(300), mp.BrokenBarrierError);
+        assert.ok(performance.now() - start >= 299, 'not before its timeout');
+        await other.join(20_000);
+        assert.equal(other.exitCode, 4, 'the child got BrokenBarrierError');
+
+        const hanging = new mp.Barrier(2, { action: fx.blockForever, module });
+        const mine = hanging.wait();
+        await eventually(() => hanging.nWaiting === 1, 5_000, 'this thread to wait');
+        const actor = new ctx.Process({ target: fx.brokenWaiter, args: [hanging], module });
+        actor.start();
+        await eventually(() => Atomics.load((hanging as unknown as { words: Int32Array }).words, 4) !== 0, 30_000, 'the action to run');
+        actor.kill();
+        await assert.rejects(mine, mp.BrokenBarrierError);
+        await actor.join(10_000);
+      });
+    });
+  }
+});
