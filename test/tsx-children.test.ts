@@ -5,14 +5,18 @@
  * when the source was seen before, compiled by tsx on a miss. Either way the
  * child must see the module as the parent does: its .ts URL, other .ts
  * modules imported as `./x.js` or `./x`, stack traces naming the .ts lines,
- * and a file edited since the last run.
+ * and a file edited since the last run. The cache is theirs alone (another
+ * user's directory or files are not used), its key covers what tsx's output
+ * depends on, and it sheds stale files.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { METHODS, run } from './helpers.js';
+import { openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
+import { withoutTsx } from '../src/process/ts-children.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const tsxCli = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
@@ -49,7 +53,7 @@ const main = (otherSpecifier: string) =>
     '',
   ].join('\n');
 
-/** A project of three TypeScript modules in a directory of its own, with its own temporary directory (the cache's place). */
+/** A project of three TypeScript modules in a directory of its own, with its own cache directory (XDG_CACHE_HOME) and TMPDIR. */
 function project(name: string, otherSpecifier = './other', tsconfig?: object): { dir: string; tmp: string } {
   const dir = join(scratch, name);
   const tmp = join(dir, 'tmp');
@@ -70,7 +74,7 @@ const runners: Array<[string, (file: string) => string[]]> = [
 async function runMain(dir: string, tmp: string, method: string, argv: (file: string) => string[]): Promise<string> {
   const r = await run(process.execPath, argv(join(dir, 'main.ts')), {
     cwd: dir,
-    env: { MULTIPROCESSING_TS_START_METHOD: method, TMPDIR: tmp },
+    env: { MULTIPROCESSING_TS_START_METHOD: method, TMPDIR: tmp, XDG_CACHE_HOME: tmp },
   });
   const lines = r.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
   assert.equal(lines.length, 3, r.stdout + r.stderr);
@@ -83,9 +87,25 @@ async function runMain(dir: string, tmp: string, method: string, argv: (file: st
   return seen!['tag'] as string;
 }
 
-function cachedModules(tmp: string): number {
-  const dir = readdirSync(tmp).find((name) => name.startsWith('multiprocessing-ts-'));
-  return dir ? readdirSync(join(tmp, dir), { recursive: true }).filter((f) => String(f).endsWith('.mjs')).length : 0;
+const cacheOf = (tmp: string) => join(tmp, 'multiprocessing-ts', 'tsx-cache');
+
+/** The cache's entries (paths). */
+function cacheEntries(tmp: string): string[] {
+  const dir = cacheOf(tmp);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true })
+    .map(String)
+    .filter((f) => f.endsWith('.mjs'))
+    .map((f) => join(dir, f));
+}
+
+const cachedModules = (tmp: string) => cacheEntries(tmp).length;
+
+/** The cache entry of helper.ts (its output holds the error message). */
+function helperEntry(tmp: string): string {
+  const found = cacheEntries(tmp).filter((f) => readFileSync(f, 'utf8').includes('boom in helper'));
+  assert.equal(found.length, 1, 'one cache entry of helper.ts');
+  return found[0]!;
 }
 
 describe('TypeScript children under tsx', () => {
@@ -95,7 +115,10 @@ describe('TypeScript children under tsx', () => {
         const { dir, tmp } = project(`${method}-${runner.split(' ')[0]}`);
         assert.equal(await runMain(dir, tmp, method, argv), 'v1', 'first run: compiled by tsx');
         assert.equal(cachedModules(tmp), 3, "tsx's output of the three modules is kept");
-        assert.equal(await runMain(dir, tmp, method, argv), 'v1', 'second run: from the cache');
+        // Marks the cached output: a child that reads 'cached' was served from the cache, not by tsx.
+        const entry = helperEntry(tmp);
+        writeFileSync(entry, readFileSync(entry, 'utf8').replace('"v1"', '"cached"'));
+        assert.equal(await runMain(dir, tmp, method, argv), 'cached', 'second run: from the cache');
         assert.equal(cachedModules(tmp), 3, 'nothing compiled again');
         writeFileSync(join(dir, 'helper.ts'), helper('v2'));
         assert.equal(await runMain(dir, tmp, method, argv), 'v2', 'the edit is seen');
@@ -108,5 +131,222 @@ describe('TypeScript children under tsx', () => {
     const { dir, tmp } = project('paths', '~/other', { compilerOptions: { paths: { '~/*': ['./*'] } } });
     assert.equal(await runMain(dir, tmp, 'thread', runners[1]![1]), 'v1');
     assert.equal(await runMain(dir, tmp, 'process', runners[0]![1]), 'v1');
+  });
+});
+
+/**
+ * A main.ts that prints what `expression` is in the parent, then in a
+ * 'process' and a 'thread' child, and each child's exit code.
+ */
+const probe = (imports: string, expression: string) =>
+  [
+    "import * as mp from 'multiprocessing-ts';",
+    imports,
+    `export function report(): void { console.log(JSON.stringify({ seen: ${expression} })); }`,
+    'if (mp.isMainProcess()) {',
+    '  report();',
+    "  for (const method of ['process', 'thread'] as const) {",
+    '    const p = new (mp.getContext(method).Process)({ target: report });',
+    '    p.start();',
+    '    await p.join();',
+    '    console.log(JSON.stringify({ method, exitCode: p.exitCode }));',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+
+function probeProject(name: string, files: Record<string, string>): { dir: string; tmp: string } {
+  const dir = join(scratch, name);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { recursive: true });
+  for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, file), text);
+  return { dir, tmp };
+}
+
+/** Runs a probe's main.ts: what the parent, the 'process' child and the 'thread' child saw, and the children's exit codes. */
+async function runProbe(dir: string, tmp: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ seen: unknown[]; exitCodes: unknown[]; stdout: string; stderr: string }> {
+  const r = await run(process.execPath, argv, { cwd: dir, env: { TMPDIR: tmp, XDG_CACHE_HOME: tmp, ...env } });
+  const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return {
+    seen: lines.filter((l) => 'seen' in l).map((l) => l['seen']),
+    exitCodes: lines.filter((l) => 'exitCode' in l).map((l) => [l['method'], l['exitCode']]),
+    stdout: r.stdout,
+    stderr: r.stderr,
+  };
+}
+
+const BOTH_EXIT_0 = [
+  ['process', 0],
+  ['thread', 0],
+];
+
+describe('the cache of TypeScript children', () => {
+  const uid = process.getuid!();
+  const asRoot = uid === 0;
+  const NOBODY = 65534;
+
+  it('is not trusted when it is a symlink, writable by group or other, or (as root) owned by another user; nor are such files', () => {
+    const base = mkdtempSync(join(scratch, 'trust-'));
+    const dir = join(base, 'multiprocessing-ts', 'tsx-cache');
+    assert.equal(openCacheDir(dir), dir, 'made private, and used');
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    chmodSync(dir, 0o777);
+    assert.equal(openCacheDir(dir), null, 'a world-writable directory is not used (mkdir does not fix it)');
+    chmodSync(dir, 0o700);
+    chmodSync(join(base, 'multiprocessing-ts'), 0o777);
+    assert.equal(openCacheDir(dir), null, 'nor one in a world-writable directory');
+    chmodSync(join(base, 'multiprocessing-ts'), 0o700);
+    const elsewhere = join(base, 'elsewhere');
+    mkdirSync(elsewhere, { mode: 0o700 });
+    const linked = join(base, 'linked');
+    symlinkSync(elsewhere, linked);
+    assert.equal(trustedDir(linked), false, 'a symlink to a directory is not used');
+    mkdirSync(join(dir, 'ab'), { mode: 0o700 });
+    const file = join(dir, 'ab', 'cd.mjs');
+    writeFileSync(file, 'export {};', { mode: 0o600 });
+    assert.equal(readEntry(file), 'export {};');
+    chmodSync(file, 0o666);
+    assert.equal(readEntry(file), null, 'a world-writable file is not served');
+    chmodSync(file, 0o600);
+    symlinkSync(file, join(dir, 'ab', 'link.mjs'));
+    assert.equal(readEntry(join(dir, 'ab', 'link.mjs')), null, 'a symlink is not served');
+    if (asRoot) {
+      chownSync(file, NOBODY, NOBODY);
+      assert.equal(readEntry(file), null, "another user's file is not served");
+      chownSync(dir, NOBODY, NOBODY);
+      assert.equal(openCacheDir(dir), null, "another user's directory is not used");
+    }
+  });
+
+  it("a child never runs what another user planted: not from a world-writable cache directory, nor another user's files in ours (thread, process)", async () => {
+    const { dir, tmp } = probeProject('planted', {
+      'main.ts': probe("import { tag } from './helper.js';", 'tag'),
+      'helper.ts': "export const tag: string = 'v1';\n",
+    });
+    const argv = ['--import', 'tsx', 'main.ts'];
+    assert.deepEqual((await runProbe(dir, tmp, argv)).seen, ['v1', 'v1', 'v1']);
+    const entries = cacheEntries(tmp);
+    assert.equal(entries.length, 2, 'main.ts and helper.ts are cached');
+    const planted = "console.log(JSON.stringify({ seen: 'PWNED' })); export const tag = 'PWNED'; export function report() {}\n";
+    const plant = () => entries.forEach((f) => writeFileSync(f, planted, { mode: 0o600 }));
+    plant();
+    chmodSync(cacheOf(tmp), 0o777);
+    const open = await runProbe(dir, tmp, argv);
+    assert.deepEqual([open.seen, open.exitCodes], [['v1', 'v1', 'v1'], BOTH_EXIT_0], open.stdout + open.stderr);
+    chmodSync(cacheOf(tmp), 0o700);
+    if (!asRoot) return;
+    plant();
+    for (const f of entries) chownSync(f, NOBODY, NOBODY);
+    const theirs = await runProbe(dir, tmp, argv);
+    assert.deepEqual([theirs.seen, theirs.exitCodes], [['v1', 'v1', 'v1'], BOTH_EXIT_0], theirs.stdout + theirs.stderr);
+    assert.ok(
+      entries.every((f) => statSync(f).uid === uid),
+      "the planted files were replaced by tsx's output (our own)",
+    );
+  });
+
+  it('is keyed by the tsconfig: a child sees a changed useDefineForClassFields as the parent does (thread, process)', async () => {
+    const main = probe(
+      ['class Base { set x(_v: number) { (globalThis as any).setterRan = true; } }', 'class Derived extends Base { x = 1; }'].join('\n'),
+      '(new Derived(), !!(globalThis as any).setterRan)',
+    );
+    for (const [useDefine, setterRuns] of [
+      [true, false],
+      [false, true],
+    ] as const) {
+      const { dir, tmp } = probeProject('tsconfig', {
+        'main.ts': main,
+        'tsconfig.json': JSON.stringify({ compilerOptions: { useDefineForClassFields: useDefine } }),
+      });
+      const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+      assert.deepEqual([r.seen, r.exitCodes], [[setterRuns, setterRuns, setterRuns], BOTH_EXIT_0], r.stdout + r.stderr);
+    }
+  });
+
+  it('drops entries unused for 30 days and temporary files older than an hour from the buckets it writes to, and keeps the young ones', async () => {
+    const { dir, tmp } = probeProject('prune', {
+      'main.ts': probe("import { tag } from './helper.js';", 'tag'),
+      'helper.ts': "export const tag: string = 'v1';\n",
+    });
+    const cache = cacheOf(tmp);
+    const old = Date.now() / 1000 - 31 * 24 * 3600;
+    const hoursAgo = Date.now() / 1000 - 2 * 3600;
+    for (let i = 0; i < 256; i++) {
+      const bucket = join(cache, i.toString(16).padStart(2, '0'));
+      mkdirSync(bucket, { recursive: true, mode: 0o700 });
+      for (const [name, time] of [
+        ['old.mjs', old],
+        ['young.mjs', hoursAgo],
+        ['x.mjs.123.abc', hoursAgo],
+        ['y.mjs.456.def', Date.now() / 1000],
+      ] as const) {
+        writeFileSync(join(bucket, name), '', { mode: 0o600 });
+        utimesSync(join(bucket, name), time, time);
+      }
+    }
+    chmodSync(join(tmp, 'multiprocessing-ts'), 0o700);
+    chmodSync(cache, 0o700);
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+    assert.deepEqual(r.seen, ['v1', 'v1', 'v1'], r.stdout + r.stderr);
+    const written = new Set(cacheEntries(tmp).filter((f) => !/(?:old|young)\.mjs$/.test(f)).map((f) => join(f, '..')));
+    assert.ok(written.size > 0, 'the children wrote entries');
+    for (const bucket of written) {
+      const names = readdirSync(bucket);
+      assert.ok(!names.includes('old.mjs') && !names.includes('x.mjs.123.abc'), `stale files are gone from ${bucket}: ${names}`);
+      assert.ok(names.includes('young.mjs') && names.includes('y.mjs.456.def'), `young files stay in ${bucket}: ${names}`);
+    }
+    const youngLeft = cacheEntries(tmp).filter((f) => f.endsWith('young.mjs')).length;
+    assert.equal(youngLeft, 256, 'no young entry was removed anywhere');
+  });
+});
+
+describe('TypeScript children resolve and preload as tsx does', () => {
+  for (const [runner, argv] of runners) {
+    it(`prefer helper.ts to a stale helper.js beside it for './helper.js' (process and thread, ${runner})`, async () => {
+      const { dir, tmp } = probeProject(`stale-js-${runner.split(' ')[0]}`, {
+        'main.ts': probe("import { which } from './helper.js';", 'which'),
+        'helper.ts': "export const which: string = 'helper.ts';\n",
+        'helper.js': "export const which = 'helper.js';\n",
+      });
+      const r = await runProbe(dir, tmp, argv(join(dir, 'main.ts')));
+      assert.deepEqual([r.seen, r.exitCodes], [['helper.ts', 'helper.ts', 'helper.ts'], BOTH_EXIT_0], r.stdout + r.stderr);
+    });
+  }
+
+  it('a process child keeps tsx when another preload is TypeScript: node --import tsx --import ./setup.ts main.ts', async () => {
+    const { dir, tmp } = probeProject('preload', {
+      'main.ts': probe('', '(globalThis as any).setupTag'),
+      'setup.ts': "const tag: string = 'set up';\n(globalThis as any).setupTag = tag;\n",
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', '--import', './setup.ts', 'main.ts']);
+    assert.deepEqual(r.seen.slice(0, 2), ['set up', 'set up'], r.stdout + r.stderr);
+    assert.deepEqual(r.exitCodes[0], ['process', 0], r.stdout + r.stderr);
+  });
+
+  it('withoutTsx keeps tsx when a preload, in execArgv or NODE_OPTIONS, may be TypeScript, and drops it when the others are plain JavaScript', () => {
+    const cwd = root;
+    assert.deepEqual(withoutTsx(['--import', 'tsx', '--expose-gc'], '', cwd), ['--expose-gc']);
+    assert.deepEqual(withoutTsx(['--import', 'tsx', '--import', './setup.mjs', '-r', 'node:os', '--import=data:text/javascript,0'], '', cwd), [
+      '--import',
+      './setup.mjs',
+      '-r',
+      'node:os',
+      '--import=data:text/javascript,0',
+    ]);
+    assert.deepEqual(withoutTsx(['--import', 'tsx', '--require', 'acorn'], '', cwd), ['--require', 'acorn'], 'a package whose file is .js');
+    for (const preload of [
+      ['--import', './setup.ts'],
+      ['--import=./setup.ts'],
+      ['--require', './setup.cts'],
+      ['-r', './setup'],
+      ['--loader', './loader.mts'],
+      ['--experimental-loader=./loader.ts'],
+      ['--import', 'no-such-package'],
+    ]) {
+      assert.equal(withoutTsx(['--import', 'tsx', ...preload], '', cwd), null, preload.join(' '));
+    }
+    assert.equal(withoutTsx(['--import', 'tsx'], '--import ./setup.ts', cwd), null, 'NODE_OPTIONS');
+    assert.equal(withoutTsx(['--import', 'tsx'], '--require="./my setup.ts"', cwd), null, 'NODE_OPTIONS, quoted');
+    assert.deepEqual(withoutTsx(['--import', 'tsx'], '--max-old-space-size=100 --require ./a.cjs', cwd), []);
   });
 });

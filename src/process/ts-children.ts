@@ -12,10 +12,11 @@
  */
 import { createRequire, register } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve as resolvePath } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { TsHooksData } from './ts-hooks.js';
+import { defaultCacheDir } from './ts-cache.js';
+import { tsconfigChain } from './tsconfig-chain.js';
 
 /** Set by the bundler: the hooks are bundled alone as ts-hooks.mjs (see scripts/bundle.mjs). */
 declare const __MPTS_TS_HOOKS_FILE__: string | undefined;
@@ -30,60 +31,61 @@ function isTsxEntry(value: string): boolean {
   return value === 'tsx' || /[/\\]node_modules[/\\]tsx[/\\]dist[/\\](?:loader\.mjs|preflight\.cjs)$/.test(value);
 }
 
+/** Options that load a module before the entry (Node runs them before our bootstrap registers hooks). */
+const PRELOADS: ReadonlySet<string> = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
+
+/**
+ * True when a preload is plain JavaScript that Node loads without tsx: a
+ * builtin, a data: URL, a path or file: URL ending in .js/.mjs/.cjs, a package
+ * whose file is one. Anything else (a .ts file, an extensionless path tsx
+ * would complete, a package we cannot resolve) may need tsx's hooks.
+ */
+function plainJavaScript(value: string, cwd: string): boolean {
+  if (value.startsWith('node:') || value.startsWith('data:')) return true;
+  const jsFile = (path: string) => /\.[cm]?js$/.test(path) && !/[?#]/.test(path);
+  if (/^(?:\.{0,2}\/|file:)/.test(value)) return jsFile(value);
+  try {
+    return jsFile(createRequire(join(cwd, 'noop.js')).resolve(value));
+  } catch {
+    return false;
+  }
+}
+
+/** The options of a `NODE_OPTIONS` string (double quotes group, as Node reads them). */
+function nodeOptionTokens(text: string): string[] {
+  return [...text.matchAll(/(?:[^\s"]+|"[^"]*")+/g)].map((m) => m[0].replace(/"/g, ''));
+}
+
 /**
  * `execArgv` without tsx's `--import tsx` (or the CLI's `--require
- * …/preflight.cjs --import …/loader.mjs`), or null when it names tsx in a
- * way we do not know (`--loader tsx`, `--import tsx/esm`…): the child then
- * keeps tsx.
+ * …/preflight.cjs --import …/loader.mjs`), or null when the child must keep
+ * tsx: it names tsx in a way we do not know (`--loader tsx`, `--import
+ * tsx/esm`…), or another preload (here or in `NODE_OPTIONS`) may be
+ * TypeScript (`--import ./setup.ts`): Node runs preloads before our
+ * bootstrap can register hooks, so only tsx's would be in place for it.
  */
-export function withoutTsx(execArgv: readonly string[]): string[] | null {
+export function withoutTsx(execArgv: readonly string[], nodeOptions = process.env['NODE_OPTIONS'] ?? '', cwd = process.cwd()): string[] | null {
   const kept: string[] = [];
   let dropped = false;
-  for (let i = 0; i < execArgv.length; i++) {
-    const token = execArgv[i]!;
-    const eq = token.indexOf('=');
-    const name = token.startsWith('--') && eq > 0 ? token.slice(0, eq) : token;
-    const value = eq > 0 && token.startsWith('--') ? token.slice(eq + 1) : execArgv[i + 1];
-    if ((name === '--import' || name === '--require' || name === '-r') && value !== undefined && isTsxEntry(value)) {
-      dropped = true;
-      if (eq < 0 || !token.startsWith('--')) i++;
-      continue;
+  for (const [tokens, keep] of [[nodeOptionTokens(nodeOptions), false], [execArgv, true]] as const) {
+    for (let i = 0; i < tokens.length; i++) {
+      const token = tokens[i]!;
+      const eq = token.startsWith('--') ? token.indexOf('=') : -1;
+      const name = eq > 0 ? token.slice(0, eq) : token;
+      const value = eq > 0 ? token.slice(eq + 1) : tokens[i + 1];
+      if (PRELOADS.has(name) && value !== undefined) {
+        const own = eq > 0 ? [token] : [token, value];
+        if (eq < 0) i++;
+        if (keep && name !== '--loader' && name !== '--experimental-loader' && isTsxEntry(value)) dropped = true;
+        else if (!plainJavaScript(value, cwd)) return null;
+        else if (keep) kept.push(...own);
+        continue;
+      }
+      if (/(?:^|[/\\=])tsx(?:$|[/\\])/.test(token)) return null;
+      if (keep) kept.push(token);
     }
-    if (/(?:^|[/\\=])tsx(?:$|[/\\])/.test(token)) return null;
-    kept.push(token);
   }
   return dropped ? kept : null;
-}
-
-/** True when the tsconfig tsx reads may map bare specifiers (`paths`), or we cannot tell. */
-function tsconfigMayMapPaths(): boolean {
-  const given = process.env['TSX_TSCONFIG_PATH'];
-  let file: string | null = given ? resolvePath(given) : null;
-  for (let dir = process.cwd(); !file; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'tsconfig.json'))) file = join(dir, 'tsconfig.json');
-    else if (dirname(dir) === dir) return false;
-  }
-  return mapsPaths(file, 0);
-}
-
-function mapsPaths(file: string, depth: number): boolean {
-  if (depth > 8) return true;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return depth > 0; // a missing base: tsx complains, we do not guess
-  }
-  if (/"paths"\s*:/.test(text)) return true;
-  const extended = [...text.matchAll(/"extends"\s*:\s*(\[[^\]]*\]|"[^"]*")/g)].flatMap((m) => [...m[1]!.matchAll(/"([^"]+)"/g)].map((s) => s[1]!));
-  return extended.some((base) => {
-    try {
-      const path = /^\.{0,2}\//.test(base) ? resolvePath(dirname(file), base) : createRequire(file).resolve(base);
-      return mapsPaths(existsSync(path) || path.endsWith('.json') ? path : `${path}.json`, depth + 1);
-    } catch {
-      return true;
-    }
-  });
 }
 
 /** tsx's files next to its ESM API (`dist/esm/api/index.mjs`). */
@@ -110,17 +112,30 @@ export async function registerTsHooks(api: string): Promise<void> {
     tsx.register();
     return;
   }
-  const uid = process.getuid?.() ?? 'user';
+  const tsconfig = tsconfigChain();
+  const esbuildVersion = packageVersion(createRequire(tsxLoader), 'esbuild');
   const data: TsHooksData = {
     tsxLoader,
-    tsxVersion,
-    cacheDir: join(tmpdir(), `multiprocessing-ts-${uid}`, 'tsx-cache'),
-    tsxResolvesBare: tsconfigMayMapPaths(),
+    // What tsx's output depends on (it compiles for this Node, with source
+    // contents under coverage): a cache entry made under other settings is a miss.
+    settings: JSON.stringify([tsxVersion, esbuildVersion, process.versions.node, !!process.env['NODE_V8_COVERAGE'], tsconfig.files]),
+    // A tsconfig chain or an esbuild we cannot read: no cache rather than a stale one.
+    cacheDir: tsconfig.files && esbuildVersion ? defaultCacheDir() : null,
+    tsxResolvesBare: tsconfig.mayMapPaths,
   };
   register(TS_HOOKS_URL, { data });
   // tsx's output carries inline source maps: stack traces then name the .ts lines.
   process.setSourceMapsEnabled(true);
   if (existsSync(tsxCjsApi)) requireTsOnDemand(tsxCjsApi);
+}
+
+/** The version of the package `name` as `require` resolves it, or null. */
+function packageVersion(require: NodeJS.Require, name: string): string | null {
+  try {
+    return (JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')) as { version?: string }).version ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** CommonJS `require` of a TypeScript file: registers tsx's CommonJS hooks on first use. */

@@ -6,12 +6,14 @@
  * Why: tsx's hooks load tsx and esbuild into the child's loader thread and
  * start esbuild's service process, ~150–200 ms per child, even when every
  * module was compiled before. This module loads nothing but Node's builtins;
- * a TypeScript module whose source has been seen before (the cache is keyed
- * by tsx's version, the module's URL and its source text, so an edit is a
- * miss) is served from a file. On a miss, or for anything this module does
- * not handle (tsconfig `paths`, tsx's query URLs, CommonJS output), tsx's
- * hooks are loaded here and do the work, and their ES module output is
- * cached for the next child.
+ * a TypeScript module whose source has been seen before is served from a
+ * file. The cache key holds all tsx's output depends on: tsx's, esbuild's
+ * and Node's versions, the tsconfig tsx reads (its `extends` chain too), the
+ * `"type"` of the module's package, its URL and its source (an edit is a
+ * miss). On a miss, or for anything this module does not handle (tsconfig
+ * `paths`, tsx's query URLs, CommonJS output), tsx's hooks are loaded here
+ * and do the work, and their ES module output is cached for the next child
+ * (ts-cache.ts says where, and why it can be trusted).
  *
  * What the child runs is therefore exactly what tsx made, so the target's
  * source fingerprint, `import.meta.url` (the module keeps its .ts URL) and
@@ -21,20 +23,23 @@
  * Runs in Node's loader thread: no imports but builtins (it is bundled
  * alone), and nothing here may throw where tsx would have answered.
  */
-import { createHash } from 'node:crypto';
 import { isBuiltin } from 'node:module';
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { entryFile, openCacheDir, readEntry, writeEntry } from './ts-cache.js';
 
 /** What the child passes to `module.register` (see ts-children.ts). */
 export interface TsHooksData {
   /** tsx's hooks module (`tsx/dist/loader.mjs`), loaded on a miss. */
   readonly tsxLoader: string;
-  /** tsx's version: part of the cache key, as another tsx may compile differently. */
-  readonly tsxVersion: string;
-  /** Where compiled modules are kept. */
-  readonly cacheDir: string;
+  /**
+   * What tsx's output depends on besides the module itself (tsx's, esbuild's
+   * and Node's versions, the tsconfig chain): part of every cache key.
+   */
+  readonly settings: string;
+  /** Where compiled modules are kept; null for no cache. */
+  readonly cacheDir: string | null;
   /** True when the project's tsconfig may map bare specifiers (`paths`): tsx resolves those. */
   readonly tsxResolvesBare: boolean;
 }
@@ -102,7 +107,11 @@ function isFile(path: string): boolean {
   }
 }
 
-/** The .ts file a relative or file: import that Node cannot find stands for, or null. */
+/**
+ * The .ts file a relative or file: import stands for, or null: asked first
+ * for a `.js`-like import from a TypeScript module (tsx prefers `./x.ts` to a
+ * stale `./x.js` beside it), and when Node cannot find the import.
+ */
 function typeScriptTarget(specifier: string, parentURL: string | undefined): string | null {
   if (!parentURL?.startsWith('file:') || !/^(?:\.{1,2}\/|\/|file:)/.test(specifier) || /[?#]/.test(specifier)) return null;
   let path: string;
@@ -127,8 +136,9 @@ export async function resolve(specifier: string, context: Context, next: NextRes
   const fromTsx = context.parentURL?.startsWith(tsxDirUrl()) ?? false;
   if (bare && data!.tsxResolvesBare && !fromTsx && !isBuiltin(specifier)) return (await tsx()).resolve(specifier, context, next);
   let resolved: ResolveResult;
+  const preferred = TS_FILE.test(context.parentURL ?? '') && /^\.{1,2}\/.*\.[cm]?jsx?$/.test(specifier) ? typeScriptTarget(specifier, context.parentURL) : null;
   try {
-    resolved = await next(specifier, context);
+    resolved = preferred ? { url: preferred } : await next(specifier, context);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException)?.code;
     const ts = code === 'ERR_MODULE_NOT_FOUND' || code === 'ERR_UNSUPPORTED_DIR_IMPORT' ? typeScriptTarget(specifier, context.parentURL) : null;
@@ -138,16 +148,16 @@ export async function resolve(specifier: string, context: Context, next: NextRes
     resolved = { url: ts };
   }
   if (!isTypeScriptModule(resolved.url)) return resolved;
-  const file = compiledFile(resolved.url);
-  if (file) {
-    compiled.set(resolved.url, file);
+  const text = compiledFile(resolved.url);
+  if (text !== null) {
+    compiled.set(resolved.url, text);
     return { url: resolved.url, format: 'module', shortCircuit: true };
   }
   // Not compiled yet: tsx resolves it (its load needs the formats its resolve gives).
   return (await tsx()).resolve(specifier, context, next);
 }
 
-/** Cached files of the modules resolve found compiled, by URL. */
+/** Cached text of the modules resolve found compiled, by URL (read once, after its checks). */
 const compiled = new Map<string, string>();
 
 /** A .ts/.mts/.tsx file URL with no query (tsx's own marks): what the cache serves (.cts is CommonJS). */
@@ -155,31 +165,53 @@ function isTypeScriptModule(url: string): boolean {
   return url.startsWith('file:') && TS_FILE.test(url) && !url.endsWith('.cts');
 }
 
-/** Cache file of the module at `url` with this source. */
-function cacheFile(url: string, source: Buffer): string {
-  const key = createHash('sha1').update(`${data!.tsxVersion}\0${url}\0`).update(source).digest('hex');
-  return join(data!.cacheDir, key.slice(0, 2), `${key.slice(2)}.mjs`);
+let cacheDir: string | null | undefined;
+
+/** The cache's directory, or null when there is none we may trust (ts-cache.ts). */
+function cache(): string | null {
+  if (cacheDir === undefined) cacheDir = data!.cacheDir ? openCacheDir(data!.cacheDir) : null;
+  return cacheDir;
 }
 
-/** The cache file of the module at `url` as it is now, if one was stored. */
+/** `"type"` of the package.json nearest to each directory asked about: tsx's output format follows it. */
+const packageTypes = new Map<string, string>();
+
+function packageType(dir: string): string {
+  let type = packageTypes.get(dir);
+  if (type !== undefined) return type;
+  try {
+    const json = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: unknown };
+    type = typeof json.type === 'string' ? json.type : 'none';
+  } catch (err) {
+    const parent = dirname(dir);
+    if ((err as NodeJS.ErrnoException)?.code !== 'ENOENT') type = 'unreadable';
+    else type = parent === dir ? 'none' : packageType(parent);
+  }
+  packageTypes.set(dir, type);
+  return type;
+}
+
+/** Cache file of the module at `url` with this source, or null for no cache. */
+function cacheFile(url: string, source: Buffer): string | null {
+  const dir = cache();
+  if (!dir) return null;
+  const type = packageType(dirname(fileURLToPath(url)));
+  return entryFile(dir, [data!.settings, type, url], source);
+}
+
+/** The text tsx made of the module at `url` as it is now, if it was stored. */
 function compiledFile(url: string): string | null {
   try {
     const file = cacheFile(url, readFileSync(fileURLToPath(url)));
-    return existsSync(file) ? file : null;
+    return file && readEntry(file);
   } catch {
     return null; // unreadable: tsx says what is wrong
   }
 }
 
 export async function load(url: string, context: Context, next: NextLoad): Promise<LoadResult> {
-  const file = compiled.get(url);
-  if (file) {
-    try {
-      return { format: 'module', source: readFileSync(file, 'utf8'), shortCircuit: true };
-    } catch {
-      // Removed since: compile again.
-    }
-  }
+  const text = compiled.get(url);
+  if (text !== undefined) return { format: 'module', source: text, shortCircuit: true };
   if (!isTypeScriptModule(url)) {
     // JavaScript and the rest: Node's own loader, unless tsx marked the URL (its queries).
     return /[?#]/.test(url) ? (await tsx()).load(url, context, next) : next(url, context);
@@ -193,7 +225,8 @@ export async function load(url: string, context: Context, next: NextLoad): Promi
   const result = await (await tsx()).load(url, context, next);
   if (before && result.format === 'module' && result.source != null) {
     // Stored only when the file did not change while tsx compiled it.
-    if (unchanged(url, before)) store(cacheFile(url, before), result.source);
+    const file = unchanged(url, before) ? cacheFile(url, before) : null;
+    if (file) writeEntry(cache()!, file, result.source);
   }
   return result;
 }
@@ -203,17 +236,5 @@ function unchanged(url: string, before: Buffer): boolean {
     return readFileSync(fileURLToPath(url)).equals(before);
   } catch {
     return false;
-  }
-}
-
-/** Writes a compiled module, whole or not at all (children may race on the same one). */
-function store(file: string, source: string | ArrayBuffer | Uint8Array): void {
-  try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    writeFileSync(temp, typeof source === 'string' ? source : new Uint8Array(source as ArrayBuffer), { mode: 0o600 });
-    renameSync(temp, file);
-  } catch {
-    // No cache: the next child compiles again.
   }
 }

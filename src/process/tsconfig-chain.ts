@@ -1,0 +1,64 @@
+/**
+ * The tsconfig tsx reads in this process (`TSX_TSCONFIG_PATH`, else the
+ * nearest `tsconfig.json` from the working directory) and the files it
+ * `extends`, read as text: a child's loader hooks need to know whether it may
+ * map bare specifiers (`paths`: tsx resolves those) and what to put in the
+ * cache key (tsx compiles with its compiler options).
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+
+export interface TsconfigChain {
+  /** True when the chain may map bare specifiers (`paths`), or we cannot tell. */
+  readonly mayMapPaths: boolean;
+  /** Each file of the chain, its path and its text, in the order read; null when part of it could not be read. */
+  readonly files: ReadonlyArray<readonly [path: string, text: string]> | null;
+}
+
+/** How deep `extends` may go before we stop guessing. */
+const MAX_DEPTH = 8;
+
+export function tsconfigChain(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): TsconfigChain {
+  const given = env['TSX_TSCONFIG_PATH'];
+  let file: string | null = given ? resolvePath(cwd, given) : null;
+  for (let dir = cwd; !file; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'tsconfig.json'))) file = join(dir, 'tsconfig.json');
+    else if (dirname(dir) === dir) return { mayMapPaths: false, files: [] };
+  }
+  const files: Array<[string, string]> = [];
+  const state = { mayMapPaths: false, complete: true };
+  read(file, 0, files, state, given !== undefined);
+  return { mayMapPaths: state.mayMapPaths, files: state.complete ? files : null };
+}
+
+function read(file: string, depth: number, files: Array<[string, string]>, state: { mayMapPaths: boolean; complete: boolean }, required: boolean): void {
+  if (depth > MAX_DEPTH) {
+    state.mayMapPaths = true;
+    state.complete = false;
+    return;
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    // A missing base (or given file): tsx complains, we do not guess.
+    if (depth > 0) state.mayMapPaths = true;
+    if (depth > 0 || required) state.complete = false;
+    return;
+  }
+  files.push([file, text]);
+  if (/"paths"\s*:/.test(text)) state.mayMapPaths = true;
+  const extended = [...text.matchAll(/"extends"\s*:\s*(\[[^\]]*\]|"[^"]*")/g)].flatMap((m) => [...m[1]!.matchAll(/"([^"]+)"/g)].map((s) => s[1]!));
+  for (const base of extended) {
+    let path: string;
+    try {
+      path = /^\.{0,2}\//.test(base) ? resolvePath(dirname(file), base) : createRequire(file).resolve(base);
+    } catch {
+      state.mayMapPaths = true;
+      state.complete = false;
+      continue;
+    }
+    read(existsSync(path) || path.endsWith('.json') ? path : `${path}.json`, depth + 1, files, state, true);
+  }
+}
