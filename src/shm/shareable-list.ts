@@ -274,9 +274,15 @@ export class ShareableList {
       format = FORMAT[p.kind];
       if (p.kind === 'none') code = Code.None;
     }
-    // As Python: the format and code first, then the value.
-    const field = new Uint8Array(this.data.buffer, this.layout.formatsAt + WORD * j, WORD);
-    field.fill(0).set(Buffer.from(format, 'latin1'));
+    // As Python: the format and code first, then the value. The format field
+    // goes in one 8-byte store, and only when it changes: a reader in
+    // another process never sees it half written (or blanked) by a write of
+    // the same type.
+    const packed = new Uint8Array(WORD);
+    packed.set(Buffer.from(format, 'latin1'));
+    const fieldWord = new BigInt64Array(this.data.buffer, this.layout.formatsAt + WORD * j, 1);
+    const wanted = new BigInt64Array(packed.buffer)[0]!;
+    if (Atomics.load(fieldWord, 0) !== wanted) Atomics.store(fieldWord, 0, wanted);
     this.data.setInt8(this.layout.codesAt + j, code);
     switch (p.kind) {
       case 'int':
