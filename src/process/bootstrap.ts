@@ -1,23 +1,57 @@
 /**
  * The first module of every child, under both start methods: receive the
  * spec, make sure the child cannot outlive its parent, run the target.
+ * A warm spare (spares.ts) does all it can before its spec comes, then
+ * waits for it as a message.
  * (No top-level await: the bundle ships this module as CommonJS.)
  */
 import { native } from '../native/addon.js';
-import { PROCESS_CHILD_FLAG, type ChildSpec } from './popen.js';
+import { PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type SpareData } from './popen.js';
 import { workerThreads } from '../builtins.js';
-import { runChild } from './child.js';
+import { prepareTs, runChild } from './child.js';
 
-async function receiveSpec(): Promise<ChildSpec> {
-  if (process.argv[2] !== PROCESS_CHILD_FLAG) return workerThreads().workerData as ChildSpec;
-  process.argv.splice(2, 1);
+interface Received {
+  readonly spec: ChildSpec;
+  /** A spare's preparation, begun before the spec came. */
+  readonly prepared?: Promise<void>;
+}
+
+/** A spare readies TypeScript while it waits; a failure is reported by runChild, under the child's name. */
+function prepareSpare(method: 'process' | 'thread', tsxApi: string): Promise<void> {
+  const prepared = prepareTs(method, tsxApi);
+  prepared.catch(() => {});
+  return prepared;
+}
+
+async function receiveThread(): Promise<Received> {
+  const { workerData, parentPort } = workerThreads();
+  const spare = (workerData as Partial<SpareData>).spare;
+  if (!spare) return { spec: workerData as ChildSpec };
+  // Listening first: the spec may be posted while the hooks are being registered.
+  const message = new Promise<ChildSpec>((resolve) => parentPort!.once('message', resolve));
+  const prepared = prepareSpare('thread', spare.tsxApi);
+  return { spec: await message, prepared };
+}
+
+async function receiveProcess(): Promise<Received> {
+  const spare = process.argv[3] === SPARE_FLAG ? { tsxApi: process.argv[4]!, parentPid: Number(process.argv[5]) } : null;
+  process.argv.splice(2, spare ? 4 : 1);
   // An OS process: die with the parent, even when it is SIGKILLed. A thread
   // needs nothing: it lives inside its parent's process.
   native()?.setParentDeathSignal(9);
-  const spec = await new Promise<ChildSpec>((resolve) => process.once('message', resolve as (m: unknown) => void));
+  const message = new Promise<ChildSpec>((resolve) => process.once('message', resolve as (m: unknown) => void));
+  let prepared: Promise<void> | undefined;
+  if (spare) {
+    if (process.ppid !== spare.parentPid) process.exit(1); // parent died before the signal was armed
+    prepared = prepareSpare('process', spare.tsxApi);
+  }
+  const spec = await message;
   process.channel?.unref();
   if (process.ppid !== spec.identity.parent.pid) process.exit(1); // parent died before the signal was armed
-  return spec;
+  return { spec, prepared };
 }
 
-void (async () => runChild(await receiveSpec()))();
+void (async () => {
+  const { spec, prepared } = await (process.argv[2] === PROCESS_CHILD_FLAG ? receiveProcess() : receiveThread());
+  await runChild(spec, prepared);
+})();

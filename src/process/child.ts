@@ -101,7 +101,18 @@ async function revive(wire: unknown, fallback: unknown): Promise<unknown> {
   return revived;
 }
 
-export async function runChild(spec: ChildSpec): Promise<void> {
+/**
+ * What a child does with TypeScript before it knows its target. Under tsx:
+ * a thread always needs hooks (a Worker gets none of ours), a process when
+ * its parent dropped tsx's options (ts-children.ts). A spare does this
+ * before its spec comes (spares.ts).
+ */
+export async function prepareTs(method: 'process' | 'thread', tsx: string | null): Promise<void> {
+  if (tsx && (method === 'thread' || tsxPackageFiles().length === 0)) await registerTsHooks(tsx);
+}
+
+/** `prepared`: a spare's `prepareTs`, begun before the spec came; a failure of it is this child's. */
+export async function runChild(spec: ChildSpec, prepared?: Promise<void>): Promise<void> {
   const state = runtime();
   state.child = spec.identity;
   state.treeDir = spec.identity.treeDir;
@@ -109,10 +120,7 @@ export async function runChild(spec: ChildSpec): Promise<void> {
   // (an option parser) must see what it saw in the parent.
   process.argv.splice(1, process.argv.length - 1, ...spec.identity.argv);
   try {
-    // Under tsx: a thread always needs hooks (a Worker gets none of ours), a
-    // process when its parent dropped tsx's options (ts-children.ts).
-    const tsx = spec.identity.tsxApi;
-    if (tsx && (spec.identity.startMethod === 'thread' || tsxPackageFiles().length === 0)) await registerTsHooks(tsx);
+    await (prepared ?? prepareTs(spec.identity.startMethod, spec.identity.tsxApi));
     const cls = spec.instance ? await resolveExport(spec.instance.cls, SUBCLASS) : null;
     const fn = spec.target ? await resolveTarget(spec.target) : null;
     const args = (await revive(spec.args, [])) as unknown[];

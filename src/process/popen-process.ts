@@ -5,16 +5,19 @@
  * over, minus the options that would make it something else than our
  * bootstrap (`-e`, `--inspect`, `--test`…: exec-argv.ts) and tsx's own
  * (the child registers lighter hooks: ts-children.ts), and receives its
- * spec over the IPC channel. Its stdin is /dev/null
+ * spec over the IPC channel. Under tsx it may be a warm spare, started
+ * before (spares.ts). Its stdin is /dev/null
  * (as Python's children), stdout and stderr are the parent's.
  */
+import type { ChildProcess } from 'node:child_process';
 import { childProcess } from '../builtins.js';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { childExecArgv } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, type ChildSpec, type Popen } from './popen.js';
+import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type Popen } from './popen.js';
+import { forget, launchSettings, offerSpare, takeSpare, type Spare } from './spares.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
@@ -25,16 +28,60 @@ function signalExitCode(signal: NodeJS.Signals): number {
 
 let execArgv: string[] | undefined;
 
-/** `spawned(pid)` runs once the child exists and before it can receive its spec. */
-export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
+function childExecArgvOnce(): string[] {
   if (!execArgv) {
     const inherited = childExecArgv();
     // Under tsx the child registers our lighter hooks instead (ts-children.ts).
     execArgv = (tsxApi() && withoutTsx(inherited)) || inherited;
   }
-  const child = childProcess().spawn(process.execPath, [...execArgv, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG], {
+  return execArgv;
+}
+
+function spawnBootstrap(extra: readonly string[]): ChildProcess {
+  return childProcess().spawn(process.execPath, [...childExecArgvOnce(), BOOTSTRAP_PATH, PROCESS_CHILD_FLAG, ...extra], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+}
+
+/** An OS process that waits for its spec; it keeps nobody alive until taken. */
+interface ProcessSpare extends Spare {
+  readonly child: ChildProcess;
+  /** Stops watching it as a spare: it is a child now. */
+  adopt(): void;
+}
+
+function makeSpare(settings: string): ProcessSpare {
+  const child = spawnBootstrap([SPARE_FLAG, tsxApi()!, String(process.pid)]);
+  child.unref();
+  child.channel?.unref();
+  let ended = false;
+  const onEnd = () => {
+    ended = true;
+    forget('process', spare);
+  };
+  child.once('exit', onEnd);
+  child.once('error', onEnd);
+  const spare: ProcessSpare = {
+    settings,
+    id: child.pid ?? -1,
+    child,
+    alive: () => !ended && child.pid !== undefined && child.exitCode === null && child.signalCode === null,
+    end: () => void child.kill('SIGKILL'),
+    adopt() {
+      child.off('exit', onEnd);
+      child.off('error', onEnd);
+      child.ref();
+    },
+  };
+  return spare;
+}
+
+/** `spawned(pid)` runs once the child exists and before it can receive its spec. */
+export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
+  const settings = () => launchSettings(childExecArgvOnce());
+  const spare = takeSpare<ProcessSpare>('process', settings);
+  spare?.adopt();
+  const child = spare?.child ?? spawnBootstrap([]);
   spawned?.(child.pid);
   const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));
@@ -49,6 +96,7 @@ export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined
   });
   // The channel is only for the spec: it must not keep either side alive.
   child.channel?.unref();
+  offerSpare('process', settings, makeSpare);
   return {
     pid: child.pid ?? -1,
     threadId: 0,

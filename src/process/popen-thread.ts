@@ -2,20 +2,21 @@
  * The `'thread'` start method: a worker thread with its own isolate, globals
  * and module instances, in this OS process. Cheaper to start than a process;
  * same API. `terminate()`/`kill()` end the thread and report -15/-9, so code
- * reads exit codes the same way under both start methods.
+ * reads exit codes the same way under both start methods. Under tsx it may
+ * be a warm spare, started before (spares.ts), handed its spec as a message.
  */
-import type { Worker } from 'node:worker_threads';
+import type { Worker, WorkerOptions } from 'node:worker_threads';
 import { workerThreads } from '../builtins.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, type ChildSpec, type Popen } from './popen.js';
+import { BOOTSTRAP_URL, type ChildSpec, type Popen, type SpareData } from './popen.js';
+import { forget, launchSettings, offerSpare, takeSpare, type Spare } from './spares.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
 let execArgv: string[] | undefined | null = null;
 
-function newWorker(spec: ChildSpec): Worker {
-  const { Worker } = workerThreads();
+function workerExecArgv(): string[] | undefined {
   if (execArgv === null) {
     execArgv = threadExecArgv();
     // A Worker runs our --import preloads: tsx's would load tsx again, where
@@ -23,20 +24,65 @@ function newWorker(spec: ChildSpec): Worker {
     const light = tsxApi() ? withoutTsx(execArgv ?? process.execArgv) : null;
     if (light) execArgv = light;
   }
+  return execArgv;
+}
+
+function newWorker(workerData: ChildSpec | SpareData): Worker {
+  const { Worker } = workerThreads();
+  const options = (): WorkerOptions => ({ workerData, execArgv: workerExecArgv() });
   try {
-    return new Worker(BOOTSTRAP_URL, { workerData: spec, execArgv });
+    return new Worker(BOOTSTRAP_URL, options());
   } catch (err) {
     if ((err as NodeJS.ErrnoException)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV' || !execArgv) throw err;
     // A Worker refuses, by name, process-wide options (V8's, --title…) in an
     // explicit list; they are in effect for every thread of the process anyway.
     const refused = /flags: (.*)$/.exec((err as Error).message)?.[1]?.split(', ') ?? [];
     execArgv = withoutOptions(execArgv, new Set(refused));
-    return new Worker(BOOTSTRAP_URL, { workerData: spec, execArgv });
+    return new Worker(BOOTSTRAP_URL, options());
   }
 }
 
+/** A Worker that waits for its spec; it keeps nobody alive until taken. */
+interface ThreadSpare extends Spare {
+  /** Stops watching it as a spare and posts it its spec: it is a child now. */
+  hand(spec: ChildSpec): Worker;
+}
+
+function makeSpare(settings: string): ThreadSpare {
+  const worker = newWorker({ spare: { tsxApi: tsxApi()! } });
+  worker.unref();
+  let ended = false;
+  const onEnd = () => {
+    ended = true;
+    forget('thread', spare);
+  };
+  worker.once('exit', onEnd);
+  worker.on('error', onEnd);
+  const spare: ThreadSpare = {
+    settings,
+    id: worker.threadId,
+    alive: () => !ended,
+    end: () => void worker.terminate(),
+    hand(spec) {
+      try {
+        // Throws, as workerData would, what cannot be cloned: then nothing reached the spare, but it is not kept.
+        worker.postMessage(spec);
+      } catch (err) {
+        void worker.terminate();
+        throw err;
+      }
+      worker.off('exit', onEnd);
+      worker.off('error', onEnd);
+      worker.ref();
+      return worker;
+    },
+  };
+  return spare;
+}
+
 export function popenThread(spec: ChildSpec): Popen {
-  const worker = newWorker(spec);
+  const settings = () => launchSettings(workerExecArgv());
+  const worker = takeSpare<ThreadSpare>('thread', settings)?.hand(spec) ?? newWorker(spec);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));
@@ -49,6 +95,7 @@ export function popenThread(spec: ChildSpec): Popen {
     forcedCode ??= code;
     void worker.terminate();
   };
+  offerSpare('thread', settings, makeSpare);
   return {
     pid: process.pid,
     threadId: worker.threadId,

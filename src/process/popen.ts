@@ -45,6 +45,17 @@ export interface Popen {
 /** The bootstrap's argument that says it runs as an OS process (checking `isMainThread` would cost loading worker_threads). */
 export const PROCESS_CHILD_FLAG = '--multiprocessing-ts-child';
 
+/**
+ * The bootstrap's argument, after PROCESS_CHILD_FLAG, that says it is a warm
+ * spare (spares.ts); then come tsx's ESM API and the parent's pid.
+ */
+export const SPARE_FLAG = '--multiprocessing-ts-spare';
+
+/** A thread spare's `workerData`: what it may prepare before its spec comes (as a message). */
+export interface SpareData {
+  readonly spare: { readonly tsxApi: string };
+}
+
 /** Set by the bundler: the bundled bootstrap is CommonJS (see scripts/bundle.mjs). */
 declare const __MPTS_BOOTSTRAP_FILE__: string | undefined;
 
