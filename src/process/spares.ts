@@ -11,13 +11,16 @@
  * message. The next start of that method takes it, if it was launched with
  * the settings that start would use (execArgv, working directory,
  * environment, tsx); otherwise, or when it died, it is ended and the start
- * goes cold. Then a new spare is made.
+ * goes cold. Then a new spare is made. Threads keep two: a spare boots in
+ * about twice the time a warm child takes to start and end, so with one,
+ * back-to-back starts would each wait for a spare still booting; with two,
+ * each has two starts' time to get ready.
  *
  * A spare runs no user module, owns no ledger (the parent writes one when it
  * takes it, as for a cold start), is not an active child, never keeps this
  * process alive, and is ended when this isolate exits (or dies with it:
  * the parent-death signal, or the threads of a process). Cost: one idle
- * process or thread per start method used. `MULTIPROCESSING_TS_SPARES=0`
+ * process (~55 MB) and two idle threads (~20 MB each) at most. `MULTIPROCESSING_TS_SPARES=0`
  * turns spares off.
  */
 import { ExitStage, atExit } from '../finalize.js';
@@ -39,24 +42,32 @@ export interface Spare {
 /**
  * What tests (and the curious) can read on `globalThis` under
  * `Symbol.for('multiprocessing-ts.spares')`: how many spares this isolate
- * made, took and discarded, and the id of the one idle per start method.
+ * made, took and discarded, and per start method the id of the idle spare
+ * the next start would take.
  */
 export interface SpareStats {
   made: number;
   taken: number;
   discarded: number;
   readonly idle: { process?: number; thread?: number };
+  /** How many spares are idle per start method. */
+  readonly ready: { process?: number; thread?: number };
 }
 
 const STATS = Symbol.for('multiprocessing-ts.spares');
 
 function stats(): SpareStats {
   const g = globalThis as typeof globalThis & { [STATS]?: SpareStats };
-  return (g[STATS] ??= { made: 0, taken: 0, discarded: 0, idle: {} });
+  return (g[STATS] ??= { made: 0, taken: 0, discarded: 0, idle: {}, ready: {} });
 }
 
-const idle = new Map<StartMethod, Spare>();
-const scheduled = new Set<StartMethod>();
+/** How many spares each start method keeps ready (see the module comment). */
+const CAPACITY: Record<StartMethod, number> = { process: 1, thread: 2 };
+
+/** Idle spares per start method, oldest (next taken) first. */
+const idle = new Map<StartMethod, Spare[]>();
+/** Spares per start method whose launch is scheduled but not made yet. */
+const scheduled = new Map<StartMethod, number>();
 /** Start methods whose spare could not be made: not tried again. */
 const failed = new Set<StartMethod>();
 let endAtExit = false;
@@ -78,31 +89,48 @@ export function launchSettings(execArgv: readonly string[] | undefined): string 
   return [process.cwd(), (execArgv ?? ['(inherited)', ...process.execArgv]).join('\0'), tsxApi(), env].join('\u0001');
 }
 
+function publish(method: StartMethod): void {
+  const queue = idle.get(method) ?? [];
+  if (queue[0]) stats().idle[method] = queue[0].id;
+  else delete stats().idle[method];
+  stats().ready[method] = queue.length;
+}
+
 /**
- * The idle spare of `method`, if it still lives and was launched with the
- * `settings()` a start would use now; a spare that does not fit is ended. Null: start cold.
+ * The oldest idle spare of `method` that still lives and was launched with
+ * the `settings()` a start would use now; spares that do not fit are ended.
+ * Null: start cold.
  */
 export function takeSpare<S extends Spare>(method: StartMethod, settings: () => string): S | null {
-  const spare = idle.get(method);
-  if (!spare) return null;
-  forget(method, spare);
-  if (spare.alive() && spare.settings === settings()) {
-    stats().taken++;
-    return spare as S;
+  const queue = idle.get(method);
+  if (!queue || queue.length === 0) return null;
+  let now: string | null = null;
+  while (queue.length > 0) {
+    const spare = queue.shift()!;
+    if (spare.alive() && spare.settings === (now ??= settings())) {
+      publish(method);
+      stats().taken++;
+      return spare as S;
+    }
+    stats().discarded++;
+    spare.end();
   }
-  stats().discarded++;
-  spare.end();
+  publish(method);
   return null;
 }
 
-/** The strategy's `make(settings)` starts a spare; `settings()` says what a start would use now. */
+/** The strategy's `make(settings)` starts a spare; `settings()` says what a start would use now. Fills up to the method's capacity. */
 export function offerSpare(method: StartMethod, settings: () => string, make: (settings: string) => Spare): void {
-  if (idle.has(method) || scheduled.has(method) || failed.has(method) || !wanted()) return;
-  scheduled.add(method);
-  // After the start that offered it, not inside it; and never what keeps us running.
+  if (failed.has(method) || !wanted()) return;
+  const missing = CAPACITY[method] - (idle.get(method)?.length ?? 0) - (scheduled.get(method) ?? 0);
+  if (missing <= 0) return;
+  scheduled.set(method, (scheduled.get(method) ?? 0) + 1);
+  // After the start that offered it, not inside it; one at a time (the next
+  // offer, at the next start, adds another); never what keeps us running.
   setImmediate(() => {
-    scheduled.delete(method);
-    if (idle.has(method)) return;
+    scheduled.set(method, (scheduled.get(method) ?? 1) - 1);
+    const queue = idle.get(method) ?? [];
+    if (queue.length >= CAPACITY[method] || failed.has(method)) return;
     let spare: Spare;
     try {
       spare = make(settings());
@@ -111,23 +139,30 @@ export function offerSpare(method: StartMethod, settings: () => string, make: (s
       return;
     }
     stats().made++;
-    idle.set(method, spare);
-    stats().idle[method] = spare.id;
+    queue.push(spare);
+    idle.set(method, queue);
+    publish(method);
     if (!endAtExit) {
       endAtExit = true;
       atExit(ExitStage.Children, () => {
-        for (const [m, s] of idle) {
-          forget(m, s);
-          s.end();
+        for (const [m, spares] of idle) {
+          for (const s of [...spares]) {
+            forget(m, s);
+            s.end();
+          }
         }
       });
     }
+    // Fill up to capacity, one launch per turn.
+    offerSpare(method, settings, make);
   }).unref();
 }
 
 /** A spare that ended while idle is no longer offered. */
 export function forget(method: StartMethod, spare: Spare): void {
-  if (idle.get(method) !== spare) return;
-  idle.delete(method);
-  delete stats().idle[method];
+  const queue = idle.get(method);
+  const at = queue ? queue.indexOf(spare) : -1;
+  if (at < 0) return;
+  queue!.splice(at, 1);
+  publish(method);
 }
