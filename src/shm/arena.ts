@@ -52,7 +52,7 @@ import { unlinkSync } from 'node:fs';
 import { FileNotFoundError, NativeUnavailableError, StateError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
 import { native, nativeMissingHint } from '../native/addon.js';
-import { keepsLedger, noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
+import { flushLedger, keepsLedger, noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
 import { noteInFlight } from './segment.js';
 import { treeDir } from './tree.js';
 
@@ -234,7 +234,7 @@ export class Block {
         map = createArena(CLASSES[cls]!, mine.length);
         mine.push(map);
         offset = takeFree(map);
-        if (mine.length === 2) startSweeping();
+        if (mine.length >= 2) startSweeping();
       }
     }
     const words = map!.words;
@@ -360,7 +360,7 @@ function returnIfEmpty(map: ArenaMap): void {
   mine.splice(mine.indexOf(map), 1);
   map.owned = false;
   if (map.heldHere === 0) forget(map);
-  if (mine.length < 2) stopSweeping();
+  if (owned.every((arenas) => arenas.length < 2)) stopSweeping();
   noteDroppingThen([map.name], false, () => dropArenaReferences(map.words, map.path, 1));
 }
 
@@ -368,7 +368,7 @@ function returnIfEmpty(map: ArenaMap): void {
 const SWEEP_MS = 5_000;
 let sweeper: ReturnType<typeof setInterval> | null = null;
 
-/** Sweeps while this isolate owns more than one arena: the newest is never given back, so one needs no sweep. */
+/** Sweeps while some size class has more than one arena: the newest of a class is never given back, so one needs no sweep. */
 function startSweeping(): void {
   if (sweeper) return;
   sweeper = setInterval(sweep, SWEEP_MS);
@@ -462,19 +462,28 @@ function dropArenaReferences(words: Int32Array, path: string, count: number): vo
 /**
  * Gives back `count` references a dead isolate held (its ledger said so;
  * see settle.ts): on block `offset` of the arena at `path`, or on the arena
- * itself (its owner's hold) when `offset` is null.
+ * itself (its owner's hold) when `offset` is null. `mapped` keeps the
+ * arenas a settlement mapped, so each is mapped once.
  */
-export function dropOwedInArena(path: string, offset: number | null, gen: number | null, count: number): void {
-  let words = byPath.get(path)?.deref()?.words;
-  if (!words) {
+export function dropOwedInArena(
+  path: string,
+  offset: number | null,
+  gen: number | null,
+  count: number,
+  mapped: Map<string, Int32Array | null> = new Map(),
+): void {
+  let words = mapped.get(path) ?? byPath.get(path)?.deref()?.words;
+  if (words === undefined && !mapped.has(path)) {
     const addon = native();
-    if (!addon) return;
     try {
-      words = new Int32Array(addon.openSegment(path, 0, false));
+      words = addon ? new Int32Array(addon.openSegment(path, 0, false)) : undefined;
     } catch {
-      return; // removed already
+      words = undefined; // removed already
     }
+    // One mapping per arena for a whole settlement, however many of its blocks the ledger names.
+    mapped.set(path, words ?? null);
   }
+  if (!words) return;
   if (offset === null) dropArenaReferences(words, path, count);
   else dropBlockReferences(words, offset, path, count, gen ?? undefined);
 }
@@ -496,6 +505,9 @@ function installExitHook(): void {
   // Registered after the segments' hook of the same stage when an arena is
   // made first; order between the two does not matter (independent files).
   atExit(ExitStage.Segments, () => {
+    // Drops still waiting for their ledger line first: one may give an arena
+    // back, which must happen before the lists below are taken.
+    flushLedger();
     exited = true;
     stopSweeping();
     for (const mine of owned) mine.length = 0;

@@ -101,10 +101,11 @@ function claim(dir: string, id: string): LedgerContents | null {
 }
 
 function replay(dir: string, contents: LedgerContents): void {
+  const arenas = new Map<string, Int32Array | null>();
   for (const [name, net] of contents.nets) {
     if (net <= 0) continue;
     const arena = parseArenaName(name);
-    if (arena) dropOwedInArena(`${dir}/${arena.arena}`, arena.offset, arena.gen, net);
+    if (arena) dropOwedInArena(`${dir}/${arena.arena}`, arena.offset, arena.gen, net, arenas);
     else dropOwed(`${dir}/${name}`, net);
   }
 }
