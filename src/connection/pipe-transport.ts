@@ -185,13 +185,13 @@ export class PipeTransport implements MessageTransport, SyncTransport {
   onReadable(listener: () => void): () => void {
     let on = true;
     const inbox = this.inbox;
+    // `whenReady` looked at `ready()` just before: wait first (never call the listener before this returns).
     void (async () => {
       while (on && inbox) {
-        if (this.ready()) {
-          listener();
-          if (!on) return;
-        }
-        if (!(await inbox.waitItem(performance.now() + SLICE_MS)) && on) this.peerGone();
+        const got = await inbox.waitItem(performance.now() + SLICE_MS);
+        if (!on) return;
+        if (!got) this.peerGone();
+        if (this.ready()) listener();
       }
     })();
     return () => {
