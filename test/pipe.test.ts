@@ -147,6 +147,20 @@ for (const method of METHODS) {
       mine.close();
     });
 
+    it('2,000 async round trips with a child echoing asynchronously, each reply in order', async () => {
+      const [conn, child] = mp.Pipe();
+      const p = new ctx.Process({ target: fx.echoAsync, args: [child], module });
+      p.start();
+      child.close();
+      for (let i = 0; i < 2000; i++) {
+        await conn.send(i);
+        assert.equal(await conn.recv(), i);
+      }
+      conn.close();
+      await joined(p);
+      assert.equal(p.exitCode, 0);
+    });
+
     it('async iteration until EOF over a one-way pipe from a child', async () => {
       const [reader, writer] = mp.Pipe(false);
       const p = new ctx.Process({ target: fx.sendN, args: [writer, 50], module });
