@@ -1,7 +1,7 @@
 /**
  * The channel: a multi-producer, multi-consumer ring of framed messages in
- * one shared segment — the transport under Queue, SimpleQueue and
- * JoinableQueue.
+ * one shared segment — the transport under Queue, SimpleQueue,
+ * JoinableQueue and Pipe (connection/pipe-transport.ts).
  *
  * Layout (int32 words of the payload; each group on a cache line of its
  * own, so producers and consumers do not pull each other's lines):
@@ -43,6 +43,11 @@
  * objects and read spill files. Producers serialize on WRITER only for the
  * copy of one small frame (large payloads are written to a spill file
  * before the slot is taken); consumers likewise.
+ *
+ * A Skip frame (`poke`) carries no item: it moves TAIL (and counts as a
+ * put and a get, so the crash repairs below need no case of their own) to
+ * wake consumers that watch something besides the ring (a Pipe's peer end
+ * closing); consumers drop it.
  *
  * Waiting: spin a few µs (looking at the words), then register in
  * GET_WAITERS/PUT_WAITERS, look again, and futex-sleep on TAIL/HEAD with the
