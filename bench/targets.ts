@@ -7,7 +7,7 @@
  * next to nothing and starts nothing: the start+join case measures the
  * library, not this file.
  */
-import type { Lock, Queue, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
+import type { Connection, Lock, Queue, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
 
 /** URL children import targets from (the compiled file next to this one). */
 export const TARGETS_URL: string = import.meta.url;
@@ -111,4 +111,25 @@ export function queueProduce(q: Queue<unknown>, n: number, payload: QueuePayload
   }
   const item = new Uint8Array(payload === 'bytes1k' ? 1024 : 8 * 1024 * 1024).fill(120);
   for (let i = 0; i < n; i++) q.putSync(item);
+}
+
+/** The `pipe` case's sender: passes the gate, then sends 0..n-1 with `sendSync` (Python's blocking send). */
+export function pipeSend(conn: Connection, n: number, gate: Lock, ready: RawSharedArray<'i'>): void {
+  passGate(gate, ready, 0);
+  for (let i = 0; i < n; i++) conn.sendSync(i);
+  conn.close();
+}
+
+/** The `pipe-rtt` case's echo: sends back each value until EOF, blocking (`recvSync`/`sendSync`) or async. */
+export async function pipeEcho(conn: Connection, sync: boolean): Promise<void> {
+  for (;;) {
+    let v: unknown;
+    try {
+      v = sync ? conn.recvSync() : await conn.recv();
+    } catch {
+      return; // EOF: the parent is done
+    }
+    if (sync) conn.sendSync(v);
+    else await conn.send(v);
+  }
 }

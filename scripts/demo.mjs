@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { matchesPython } from './example-output.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const filter = process.argv[2] ?? '';
@@ -26,7 +27,7 @@ for (const file of examples) {
       env: { ...process.env, MULTIPROCESSING_TS_START_METHOD: method },
       timeout: 60_000,
     });
-    const ok = r.status === 0 && (expected === null || r.stdout === expected);
+    const ok = r.status === 0 && (expected === null || matchesPython(file, r.stdout, expected));
     if (!ok) failures++;
     console.log(`── ${file} (start method '${method}') ${ok ? '✓ prints what Python prints' : '✗ differs from Python'}`);
     process.stdout.write(r.stdout);

@@ -39,6 +39,7 @@ import { ShareableList } from './shm/shareable-list.js';
 import { listen, type ConnectionListener } from './connection/listener.js';
 import { connect } from './connection/client.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
+import { Pipe } from './connection/pipe-transport.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -66,6 +67,7 @@ export { type ListenerOptions, ConnectionListener } from './connection/listener.
 export type { ClientOptions } from './connection/client.js';
 export type { Address } from './connection/address.js';
 export { wait, type Waitable } from './connection/wait.js';
+export { Pipe } from './connection/pipe-transport.js';
 
 /** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
 export function nativeAvailable(): boolean {
@@ -118,6 +120,7 @@ export interface Context {
   readonly Queue: typeof Queue;
   readonly JoinableQueue: typeof JoinableQueue;
   readonly SimpleQueue: typeof SimpleQueue;
+  readonly Pipe: typeof Pipe;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -159,6 +162,7 @@ export function getContext(method?: StartMethod): Context {
       Queue,
       JoinableQueue,
       SimpleQueue,
+      Pipe,
       currentProcess,
       parentProcess,
       activeChildren,

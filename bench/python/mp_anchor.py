@@ -9,6 +9,8 @@ its own variants, so both sides see the same machine state.
     python3 mp_anchor.py value [--method fork] [--n 200000] [--procs 2]
     python3 mp_anchor.py values [--cap 1000000]
     python3 mp_anchor.py queue [--payload int|bytes1k|8mb] [--n 200000]
+    python3 mp_anchor.py pipe [--n 200000]
+    python3 mp_anchor.py pipe-rtt [--rounds 10000] [--warmup 1000]
 
 Standard library only. Everything but the argument handling sits behind the
 __main__ guard, because spawn and forkserver children re-import this file.
@@ -201,6 +203,63 @@ def bench_queue(payload_name, n):
     return {"bench": "queue", "payload": payload_name, "n": n, "elapsed_s": elapsed, "exitcode": p.exitcode}
 
 
+def pipe_sender(conn, n, ready, go):
+    ready.set()
+    go.wait()
+    send = conn.send
+    for i in range(n):
+        send(i)
+    conn.close()
+
+
+def bench_pipe(n):
+    """A fork child send()s n ints over Pipe(duplex=False), the parent recv()s them."""
+    ctx = mp.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    ready, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=pipe_sender, args=(writer, n, ready, go))
+    p.start()
+    writer.close()
+    ready.wait()
+    t0 = now()
+    go.set()
+    recv = reader.recv
+    for _ in range(n):
+        recv()
+    elapsed = now() - t0
+    p.join()
+    return {"bench": "pipe", "n": n, "elapsed_s": elapsed, "exitcode": p.exitcode}
+
+
+def pipe_echo(conn):
+    # A fork child inherits the parent's end too, so it would never see EOF: None ends it.
+    while True:
+        v = conn.recv()
+        if v is None:
+            return
+        conn.send(v)
+
+
+def bench_pipe_rtt(rounds, warmup):
+    """Round trips of an int to a fork child that echoes; the median, in µs."""
+    ctx = mp.get_context("fork")
+    mine, theirs = ctx.Pipe()
+    p = ctx.Process(target=pipe_echo, args=(theirs,))
+    p.start()
+    theirs.close()
+    times = []
+    for i in range(warmup + rounds):
+        t0 = now()
+        mine.send(i)
+        mine.recv()
+        if i >= warmup:
+            times.append((now() - t0) * 1e6)
+    mine.send(None)
+    p.join()
+    mine.close()
+    return {"bench": "pipe-rtt", "rounds": rounds, "median_us": statistics.median(times), "exitcode": p.exitcode}
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -217,6 +276,11 @@ def main(argv):
     qp = sub.add_parser("queue", help="a fork child puts n items into mp.Queue, the parent gets them")
     qp.add_argument("--payload", default="int", choices=("int", "bytes1k", "8mb"))
     qp.add_argument("--n", type=int, default=200_000)
+    pp = sub.add_parser("pipe", help="a fork child sends n ints over Pipe(duplex=False), the parent receives them")
+    pp.add_argument("--n", type=int, default=200_000)
+    pr = sub.add_parser("pipe-rtt", help="round trips of an int to an echoing fork child over Pipe(), median µs")
+    pr.add_argument("--rounds", type=int, default=10_000)
+    pr.add_argument("--warmup", type=int, default=1_000)
     args = ap.parse_args(argv)
     if args.bench == "start":
         out = bench_start(args.method, args.reps, args.warmup)
@@ -224,6 +288,10 @@ def main(argv):
         out = bench_values(args.cap)
     elif args.bench == "queue":
         out = bench_queue(args.payload, args.n)
+    elif args.bench == "pipe":
+        out = bench_pipe(args.n)
+    elif args.bench == "pipe-rtt":
+        out = bench_pipe_rtt(args.rounds, args.warmup)
     else:
         out = bench_value(args.method, args.n, args.procs)
     out["python"] = sys.version.split()[0]

@@ -1,7 +1,7 @@
 /**
  * The channel: a multi-producer, multi-consumer ring of framed messages in
- * one shared segment — the transport under Queue, SimpleQueue and
- * JoinableQueue.
+ * one shared segment — the transport under Queue, SimpleQueue,
+ * JoinableQueue and Pipe (connection/pipe-transport.ts).
  *
  * Layout (int32 words of the payload; each group on a cache line of its
  * own, so producers and consumers do not pull each other's lines):
@@ -44,6 +44,11 @@
  * copy of one small frame (large payloads are written to a spill file
  * before the slot is taken); consumers likewise.
  *
+ * A Skip frame (`poke`) carries no item: it moves TAIL (and counts as a
+ * put and a get, so the crash repairs below need no case of their own) to
+ * wake consumers that watch something besides the ring (a Pipe's peer end
+ * closing); consumers drop it.
+ *
  * Waiting: spin a few µs (looking at the words), then register in
  * GET_WAITERS/PUT_WAITERS, look again, and futex-sleep on TAIL/HEAD with the
  * value seen (the register-then-look order against the waker's
@@ -73,11 +78,13 @@ import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
 import {
   Pending,
+  SKIPPED,
   Tag,
   finish,
   frameBytes,
   keepPrepared,
   prepare,
+  prepareSkip,
   preparedSize,
   readFrame,
   readSpillTag,
@@ -263,10 +270,11 @@ export class Channel {
   /**
    * Puts `item`, blocking the thread while there is no room (a bounded
    * channel at `maxsize`, or a ring full of unread frames).
+   * @param giveUp asked after each wait for room (a sleep slice at most): true ends the put (false returned).
    * @returns false when there was still no room at `deadline` (or at once when `block` is false).
    * @throws SerializationError for an item that cannot travel (nothing is enqueued).
    */
-  putSync(item: unknown, block: boolean, deadline: number, joinable: boolean): boolean {
+  putSync(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): boolean {
     prepare(item, this.spillAbove);
     if (this.commitSync(joinable) === Commit.Done) return true;
     const kept = keepPrepared();
@@ -274,13 +282,14 @@ export class Channel {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head)) this.sleepSync(PUT_WAITERS, HEAD, head, deadline);
+      if (giveUp?.()) return this.refuse(kept);
       restorePrepared(kept);
       if (this.commitSync(joinable) === Commit.Done) return true;
     }
   }
 
   /** `putSync` without blocking the event loop; `close()` of this object ends the wait (false). */
-  async put(item: unknown, block: boolean, deadline: number, joinable: boolean): Promise<boolean> {
+  async put(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
     prepare(item, this.spillAbove);
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
     const kept = keepPrepared();
@@ -289,7 +298,19 @@ export class Channel {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
+      if (giveUp?.()) return this.refuse(kept);
     }
+  }
+
+  /**
+   * Commits a Skip frame (no item) when there is room, so that consumers
+   * asleep on TAIL wake and look again at whatever else they watch (a
+   * Pipe's peer that closed). Without room the ring holds unread frames, so
+   * no consumer sleeps on it. Never waits for room.
+   */
+  poke(): void {
+    prepareSkip();
+    this.commitSync(false);
   }
 
   /** Gives back what a refused item holds (spill file, shared-object references). */
@@ -331,7 +352,7 @@ export class Channel {
       give(w, READER);
       throw err;
     }
-    const value = readValue;
+    let value = readValue;
     const spillTag = readSpillTag;
     const next = (head + frameBytes(header)) | 0;
     const gets = (w[GETS]! + 1) | 0;
@@ -341,6 +362,7 @@ export class Channel {
     Atomics.store(w, HEAD, next);
     give(w, READER);
     if (Atomics.load(w, PUT_WAITERS) !== 0) wake(w, HEAD, 1 << 30);
+    if (value === SKIPPED) value = NOTHING;
     return pending === Pending.None ? value : finish(pending, value, spillTag);
   }
 
@@ -372,6 +394,26 @@ export class Channel {
       if (tail !== Atomics.load(this.w, HEAD) || this.spinWhile(TAIL, tail)) continue;
       if (!(await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline))) return NOTHING;
     }
+  }
+
+  /**
+   * Waits while no frame is committed, up to `deadline` and one sleep slice
+   * at most (a short spin first); whether a frame is there. For callers that
+   * watch more than the ring between slices (a Pipe watches its peer).
+   */
+  waitItemSync(deadline: number): boolean {
+    const tail = Atomics.load(this.w, TAIL);
+    if (tail !== Atomics.load(this.w, HEAD)) return true;
+    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) this.sleepSync(GET_WAITERS, TAIL, tail, deadline);
+    return !this.empty();
+  }
+
+  /** `waitItemSync` without blocking the event loop; `close()` of this object ends the wait. */
+  async waitItem(deadline: number): Promise<boolean> {
+    const tail = Atomics.load(this.w, TAIL);
+    if (tail !== Atomics.load(this.w, HEAD)) return true;
+    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline);
+    return !this.empty();
   }
 
   // -------------------------------------------------------------------------

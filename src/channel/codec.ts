@@ -36,6 +36,8 @@ export const enum Tag {
   V8 = 11,
   /** Second word: the inner tag (String, Bytes or V8); payload: the spill file's name. */
   Spill = 12,
+  /** No item: a frame that only moves TAIL, to wake sleeping consumers (`Channel.poke`); taken and dropped. */
+  Skip = 13,
 }
 
 /** Strings up to this many UTF-16 units are written straight into the ring (room reserved for 3 bytes each). */
@@ -156,6 +158,18 @@ function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
   size = bytes.byteLength;
 }
 
+/** Prepares a Skip frame (no item; see `Channel.poke`). */
+export function prepareSkip(): void {
+  bytes = null;
+  encoded = null;
+  spilled = null;
+  tag = Tag.Skip;
+  size = 0;
+}
+
+/** What `readFrame` leaves in `readValue` for a Skip frame. */
+export const SKIPPED: unique symbol = Symbol('skipped');
+
 /** Payload bytes the prepared item needs at most. */
 export function preparedSize(): number {
   return size;
@@ -257,6 +271,9 @@ export function readFrame(v: Views, at: number, header: number): Pending {
       return Pending.None;
     case Tag.False:
       readValue = false;
+      return Pending.None;
+    case Tag.Skip:
+      readValue = SKIPPED;
       return Pending.None;
     case Tag.String:
       readValue = length === 0 ? '' : v.buf.toString('utf8', p, p + length);

@@ -10,18 +10,23 @@ import { describe } from '../describe.js';
 import { SHARED, type SharedHandle } from '../serialize/shared.js';
 import { dropObjectMessage, objectMessage, readObjectMessage } from './objects.js';
 import { whenReady } from './ready.js';
-import { EOF, type MessageTransport } from './transport.js';
+import { EOF, NOT_YET, isSyncTransport, type MessageTransport, type SyncTransport } from './transport.js';
+import { deadlineOf } from '../sync/futex.js';
 
 /** What `sendBytes` takes: any bytes (a typed array or DataView, or an ArrayBuffer). */
 export type BytesLike = ArrayBufferView | ArrayBuffer | SharedArrayBuffer;
 
 /**
- * One end of a connection. Made by `mp.Listener(...).accept()` and
- * `mp.Client(...)` (over a socket), not with `new`.
+ * One end of a connection. Made by `mp.Pipe()` (over shared memory),
+ * `mp.Listener(...).accept()` and `mp.Client(...)` (over a socket), not
+ * with `new`.
  *
- * Every call that may wait returns a Promise: a socket is read by Node's
- * event loop, so a blocking twin (`recvSync`) would block the very loop
- * that delivers the bytes; socket connections have none.
+ * Every call that may wait returns a Promise. Pipe connections also have
+ * blocking twins (`recvSync`, `sendSync`, `pollSync`, `sendBytesSync`,
+ * `recvBytesSync`, `recvBytesIntoSync`) for children's hot paths, as the
+ * Queue's `getSync`/`putSync`. Socket connections have none: a socket is
+ * read by Node's event loop, which a blocking call would block; they
+ * throw StateError.
  *
  * @example
  * ```ts
@@ -38,7 +43,7 @@ export class Connection implements AsyncIterable<unknown> {
   readonly #readable: boolean;
   readonly #writable: boolean;
 
-  /** @internal Use `mp.Client`, `Listener.accept()` (or `mp.Pipe`). */
+  /** @internal Use `mp.Pipe`, `mp.Client` or `Listener.accept()`. */
   constructor(transport: MessageTransport, options: { readable?: boolean; writable?: boolean } = {}) {
     this.#transport = transport;
     this.#readable = options.readable ?? true;
@@ -68,6 +73,7 @@ export class Connection implements AsyncIterable<unknown> {
    */
   async send(obj: unknown): Promise<void> {
     const transport = this.#sender('send');
+    if (isSyncTransport(transport)) return transport.sendObject(obj);
     const message = objectMessage(obj);
     try {
       await transport.send(message.bytes);
@@ -85,7 +91,30 @@ export class Connection implements AsyncIterable<unknown> {
    *   (a Python pickle is never unpickled; raw bytes are read with `recvBytes`).
    */
   async recv(): Promise<unknown> {
-    return readObjectMessage(await this.#next('recv'));
+    const transport = this.#receiver('recv');
+    if (!isSyncTransport(transport)) return readObjectMessage(await this.#next('recv'));
+    for (;;) {
+      const value = transport.takeObject();
+      if (value === EOF) throw eof('recv');
+      if (value !== NOT_YET) return value;
+      await this.#whenReadable(transport, 'recv');
+    }
+  }
+
+  /** `send` blocking the thread while the pipe is full (pipe connections only). */
+  sendSync(obj: unknown): void {
+    this.#syncSender('sendSync').sendObjectSync(obj);
+  }
+
+  /** `recv` blocking the thread until a message or the end (pipe connections only). */
+  recvSync(): unknown {
+    const transport = this.#syncReceiver('recvSync');
+    for (;;) {
+      const value = transport.takeObject();
+      if (value === EOF) throw eof('recvSync');
+      if (value !== NOT_YET) return value;
+      transport.waitReadySync(Infinity);
+    }
   }
 
   /**
@@ -94,23 +123,12 @@ export class Connection implements AsyncIterable<unknown> {
    */
   async sendBytes(buf: BytesLike, offset = 0, size?: number): Promise<void> {
     const transport = this.#sender('sendBytes');
-    const bytes = bytesOf(buf, 'sendBytes');
-    if (!Number.isSafeInteger(offset) || offset < 0) {
-      throw new ValueError(`sendBytes offset must be an integer >= 0, not ${describe(offset)}`);
-    }
-    if (offset > bytes.byteLength) {
-      throw new ValueError(`sendBytes offset ${offset} is past the end of a ${bytes.byteLength}-byte buffer`);
-    }
-    const length = size ?? bytes.byteLength - offset;
-    if (!Number.isSafeInteger(length) || length < 0) {
-      throw new ValueError(`sendBytes size must be an integer >= 0, not ${describe(size)}`);
-    }
-    if (offset + length > bytes.byteLength) {
-      throw new ValueError(
-        `sendBytes offset ${offset} + size ${length} is past the end of a ${bytes.byteLength}-byte buffer`,
-      );
-    }
-    await transport.send(bytes.subarray(offset, offset + length));
+    await transport.send(slice(buf, offset, size));
+  }
+
+  /** `sendBytes` blocking the thread while the pipe is full (pipe connections only). */
+  sendBytesSync(buf: BytesLike, offset = 0, size?: number): void {
+    this.#syncSender('sendBytesSync').sendSync(slice(buf, offset, size));
   }
 
   /**
@@ -120,10 +138,14 @@ export class Connection implements AsyncIterable<unknown> {
    * @throws EOFError when the peer closed and nothing is left.
    */
   async recvBytes(maxLength?: number): Promise<Uint8Array> {
-    if (maxLength !== undefined && (!Number.isSafeInteger(maxLength) || maxLength < 0)) {
-      throw new ValueError(`recvBytes maxLength must be an integer >= 0, not ${describe(maxLength)}`);
-    }
+    checkMaxLength(maxLength);
     return this.#next('recvBytes', maxLength);
+  }
+
+  /** `recvBytes` blocking the thread (pipe connections only). */
+  recvBytesSync(maxLength?: number): Uint8Array {
+    checkMaxLength(maxLength);
+    return this.#nextSync('recvBytesSync', maxLength);
   }
 
   /**
@@ -132,22 +154,14 @@ export class Connection implements AsyncIterable<unknown> {
    * @throws BufferTooShort when it does not fit; the message (consumed) is its `.data`.
    */
   async recvBytesInto(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset = 0): Promise<number> {
-    const target = bytesOf(buf, 'recvBytesInto');
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > target.byteLength) {
-      throw new ValueError(
-        `recvBytesInto offset must be an integer from 0 to the buffer's ${target.byteLength} bytes, not ${describe(offset)}`,
-      );
-    }
-    const message = await this.#next('recvBytesInto');
-    if (message.byteLength > target.byteLength - offset) {
-      throw new BufferTooShort(
-        `a message of ${message.byteLength} bytes does not fit in the ${target.byteLength - offset} bytes after offset ${offset}; ` +
-          `it is in this error's .data`,
-        message,
-      );
-    }
-    target.set(message, offset);
-    return message.byteLength;
+    const target = intoTarget(buf, offset);
+    return copyInto(await this.#next('recvBytesInto'), target, offset);
+  }
+
+  /** `recvBytesInto` blocking the thread (pipe connections only). */
+  recvBytesIntoSync(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset = 0): number {
+    const target = intoTarget(buf, offset);
+    return copyInto(this.#nextSync('recvBytesIntoSync'), target, offset);
   }
 
   /**
@@ -155,15 +169,25 @@ export class Connection implements AsyncIterable<unknown> {
    * throws `EOFError`), waiting up to `timeoutMs` (0 or less: just look; `Infinity`: until there is).
    */
   async poll(timeoutMs = 0): Promise<boolean> {
-    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-      throw new ValueError(`poll timeout must be a number of milliseconds (or Infinity), not ${describe(timeoutMs)}`);
-    }
+    checkTimeout(timeoutMs);
     const transport = this.#receiver('poll');
     // A negative timeout just looks, as in Python.
     return whenReady(transport, Math.max(0, timeoutMs));
   }
 
-  /** Closes this end; the peer then reads what was sent and then gets `EOFError`. Idempotent. */
+  /** `poll` blocking the thread (pipe connections only). */
+  pollSync(timeoutMs = 0): boolean {
+    checkTimeout(timeoutMs);
+    const transport = this.#syncReceiver('pollSync');
+    return transport.ready() || transport.waitReadySync(deadlineOf(Math.max(0, timeoutMs)));
+  }
+
+  /**
+   * Closes this copy of the end (Python: this process's descriptor). The
+   * peer reads what was sent, then gets `EOFError`, once every copy of this
+   * end is closed (in every process it was sent to) or its holders ended.
+   * Idempotent.
+   */
   close(): void {
     const transport = this.#transport;
     this.#transport = null;
@@ -202,13 +226,17 @@ export class Connection implements AsyncIterable<unknown> {
 
   #sender(call: string): MessageTransport {
     const transport = this.#open(call);
-    if (!this.#writable) throw new StateError(`${call}() on a connection that only receives (the first end of Pipe(false))`);
+    if (!this.#writable) {
+      throw new StateError(`${call}() on a connection that only receives (the first end of Pipe(false)); send from the second end`);
+    }
     return transport;
   }
 
   #receiver(call: string): MessageTransport {
     const transport = this.#open(call);
-    if (!this.#readable) throw new StateError(`${call}() on a connection that only sends (the second end of Pipe(false))`);
+    if (!this.#readable) {
+      throw new StateError(`${call}() on a connection that only sends (the second end of Pipe(false)); receive on the first end`);
+    }
     return transport;
   }
 
@@ -222,12 +250,100 @@ export class Connection implements AsyncIterable<unknown> {
     const transport = this.#receiver(call);
     for (;;) {
       const message = transport.take(maxLength);
-      if (message === EOF) throw new EOFError(`${call}(): the peer closed the connection and nothing is left to read`);
+      if (message === EOF) throw eof(call);
       if (message !== null) return message;
-      await whenReady(transport, Infinity);
-      if (this.#transport !== transport) throw new StateError(`${call}(): the connection was closed while waiting`);
+      await this.#whenReadable(transport, call);
     }
   }
+
+  /** `#next` blocking the thread. */
+  #nextSync(call: string, maxLength?: number): Uint8Array {
+    const transport = this.#syncReceiver(call);
+    for (;;) {
+      const message = transport.take(maxLength);
+      if (message === EOF) throw eof(call);
+      if (message !== null) return message;
+      transport.waitReadySync(Infinity);
+    }
+  }
+
+  async #whenReadable(transport: MessageTransport, call: string): Promise<void> {
+    await whenReady(transport, Infinity);
+    if (this.#transport !== transport) throw new StateError(`${call}(): the connection was closed while waiting`);
+  }
+
+  #syncSender(call: string): MessageTransport & SyncTransport {
+    return this.#syncOnly(this.#sender(call), call);
+  }
+
+  #syncReceiver(call: string): MessageTransport & SyncTransport {
+    return this.#syncOnly(this.#receiver(call), call);
+  }
+
+  #syncOnly(transport: MessageTransport, call: string): MessageTransport & SyncTransport {
+    if (isSyncTransport(transport)) return transport;
+    throw new StateError(
+      `${call}() is for Pipe connections; a socket connection (Listener/Client) is read by the event loop, ` +
+        `which a blocking call would stop: use the async form (${call.replace(/Sync$/, '')})`,
+    );
+  }
+}
+
+function eof(call: string): EOFError {
+  return new EOFError(`${call}(): the peer closed the connection and nothing is left to read`);
+}
+
+/** `buf[offset, offset + size)` as bytes, checked. */
+function slice(buf: BytesLike, offset: number, size: number | undefined): Uint8Array {
+  const bytes = bytesOf(buf, 'sendBytes');
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new ValueError(`sendBytes offset must be an integer >= 0, not ${describe(offset)}`);
+  }
+  if (offset > bytes.byteLength) {
+    throw new ValueError(`sendBytes offset ${offset} is past the end of a ${bytes.byteLength}-byte buffer`);
+  }
+  const length = size ?? bytes.byteLength - offset;
+  if (!Number.isSafeInteger(length) || length < 0) {
+    throw new ValueError(`sendBytes size must be an integer >= 0, not ${describe(size)}`);
+  }
+  if (offset + length > bytes.byteLength) {
+    throw new ValueError(`sendBytes offset ${offset} + size ${length} is past the end of a ${bytes.byteLength}-byte buffer`);
+  }
+  return bytes.subarray(offset, offset + length);
+}
+
+function checkMaxLength(maxLength: number | undefined): void {
+  if (maxLength !== undefined && (!Number.isSafeInteger(maxLength) || maxLength < 0)) {
+    throw new ValueError(`recvBytes maxLength must be an integer >= 0, not ${describe(maxLength)}`);
+  }
+}
+
+function checkTimeout(timeoutMs: unknown): void {
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+    throw new ValueError(`poll timeout must be a number of milliseconds (or Infinity), not ${describe(timeoutMs)}`);
+  }
+}
+
+function intoTarget(buf: unknown, offset: number): Uint8Array {
+  const target = bytesOf(buf, 'recvBytesInto');
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > target.byteLength) {
+    throw new ValueError(
+      `recvBytesInto offset must be an integer from 0 to the buffer's ${target.byteLength} bytes, not ${describe(offset)}`,
+    );
+  }
+  return target;
+}
+
+function copyInto(message: Uint8Array, target: Uint8Array, offset: number): number {
+  if (message.byteLength > target.byteLength - offset) {
+    throw new BufferTooShort(
+      `a message of ${message.byteLength} bytes does not fit in the ${target.byteLength - offset} bytes after offset ${offset}; ` +
+        `it is in this error's .data`,
+      message,
+    );
+  }
+  target.set(message, offset);
+  return message.byteLength;
 }
 
 /** The bytes of a typed array, DataView or (Shared)ArrayBuffer. */

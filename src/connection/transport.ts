@@ -42,3 +42,29 @@ export interface MessageTransport {
 
 /** What `take` returns once the peer closed and every message was taken. */
 export const EOF: unique symbol = Symbol('EOF');
+
+/** What `takeObject` returns when nothing is there yet (null is a value). */
+export const NOT_YET: unique symbol = Symbol('not yet');
+
+/**
+ * What a transport that does not depend on the event loop adds (a Pipe's
+ * shared memory; a socket is read by the loop, so it has none of this):
+ * blocking forms, and objects carried as values rather than bytes, so that
+ * small ones skip the serializer.
+ */
+export interface SyncTransport {
+  /** `send`, blocking the thread while there is no room. */
+  sendSync(message: Uint8Array): void;
+  /** Sends a value as one object message; rejects as `send` does, and with SerializationError for what cannot travel. */
+  sendObject(obj: unknown): Promise<void>;
+  sendObjectSync(obj: unknown): void;
+  /** The next object message's value if one is there (a bytes message is read as an object message), `EOF`, or `NOT_YET`. */
+  takeObject(): unknown;
+  /** Blocks the thread until `ready()` or `deadline` (a `performance.now()` time); whether ready. */
+  waitReadySync(deadline: number): boolean;
+}
+
+/** Whether `t` has the blocking forms. */
+export function isSyncTransport(t: MessageTransport): t is MessageTransport & SyncTransport {
+  return typeof (t as Partial<SyncTransport>).waitReadySync === 'function';
+}

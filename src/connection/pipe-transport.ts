@@ -1,0 +1,308 @@
+/**
+ * `mp.Pipe`: two Connections over shared memory, a channel (channel/) per
+ * direction, and the holder tables of pipe-ends.ts that tell a reader when
+ * its peer is gone.
+ *
+ * Messages: each is one channel item. `send(obj)` puts the value itself, so
+ * small values take the channel's tagged fast path (no serializer) and
+ * shared objects inside travel live; `sendBytes` puts a plain Uint8Array.
+ * The two stay one stream, as on a socket: `recvBytes` of an object
+ * message returns its bytes in the object format of objects.ts (what a
+ * socket would have carried), and `recv` of a bytes message reads it as
+ * that format (refusing anything else, as on a socket). A value that is
+ * itself a plain Uint8Array is boxed on the way, so it is not taken for
+ * a bytes message.
+ *
+ * EOF: a reader gets EOF when its inbox is empty and the peer end is GONE.
+ * The order of the two looks matters: GONE is looked at first, so every
+ * message committed before the last copy let go is seen by the second look
+ * at the ring. The last copy closing commits a Skip frame (`poke`), which
+ * wakes the readers asleep on the ring; a peer killed without closing is
+ * found by the readers themselves, who sweep the peer's holders (liveness)
+ * after every sleep slice without a message, so EOF then comes within
+ * ~200 ms. A sender whose peer is GONE gets EOFError (Python: BrokenPipeError);
+ * one waiting for room in a full ring checks the peer after every slice.
+ */
+import { EOFError, StateError, ValueError } from '../errors.js';
+import { registerShared, type SharedHandle } from '../serialize/shared.js';
+import { remaining } from '../sync/futex.js';
+import { selfTid } from '../liveness.js';
+import { Channel, NOTHING, type ChannelHandle } from '../channel/channel.js';
+import { Connection } from './connection.js';
+import { objectMessage, readObjectMessage } from './objects.js';
+import { PipeEnds, type End } from './pipe-ends.js';
+import type { SegmentHandle } from '../shm/segment.js';
+import { EOF, NOT_YET, type MessageTransport, type SyncTransport } from './transport.js';
+import { describe } from '../describe.js';
+
+/** Ring bytes per direction. */
+const PIPE_CAPACITY = 256 * 1024;
+/** How often a waiting end looks at its peer's holders (and how long one sleep lasts at most). */
+const SLICE_MS = 200;
+
+/** The key of the box around a sent value that is itself a plain Uint8Array. */
+const BOX = '__multiprocessing_ts_pipe_bytes__';
+
+interface PipeHandle extends SharedHandle {
+  readonly ends: SegmentHandle;
+  readonly end: End;
+  readonly duplex: boolean;
+  readonly inbox: ChannelHandle | null;
+  readonly outbox: ChannelHandle | null;
+  /** The holder whose slot counts this handle while in flight. */
+  readonly from: number;
+}
+
+/** Whether `v` is what `sendBytes` puts (a plain Uint8Array over an ArrayBuffer). */
+function isBytesItem(v: unknown): v is Uint8Array {
+  return (
+    typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Uint8Array.prototype && !((v as Uint8Array).buffer instanceof SharedArrayBuffer)
+  );
+}
+
+/** Closes copies nobody closed, when their Connection is collected (as Python's `__del__`). */
+const unclosed = new FinalizationRegistry<{ ends: PipeEnds; end: End; outbox: Channel | null }>(({ ends, end, outbox }) => {
+  try {
+    if (ends.letGo(end)) outbox?.poke();
+  } catch {
+    // The isolate is going away; its slot is swept as dead.
+  }
+});
+
+export class PipeTransport implements MessageTransport, SyncTransport {
+  private closedByUs = false;
+  private nextSweep = 0;
+
+  constructor(
+    private readonly ends: PipeEnds,
+    private readonly end: End,
+    private readonly duplex: boolean,
+    private readonly inbox: Channel | null,
+    private readonly outbox: Channel | null,
+  ) {
+    unclosed.register(this, { ends, end, outbox }, this);
+  }
+
+  private get peer(): End {
+    return (1 - this.end) as End;
+  }
+
+  // -------------------------------------------------------------------------
+  // Sending
+
+  send(message: Uint8Array): Promise<void> {
+    return this.put(bytesItem(message));
+  }
+
+  sendSync(message: Uint8Array): void {
+    this.putSync(bytesItem(message));
+  }
+
+  sendObject(obj: unknown): Promise<void> {
+    return this.put(isBytesItem(obj) ? { [BOX]: obj } : obj);
+  }
+
+  sendObjectSync(obj: unknown): void {
+    this.putSync(isBytesItem(obj) ? { [BOX]: obj } : obj);
+  }
+
+  private async put(item: unknown): Promise<void> {
+    const outbox = this.sendable();
+    if (await outbox.put(item, true, Infinity, false, this.giveUpSending)) return;
+    this.refused();
+  }
+
+  private putSync(item: unknown): void {
+    const outbox = this.sendable();
+    if (!outbox.putSync(item, true, Infinity, false, this.giveUpSending)) this.refused();
+  }
+
+  private sendable(): Channel {
+    if (this.closedByUs) throw new StateError('the connection is closed');
+    if (this.ends.gone(this.peer)) throw peerClosed();
+    return this.outbox!;
+  }
+
+  /** Asked between waits for room in a full ring. */
+  private readonly giveUpSending = (): boolean => this.closedByUs || this.peerGone();
+
+  private refused(): never {
+    if (this.closedByUs) throw new StateError('the connection was closed while send waited for room');
+    throw peerClosed();
+  }
+
+  // -------------------------------------------------------------------------
+  // Receiving
+
+  take(maxLength?: number): Uint8Array | typeof EOF | null {
+    const item = this.next();
+    if (item === NOTHING) return null;
+    if (item === EOF) return EOF;
+    const bytes = isBytesItem(item) ? item : objectMessage(unbox(item)).bytes;
+    if (maxLength !== undefined && bytes.byteLength > maxLength) {
+      // As Python (and our sockets): nothing is read past a refused message.
+      this.close();
+      throw new ValueError(
+        `received a message of ${bytes.byteLength} bytes, more than maxLength ${maxLength}; the connection is closed ` +
+          `(as in Python); pass a larger maxLength, or none`,
+      );
+    }
+    return bytes;
+  }
+
+  takeObject(): unknown {
+    const item = this.next();
+    if (item === NOTHING) return NOT_YET;
+    if (item === EOF) return EOF;
+    return isBytesItem(item) ? readObjectMessage(item) : unbox(item);
+  }
+
+  /** The next item, NOTHING, or EOF. */
+  private next(): unknown {
+    if (this.closedByUs) throw new StateError('the connection is closed');
+    const inbox = this.inbox!;
+    const item = takeNow(inbox);
+    if (item !== NOTHING || !this.ends.gone(this.peer)) return item;
+    // GONE seen: everything the peer committed is visible now.
+    const last = takeNow(inbox);
+    return last === NOTHING ? EOF : last;
+  }
+
+  ready(): boolean {
+    if (this.closedByUs) return true;
+    if (!this.inbox) return false;
+    return !this.inbox.empty() || this.ends.gone(this.peer);
+  }
+
+  waitReadySync(deadline: number): boolean {
+    for (;;) {
+      if (this.ready()) return true;
+      if (remaining(deadline) === 0) return false;
+      if (!this.inbox!.waitItemSync(Math.min(deadline, performance.now() + SLICE_MS))) this.peerGone();
+    }
+  }
+
+  onReadable(listener: () => void): () => void {
+    let on = true;
+    const inbox = this.inbox;
+    // `whenReady` looked at `ready()` just before: wait first (never call the listener before this returns).
+    void (async () => {
+      while (on && inbox) {
+        const got = await inbox.waitItem(performance.now() + SLICE_MS);
+        if (!on) return;
+        if (!got) this.peerGone();
+        if (this.ready()) listener();
+      }
+    })();
+    return () => {
+      on = false;
+    };
+  }
+
+  /**
+   * Whether the peer end is GONE, sweeping its dead holders when a sweep is
+   * due (once a slice: a sweep takes the table's lock and asks the kernel
+   * about each holder). Called only after a wait came back empty.
+   */
+  private peerGone(): boolean {
+    const peer = this.peer;
+    if (this.ends.gone(peer)) return true;
+    const now = performance.now();
+    if (now < this.nextSweep) return false;
+    this.nextSweep = now + SLICE_MS;
+    if (!this.ends.sweep(peer)) return this.ends.gone(peer);
+    // We found the peer dead: wake other readers of this end.
+    this.inbox?.poke();
+    return true;
+  }
+
+  // -------------------------------------------------------------------------
+
+  close(): void {
+    if (this.closedByUs) return;
+    this.closedByUs = true;
+    unclosed.unregister(this);
+    this.inbox?.interrupt();
+    this.outbox?.interrupt();
+    if (this.ends.letGo(this.end)) this.outbox?.poke();
+  }
+
+  handle(): SharedHandle {
+    if (this.closedByUs) throw new StateError('a closed Connection cannot be sent');
+    const handle: PipeHandle = {
+      kind: 'PipeConnection',
+      ends: this.ends.toHandle(),
+      end: this.end,
+      duplex: this.duplex,
+      inbox: this.inbox?.toHandle() ?? null,
+      outbox: this.outbox?.toHandle() ?? null,
+      from: selfTid(),
+    };
+    this.ends.send(this.end);
+    return handle;
+  }
+}
+
+/** Takes items until one is not a Skip frame or the ring is empty. */
+function takeNow(inbox: Channel): unknown {
+  for (;;) {
+    const item = inbox.getSync(false, 0);
+    if (item !== NOTHING || inbox.empty()) return item;
+  }
+}
+
+function unbox(item: unknown): unknown {
+  if (typeof item === 'object' && item !== null && BOX in item) {
+    const keys = Object.keys(item);
+    if (keys.length === 1) return (item as Record<string, unknown>)[BOX];
+  }
+  return item;
+}
+
+/** `sendBytes`' bytes as a plain Uint8Array (a view when it can be; shared memory is copied, as it may change). */
+function bytesItem(message: Uint8Array): Uint8Array {
+  if (message.buffer instanceof SharedArrayBuffer) return new Uint8Array(message);
+  if (Object.getPrototypeOf(message) === Uint8Array.prototype) return message;
+  return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+}
+
+function peerClosed(): EOFError {
+  return new EOFError('cannot send: the other end of the pipe is closed (every copy of it closed, or its processes ended)');
+}
+
+/** A Connection for one end. */
+function connectionOf(transport: PipeTransport, end: End, duplex: boolean): Connection {
+  return new Connection(transport, { readable: duplex || end === 0, writable: duplex || end === 1 });
+}
+
+/**
+ * `mp.Pipe(duplex = true)`: a pair of connected Connections over shared
+ * memory. With `duplex` false the first only receives and the second only
+ * sends. Both ends travel to children (in `args`, inside Queue items, over
+ * other pipes) and arrive live; see README "Pipes" for when the peer sees EOF.
+ * @example
+ * ```ts
+ * const [a, b] = mp.Pipe();
+ * await a.send({ hello: 'world' });
+ * console.log(await b.recv()); // { hello: 'world' }
+ * ```
+ */
+export function Pipe(duplex = true): [Connection, Connection] {
+  if (typeof duplex !== 'boolean') throw new ValueError(`Pipe(duplex) takes a boolean, not ${describe(duplex)}`);
+  const ends = PipeEnds.create();
+  // Channel objects per end: closing one end ends only its own waits.
+  const toSecond = duplex ? Channel.create(0, PIPE_CAPACITY) : null;
+  const toFirst = Channel.create(0, PIPE_CAPACITY);
+  const first = new PipeTransport(ends, 0, duplex, toFirst, toSecond);
+  const second = new PipeTransport(ends, 1, duplex, toSecond && Channel.attach(toSecond.toHandle()), Channel.attach(toFirst.toHandle()));
+  return [connectionOf(first, 0, duplex), connectionOf(second, 1, duplex)];
+}
+
+registerShared('PipeConnection', (h) => {
+  const handle = h as PipeHandle;
+  const ends = PipeEnds.attach(handle.ends);
+  const inbox = handle.inbox && Channel.attach(handle.inbox);
+  const outbox = handle.outbox && Channel.attach(handle.outbox);
+  ends.arrive(handle.end, handle.from);
+  return connectionOf(new PipeTransport(ends, handle.end, handle.duplex, inbox, outbox), handle.end, handle.duplex);
+});
