@@ -39,40 +39,91 @@ function framePath(site: NodeJS.CallSite): string | null {
   return isAbsolute(path) ? path : null;
 }
 
-/**
- * Whether `cls` declares its own constructor. A class without one gets a
- * default constructor, which has a frame of its own (at the class) but only
- * passes its arguments on: the options were written by whoever called it.
- */
-function declaresConstructor(cls: Function): boolean {
-  try {
-    const ast = parsers().acorn.parseExpressionAt(Function.prototype.toString.call(cls), 0, { ecmaVersion: 'latest' }) as any;
-    return ast.type === 'ClassExpression' && ast.body.body.some((m: any) => m.kind === 'constructor');
-  } catch {
-    return true;
+/** What the stack needs to know of a class between `entry` and `new.target`. */
+interface ChainClass {
+  /** The names its constructor frame may carry: the class's own and the one its source declares (esbuild renames some). */
+  names: Set<string>;
+  /** Whether its constructor writes the options itself (see `choosesOptions`). */
+  chooses: boolean;
+}
+
+const chainClasses = new WeakMap<Function, ChainClass>();
+
+function chainClass(cls: Function): ChainClass {
+  let known = chainClasses.get(cls);
+  if (!known) {
+    const { id, chooses } = readClass(cls);
+    known = { names: new Set([cls.name, id ?? cls.name]), chooses };
+    chainClasses.set(cls, known);
   }
+  return known;
+}
+
+/**
+ * A class's declared name and whether its constructor chooses the options
+ * it passes to `super`. A class without a constructor gets a default one,
+ * which only passes its arguments on; so does the one compilers write for
+ * field initialisers (`constructor() { super(...arguments); this.x = 0 }`,
+ * or `(...args)` and `super(...args)`). For both, the options were written
+ * by whoever called `new`. Any other constructor is taken to choose them:
+ * its `super(…)` is where a relative path was written.
+ */
+function readClass(cls: Function): { id: string | null; chooses: boolean } {
+  let ast: any;
+  try {
+    ast = parsers().acorn.parseExpressionAt(Function.prototype.toString.call(cls), 0, { ecmaVersion: 'latest' });
+  } catch {
+    return { id: null, chooses: true };
+  }
+  if (ast.type !== 'ClassExpression') return { id: null, chooses: true };
+  const ctor = ast.body.body.find((m: any) => m.kind === 'constructor');
+  return { id: ast.id?.name ?? null, chooses: ctor !== undefined && !forwardsItsArguments(ctor.value) };
+}
+
+/** Whether a constructor's first statement is `super(...arguments)`, or `super(...rest)` of its only parameter `...rest`. */
+function forwardsItsArguments(fn: any): boolean {
+  const first = fn.body.body[0];
+  if (first?.type !== 'ExpressionStatement') return false;
+  const call = first.expression;
+  if (call.type !== 'CallExpression' || call.callee.type !== 'Super' || call.arguments.length !== 1) return false;
+  const spread = call.arguments[0];
+  if (spread.type !== 'SpreadElement' || spread.argument.type !== 'Identifier') return false;
+  const passed: string = spread.argument.name;
+  if (fn.params.length === 0) return passed === 'arguments';
+  const [rest] = fn.params;
+  return fn.params.length === 1 && rest.type === 'RestElement' && rest.argument.type === 'Identifier' && rest.argument.name === passed;
 }
 
 /**
  * The file of the code that called `entry` (a function or class of the
- * package): the first frame outside the package, where a subclass's
- * constructor counts as the caller when it declares one (its `super(…)`
- * passed the options) and is passed over when it does not. null when that
- * code has no file (`node -e`, the REPL) or the stack does not reach it.
+ * package): the first frame outside the package, where the constructor of a
+ * subclass counts as the caller when it chooses the options itself and is
+ * passed over when it only forwards them.
+ *
+ * A constructor frame is matched to its class by name, in chain order, not
+ * by position: V8 leaves a default constructor's frame out when it is
+ * reached through `super()` (its --omit-default-ctors), so the frames are a
+ * subsequence of the chain. A constructor frame that matches no class still
+ * pending is the caller's own (code that runs `new` in a constructor).
+ * null when that code has no file (`node -e`, the REPL) or the stack does
+ * not reach it.
  * @param subclasses the classes from `entry`'s direct subclass down to `new.target`, whose constructor frames come first.
  */
 export function callerFile(entry: Function, subclasses: readonly Function[] = []): string | null {
-  let pending = [...subclasses];
+  let pending = subclasses.map(chainClass);
   for (const site of stackAbove(entry)) {
     const name = site.getFileName();
     if (!name || name.startsWith('node:')) continue;
     const path = framePath(site);
-    const own = path !== null && path.startsWith(OWN_CODE);
-    if (site.isConstructor() && pending.length > 0) {
-      const cls = pending.shift()!;
-      if (own || !declaresConstructor(cls)) continue;
-    } else if (own) {
-      continue;
+    if (path !== null && path.startsWith(OWN_CODE)) continue;
+    if (site.isConstructor()) {
+      const frameName = site.getFunctionName() ?? '';
+      const at = pending.findIndex((c) => c.names.has(frameName));
+      if (at >= 0) {
+        const cls = pending[at]!;
+        pending = pending.slice(at + 1);
+        if (!cls.chooses) continue;
+      }
     }
     return path && existsSync(path) ? path : null;
   }

@@ -149,6 +149,10 @@ describe('which export a by-reference target is', () => {
 describe('a relative module option', () => {
   const callerJs = fixture('relative-module/caller.js');
   const callerTs = join(root, 'test', 'fixtures', 'relative-module', 'caller.ts');
+  const subclassesJs = fixture('relative-module/subclasses.js');
+  const subclassesTs = join(root, 'test', 'fixtures', 'relative-module', 'subclasses.ts');
+  // Before ES2022, TypeScript's class fields are assignments: tsx compiles a field into a constructor.
+  const es2020 = join(root, 'test', 'fixtures', 'relative-module', 'es2020.tsconfig.json');
   const elsewhere = mkdtempSync(join(tmpdir(), 'mpts-cwd-'));
 
   for (const method of METHODS) {
@@ -157,6 +161,14 @@ describe('a relative module option', () => {
         const r = await run(process.execPath, argv, { cwd: elsewhere, env: { MULTIPROCESSING_TS_START_METHOD: method } });
         assert.equal(r.stderr, '', argv.at(-1));
         assert.deepEqual(JSON.parse(r.stdout), { exitCodes: [0, 0, 0, 0], out: [1, 1, 1, 1] }, argv.at(-1));
+      }
+    });
+
+    it(`is read from the file of the subclass constructor that chooses it (one over a constructor-less class, one of a context's Process) and from the calling file past constructors that only forward their arguments (a compiled field, a hand-written one), whether V8 omits default constructors or not, in .js and under tsx with target ES2020 (${method})`, async () => {
+      for (const argv of [[subclassesJs], ['--no-omit-default-ctors', subclassesJs], [tsxCli, '--tsconfig', es2020, subclassesTs]]) {
+        const r = await run(process.execPath, argv, { cwd: elsewhere, env: { MULTIPROCESSING_TS_START_METHOD: method } });
+        assert.equal(r.stderr, '', argv.join(' '));
+        assert.deepEqual(JSON.parse(r.stdout), { exitCodes: [0, 0, 0, 0], out: [1, 1, 1, 1] }, argv.join(' '));
       }
     });
 

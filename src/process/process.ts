@@ -33,8 +33,10 @@ export interface ProcessBaseOptions {
    * the directory of the file whose code passes it, as a relative `import`
    * is, not from the working directory: the file that calls
    * `new Process(…)`, or, for a subclass, the file of the constructor that
-   * calls `super({ module })` (a subclass without a constructor of its own
-   * passes it over: then it is the file that calls `new`). Under tsx that
+   * calls `super({ module })` (a subclass without a constructor of its own,
+   * or with one that only forwards its arguments, `super(...args)`, as
+   * compilers write for field initialisers, passes it over: then it is the
+   * file that calls `new`). Under tsx that
    * file is the `.ts` source, so name the module as an import from it
    * would (`'./lib.js'` for `lib.ts`). Where that code has no file (`node -e`,
    * the REPL), a relative path is read from the working directory.
@@ -423,11 +425,6 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
 }
 
 /**
- * The `module` option with a relative path made absolute where the caller
- * means it (see `ProcessBaseOptions.module`). Read at construction: the
- * caller is on the stack only then.
- */
-/**
  * How the target travels. For a subclass that overrides `run()`, `module`
  * names the class's module; its target may come from elsewhere (the entry,
  * or by source), so that is tried first and `module` only after.
@@ -441,6 +438,11 @@ function targetOf(target: Function, module: string | URL | undefined, forSubclas
   }
 }
 
+/**
+ * The `module` option with a relative path made absolute where the caller
+ * means it (see `ProcessBaseOptions.module`). Read at construction: the
+ * caller is on the stack only then.
+ */
 function moduleOption(module: unknown, cls: Function): string | URL | undefined {
   if (module === undefined || module instanceof URL) return module;
   if (typeof module !== 'string' || module === '') {
