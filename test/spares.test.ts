@@ -2,9 +2,11 @@
  * Warm spare children (process/spares.ts): a parent under tsx keeps one
  * child of each start method it used ready, and the next start takes it.
  * A taken spare must be indistinguishable from a cold child; a spare must
- * not be taken when the environment changed since it was made, must not
- * keep its parent alive or outlive it, and `MULTIPROCESSING_TS_SPARES=0`
- * turns spares off.
+ * not be taken when the environment, working directory, umask or
+ * credentials changed since it was made, must survive its group's Ctrl-C,
+ * must not keep its parent alive or outlive it, is not made when a user
+ * preload would run in it or when every start changes the environment, and
+ * `MULTIPROCESSING_TS_SPARES=0` turns spares off.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';

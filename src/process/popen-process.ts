@@ -17,7 +17,7 @@ import { childExecArgv } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type Popen } from './popen.js';
-import { forget, offerSpare, takeSpare, type Spare } from './spares.js';
+import { forget, offerSpare, readied, takeSpare, type Spare } from './spares.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
@@ -61,7 +61,10 @@ function makeSpare(settings: string): ProcessSpare {
     forget('process', spare);
   };
   // Its bootstrap says when it shields itself from its process group's signals (bootstrap.ts).
-  const onReady = () => void (ready = true);
+  const onReady = () => {
+    ready = true;
+    readied('process');
+  };
   child.once('exit', onEnd);
   child.once('error', onEnd);
   child.once('message', onReady);

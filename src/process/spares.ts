@@ -51,14 +51,14 @@ export interface Spare {
  * What tests (and the curious) can read on `globalThis` under
  * `Symbol.for('multiprocessing-ts.spares')`: how many spares this isolate
  * made, took and discarded, and per start method the id of the idle spare
- * the next start would take.
+ * the next start would take (once it is ready).
  */
 export interface SpareStats {
   made: number;
   taken: number;
   discarded: number;
   readonly idle: { process?: number; thread?: number };
-  /** How many spares are idle per start method. */
+  /** How many spares are idle per start method, ready or still booting. */
   readonly ready: { process?: number; thread?: number };
 }
 
@@ -148,7 +148,7 @@ export function preloadsUserCode(execArgv: readonly string[] | undefined): boole
 
 function publish(method: StartMethod): void {
   const queue = idle.get(method) ?? [];
-  if (queue[0]) stats().idle[method] = queue[0].id;
+  if (queue[0]?.ready()) stats().idle[method] = queue[0].id;
   else delete stats().idle[method];
   stats().ready[method] = queue.length;
 }
@@ -225,6 +225,11 @@ export function offerSpare(method: StartMethod, execArgv: readonly string[] | un
     // Fill up to capacity, one launch per turn.
     offerSpare(method, execArgv, make);
   }).unref();
+}
+
+/** A spare that became ready may be the next one taken. */
+export function readied(method: StartMethod): void {
+  publish(method);
 }
 
 /** A spare that ended while idle is no longer offered. */
