@@ -17,7 +17,7 @@ import { childExecArgv } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type Popen } from './popen.js';
-import { forget, launchSettings, offerSpare, takeSpare, type Spare } from './spares.js';
+import { forget, offerSpare, readied, takeSpare, type Spare } from './spares.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
@@ -55,21 +55,34 @@ function makeSpare(settings: string): ProcessSpare {
   child.unref();
   child.channel?.unref();
   let ended = false;
+  let ready = false;
   const onEnd = () => {
     ended = true;
     forget('process', spare);
   };
+  // Its bootstrap says when it shields itself from its process group's signals (bootstrap.ts).
+  const onReady = () => {
+    ready = true;
+    readied('process');
+  };
   child.once('exit', onEnd);
   child.once('error', onEnd);
+  child.once('message', onReady);
   const spare: ProcessSpare = {
     settings,
     id: child.pid ?? -1,
     child,
     alive: () => !ended && child.pid !== undefined && child.exitCode === null && child.signalCode === null,
-    end: () => void child.kill('SIGKILL'),
+    ready: () => ready,
+    end: () => {
+      // A spare we may no longer signal (this process dropped its
+      // privileges since) ends when its channel closes.
+      if (!child.kill('SIGKILL') && child.connected) child.disconnect();
+    },
     adopt() {
       child.off('exit', onEnd);
       child.off('error', onEnd);
+      child.off('message', onReady);
       child.ref();
     },
   };
@@ -78,8 +91,7 @@ function makeSpare(settings: string): ProcessSpare {
 
 /** `spawned(pid)` runs once the child exists and before it can receive its spec. */
 export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
-  const settings = () => launchSettings(childExecArgvOnce());
-  const spare = takeSpare<ProcessSpare>('process', settings);
+  const spare = takeSpare<ProcessSpare>('process', childExecArgvOnce());
   spare?.adopt();
   const child = spare?.child ?? spawnBootstrap([]);
   spawned?.(child.pid);
@@ -96,7 +108,7 @@ export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined
   });
   // The channel is only for the spec: it must not keep either side alive.
   child.channel?.unref();
-  offerSpare('process', settings, makeSpare);
+  offerSpare('process', childExecArgvOnce(), makeSpare);
   return {
     pid: child.pid ?? -1,
     threadId: 0,

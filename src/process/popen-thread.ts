@@ -11,7 +11,7 @@ import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, type ChildSpec, type Popen, type SpareData } from './popen.js';
-import { forget, launchSettings, offerSpare, takeSpare, type Spare } from './spares.js';
+import { forget, offerSpare, takeSpare, type Spare } from './spares.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
 let execArgv: string[] | undefined | null = null;
@@ -62,6 +62,7 @@ function makeSpare(settings: string): ThreadSpare {
     settings,
     id: worker.threadId,
     alive: () => !ended,
+    ready: () => true,
     end: () => void worker.terminate(),
     hand(spec) {
       try {
@@ -81,8 +82,7 @@ function makeSpare(settings: string): ThreadSpare {
 }
 
 export function popenThread(spec: ChildSpec): Popen {
-  const settings = () => launchSettings(workerExecArgv());
-  const worker = takeSpare<ThreadSpare>('thread', settings)?.hand(spec) ?? newWorker(spec);
+  const worker = takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec) ?? newWorker(spec);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));
@@ -95,7 +95,7 @@ export function popenThread(spec: ChildSpec): Popen {
     forcedCode ??= code;
     void worker.terminate();
   };
-  offerSpare('thread', settings, makeSpare);
+  offerSpare('thread', workerExecArgv(), makeSpare);
   return {
     pid: process.pid,
     threadId: worker.threadId,

@@ -10,19 +10,25 @@
  * arms its parent-death signal, as every child) and waits for its spec as a
  * message. The next start of that method takes it, if it was launched with
  * the settings that start would use (execArgv, working directory,
- * environment, tsx); otherwise, or when it died, it is ended and the start
- * goes cold. Then a new spare is made. Threads keep two: a spare boots in
+ * environment, tsx; for a process also its credentials and umask) and is
+ * ready (a process: its bootstrap runs and shields it from the signals of
+ * its parent's process group); otherwise, or when it died, it is ended (a
+ * spare still booting is kept) and the start goes cold. Then a new spare is
+ * made. A method whose spares were discarded unfit at two starts in a row
+ * (a parent that changes `process.env` before each start) makes no more. Threads keep two: a spare boots in
  * about twice the time a warm child takes to start and end, so with one,
  * back-to-back starts would each wait for a spare still booting; with two,
  * each has two starts' time to get ready.
  *
- * A spare runs no user module, owns no ledger (the parent writes one when it
+ * A spare runs no user module (no spare is made while the children's
+ * execArgv or NODE_OPTIONS preload anything but tsx), owns no ledger (the parent writes one when it
  * takes it, as for a cold start), is not an active child, never keeps this
  * process alive, and is ended when this isolate exits (or dies with it:
  * the parent-death signal, or the threads of a process). Cost: one idle
  * process (~55 MB) and two idle threads (~20 MB each) at most. `MULTIPROCESSING_TS_SPARES=0`
  * turns spares off.
  */
+import { readFileSync } from 'node:fs';
 import { ExitStage, atExit } from '../finalize.js';
 import type { StartMethod } from './start-method.js';
 import { tsxApi } from './tsx.js';
@@ -35,6 +41,8 @@ export interface Spare {
   readonly id: number;
   /** False once it is known to have ended. */
   alive(): boolean;
+  /** False while it boots and could not yet receive a spec safely: it is skipped (kept), the start goes cold. */
+  ready(): boolean;
   /** Ends it; it was not taken. */
   end(): void;
 }
@@ -43,14 +51,14 @@ export interface Spare {
  * What tests (and the curious) can read on `globalThis` under
  * `Symbol.for('multiprocessing-ts.spares')`: how many spares this isolate
  * made, took and discarded, and per start method the id of the idle spare
- * the next start would take.
+ * the next start would take (once it is ready).
  */
 export interface SpareStats {
   made: number;
   taken: number;
   discarded: number;
   readonly idle: { process?: number; thread?: number };
-  /** How many spares are idle per start method. */
+  /** How many spares are idle per start method, ready or still booting. */
   readonly ready: { process?: number; thread?: number };
 }
 
@@ -68,8 +76,12 @@ const CAPACITY: Record<StartMethod, number> = { process: 1, thread: 2 };
 const idle = new Map<StartMethod, Spare[]>();
 /** Spares per start method whose launch is scheduled but not made yet. */
 const scheduled = new Map<StartMethod, number>();
-/** Start methods whose spare could not be made: not tried again. */
+/** Start methods whose spare could not be made, or whose spares kept being unfit: not tried again. */
 const failed = new Set<StartMethod>();
+/** Starts in a row, per start method, that discarded idle spares as unfit and took none. */
+const misses = new Map<StartMethod, number>();
+/** After this many such starts in a row, a method makes no more spares: the parent changes their settings before every start. */
+const MAX_MISSES = 2;
 let endAtExit = false;
 
 /** True when this isolate's children would profit from spares: the tree runs under tsx, and they are not turned off. */
@@ -81,47 +93,104 @@ function wanted(): boolean {
  * Everything, besides the spec, that makes a child what it is at the time
  * it is launched: a spare launched under other settings is not used. The
  * environment is read whole (~40 µs): a child sees the environment of its
- * launch, and `process.env` may have changed since.
+ * launch, and `process.env` may have changed since. A process also has the
+ * credentials and umask of its launch (a thread shares its process's).
  */
-export function launchSettings(execArgv: readonly string[] | undefined): string {
+export function launchSettings(method: StartMethod, execArgv: readonly string[] | undefined): string {
   let env = '';
   for (const key in process.env) env += `${key}=${process.env[key]}\0`;
-  return [process.cwd(), (execArgv ?? ['(inherited)', ...process.execArgv]).join('\0'), tsxApi(), env].join('\u0001');
+  const own = method === 'process' ? processCredentials() : '';
+  return [process.cwd(), (execArgv ?? ['(inherited)', ...process.execArgv]).join('\0'), tsxApi(), own, env].join('\u0001');
+}
+
+/** uid, gid, groups and umask of this process: what `process.setuid()`, `process.umask()`… change. */
+function processCredentials(): string {
+  const ids = [process.getuid?.(), process.geteuid?.(), process.getgid?.(), process.getegid?.(), process.getgroups?.().join(',')];
+  return `${ids.join(' ')} ${umask()}`;
+}
+
+/** The umask, read without setting it (`process.umask()` without an argument is deprecated: it writes it back, racing threads). */
+function umask(): string {
+  try {
+    return /^Umask:\s*(\d+)/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1] ?? '?';
+  } catch {
+    return '?';
+  }
+}
+
+/** Options that load a module before the entry. */
+const PRELOADS: ReadonlySet<string> = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
+
+/** tsx's own entry points, as `--import tsx` and the tsx CLI name them. */
+function isTsx(value: string): boolean {
+  return value === 'tsx' || value.startsWith('tsx/') || /[/\\]node_modules[/\\]tsx[/\\]/.test(value);
+}
+
+/**
+ * True when children started with `execArgv` (undefined: ours) and our
+ * NODE_OPTIONS would preload a module other than tsx's: it would run in
+ * every spare, taken or not, and see a spare rather than a child.
+ */
+export function preloadsUserCode(execArgv: readonly string[] | undefined): boolean {
+  const nodeOptions = [...(process.env['NODE_OPTIONS'] ?? '').matchAll(/(?:[^\s"]+|"[^"]*")+/g)].map((m) => m[0].replace(/"/g, ''));
+  for (const tokens of [nodeOptions, execArgv ?? process.execArgv]) {
+    for (let i = 0; i < tokens.length; i++) {
+      const token = tokens[i]!;
+      const eq = token.startsWith('--') ? token.indexOf('=') : -1;
+      const name = eq > 0 ? token.slice(0, eq) : token;
+      if (!PRELOADS.has(name)) continue;
+      const value = eq > 0 ? token.slice(eq + 1) : tokens[++i];
+      if (value !== undefined && !isTsx(value)) return true;
+    }
+  }
+  return false;
 }
 
 function publish(method: StartMethod): void {
   const queue = idle.get(method) ?? [];
-  if (queue[0]) stats().idle[method] = queue[0].id;
+  if (queue[0]?.ready()) stats().idle[method] = queue[0].id;
   else delete stats().idle[method];
   stats().ready[method] = queue.length;
 }
 
 /**
- * The oldest idle spare of `method` that still lives and was launched with
- * the `settings()` a start would use now; spares that do not fit are ended.
- * Null: start cold.
+ * The oldest idle spare of `method` that still lives, is ready and was
+ * launched with the settings a start with `execArgv` would use now; spares
+ * that died or do not fit are ended. Null: start cold.
  */
-export function takeSpare<S extends Spare>(method: StartMethod, settings: () => string): S | null {
+export function takeSpare<S extends Spare>(method: StartMethod, execArgv: readonly string[] | undefined): S | null {
   const queue = idle.get(method);
   if (!queue || queue.length === 0) return null;
   let now: string | null = null;
+  let unfit = false;
+  let taken: Spare | null = null;
   while (queue.length > 0) {
-    const spare = queue.shift()!;
-    if (spare.alive() && spare.settings === (now ??= settings())) {
-      publish(method);
-      stats().taken++;
-      return spare as S;
+    const spare = queue[0]!;
+    const alive = spare.alive();
+    if (alive && spare.settings === (now ??= launchSettings(method, execArgv))) {
+      if (spare.ready()) taken = queue.shift()!;
+      break; // still booting: kept for a later start
     }
+    queue.shift();
+    if (alive) unfit = true;
     stats().discarded++;
     spare.end();
   }
   publish(method);
-  return null;
+  if (taken) {
+    misses.set(method, 0);
+    stats().taken++;
+  } else if (unfit) {
+    const n = (misses.get(method) ?? 0) + 1;
+    misses.set(method, n);
+    if (n >= MAX_MISSES) failed.add(method);
+  }
+  return taken as S | null;
 }
 
-/** The strategy's `make(settings)` starts a spare; `settings()` says what a start would use now. Fills up to the method's capacity. */
-export function offerSpare(method: StartMethod, settings: () => string, make: (settings: string) => Spare): void {
-  if (failed.has(method) || !wanted()) return;
+/** The strategy's `make(settings)` starts a spare for children started with `execArgv`. Fills up to the method's capacity. */
+export function offerSpare(method: StartMethod, execArgv: readonly string[] | undefined, make: (settings: string) => Spare): void {
+  if (failed.has(method) || !wanted() || preloadsUserCode(execArgv)) return;
   const missing = CAPACITY[method] - (idle.get(method)?.length ?? 0) - (scheduled.get(method) ?? 0);
   if (missing <= 0) return;
   scheduled.set(method, (scheduled.get(method) ?? 0) + 1);
@@ -133,7 +202,7 @@ export function offerSpare(method: StartMethod, settings: () => string, make: (s
     if (queue.length >= CAPACITY[method] || failed.has(method)) return;
     let spare: Spare;
     try {
-      spare = make(settings());
+      spare = make(launchSettings(method, execArgv));
     } catch {
       failed.add(method); // a spare is an optimisation: starts stay cold
       return;
@@ -154,8 +223,13 @@ export function offerSpare(method: StartMethod, settings: () => string, make: (s
       });
     }
     // Fill up to capacity, one launch per turn.
-    offerSpare(method, settings, make);
+    offerSpare(method, execArgv, make);
   }).unref();
+}
+
+/** A spare that became ready may be the next one taken. */
+export function readied(method: StartMethod): void {
+  publish(method);
 }
 
 /** A spare that ended while idle is no longer offered. */
