@@ -137,6 +137,8 @@ export async function resolve(specifier: string, context: Context, next: NextRes
   if (bare && data!.tsxResolvesBare && !fromTsx && !isBuiltin(specifier)) return (await tsx()).resolve(specifier, context, next);
   let resolved: ResolveResult;
   const preferred = TS_FILE.test(context.parentURL ?? '') && /^\.{1,2}\/.*\.[cm]?jsx?$/.test(specifier) ? typeScriptTarget(specifier, context.parentURL) : null;
+  // True when the URL is ours (a .ts file found for the import), not what `next` said.
+  let madeHere = preferred !== null;
   try {
     resolved = preferred ? { url: preferred } : await next(specifier, context);
   } catch (err) {
@@ -146,8 +148,16 @@ export async function resolve(specifier: string, context: Context, next: NextRes
     if (!ts && fromTsx) throw err;
     if (!ts) return (await tsx()).resolve(specifier, context, next);
     resolved = { url: ts };
+    madeHere = true;
   }
-  if (!isTypeScriptModule(resolved.url)) return resolved;
+  if (!isTypeScriptModule(resolved.url)) {
+    // A URL we made that the cache does not serve (`./x.cjs` for x.cts): tsx
+    // resolves it, with the format its load needs. Node refuses a result that
+    // neither came from `next` nor says it short-circuits.
+    if (!madeHere) return resolved;
+    // (tsx's own modules must not wait for tsx; they never import such files.)
+    return fromTsx ? { ...resolved, shortCircuit: true } : (await tsx()).resolve(specifier, context, next);
+  }
   const text = compiledFile(resolved.url);
   if (text !== null) {
     compiled.set(resolved.url, text);
