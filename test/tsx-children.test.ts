@@ -263,6 +263,45 @@ describe('the cache of TypeScript children', () => {
     }
   });
 
+  it('does not store what tsx compiled under a tsconfig edited after the hooks registered: the old tsconfig keeps its semantics (process, thread)', async () => {
+    const setterRuns = ['class Base { set x(_v: number) { (globalThis as any).setterRan = true; } }', 'class Derived extends Base { x = 1; }'];
+    const { dir, tmp } = probeProject('tsconfig-edit', {
+      'main.ts': [
+        "import * as mp from 'multiprocessing-ts';",
+        "import { writeFileSync } from 'node:fs';",
+        "const useDefine = (on: boolean) => writeFileSync('tsconfig.json', JSON.stringify({ compilerOptions: { useDefineForClassFields: on } }));",
+        'export function warm(): void {}',
+        // The hooks registered (and main.ts was served from the cache) before this edit; the miss on mod-*.ts loads tsx, which reads the edited file.
+        'export async function report(mod: string, edit: boolean): Promise<void> {',
+        '  if (edit) useDefine(false);',
+        '  const { setterRan } = await import(mod);',
+        '  console.log(JSON.stringify({ seen: setterRan() }));',
+        '}',
+        'if (mp.isMainProcess()) {',
+        "  for (const method of ['process', 'thread'] as const) {",
+        '    const mod = `./mod-${method}.js`;',
+        '    for (const [target, args] of [[warm, []], [report, [mod, true]], [report, [mod, false]]] as const) {',
+        '      const p = new (mp.getContext(method).Process)({ target, args: [...args] });',
+        '      p.start();',
+        '      await p.join();',
+        '      useDefine(true);',
+        '      console.log(JSON.stringify({ method, exitCode: p.exitCode }));',
+        '    }',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+      'tsconfig.json': JSON.stringify({ compilerOptions: { useDefineForClassFields: true } }),
+      ...Object.fromEntries(
+        ['process', 'thread'].map((m) => [`mod-${m}.ts`, [...setterRuns, 'export function setterRan(): boolean { (globalThis as any).setterRan = false; new Derived(); return !!(globalThis as any).setterRan; }', ''].join('\n')]),
+      ),
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+    // Per method: the edited tsconfig (useDefineForClassFields false: the setter runs), then the old one again (it does not).
+    assert.deepEqual(r.seen, [true, false, true, false], r.stdout + r.stderr);
+    assert.deepEqual(r.exitCodes, [...Array(3).fill(['process', 0]), ...Array(3).fill(['thread', 0])], r.stdout + r.stderr);
+  });
+
   it('drops entries unused for 30 days and temporary files older than an hour from the buckets it writes to, and keeps the young ones', async () => {
     const { dir, tmp } = probeProject('prune', {
       'main.ts': probe("import { tag } from './helper.js';", 'tag'),
@@ -312,6 +351,15 @@ describe('TypeScript children resolve and preload as tsx does', () => {
       assert.deepEqual([r.seen, r.exitCodes], [['helper.ts', 'helper.ts', 'helper.ts'], BOTH_EXIT_0], r.stdout + r.stderr);
     });
   }
+
+  it("load a .cts module imported as './helper.cjs' (process and thread)", async () => {
+    const { dir, tmp } = probeProject('cts', {
+      'main.ts': probe("import helper from './helper.cjs';", 'helper.tag'),
+      'helper.cts': "const tag: string = 'helper.cts';\nmodule.exports = { tag };\n",
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+    assert.deepEqual([r.seen, r.exitCodes], [['helper.cts', 'helper.cts', 'helper.cts'], BOTH_EXIT_0], r.stdout + r.stderr);
+  });
 
   it('a process child keeps tsx when another preload is TypeScript: node --import tsx --import ./setup.ts main.ts', async () => {
     const { dir, tmp } = probeProject('preload', {

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { TsHooksData } from './ts-hooks.js';
 import { defaultCacheDir } from './ts-cache.js';
-import { tsconfigChain } from './tsconfig-chain.js';
+import { tsconfigChain, tsconfigText } from './tsconfig-chain.js';
 
 /** Set by the bundler: the hooks are bundled alone as ts-hooks.mjs (see scripts/bundle.mjs). */
 declare const __MPTS_TS_HOOKS_FILE__: string | undefined;
@@ -113,15 +113,17 @@ export async function registerTsHooks(api: string): Promise<void> {
     return;
   }
   const tsconfig = tsconfigChain();
+  const tsconfigKey = tsconfigText(tsconfig);
   const esbuildVersion = packageVersion(createRequire(tsxLoader), 'esbuild');
   const data: TsHooksData = {
     tsxLoader,
     // What tsx's output depends on (it compiles for this Node, with source
     // contents under coverage): a cache entry made under other settings is a miss.
-    settings: JSON.stringify([tsxVersion, esbuildVersion, process.versions.node, !!process.env['NODE_V8_COVERAGE'], tsconfig.files]),
+    settings: JSON.stringify([tsxVersion, esbuildVersion, process.versions.node, !!process.env['NODE_V8_COVERAGE'], tsconfigKey]),
     // A tsconfig chain or an esbuild we cannot read: no cache rather than a stale one.
-    cacheDir: tsconfig.files && esbuildVersion ? defaultCacheDir() : null,
+    cacheDir: tsconfigKey !== null && esbuildVersion ? defaultCacheDir() : null,
     tsxResolvesBare: tsconfig.mayMapPaths,
+    tsconfig: tsconfigKey,
   };
   register(TS_HOOKS_URL, { data });
   // tsx's output carries inline source maps: stack traces then name the .ts lines.

@@ -28,6 +28,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { entryFile, openCacheDir, readEntry, writeEntry } from './ts-cache.js';
+import { tsconfigText } from './tsconfig-chain.js';
 
 /** What the child passes to `module.register` (see ts-children.ts). */
 export interface TsHooksData {
@@ -42,6 +43,8 @@ export interface TsHooksData {
   readonly cacheDir: string | null;
   /** True when the project's tsconfig may map bare specifiers (`paths`): tsx resolves those. */
   readonly tsxResolvesBare: boolean;
+  /** The tsconfig chain in the key (tsconfigText), as read when the hooks were registered. */
+  readonly tsconfig: string | null;
 }
 
 type Format = 'module' | 'commonjs' | 'json' | 'wasm' | 'builtin' | string;
@@ -66,6 +69,14 @@ interface Hooks {
 
 let data: TsHooksData | null = null;
 let tsxHooks: Promise<Hooks> | null = null;
+/**
+ * False when tsx read another tsconfig than the one in the key: the hooks
+ * were registered (a warm spare: maybe long) before tsx loaded, and the file
+ * was edited between. Its output then follows the new tsconfig and must not
+ * be stored under the old one's key, where a later run with the old file
+ * would be served it.
+ */
+let tsxOutputMatchesKey = false;
 
 export function initialize(given: TsHooksData): void {
   data = given;
@@ -75,8 +86,12 @@ export function initialize(given: TsHooksData): void {
 function tsx(): Promise<Hooks> {
   tsxHooks ??= (async () => {
     const hooks = (await import(pathToFileURL(data!.tsxLoader).href)) as Hooks;
+    // tsx reads the tsconfig in its initialize: the same before and after
+    // means it read what the key holds.
+    const before = tsconfigText();
     // tsx's initialize wants an object (it refuses the deprecated --loader's undefined).
     await hooks.initialize?.({});
+    tsxOutputMatchesKey = before === data!.tsconfig && tsconfigText() === data!.tsconfig;
     return hooks;
   })();
   return tsxHooks;
@@ -235,7 +250,7 @@ export async function load(url: string, context: Context, next: NextLoad): Promi
   const result = await (await tsx()).load(url, context, next);
   if (before && result.format === 'module' && result.source != null) {
     // Stored only when the file did not change while tsx compiled it.
-    const file = unchanged(url, before) ? cacheFile(url, before) : null;
+    const file = tsxOutputMatchesKey && unchanged(url, before) ? cacheFile(url, before) : null;
     if (file) writeEntry(cache()!, file, result.source);
   }
   return result;

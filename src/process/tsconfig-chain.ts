@@ -32,6 +32,14 @@ export function tsconfigChain(env: NodeJS.ProcessEnv = process.env, cwd = proces
   return { mayMapPaths: state.mayMapPaths, files: state.complete ? files : null };
 }
 
+/**
+ * The chain's files as one string (the part of a cache key tsx's compiler
+ * options come from), or null when it could not be read whole.
+ */
+export function tsconfigText(chain: TsconfigChain = tsconfigChain()): string | null {
+  return chain.files && JSON.stringify(chain.files);
+}
+
 function read(file: string, depth: number, files: Array<[string, string]>, state: { mayMapPaths: boolean; complete: boolean }, required: boolean): void {
   if (depth > MAX_DEPTH) {
     state.mayMapPaths = true;
