@@ -371,17 +371,32 @@ describe('TypeScript children resolve and preload as tsx does', () => {
     assert.deepEqual(r.exitCodes[0], ['process', 0], r.stdout + r.stderr);
   });
 
-  it('withoutTsx keeps tsx when a preload, in execArgv or NODE_OPTIONS, may be TypeScript, and drops it when the others are plain JavaScript', () => {
+  it('a process child keeps tsx when a JavaScript preload after it imports TypeScript: node --import tsx --import ./setup.mjs main.ts', async () => {
+    const { dir, tmp } = probeProject('preload-js', {
+      'main.ts': probe('', '(globalThis as any).setupTag'),
+      'setup.mjs': "import { tag } from './cfg.ts';\nglobalThis.setupTag = tag;\n",
+      'cfg.ts': "export const tag: string = 'set up';\n",
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', '--import', './setup.mjs', 'main.ts']);
+    assert.deepEqual(r.seen.slice(0, 2), ['set up', 'set up'], r.stdout + r.stderr);
+    assert.deepEqual(r.exitCodes[0], ['process', 0], r.stdout + r.stderr);
+  });
+
+  it('withoutTsx keeps tsx when a preload, in execArgv or NODE_OPTIONS, may be TypeScript or comes after tsx, and drops it when the others are plain JavaScript before it', () => {
     const cwd = root;
     assert.deepEqual(withoutTsx(['--import', 'tsx', '--expose-gc'], '', cwd), ['--expose-gc']);
-    assert.deepEqual(withoutTsx(['--import', 'tsx', '--import', './setup.mjs', '-r', 'node:os', '--import=data:text/javascript,0'], '', cwd), [
+    assert.deepEqual(withoutTsx(['--import', './setup.mjs', '--import', 'tsx', '-r', 'node:os', '--import=data:text/javascript,0'], '', cwd), [
       '--import',
       './setup.mjs',
       '-r',
       'node:os',
       '--import=data:text/javascript,0',
     ]);
-    assert.deepEqual(withoutTsx(['--import', 'tsx', '--require', 'acorn'], '', cwd), ['--require', 'acorn'], 'a package whose file is .js');
+    assert.deepEqual(withoutTsx(['--require', 'acorn', '--import', 'tsx'], '', cwd), ['--require', 'acorn'], 'a package whose file is .js, before tsx');
+    assert.equal(withoutTsx(['--import', 'acorn', '--import', 'tsx'], '', cwd), null, 'a package --import resolves with ESM conditions (its exports may name a .ts file)');
+    for (const after of [['--import', './setup.mjs'], ['--require=./setup.cjs'], ['-r', 'acorn']]) {
+      assert.equal(withoutTsx(['--import', 'tsx', ...after], '', cwd), null, `${after.join(' ')} after tsx may rely on it`);
+    }
     for (const preload of [
       ['--import', './setup.ts'],
       ['--import=./setup.ts'],
