@@ -17,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { METHODS, run } from './helpers.js';
 import { openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
 import { withoutTsx } from '../src/process/ts-children.js';
+import { tsconfigChain } from '../src/process/tsconfig-chain.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const tsxCli = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
@@ -300,6 +301,18 @@ describe('the cache of TypeScript children', () => {
     // Per method: the edited tsconfig (useDefineForClassFields false: the setter runs), then the old one again (it does not).
     assert.deepEqual(r.seen, [true, false, true, false], r.stdout + r.stderr);
     assert.deepEqual(r.exitCodes, [...Array(3).fill(['process', 0]), ...Array(3).fill(['thread', 0])], r.stdout + r.stderr);
+  });
+
+  it("follows `extends` of a package without main as TypeScript does ('@tsconfig/node20' is its tsconfig.json), so the key is whole", () => {
+    const dir = mkdtempSync(join(scratch, 'extends-'));
+    const pkg = join(dir, 'node_modules', '@tsconfig', 'node20');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: '@tsconfig/node20', version: '20.1.0' }));
+    writeFileSync(join(pkg, 'tsconfig.json'), JSON.stringify({ compilerOptions: { target: 'es2022' } }));
+    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ extends: '@tsconfig/node20' }));
+    const chain = tsconfigChain({}, dir);
+    assert.deepEqual(chain.files?.map(([file]) => file), [join(dir, 'tsconfig.json'), join(pkg, 'tsconfig.json')]);
+    assert.equal(chain.mayMapPaths, false);
   });
 
   it('drops entries unused for 30 days and temporary files older than an hour from the buckets it writes to, and keeps the young ones', async () => {
