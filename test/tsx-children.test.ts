@@ -12,10 +12,11 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { METHODS, run } from './helpers.js';
-import { openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
+import { defaultCacheDir, openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
 import { withoutTsx } from '../src/process/ts-children.js';
 import { tsconfigChain } from '../src/process/tsconfig-chain.js';
 
@@ -88,7 +89,7 @@ async function runMain(dir: string, tmp: string, method: string, argv: (file: st
   return seen!['tag'] as string;
 }
 
-const cacheOf = (tmp: string) => join(tmp, 'multiprocessing-ts', 'tsx-cache');
+const cacheOf = (tmp: string) => join(tmp, `multiprocessing-ts-${process.getuid!()}`, 'tsx-cache');
 
 /** The cache's entries (paths). */
 function cacheEntries(tmp: string): string[] {
@@ -234,6 +235,7 @@ describe('the cache of TypeScript children', () => {
     chmodSync(cacheOf(tmp), 0o777);
     const open = await runProbe(dir, tmp, argv);
     assert.deepEqual([open.seen, open.exitCodes], [['v1', 'v1', 'v1'], BOTH_EXIT_0], open.stdout + open.stderr);
+    assert.match(open.stderr, /MULTIPROCESSING_TS_CACHE_UNTRUSTED.*tsx-cache/, 'the children say why they compile without a cache');
     chmodSync(cacheOf(tmp), 0o700);
     if (!asRoot) return;
     plant();
@@ -315,6 +317,24 @@ describe('the cache of TypeScript children', () => {
     assert.equal(chain.mayMapPaths, false);
   });
 
+  it("is in a directory of the user's uid, so one another user made with the same HOME (sudo without -H) is not in the way", () => {
+    assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/cache' }), `/cache/multiprocessing-ts-${uid}/tsx-cache`);
+    assert.equal(defaultCacheDir({}), join(homedir(), '.cache', `multiprocessing-ts-${uid}`, 'tsx-cache'));
+  });
+
+  it('counts an entry\'s age from its last use: a hit touches an entry older than a day, and leaves a younger one', () => {
+    const dir = openCacheDir(join(mkdtempSync(join(scratch, 'touch-')), 'mp', 'tsx-cache'))!;
+    mkdirSync(join(dir, 'ab'), { mode: 0o700 });
+    const now = Date.now() / 1000;
+    for (const [name, time] of [['old.mjs', now - 20 * 24 * 3600], ['young.mjs', now - 3600]] as const) {
+      writeFileSync(join(dir, 'ab', name), 'export {};', { mode: 0o600 });
+      utimesSync(join(dir, 'ab', name), time, time);
+      assert.equal(readEntry(join(dir, 'ab', name)), 'export {};');
+    }
+    assert.ok(statSync(join(dir, 'ab', 'old.mjs')).mtimeMs > (now - 60) * 1000, 'the old entry was touched');
+    assert.ok(statSync(join(dir, 'ab', 'young.mjs')).mtimeMs < (now - 3000) * 1000, 'the young one was not');
+  });
+
   it('drops entries unused for 30 days and temporary files older than an hour from the buckets it writes to, and keeps the young ones', async () => {
     const { dir, tmp } = probeProject('prune', {
       'main.ts': probe("import { tag } from './helper.js';", 'tag'),
@@ -336,7 +356,7 @@ describe('the cache of TypeScript children', () => {
         utimesSync(join(bucket, name), time, time);
       }
     }
-    chmodSync(join(tmp, 'multiprocessing-ts'), 0o700);
+    chmodSync(join(cacheOf(tmp), '..'), 0o700);
     chmodSync(cache, 0o700);
     const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
     assert.deepEqual(r.seen, ['v1', 'v1', 'v1'], r.stdout + r.stderr);
