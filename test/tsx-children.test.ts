@@ -12,11 +12,13 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { METHODS, run } from './helpers.js';
-import { openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
+import { defaultCacheDir, openCacheDir, readEntry, trustedDir } from '../src/process/ts-cache.js';
 import { withoutTsx } from '../src/process/ts-children.js';
+import { tsconfigChain } from '../src/process/tsconfig-chain.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const tsxCli = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
@@ -87,7 +89,7 @@ async function runMain(dir: string, tmp: string, method: string, argv: (file: st
   return seen!['tag'] as string;
 }
 
-const cacheOf = (tmp: string) => join(tmp, 'multiprocessing-ts', 'tsx-cache');
+const cacheOf = (tmp: string) => join(tmp, `multiprocessing-ts-${process.getuid!()}`, 'tsx-cache');
 
 /** The cache's entries (paths). */
 function cacheEntries(tmp: string): string[] {
@@ -233,6 +235,7 @@ describe('the cache of TypeScript children', () => {
     chmodSync(cacheOf(tmp), 0o777);
     const open = await runProbe(dir, tmp, argv);
     assert.deepEqual([open.seen, open.exitCodes], [['v1', 'v1', 'v1'], BOTH_EXIT_0], open.stdout + open.stderr);
+    assert.match(open.stderr, /MULTIPROCESSING_TS_CACHE_UNTRUSTED.*tsx-cache/, 'the children say why they compile without a cache');
     chmodSync(cacheOf(tmp), 0o700);
     if (!asRoot) return;
     plant();
@@ -263,6 +266,75 @@ describe('the cache of TypeScript children', () => {
     }
   });
 
+  it('does not store what tsx compiled under a tsconfig edited after the hooks registered: the old tsconfig keeps its semantics (process, thread)', async () => {
+    const setterRuns = ['class Base { set x(_v: number) { (globalThis as any).setterRan = true; } }', 'class Derived extends Base { x = 1; }'];
+    const { dir, tmp } = probeProject('tsconfig-edit', {
+      'main.ts': [
+        "import * as mp from 'multiprocessing-ts';",
+        "import { writeFileSync } from 'node:fs';",
+        "const useDefine = (on: boolean) => writeFileSync('tsconfig.json', JSON.stringify({ compilerOptions: { useDefineForClassFields: on } }));",
+        'export function warm(): void {}',
+        // The hooks registered (and main.ts was served from the cache) before this edit; the miss on mod-*.ts loads tsx, which reads the edited file.
+        'export async function report(mod: string, edit: boolean): Promise<void> {',
+        '  if (edit) useDefine(false);',
+        '  const { setterRan } = await import(mod);',
+        '  console.log(JSON.stringify({ seen: setterRan() }));',
+        '}',
+        'if (mp.isMainProcess()) {',
+        "  for (const method of ['process', 'thread'] as const) {",
+        '    const mod = `./mod-${method}.js`;',
+        '    for (const [target, args] of [[warm, []], [report, [mod, true]], [report, [mod, false]]] as const) {',
+        '      const p = new (mp.getContext(method).Process)({ target, args: [...args] });',
+        '      p.start();',
+        '      await p.join();',
+        '      useDefine(true);',
+        '      console.log(JSON.stringify({ method, exitCode: p.exitCode }));',
+        '    }',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+      'tsconfig.json': JSON.stringify({ compilerOptions: { useDefineForClassFields: true } }),
+      ...Object.fromEntries(
+        ['process', 'thread'].map((m) => [`mod-${m}.ts`, [...setterRuns, 'export function setterRan(): boolean { (globalThis as any).setterRan = false; new Derived(); return !!(globalThis as any).setterRan; }', ''].join('\n')]),
+      ),
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+    // Per method: the edited tsconfig (useDefineForClassFields false: the setter runs), then the old one again (it does not).
+    assert.deepEqual(r.seen, [true, false, true, false], r.stdout + r.stderr);
+    assert.deepEqual(r.exitCodes, [...Array(3).fill(['process', 0]), ...Array(3).fill(['thread', 0])], r.stdout + r.stderr);
+  });
+
+  it("follows `extends` of a package without main as TypeScript does ('@tsconfig/node20' is its tsconfig.json), so the key is whole", () => {
+    const dir = mkdtempSync(join(scratch, 'extends-'));
+    const pkg = join(dir, 'node_modules', '@tsconfig', 'node20');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: '@tsconfig/node20', version: '20.1.0' }));
+    writeFileSync(join(pkg, 'tsconfig.json'), JSON.stringify({ compilerOptions: { target: 'es2022' } }));
+    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ extends: '@tsconfig/node20' }));
+    const chain = tsconfigChain({}, dir);
+    assert.deepEqual(chain.files?.map(([file]) => file), [join(dir, 'tsconfig.json'), join(pkg, 'tsconfig.json')]);
+    assert.equal(chain.mayMapPaths, false);
+  });
+
+  it("is in a directory of the user's uid, so one another user made with the same HOME (sudo without -H) is not in the way", () => {
+    assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/cache' }), `/cache/multiprocessing-ts-${uid}/tsx-cache`);
+    assert.equal(defaultCacheDir({}), join(homedir(), '.cache', `multiprocessing-ts-${uid}`, 'tsx-cache'));
+  });
+
+  it('counts an entry\'s age from its last use: a hit touches an entry older than a day, and leaves a younger one', () => {
+    const dir = openCacheDir(join(mkdtempSync(join(scratch, 'touch-')), 'mp', 'tsx-cache'))!;
+    mkdirSync(join(dir, 'ab'), { mode: 0o700 });
+    const now = Date.now() / 1000;
+    for (const [name, time] of [['old.mjs', now - 20 * 24 * 3600], ['young.mjs', now - 3600]] as const) {
+      writeFileSync(join(dir, 'ab', name), 'export {};', { mode: 0o600 });
+      utimesSync(join(dir, 'ab', name), time, time);
+      assert.equal(readEntry(join(dir, 'ab', name)), 'export {};');
+    }
+    assert.ok(statSync(join(dir, 'ab', 'old.mjs')).mtimeMs > (now - 60) * 1000, 'the old entry was touched');
+    assert.ok(statSync(join(dir, 'ab', 'young.mjs')).mtimeMs < (now - 3000) * 1000, 'the young one was not');
+  });
+
   it('drops entries unused for 30 days and temporary files older than an hour from the buckets it writes to, and keeps the young ones', async () => {
     const { dir, tmp } = probeProject('prune', {
       'main.ts': probe("import { tag } from './helper.js';", 'tag'),
@@ -284,7 +356,7 @@ describe('the cache of TypeScript children', () => {
         utimesSync(join(bucket, name), time, time);
       }
     }
-    chmodSync(join(tmp, 'multiprocessing-ts'), 0o700);
+    chmodSync(join(cacheOf(tmp), '..'), 0o700);
     chmodSync(cache, 0o700);
     const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
     assert.deepEqual(r.seen, ['v1', 'v1', 'v1'], r.stdout + r.stderr);
@@ -313,6 +385,15 @@ describe('TypeScript children resolve and preload as tsx does', () => {
     });
   }
 
+  it("load a .cts module imported as './helper.cjs' (process and thread)", async () => {
+    const { dir, tmp } = probeProject('cts', {
+      'main.ts': probe("import helper from './helper.cjs';", 'helper.tag'),
+      'helper.cts': "const tag: string = 'helper.cts';\nmodule.exports = { tag };\n",
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', 'main.ts']);
+    assert.deepEqual([r.seen, r.exitCodes], [['helper.cts', 'helper.cts', 'helper.cts'], BOTH_EXIT_0], r.stdout + r.stderr);
+  });
+
   it('a process child keeps tsx when another preload is TypeScript: node --import tsx --import ./setup.ts main.ts', async () => {
     const { dir, tmp } = probeProject('preload', {
       'main.ts': probe('', '(globalThis as any).setupTag'),
@@ -323,17 +404,32 @@ describe('TypeScript children resolve and preload as tsx does', () => {
     assert.deepEqual(r.exitCodes[0], ['process', 0], r.stdout + r.stderr);
   });
 
-  it('withoutTsx keeps tsx when a preload, in execArgv or NODE_OPTIONS, may be TypeScript, and drops it when the others are plain JavaScript', () => {
+  it('a process child keeps tsx when a JavaScript preload after it imports TypeScript: node --import tsx --import ./setup.mjs main.ts', async () => {
+    const { dir, tmp } = probeProject('preload-js', {
+      'main.ts': probe('', '(globalThis as any).setupTag'),
+      'setup.mjs': "import { tag } from './cfg.ts';\nglobalThis.setupTag = tag;\n",
+      'cfg.ts': "export const tag: string = 'set up';\n",
+    });
+    const r = await runProbe(dir, tmp, ['--import', 'tsx', '--import', './setup.mjs', 'main.ts']);
+    assert.deepEqual(r.seen.slice(0, 2), ['set up', 'set up'], r.stdout + r.stderr);
+    assert.deepEqual(r.exitCodes[0], ['process', 0], r.stdout + r.stderr);
+  });
+
+  it('withoutTsx keeps tsx when a preload, in execArgv or NODE_OPTIONS, may be TypeScript or comes after tsx, and drops it when the others are plain JavaScript before it', () => {
     const cwd = root;
     assert.deepEqual(withoutTsx(['--import', 'tsx', '--expose-gc'], '', cwd), ['--expose-gc']);
-    assert.deepEqual(withoutTsx(['--import', 'tsx', '--import', './setup.mjs', '-r', 'node:os', '--import=data:text/javascript,0'], '', cwd), [
+    assert.deepEqual(withoutTsx(['--import', './setup.mjs', '--import', 'tsx', '-r', 'node:os', '--import=data:text/javascript,0'], '', cwd), [
       '--import',
       './setup.mjs',
       '-r',
       'node:os',
       '--import=data:text/javascript,0',
     ]);
-    assert.deepEqual(withoutTsx(['--import', 'tsx', '--require', 'acorn'], '', cwd), ['--require', 'acorn'], 'a package whose file is .js');
+    assert.deepEqual(withoutTsx(['--require', 'acorn', '--import', 'tsx'], '', cwd), ['--require', 'acorn'], 'a package whose file is .js, before tsx');
+    assert.equal(withoutTsx(['--import', 'acorn', '--import', 'tsx'], '', cwd), null, 'a package --import resolves with ESM conditions (its exports may name a .ts file)');
+    for (const after of [['--import', './setup.mjs'], ['--require=./setup.cjs'], ['-r', 'acorn']]) {
+      assert.equal(withoutTsx(['--import', 'tsx', ...after], '', cwd), null, `${after.join(' ')} after tsx may rely on it`);
+    }
     for (const preload of [
       ['--import', './setup.ts'],
       ['--import=./setup.ts'],

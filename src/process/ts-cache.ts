@@ -19,6 +19,7 @@ import {
   closeSync,
   constants,
   fstatSync,
+  futimesSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -33,21 +34,25 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 
 /**
- * Where the cache lives: `$XDG_CACHE_HOME/multiprocessing-ts/tsx-cache`, else
- * `~/.cache/…`; the temporary directory only for a user without a home
+ * Where the cache lives: `$XDG_CACHE_HOME/multiprocessing-ts-<uid>/tsx-cache`,
+ * else `~/.cache/…`; the temporary directory only for a user without a home
  * (the ownership checks make that safe too, if not private from the start).
+ * The uid is in the name because another user may share the home: `sudo`
+ * without `-H` runs root with the user's HOME, and a directory root made
+ * there would otherwise be refused to the user (not theirs) for good.
  */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const mine = `multiprocessing-ts-${process.getuid?.() ?? 'user'}`;
   const xdg = env['XDG_CACHE_HOME'];
-  if (xdg && isAbsolute(xdg)) return join(xdg, 'multiprocessing-ts', 'tsx-cache');
+  if (xdg && isAbsolute(xdg)) return join(xdg, mine, 'tsx-cache');
   let home = '';
   try {
     home = homedir();
   } catch {
     // No home (a system user): the temporary directory.
   }
-  if (home && isAbsolute(home)) return join(home, '.cache', 'multiprocessing-ts', 'tsx-cache');
-  return join(tmpdir(), `multiprocessing-ts-${process.getuid?.() ?? 'user'}`, 'tsx-cache');
+  if (home && isAbsolute(home)) return join(home, '.cache', mine, 'tsx-cache');
+  return join(tmpdir(), mine, 'tsx-cache');
 }
 
 /** Group or other may write. */
@@ -76,9 +81,21 @@ export function openCacheDir(dir: string): string | null {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch {
+    // Cannot be made here: no cache (nothing to warn about, it cannot be used).
     return null;
   }
-  return trustedDir(dirname(dir)) && trustedDir(dir) ? dir : null;
+  if (trustedDir(dirname(dir)) && trustedDir(dir)) return dir;
+  // Not silently: the user may fix it, and every child compiles until then.
+  warnOnce(`multiprocessing-ts: the TypeScript cache directory ${dir} (or the one holding it) is not a real directory of this user alone; TypeScript children compile without a cache. Remove it, or make it yours (mode 0700), to use the cache.`);
+  return null;
+}
+
+let warned = false;
+
+function warnOnce(message: string): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(message, { code: 'MULTIPROCESSING_TS_CACHE_UNTRUSTED' });
 }
 
 /** Cache file of a module: `key` and `source` are everything tsx's output depends on. */
@@ -98,7 +115,17 @@ export function readEntry(file: string): string | null {
   try {
     const stats = fstatSync(fd);
     if (!stats.isFile() || !ours(stats) || !trustedDir(dirname(file))) return null;
-    return readFileSync(fd, 'utf8');
+    const text = readFileSync(fd, 'utf8');
+    // Age is counted from the last use, not the write (the sweep reads mtime); at most one touch a day.
+    const now = Date.now();
+    if (now - stats.mtimeMs > TOUCH_INTERVAL_MS) {
+      try {
+        futimesSync(fd, now / 1000, now / 1000);
+      } catch {
+        // Swept a month from its write, then made again: no harm.
+      }
+    }
+    return text;
   } catch {
     return null;
   } finally {
@@ -106,6 +133,8 @@ export function readEntry(file: string): string | null {
   }
 }
 
+/** A hit moves an entry's mtime to now when it is older than this. */
+const TOUCH_INTERVAL_MS = 24 * 3600 * 1000;
 /** An entry unused this long is removed (entries are cheap to make again). */
 const ENTRY_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 /** A temporary file this old was left by a child killed while writing. */

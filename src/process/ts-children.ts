@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { TsHooksData } from './ts-hooks.js';
 import { defaultCacheDir } from './ts-cache.js';
-import { tsconfigChain } from './tsconfig-chain.js';
+import { tsconfigChain, tsconfigText } from './tsconfig-chain.js';
 
 /** Set by the bundler: the hooks are bundled alone as ts-hooks.mjs (see scripts/bundle.mjs). */
 declare const __MPTS_TS_HOOKS_FILE__: string | undefined;
@@ -34,16 +34,24 @@ function isTsxEntry(value: string): boolean {
 /** Options that load a module before the entry (Node runs them before our bootstrap registers hooks). */
 const PRELOADS: ReadonlySet<string> = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
 
+/** A preload that is no file: a builtin or a data: URL (tsx's hooks cannot matter to it). */
+function builtinOrData(value: string): boolean {
+  return value.startsWith('node:') || value.startsWith('data:');
+}
+
 /**
  * True when a preload is plain JavaScript that Node loads without tsx: a
- * builtin, a data: URL, a path or file: URL ending in .js/.mjs/.cjs, a package
- * whose file is one. Anything else (a .ts file, an extensionless path tsx
- * would complete, a package we cannot resolve) may need tsx's hooks.
+ * builtin, a data: URL, a path or file: URL ending in .js/.mjs/.cjs, a
+ * package `require` resolves to such a file (for `--require` only: Node
+ * resolves the others with ESM conditions, where `exports` may name a .ts
+ * file). Anything else (a .ts file, an extensionless path tsx would
+ * complete, a package we cannot resolve as Node would) may need tsx's hooks.
  */
-function plainJavaScript(value: string, cwd: string): boolean {
-  if (value.startsWith('node:') || value.startsWith('data:')) return true;
+function plainJavaScript(option: string, value: string, cwd: string): boolean {
+  if (builtinOrData(value)) return true;
   const jsFile = (path: string) => /\.[cm]?js$/.test(path) && !/[?#]/.test(path);
   if (/^(?:\.{0,2}\/|file:)/.test(value)) return jsFile(value);
+  if (option !== '--require' && option !== '-r') return false;
   try {
     return jsFile(createRequire(join(cwd, 'noop.js')).resolve(value));
   } catch {
@@ -60,9 +68,11 @@ function nodeOptionTokens(text: string): string[] {
  * `execArgv` without tsx's `--import tsx` (or the CLI's `--require
  * …/preflight.cjs --import …/loader.mjs`), or null when the child must keep
  * tsx: it names tsx in a way we do not know (`--loader tsx`, `--import
- * tsx/esm`…), or another preload (here or in `NODE_OPTIONS`) may be
- * TypeScript (`--import ./setup.ts`): Node runs preloads before our
- * bootstrap can register hooks, so only tsx's would be in place for it.
+ * tsx/esm`…), or another preload (here or in `NODE_OPTIONS`) may need
+ * tsx: one that may be TypeScript (`--import ./setup.ts`), or any file or
+ * package after tsx's (`--import tsx --import ./setup.mjs`, whose imports
+ * may be .ts files). Node runs preloads before our bootstrap can register
+ * hooks, so only tsx's would be in place for them (`NODE_OPTIONS`' run first).
  */
 export function withoutTsx(execArgv: readonly string[], nodeOptions = process.env['NODE_OPTIONS'] ?? '', cwd = process.cwd()): string[] | null {
   const kept: string[] = [];
@@ -77,7 +87,8 @@ export function withoutTsx(execArgv: readonly string[], nodeOptions = process.en
         const own = eq > 0 ? [token] : [token, value];
         if (eq < 0) i++;
         if (keep && name !== '--loader' && name !== '--experimental-loader' && isTsxEntry(value)) dropped = true;
-        else if (!plainJavaScript(value, cwd)) return null;
+        // After tsx's own, a JavaScript file too may rely on it (`import './cfg.ts'`): only its order says so.
+        else if (dropped ? !builtinOrData(value) : !plainJavaScript(name, value, cwd)) return null;
         else if (keep) kept.push(...own);
         continue;
       }
@@ -113,15 +124,17 @@ export async function registerTsHooks(api: string): Promise<void> {
     return;
   }
   const tsconfig = tsconfigChain();
+  const tsconfigKey = tsconfigText(tsconfig);
   const esbuildVersion = packageVersion(createRequire(tsxLoader), 'esbuild');
   const data: TsHooksData = {
     tsxLoader,
     // What tsx's output depends on (it compiles for this Node, with source
     // contents under coverage): a cache entry made under other settings is a miss.
-    settings: JSON.stringify([tsxVersion, esbuildVersion, process.versions.node, !!process.env['NODE_V8_COVERAGE'], tsconfig.files]),
+    settings: JSON.stringify([tsxVersion, esbuildVersion, process.versions.node, !!process.env['NODE_V8_COVERAGE'], tsconfigKey]),
     // A tsconfig chain or an esbuild we cannot read: no cache rather than a stale one.
-    cacheDir: tsconfig.files && esbuildVersion ? defaultCacheDir() : null,
+    cacheDir: tsconfigKey !== null && esbuildVersion ? defaultCacheDir() : null,
     tsxResolvesBare: tsconfig.mayMapPaths,
+    tsconfig: tsconfigKey,
   };
   register(TS_HOOKS_URL, { data });
   // tsx's output carries inline source maps: stack traces then name the .ts lines.

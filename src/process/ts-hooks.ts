@@ -28,6 +28,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { entryFile, openCacheDir, readEntry, writeEntry } from './ts-cache.js';
+import { tsconfigText } from './tsconfig-chain.js';
 
 /** What the child passes to `module.register` (see ts-children.ts). */
 export interface TsHooksData {
@@ -42,6 +43,8 @@ export interface TsHooksData {
   readonly cacheDir: string | null;
   /** True when the project's tsconfig may map bare specifiers (`paths`): tsx resolves those. */
   readonly tsxResolvesBare: boolean;
+  /** The tsconfig chain in the key (tsconfigText), as read when the hooks were registered. */
+  readonly tsconfig: string | null;
 }
 
 type Format = 'module' | 'commonjs' | 'json' | 'wasm' | 'builtin' | string;
@@ -66,6 +69,14 @@ interface Hooks {
 
 let data: TsHooksData | null = null;
 let tsxHooks: Promise<Hooks> | null = null;
+/**
+ * False when tsx read another tsconfig than the one in the key: the hooks
+ * were registered (a warm spare: maybe long) before tsx loaded, and the file
+ * was edited between. Its output then follows the new tsconfig and must not
+ * be stored under the old one's key, where a later run with the old file
+ * would be served it.
+ */
+let tsxOutputMatchesKey = false;
 
 export function initialize(given: TsHooksData): void {
   data = given;
@@ -75,8 +86,12 @@ export function initialize(given: TsHooksData): void {
 function tsx(): Promise<Hooks> {
   tsxHooks ??= (async () => {
     const hooks = (await import(pathToFileURL(data!.tsxLoader).href)) as Hooks;
+    // tsx reads the tsconfig in its initialize: the same before and after
+    // means it read what the key holds.
+    const before = tsconfigText();
     // tsx's initialize wants an object (it refuses the deprecated --loader's undefined).
     await hooks.initialize?.({});
+    tsxOutputMatchesKey = before === data!.tsconfig && tsconfigText() === data!.tsconfig;
     return hooks;
   })();
   return tsxHooks;
@@ -137,6 +152,8 @@ export async function resolve(specifier: string, context: Context, next: NextRes
   if (bare && data!.tsxResolvesBare && !fromTsx && !isBuiltin(specifier)) return (await tsx()).resolve(specifier, context, next);
   let resolved: ResolveResult;
   const preferred = TS_FILE.test(context.parentURL ?? '') && /^\.{1,2}\/.*\.[cm]?jsx?$/.test(specifier) ? typeScriptTarget(specifier, context.parentURL) : null;
+  // True when the URL is ours (a .ts file found for the import), not what `next` said.
+  let madeHere = preferred !== null;
   try {
     resolved = preferred ? { url: preferred } : await next(specifier, context);
   } catch (err) {
@@ -146,8 +163,16 @@ export async function resolve(specifier: string, context: Context, next: NextRes
     if (!ts && fromTsx) throw err;
     if (!ts) return (await tsx()).resolve(specifier, context, next);
     resolved = { url: ts };
+    madeHere = true;
   }
-  if (!isTypeScriptModule(resolved.url)) return resolved;
+  if (!isTypeScriptModule(resolved.url)) {
+    // A URL we made that the cache does not serve (`./x.cjs` for x.cts): tsx
+    // resolves it, with the format its load needs. Node refuses a result that
+    // neither came from `next` nor says it short-circuits.
+    if (!madeHere) return resolved;
+    // (tsx's own modules must not wait for tsx; they never import such files.)
+    return fromTsx ? { ...resolved, shortCircuit: true } : (await tsx()).resolve(specifier, context, next);
+  }
   const text = compiledFile(resolved.url);
   if (text !== null) {
     compiled.set(resolved.url, text);
@@ -225,7 +250,7 @@ export async function load(url: string, context: Context, next: NextLoad): Promi
   const result = await (await tsx()).load(url, context, next);
   if (before && result.format === 'module' && result.source != null) {
     // Stored only when the file did not change while tsx compiled it.
-    const file = unchanged(url, before) ? cacheFile(url, before) : null;
+    const file = tsxOutputMatchesKey && unchanged(url, before) ? cacheFile(url, before) : null;
     if (file) writeEntry(cache()!, file, result.source);
   }
   return result;

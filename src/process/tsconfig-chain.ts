@@ -6,7 +6,7 @@
  * cache key (tsx compiles with its compiler options).
  */
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 
 export interface TsconfigChain {
@@ -32,6 +32,14 @@ export function tsconfigChain(env: NodeJS.ProcessEnv = process.env, cwd = proces
   return { mayMapPaths: state.mayMapPaths, files: state.complete ? files : null };
 }
 
+/**
+ * The chain's files as one string (the part of a cache key tsx's compiler
+ * options come from), or null when it could not be read whole.
+ */
+export function tsconfigText(chain: TsconfigChain = tsconfigChain()): string | null {
+  return chain.files && JSON.stringify(chain.files);
+}
+
 function read(file: string, depth: number, files: Array<[string, string]>, state: { mayMapPaths: boolean; complete: boolean }, required: boolean): void {
   if (depth > MAX_DEPTH) {
     state.mayMapPaths = true;
@@ -51,14 +59,48 @@ function read(file: string, depth: number, files: Array<[string, string]>, state
   if (/"paths"\s*:/.test(text)) state.mayMapPaths = true;
   const extended = [...text.matchAll(/"extends"\s*:\s*(\[[^\]]*\]|"[^"]*")/g)].flatMap((m) => [...m[1]!.matchAll(/"([^"]+)"/g)].map((s) => s[1]!));
   for (const base of extended) {
-    let path: string;
-    try {
-      path = /^\.{0,2}\//.test(base) ? resolvePath(dirname(file), base) : createRequire(file).resolve(base);
-    } catch {
+    const path = /^\.{0,2}\//.test(base) ? resolvePath(dirname(file), base) : packageTsconfig(base, file);
+    if (path === null) {
       state.mayMapPaths = true;
       state.complete = false;
       continue;
     }
     read(existsSync(path) || path.endsWith('.json') ? path : `${path}.json`, depth + 1, files, state, true);
+  }
+}
+
+const isFile = (path: string): boolean => {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The file a bare `extends` names, looked up as TypeScript does: in each
+ * `node_modules` up from the tsconfig, `<name>` itself, `<name>.json`, the
+ * file its package.json's `tsconfig` field names, `<name>/tsconfig.json`;
+ * then as `require` resolves it. A package such as `@tsconfig/node20` has
+ * no main, so `require` alone fails on it. Null when nothing is found.
+ */
+function packageTsconfig(name: string, from: string): string | null {
+  for (let dir = dirname(from); ; dir = dirname(dir)) {
+    const base = join(dir, 'node_modules', name);
+    let field: unknown;
+    try {
+      field = (JSON.parse(readFileSync(join(base, 'package.json'), 'utf8')) as { tsconfig?: unknown }).tsconfig;
+    } catch {
+      // No package here, or none with a tsconfig field.
+    }
+    const candidates = [base, `${base}.json`, ...(typeof field === 'string' ? [join(base, field)] : []), join(base, 'tsconfig.json')];
+    const found = candidates.find(isFile);
+    if (found) return found;
+    if (dirname(dir) === dir) break;
+  }
+  try {
+    return createRequire(from).resolve(name);
+  } catch {
+    return null;
   }
 }
