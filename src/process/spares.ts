@@ -15,18 +15,18 @@
  * its parent's process group); otherwise, or when it died, it is ended (a
  * spare still booting is kept) and the start goes cold. Then a new spare is
  * made. A method whose spares were discarded unfit at two starts in a row
- * (a parent that changes `process.env` before each start) makes no more. Threads keep two: a spare boots in
- * about twice the time a warm child takes to start and end, so with one,
- * back-to-back starts would each wait for a spare still booting; with two,
- * each has two starts' time to get ready.
+ * (a parent that changes `process.env` before each start) makes no more.
+ * Each method keeps two: a spare boots in about twice the time a warm child
+ * takes to start and end, so with one, back-to-back starts would each find
+ * their spare still booting; with two, each has two starts' time to get ready.
  *
  * A spare runs no user module (no spare is made while the children's
- * execArgv or NODE_OPTIONS preload anything but tsx), owns no ledger (the parent writes one when it
- * takes it, as for a cold start), is not an active child, never keeps this
- * process alive, and is ended when this isolate exits (or dies with it:
- * the parent-death signal, or the threads of a process). Cost: one idle
- * process (~55 MB) and two idle threads (~20 MB each) at most. `MULTIPROCESSING_TS_SPARES=0`
- * turns spares off.
+ * execArgv or NODE_OPTIONS preload anything but tsx), owns no ledger (the
+ * parent writes one when it takes it, as for a cold start), is not an
+ * active child, never keeps this process alive, and is ended when this
+ * isolate exits (or dies with it: the parent-death signal, or the threads
+ * of a process). Cost, at most: two idle processes (~55 MB each) and two
+ * idle threads (~20 MB each). `MULTIPROCESSING_TS_SPARES=0` turns spares off.
  */
 import { readFileSync } from 'node:fs';
 import { ExitStage, atExit } from '../finalize.js';
@@ -70,7 +70,7 @@ function stats(): SpareStats {
 }
 
 /** How many spares each start method keeps ready (see the module comment). */
-const CAPACITY: Record<StartMethod, number> = { process: 1, thread: 2 };
+const CAPACITY: Record<StartMethod, number> = { process: 2, thread: 2 };
 
 /** Idle spares per start method, oldest (next taken) first. */
 const idle = new Map<StartMethod, Spare[]>();
