@@ -32,6 +32,7 @@ import { readFileSync } from 'node:fs';
 import { ExitStage, atExit } from '../finalize.js';
 import type { StartMethod } from './start-method.js';
 import { tsxApi } from './tsx.js';
+import { PRELOADS, nodeOptionTokens } from './preloads.js';
 
 /** A child started ahead of its spec, as a popen strategy made it. */
 export interface Spare {
@@ -118,9 +119,6 @@ function umask(): string {
   }
 }
 
-/** Options that load a module before the entry. */
-const PRELOADS: ReadonlySet<string> = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
-
 /** tsx's own entry points, as `--import tsx` and the tsx CLI name them. */
 function isTsx(value: string): boolean {
   return value === 'tsx' || value.startsWith('tsx/') || /[/\\]node_modules[/\\]tsx[/\\]/.test(value);
@@ -132,7 +130,7 @@ function isTsx(value: string): boolean {
  * every spare, taken or not, and see a spare rather than a child.
  */
 export function preloadsUserCode(execArgv: readonly string[] | undefined): boolean {
-  const nodeOptions = [...(process.env['NODE_OPTIONS'] ?? '').matchAll(/(?:[^\s"]+|"[^"]*")+/g)].map((m) => m[0].replace(/"/g, ''));
+  const nodeOptions = nodeOptionTokens(process.env['NODE_OPTIONS'] ?? '');
   for (const tokens of [nodeOptions, execArgv ?? process.execArgv]) {
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i]!;

@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import type { TsHooksData } from './ts-hooks.js';
 import { defaultCacheDir } from './ts-cache.js';
 import { tsconfigChain, tsconfigText } from './tsconfig-chain.js';
+import { PRELOADS, nodeOptionTokens } from './preloads.js';
 
 /** Set by the bundler: the hooks are bundled alone as ts-hooks.mjs (see scripts/bundle.mjs). */
 declare const __MPTS_TS_HOOKS_FILE__: string | undefined;
@@ -30,9 +31,6 @@ const TS_HOOKS_URL = new URL(
 function isTsxEntry(value: string): boolean {
   return value === 'tsx' || /[/\\]node_modules[/\\]tsx[/\\]dist[/\\](?:loader\.mjs|preflight\.cjs)$/.test(value);
 }
-
-/** Options that load a module before the entry (Node runs them before our bootstrap registers hooks). */
-const PRELOADS: ReadonlySet<string> = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader']);
 
 /** A preload that is no file: a builtin or a data: URL (tsx's hooks cannot matter to it). */
 function builtinOrData(value: string): boolean {
@@ -57,11 +55,6 @@ function plainJavaScript(option: string, value: string, cwd: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** The options of a `NODE_OPTIONS` string (double quotes group, as Node reads them). */
-function nodeOptionTokens(text: string): string[] {
-  return [...text.matchAll(/(?:[^\s"]+|"[^"]*")+/g)].map((m) => m[0].replace(/"/g, ''));
 }
 
 /**
