@@ -358,3 +358,25 @@ for (const method of METHODS) {
     });
   });
 }
+
+describe('channel positions past 2^32 bytes', { skip: mp.nativeAvailable() ? false : 'needs the native addon' }, () => {
+  it('a producer idle while 2 GiB went through the ring by others sees a full ring as full (no frame overwritten)', async () => {
+    const { Channel } = await import('../src/channel/channel.js');
+    const capacity = 4 << 20;
+    const busy = Channel.create(0, capacity);
+    const idle = Channel.attach(busy.toHandle());
+    const item = new Uint8Array(256 * 1024 - 16);
+    for (let moved = 0; moved < 2 ** 31 + capacity; moved += item.length + 16) {
+      busy.putSync(item, false, 0, false);
+      busy.getSync(false, 0);
+    }
+    let n = 0;
+    while (busy.putSync(new Uint8Array(item.length).fill(n + 1), false, 0, false)) n++;
+    assert.ok(n > 0);
+    assert.equal(idle.putSync(new Uint8Array(1000).fill(0xee), false, 0, false), false, 'a full ring refuses a put');
+    for (let i = 0; i < n; i++) {
+      const v = busy.getSync(false, 0) as Uint8Array;
+      assert.ok(v.length === item.length && v.every((x) => x === i + 1), `item ${i} intact`);
+    }
+  });
+});

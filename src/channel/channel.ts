@@ -163,6 +163,10 @@ export class Channel {
   private seenHead = 0;
   /** TAIL as last seen by this consumer. */
   private seenTail = 0;
+  /** TAIL as this producer's last put left it (NaN: none yet); `seenHead` is trusted only while TAIL still is this. */
+  private lastTail = NaN;
+  /** HEAD as this consumer's last take left it (NaN: none yet); `seenTail` is trusted only while HEAD still is this. */
+  private lastHead = NaN;
   /** Wakes this object's pending async waits (close). */
   private readonly interrupters = new Set<() => void>();
 
@@ -228,7 +232,10 @@ export class Channel {
     const frame = (8 + preparedSize() + 7) & ~7;
     const toEnd = this.capacity - off;
     const need = toEnd < frame ? toEnd + frame : frame;
-    if (this.capacity - ((tail - this.seenHead) | 0) < need) {
+    // The cached HEAD is only trusted while TAIL is where this object left
+    // it: after others wrote, 32-bit differences with an old cache can wrap
+    // (2 GiB through the ring) and would show room that is not there.
+    if (tail !== this.lastTail || this.capacity - ((tail - this.seenHead) | 0) < need) {
       this.seenHead = Atomics.load(w, HEAD);
       if (this.capacity - ((tail - this.seenHead) | 0) < need) {
         give(w, WRITER);
@@ -246,6 +253,7 @@ export class Channel {
     if (joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(w, PUTS, (puts + 1) | 0);
     Atomics.store(w, TAIL, next);
+    this.lastTail = next;
     give(w, WRITER);
     if (Atomics.load(w, GET_WAITERS) !== 0) wake(w, TAIL, 1);
     return Commit.Done;
@@ -330,7 +338,8 @@ export class Channel {
       Atomics.store(w, GETS, (w[NEXT_GETS]! - 1) | 0);
     }
     let head = w[HEAD]!;
-    if (((this.seenTail - head) | 0) <= 0) {
+    // Likewise the cached TAIL, while HEAD is where this object left it.
+    if (head !== this.lastHead || ((this.seenTail - head) | 0) <= 0) {
       this.seenTail = Atomics.load(w, TAIL);
       if (this.seenTail === head) {
         give(w, READER);
@@ -360,6 +369,7 @@ export class Channel {
     Atomics.store(w, NEXT_HEAD, next);
     Atomics.store(w, GETS, gets);
     Atomics.store(w, HEAD, next);
+    this.lastHead = next;
     give(w, READER);
     if (Atomics.load(w, PUT_WAITERS) !== 0) wake(w, HEAD, 1 << 30);
     if (value === SKIPPED) value = NOTHING;
