@@ -323,3 +323,25 @@ describe('wait with pipes', () => {
     b.close();
   });
 });
+
+for (const method of METHODS) {
+  describe(`a Pipe end whose every holder ended before it arrived (${method})`, () => {
+    it('is refused when taken, with a clear error, once its peer has seen EOF; the queue stays usable', async () => {
+      const [reader, writer] = mp.Pipe(false);
+      const q = new mp.Queue<mp.Connection>();
+      const p = new (mp.getContext(method).Process)({ target: fx.forwardEndAndQuit, args: [writer, q], module });
+      p.start();
+      writer.close(); // the child's copy, then the one it put in flight, are the only ones left
+      await p.join(20_000);
+      assert.equal(p.exitCode, 0);
+      // The reader finds every holder of the other end dead: EOF.
+      await assert.rejects(reader.recv(), mp.EOFError);
+      await assert.rejects(q.get({ timeout: 10_000 }), (err: Error) => err instanceof mp.StateError && /closed for good before it arrived/.test(err.message));
+      const [a, b] = mp.Pipe();
+      await q.put(a);
+      const again = await q.get({ timeout: 10_000 });
+      again.sendSync('still works');
+      assert.equal(b.recvSync(), 'still works');
+    });
+  });
+}

@@ -90,12 +90,27 @@ export class PipeEnds {
     noteInFlight({ ledgerName: null, abandon: () => this.letGo(end, me) });
   }
 
-  /** A handle sent by `from` revived here: our copy counted, then the one in flight given back. */
+  /**
+   * A handle sent by `from` revived here: our copy counted, then the one in
+   * flight given back.
+   * @throws StateError when the end is gone for good: every holder ended,
+   *   the sender included, before this one arrived, and its peer has seen
+   *   EOF; a copy revived now would send into a pipe nobody reads.
+   */
   arrive(end: End, from: number): void {
-    this.locked(() => {
+    const gone = this.locked(() => {
+      if (this.gone(end)) return true;
       this.add(end, selfTid());
       this.remove(end, from);
+      return false;
     });
+    if (gone) {
+      throw new StateError(
+        `this Pipe end was closed for good before it arrived: every process or thread that held it, the sender ` +
+          `included, ended before this one received it, and its peer has seen EOF. Keep the sending process alive ` +
+          `(or holding its own copy) until the receiver has taken the connection`,
+      );
+    }
   }
 
   /**
