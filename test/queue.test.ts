@@ -295,6 +295,25 @@ for (const method of METHODS) {
       assert.equal(q.empty(), true);
     });
 
+    it('JoinableQueue: a producer killed inside its slot after counting its put leaves no phantom task once the next put repairs it; join() resolves', async () => {
+      const q = new mp.JoinableQueue<unknown>();
+      await q.put('before');
+      const inside = mp.Value('i', 0);
+      const p = new ctx.Process({ target: fx.dieInsidePut, args: [q, inside], module });
+      p.start();
+      await waitForValue(inside, 1);
+      p.kill();
+      await joined(p);
+      await q.put('after', { timeout: 5000 });
+      assert.equal(await q.get(), 'before');
+      q.taskDone();
+      assert.equal(await q.get(), 'after');
+      q.taskDone();
+      assert.throws(() => q.taskDone(), mp.ValueError, 'no task is left: the dead put was not counted');
+      const bound = new Promise((r) => setTimeout(r, 5000, 'still waiting').unref());
+      assert.equal(await Promise.race([q.join().then(() => 'joined'), bound]), 'joined');
+    });
+
     it('a consumer killed inside its slot before taking: the item is still there for the next', async () => {
       const q = new mp.Queue<unknown>();
       await q.put('kept');

@@ -24,8 +24,10 @@
  *   35 NEXT_HEAD, 36 NEXT_GETS   the take in progress, as above.
  *   48 GET_WAITERS, 49 PUT_WAITERS   how many may sleep on TAIL / HEAD: a
  *                  commit makes a wake syscall only when GET_WAITERS > 0.
- *   64 UNFINISHED  JoinableQueue: items put and not yet `taskDone()`.
- *   65 JOIN_SEQ    bumped each time UNFINISHED reaches 0; `join()` sleeps on it.
+ *   64 DONE        JoinableQueue: `taskDone()` calls so far. The unfinished
+ *                  tasks are PUTS − DONE: derived, not counted apart, so a
+ *                  producer killed mid-put cannot leave them one too high.
+ *   65 JOIN_SEQ    bumped each time the unfinished tasks reach 0; `join()` sleeps on it.
  *   66 JOIN_WAITERS
  *   then the ring: CAPACITY bytes of frames (codec.ts), 8-aligned; a Wrap
  *   header sends readers back to the start when a frame does not fit
@@ -70,9 +72,10 @@
  *   the tree ends).
  * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high: a wake
  *   syscall more per operation, nothing worse.
- * - A JoinableQueue producer killed between counting UNFINISHED and TAIL
- *   leaves `join()` waiting for a task that never comes (as Python's does
- *   when a consumer dies before `task_done()`).
+ * - A JoinableQueue producer killed after counting PUTS and before TAIL
+ *   leaves one unfinished task until the next producer repairs PUTS (which
+ *   wakes `join()` if that was the last); a consumer killed before
+ *   `taskDone()` leaves `join()` waiting, as Python's does.
  */
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
@@ -112,7 +115,7 @@ const NEXT_HEAD = 35;
 const NEXT_GETS = 36;
 const GET_WAITERS = 48;
 const PUT_WAITERS = 49;
-const UNFINISHED = 64;
+const DONE = 64;
 const JOIN_SEQ = 65;
 const JOIN_WAITERS = 66;
 const HEADER_BYTES = 80 * 4;
@@ -220,7 +223,7 @@ export class Channel {
     if (taken === Taken.FromDead && Atomics.load(w, TAIL) !== w[NEXT_TAIL] && w[PUTS] === w[NEXT_PUTS]) {
       // The dead producer counted an item it never published.
       Atomics.store(w, PUTS, (w[NEXT_PUTS]! - 1) | 0);
-      if (joinable) Atomics.sub(w, UNFINISHED, 1);
+      if (joinable) this.wakeJoinersIfIdle();
     }
     const puts = w[PUTS]!;
     if (this.maxsize > 0 && ((puts - Atomics.load(w, GETS)) | 0) >= this.maxsize) {
@@ -250,7 +253,6 @@ export class Channel {
     const next = (start + writeFrame(this.views, this.ring + (start & this.mask))) | 0;
     w[NEXT_PUTS] = (puts + 1) | 0;
     Atomics.store(w, NEXT_TAIL, next);
-    if (joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(w, PUTS, (puts + 1) | 0);
     Atomics.store(w, TAIL, next);
     this.lastTail = next;
@@ -496,31 +498,40 @@ export class Channel {
   /** One fewer unfinished task; false when there was none. */
   taskDone(): boolean {
     const w = this.w;
-    for (let u = Atomics.load(w, UNFINISHED); ; ) {
-      if (u <= 0) return false;
-      const was = Atomics.compareExchange(w, UNFINISHED, u, u - 1);
-      if (was !== u) {
-        u = was;
+    for (let done = Atomics.load(w, DONE); ; ) {
+      if (((Atomics.load(w, PUTS) - done) | 0) <= 0) return false;
+      const was = Atomics.compareExchange(w, DONE, done, (done + 1) | 0);
+      if (was !== done) {
+        done = was;
         continue;
       }
-      if (u === 1) {
-        Atomics.add(w, JOIN_SEQ, 1);
-        if (Atomics.load(w, JOIN_WAITERS) !== 0) wake(w, JOIN_SEQ, 1 << 30);
-      }
+      this.wakeJoinersIfIdle();
       return true;
     }
   }
 
-  /** Items put and not yet marked done. */
+  /**
+   * Items put and not yet marked done. Never below 0: a `taskDone()` that
+   * counted a put whose producer died before publishing it (repaired since)
+   * is one too many, as Python's would be.
+   */
   unfinished(): number {
-    return Atomics.load(this.w, UNFINISHED);
+    return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, DONE)) | 0);
+  }
+
+  /** Wakes `join()`ers when no task is unfinished (a spurious bump only costs them a look). */
+  private wakeJoinersIfIdle(): void {
+    const w = this.w;
+    if (this.unfinished() !== 0) return;
+    Atomics.add(w, JOIN_SEQ, 1);
+    if (Atomics.load(w, JOIN_WAITERS) !== 0) wake(w, JOIN_SEQ, 1 << 30);
   }
 
   /** Blocks until every item put has been marked done, or `deadline`; whether it got there. */
   joinSync(deadline: number): boolean {
     for (;;) {
       const seq = Atomics.load(this.w, JOIN_SEQ);
-      if (Atomics.load(this.w, UNFINISHED) === 0) return true;
+      if (this.unfinished() === 0) return true;
       if (remaining(deadline) === 0) return false;
       this.sleepSync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
     }
@@ -530,7 +541,7 @@ export class Channel {
   async join(deadline: number): Promise<boolean> {
     for (;;) {
       const seq = Atomics.load(this.w, JOIN_SEQ);
-      if (Atomics.load(this.w, UNFINISHED) === 0) return true;
+      if (this.unfinished() === 0) return true;
       if (remaining(deadline) === 0) return false;
       await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
     }
