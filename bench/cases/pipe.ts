@@ -11,9 +11,9 @@
  * (as Python's) and, informational, with the async `send`/`recv`.
  */
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import * as mp from 'multiprocessing-ts';
+import { startGated } from '../gated-child.js';
 import { runPythonAnchor } from '../python.js';
 import { pipeEcho, pipeSend, TARGETS_URL } from '../targets.js';
 import type { Case, CaseDefinition, Sample, Variant } from '../types.js';
@@ -22,24 +22,9 @@ const nowS = (): number => performance.now() / 1e3;
 
 async function runOneWay(n: number): Promise<Sample> {
   const [reader, writer] = mp.Pipe(false);
-  const gate = new mp.Lock();
-  const ready = mp.RawArray('i', 1);
-  gate.acquireSync();
-  const p = new (mp.getContext('process').Process)({ target: pipeSend, args: [writer, n, gate, ready], module: TARGETS_URL });
-  try {
-    p.start();
-    writer.close();
-    while (Atomics.load(ready, 0) === 0) {
-      if (p.exitCode !== null) throw new Error(`sender exited with ${p.exitCode} before it was ready`);
-      await sleep(1);
-    }
-  } catch (err) {
-    gate.release();
-    if (p.isAlive()) p.kill();
-    throw err;
-  }
+  const { child: p, open } = await startGated(pipeSend, [writer, n], 'sender', () => writer.close());
   const t0 = nowS();
-  gate.release();
+  open();
   let bad = 0;
   for (let i = 0; i < n; i++) if (reader.recvSync() !== i) bad++;
   const elapsed = nowS() - t0;

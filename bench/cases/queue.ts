@@ -12,11 +12,11 @@
  * plain `Buffer.copy` of the same size (the memory's own speed).
  */
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import * as mp from 'multiprocessing-ts';
+import { startGated } from '../gated-child.js';
 import { runPythonAnchor } from '../python.js';
-import { queueProduce, TARGETS_URL, type QueuePayload } from '../targets.js';
+import { queueProduce, type QueuePayload } from '../targets.js';
 import type { Case, CaseDefinition, Sample, Variant } from '../types.js';
 
 const nowS = (): number => performance.now() / 1e3;
@@ -25,23 +25,9 @@ const BYTES_8MB = 8 * 1024 * 1024;
 /** One run of ours: items per second from gate to last get (MB/s for 8 MB items). */
 async function runOurs(payload: QueuePayload, n: number): Promise<Sample> {
   const q = new mp.Queue<unknown>();
-  const gate = new mp.Lock();
-  const ready = mp.RawArray('i', 1);
-  gate.acquireSync();
-  const p = new (mp.getContext('process').Process)({ target: queueProduce, args: [q, n, payload, gate, ready], module: TARGETS_URL });
-  try {
-    p.start();
-    while (Atomics.load(ready, 0) === 0) {
-      if (p.exitCode !== null) throw new Error(`producer exited with ${p.exitCode} before it was ready`);
-      await sleep(1);
-    }
-  } catch (err) {
-    gate.release();
-    if (p.isAlive()) p.kill();
-    throw err;
-  }
+  const { child: p, open } = await startGated(queueProduce, [q, n, payload], 'producer');
   const t0 = nowS();
-  gate.release();
+  open();
   let bad = 0;
   for (let i = 0; i < n; i++) {
     const item = q.getSync({ timeout: 30_000 });
