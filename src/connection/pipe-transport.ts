@@ -32,7 +32,7 @@ import { Connection } from './connection.js';
 import { objectMessage, readObjectMessage } from './objects.js';
 import { PipeEnds, type End } from './pipe-ends.js';
 import type { SegmentHandle } from '../shm/segment.js';
-import { EOF, NOT_YET, type MessageTransport, type SyncTransport } from './transport.js';
+import { EOF, NOT_YET, refuseOversized, type MessageTransport, type SyncTransport } from './transport.js';
 import { describe } from '../describe.js';
 
 /** Ring bytes per direction. */
@@ -139,14 +139,7 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     if (item === NOTHING) return null;
     if (item === EOF) return EOF;
     const bytes = isBytesItem(item) ? item : objectMessage(unbox(item)).bytes;
-    if (maxLength !== undefined && bytes.byteLength > maxLength) {
-      // As Python (and our sockets): nothing is read past a refused message.
-      this.close();
-      throw new ValueError(
-        `received a message of ${bytes.byteLength} bytes, more than maxLength ${maxLength}; the connection is closed ` +
-          `(as in Python); pass a larger maxLength, or none`,
-      );
-    }
+    refuseOversized(bytes.byteLength, maxLength, () => this.close());
     return bytes;
   }
 

@@ -14,9 +14,9 @@
  * still to flush.
  */
 import type { Socket } from 'node:net';
-import { EOFError, SerializationError, StateError, ValueError } from '../errors.js';
+import { EOFError, SerializationError, StateError } from '../errors.js';
 import { FrameReader, OversizedFrame, frameHeader } from './framing.js';
-import { EOF, type MessageTransport } from './transport.js';
+import { EOF, refuseOversized, type MessageTransport } from './transport.js';
 import type { SharedHandle } from '../serialize/shared.js';
 
 /** Held bytes above which reading pauses while a whole message waits to be taken. */
@@ -100,14 +100,7 @@ export class SocketTransport implements MessageTransport {
       return EOF;
     }
     if (this.socket.isPaused() && !this.messageWaits()) this.socket.resume();
-    if (maxLength !== undefined && message.length > maxLength) {
-      // As Python: the connection cannot go on past a message it refused.
-      this.close();
-      throw new ValueError(
-        `received a message of ${message.length} bytes, more than maxLength ${maxLength}; the connection is closed ` +
-          `(as in Python); pass a larger maxLength, or none`,
-      );
-    }
+    refuseOversized(message.length, maxLength, () => this.close());
     return message;
   }
 

@@ -8,6 +8,7 @@
  * changing. Object messages are bytes too (objects.ts), so `send`/`recv`
  * and `sendBytes`/`recvBytes` share one framing, as the contract asks.
  */
+import { ValueError } from '../errors.js';
 import type { SharedHandle } from '../serialize/shared.js';
 
 /** One message's worth of waiting: a message is there, or the peer is gone. */
@@ -68,3 +69,18 @@ export interface SyncTransport {
 export function isSyncTransport(t: MessageTransport): t is MessageTransport & SyncTransport {
   return typeof (t as Partial<SyncTransport>).waitReadySync === 'function';
 }
+
+/**
+ * Refuses a message longer than `maxLength`, as Python does: nothing is read
+ * past a refused message, so `close` ends the connection first. One rule for
+ * every transport.
+ */
+export function refuseOversized(length: number, maxLength: number | undefined, close: () => void): void {
+  if (maxLength === undefined || length <= maxLength) return;
+  close();
+  throw new ValueError(
+    `received a message of ${length} bytes, more than maxLength ${maxLength}; the connection is closed ` +
+      `(as in Python); pass a larger maxLength, or none`,
+  );
+}
+
