@@ -201,6 +201,22 @@ async function testSegments() {
   const other = native.openSegment(path, 0, false);
   check('attach in-process sees the same bytes', other.byteLength === 4096 && JSON.stringify(Array.from(new Uint8Array(other, 0, 64))) === expected);
 
+  {
+    // aliasSegment: a plain ArrayBuffer over the same memory, alive after
+    // the SharedArrayBuffer it came from is unreachable.
+    let aliased = native.openSegment(path, 0, false);
+    const alias = native.aliasSegment(aliased);
+    const bytes = new Uint8Array(alias);
+    const ok = !(alias instanceof SharedArrayBuffer) && alias.byteLength === 4096;
+    bytes[4000] = 99;
+    const seen = new Uint8Array(sab)[4000];
+    new Uint8Array(sab)[4001] = 98;
+    aliased = null;
+    if (globalThis.gc) for (let i = 0; i < 3; i++) globalThis.gc();
+    check('aliasSegment is a plain ArrayBuffer over the same bytes', ok && seen === 99 && bytes[4001] === 98);
+    check('aliasSegment of a non-SharedArrayBuffer is a TypeError', throwsCode(() => native.aliasSegment(new ArrayBuffer(8)), 'TypeError'));
+  }
+
   const c = startChild(`
     const sab = native.openSegment(ARGS.path, 0, false);
     console.log(JSON.stringify({ len: sab.byteLength, bytes: Array.from(new Uint8Array(sab, 0, 64)) }));
@@ -735,7 +751,7 @@ const sections = [
 ];
 if (!process.argv.includes('--no-bench')) sections.push(['bench', bench]);
 
-check('version is 2', native.version === 2);
+check('version is 3', native.version === 3);
 try {
   for (const [name, fn] of sections) {
     try {

@@ -8,6 +8,7 @@
 //
 // Exports:
 //   openSegment(path, size, create)                 -> SharedArrayBuffer
+//   aliasSegment(sab)                               -> ArrayBuffer (same memory)
 //   futexWait(sab, byteOffset, expected, timeoutMs) -> 0 | 1 | 2
 //   futexWake(sab, byteOffset, count)               -> number woken
 //   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
@@ -28,7 +29,7 @@ namespace {
 
 // Bumped whenever an export changes name, arguments or semantics, so the
 // TypeScript loader can refuse a stale build instead of misbehaving.
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 
 void SetFunction(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
                  const char* name, v8::FunctionCallback callback, int length,
@@ -58,6 +59,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   v8::Isolate* isolate = context->GetIsolate();
 
   SetFunction(context, exports, "openSegment", OpenSegment, 3);
+  SetFunction(context, exports, "aliasSegment", AliasSegment, 1);
   SetFunction(context, exports, "futexWait", FutexWait, 4);
   SetFunction(context, exports, "futexWake", FutexWake, 3);
   EnvWaits* waits = InstallEnvWaits(isolate, context);

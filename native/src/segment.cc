@@ -1,5 +1,6 @@
 // segment.cc — openSegment(path, size, create): a file mapped MAP_SHARED and
-// exposed to JavaScript as a genuine SharedArrayBuffer.
+// exposed to JavaScript as a genuine SharedArrayBuffer; aliasSegment(sab): a
+// plain ArrayBuffer over the same memory, for bulk copies.
 //
 // Design:
 //  * The segment is an ordinary file (normally on the /dev/shm tmpfs). The
@@ -13,6 +14,14 @@
 //  * The descriptor is closed right after mmap: the mapping keeps the file
 //    alive on its own, and an fd per segment would leak descriptors in
 //    processes attaching many segments.
+//  * V8 copies into or out of a SharedArrayBuffer with relaxed atomic word
+//    stores (TypedArray.prototype.set), several times slower than memcpy for
+//    a 1 KiB item. The channel copies whole frames only while its protocol
+//    already gives it exclusive use of those bytes (a producer's frame past
+//    TAIL, a consumer's committed frame before HEAD moves), so it copies
+//    through a plain ArrayBuffer aliasing the mapping, at memcpy speed. The
+//    alias holds a reference to the SharedArrayBuffer's backing store, so
+//    the mapping outlives every alias; it is never handed to user code.
 //  * Unlinking is left to the caller (like shm_unlink in Python's
 //    SharedMemory): attached processes keep working after the name is gone.
 #include <fcntl.h>
@@ -146,6 +155,31 @@ void OpenSegment(const Callback& args) {
                                              nullptr);
   args.GetReturnValue().Set(
       v8::SharedArrayBuffer::New(isolate, std::move(store)));
+}
+
+void AliasSegment(const Callback& args) {
+  v8::Isolate* isolate = args.GetIsolate();
+  if (args.Length() < 1 || !args[0]->IsSharedArrayBuffer()) {
+    isolate->ThrowException(v8::Exception::TypeError(
+        v8::String::NewFromUtf8Literal(isolate,
+                                       "aliasSegment: sab must be a "
+                                       "SharedArrayBuffer")));
+    return;
+  }
+  std::shared_ptr<v8::BackingStore> shared =
+      args[0].As<v8::SharedArrayBuffer>()->GetBackingStore();
+  if (shared->ByteLength() == 0) {
+    args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, 0));
+    return;
+  }
+  auto* keep = new std::shared_ptr<v8::BackingStore>(shared);
+  std::shared_ptr<v8::BackingStore> alias = v8::ArrayBuffer::NewBackingStore(
+      shared->Data(), shared->ByteLength(),
+      [](void*, size_t, void* data) {
+        delete static_cast<std::shared_ptr<v8::BackingStore>*>(data);
+      },
+      keep);
+  args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, std::move(alias)));
 }
 
 }  // namespace mpts

@@ -22,8 +22,10 @@
  *   33 GETS        items ever taken.
  *   34 READER      the consumers' slot.
  *   35 NEXT_HEAD, 36 NEXT_GETS   the take in progress, as above.
- *   48 GET_WAITERS, 49 PUT_WAITERS   how many may sleep on TAIL / HEAD: a
- *                  commit makes a wake syscall only when GET_WAITERS > 0.
+ *   48 GET_WAITERS, 49 PUT_WAITERS   registrations to sleep on TAIL / HEAD
+ *                  since the last wake (may count some that did not
+ *                  sleep): a commit makes a wake syscall only when
+ *                  GET_WAITERS > 0, and takes it back to 0.
  *   64 DONE        JoinableQueue: `taskDone()` calls so far. The unfinished
  *                  tasks are PUTS − DONE: derived, not counted apart, so a
  *                  producer killed mid-put cannot leave them one too high.
@@ -54,8 +56,11 @@
  * Waiting: spin a few µs (looking at the words), then register in
  * GET_WAITERS/PUT_WAITERS, look again, and futex-sleep on TAIL/HEAD with the
  * value seen (the register-then-look order against the waker's
- * store-then-look makes lost wakes impossible). Sleeps are cut into slices,
- * so a sleeper that was charged a wake and killed cannot strand the others.
+ * store-then-exchange makes lost wakes impossible). The waker takes the
+ * whole count with an exchange and wakes every sleeper on the word at once
+ * (`wakeRegistered`), so a burst of commits while a woken consumer is
+ * being scheduled pays one syscall, not one each. Sleeps are cut into
+ * slices all the same, as a guard.
  * Async forms sleep with `waitAsync` and never block the event loop.
  *
  * Crashes:
@@ -70,13 +75,14 @@
  *   killed after HEAD moved, before the item was revived, loses that item
  *   (and a spill file or shared-object references it carried stay until
  *   the tree ends).
- * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high: a wake
- *   syscall more per operation, nothing worse.
+ * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high until
+ *   the next wake: one needless syscall, nothing worse.
  * - A JoinableQueue producer killed after counting PUTS and before TAIL
  *   leaves one unfinished task until the next producer repairs PUTS (which
  *   wakes `join()` if that was the last); a consumer killed before
  *   `taskDone()` leaves `join()` waiting, as Python's does.
  */
+import { native } from '../native/addon.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
 import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
 import {
@@ -180,6 +186,7 @@ export class Channel {
     this.views = {
       i32: new Int32Array(sab),
       u8: new Uint8Array(sab),
+      bulk: new Uint8Array(native()?.aliasSegment(sab) ?? sab),
       buf: Buffer.from(sab),
       dv: new DataView(sab),
     };
@@ -257,7 +264,7 @@ export class Channel {
     Atomics.store(w, TAIL, next);
     this.lastTail = next;
     give(w, WRITER);
-    if (Atomics.load(w, GET_WAITERS) !== 0) wake(w, TAIL, 1);
+    wakeRegistered(w, GET_WAITERS, TAIL);
     return Commit.Done;
   }
 
@@ -287,7 +294,7 @@ export class Channel {
   putSync(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): boolean {
     prepare(item, this.spillAbove);
     if (this.commitSync(joinable) === Commit.Done) return true;
-    const kept = keepPrepared();
+    const kept = keepPrepared(false);
     for (;;) {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
@@ -302,7 +309,7 @@ export class Channel {
   async put(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
     prepare(item, this.spillAbove);
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
-    const kept = keepPrepared();
+    const kept = keepPrepared(true);
     for (;;) {
       if ((await this.commitAsync(joinable, kept)) === Commit.Done) return true;
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
@@ -373,7 +380,7 @@ export class Channel {
     Atomics.store(w, HEAD, next);
     this.lastHead = next;
     give(w, READER);
-    if (Atomics.load(w, PUT_WAITERS) !== 0) wake(w, HEAD, 1 << 30);
+    wakeRegistered(w, PUT_WAITERS, HEAD);
     if (value === SKIPPED) value = NOTHING;
     return pending === Pending.None ? value : finish(pending, value, spillTag);
   }
@@ -447,20 +454,16 @@ export class Channel {
   private sleepSync(waiters: number, index: number, seen: number, deadline: number): void {
     const w = this.w;
     Atomics.add(w, waiters, 1);
-    try {
-      if (Atomics.load(w, index) === seen) waitSync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
-    } finally {
-      Atomics.sub(w, waiters, 1);
-    }
+    if (Atomics.load(w, index) === seen) waitSync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
   }
 
   /** `sleepSync` without blocking; false when this object was closed meanwhile. */
   private async sleepAsync(waiters: number, index: number, seen: number, deadline: number): Promise<boolean> {
     const w = this.w;
     Atomics.add(w, waiters, 1);
+    if (Atomics.load(w, index) !== seen) return true;
     let interrupt: (() => void) | undefined;
     try {
-      if (Atomics.load(w, index) !== seen) return true;
       const woken = waitAsync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
       const closed = new Promise<WaitResult | null>((resolve) => {
         interrupt = () => resolve(null);
@@ -469,7 +472,6 @@ export class Channel {
       return (await Promise.race([woken, closed])) !== null;
     } finally {
       if (interrupt) this.interrupters.delete(interrupt);
-      Atomics.sub(w, waiters, 1);
     }
   }
 
@@ -524,7 +526,7 @@ export class Channel {
     const w = this.w;
     if (this.unfinished() !== 0) return;
     Atomics.add(w, JOIN_SEQ, 1);
-    if (Atomics.load(w, JOIN_WAITERS) !== 0) wake(w, JOIN_SEQ, 1 << 30);
+    wakeRegistered(w, JOIN_WAITERS, JOIN_SEQ);
   }
 
   /** Blocks until every item put has been marked done, or `deadline`; whether it got there. */
@@ -546,4 +548,18 @@ export class Channel {
       await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
     }
   }
+}
+
+/**
+ * The waker's half of "Waiting": after storing the word sleepers watch,
+ * takes the whole registration count and, if anyone registered, wakes
+ * every sleeper on `word` with one syscall. Taking the count (rather than
+ * each sleeper removing itself when it wakes) is what keeps the hot path
+ * free of syscalls: while a woken sleeper is still being scheduled, the
+ * next commits find the count at 0 and skip the wake. A sleeper that
+ * registered and then did not sleep leaves the count one too high: the
+ * next commit pays one needless wake and clears it.
+ */
+function wakeRegistered(w: Int32Array, waiters: number, word: number): void {
+  if (Atomics.load(w, waiters) !== 0 && Atomics.exchange(w, waiters, 0) !== 0) wake(w, word, 1 << 30);
 }

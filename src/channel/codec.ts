@@ -47,6 +47,14 @@ const SHORT_STRING = 1024;
 export interface Views {
   readonly i32: Int32Array;
   readonly u8: Uint8Array;
+  /**
+   * The same bytes through a plain ArrayBuffer aliasing the mapping (the
+   * addon's `aliasSegment`), for whole-payload copies: V8 copies a
+   * SharedArrayBuffer word by word with atomic stores, several times slower
+   * than this memcpy. Every copy made through it touches only bytes the
+   * channel's protocol gives the copier alone. `u8` itself without the addon.
+   */
+  readonly bulk: Uint8Array;
   readonly buf: Buffer;
   readonly dv: DataView;
 }
@@ -175,9 +183,14 @@ export function preparedSize(): number {
   return size;
 }
 
-/** The prepared item as an object, with its bytes copied (later mutation of the item must not leak). */
-export function keepPrepared(): Prepared {
-  const own = bytes && (tag === Tag.Bytes ? bytes.slice() : bytes);
+/**
+ * The prepared item as an object. An async put copies the item's bytes
+ * (its caller runs on and may change them before the put commits); a
+ * blocking put need not, since nothing else runs on its thread meanwhile
+ * and the item's buffer is not shared (shared ones take the V8 path).
+ */
+export function keepPrepared(copyBytes: boolean): Prepared {
+  const own = bytes && (copyBytes && tag === Tag.Bytes ? bytes.slice() : bytes);
   return { tag, size, num, big, str, bytes: own, spillTag, encoded, spilled };
 }
 
@@ -215,15 +228,15 @@ export function writeFrame(v: Views, at: number): number {
     case Tag.String:
       // A long string was encoded by `prepare`: its bytes are copied.
       if (bytes === null) length = str.length === 0 ? 0 : v.buf.write(str, p, size, 'utf8');
-      else v.u8.set(bytes, p);
+      else v.bulk.set(bytes, p);
       break;
     case Tag.Bytes:
     case Tag.V8:
-      v.u8.set(bytes!, p);
+      v.bulk.set(bytes!, p);
       break;
     case Tag.Spill:
       v.i32[(at >> 2) + 1] = spillTag;
-      v.u8.set(bytes!, p);
+      v.bulk.set(bytes!, p);
       break;
   }
   v.i32[at >> 2] = (length << 8) | tag;
@@ -283,7 +296,7 @@ export function readFrame(v: Views, at: number, header: number): Pending {
       return Pending.None;
     case Tag.V8:
       // A copy: V8's deserializer makes typed arrays that view its input.
-      readValue = v.u8.slice(p, p + length);
+      readValue = v.bulk.slice(p, p + length);
       return Pending.Decode;
     case Tag.Spill:
       readSpillTag = v.i32[(at >> 2) + 1] as Tag;
@@ -307,15 +320,16 @@ let slabUsed = 0;
 function copyOut(v: Views, p: number, length: number): Uint8Array {
   if (length > SLAB_ITEM_MAX) {
     const out = new Uint8Array(length);
-    out.set(v.u8.subarray(p, p + length));
+    out.set(v.bulk.subarray(p, p + length));
     return out;
   }
   if (slabUsed + length > slab.byteLength) {
-    slab = new Uint8Array(SLAB_BYTES);
+    // Not zero-filled: every byte an item views is written just below.
+    slab = new Uint8Array(Buffer.allocUnsafeSlow(SLAB_BYTES).buffer);
     slabUsed = 0;
   }
   const out = new Uint8Array(slab.buffer, slabUsed, length);
-  out.set(v.u8.subarray(p, p + length));
+  out.set(v.bulk.subarray(p, p + length));
   slabUsed = (slabUsed + length + 7) & ~7;
   return out;
 }

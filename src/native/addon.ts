@@ -27,6 +27,12 @@ export interface NativeAddon {
   readonly version: number;
   openSegment(path: string, size: number, create: boolean): SharedArrayBuffer;
   /**
+   * A plain ArrayBuffer over the memory of `sab` (keeping it mapped), for
+   * bulk copies at memcpy speed where the caller alone uses the bytes it
+   * copies (see native/src/segment.cc). Never handed to user code.
+   */
+  aliasSegment(sab: SharedArrayBuffer): ArrayBuffer;
+  /**
    * Blocks while the word holds `expected`. `timeoutMs` <= 0 only checks;
    * NaN, Infinity and anything too large for a 64-bit nanosecond deadline
    * (about 292 years) wait forever. Wakers must change the word before
@@ -45,7 +51,7 @@ export interface NativeAddon {
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
 
 function load(): { addon: NativeAddon | null; error: Error | null } {
   if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {
