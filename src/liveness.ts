@@ -143,11 +143,20 @@ const aliveUntil = new Map<number, number>();
  * unchecked; see above). An "alive" answer may be up to 25 ms old.
  */
 export function isAlive(id: number): boolean {
+  const until = aliveUntil.get(id);
+  if (until !== undefined && performance.now() < until) return true;
+  return isAliveNow(id);
+}
+
+/**
+ * `isAlive` without trusting an earlier verdict: for decisions that a
+ * death a few ms ago must change (a Condition's notify handing a wake to a
+ * waiter), where `isAlive`'s memo would count a waiter killed just now.
+ */
+export function isAliveNow(id: number): boolean {
   const tid = id & TID_MASK;
   if (tid === 0) return false;
   const now = performance.now();
-  const until = aliveUntil.get(id);
-  if (until !== undefined && now < until) return true;
   if (!exists(tid)) return forget(id);
   const stat = look(tid);
   if (stat === GONE) return forget(id);

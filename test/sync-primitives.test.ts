@@ -12,6 +12,7 @@ import * as mp from '../src/index.js';
 import * as fx from './fixtures/sync-targets.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { METHODS, eventually } from './helpers.js';
+import { isAlive, threadIdOf } from '../src/liveness.js';
 
 const module = fx.SYNC_TARGETS;
 
@@ -59,6 +60,16 @@ function inFutexWaitv(pid: number): boolean {
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
+
+/** Whether thread `tid` exists and is not a zombie, read straight from /proc (no memo). */
+function threadRuns(tid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${tid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 describe('Semaphore and BoundedSemaphore', () => {
   it('counts units (CPython test_semaphore, test_bounded_semaphore)', async () => {
@@ -239,6 +250,43 @@ describe('Condition', () => {
     assert.equal(woken, 12);
   });
 
+  it('a task that starts waiting after a notify cannot take the notification meant for an earlier waiter of its thread', async () => {
+    const cond = new mp.Condition(new mp.Lock());
+    let waiting = false;
+    const early = cond.withLock(async () => {
+      waiting = true;
+      return cond.wait(5_000);
+    });
+    await eventually(() => waiting, 10_000, 'the early task to wait');
+    // Holding the lock, so the early wait was entered before this notify.
+    await cond.withLock(() => cond.notify(1));
+    // Before the early task has woken, a later task waits: it must not take the notification.
+    const late = cond.withLock(() => cond.wait(300));
+    assert.equal(await late, false, 'the later wait timed out');
+    assert.equal(await early, true, 'the earlier wait got the notification');
+    assert.match(String(cond), /, 0\)>$/, 'no wait is left counted');
+  });
+
+  it('notify(1.5) wakes two, as Python\'s, and leaves the condition usable', async () => {
+    const cond = new mp.Condition(new mp.Lock());
+    let sleeping = 0;
+    const waiters = Array.from({ length: 3 }, () =>
+      cond.withLock(async () => {
+        sleeping++;
+        return cond.wait(2_000);
+      }),
+    );
+    await eventually(() => sleeping === 3, 10_000, 'the tasks to wait');
+    await cond.withLock(() => cond.notify(1.5));
+    const results = await Promise.all(waiters);
+    assert.deepEqual(results, [true, true, false]);
+    assert.match(String(cond), /, 0\)>$/);
+    const again = cond.withLock(() => cond.wait(5_000));
+    await eventually(() => /, 1\)>$/.test(String(cond)), 10_000, 'a new wait');
+    await cond.withLock(() => cond.notify(1));
+    assert.equal(await again, true);
+  });
+
   for (const method of METHODS) {
     describe(`with '${method}' children`, () => {
       const ctx = mp.getContext(method);
@@ -305,6 +353,37 @@ describe('Condition', () => {
         await live.join(20_000);
         assert.equal(live.exitCode, 0, 'the live waiter was notified');
         assert.equal(await woken.acquire({ timeout: 100 }), true);
+      });
+
+      it('notify(1) skips a waiter killed just now, even one this process saw alive a moment before', async () => {
+        const cond = new mp.Condition();
+        const sleeping = new mp.Semaphore(0);
+        const woken = new mp.Semaphore(0);
+        const victim = new ctx.Process({ target: fx.conditionWaiterSync, args: [cond, sleeping, woken], module });
+        victim.start();
+        assert.equal(await sleeping.acquire({ timeout: 30_000 }), true);
+        await cond.withLock(() => undefined); // the victim waits now
+        // The victim's holder id, from its slot (the only one taken yet).
+        const words = (cond as unknown as { words: Int32Array }).words;
+        const owners = Array.from({ length: 254 }, (_, slot) => Atomics.load(words, 4 + slot * 2)).filter((o) => o !== 0);
+        assert.equal(owners.length, 1);
+        const victimId = owners[0]!;
+        const live = new ctx.Process({ target: fx.conditionWaiter, args: [cond, sleeping, woken], module });
+        live.start();
+        assert.equal(await sleeping.acquire({ timeout: 30_000 }), true);
+        await cond.withLock(() => undefined); // both wait now
+        // Look at the victim as a lock waiter would (so "alive" is remembered
+        // for a few ms) until the moment it is seen dead, then notify at once.
+        victim.kill();
+        const until = performance.now() + 10_000;
+        while (threadRuns(threadIdOf(victimId))) {
+          isAlive(victimId);
+          assert.ok(performance.now() < until, 'the victim died');
+        }
+        await cond.withLock(() => cond.notify(1));
+        await live.join(20_000);
+        assert.equal(live.exitCode, 0, 'the live waiter was notified');
+        await victim.join(10_000);
       });
     });
   }

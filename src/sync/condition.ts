@@ -32,10 +32,18 @@
  * a notification already handed to its slot: a waiter that dies after being
  * notified is as one that died just after `wait()` returned.
  *
- * The tasks of one thread share its slot; which of them takes a notification
- * is whichever looks first. A wait that times out leaves by the same
- * compare-exchange, taking a notification that raced it instead (then it
- * returns true), so none is lost to a timeout either.
+ * The tasks of one thread share its slot, and queue their waits in this
+ * isolate in the order they entered (tickets, oldest first; entering holds
+ * the lock, as notify does). Whichever task of the thread looks first hands
+ * the slot's notifications to the oldest tickets, not to itself: a
+ * notification is for a wait that was pending when notify ran, and those
+ * are the oldest, so a task that starts waiting later cannot take it. A
+ * wait that times out leaves by the same compare-exchange, taking a
+ * notification that raced it instead (then it returns true), so none is
+ * lost to a timeout either. One consequence: a `waitSync` blocks its whole
+ * thread, so a notification handed to an older async wait of that thread
+ * is taken only once the thread is free again (as a lock held by an async
+ * task is); mixing the two on one thread is best avoided.
  *
  * At most SLOTS threads (processes, workers) wait on one Condition at once,
  * and 65,535 waits per thread.
@@ -44,7 +52,7 @@ import { StateError, ValueError } from '../errors.js';
 import { describe } from '../describe.js';
 import { allocateRegion, attachRegion, type Region, type RegionHandle } from '../shm/region.js';
 import { SHARED, registerShared, reviveShared, type SharedHandle } from '../serialize/shared.js';
-import { isAlive, selfTid } from '../liveness.js';
+import { isAlive, isAliveNow, selfTid } from '../liveness.js';
 import { Lock, RLock, type SavedHold } from './lock.js';
 import {
   bumpAndWakeAll,
@@ -67,6 +75,30 @@ const BYTES = (HEADER_WORDS + SLOTS * 2) * 4;
 
 const WAITING_MASK = 0xffff;
 const NOTIFIED_ONE = 0x10000;
+
+/** One wait of this thread on a condition: set once a notification is handed to it. */
+interface Ticket {
+  granted: boolean;
+}
+
+/**
+ * This isolate's pending waits per condition (keyed by its region's key and
+ * offset), oldest first. An entry lives while its queue is non-empty, so
+ * every Condition object of one condition in this isolate finds the same
+ * queue. Without the addon regions have no key: the queue is then keyed by
+ * the mapping object, so two objects of one condition on separate mappings
+ * of a thread would queue apart (the order between them is then the
+ * looking order).
+ */
+const ticketQueues = new Map<string, Ticket[]>();
+const plainTicketQueues = new WeakMap<SharedArrayBuffer, Map<string, Ticket[]>>();
+
+/** A wait entered: its thread's slot, its ticket, and the queue holding the ticket. */
+interface Entered {
+  readonly slot: number;
+  readonly ticket: Ticket;
+  readonly queue: Ticket[];
+}
 
 interface ConditionHandle extends SharedHandle {
   readonly segment: RegionHandle;
@@ -152,8 +184,43 @@ export class Condition {
     Atomics.compareExchange(this.words, o, owner, 0);
   }
 
-  /** Counts one more wait of this thread, in its slot (holding the lock). @returns the slot. */
-  private enter(): number {
+  /** The ticket queues of this isolate that this condition's waits go in. */
+  private queues(): Map<string, Ticket[]> {
+    if (this.segment.key !== null) return ticketQueues;
+    let queues = plainTicketQueues.get(this.segment.sab);
+    if (!queues) plainTicketQueues.set(this.segment.sab, (queues = new Map()));
+    return queues;
+  }
+
+  private queueKey(): string {
+    return `${this.segment.key ?? ''}+${this.offset}`;
+  }
+
+  /** Counts one more wait of this thread, in its slot and at the end of its ticket queue (holding the lock). */
+  private enter(): Entered {
+    const slot = this.enterSlot();
+    const queues = this.queues();
+    const key = this.queueKey();
+    let queue = queues.get(key);
+    if (!queue) queues.set(key, (queue = []));
+    const ticket: Ticket = { granted: false };
+    queue.push(ticket);
+    return { slot, ticket, queue };
+  }
+
+  /** Removes `ticket` from its queue (granted or leaving), and the queue from the map once empty. */
+  private dequeue(queue: Ticket[], index: number): Ticket {
+    const [ticket] = queue.splice(index, 1);
+    if (queue.length === 0) {
+      const queues = this.queues();
+      const key = this.queueKey();
+      if (queues.get(key) === queue) queues.delete(key);
+    }
+    return ticket!;
+  }
+
+  /** Counts one more wait of this thread in its slot (holding the lock). @returns the slot. */
+  private enterSlot(): number {
     const w = this.words;
     const me = selfTid();
     let free = -1;
@@ -181,34 +248,54 @@ export class Condition {
   }
 
   /**
-   * Takes a notification of this thread's slot, or — when `leaving` (timed
-   * out) — counts this wait out without one.
-   * @returns whether a notification was taken.
+   * Hands the notifications in this thread's slot to its oldest tickets,
+   * one compare-exchange each (counting each of those waits out).
    */
-  private take(slot: number, leaving: boolean): boolean {
+  private claim({ slot, queue }: Entered): void {
     const w = this.words;
     const o = this.ownerAt(slot);
-    for (let p = Atomics.load(w, o + 1); ; ) {
-      const notified = p >>> 16 !== 0;
-      if (!notified && !leaving) return false;
-      const next = notified ? p - NOTIFIED_ONE - 1 : p - 1;
+    for (let p = Atomics.load(w, o + 1); queue.length > 0 && p >>> 16 !== 0; ) {
+      const next = p - NOTIFIED_ONE - 1;
       const seen = Atomics.compareExchange(w, o + 1, p, next);
       if (seen !== p) {
         p = seen;
         continue;
       }
+      this.dequeue(queue, 0).granted = true;
       // The last wait of this thread gives the slot back (no other thread claims it meanwhile: its owner is us).
       if (next === 0) Atomics.store(w, o, 0);
-      return notified;
+      p = next;
     }
   }
 
-  private *waiting(slot: number, deadline: number): Generator<Sleep, boolean, void> {
+  /**
+   * A wait that timed out counts itself out — unless a notification reached
+   * its ticket first (then it was notified after all).
+   * @returns whether it was notified.
+   */
+  private leave(entered: Entered): boolean {
+    const w = this.words;
+    const o = this.ownerAt(entered.slot);
+    for (;;) {
+      this.claim(entered);
+      if (entered.ticket.granted) return true;
+      const p = Atomics.load(w, o + 1);
+      // A notify raced in after the claim: hand it out first.
+      if (p >>> 16 !== 0) continue;
+      if (Atomics.compareExchange(w, o + 1, p, p - 1) !== p) continue;
+      this.dequeue(entered.queue, entered.queue.indexOf(entered.ticket));
+      if (p - 1 === 0) Atomics.store(w, o, 0);
+      return false;
+    }
+  }
+
+  private *waiting(entered: Entered, deadline: number): Generator<Sleep, boolean, void> {
     for (;;) {
       const seen = observe(this.at);
-      if (this.take(slot, false)) return true;
+      this.claim(entered);
+      if (entered.ticket.granted) return true;
       const ms = remaining(deadline);
-      if (ms === 0) return this.take(slot, true);
+      if (ms === 0) return this.leave(entered);
       yield { seen, ms };
     }
   }
@@ -223,10 +310,10 @@ export class Condition {
   async wait(timeout?: number): Promise<boolean> {
     const deadline = deadlineOfTimeout(timeout, 'Condition.wait()');
     this.checkHeld('wait()');
-    const slot = this.enter();
+    const entered = this.enter();
     const saved: SavedHold = this.lock.releaseSave();
     try {
-      return await driveAsync(this.at, this.waiting(slot, deadline));
+      return await driveAsync(this.at, this.waiting(entered, deadline));
     } finally {
       await this.lock.acquireRestore(saved);
     }
@@ -236,10 +323,10 @@ export class Condition {
   waitSync(timeout?: number): boolean {
     const deadline = deadlineOfTimeout(timeout, 'Condition.waitSync()');
     this.checkHeld('waitSync()');
-    const slot = this.enter();
+    const entered = this.enter();
     const saved = this.lock.releaseSave();
     try {
-      return driveSync(this.at, this.waiting(slot, deadline));
+      return driveSync(this.at, this.waiting(entered, deadline));
     } finally {
       this.lock.acquireRestoreSync(saved);
     }
@@ -279,7 +366,8 @@ export class Condition {
 
   /**
    * Wakes up to `n` waits (default 1) among those waiting now; waiters whose
-   * thread died are skipped.
+   * thread died are skipped. A fractional `n` counts up (`notify(1.5)`
+   * wakes 2, as Python's multiprocessing Condition does).
    * @throws StateError when the running code does not hold the lock.
    */
   notify(n = 1): void {
@@ -287,7 +375,7 @@ export class Condition {
       throw new ValueError(`Condition.notify(n) takes a number of waiters to wake, got ${describe(n)}`);
     }
     this.checkHeld('notify()');
-    let left = n;
+    let left = Math.ceil(n);
     if (left < 1) return;
     const w = this.words;
     const start = Atomics.load(w, CURSOR) % SLOTS;
@@ -297,7 +385,8 @@ export class Condition {
       const o = this.ownerAt(slot);
       const owner = Atomics.load(w, o);
       if (owner === 0) continue;
-      if (!isAlive(owner)) {
+      // Not the memoized verdict: a waiter killed a few ms ago must not be handed a notification.
+      if (!isAliveNow(owner)) {
         this.reclaim(slot, owner);
         continue;
       }
