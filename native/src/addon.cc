@@ -9,6 +9,7 @@
 // Exports:
 //   openSegment(path, size, create)                 -> SharedArrayBuffer
 //   aliasSegment(sab)                               -> ArrayBuffer (same memory)
+//   mapFile(path)                                   -> ArrayBuffer (the file, mapped)
 //   futexWait(sab, byteOffset, expected, timeoutMs) -> 0 | 1 | 2
 //   futexWake(sab, byteOffset, count)               -> number woken
 //   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
@@ -60,6 +61,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
 
   SetFunction(context, exports, "openSegment", OpenSegment, 3);
   SetFunction(context, exports, "aliasSegment", AliasSegment, 1);
+  SetFunction(context, exports, "mapFile", MapFile, 1);
   SetFunction(context, exports, "futexWait", FutexWait, 4);
   SetFunction(context, exports, "futexWake", FutexWake, 3);
   EnvWaits* waits = InstallEnvWaits(isolate, context);

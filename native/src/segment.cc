@@ -1,6 +1,8 @@
 // segment.cc — openSegment(path, size, create): a file mapped MAP_SHARED and
 // exposed to JavaScript as a genuine SharedArrayBuffer; aliasSegment(sab): a
-// plain ArrayBuffer over the same memory, for bulk copies.
+// plain ArrayBuffer over the same memory, for bulk copies; mapFile(path): a
+// whole file mapped as a plain ArrayBuffer (a large queue item, received
+// without a copy).
 //
 // Design:
 //  * The segment is an ordinary file (normally on the /dev/shm tmpfs). The
@@ -180,6 +182,47 @@ void AliasSegment(const Callback& args) {
       },
       keep);
   args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, std::move(alias)));
+}
+
+// The reader of a spill file (src/channel/spill.ts) is its only user: the
+// file is unlinked right after this returns, so MAP_SHARED gives it private
+// memory without the copy-on-write that MAP_PRIVATE would pay on a write.
+// Pages are faulted in as they are read; nothing is copied up front.
+void MapFile(const Callback& args) {
+  v8::Isolate* isolate = args.GetIsolate();
+  if (!args[0]->IsString()) {
+    ThrowTypeError(isolate, "The \"path\" argument must be a string");
+    return;
+  }
+  v8::String::Utf8Value utf8_path(isolate, args[0]);
+  const std::string path(*utf8_path, utf8_path.length());
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    ThrowTypeError(isolate,
+                   "The \"path\" argument must be a non-empty string without "
+                   "null bytes");
+    return;
+  }
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return ThrowErrno(isolate, errno, "open", path.c_str());
+  FdCloser closer(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    return ThrowErrno(isolate, errno, "fstat", path.c_str());
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return ThrowErrno(isolate, EINVAL, "mmap", path.c_str(),
+                      "not a regular file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, 0));
+    return;
+  }
+  void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) return ThrowErrno(isolate, errno, "mmap", path.c_str());
+  std::shared_ptr<v8::BackingStore> store =
+      v8::ArrayBuffer::NewBackingStore(data, size, UnmapBackingStore, nullptr);
+  args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, std::move(store)));
 }
 
 }  // namespace mpts

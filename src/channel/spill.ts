@@ -8,9 +8,9 @@
  * producer before reading would deadlock (Python's famous bug, which its
  * docs ask users to avoid). Written to a file, the item is in the queue
  * once `put()` returns, whoever reads it and whenever; the producer may
- * exit. Both copies (`write(2)` into tmpfs, `read(2)` out of it) run at
- * memcpy speed, a few syscalls per item whatever its size, and no mapping
- * is left for the garbage collector to unmap.
+ * exit. The producer copies the item once (`write(2)` into tmpfs); the
+ * consumer maps the file instead of reading it (`mapFile`, with the addon),
+ * so its item is the file's own pages, unmapped when the item is collected.
  *
  * Ownership: the file belongs to the channel from `put()` until one
  * consumer takes its frame; that consumer reads and removes it. A file
@@ -19,6 +19,7 @@
  * tree directory when the main process ends.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { native } from '../native/addon.js';
 import { treeDir } from '../shm/tree.js';
 
 let prefix = '';
@@ -50,10 +51,16 @@ export function spill(bytes: Uint8Array): string {
   }
 }
 
-/** Reads a spill file and removes it (the one consumer that took its frame). */
+/**
+ * Reads a spill file and removes it (the one consumer that took its frame).
+ * With the addon the file is mapped rather than read: the item's bytes are
+ * the file's pages, never copied again (the file is unlinked at once, so
+ * nobody else can reach them).
+ */
 export function unspill(name: string): Buffer {
   const path = `${treeDir()}/${name}`;
-  const bytes = readFileSync(path);
+  const addon = native();
+  const bytes = addon ? Buffer.from(addon.mapFile(path)) : readFileSync(path);
   unlinkQuietly(name);
   return bytes;
 }

@@ -32,6 +32,8 @@ export interface NativeAddon {
    * copies (see native/src/segment.cc). Never handed to user code.
    */
   aliasSegment(sab: SharedArrayBuffer): ArrayBuffer;
+  /** A whole regular file mapped (MAP_SHARED) as a plain ArrayBuffer, for its only reader (see native/src/segment.cc). */
+  mapFile(path: string): ArrayBuffer;
   /**
    * Blocks while the word holds `expected`. `timeoutMs` <= 0 only checks;
    * NaN, Infinity and anything too large for a 64-bit nanosecond deadline
