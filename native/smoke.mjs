@@ -216,6 +216,20 @@ async function testSegments() {
     check('aliasSegment is a plain ArrayBuffer over the same bytes', ok && seen === 99 && bytes[4001] === 98);
     check('aliasSegment of a non-SharedArrayBuffer is a TypeError', throwsCode(() => native.aliasSegment(new ArrayBuffer(8)), 'TypeError'));
   }
+  {
+    // mapFile: a whole file as a plain ArrayBuffer; writes reach the file.
+    const file = `${path}-file`;
+    fs.writeFileSync(file, Buffer.from('hello spill'));
+    const mapped = native.mapFile(file);
+    const ok = !(mapped instanceof SharedArrayBuffer) && Buffer.from(mapped).toString() === 'hello spill';
+    new Uint8Array(mapped)[0] = 0x48;
+    check('mapFile maps the whole file as a plain ArrayBuffer', ok && fs.readFileSync(file, 'latin1') === 'Hello spill');
+    fs.writeFileSync(`${file}-empty`, '');
+    check('mapFile of an empty file is an empty ArrayBuffer', native.mapFile(`${file}-empty`).byteLength === 0);
+    check('mapFile of a missing file fails with ENOENT', throwsCode(() => native.mapFile(`${file}-missing`), 'ENOENT'));
+    fs.unlinkSync(file);
+    fs.unlinkSync(`${file}-empty`);
+  }
 
   const c = startChild(`
     const sab = native.openSegment(ARGS.path, 0, false);
