@@ -11,6 +11,9 @@ its own variants, so both sides see the same machine state.
     python3 mp_anchor.py queue [--payload int|bytes1k|8mb] [--n 200000]
     python3 mp_anchor.py pipe [--n 200000]
     python3 mp_anchor.py pipe-rtt [--rounds 10000] [--warmup 1000]
+    python3 mp_anchor.py pool-start [--method fork|spawn] [--reps 5]
+    python3 mp_anchor.py pool-map [--n 100000] [--chunksize 1]
+    python3 mp_anchor.py manager [--n 20000] [--procs 2]
 
 Standard library only. Everything but the argument handling sits behind the
 __main__ guard, because spawn and forkserver children re-import this file.
@@ -260,6 +263,90 @@ def bench_pipe_rtt(rounds, warmup):
     return {"bench": "pipe-rtt", "rounds": rounds, "median_us": statistics.median(times), "exitcode": p.exitcode}
 
 
+def ident(x):
+    return x
+
+
+def bench_pool_start(method, reps):
+    """Pool(2) construction to the first apply() result, as the anchor suite's f group."""
+    ctx = mp.get_context(method)
+    times = []
+    for _ in range(reps):
+        t0 = now()
+        pool = ctx.Pool(2)
+        pool.apply(noop)
+        times.append((now() - t0) * 1e3)
+        pool.terminate()
+        pool.join()
+    return {"bench": "pool-start", "method": method, "median_ms": statistics.median(times), "samples_ms": times}
+
+
+def bench_pool_map(n, chunksize):
+    """Pool(2).map(ident, range(n), chunksize) after a warm-up map, fork workers."""
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        pool.map(ident, range(2_000))
+        t0 = now()
+        res = pool.map(ident, range(n), chunksize=chunksize)
+        elapsed = now() - t0
+    if len(res) != n or res[-1] != n - 1:
+        raise SystemExit("pool.map returned wrong results")
+    return {"bench": "pool-map", "n": n, "chunksize": chunksize, "elapsed_s": elapsed}
+
+
+def mgr_list_worker(lst, n, barrier):
+    barrier.wait()
+    app = lst.append
+    for i in range(n):
+        app(i)
+
+
+def mgr_dict_worker(d, n, tag, barrier):
+    keys = [f"{tag}:{i}" for i in range(n)]
+    barrier.wait()
+    for i, k in enumerate(keys):
+        d[k] = i
+    barrier.wait()
+    for i, k in enumerate(keys):
+        if d[k] != i:
+            raise RuntimeError("bad value")
+    barrier.wait()
+
+
+def bench_manager(n, procs):
+    """procs fork children x n list.append, then dict sets and gets, on one Manager (ops/s)."""
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as mgr:
+        lst = mgr.list()
+        barrier = ctx.Barrier(procs + 1)
+        ps = [ctx.Process(target=mgr_list_worker, args=(lst, n, barrier)) for _ in range(procs)]
+        for p in ps:
+            p.start()
+        barrier.wait()
+        t0 = now()
+        for p in ps:
+            p.join()
+        t_append = now() - t0
+        length = len(lst)
+        d = mgr.dict()
+        barrier = ctx.Barrier(procs + 1)
+        ps = [ctx.Process(target=mgr_dict_worker, args=(d, n, t, barrier)) for t in range(procs)]
+        for p in ps:
+            p.start()
+        barrier.wait()
+        t0 = now()
+        barrier.wait()
+        t1 = now()
+        barrier.wait()
+        t2 = now()
+        for p in ps:
+            p.join()
+        exact = length == n * procs and all(p.exitcode == 0 for p in ps) and len(d) == n * procs
+    ops = n * procs
+    return {"bench": "manager", "n": n, "procs": procs, "exact": exact,
+            "append_per_s": ops / t_append, "set_per_s": ops / (t1 - t0), "get_per_s": ops / (t2 - t1)}
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -281,6 +368,15 @@ def main(argv):
     pr = sub.add_parser("pipe-rtt", help="round trips of an int to an echoing fork child over Pipe(), median µs")
     pr.add_argument("--rounds", type=int, default=10_000)
     pr.add_argument("--warmup", type=int, default=1_000)
+    ps_ = sub.add_parser("pool-start", help="Pool(2) construction to the first apply() result, median ms")
+    ps_.add_argument("--method", default="fork", choices=("fork", "spawn", "forkserver"))
+    ps_.add_argument("--reps", type=int, default=5)
+    pm = sub.add_parser("pool-map", help="Pool(2).map(ident, range(n), chunksize), fork workers")
+    pm.add_argument("--n", type=int, default=100_000)
+    pm.add_argument("--chunksize", type=int, default=1)
+    mg = sub.add_parser("manager", help="procs children x n list.append, dict set and get on one Manager")
+    mg.add_argument("--n", type=int, default=20_000)
+    mg.add_argument("--procs", type=int, default=2)
     args = ap.parse_args(argv)
     if args.bench == "start":
         out = bench_start(args.method, args.reps, args.warmup)
@@ -292,6 +388,12 @@ def main(argv):
         out = bench_pipe(args.n)
     elif args.bench == "pipe-rtt":
         out = bench_pipe_rtt(args.rounds, args.warmup)
+    elif args.bench == "pool-start":
+        out = bench_pool_start(args.method, args.reps)
+    elif args.bench == "pool-map":
+        out = bench_pool_map(args.n, args.chunksize)
+    elif args.bench == "manager":
+        out = bench_manager(args.n, args.procs)
     else:
         out = bench_value(args.method, args.n, args.procs)
     out["python"] = sys.version.split()[0]
