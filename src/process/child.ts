@@ -17,7 +17,7 @@ import type { ChildSpec } from './popen.js';
 import type { ReferenceSpec, TargetSpec } from './target.js';
 import { rebuild } from './subclass.js';
 import { importEntry, runTarget } from './import-entry.js';
-import { registerTsHooks } from './ts-children.js';
+import { registerTsHooks, runDeferredPreloads } from './ts-children.js';
 import { tsxPackageFiles } from './tsx.js';
 
 /** esbuild's `__name` helper, for sources compiled by tsx or esbuild with keepNames. */
@@ -121,6 +121,7 @@ export async function runChild(spec: ChildSpec, prepared?: Promise<void>): Promi
   process.argv.splice(1, process.argv.length - 1, ...spec.identity.argv);
   try {
     await (prepared ?? prepareTs(spec.identity.startMethod, spec.identity.tsxApi));
+    if (spec.preloads) await runDeferredPreloads(spec.preloads);
     const cls = spec.instance ? await resolveExport(spec.instance.cls, SUBCLASS) : null;
     const fn = spec.target ? await resolveTarget(spec.target) : null;
     const args = (await revive(spec.args, [])) as unknown[];

@@ -8,23 +8,36 @@
 import type { Worker, WorkerOptions } from 'node:worker_threads';
 import { workerThreads } from '../builtins.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
-import { withoutTsx } from './ts-children.js';
+import { deferFilePreloads, withoutTsx, type DeferredPreload } from './ts-children.js';
 import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, type ChildSpec, type Popen, type SpareData } from './popen.js';
 import { forget, offerSpare, takeSpare, type Spare } from './spares.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
 let execArgv: string[] | undefined | null = null;
+/** Preload files the child runs itself, after its TypeScript hooks (deferFilePreloads). */
+let deferred: readonly DeferredPreload[] = [];
 
 function workerExecArgv(): string[] | undefined {
   if (execArgv === null) {
     execArgv = threadExecArgv();
-    // A Worker runs our --import preloads: tsx's would load tsx again, where
-    // the child registers lighter hooks (ts-children.ts).
-    const light = tsxApi() ? withoutTsx(execArgv ?? process.execArgv) : null;
-    if (light) execArgv = light;
+    if (tsxApi()) {
+      // A Worker runs our --import preloads: tsx's would load tsx again, where
+      // the child registers lighter hooks (ts-children.ts).
+      const all = execArgv ?? process.execArgv;
+      const light = withoutTsx(all);
+      const split = light ? null : deferFilePreloads(all);
+      if (light) execArgv = light;
+      else if (split) ({ execArgv, preloads: deferred } = split);
+    }
   }
   return execArgv;
+}
+
+/** The spec with the preloads this child must run itself, if any. */
+function withPreloads(spec: ChildSpec): ChildSpec {
+  workerExecArgv();
+  return deferred.length > 0 ? { ...spec, preloads: deferred } : spec;
 }
 
 function newWorker(workerData: ChildSpec | SpareData): Worker {
@@ -82,6 +95,7 @@ function makeSpare(settings: string): ThreadSpare {
 }
 
 export function popenThread(spec: ChildSpec): Popen {
+  spec = withPreloads(spec);
   const worker = takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec) ?? newWorker(spec);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {

@@ -6,6 +6,7 @@
  */
 import type { ChildIdentity } from '../runtime.js';
 import type { ReferenceSpec, TargetSpec } from './target.js';
+import type { DeferredPreload } from './ts-children.js';
 
 /** Everything a child needs to run its target. */
 export interface ChildSpec {
@@ -21,6 +22,8 @@ export interface ChildSpec {
   readonly args: unknown;
   /** A `Process` subclass whose `run()` the child calls (subclass.ts); null for a plain target. */
   readonly instance: InstanceSpec | null;
+  /** A `'thread'` child's preload files, run after its TypeScript hooks (ts-children.ts deferFilePreloads). */
+  readonly preloads?: readonly DeferredPreload[];
 }
 
 /** A subclass instance in transit: its class by reference, its own fields encoded as `args` are. */

@@ -12,8 +12,8 @@
  */
 import { createRequire, register } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { TsHooksData } from './ts-hooks.js';
 import { defaultCacheDir } from './ts-cache.js';
 import { tsconfigChain, tsconfigText } from './tsconfig-chain.js';
@@ -90,6 +90,59 @@ export function withoutTsx(execArgv: readonly string[], nodeOptions = process.en
     }
   }
   return dropped ? kept : null;
+}
+
+/** A preload a `'thread'` child runs itself, once its TypeScript hooks are in place. */
+export interface DeferredPreload {
+  readonly kind: 'import' | 'require';
+  /** A file: URL (for `import`) or an absolute path (for `require`). */
+  readonly specifier: string;
+}
+
+/**
+ * For a `'thread'` child of a parent under tsx whose preloads need tsx
+ * (`withoutTsx` said null): the Worker's `execArgv` without tsx's own
+ * preloads and without the `--import`/`--require` of files, which the
+ * child runs itself, in order, after it registers its hooks
+ * (`runDeferredPreloads`). A Node 20 Worker does not apply the
+ * `--import tsx` it inherits, so run by Node those files would fail
+ * ("Unknown file extension .ts"). Preloads named by package, and
+ * `--loader`s, stay with Node, as do those of `NODE_OPTIONS`. Null when
+ * there is nothing to defer.
+ */
+export function deferFilePreloads(execArgv: readonly string[], cwd = process.cwd()): { execArgv: string[]; preloads: DeferredPreload[] } | null {
+  const kept: string[] = [];
+  const preloads: DeferredPreload[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const token = execArgv[i]!;
+    const eq = token.startsWith('--') ? token.indexOf('=') : -1;
+    const name = eq > 0 ? token.slice(0, eq) : token;
+    const value = eq > 0 ? token.slice(eq + 1) : execArgv[i + 1];
+    if (!PRELOADS.has(name) || value === undefined) {
+      kept.push(token);
+      continue;
+    }
+    const own = eq > 0 ? [token] : [token, value];
+    if (eq < 0) i++;
+    const file = /^(?:\.{0,2}\/|file:)/.test(value);
+    if (name !== '--loader' && name !== '--experimental-loader' && isTsxEntry(value)) continue;
+    if (file && name === '--import') {
+      preloads.push({ kind: 'import', specifier: value.startsWith('file:') ? value : pathToFileURL(resolve(cwd, value)).href });
+    } else if (file && (name === '--require' || name === '-r')) {
+      preloads.push({ kind: 'require', specifier: value.startsWith('file:') ? fileURLToPath(value) : resolve(cwd, value) });
+    } else {
+      kept.push(...own);
+    }
+  }
+  return preloads.length > 0 ? { execArgv: kept, preloads } : null;
+}
+
+/** Runs a `'thread'` child's deferred preloads, in order (see `deferFilePreloads`). */
+export async function runDeferredPreloads(preloads: readonly DeferredPreload[]): Promise<void> {
+  for (const { kind, specifier } of preloads) {
+    if (kind === 'import') await import(specifier);
+    else createRequire(specifier)(specifier);
+  }
 }
 
 /** tsx's files next to its ESM API (`dist/esm/api/index.mjs`). */
