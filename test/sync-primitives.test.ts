@@ -408,6 +408,37 @@ describe('Event', () => {
   }
 });
 
+describe('Waits of the SEQ-based primitives (waiting.ts)', () => {
+  it('an async wait sees a change whose wake never came (its waker killed between the two) within a slice', async () => {
+    // A kill cannot be aimed between a waker's store and its bump of SEQ
+    // (two adjacent atomic operations), so the test writes what it leaves:
+    // the state changed, SEQ not bumped, nobody woken.
+    const event = new mp.Event();
+    const waiting = event.wait(30_000);
+    await eventually(() => sleepers(event) === 1, 10_000, 'the event wait to sleep');
+    Atomics.store(wordsOf(event), 0, 1);
+    assert.equal(await settlesWithin(waiting, 2_000, 'Event.wait()'), true);
+    const sem = new mp.Semaphore(0);
+    const acquiring = sem.acquire({ timeout: 30_000 });
+    await eventually(() => sleepers(sem) === 1, 10_000, 'the acquire to sleep');
+    Atomics.add(wordsOf(sem), 0, 1);
+    assert.equal(await settlesWithin(acquiring, 2_000, 'Semaphore.acquire()'), true);
+    assert.equal(sem.getValue(), 0);
+  });
+
+  it('async waits of one thread on one primitive share one native wait (no waiter thread per 127 of them)', async () => {
+    const threads = () => readdirSync('/proc/self/task').length;
+    const event = new mp.Event();
+    const before = threads();
+    const waits = Array.from({ length: 2_000 }, () => event.wait(30_000));
+    await eventually(() => sleepers(event) === 2_000, 10_000, 'the waits to sleep');
+    assert.ok(threads() - before <= 1, `${threads() - before} more threads for 2,000 waits on one word`);
+    event.set();
+    assert.deepEqual(await Promise.all(waits), Array(2_000).fill(true));
+  });
+
+});
+
 describe('Barrier', () => {
   it('refuses bad input: 0 parties, a non-function action, a non-number timeout', async () => {
     assert.throws(() => new mp.Barrier(0), (e: Error) => e instanceof mp.ValueError && /got 0/.test(e.message));
