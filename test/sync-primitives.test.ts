@@ -437,6 +437,20 @@ describe('Waits of the SEQ-based primitives (waiting.ts)', () => {
     assert.deepEqual(await Promise.all(waits), Array(2_000).fill(true));
   });
 
+  it('{ block: 0 } (any falsy block but undefined) does not block, as Python\'s block=0', async () => {
+    const sem = new mp.Semaphore(0);
+    const lock = new mp.Lock();
+    lock.acquireSync();
+    for (const block of [0, null, false]) {
+      const options = { block, timeout: 300 } as never;
+      await timesOutAfter(0, () => sem.acquire(options));
+      await timesOutAfter(0, () => sem.acquireSync(options));
+      await timesOutAfter(0, () => lock.acquireSync(options));
+      await timesOutAfter(0, () => lock.acquire(options));
+    }
+    await timesOutAfter(100, () => sem.acquire({ block: undefined, timeout: 100 }));
+    lock.release();
+  });
 });
 
 describe('Barrier', () => {

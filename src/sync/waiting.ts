@@ -131,15 +131,26 @@ export function sleepSync(at: SequenceWords, seen: number, ms: number): void {
 
 /** Options of every acquire and wait that may block, as Python's `(block=True, timeout=None)`. */
 export interface BlockOptions {
-  /** `false`: try once and return at once (a `timeout` is then ignored). Default `true`. */
+  /**
+   * `false` (or any other falsy value but `undefined`, as Python's `block=0`):
+   * try once and return at once (a `timeout` is then ignored). Default `true`.
+   */
   block?: boolean;
   /** Milliseconds to wait at most (negative means 0). Default: forever. */
   timeout?: number;
 }
 
 /**
+ * Whether options ask to wait: Python tests `block` for truth, so `0`,
+ * `null` or `''` mean "do not block" as `false` does; left out, it blocks.
+ */
+export function blocks(options: { block?: unknown }): boolean {
+  return options.block === undefined || Boolean(options.block);
+}
+
+/**
  * The deadline (`performance.now()` time) an options object asks for: now
- * for `{ block: false }`, Infinity for no timeout.
+ * for a falsy `block` (`{ block: false }`), Infinity for no timeout.
  * @throws ValueError naming the value and the fix, for anything but an options object or a number timeout.
  */
 export function deadlineOfOptions(options: BlockOptions | undefined, call: string): number {
@@ -147,7 +158,7 @@ export function deadlineOfOptions(options: BlockOptions | undefined, call: strin
   if (typeof options !== 'object' || options === null) {
     throw new ValueError(`${call} takes an options object { block?, timeout? }, got ${describe(options)}; e.g. ${call.replace('()', '')}({ timeout: 100 })`);
   }
-  if (options.block === false) return performance.now();
+  if (!blocks(options)) return performance.now();
   return deadlineOfTimeout(options.timeout, call);
 }
 
