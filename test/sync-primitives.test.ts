@@ -210,32 +210,34 @@ describe('Semaphore and BoundedSemaphore', () => {
       it('a waiter killed mid-wait does not swallow the release a live waiter needs', async () => {
         const sem = new mp.Semaphore(0);
         const ready = new mp.Semaphore(0);
-        const asleep = (p: mp.Process, n: number) => () =>
-          sleepers(sem) === n && (method === 'thread' || process.platform !== 'linux' || process.arch !== 'x64' || inFutexWaitv(p.pid!));
-        // The victim waits first (first in the kernel's queue), then the live one.
-        const victim = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
-        victim.start();
-        assert.equal(await ready.acquire({ timeout: 30_000 }), true);
-        await eventually(asleep(victim, 1), 30_000, 'the victim to sleep');
-        const live = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
+        // The live waiter blocks in its own futex wait.
+        const live = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, false], module });
         live.start();
         assert.equal(await ready.acquire({ timeout: 30_000 }), true);
-        await eventually(asleep(live, 2), 30_000, 'the live waiter to sleep');
-        if (method === 'process') {
-          // Stopped, the victim can be woken but cannot act on the wake: the
-          // moment a woken waiter dies. A single wake would go to it.
-          process.kill(victim.pid!, 'SIGSTOP');
-          sem.release();
-          victim.kill();
-        } else {
+        await eventually(() => sleepers(sem) === 1, 30_000, 'the live waiter to sleep');
+        // The victim's async wait sleeps in its waiter thread while its own
+        // thread never runs JavaScript again: the release wakes it, and it
+        // cannot act on the wake (the moment a woken waiter dies), under both
+        // start methods. The release must come within the wait's 200 ms slice
+        // (after it the victim is no longer asleep to be woken): a victim
+        // seen asleep too late is killed and another one tried.
+        const since = mp.Value('d', 0);
+        for (let attempt = 1; ; attempt++) {
+          assert.ok(attempt <= 5, 'no victim was seen asleep within 150 ms of its wait (5 tries)');
+          const victim = new ctx.Process({ target: fx.semaphoreWaiterStuck, args: [sem, ready, since], module });
+          victim.start();
+          assert.equal(await ready.acquire({ timeout: 30_000 }), true);
+          const inKernel = () => method === 'thread' || process.platform !== 'linux' || process.arch !== 'x64' || inFutexWaitv(victim.pid!);
+          await eventually(inKernel, 30_000, 'the victim to sleep');
+          const inTime = Date.now() - since.value < 150;
+          if (inTime) sem.release();
           victim.kill();
           await victim.join(10_000);
-          sem.release();
+          assert.equal(victim.exitCode, -9);
+          if (inTime) break;
         }
         await live.join(20_000);
         assert.equal(live.exitCode, 0, 'the live waiter got the unit');
-        await victim.join(10_000);
-        assert.equal(victim.exitCode, -9);
         assert.equal(sem.getValue(), 0);
       });
     });
