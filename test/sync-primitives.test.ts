@@ -586,7 +586,8 @@ describe('Barrier', () => {
         await eventually(() => hanging.nWaiting === 1, 5_000, 'this thread to wait');
         const actor = new ctx.Process({ target: fx.brokenWaiter, args: [hanging], module });
         actor.start();
-        await eventually(() => Atomics.load((hanging as unknown as { words: Int32Array }).words, 4) !== 0, 30_000, 'the action to run');
+        // Full (count 2 of 2): the child arrived last and runs the action (CLOSER names it from just before its arrival).
+        await eventually(() => (Atomics.load(wordsOf(hanging), 0) & 0xffff) === 2, 30_000, 'the action to run');
         actor.kill();
         await assert.rejects(mine, mp.BrokenBarrierError);
         await actor.join(10_000);
