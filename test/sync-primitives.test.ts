@@ -71,6 +71,61 @@ function threadRuns(tid: number): boolean {
   }
 }
 
+/** A primitive's int32 words. */
+function wordsOf(obj: object): Int32Array {
+  return (obj as { words: Int32Array }).words;
+}
+
+/** `promise`, or a rejection naming what is still pending once `ms` passed. */
+async function settlesWithin<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} still pending after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whether process `pid` is stopped (state T in /proc). */
+function isStopped(pid: number): boolean {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+}
+
+/**
+ * Kills `child` (for real) at a moment when `inWindow()` holds, if it can:
+ * a 'process' child is stopped (SIGSTOP) at random moments and looked at
+ * while it stands still, then SIGKILLed there or let go on; a 'thread'
+ * child cannot be stopped alone, so it is killed at a random moment and
+ * looked at afterwards. @returns whether the kill landed in the window.
+ */
+async function killInWindow(child: mp.Process, method: mp.StartMethod, inWindow: () => boolean): Promise<boolean> {
+  const pause = () => new Promise((r) => setTimeout(r, Math.random() * 3));
+  if (method === 'thread') {
+    await pause();
+    child.kill();
+    await child.join(10_000);
+    return inWindow();
+  }
+  for (let probe = 0; probe < 200; probe++) {
+    await pause();
+    process.kill(child.pid!, 'SIGSTOP');
+    await eventually(() => isStopped(child.pid!), 10_000, 'the child to stop');
+    if (inWindow()) {
+      child.kill();
+      await child.join(10_000);
+      return true;
+    }
+    process.kill(child.pid!, 'SIGCONT');
+  }
+  child.kill();
+  await child.join(10_000);
+  return false;
+}
+
 describe('Semaphore and BoundedSemaphore', () => {
   it('counts units (CPython test_semaphore, test_bounded_semaphore)', async () => {
     for (const sem of [new mp.Semaphore(2), new mp.BoundedSemaphore(2)]) {
@@ -166,32 +221,34 @@ describe('Semaphore and BoundedSemaphore', () => {
       it('a waiter killed mid-wait does not swallow the release a live waiter needs', async () => {
         const sem = new mp.Semaphore(0);
         const ready = new mp.Semaphore(0);
-        const asleep = (p: mp.Process, n: number) => () =>
-          sleepers(sem) === n && (method === 'thread' || process.platform !== 'linux' || process.arch !== 'x64' || inFutexWaitv(p.pid!));
-        // The victim waits first (first in the kernel's queue), then the live one.
-        const victim = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
-        victim.start();
-        assert.equal(await ready.acquire({ timeout: 30_000 }), true);
-        await eventually(asleep(victim, 1), 30_000, 'the victim to sleep');
-        const live = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, true], module });
+        // The live waiter blocks in its own futex wait.
+        const live = new ctx.Process({ target: fx.semaphoreWaiter, args: [sem, ready, false], module });
         live.start();
         assert.equal(await ready.acquire({ timeout: 30_000 }), true);
-        await eventually(asleep(live, 2), 30_000, 'the live waiter to sleep');
-        if (method === 'process') {
-          // Stopped, the victim can be woken but cannot act on the wake: the
-          // moment a woken waiter dies. A single wake would go to it.
-          process.kill(victim.pid!, 'SIGSTOP');
-          sem.release();
-          victim.kill();
-        } else {
+        await eventually(() => sleepers(sem) === 1, 30_000, 'the live waiter to sleep');
+        // The victim's async wait sleeps in its waiter thread while its own
+        // thread never runs JavaScript again: the release wakes it, and it
+        // cannot act on the wake (the moment a woken waiter dies), under both
+        // start methods. The release must come within the wait's 1 s slice
+        // (after it the victim is no longer asleep to be woken): a victim
+        // seen asleep too late is killed and another one tried.
+        const since = mp.Value('d', 0);
+        for (let attempt = 1; ; attempt++) {
+          assert.ok(attempt <= 5, 'no victim was seen asleep within 800 ms of its wait (5 tries)');
+          const victim = new ctx.Process({ target: fx.semaphoreWaiterStuck, args: [sem, ready, since], module });
+          victim.start();
+          assert.equal(await ready.acquire({ timeout: 30_000 }), true);
+          const inKernel = () => method === 'thread' || process.platform !== 'linux' || process.arch !== 'x64' || inFutexWaitv(victim.pid!);
+          await eventually(inKernel, 30_000, 'the victim to sleep');
+          const inTime = Date.now() - since.value < 800;
+          if (inTime) sem.release();
           victim.kill();
           await victim.join(10_000);
-          sem.release();
+          assert.equal(victim.exitCode, -9);
+          if (inTime) break;
         }
         await live.join(20_000);
         assert.equal(live.exitCode, 0, 'the live waiter got the unit');
-        await victim.join(10_000);
-        assert.equal(victim.exitCode, -9);
         assert.equal(sem.getValue(), 0);
       });
     });
@@ -432,6 +489,51 @@ describe('Event', () => {
   }
 });
 
+describe('Waits of the SEQ-based primitives (waiting.ts)', () => {
+  it('an async wait sees a change whose wake never came (its waker killed between the two) within a slice', async () => {
+    // A kill cannot be aimed between a waker's store and its bump of SEQ
+    // (two adjacent atomic operations), so the test writes what it leaves:
+    // the state changed, SEQ not bumped, nobody woken.
+    const event = new mp.Event();
+    const waiting = event.wait(30_000);
+    await eventually(() => sleepers(event) === 1, 10_000, 'the event wait to sleep');
+    Atomics.store(wordsOf(event), 0, 1);
+    assert.equal(await settlesWithin(waiting, 2_000, 'Event.wait()'), true);
+    const sem = new mp.Semaphore(0);
+    const acquiring = sem.acquire({ timeout: 30_000 });
+    await eventually(() => sleepers(sem) === 1, 10_000, 'the acquire to sleep');
+    Atomics.add(wordsOf(sem), 0, 1);
+    assert.equal(await settlesWithin(acquiring, 2_000, 'Semaphore.acquire()'), true);
+    assert.equal(sem.getValue(), 0);
+  });
+
+  it('async waits of one thread on one primitive share one native wait (no waiter thread per 127 of them)', async () => {
+    const threads = () => readdirSync('/proc/self/task').length;
+    const event = new mp.Event();
+    const before = threads();
+    const waits = Array.from({ length: 2_000 }, () => event.wait(30_000));
+    await eventually(() => sleepers(event) === 2_000, 10_000, 'the waits to sleep');
+    assert.ok(threads() - before <= 1, `${threads() - before} more threads for 2,000 waits on one word`);
+    event.set();
+    assert.deepEqual(await Promise.all(waits), Array(2_000).fill(true));
+  });
+
+  it('{ block: 0 } (any falsy block but undefined) does not block, as Python\'s block=0', async () => {
+    const sem = new mp.Semaphore(0);
+    const lock = new mp.Lock();
+    lock.acquireSync();
+    for (const block of [0, null, false]) {
+      const options = { block, timeout: 300 } as never;
+      await timesOutAfter(0, () => sem.acquire(options));
+      await timesOutAfter(0, () => sem.acquireSync(options));
+      await timesOutAfter(0, () => lock.acquireSync(options));
+      await timesOutAfter(0, () => lock.acquire(options));
+    }
+    await timesOutAfter(100, () => sem.acquire({ block: undefined, timeout: 100 }));
+    lock.release();
+  });
+});
+
 describe('Barrier', () => {
   it('refuses bad input: 0 parties, a non-function action, a non-number timeout', async () => {
     assert.throws(() => new mp.Barrier(0), (e: Error) => e instanceof mp.ValueError && /got 0/.test(e.message));
@@ -499,6 +601,30 @@ describe('Barrier', () => {
     assert.throws(() => byDefault.waitSync(), mp.BrokenBarrierError);
   });
 
+  it('an arrival during the previous cycle\'s action waits for its end and never breaks that cycle; its timeout counts from then (Python\'s _enter)', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const barrier = new mp.Barrier(2, { action: () => gate });
+    const first = barrier.wait();
+    const last = barrier.wait();
+    // The action runs now (it waits for the gate); a third party comes with a short timeout.
+    let openedAt = 0;
+    const third = barrier.wait(50).then(
+      () => assert.fail('the third party has no partner: it cannot pass'),
+      (err: unknown) => ({ err, after: performance.now() - openedAt }),
+    );
+    // Past its 50 ms, while the action still runs (the timeout would have run out, not a synchronisation).
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(barrier.broken, false, 'the cycle whose parties all arrived is not broken by a timeout of a later one');
+    openedAt = performance.now();
+    open();
+    assert.deepEqual([await first, await last], [0, 1], 'the cycle that filled is released (Python: A returns 0, B 1)');
+    const { err, after } = await third;
+    assert.ok(err instanceof mp.BrokenBarrierError, `the late party's own timeout breaks its own cycle, got ${String(err)}`);
+    assert.ok(after >= 49, `its 50 ms count from its arrival after the action, not from its call (${after.toFixed(1)} ms)`);
+    assert.equal(barrier.broken, true);
+  });
+
   for (const method of METHODS) {
     describe(`with '${method}' children`, () => {
       const ctx = mp.getContext(method);
@@ -539,10 +665,66 @@ describe('Barrier', () => {
         await eventually(() => hanging.nWaiting === 1, 5_000, 'this thread to wait');
         const actor = new ctx.Process({ target: fx.brokenWaiter, args: [hanging], module });
         actor.start();
-        await eventually(() => Atomics.load((hanging as unknown as { words: Int32Array }).words, 4) !== 0, 30_000, 'the action to run');
+        // Full (count 2 of 2): the child arrived last and runs the action (CLOSER names it from just before its arrival).
+        await eventually(() => (Atomics.load(wordsOf(hanging), 0) & 0xffff) === 2, 30_000, 'the action to run');
         actor.kill();
         await assert.rejects(mine, mp.BrokenBarrierError);
         await actor.join(10_000);
+      });
+
+      it('the last party killed between its arrival and its cycle\'s end breaks the barrier for later and waiting parties; reset() recovers it', async () => {
+        const STATE = 0;
+        const CLOSER = 4;
+        let barrier: mp.Barrier | null = null;
+        for (let attempt = 1; !barrier; attempt++) {
+          assert.ok(attempt <= 40, 'never killed the child inside the window (40 children)');
+          const b = new mp.Barrier(1);
+          const started = new mp.Event();
+          const victim = new ctx.Process({ target: fx.passBarrierForever, args: [b, started], module });
+          victim.start();
+          assert.equal(await started.wait(30_000), true);
+          // The window: the child counted itself in (count 1 of 1) and has not moved the cycle on.
+          if (await killInWindow(victim, method, () => (Atomics.load(wordsOf(b), STATE) & 0xffff) === 1)) barrier = b;
+        }
+        // A later arrival, with no timeout, learns that the cycle will never end.
+        await assert.rejects(settlesWithin(barrier.wait(), 5_000, 'wait() after the kill'), mp.BrokenBarrierError);
+        assert.equal(barrier.broken, true);
+        assert.throws(() => barrier.waitSync(), mp.BrokenBarrierError);
+        const deadCloser = Atomics.load(wordsOf(barrier), CLOSER);
+        barrier.reset();
+        assert.equal(barrier.broken, false);
+        assert.equal(await settlesWithin(barrier.wait(), 5_000, 'wait() after reset()'), 0);
+        assert.equal(barrier.waitSync(), 0);
+
+        // A party waiting in such a cycle: what the kill leaves (count = parties, CLOSER the dead
+        // party's id) is written here, as a kill cannot be aimed at that instant while another waits.
+        const two = new mp.Barrier(2);
+        const waiting = two.wait(200);
+        await eventually(() => two.nWaiting === 1, 5_000, 'this thread to wait');
+        Atomics.store(wordsOf(two), CLOSER, deadCloser);
+        Atomics.add(wordsOf(two), STATE, 1);
+        await assert.rejects(settlesWithin(waiting, 5_000, 'wait(200) in the full cycle'), mp.BrokenBarrierError);
+        assert.equal(two.broken, true);
+      });
+
+      it('waitSync, as the last party, before its by-reference action arrived: StateError, and the barrier is left whole', async () => {
+        const counter = mp.Value('i', 0);
+        const first = mp.Value('i', 0);
+        const barrier = new mp.Barrier(2, { action: fx.countCycle, module });
+        const queue = new mp.Queue<mp.Barrier>();
+        const mine = barrier.wait(30_000);
+        await eventually(() => barrier.nWaiting === 1, 5_000, 'this thread to wait');
+        const late = new ctx.Process({ target: fx.lateBarrierParty, args: [queue, counter, first], module });
+        late.start();
+        // In a queue item the barrier arrives after the child started: its action is then imported in the background.
+        await queue.put(barrier);
+        assert.equal(await mine, 0, 'this party was released, not broken');
+        await late.join(20_000);
+        assert.equal(late.exitCode, 0);
+        assert.equal(first.value, 1, 'the early waitSync threw StateError');
+        assert.equal(counter.value, 1, 'the action ran once, in the child');
+        assert.equal(barrier.broken, false);
+        queue.close();
       });
     });
   }

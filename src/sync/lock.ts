@@ -47,6 +47,7 @@ import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.j
 import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../async-context.js';
 import { isAlive, selfTid, threadIdOf } from '../liveness.js';
 import { WaitResult, deadlineOf, remaining, waitAsync, waitSync, wake } from './futex.js';
+import { blocks } from './waiting.js';
 
 const STATE = 0;
 const COUNT = 1;
@@ -96,7 +97,7 @@ const SETTLED_UNDEFINED: Promise<undefined> = Promise.resolve(undefined);
 
 /** Options of `acquire`, as Python's `acquire(block=True, timeout=None)`. */
 export interface AcquireOptions {
-  /** `false`: try once and return at once. Default `true`. */
+  /** `false` (or any other falsy value but `undefined`, as Python's `block=0`): try once and return at once. Default `true`. */
   block?: boolean;
   /** Milliseconds to wait at most (ignored when `block` is false). Default: forever. */
   timeout?: number;
@@ -335,7 +336,7 @@ abstract class MutexBase {
     // No async function here: an uncontended acquire must not cost the extra
     // promise turns of one (the caller resumes one microtask later, still
     // holding the lock, and under contention that doubles the hold time).
-    if (this.tryOnce(null) || this.reenterOrSpin(options.block !== false, null)) return ACQUIRED;
+    if (this.tryOnce(null) || this.reenterOrSpin(blocks(options), null)) return ACQUIRED;
     return this.acquireSlowly(options, null);
   }
 
@@ -354,7 +355,7 @@ abstract class MutexBase {
     // The awaits below keep the caller's frame: it is the task asking (a
     // withLock's frame was entered, so its parent is known).
     const task = frame ?? currentTask();
-    if (options.block === false) return this.recover(frame);
+    if (!blocks(options)) return this.recover(frame);
     const deadline = deadlineOf(options.timeout);
     for (;;) {
       const seen = this.claimOrMark(frame);
@@ -414,13 +415,13 @@ abstract class MutexBase {
   private acquireSyncContended(options: AcquireOptions): boolean {
     if (this.heldHere(Atomics.load(this.words, STATE))) {
       if (this.mayReenter(currentTask()) && this.reenter(null)) return true;
-      if (options.block === false) return false;
+      if (!blocks(options)) return false;
       // A Lock may still be released by another thread (as in Python): wait below.
       if (this.heldByThisThread() && this.kind === 'RLock') {
         if (deadlineOf(options.timeout) !== Infinity) return false;
         throw new DeadlockError(`acquireSync() ${SYNC_DEADLOCK}`);
       }
-    } else if (options.block === false) {
+    } else if (!blocks(options)) {
       return this.recover(null);
     }
     const deadline = deadlineOf(options.timeout);

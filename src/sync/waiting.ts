@@ -25,6 +25,12 @@
  * would be gone with it. Woken, each waiter looks again and the ones with
  * nothing to do sleep again: a release costs a wake per sleeper, which is
  * what buys "no killed waiter swallows a wake".
+ *
+ * Sleeps are cut into slices (100 ms blocking, 1 s async), after which
+ * the waiter looks at the state again, whatever SEQ says: a waker killed
+ * between its change and its bump wakes nobody, and would otherwise leave
+ * a free unit or a set flag unseen until some later bump. The async sleeps
+ * of one isolate on one word share one native wait per slice.
  */
 import { ValueError } from '../errors.js';
 import { describe } from '../describe.js';
@@ -51,11 +57,57 @@ export function observe({ words, seq }: SequenceWords): number {
   return Atomics.load(words, seq);
 }
 
-/** Sleeps (without blocking the event loop) while SEQ holds `seen`, up to `ms`. */
+/**
+ * The longest an async sleep lasts before its wait looks at the state
+ * again. A waker killed between its change of the state and its bump of
+ * SEQ (a SIGKILL, or a worker's `terminate()`, landing between the two
+ * stores) wakes nobody, and its change would otherwise be seen only at the
+ * next bump, which may never come. A slice bounds that to a second (the
+ * recovery promised on crash paths), and costs a sleeper a look (and a
+ * re-arm of its shared wait) once a second: with 200 ms, 10,000 idle async
+ * waits on one Event cost 7% of a core, with a second about a fifth.
+ */
+const ASYNC_SLICE_MS = 1_000;
+
+/**
+ * The async sleeps of this isolate that last a whole slice, shared: SEQ's
+ * buffer → its byte offset → the value slept on → the one native wait they
+ * all await. Wakes go to every sleeper anyway, so one wait per word and
+ * value does the work of many: 50,000 tasks awaiting one Event cost one
+ * wait in the addon's waiter threads, not 50,000 (127 per thread), and one
+ * re-arm per slice. An entry is dropped as its wait settles, before its
+ * sleepers resume (the first reaction registered), so those that sleep
+ * again share a fresh one.
+ */
+const sharedSleeps = new WeakMap<ArrayBufferLike, Map<number, Map<number, Promise<unknown>>>>();
+
+/** The shared slice-long wait on `words[index]` while it holds `seen`. */
+function sharedSlice(words: Int32Array, index: number, seen: number): Promise<unknown> {
+  let byOffset = sharedSleeps.get(words.buffer);
+  if (!byOffset) sharedSleeps.set(words.buffer, (byOffset = new Map()));
+  const offset = words.byteOffset + index * 4;
+  let bySeen = byOffset.get(offset);
+  if (!bySeen) byOffset.set(offset, (bySeen = new Map()));
+  let sleep = bySeen.get(seen);
+  if (!sleep) {
+    sleep = waitAsync(words, index, seen, ASYNC_SLICE_MS);
+    bySeen.set(seen, sleep);
+    const values = bySeen;
+    const forget = () => {
+      values.delete(seen);
+      if (values.size === 0 && byOffset.get(offset) === values) byOffset.delete(offset);
+    };
+    sleep.then(forget, forget);
+  }
+  return sleep;
+}
+
+/** Sleeps (without blocking the event loop) while SEQ holds `seen`, up to `ms` (at most a slice: callers look again). */
 export async function sleepAsync(at: SequenceWords, seen: number, ms: number): Promise<void> {
   Atomics.add(at.words, at.sleepers, 1);
   try {
-    await waitAsync(at.words, at.seq, seen, ms);
+    if (ms >= ASYNC_SLICE_MS) await sharedSlice(at.words, at.seq, seen);
+    else await waitAsync(at.words, at.seq, seen, ms);
   } finally {
     Atomics.sub(at.words, at.sleepers, 1);
   }
@@ -64,7 +116,8 @@ export async function sleepAsync(at: SequenceWords, seen: number, ms: number): P
 /**
  * The longest a blocking sleep lasts before it returns to JavaScript: a
  * worker's `terminate()` takes effect only while JavaScript runs, so a
- * 'thread' child blocked in a native wait would otherwise never end.
+ * 'thread' child blocked in a native wait would otherwise never end. (It
+ * bounds a lost bump, as ASYNC_SLICE_MS does, too.)
  */
 const SYNC_SLICE_MS = 100;
 
@@ -80,15 +133,26 @@ export function sleepSync(at: SequenceWords, seen: number, ms: number): void {
 
 /** Options of every acquire and wait that may block, as Python's `(block=True, timeout=None)`. */
 export interface BlockOptions {
-  /** `false`: try once and return at once (a `timeout` is then ignored). Default `true`. */
+  /**
+   * `false` (or any other falsy value but `undefined`, as Python's `block=0`):
+   * try once and return at once (a `timeout` is then ignored). Default `true`.
+   */
   block?: boolean;
   /** Milliseconds to wait at most (negative means 0). Default: forever. */
   timeout?: number;
 }
 
 /**
+ * Whether options ask to wait: Python tests `block` for truth, so `0`,
+ * `null` or `''` mean "do not block" as `false` does; left out, it blocks.
+ */
+export function blocks(options: { block?: unknown }): boolean {
+  return options.block === undefined || Boolean(options.block);
+}
+
+/**
  * The deadline (`performance.now()` time) an options object asks for: now
- * for `{ block: false }`, Infinity for no timeout.
+ * for a falsy `block` (`{ block: false }`), Infinity for no timeout.
  * @throws ValueError naming the value and the fix, for anything but an options object or a number timeout.
  */
 export function deadlineOfOptions(options: BlockOptions | undefined, call: string): number {
@@ -96,7 +160,7 @@ export function deadlineOfOptions(options: BlockOptions | undefined, call: strin
   if (typeof options !== 'object' || options === null) {
     throw new ValueError(`${call} takes an options object { block?, timeout? }, got ${describe(options)}; e.g. ${call.replace('()', '')}({ timeout: 100 })`);
   }
-  if (options.block === false) return performance.now();
+  if (!blocks(options)) return performance.now();
   return deadlineOfTimeout(options.timeout, call);
 }
 
