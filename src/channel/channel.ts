@@ -339,8 +339,8 @@ export class Channel {
   // -------------------------------------------------------------------------
   // Consumers
 
-  /** Takes one frame if there is one; NOTHING otherwise. */
-  private take(taken: Taken): unknown {
+  /** Takes one frame if there is one; NOTHING otherwise. `raw`: a serialized item stays undecoded (`Serialized`). */
+  private take(taken: Taken, raw = false): unknown {
     const w = this.w;
     if (taken === Taken.FromDead && Atomics.load(w, HEAD) !== w[NEXT_HEAD] && w[GETS] === w[NEXT_GETS]) {
       // The dead consumer counted a take it never made: the frame is still there.
@@ -382,15 +382,23 @@ export class Channel {
     give(w, READER);
     wakeRegistered(w, PUT_WAITERS, HEAD);
     if (value === SKIPPED) value = NOTHING;
-    return pending === Pending.None ? value : finish(pending, value, spillTag);
+    return pending === Pending.None ? value : finish(pending, value, spillTag, raw);
   }
 
-  /** Gets an item, blocking the thread up to `deadline`; NOTHING if none came. */
-  getSync(block: boolean, deadline: number): unknown {
+  /**
+   * Gets an item, blocking the thread up to `deadline`; NOTHING if none came.
+   * `deadline` also bounds the wait for the READER slot, so a consumer
+   * stopped inside it (SIGSTOP) makes this give up at the deadline (0 with
+   * `block` false: a nowait get; Infinity with `block` false: take what is
+   * there, waiting only for the slot).
+   * @param raw hand a serialized item out undecoded, as a `Serialized` (codec.ts).
+   */
+  getSync(block: boolean, deadline: number, raw = false): unknown {
     for (;;) {
       if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
-        const taken = tryTake(this.w, READER) ? Taken.Yes : takeSync(this.w, READER, Infinity);
-        const item = this.take(taken);
+        const taken = tryTake(this.w, READER) ? Taken.Yes : takeSync(this.w, READER, deadline);
+        if (taken === Taken.No) return NOTHING;
+        const item = this.take(taken, raw);
         if (item !== NOTHING) return item;
       }
       if (!block || remaining(deadline) === 0) return NOTHING;

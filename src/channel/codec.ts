@@ -20,6 +20,7 @@
 import { v8 } from '../builtins.js';
 import { abandon, encode, toBytes, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
+import { EVERY_KIND } from '../serialize/shared.js';
 import { spill, unlinkQuietly, unspill } from './spill.js';
 
 export const enum Tag {
@@ -334,13 +335,31 @@ function copyOut(v: Views, p: number, length: number): Uint8Array {
   return out;
 }
 
-/** Finishes a frame `readFrame` left pending, outside the slot (attaching shared objects, reading a spill file). */
-export function finish(pending: Pending, value: unknown, spillTag: Tag): unknown {
-  if (pending === Pending.Decode) return decode(v8().deserialize(value as Uint8Array));
+/**
+ * An item that went through the serializer, handed out as its V8 bytes
+ * without being decoded (`finish` with `raw`: a Pipe's `recvBytes`). Its
+ * shared-object handles are still in flight, as in a message not yet
+ * received: nothing was attached and no reference taken or given back.
+ */
+export class Serialized {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/**
+ * Finishes a frame `readFrame` left pending, outside the slot (attaching
+ * shared objects, reading a spill file). Items come from this process
+ * tree (the channel is reached only through handles it gave out), so every
+ * kind of shared object is revived (see `HandleKinds` in serialize/shared.ts).
+ * @param raw leave a serialized item undecoded (a `Serialized`).
+ */
+export function finish(pending: Pending, value: unknown, spillTag: Tag, raw = false): unknown {
+  if (pending === Pending.Decode) {
+    return raw ? new Serialized(value as Uint8Array) : decode(v8().deserialize(value as Uint8Array), EVERY_KIND);
+  }
   const data = unspill(value as string);
   if (spillTag === Tag.String) return data.toString('utf8');
   if (spillTag === Tag.Bytes) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return decode(v8().deserialize(data));
+  return raw ? new Serialized(data) : decode(v8().deserialize(data), EVERY_KIND);
 }
 
 /** Frame length (padded) of a header. */
