@@ -6,8 +6,9 @@
  * bytes, padded to 8. Payloads start 8-aligned: V8 copies shared memory
  * byte by byte when either side is not (4× slower for 1 KiB, measured). Common small items are written by hand (the tagged
  * fast path: no `v8.serialize`, no allocation on the way in): int32 and
- * float64 numbers, bigints that fit 64 bits, strings (UTF-8), booleans, null,
- * undefined, and plain Uint8Arrays. Everything else goes through the
+ * float64 numbers, bigints that fit 64 bits, well-formed strings (UTF-8; one
+ * with a lone surrogate takes the serializer, which keeps it), booleans,
+ * null, undefined, and plain Uint8Arrays. Everything else goes through the
  * project's serializer: `encode` (shared objects become handles, what cannot
  * travel is refused with its path) and then `v8.serialize`. A payload larger
  * than the ring's spill threshold goes to a spill file (spill.ts) and the
@@ -108,6 +109,9 @@ export function prepare(item: unknown, spillAbove: number): void {
       }
       return;
     case 'string':
+      // UTF-8 has no lone surrogate ('\uD800' would arrive as '\uFFFD'):
+      // such a string takes V8's path, which keeps UTF-16 as it is.
+      if (!item.isWellFormed()) break;
       if (item.length <= SHORT_STRING && item.length * 3 <= spillAbove) {
         tag = Tag.String;
         str = item;
