@@ -178,6 +178,8 @@ export class Channel {
   private lastHead = NaN;
   /** Wakes this object's pending async waits (close). */
   private readonly interrupters = new Set<() => void>();
+  /** `interrupt()` was called: this object's async puts and gets wait no more (sticky: a put between two sleeps would miss it). */
+  private interrupted = false;
 
   private constructor(segment: Segment) {
     this.segment = segment;
@@ -435,11 +437,16 @@ export class Channel {
     return !this.empty();
   }
 
-  /** `waitItemSync` without blocking the event loop; `close()` of this object ends the wait. */
-  async waitItem(deadline: number): Promise<boolean> {
+  /**
+   * `waitItemSync` without blocking the event loop; `close()` of this
+   * object ends the wait, as does `stop`. (What either leaves is the native
+   * sleep, until its slice or the deadline ends; a wait that runs to its
+   * deadline leaves nothing.)
+   */
+  async waitItem(deadline: number, stop?: AbortSignal): Promise<boolean> {
     const tail = Atomics.load(this.w, TAIL);
     if (tail !== Atomics.load(this.w, HEAD)) return true;
-    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline);
+    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline, stop);
     return !this.empty();
   }
 
@@ -465,26 +472,43 @@ export class Channel {
     if (Atomics.load(w, index) === seen) waitSync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
   }
 
-  /** `sleepSync` without blocking; false when this object was closed meanwhile. */
-  private async sleepAsync(waiters: number, index: number, seen: number, deadline: number): Promise<boolean> {
+  /**
+   * `sleepSync` without blocking; false when this object was interrupted
+   * (closed), before or meanwhile, or `stop` aborted meanwhile.
+   * @param interruptible false for a wait that `interrupt()` does not end (`join`).
+   */
+  private async sleepAsync(
+    waiters: number,
+    index: number,
+    seen: number,
+    deadline: number,
+    stop?: AbortSignal,
+    interruptible = true,
+  ): Promise<boolean> {
+    if (interruptible && this.interrupted) return false;
     const w = this.w;
     Atomics.add(w, waiters, 1);
-    if (Atomics.load(w, index) !== seen) return true;
+    if (Atomics.load(w, index) !== seen || stop?.aborted) return true;
     let interrupt: (() => void) | undefined;
     try {
       const woken = waitAsync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
       const closed = new Promise<WaitResult | null>((resolve) => {
         interrupt = () => resolve(null);
-        this.interrupters.add(interrupt);
+        if (interruptible) this.interrupters.add(interrupt);
+        stop?.addEventListener('abort', interrupt, { once: true });
       });
       return (await Promise.race([woken, closed])) !== null;
     } finally {
-      if (interrupt) this.interrupters.delete(interrupt);
+      if (interrupt) {
+        this.interrupters.delete(interrupt);
+        stop?.removeEventListener('abort', interrupt);
+      }
     }
   }
 
-  /** Ends this object's pending async waits (they return NOTHING / refuse). */
+  /** Ends this object's pending async puts and gets, and any later ones (they return NOTHING / refuse). */
   interrupt(): void {
+    this.interrupted = true;
     for (const stop of this.interrupters) stop();
     this.interrupters.clear();
   }
@@ -553,7 +577,7 @@ export class Channel {
       const seq = Atomics.load(this.w, JOIN_SEQ);
       if (this.unfinished() === 0) return true;
       if (remaining(deadline) === 0) return false;
-      await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
+      await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline, undefined, false);
     }
   }
 }

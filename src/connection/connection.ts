@@ -50,9 +50,9 @@ export class Connection implements AsyncIterable<unknown> {
     this.#writable = options.writable ?? true;
   }
 
-  /** True once `close()` was called. */
+  /** True once `close()` was called, or the connection closed itself (a message past `maxLength` was refused). */
   get closed(): boolean {
-    return this.#transport === null;
+    return this.#transport === null || this.#transport.closed;
   }
 
   /** Whether this end receives (false for the sending end of a one-way pipe). */
@@ -239,7 +239,7 @@ export class Connection implements AsyncIterable<unknown> {
   }
 
   #open(call: string): MessageTransport {
-    if (!this.#transport) throw new StateError(`${call}() on a closed connection`);
+    if (!this.#transport || this.#transport.closed) throw new StateError(`${call}() on a closed connection`);
     return this.#transport;
   }
 
@@ -250,7 +250,7 @@ export class Connection implements AsyncIterable<unknown> {
       const message = transport.take(maxLength);
       if (message === EOF) throw eof(call);
       if (message !== null) return message;
-      await this.#whenReadable(transport, call);
+      await this.#whenReadable(transport, call, maxLength);
     }
   }
 
@@ -265,8 +265,8 @@ export class Connection implements AsyncIterable<unknown> {
     }
   }
 
-  async #whenReadable(transport: MessageTransport, call: string): Promise<void> {
-    await whenReady(transport, Infinity);
+  async #whenReadable(transport: MessageTransport, call: string, maxLength?: number): Promise<void> {
+    await whenReady(transport, Infinity, undefined, maxLength);
     if (this.#transport !== transport) throw new StateError(`${call}(): the connection was closed while waiting`);
   }
 

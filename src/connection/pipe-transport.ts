@@ -118,6 +118,10 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     return (1 - this.end) as End;
   }
 
+  get closed(): boolean {
+    return this.closedByUs;
+  }
+
   // -------------------------------------------------------------------------
   // Sending
 
@@ -154,7 +158,8 @@ export class PipeTransport implements MessageTransport, SyncTransport {
 
   private sendable(): Channel {
     if (this.closedByUs) throw new StateError('the connection is closed');
-    if (this.ends.gone(this.peer)) throw peerClosed();
+    // A peer killed without closing is found here too (a sweep at most once a slice), as Python's EPIPE.
+    if (this.peerGone()) throw peerClosed();
     return this.outbox!;
   }
 
@@ -198,6 +203,7 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     return last === NOTHING ? EOF : last;
   }
 
+  /** Whether a message or the end is there (every message is whole: `maxLength` changes nothing). */
   ready(): boolean {
     if (this.closedByUs) return true;
     if (!this.inbox) return false;
@@ -212,27 +218,39 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     }
   }
 
-  onReadable(listener: () => void): () => void {
-    let on = true;
+  async waitReady(deadline: number, stop?: AbortSignal): Promise<boolean> {
     const inbox = this.inbox;
-    // `whenReady` looked at `ready()` just before: wait first (never call the listener before this returns).
+    // The sending end of Pipe(false) has nothing to read, ever (a select on a pipe's write end).
+    if (!inbox) return idle(deadline, stop);
+    for (;;) {
+      if (this.ready()) return true;
+      if (stop?.aborted || remaining(deadline) === 0) return false;
+      // Each sleep ends by the deadline, so one that times out leaves no native wait behind.
+      if (!(await inbox.waitItem(Math.min(deadline, performance.now() + SLICE_MS), stop))) this.peerGone();
+    }
+  }
+
+  onReadable(listener: () => void): () => void {
+    const stop = new AbortController();
+    // Wait first: the listener is never called before this returns.
     void (async () => {
-      while (on && inbox) {
-        const got = await inbox.waitItem(performance.now() + SLICE_MS);
-        if (!on) return;
-        if (!got) this.peerGone();
-        if (this.ready()) listener();
+      while (!stop.signal.aborted) {
+        if (await this.waitReady(Infinity, stop.signal)) {
+          if (stop.signal.aborted) return;
+          listener();
+          // A listener that does not stop us: look again after a turn, not in a tight loop.
+          await new Promise((r) => setImmediate(r));
+        }
       }
     })();
-    return () => {
-      on = false;
-    };
+    return () => stop.abort();
   }
 
   /**
    * Whether the peer end is GONE, sweeping its dead holders when a sweep is
    * due (once a slice: a sweep takes the table's lock and asks the kernel
-   * about each holder). Called only after a wait came back empty.
+   * about each holder). Called after a wait came back empty, and before
+   * each send.
    */
   private peerGone(): boolean {
     const peer = this.peer;
