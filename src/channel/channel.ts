@@ -77,6 +77,9 @@
  *   the tree ends).
  * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high until
  *   the next wake: one needless syscall, nothing worse.
+ * - A producer or consumer stopped (SIGSTOP) inside its slot holds it until
+ *   it runs again, and is not dead, so nobody takes over: a put or get with
+ *   a timeout (or nowait) gives up at its deadline; one without waits.
  * - A JoinableQueue producer killed after counting PUTS and before TAIL
  *   leaves one unfinished task until the next producer repairs PUTS (which
  *   wakes `join()` if that was the last); a consumer killed before
@@ -149,6 +152,8 @@ const enum Commit {
   NoRoom,
   /** `maxsize` items are in. */
   Full,
+  /** The WRITER slot stayed held until the deadline (its holder stopped, or still busy). */
+  Busy,
 }
 
 /** What travels to name a channel. */
@@ -270,18 +275,24 @@ export class Channel {
     return Commit.Done;
   }
 
-  /** One commit attempt of the prepared item, taking WRITER by blocking (it is held only briefly). */
-  private commitSync(joinable: boolean): Commit {
-    const taken = tryTake(this.w, WRITER) ? Taken.Yes : takeSync(this.w, WRITER, Infinity);
+  /**
+   * One commit attempt of the prepared item, taking WRITER by blocking (it
+   * is held only briefly) up to `deadline`: a holder stopped inside (SIGSTOP)
+   * makes a put with a timeout give up at its deadline, not wait for good.
+   */
+  private commitSync(joinable: boolean, deadline: number): Commit {
+    const taken = tryTake(this.w, WRITER) ? Taken.Yes : takeSync(this.w, WRITER, deadline);
+    if (taken === Taken.No) return Commit.Busy;
     return this.commitHeld(taken, joinable);
   }
 
-  private async commitAsync(joinable: boolean, kept: Prepared): Promise<Commit> {
+  private async commitAsync(joinable: boolean, kept: Prepared, deadline: number): Promise<Commit> {
     if (tryTake(this.w, WRITER)) {
       restorePrepared(kept);
       return this.commitHeld(Taken.Yes, joinable);
     }
-    const taken = await takeAsync(this.w, WRITER, Infinity);
+    const taken = await takeAsync(this.w, WRITER, deadline);
+    if (taken === Taken.No) return Commit.Busy;
     restorePrepared(kept);
     return this.commitHeld(taken, joinable);
   }
@@ -289,13 +300,15 @@ export class Channel {
   /**
    * Puts `item`, blocking the thread while there is no room (a bounded
    * channel at `maxsize`, or a ring full of unread frames).
+   * @param deadline also bounds the wait for the WRITER slot (pass 0 with `block` false: a nowait put).
    * @param giveUp asked after each wait for room (a sleep slice at most): true ends the put (false returned).
-   * @returns false when there was still no room at `deadline` (or at once when `block` is false).
+   * @returns false when there was still no room at `deadline` (or at once when `block` is false), or the
+   *   slot was still held then.
    * @throws SerializationError for an item that cannot travel (nothing is enqueued).
    */
   putSync(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): boolean {
     prepare(item, this.spillAbove);
-    if (this.commitSync(joinable) === Commit.Done) return true;
+    if (this.commitSync(joinable, deadline) === Commit.Done) return true;
     const kept = keepPrepared(false);
     for (;;) {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
@@ -303,7 +316,7 @@ export class Channel {
       if (!this.spinWhile(HEAD, head)) this.sleepSync(PUT_WAITERS, HEAD, head, deadline);
       if (giveUp?.()) return this.refuse(kept);
       restorePrepared(kept);
-      if (this.commitSync(joinable) === Commit.Done) return true;
+      if (this.commitSync(joinable, deadline) === Commit.Done) return true;
     }
   }
 
@@ -313,7 +326,7 @@ export class Channel {
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
     const kept = keepPrepared(true);
     for (;;) {
-      if ((await this.commitAsync(joinable, kept)) === Commit.Done) return true;
+      if ((await this.commitAsync(joinable, kept, deadline)) === Commit.Done) return true;
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
@@ -329,7 +342,7 @@ export class Channel {
    */
   poke(): void {
     prepareSkip();
-    this.commitSync(false);
+    this.commitSync(false, Infinity);
   }
 
   /** Gives back what a refused item holds (spill file, shared-object references). */
@@ -414,7 +427,8 @@ export class Channel {
   async get(block: boolean, deadline: number): Promise<unknown> {
     for (;;) {
       if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
-        const taken = tryTake(this.w, READER) ? Taken.Yes : await takeAsync(this.w, READER, Infinity);
+        const taken = tryTake(this.w, READER) ? Taken.Yes : await takeAsync(this.w, READER, deadline);
+        if (taken === Taken.No) return NOTHING;
         const item = this.take(taken);
         if (item !== NOTHING) return item;
       }
