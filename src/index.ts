@@ -63,7 +63,7 @@ export type { SynchronizedArray, RawSharedArray } from './sharedctypes/array.js'
 export type { Typecode, ElementOf } from './sharedctypes/typecodes.js';
 export { nativeLoadError } from './native/addon.js';
 export { Connection, type BytesLike } from './connection/connection.js';
-export { type ListenerOptions, ConnectionListener } from './connection/listener.js';
+export { type ListenerOptions, type AcceptOptions, ConnectionListener } from './connection/listener.js';
 export type { ClientOptions } from './connection/client.js';
 export type { Address } from './connection/address.js';
 export { wait, type Waitable } from './connection/wait.js';

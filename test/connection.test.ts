@@ -11,9 +11,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { connect as rawConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { serialize } from 'node:v8';
 import * as mp from '../src/index.js';
+import { settleRevived } from '../src/serialize/shared.js';
 import * as fx from './fixtures/connection-targets.js';
-import { METHODS } from './helpers.js';
+import { METHODS, eventually, fixture, run } from './helpers.js';
 
 const module = fx.CONNECTION_TARGETS;
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -38,10 +41,53 @@ function rawSocket(address: mp.Address): Promise<Socket> {
   });
 }
 
+/** A frame as CPython's framing carries it: a 4-byte big-endian length, then the bytes. */
+function frame(message: Uint8Array): Buffer {
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(message.byteLength);
+  return Buffer.concat([header, message]);
+}
+
+/** An object message (objects.ts: NUL 'm' 'p', version 1, V8's serialization) of any value, as a hostile peer forges it. */
+function objectMessage(value: unknown): Buffer {
+  return Buffer.concat([Buffer.from([0x00, 0x6d, 0x70, 0x01]), serialize(value)]);
+}
+
+/** A marker reviving a shared object of `kind` from `handle` (serialize/shared.ts). */
+function forgedHandle(handle: { kind: string; [key: string]: unknown }): object {
+  return { __multiprocessing_ts_shared__: handle };
+}
+
+/**
+ * A Barrier handle a peer chose: its segment is `file` (any file it can
+ * name: mapping it and exiting would drop the int32 count at its start),
+ * its action a source that sets `globalThis[flag]` when compiled.
+ */
+function forgedBarrier(file: string, flag: string): object {
+  return forgedHandle({
+    kind: 'Barrier',
+    segment: { size: 64, path: file },
+    offset: 64,
+    timeout: null,
+    action: { kind: 'source', source: `(globalThis.${flag} = 'ran', function () {})`, name: 'action' },
+  });
+}
+
+/** A 4 KiB file whose first int32 is 2, standing in for a segment a forged handle names. */
+function victimFile(): { file: string; count: () => number; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'mpts-victim-'));
+  const file = join(dir, 'victim.bin');
+  const bytes = Buffer.alloc(4096, 0x41);
+  bytes.writeInt32LE(2, 0);
+  writeFileSync(file, bytes);
+  return { file, count: () => readFileSync(file).readInt32LE(0), remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 /** Resolves when the raw socket is closed by the other side. */
 function closedByPeer(s: Socket): Promise<void> {
   s.resume();
-  return new Promise((resolve) => s.once('close', () => resolve()));
+  // It may have closed already, while other sockets were being opened.
+  return s.closed ? Promise.resolve() : new Promise((resolve) => s.once('close', () => resolve()));
 }
 
 for (const method of METHODS) {
@@ -110,18 +156,34 @@ for (const method of METHODS) {
       conn.close();
     });
 
-    it('a shared Value sent over the socket arrives live in the child', async () => {
+    it('no shared object crosses a socket: send() refuses one by its path; the child\'s recv() refuses a forged one, compiling and mapping nothing; both go on', async () => {
       const listener = await mp.Listener();
-      const p = new ctx.Process({ target: fx.bumpReceived, args: [listener.address], module });
+      const p = new ctx.Process({ target: fx.receiveForged, args: [listener.address], module });
       p.start();
       const conn = await listener.accept();
       listener.close();
       const counter = mp.Value('i', 41);
-      await conn.send({ counter });
-      assert.equal(await conn.recv(), 'done');
-      assert.equal(counter.value, 42);
-      await p.join(20_000);
-      conn.close();
+      await assert.rejects(
+        conn.send({ counter }),
+        (err: unknown) =>
+          err instanceof mp.SerializationError &&
+          /^obj\.counter is a SynchronizedValue \(a shared object\), which cannot be sent here: .*not over a Listener\/Client socket, whose peer is not trusted to name memory or code/.test(err.message),
+      );
+      const victim = victimFile();
+      try {
+        await conn.sendBytes(objectMessage(forgedBarrier(victim.file, 'MPTS_FORGED')));
+        await conn.send('still usable');
+        const report = (await conn.recv()) as { refused: string; ran: unknown; next: unknown };
+        assert.match(report.refused, /^SerializationError: obj is a shared-object handle \('Barrier'\), refused \(nothing in the value was revived\)/);
+        assert.equal(report.ran, null, 'the forged action was never compiled');
+        assert.equal(report.next, 'still usable');
+        await p.join(20_000);
+        assert.equal(p.exitCode, 0);
+        assert.equal(victim.count(), 2, 'the file named as a segment was never mapped (the child\'s exit would have dropped its count)');
+      } finally {
+        victim.remove();
+        conn.close();
+      }
     });
   });
 }
@@ -187,11 +249,11 @@ describe('Connection (local pair)', () => {
     a.close();
   });
 
-  it('recvBytes(maxLength) refuses a longer message and closes the connection, as Python', async () => {
+  it('recvBytes(maxLength) refuses a longer message and closes the connection (closed says so), as Python', async () => {
     const [a, b] = await pair();
     await b.sendBytes(new Uint8Array(100));
     await assert.rejects(a.recvBytes(10), (err: unknown) => err instanceof mp.ValueError && /100 bytes.*maxLength 10/.test(err.message));
-    assert.equal(a.closed, false);
+    assert.equal(a.closed, true, 'the refusal closed it');
     await assert.rejects(a.recvBytes(), mp.StateError);
     b.close();
     a.close();
@@ -214,10 +276,13 @@ describe('Connection (local pair)', () => {
   it('send() refuses what cannot travel with its path, and a socket Connection saying why; the connection stays usable', async () => {
     const [a, b] = await pair();
     await assert.rejects(a.send({ cb: () => 1 }), (err: unknown) => err instanceof mp.SerializationError && /obj\.cb is a function/.test(err.message));
+    const [pipeEnd, other] = mp.Pipe();
     await assert.rejects(
-      a.send({ nested: [b] }),
-      (err: unknown) => err instanceof mp.SerializationError && /obj\.nested\[0\] is a Connection made by Listener\/Client: a socket/.test(err.message),
+      pipeEnd.send({ nested: [b] }),
+      (err: unknown) => err instanceof mp.SerializationError && /\.nested\[0\] is a Connection made by Listener\/Client: a socket/.test(err.message),
     );
+    pipeEnd.close();
+    other.close();
     assert.throws(
       () => new mp.Process({ target: fx.echo, args: [b as never, undefined, ''], module }).start(),
       (err: unknown) => err instanceof mp.SerializationError && /args\[0\] is a Connection made by Listener\/Client/.test(err.message),
@@ -255,6 +320,109 @@ describe('Connection (local pair)', () => {
     await assert.rejects(mp.wait([a, 'x' as never]), (e: unknown) => e instanceof mp.ValueError && /objects\[1\] is "x"/.test((e as Error).message));
     a.close();
     b.close();
+  });
+});
+
+describe('a socket carries no shared object', () => {
+  it('a raw client (no authkey) sending handles: each recv() refuses, nothing compiled, imported or mapped; the next message is read', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0] });
+    const [raw, conn] = await Promise.all([rawSocket(listener.address), listener.accept()]);
+    listener.close();
+    const victim = victimFile();
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-forged-'));
+    const module = join(dir, 'imported.mjs');
+    writeFileSync(module, "globalThis.MPTS_IMPORTED = 'imported'; export function f() {}\n");
+    const flags = globalThis as { MPTS_LOCAL?: unknown; MPTS_IMPORTED?: unknown };
+    try {
+      const byReference = forgedHandle({
+        kind: 'Barrier',
+        segment: { size: 64, path: victim.file },
+        offset: 64,
+        timeout: null,
+        action: { kind: 'ref', moduleUrl: pathToFileURL(module).href, exportName: 'f', name: 'f' },
+      });
+      const view = forgedHandle({ kind: 'SegmentBuffer', segment: { size: 64, path: victim.file } });
+      raw.write(frame(objectMessage(forgedBarrier(victim.file, 'MPTS_LOCAL'))));
+      raw.write(frame(objectMessage({ a: [1, { b: view }] })));
+      raw.write(frame(objectMessage(new Map([['k', byReference]]))));
+      raw.write(frame(objectMessage({ after: 'ok' })));
+      await assert.rejects(conn.recv(), (e: unknown) => e instanceof mp.SerializationError && /^obj is a shared-object handle \('Barrier'\), refused/.test((e as Error).message));
+      await assert.rejects(conn.recv(), (e: unknown) => e instanceof mp.SerializationError && /^obj\.a\[1\]\.b is a shared-object handle \('SegmentBuffer'\)/.test((e as Error).message));
+      await assert.rejects(conn.recv(), (e: unknown) => e instanceof mp.SerializationError && /^obj\.get\("k"\) is a shared-object handle \('Barrier'\)/.test((e as Error).message));
+      await settleRevived();
+      assert.equal(flags.MPTS_LOCAL, undefined, 'no action was compiled');
+      assert.equal(flags.MPTS_IMPORTED, undefined, 'no module was imported');
+      assert.deepEqual(await conn.recv(), { after: 'ok' }, 'the connection stays usable');
+      assert.equal(conn.closed, false);
+    } finally {
+      raw.destroy();
+      conn.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // Had the file been mapped, collecting the mapping would drop its count.
+    for (let i = 0; i < 3; i++) {
+      globalThis.gc?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(victim.count(), 2, 'the file named as a segment was not mapped');
+    victim.remove();
+  });
+
+  it('send() over a socket refuses a Pipe end, a Queue and a view of shared memory by their paths; the connection stays usable', async () => {
+    const [a, b] = await pair();
+    const [end, other] = mp.Pipe();
+    const q = new mp.Queue();
+    const raw = mp.RawArray('i', 4);
+    const why = /which cannot be sent here: shared objects travel through Pipes, Queues and Process args, not over a Listener\/Client socket/;
+    for (const [value, path] of [
+      [{ end }, /^obj\.end is a Connection \(a shared object\)/],
+      [[1, q], /^obj\[1\] is a Queue \(a shared object\)/],
+      [{ v: raw.subarray(1) }, /^obj\.v is an Int32Array over shared memory/],
+    ] as const) {
+      await assert.rejects(a.send(value), (e: unknown) => e instanceof mp.SerializationError && path.test((e as Error).message) && why.test((e as Error).message));
+    }
+    await a.send([...raw]);
+    assert.deepEqual(await b.recv(), [0, 0, 0, 0], 'its data travels');
+    end.close();
+    other.close();
+    q.close();
+    a.close();
+    b.close();
+  });
+});
+
+describe('socket reading bounds', () => {
+  it('recvBytes(maxLength) refuses a message as soon as its header announces more, without waiting for its bytes', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0] });
+    const [raw, conn] = await Promise.all([rawSocket(listener.address), listener.accept()]);
+    listener.close();
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(512 * 1024 * 1024);
+    raw.write(Buffer.concat([header, Buffer.alloc(1024)]));
+    const bound = new Promise((r) => setTimeout(r, 10_000, 'still waiting').unref());
+    const outcome = await Promise.race([conn.recvBytes(16).then(() => 'received', (e: Error) => e), bound]);
+    assert.ok(outcome instanceof mp.ValueError && /536870912 bytes, more than maxLength 16/.test(outcome.message), String(outcome));
+    assert.equal(conn.closed, true);
+    raw.destroy();
+    conn.close();
+  });
+
+  it('a partial message nobody reads is held only up to the high-water mark; a reader then gets it whole', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0] });
+    const [raw, conn] = await Promise.all([rawSocket(listener.address), listener.accept()]);
+    listener.close();
+    const internals = conn.transportForWait() as unknown as { socket: Socket; reader: { buffered: number } };
+    const size = 24 * 1024 * 1024;
+    const body = Buffer.alloc(size, 0x5a);
+    raw.write(frame(body));
+    // Nobody receives: reading stops past 4 MiB, well before the 24 MiB are in.
+    await eventually(() => internals.socket.isPaused(), 10_000, 'reading to pause');
+    assert.ok(internals.reader.buffered < 5 * 1024 * 1024, `held ${internals.reader.buffered} bytes`);
+    const got = await conn.recvBytes();
+    assert.equal(got.length, size);
+    assert.ok(Buffer.from(got).equals(body));
+    raw.destroy();
+    conn.close();
   });
 });
 
@@ -374,6 +542,92 @@ describe('Listener', () => {
     c.close();
     good.close();
     l.close();
+  });
+});
+
+describe('Listener bounds and lifetime', () => {
+  it('backlog: connections past it, un-accepted, are closed as they arrive; the one waiting is not read until accept()', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0], backlog: 1 });
+    const first = await rawSocket(listener.address);
+    const message = Buffer.alloc(1024 * 1024, 0x61);
+    await new Promise<void>((resolve, reject) => first.write(frame(message), (err) => (err ? reject(err) : resolve())));
+    // One at a time: a burst would overflow the kernel's own queue (backlog 1 too), whose retries take seconds.
+    const others: Socket[] = [];
+    const closeAll = async (): Promise<string> => {
+      for (let i = 0; i < 8; i++) {
+        others.push(await rawSocket(listener.address));
+        await closedByPeer(others[i]!);
+      }
+      return 'all closed';
+    };
+    const bound = new Promise((r) => setTimeout(r, 10_000, 'some still open').unref());
+    assert.equal(await Promise.race([closeAll(), bound]), 'all closed');
+    const conn = await listener.accept();
+    const internals = conn.transportForWait() as unknown as { reader: { buffered: number } };
+    assert.equal(internals.reader.buffered, 0, 'nothing was read before accept()');
+    assert.ok(Buffer.from(await conn.recvBytes()).equals(message), 'then its message is read whole');
+    for (const s of [first, ...others]) s.destroy();
+    conn.close();
+    listener.close();
+  });
+
+  it('backlog with an authkey: handshakes in progress count; one past them is closed at once', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0], authkey: 'key', backlog: 2, handshakeTimeout: 60_000 });
+    const stallers = [await rawSocket(listener.address), await rawSocket(listener.address)];
+    const extra = await rawSocket(listener.address);
+    const bound = new Promise((r) => setTimeout(r, 10_000, 'still open').unref());
+    assert.equal(await Promise.race([closedByPeer(extra).then(() => 'closed'), bound]), 'closed');
+    // A pending accept() makes room for one more, which is served.
+    const accepted = listener.accept();
+    const client = await mp.Client(listener.address, { authkey: 'key' });
+    const conn = await accepted;
+    await client.send('served');
+    assert.equal(await conn.recv(), 'served');
+    for (const s of stallers) s.destroy();
+    extra.destroy();
+    client.close();
+    conn.close();
+    listener.close();
+  });
+
+  it('accept({ signal }): aborting rejects with the reason and frees the wait; the next client goes to the next accept()', async () => {
+    const listener = await mp.Listener();
+    const stop = new AbortController();
+    const given = listener.accept({ signal: stop.signal });
+    stop.abort(new mp.TimeoutError('gave up'));
+    await assert.rejects(given, (e: unknown) => e instanceof mp.TimeoutError && (e as Error).message === 'gave up');
+    await assert.rejects(listener.accept({ signal: stop.signal }), mp.TimeoutError, 'an aborted signal rejects at once');
+    await assert.rejects(listener.accept({ signal: 'soon' as never }), mp.ValueError);
+    const [client, conn] = await Promise.all([mp.Client(listener.address), listener.accept()]);
+    await client.send(7);
+    assert.equal(await conn.recv(), 7);
+    client.close();
+    conn.close();
+    listener.close();
+  });
+
+  it('a process whose only accept() was given up by its signal ends on its own', async () => {
+    const r = await run(process.execPath, [fixture('accept-abort-main.js')], { timeoutMs: 20_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'rejected: TimeoutError');
+  });
+
+  it('close() leaves alone a socket file that took its path since: the newer listener keeps serving', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-test-'));
+    const path = join(dir, 'sock');
+    const older = await mp.Listener({ address: path });
+    rmSync(path);
+    const newer = await mp.Listener({ address: path });
+    older.close();
+    assert.ok(existsSync(path), 'the newer socket file is still there');
+    const [client, conn] = await Promise.all([mp.Client(path), newer.accept()]);
+    await client.send('reached the newer');
+    assert.equal(await conn.recv(), 'reached the newer');
+    client.close();
+    conn.close();
+    newer.close();
+    assert.equal(existsSync(path), false, 'its own close() removes it');
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

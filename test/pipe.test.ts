@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/pipe-targets.js';
-import { METHODS, waitForValue } from './helpers.js';
+import { METHODS, fixture, run, waitForValue } from './helpers.js';
 
 const module = fx.PIPE_TARGETS;
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -103,6 +103,41 @@ for (const method of METHODS) {
       assert.equal(await conn.poll(), true);
       await assert.rejects(conn.send(1), mp.EOFError, 'sending to a dead peer is refused too');
       conn.close();
+    });
+
+    it('a send to a peer end whose only holder was killed without closing is an EOFError at once, as Python\'s BrokenPipeError', async () => {
+      const [r, w] = mp.Pipe(false);
+      const ready = mp.Value('i', 0);
+      const p = new ctx.Process({ target: fx.holdUntilKilled, args: [r, ready], module });
+      p.start();
+      r.close();
+      await waitForValue(ready, 1);
+      p.kill();
+      await joined(p);
+      assert.throws(() => w.sendSync(1), mp.EOFError, 'the first send after the kill');
+      await assert.rejects(w.send(2), mp.EOFError);
+      await assert.rejects(w.sendBytes(new Uint8Array(3)), mp.EOFError);
+      w.close();
+    });
+
+    it('recvBytes of a value holding a Pipe end takes no copy: relayed back and received, closing that copy is EOF for its peer while the relay lives', async () => {
+      const [conn, child] = mp.Pipe();
+      const p = new ctx.Process({ target: fx.echoBytes, args: [child], module });
+      p.start();
+      child.close();
+      const [c, d] = mp.Pipe();
+      await conn.send({ end: c });
+      c.close();
+      const { end } = (await conn.recv()) as { end: mp.Connection };
+      await end.send('through the relayed copy');
+      assert.equal(await d.recv(), 'through the relayed copy');
+      end.close();
+      assert.equal(await d.poll(5000), true, 'every copy of c is closed: the child took none');
+      await assert.rejects(d.recv(), mp.EOFError);
+      d.close();
+      conn.close();
+      await joined(p);
+      assert.equal(p.exitCode, 0);
     });
 
     it('a sender killed mid-send: every message received is whole, then EOF', async () => {
@@ -246,6 +281,7 @@ describe('Pipe in one process', () => {
     await assert.rejects(b.recv(), (e: unknown) => e instanceof mp.SerializationError && /recvBytes/.test((e as Error).message));
     await a.sendBytes(new Uint8Array(100));
     assert.throws(() => b.recvBytesSync(10), (e: unknown) => e instanceof mp.ValueError && /100 bytes.*maxLength 10/.test((e as Error).message));
+    assert.equal(b.closed, true, 'the refusal closed it');
     assert.throws(() => b.recvBytesSync(), mp.StateError, 'closed after a refused message, as Python');
     a.close();
   });
@@ -308,6 +344,34 @@ describe('wait with pipes', () => {
     }
     assert.deepEqual(got.sort(), METHODS.flatMap((_, k) => [k * 10, k * 10 + 1]).sort());
     for (const p of procs) await joined(p);
+  });
+
+  it('recv of bytes never revives a shared object in them unless they are a value this Pipe relayed; send() refuses a relay\'s reserved key', async () => {
+    const [a, b] = mp.Pipe();
+    const v = mp.Value('i', 7);
+    await a.send({ v });
+    const bytes = await b.recvBytes();
+    // A copy of those bytes is data: they may come from anywhere (a socket peer).
+    await b.sendBytes(new Uint8Array(bytes));
+    await assert.rejects(a.recv(), (e: unknown) => e instanceof mp.SerializationError && /^obj\.v is a shared-object handle \('Value'\), refused/.test((e as Error).message));
+    await b.sendBytes(bytes);
+    const { v: back } = (await a.recv()) as { v: mp.SynchronizedValue };
+    back.value = 8;
+    assert.equal(v.value, 8, 'the relayed value arrives live');
+    await assert.rejects(a.send({ __multiprocessing_ts_pipe_relay__: new Uint8Array(4) }), (e: unknown) => e instanceof mp.SerializationError && /reserves/.test((e as Error).message));
+    a.close();
+    b.close();
+  });
+
+  it('a poll or wait that times out leaves no sleep behind: a script ending with one exits at once', async () => {
+    for (const how of ['poll', 'wait']) {
+      const r = await run(process.execPath, [fixture('timed-out-poll-main.js'), how], { timeoutMs: 20_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const { waited, lingered } = JSON.parse(r.stdout) as { waited: number; lingered: number };
+      assert.ok(waited >= 9, `the ${how} waited its 10 ms (${waited})`);
+      // A sleep left behind would hold the process up to a 200 ms slice.
+      assert.ok(lingered < 150, `the process ended ${lingered.toFixed(0)} ms after the ${how} returned`);
+    }
   });
 
   it('TestWait.test_wait_timeout: an idle pipe times out, a ready one returns at once', async () => {

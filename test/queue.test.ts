@@ -140,6 +140,50 @@ describe('Queue in one process', () => {
     await assert.rejects(open.joinThread(), mp.StateError, 'joinThread before close, as Python asserts');
   });
 
+  it('a put pending on a full queue when close() runs rejects with ValueError, as a pending get does', async () => {
+    const closedWhile = (e: unknown): boolean => e instanceof mp.ValueError && /closed while put\(\) waited/.test((e as Error).message);
+    // close() right after the call, and once the put sleeps for room.
+    const q = new mp.Queue<number>(1);
+    await q.put(1);
+    const pending = q.put(2);
+    q.close();
+    await assert.rejects(pending, closedWhile);
+    const r = new mp.Queue<number>(1);
+    await r.put(1);
+    const sleeping = r.put(2);
+    const sleepers = (r.channel as unknown as { interrupters: Set<unknown> }).interrupters;
+    await eventually(() => sleepers.size > 0, 10_000, 'the put to sleep');
+    r.close();
+    await assert.rejects(sleeping, closedWhile);
+  });
+
+  it('any falsy block but undefined does not wait (block: 0, null), as in Python', async () => {
+    const q = new mp.Queue<number>(1);
+    const bound = (): Promise<string> => new Promise((r) => setTimeout(r, 5000, 'waited').unref());
+    const settle = (p: Promise<unknown>): Promise<unknown> => p.then(() => 'resolved', (e: unknown) => e);
+    assert.ok((await Promise.race([settle(q.get({ block: 0 as never, timeout: 60_000 })), bound()])) instanceof mp.Empty);
+    assert.ok((await Promise.race([settle(q.get({ block: null as never })), bound()])) instanceof mp.Empty);
+    await q.put(1, { block: undefined });
+    assert.ok((await Promise.race([settle(q.put(2, { block: 0 as never, timeout: 60_000 })), bound()])) instanceof mp.Full);
+    assert.throws(() => q.putSync(2, { block: '' as never }), mp.Full);
+    assert.equal(q.getSync({ block: 0 as never }), 1);
+    assert.throws(() => q.getSync({ block: null as never }), mp.Empty);
+    q.close();
+  });
+
+  it('strings with lone surrogates arrive unchanged (short, long, spilled), through a Queue and a Pipe', async () => {
+    const q = new mp.Queue<string>();
+    const strings = ['\uD800', 'a\uDFFFb', 'x\uD83Dy', '\uD800'.repeat(2000), `${'z'.repeat(70_000)}\uDC00`, 'ok \u{1F600}'];
+    for (const s of strings) q.putSync(s);
+    for (const s of strings) assert.ok(q.getSync() === s, `${JSON.stringify(s.slice(0, 8))}… came back unchanged`);
+    const [a, b] = mp.Pipe();
+    for (const s of strings) await a.send(s);
+    for (const s of strings) assert.ok((await b.recv()) === s, `${JSON.stringify(s.slice(0, 8))}… through a Pipe`);
+    q.close();
+    a.close();
+    b.close();
+  });
+
   it('a put into a ring full of unread items waits for a consumer and goes on as it makes room', async () => {
     const q = new mp.Queue<string>();
     const filler = 'y'.repeat(1000);
@@ -327,6 +371,30 @@ for (const method of METHODS) {
       assert.equal(await q.get({ timeout: 5000 }), 'kept');
       await q.put('next');
       assert.equal(q.qsize(), 1, 'the dead consumer\'s count was taken back');
+    });
+
+    it('a producer or consumer stopped inside its slot: timed and nowait puts and gets give Full/Empty at their deadline', async () => {
+      const bound = (): Promise<string> => new Promise((r) => setTimeout(r, 10_000, 'still waiting').unref());
+      const settle = (p: Promise<unknown>): Promise<unknown> => p.then(() => 'resolved', (e: unknown) => e);
+      for (const which of ['get', 'put'] as const) {
+        const q = new mp.Queue<unknown>();
+        await q.put('item');
+        const inside = mp.Value('i', 0);
+        const p = new ctx.Process({ target: fx.holdSlot, args: [q, which, inside], module });
+        p.start();
+        await waitForValue(inside, 1);
+        const Expected = which === 'get' ? mp.Empty : mp.Full;
+        const timed = which === 'get' ? q.get({ timeout: 200 }) : q.put('more', { timeout: 200 });
+        assert.ok((await Promise.race([settle(timed), bound()])) instanceof Expected, `a ${which} with a timeout gave up`);
+        assert.throws(() => (which === 'get' ? q.getNowait() : q.putNowait('more')), Expected);
+        p.kill();
+        await joined(p);
+        // The slot is taken over from the dead holder: the queue goes on.
+        await q.put('after', { timeout: 5000 });
+        assert.equal(await q.get({ timeout: 5000 }), 'item');
+        assert.equal(await q.get({ timeout: 5000 }), 'after');
+        q.close();
+      }
     });
 
     it('joining a child that put a 10 MB item does not deadlock; the item arrives whole', async () => {

@@ -11,6 +11,7 @@ import { deserialize, serialize } from 'node:v8';
 import * as mp from '../src/index.js';
 import { abandon, encode } from '../src/serialize/encode.js';
 import { decode, hasShared } from '../src/serialize/decode.js';
+import { EVERY_KIND, NO_KIND } from '../src/serialize/shared.js';
 import * as fx from './fixtures/wire-targets.js';
 import { METHODS, eventually, regionOf } from './helpers.js';
 
@@ -66,6 +67,38 @@ describe('encode and decode', () => {
     );
   });
 
+  it('an allowlist of kinds (a later layer over sockets): decode refuses any other kind before reviving anything; encode refuses it too and gives back what it took', () => {
+    const raw = mp.RawArray('i', 2);
+    const value = mp.RawValue('i', 1);
+    const refs = refsOf(raw);
+    const before = Atomics.load(refs, 0);
+    const encoded = encode({ value, nested: [raw] }, 'obj');
+    assert.equal(Atomics.load(refs, 0), before + 1, 'the array handle is in flight');
+    const cloned = deserialize(serialize(encoded.value));
+    assert.throws(
+      () => decode(cloned, new Set(['RawValue']), { root: 'obj', why: 'only values here' }),
+      (err: Error) => err instanceof mp.SerializationError && /^obj\.nested\[0\] is a shared-object handle \('RawArray'\), refused \(nothing in the value was revived\): only values here$/.test(err.message),
+    );
+    assert.ok(Object.hasOwn((cloned as { value: object }).value, '__multiprocessing_ts_shared__'), 'the allowed kind was not revived either');
+    assert.equal(Atomics.load(refs, 0), before + 1, 'no reference was taken over');
+    abandon(encoded);
+    assert.equal(Atomics.load(refs, 0), before);
+    assert.throws(
+      () => decode(deserialize(serialize(encode([raw], 'a').value)), NO_KIND),
+      (err: Error) => /^value\[0\] is a shared-object handle \('RawArray'\), refused/.test(err.message),
+    );
+    assert.equal(Atomics.load(refs, 0), before + 1, 'that refused one is still in flight');
+    const only = { kinds: new Set(['RawValue']), why: 'only values here' };
+    assert.throws(
+      () => encode({ value, nested: [raw] }, 'obj', { only }),
+      (err: Error) => err instanceof mp.SerializationError && /^obj\.nested\[0\] is a SharedInt32Array \(a shared object\), which cannot be sent here: only values here$/.test(err.message),
+    );
+    assert.equal(Atomics.load(refs, 0), before + 1, 'the refused encode took nothing');
+    const allowed = encode({ value }, 'obj', { only });
+    const back = decode(deserialize(serialize(allowed.value)), only.kinds) as { value: mp.RawValue };
+    assert.equal(back.value.value, 1, 'an allowed kind travels');
+  });
+
   it('a round trip keeps cycles and shared references, and revives a shared object used as a Map key', () => {
     const raw = mp.RawArray('i', 2);
     const node: Record<string, unknown> = { name: 'n' };
@@ -76,7 +109,7 @@ describe('encode and decode', () => {
     const cloned = deserialize(serialize(encoded.value));
     assert.equal(hasShared(cloned), true);
     assert.equal(hasShared(deserialize(serialize(encode([node, new Map([[1, [2]]])], 'args').value))), false);
-    const [n, map, set] = decode(cloned) as [Record<string, unknown>, Map<Int32Array, unknown>, Set<unknown>];
+    const [n, map, set] = decode(cloned, EVERY_KIND) as [Record<string, unknown>, Map<Int32Array, unknown>, Set<unknown>];
     assert.equal(n['self'], n);
     const [key] = map.keys();
     assert.equal(key!.buffer, raw.buffer, 'the revived key maps the same memory');

@@ -77,6 +77,9 @@
  *   the tree ends).
  * - A sleeper killed leaves GET_WAITERS/PUT_WAITERS one too high until
  *   the next wake: one needless syscall, nothing worse.
+ * - A producer or consumer stopped (SIGSTOP) inside its slot holds it until
+ *   it runs again, and is not dead, so nobody takes over: a put or get with
+ *   a timeout (or nowait) gives up at its deadline; one without waits.
  * - A JoinableQueue producer killed after counting PUTS and before TAIL
  *   leaves one unfinished task until the next producer repairs PUTS (which
  *   wakes `join()` if that was the last); a consumer killed before
@@ -149,6 +152,8 @@ const enum Commit {
   NoRoom,
   /** `maxsize` items are in. */
   Full,
+  /** The WRITER slot stayed held until the deadline (its holder stopped, or still busy). */
+  Busy,
 }
 
 /** What travels to name a channel. */
@@ -178,6 +183,8 @@ export class Channel {
   private lastHead = NaN;
   /** Wakes this object's pending async waits (close). */
   private readonly interrupters = new Set<() => void>();
+  /** `interrupt()` was called: this object's async puts and gets wait no more (sticky: a put between two sleeps would miss it). */
+  private interrupted = false;
 
   private constructor(segment: Segment) {
     this.segment = segment;
@@ -268,18 +275,24 @@ export class Channel {
     return Commit.Done;
   }
 
-  /** One commit attempt of the prepared item, taking WRITER by blocking (it is held only briefly). */
-  private commitSync(joinable: boolean): Commit {
-    const taken = tryTake(this.w, WRITER) ? Taken.Yes : takeSync(this.w, WRITER, Infinity);
+  /**
+   * One commit attempt of the prepared item, taking WRITER by blocking (it
+   * is held only briefly) up to `deadline`: a holder stopped inside (SIGSTOP)
+   * makes a put with a timeout give up at its deadline, not wait for good.
+   */
+  private commitSync(joinable: boolean, deadline: number): Commit {
+    const taken = tryTake(this.w, WRITER) ? Taken.Yes : takeSync(this.w, WRITER, deadline);
+    if (taken === Taken.No) return Commit.Busy;
     return this.commitHeld(taken, joinable);
   }
 
-  private async commitAsync(joinable: boolean, kept: Prepared): Promise<Commit> {
+  private async commitAsync(joinable: boolean, kept: Prepared, deadline: number): Promise<Commit> {
     if (tryTake(this.w, WRITER)) {
       restorePrepared(kept);
       return this.commitHeld(Taken.Yes, joinable);
     }
-    const taken = await takeAsync(this.w, WRITER, Infinity);
+    const taken = await takeAsync(this.w, WRITER, deadline);
+    if (taken === Taken.No) return Commit.Busy;
     restorePrepared(kept);
     return this.commitHeld(taken, joinable);
   }
@@ -287,13 +300,15 @@ export class Channel {
   /**
    * Puts `item`, blocking the thread while there is no room (a bounded
    * channel at `maxsize`, or a ring full of unread frames).
+   * @param deadline also bounds the wait for the WRITER slot (pass 0 with `block` false: a nowait put).
    * @param giveUp asked after each wait for room (a sleep slice at most): true ends the put (false returned).
-   * @returns false when there was still no room at `deadline` (or at once when `block` is false).
+   * @returns false when there was still no room at `deadline` (or at once when `block` is false), or the
+   *   slot was still held then.
    * @throws SerializationError for an item that cannot travel (nothing is enqueued).
    */
   putSync(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): boolean {
     prepare(item, this.spillAbove);
-    if (this.commitSync(joinable) === Commit.Done) return true;
+    if (this.commitSync(joinable, deadline) === Commit.Done) return true;
     const kept = keepPrepared(false);
     for (;;) {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
@@ -301,7 +316,7 @@ export class Channel {
       if (!this.spinWhile(HEAD, head)) this.sleepSync(PUT_WAITERS, HEAD, head, deadline);
       if (giveUp?.()) return this.refuse(kept);
       restorePrepared(kept);
-      if (this.commitSync(joinable) === Commit.Done) return true;
+      if (this.commitSync(joinable, deadline) === Commit.Done) return true;
     }
   }
 
@@ -311,7 +326,7 @@ export class Channel {
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
     const kept = keepPrepared(true);
     for (;;) {
-      if ((await this.commitAsync(joinable, kept)) === Commit.Done) return true;
+      if ((await this.commitAsync(joinable, kept, deadline)) === Commit.Done) return true;
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
       const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
@@ -327,7 +342,7 @@ export class Channel {
    */
   poke(): void {
     prepareSkip();
-    this.commitSync(false);
+    this.commitSync(false, Infinity);
   }
 
   /** Gives back what a refused item holds (spill file, shared-object references). */
@@ -339,8 +354,8 @@ export class Channel {
   // -------------------------------------------------------------------------
   // Consumers
 
-  /** Takes one frame if there is one; NOTHING otherwise. */
-  private take(taken: Taken): unknown {
+  /** Takes one frame if there is one; NOTHING otherwise. `raw`: a serialized item stays undecoded (`Serialized`). */
+  private take(taken: Taken, raw = false): unknown {
     const w = this.w;
     if (taken === Taken.FromDead && Atomics.load(w, HEAD) !== w[NEXT_HEAD] && w[GETS] === w[NEXT_GETS]) {
       // The dead consumer counted a take it never made: the frame is still there.
@@ -382,15 +397,23 @@ export class Channel {
     give(w, READER);
     wakeRegistered(w, PUT_WAITERS, HEAD);
     if (value === SKIPPED) value = NOTHING;
-    return pending === Pending.None ? value : finish(pending, value, spillTag);
+    return pending === Pending.None ? value : finish(pending, value, spillTag, raw);
   }
 
-  /** Gets an item, blocking the thread up to `deadline`; NOTHING if none came. */
-  getSync(block: boolean, deadline: number): unknown {
+  /**
+   * Gets an item, blocking the thread up to `deadline`; NOTHING if none came.
+   * `deadline` also bounds the wait for the READER slot, so a consumer
+   * stopped inside it (SIGSTOP) makes this give up at the deadline (0 with
+   * `block` false: a nowait get; Infinity with `block` false: take what is
+   * there, waiting only for the slot).
+   * @param raw hand a serialized item out undecoded, as a `Serialized` (codec.ts).
+   */
+  getSync(block: boolean, deadline: number, raw = false): unknown {
     for (;;) {
       if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
-        const taken = tryTake(this.w, READER) ? Taken.Yes : takeSync(this.w, READER, Infinity);
-        const item = this.take(taken);
+        const taken = tryTake(this.w, READER) ? Taken.Yes : takeSync(this.w, READER, deadline);
+        if (taken === Taken.No) return NOTHING;
+        const item = this.take(taken, raw);
         if (item !== NOTHING) return item;
       }
       if (!block || remaining(deadline) === 0) return NOTHING;
@@ -404,7 +427,8 @@ export class Channel {
   async get(block: boolean, deadline: number): Promise<unknown> {
     for (;;) {
       if (Atomics.load(this.w, TAIL) !== Atomics.load(this.w, HEAD)) {
-        const taken = tryTake(this.w, READER) ? Taken.Yes : await takeAsync(this.w, READER, Infinity);
+        const taken = tryTake(this.w, READER) ? Taken.Yes : await takeAsync(this.w, READER, deadline);
+        if (taken === Taken.No) return NOTHING;
         const item = this.take(taken);
         if (item !== NOTHING) return item;
       }
@@ -427,11 +451,16 @@ export class Channel {
     return !this.empty();
   }
 
-  /** `waitItemSync` without blocking the event loop; `close()` of this object ends the wait. */
-  async waitItem(deadline: number): Promise<boolean> {
+  /**
+   * `waitItemSync` without blocking the event loop; `close()` of this
+   * object ends the wait, as does `stop`. (What either leaves is the native
+   * sleep, until its slice or the deadline ends; a wait that runs to its
+   * deadline leaves nothing.)
+   */
+  async waitItem(deadline: number, stop?: AbortSignal): Promise<boolean> {
     const tail = Atomics.load(this.w, TAIL);
     if (tail !== Atomics.load(this.w, HEAD)) return true;
-    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline);
+    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline, stop);
     return !this.empty();
   }
 
@@ -457,26 +486,43 @@ export class Channel {
     if (Atomics.load(w, index) === seen) waitSync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
   }
 
-  /** `sleepSync` without blocking; false when this object was closed meanwhile. */
-  private async sleepAsync(waiters: number, index: number, seen: number, deadline: number): Promise<boolean> {
+  /**
+   * `sleepSync` without blocking; false when this object was interrupted
+   * (closed), before or meanwhile, or `stop` aborted meanwhile.
+   * @param interruptible false for a wait that `interrupt()` does not end (`join`).
+   */
+  private async sleepAsync(
+    waiters: number,
+    index: number,
+    seen: number,
+    deadline: number,
+    stop?: AbortSignal,
+    interruptible = true,
+  ): Promise<boolean> {
+    if (interruptible && this.interrupted) return false;
     const w = this.w;
     Atomics.add(w, waiters, 1);
-    if (Atomics.load(w, index) !== seen) return true;
+    if (Atomics.load(w, index) !== seen || stop?.aborted) return true;
     let interrupt: (() => void) | undefined;
     try {
       const woken = waitAsync(w, index, seen, Math.min(remaining(deadline), SLICE_MS));
       const closed = new Promise<WaitResult | null>((resolve) => {
         interrupt = () => resolve(null);
-        this.interrupters.add(interrupt);
+        if (interruptible) this.interrupters.add(interrupt);
+        stop?.addEventListener('abort', interrupt, { once: true });
       });
       return (await Promise.race([woken, closed])) !== null;
     } finally {
-      if (interrupt) this.interrupters.delete(interrupt);
+      if (interrupt) {
+        this.interrupters.delete(interrupt);
+        stop?.removeEventListener('abort', interrupt);
+      }
     }
   }
 
-  /** Ends this object's pending async waits (they return NOTHING / refuse). */
+  /** Ends this object's pending async puts and gets, and any later ones (they return NOTHING / refuse). */
   interrupt(): void {
+    this.interrupted = true;
     for (const stop of this.interrupters) stop();
     this.interrupters.clear();
   }
@@ -545,7 +591,7 @@ export class Channel {
       const seq = Atomics.load(this.w, JOIN_SEQ);
       if (this.unfinished() === 0) return true;
       if (remaining(deadline) === 0) return false;
-      await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline);
+      await this.sleepAsync(JOIN_WAITERS, JOIN_SEQ, seq, deadline, undefined, false);
     }
   }
 }

@@ -6,8 +6,9 @@
  * bytes, padded to 8. Payloads start 8-aligned: V8 copies shared memory
  * byte by byte when either side is not (4× slower for 1 KiB, measured). Common small items are written by hand (the tagged
  * fast path: no `v8.serialize`, no allocation on the way in): int32 and
- * float64 numbers, bigints that fit 64 bits, strings (UTF-8), booleans, null,
- * undefined, and plain Uint8Arrays. Everything else goes through the
+ * float64 numbers, bigints that fit 64 bits, well-formed strings (UTF-8; one
+ * with a lone surrogate takes the serializer, which keeps it), booleans,
+ * null, undefined, and plain Uint8Arrays. Everything else goes through the
  * project's serializer: `encode` (shared objects become handles, what cannot
  * travel is refused with its path) and then `v8.serialize`. A payload larger
  * than the ring's spill threshold goes to a spill file (spill.ts) and the
@@ -20,6 +21,7 @@
 import { v8 } from '../builtins.js';
 import { abandon, encode, toBytes, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
+import { EVERY_KIND } from '../serialize/shared.js';
 import { spill, unlinkQuietly, unspill } from './spill.js';
 
 export const enum Tag {
@@ -107,6 +109,9 @@ export function prepare(item: unknown, spillAbove: number): void {
       }
       return;
     case 'string':
+      // UTF-8 has no lone surrogate ('\uD800' would arrive as '\uFFFD'):
+      // such a string takes V8's path, which keeps UTF-16 as it is.
+      if (!item.isWellFormed()) break;
       if (item.length <= SHORT_STRING && item.length * 3 <= spillAbove) {
         tag = Tag.String;
         str = item;
@@ -334,13 +339,31 @@ function copyOut(v: Views, p: number, length: number): Uint8Array {
   return out;
 }
 
-/** Finishes a frame `readFrame` left pending, outside the slot (attaching shared objects, reading a spill file). */
-export function finish(pending: Pending, value: unknown, spillTag: Tag): unknown {
-  if (pending === Pending.Decode) return decode(v8().deserialize(value as Uint8Array));
+/**
+ * An item that went through the serializer, handed out as its V8 bytes
+ * without being decoded (`finish` with `raw`: a Pipe's `recvBytes`). Its
+ * shared-object handles are still in flight, as in a message not yet
+ * received: nothing was attached and no reference taken or given back.
+ */
+export class Serialized {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/**
+ * Finishes a frame `readFrame` left pending, outside the slot (attaching
+ * shared objects, reading a spill file). Items come from this process
+ * tree (the channel is reached only through handles it gave out), so every
+ * kind of shared object is revived (see `HandleKinds` in serialize/shared.ts).
+ * @param raw leave a serialized item undecoded (a `Serialized`).
+ */
+export function finish(pending: Pending, value: unknown, spillTag: Tag, raw = false): unknown {
+  if (pending === Pending.Decode) {
+    return raw ? new Serialized(value as Uint8Array) : decode(v8().deserialize(value as Uint8Array), EVERY_KIND);
+  }
   const data = unspill(value as string);
   if (spillTag === Tag.String) return data.toString('utf8');
   if (spillTag === Tag.Bytes) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return decode(v8().deserialize(data));
+  return raw ? new Serialized(data) : decode(v8().deserialize(data), EVERY_KIND);
 }
 
 /** Frame length (padded) of a header. */

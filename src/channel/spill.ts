@@ -17,6 +17,14 @@
  * whose frame is never taken (a queue dropped with items inside, a consumer
  * killed between taking the frame and reading the file) is removed with the
  * tree directory when the main process ends.
+ *
+ * One tree: the name is looked up in the reader's own tree directory, so a
+ * channel (a Queue, a Pipe) must never be reached from another tree. None
+ * is: a channel is revived only from its handle, and handles travel only
+ * through Process args (the child is of the tree), Queues and Pipes (whose
+ * handles came from the tree in turn); a Listener/Client socket refuses
+ * every handle (connection/objects.ts), and a layer that allows some kinds
+ * over sockets must not allow these (`HandleKinds` in serialize/shared.ts).
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { native } from '../native/addon.js';

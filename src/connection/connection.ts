@@ -8,7 +8,7 @@
 import { BufferTooShort, EOFError, StateError, ValueError } from '../errors.js';
 import { describe } from '../describe.js';
 import { SHARED, type SharedHandle } from '../serialize/shared.js';
-import { dropObjectMessage, objectMessage, readObjectMessage } from './objects.js';
+import { SOCKET_REFUSAL, objectMessage, readObjectMessage } from './objects.js';
 import { whenReady } from './ready.js';
 import { EOF, NOT_YET, isSyncTransport, type MessageTransport, type SyncTransport } from './transport.js';
 import { deadlineOf } from '../sync/futex.js';
@@ -30,7 +30,7 @@ export type BytesLike = ArrayBufferView | ArrayBuffer | SharedArrayBuffer;
  *
  * @example
  * ```ts
- * await conn.send({ task: 1 });          // any structured-cloneable value, shared objects live
+ * await conn.send({ task: 1 });          // any structured-cloneable value (over a Pipe, shared objects live)
  * const reply = await conn.recv();
  * await conn.sendBytes(new Uint8Array([1, 2, 3]));
  * if (await conn.poll(100)) console.log(await conn.recvBytes());
@@ -50,9 +50,9 @@ export class Connection implements AsyncIterable<unknown> {
     this.#writable = options.writable ?? true;
   }
 
-  /** True once `close()` was called. */
+  /** True once `close()` was called, or the connection closed itself (a message past `maxLength` was refused). */
   get closed(): boolean {
-    return this.#transport === null;
+    return this.#transport === null || this.#transport.closed;
   }
 
   /** Whether this end receives (false for the sending end of a one-way pipe). */
@@ -66,33 +66,31 @@ export class Connection implements AsyncIterable<unknown> {
   }
 
   /**
-   * Sends a value: anything structured clone copies, with shared objects
-   * (Values, Arrays, locks, SharedMemory…) arriving live.
+   * Sends a value: anything structured clone copies. Over a Pipe, shared
+   * objects (Values, Arrays, locks, SharedMemory…) inside arrive live; over
+   * a Listener/Client socket they are refused (a socket peer is not trusted
+   * to name memory or code): send their data.
    * @throws SerializationError (rejection) naming the path (`obj.cb`) of what cannot travel; nothing is sent then.
    * @throws EOFError when the peer has closed the connection.
    */
   async send(obj: unknown): Promise<void> {
     const transport = this.#sender('send');
     if (isSyncTransport(transport)) return transport.sendObject(obj);
-    const message = objectMessage(obj);
-    try {
-      await transport.send(message.bytes);
-    } catch (err) {
-      // The receiver will never revive the handles: give their references back.
-      dropObjectMessage(message);
-      throw err;
-    }
+    // Over a socket: no shared object, so no reference to give back if the send fails.
+    await transport.send(objectMessage(obj));
   }
 
   /**
    * Receives the next value sent with `send`.
    * @throws EOFError when the peer closed and nothing is left.
    * @throws SerializationError for a message that is not one of our objects
-   *   (a Python pickle is never unpickled; raw bytes are read with `recvBytes`).
+   *   (a Python pickle is never unpickled; raw bytes are read with `recvBytes`),
+   *   or, from a socket, one holding a shared object (nothing in it is
+   *   revived; the connection stays usable for the next message).
    */
   async recv(): Promise<unknown> {
     const transport = this.#receiver('recv');
-    if (!isSyncTransport(transport)) return readObjectMessage(await this.#next('recv'));
+    if (!isSyncTransport(transport)) return readObjectMessage(await this.#next('recv'), SOCKET_REFUSAL);
     for (;;) {
       const value = transport.takeObject();
       if (value === EOF) throw eof('recv');
@@ -241,7 +239,7 @@ export class Connection implements AsyncIterable<unknown> {
   }
 
   #open(call: string): MessageTransport {
-    if (!this.#transport) throw new StateError(`${call}() on a closed connection`);
+    if (!this.#transport || this.#transport.closed) throw new StateError(`${call}() on a closed connection`);
     return this.#transport;
   }
 
@@ -252,7 +250,7 @@ export class Connection implements AsyncIterable<unknown> {
       const message = transport.take(maxLength);
       if (message === EOF) throw eof(call);
       if (message !== null) return message;
-      await this.#whenReadable(transport, call);
+      await this.#whenReadable(transport, call, maxLength);
     }
   }
 
@@ -267,8 +265,8 @@ export class Connection implements AsyncIterable<unknown> {
     }
   }
 
-  async #whenReadable(transport: MessageTransport, call: string): Promise<void> {
-    await whenReady(transport, Infinity);
+  async #whenReadable(transport: MessageTransport, call: string, maxLength?: number): Promise<void> {
+    await whenReady(transport, Infinity, undefined, maxLength);
     if (this.#transport !== transport) throw new StateError(`${call}(): the connection was closed while waiting`);
   }
 

@@ -78,6 +78,15 @@ export class FrameReader {
     return head !== null && this.held >= head.header + head.length;
   }
 
+  /**
+   * The length the next frame's header announces, or null until its header
+   * is in (before its bytes are: a refusal need not wait for them).
+   * @throws OversizedFrame as `hasMessage`.
+   */
+  announced(): number | null {
+    return this.readHead()?.length ?? null;
+  }
+
   /** Whether some bytes of an unfinished message are held (a peer that hangs up now cut a message short). */
   get partial(): boolean {
     return this.held > 0;

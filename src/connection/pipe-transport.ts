@@ -13,6 +13,16 @@
  * itself a plain Uint8Array is boxed on the way, so it is not taken for
  * a bytes message.
  *
+ * Shared objects travel in values. `recvBytes` of a value that went
+ * through the serializer returns its V8 bytes as they are, undecoded: its
+ * handles stay in flight, as in a message not received (nothing revived,
+ * no reference taken, none put in flight anew). `recv` of a bytes message
+ * revives no handle in it, since bytes may come from anywhere (a socket:
+ * objects.ts), with one exception: those very bytes relayed with
+ * `sendBytes` (CPython's `_echo` does that) travel as a relayed value, and
+ * `recv` at the far end revives its handles, taking them out of flight.
+ * The Pipe knows them by their buffer (`relayable`).
+ *
  * EOF: a reader gets EOF when its inbox is empty and the peer end is GONE.
  * The order of the two looks matters: GONE is looked at first, so every
  * message committed before the last copy let go is seen by the second look
@@ -20,16 +30,21 @@
  * wakes the readers asleep on the ring; a peer killed without closing is
  * found by the readers themselves, who sweep the peer's holders (liveness)
  * after every sleep slice without a message, so EOF then comes within
- * ~200 ms. A sender whose peer is GONE gets EOFError (Python: BrokenPipeError);
- * one waiting for room in a full ring checks the peer after every slice.
+ * ~200 ms. A sender whose peer is GONE gets EOFError (Python: BrokenPipeError):
+ * every send looks, sweeping the peer's holders at most once a slice, so a
+ * send to a peer killed without closing fails within ~200 ms rather than
+ * filling a ring nobody reads; one waiting for room in a full ring checks
+ * the peer after every slice.
  */
-import { EOFError, StateError, ValueError } from '../errors.js';
-import { registerShared, type SharedHandle } from '../serialize/shared.js';
+import { v8 } from '../builtins.js';
+import { EOFError, SerializationError, StateError, ValueError } from '../errors.js';
+import { EVERY_KIND, registerShared, type SharedHandle } from '../serialize/shared.js';
 import { remaining } from '../sync/futex.js';
 import { selfTid } from '../liveness.js';
 import { Channel, NOTHING, type ChannelHandle } from '../channel/channel.js';
+import { Serialized } from '../channel/codec.js';
 import { Connection } from './connection.js';
-import { objectMessage, readObjectMessage } from './objects.js';
+import { framed, objectMessage, readObjectMessage } from './objects.js';
 import { PipeEnds, type End } from './pipe-ends.js';
 import type { SegmentHandle } from '../shm/segment.js';
 import { EOF, NOT_YET, refuseOversized, type MessageTransport, type SyncTransport } from './transport.js';
@@ -42,6 +57,22 @@ const SLICE_MS = 200;
 
 /** The key of the box around a sent value that is itself a plain Uint8Array. */
 const BOX = '__multiprocessing_ts_pipe_bytes__';
+
+/** The key of the box around a value's bytes relayed with `sendBytes` (see `relayable`). */
+const RELAY = '__multiprocessing_ts_pipe_relay__';
+
+/**
+ * The buffers of the value messages this isolate's `recvBytes` handed out
+ * (each in a buffer of its own): bytes of this tree, handles and all.
+ * `sendBytes` of one whole such buffer relays the value; any other bytes
+ * are data.
+ */
+const relayable = new WeakSet<ArrayBufferLike>();
+
+/** Why `recv` of bytes revives no shared object (the end of its refusal). */
+const BYTES_REFUSAL =
+  'a message sent with sendBytes() carries no live shared object (bytes may come from anywhere, a socket included); ' +
+  'send the value itself with send()';
 
 interface PipeHandle extends SharedHandle {
   readonly ends: SegmentHandle;
@@ -87,23 +118,31 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     return (1 - this.end) as End;
   }
 
+  get closed(): boolean {
+    return this.closedByUs;
+  }
+
   // -------------------------------------------------------------------------
   // Sending
 
   send(message: Uint8Array): Promise<void> {
-    return this.put(bytesItem(message));
+    return this.put(sentBytesItem(message));
   }
 
   sendSync(message: Uint8Array): void {
-    this.putSync(bytesItem(message));
+    this.putSync(sentBytesItem(message));
   }
 
   sendObject(obj: unknown): Promise<void> {
-    return this.put(isBytesItem(obj) ? { [BOX]: obj } : obj);
+    try {
+      return this.put(valueItem(obj));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   sendObjectSync(obj: unknown): void {
-    this.putSync(isBytesItem(obj) ? { [BOX]: obj } : obj);
+    this.putSync(valueItem(obj));
   }
 
   private async put(item: unknown): Promise<void> {
@@ -119,7 +158,8 @@ export class PipeTransport implements MessageTransport, SyncTransport {
 
   private sendable(): Channel {
     if (this.closedByUs) throw new StateError('the connection is closed');
-    if (this.ends.gone(this.peer)) throw peerClosed();
+    // A peer killed without closing is found here too (a sweep at most once a slice), as Python's EPIPE.
+    if (this.peerGone()) throw peerClosed();
     return this.outbox!;
   }
 
@@ -135,32 +175,35 @@ export class PipeTransport implements MessageTransport, SyncTransport {
   // Receiving
 
   take(maxLength?: number): Uint8Array | typeof EOF | null {
-    const item = this.next();
+    const item = this.next(true);
     if (item === NOTHING) return null;
     if (item === EOF) return EOF;
-    const bytes = isBytesItem(item) ? item : objectMessage(unbox(item)).bytes;
+    const bytes = isBytesItem(item) ? item : item instanceof Serialized ? serializedMessage(item) : objectMessage(unbox(item));
     refuseOversized(bytes.byteLength, maxLength, () => this.close());
     return bytes;
   }
 
   takeObject(): unknown {
-    const item = this.next();
+    const item = this.next(false);
     if (item === NOTHING) return NOT_YET;
     if (item === EOF) return EOF;
-    return isBytesItem(item) ? readObjectMessage(item) : unbox(item);
+    if (isBytesItem(item)) return readObjectMessage(item, BYTES_REFUSAL);
+    const relayed = relayedBytes(item);
+    return relayed ? readObjectMessage(relayed, BYTES_REFUSAL, EVERY_KIND) : unbox(item);
   }
 
-  /** The next item, NOTHING, or EOF. */
-  private next(): unknown {
+  /** The next item, NOTHING, or EOF. `raw`: a serialized value stays undecoded (a `Serialized`). */
+  private next(raw: boolean): unknown {
     if (this.closedByUs) throw new StateError('the connection is closed');
     const inbox = this.inbox!;
-    const item = takeNow(inbox);
+    const item = takeNow(inbox, raw);
     if (item !== NOTHING || !this.ends.gone(this.peer)) return item;
     // GONE seen: everything the peer committed is visible now.
-    const last = takeNow(inbox);
+    const last = takeNow(inbox, raw);
     return last === NOTHING ? EOF : last;
   }
 
+  /** Whether a message or the end is there (every message is whole: `maxLength` changes nothing). */
   ready(): boolean {
     if (this.closedByUs) return true;
     if (!this.inbox) return false;
@@ -175,27 +218,39 @@ export class PipeTransport implements MessageTransport, SyncTransport {
     }
   }
 
-  onReadable(listener: () => void): () => void {
-    let on = true;
+  async waitReady(deadline: number, stop?: AbortSignal): Promise<boolean> {
     const inbox = this.inbox;
-    // `whenReady` looked at `ready()` just before: wait first (never call the listener before this returns).
+    // The sending end of Pipe(false) has nothing to read, ever (a select on a pipe's write end).
+    if (!inbox) return idle(deadline, stop);
+    for (;;) {
+      if (this.ready()) return true;
+      if (stop?.aborted || remaining(deadline) === 0) return false;
+      // Each sleep ends by the deadline, so one that times out leaves no native wait behind.
+      if (!(await inbox.waitItem(Math.min(deadline, performance.now() + SLICE_MS), stop))) this.peerGone();
+    }
+  }
+
+  onReadable(listener: () => void): () => void {
+    const stop = new AbortController();
+    // Wait first: the listener is never called before this returns.
     void (async () => {
-      while (on && inbox) {
-        const got = await inbox.waitItem(performance.now() + SLICE_MS);
-        if (!on) return;
-        if (!got) this.peerGone();
-        if (this.ready()) listener();
+      while (!stop.signal.aborted) {
+        if (await this.waitReady(Infinity, stop.signal)) {
+          if (stop.signal.aborted) return;
+          listener();
+          // A listener that does not stop us: look again after a turn, not in a tight loop.
+          await new Promise((r) => setImmediate(r));
+        }
       }
     })();
-    return () => {
-      on = false;
-    };
+    return () => stop.abort();
   }
 
   /**
    * Whether the peer end is GONE, sweeping its dead holders when a sweep is
    * due (once a slice: a sweep takes the table's lock and asks the kernel
-   * about each holder). Called only after a wait came back empty.
+   * about each holder). Called after a wait came back empty, and before
+   * each send.
    */
   private peerGone(): boolean {
     const peer = this.peer;
@@ -236,12 +291,84 @@ export class PipeTransport implements MessageTransport, SyncTransport {
   }
 }
 
-/** Takes items until one is not a Skip frame or the ring is empty. */
-function takeNow(inbox: Channel): unknown {
+/** Resolves false at `deadline` (never, for Infinity) or when `stop` aborts. */
+function idle(deadline: number, stop?: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (stop?.aborted) return resolve(false);
+    const left = remaining(deadline);
+    const timer = left === Infinity ? undefined : setTimeout(done, left);
+    stop?.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      stop?.removeEventListener('abort', done);
+      resolve(false);
+    }
+  });
+}
+
+/**
+ * Takes items until one is not a Skip frame or the ring is empty (waiting
+ * for the READER slot as long as it takes: another reader of this end
+ * holds it only to copy one frame out).
+ */
+function takeNow(inbox: Channel, raw: boolean): unknown {
   for (;;) {
-    const item = inbox.getSync(false, 0);
+    const item = inbox.getSync(false, Infinity, raw);
     if (item !== NOTHING || inbox.empty()) return item;
   }
+}
+
+/**
+ * A serialized value as an object message (objects.ts), its bytes as sent:
+ * handles inside stay in flight, none revived, none added; in a buffer of
+ * its own, known as `relayable`. A boxed Uint8Array (see `BOX`) is framed as
+ * the array it stands for; a relayed value (`RELAY`) is its bytes again.
+ */
+function serializedMessage(item: Serialized): Uint8Array {
+  const value = v8().deserialize(item.bytes) as unknown;
+  if (value !== unbox(value)) return objectMessage(unbox(value));
+  const relayed = relayedBytes(value);
+  let message: Uint8Array;
+  if (relayed) {
+    // A copy: the deserializer's arrays view its input.
+    message = new Uint8Array(Buffer.allocUnsafeSlow(relayed.byteLength).buffer);
+    message.set(relayed);
+  } else {
+    const bytes = framed(item.bytes, true);
+    message = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  relayable.add(message.buffer);
+  return message;
+}
+
+/**
+ * What `send` puts for `obj`: a plain Uint8Array boxed (not to be taken for
+ * bytes), anything else itself. A value shaped as a relay is refused: it
+ * would be read as bytes whose handles are revived, and it may be data
+ * from a socket peer.
+ */
+function valueItem(obj: unknown): unknown {
+  if (isBytesItem(obj)) return { [BOX]: obj };
+  if (relayedBytes(obj)) {
+    throw new SerializationError(`obj has the key '${RELAY}', which multiprocessing-ts reserves for Pipe relays; rename that key`);
+  }
+  return obj;
+}
+
+/** What `sendBytes` puts: a relayed value (a whole `relayable` buffer), or the bytes. */
+function sentBytesItem(message: Uint8Array): unknown {
+  const buffer = message.buffer;
+  if (message.byteOffset === 0 && message.byteLength === buffer.byteLength && relayable.has(buffer)) {
+    return { [RELAY]: new Uint8Array(buffer) };
+  }
+  return bytesItem(message);
+}
+
+/** The bytes of a relayed value, if `item` is one. */
+function relayedBytes(item: unknown): Uint8Array | null {
+  if (typeof item !== 'object' || item === null || !Object.hasOwn(item, RELAY)) return null;
+  const bytes = (item as Record<string, unknown>)[RELAY];
+  return bytes instanceof Uint8Array && Object.keys(item).length === 1 ? bytes : null;
 }
 
 function unbox(item: unknown): unknown {

@@ -3,9 +3,13 @@
  * framing (framing.ts).
  *
  * Reading: what the socket delivers is gathered by a `FrameReader`; a
- * message is ready once it is whole. Reading pauses while a whole message
- * waits and more than `HIGH_WATER` bytes are held, so a fast sender cannot
- * fill our memory with messages nobody takes.
+ * message is ready once it is whole. Reading pauses once more than
+ * `HIGH_WATER` bytes are held while a whole message waits or nobody waits
+ * to read (a recv, poll or `mp.wait`): a fast sender cannot fill our memory
+ * with messages nobody takes, nor with the first bytes of one huge message
+ * nobody asked for. A message longer than a pending `recvBytes(maxLength)`
+ * is refused as soon as its header is in. A connection the Listener has not
+ * handed out yet is not read at all (`suspended`).
  *
  * The event loop: like a Python program, which ends when its main code does
  * whatever sockets are open, an idle connection does not keep the process
@@ -32,13 +36,25 @@ export class SocketTransport implements MessageTransport {
   /** Why the socket failed, if it did (a reset peer, a broken pipe). */
   private failure: Error | null = null;
   private closedByUs = false;
+  /** Not read at all (a connection waiting for `accept()`). */
+  private suspendedReading = false;
 
-  constructor(private readonly socket: Socket) {
+  /**
+   * @param options.suspended start not reading (see `suspended`); the
+   *   socket should be paused already (a server's `pauseOnConnect`), so
+   *   that not a byte is read before.
+   */
+  constructor(
+    private readonly socket: Socket,
+    options: { suspended?: boolean } = {},
+  ) {
+    this.suspendedReading = options.suspended ?? false;
     socket.unref();
     socket.setNoDelay?.(true);
+    if (this.suspendedReading) socket.pause();
     socket.on('data', (chunk: Buffer) => {
       this.reader.push(chunk);
-      if (this.reader.buffered > HIGH_WATER && this.messageWaits()) socket.pause();
+      this.flow();
       this.notify();
     });
     socket.on('end', () => this.end(null));
@@ -59,6 +75,12 @@ export class SocketTransport implements MessageTransport {
 
   get closed(): boolean {
     return this.closedByUs;
+  }
+
+  /** Whether the socket is read: not while a Listener holds it for `accept()` (nothing is buffered for nobody). */
+  set suspended(on: boolean) {
+    this.suspendedReading = on;
+    this.flow();
   }
 
   send(message: Uint8Array): Promise<void> {
@@ -86,6 +108,9 @@ export class SocketTransport implements MessageTransport {
     if (this.closedByUs) throw new StateError('the connection is closed');
     let message: Buffer | null;
     try {
+      // Refused at its header, as Python's recv_bytes(maxlength): its bytes are never waited for.
+      const announced = maxLength === undefined ? null : this.reader.announced();
+      if (announced !== null) refuseOversized(announced, maxLength, () => this.close());
       message = this.reader.take();
     } catch (err) {
       // A refused frame leaves the stream unframed: nothing after it can be read.
@@ -99,15 +124,16 @@ export class SocketTransport implements MessageTransport {
       }
       return EOF;
     }
-    if (this.socket.isPaused() && !this.messageWaits()) this.socket.resume();
-    refuseOversized(message.length, maxLength, () => this.close());
+    this.flow();
     return message;
   }
 
-  ready(): boolean {
+  ready(maxLength?: number): boolean {
     if (this.closedByUs || this.ended) return true;
     try {
-      return this.reader.hasMessage();
+      if (this.reader.hasMessage()) return true;
+      const announced = maxLength === undefined ? null : this.reader.announced();
+      return announced !== null && announced > maxLength!; // `take` refuses it
     } catch (err) {
       if (err instanceof OversizedFrame) return true; // `take` reports it
       throw err;
@@ -118,12 +144,14 @@ export class SocketTransport implements MessageTransport {
     const entry = (): void => listener();
     this.listeners.add(entry);
     this.hold();
+    this.flow();
     let on = true;
     return () => {
       if (!on) return;
       on = false;
       this.listeners.delete(entry);
       this.release();
+      this.flow();
     };
   }
 
@@ -151,6 +179,22 @@ export class SocketTransport implements MessageTransport {
       'a Connection made by Listener/Client: a socket of this process, which no other process can use; ' +
         'send the data instead, or let the other process connect with mp.Client(address) itself',
     );
+  }
+
+  /**
+   * Pauses or resumes reading: paused while suspended, or while more than
+   * `HIGH_WATER` bytes are held and either a whole message waits to be
+   * taken or nobody waits for one (see the module comment).
+   */
+  private flow(): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    const pause =
+      this.suspendedReading || (this.reader.buffered > HIGH_WATER && (this.listeners.size === 0 || this.messageWaits()));
+    if (pause !== socket.isPaused()) {
+      if (pause) socket.pause();
+      else socket.resume();
+    }
   }
 
   private messageWaits(): boolean {

@@ -21,11 +21,14 @@ export interface MessageTransport {
   /**
    * Takes the next message if one is complete now: the bytes, `EOF` when
    * the peer closed and nothing is left, or null when nothing is there yet.
-   * @param maxLength a longer message is an error (and ends the transport), as Python's `recv_bytes(maxlength)`.
+   * @param maxLength a longer message is an error (and ends the transport), as Python's `recv_bytes(maxlength)`;
+   *   refused as soon as its length is known, before its bytes are in.
    */
   take(maxLength?: number): Uint8Array | typeof EOF | null;
-  /** Whether `take` would return something other than null now (a message, or the end). */
-  ready(): boolean;
+  /** Whether `take(maxLength)` would return something other than null now (a message, the end, or a refusal). */
+  ready(maxLength?: number): boolean;
+  /** Whether this side ended the transport (`close()`, or a refused message). */
+  readonly closed: boolean;
   /**
    * Calls `listener` whenever `ready()` may have become true; returns the
    * function that stops it. While any listener is on, the transport keeps
@@ -63,6 +66,12 @@ export interface SyncTransport {
   takeObject(): unknown;
   /** Blocks the thread until `ready()` or `deadline` (a `performance.now()` time); whether ready. */
   waitReadySync(deadline: number): boolean;
+  /**
+   * `waitReadySync` without blocking the loop; `stop` ends it early (false).
+   * Nothing it started outlives the deadline: a wait that times out leaves
+   * nothing behind to keep the process alive.
+   */
+  waitReady(deadline: number, stop?: AbortSignal): Promise<boolean>;
 }
 
 /** Whether `t` has the blocking forms. */

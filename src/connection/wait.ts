@@ -39,7 +39,8 @@ export async function wait<T extends Waitable>(objects: Iterable<T>, timeoutMs?:
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      ...list.flatMap((o) => (o instanceof Connection ? [whenReady(o.transportForWait()!, Infinity, stop.signal)] : [])),
+      // Bounded by the timeout too: a Pipe then leaves no sleep behind when it passes.
+      ...list.flatMap((o) => (o instanceof Connection ? [whenReady(o.transportForWait()!, limit, stop.signal)] : [])),
       ...watches.map((w) => w.ended),
       ...(limit === Infinity ? [] : [new Promise<void>((resolve) => (timer = setTimeout(resolve, limit)))]),
     ]);

@@ -11,7 +11,7 @@ import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { decode, hasShared } from '../serialize/decode.js';
-import { settleRevived } from '../serialize/shared.js';
+import { EVERY_KIND, settleRevived } from '../serialize/shared.js';
 import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
 import type { ReferenceSpec, TargetSpec } from './target.js';
@@ -89,14 +89,14 @@ function report(name: string, err: unknown): void {
   process.stderr.write(`Process ${name}:\n${text}\n`);
 }
 
-/** Encoded args or fields as the parent sent them, revived (shared objects live). */
+/** Encoded args or fields as the parent sent them, revived (shared objects live: the parent is of this tree). */
 async function revive(wire: unknown, fallback: unknown): Promise<unknown> {
   const cloned = wire === null ? fallback : typeof wire === 'string' ? v8().deserialize(Buffer.from(wire, 'base64')) : wire;
   // Shared-object classes register their revivers when the package loads;
   // a child given none of them starts without loading it.
-  if (!hasShared(cloned)) return decode(cloned);
+  if (!hasShared(cloned)) return decode(cloned, EVERY_KIND);
   await import('../index.js');
-  const revived = decode(cloned);
+  const revived = decode(cloned, EVERY_KIND);
   await settleRevived();
   return revived;
 }

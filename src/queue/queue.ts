@@ -25,7 +25,7 @@ import { Channel, NOTHING, type ChannelHandle } from '../channel/channel.js';
 
 /** Options of `put` and `get`, as Python's `put(obj, block=True, timeout=None)`. */
 export interface QueueWaitOptions {
-  /** `false`: do not wait (the timeout is then ignored, as in Python). Default `true`. */
+  /** `false` (or any falsy value but `undefined`, as in Python): do not wait (the timeout is then ignored). Default `true`. */
   block?: boolean;
   /** Milliseconds to wait at most; negative means 0. Default: forever. */
   timeout?: number;
@@ -44,7 +44,8 @@ function deadline(options: QueueWaitOptions | undefined): { block: boolean; dead
   if (typeof options !== 'object' || options === null) {
     throw new ValueError(`options must be an object like { block, timeout }, got ${String(options)}`);
   }
-  const block = options.block !== false;
+  // Python's test is truthiness: block=0 or None does not block.
+  const block = options.block === undefined || Boolean(options.block);
   if (!block) return { block, deadline: 0 };
   const t = options.timeout;
   if (t !== undefined && t !== null && (typeof t !== 'number' || Number.isNaN(t))) {
@@ -100,15 +101,21 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
   /**
    * Puts `item` (a copy of it, made now). On a full queue (bounded, or its
    * ring full of unread items) waits for room, up to `timeout` ms, then
-   * rejects with `Full`.
+   * rejects with `Full`. The timeout bounds the whole call: a producer
+   * stopped (SIGSTOP) in the middle of its own put delays this one only up
+   * to it.
    * @throws SerializationError when the item cannot travel (named by its path; nothing is enqueued).
+   * @throws ValueError when this object is `close()`d while it waits (as `get`).
    */
   put(item: T, options?: QueueWaitOptions): Promise<void> {
     try {
       this.checkOpen();
       const { block, deadline: d } = deadline(options);
       return this.channel.put(item, block, d, this.joinable).then((ok) => {
-        if (!ok) throw new Full(block ? 'put timed out: the queue is full' : 'the queue is full');
+        if (ok) return;
+        // As get(): an operation on a closed queue is a ValueError (Python's), not a timeout.
+        if (this.closed) throw new ValueError(`${this.kind} was closed while put() waited`);
+        throw new Full(block ? 'put timed out: the queue is full' : 'the queue is full');
       });
     } catch (err) {
       return Promise.reject(err);
@@ -124,12 +131,21 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** `putSync(item, { block: false })`: `Full` at once when there is no room. */
+  /**
+   * `putSync(item, { block: false })`: `Full` at once when there is no room
+   * (or another producer stays inside its put past a few µs: stopped, or
+   * descheduled mid-copy; Python's `get_nowait` likewise gives up on a
+   * held read lock).
+   */
   putNowait(item: T): void {
     this.putSync(item, { block: false });
   }
 
-  /** Takes the next item, waiting up to `timeout` ms for one; rejects with `Empty` if none came. */
+  /**
+   * Takes the next item, waiting up to `timeout` ms for one (a consumer
+   * stopped in the middle of its own get included); rejects with `Empty` if
+   * none came, `ValueError` when this object is `close()`d while it waits.
+   */
   get(options?: QueueWaitOptions): Promise<T> {
     try {
       this.checkOpen();
@@ -153,7 +169,7 @@ export class Queue<T = unknown> implements AsyncIterable<T> {
     return item as T;
   }
 
-  /** `getSync({ block: false })`: `Empty` at once when there is nothing. */
+  /** `getSync({ block: false })`: `Empty` at once when there is nothing (or another consumer stays inside its get past a few µs, as `putNowait`). */
   getNowait(): T {
     return this.getSync({ block: false });
   }

@@ -13,7 +13,7 @@ import { v8 } from '../builtins.js';
 import { article, describe } from '../describe.js';
 import { SerializationError } from '../errors.js';
 import { Segment, collectHandles, type InFlight } from '../shm/segment.js';
-import { MARKER, SHARED, isShareable, type Shareable, type SharedHandle } from './shared.js';
+import { MARKER, SHARED, allowsKind, isShareable, type Shareable, type SharedHandle } from './shared.js';
 import { isLeaf } from './leaf.js';
 import { isMappedByUs, memoryHandle, sharedBufferOf } from './views.js';
 import { pathOf } from './path.js';
@@ -35,6 +35,13 @@ export interface EncodeOptions {
    * (a thread would share it, a process would get a copy), so it is refused.
    */
   readonly crossProcess?: boolean;
+  /**
+   * Only handles of these kinds may travel (see `HandleKinds` in shared.ts;
+   * default: every kind), and why the receiver takes no other, for the
+   * error. A shared object or view of shared memory of another kind is
+   * refused with its path; with no kind allowed, before its handle is made.
+   */
+  readonly only?: { readonly kinds: ReadonlySet<string>; readonly why: string };
 }
 
 /** An encoded value and the segment references its handles hold. */
@@ -74,11 +81,17 @@ function encoder(options: EncodeOptions): Visitor {
   return {
     enter(value, walk) {
       if (typeof value !== 'object' || value === null) return primitive(value, walk);
-      if (isShareable(value)) return marker(handleOf(value, walk));
+      if (isShareable(value)) {
+        if (options.only?.kinds.size === 0) throw refusedShared(`${describe(value)} (a shared object)`, walk, options.only.why);
+        return marker(checkedKind(handleOf(value, walk), `${describe(value)} (a shared object)`, walk, options));
+      }
       const buffer = sharedBufferOf(value);
       if (buffer) {
+        if (options.only?.kinds.size === 0 && isMappedByUs(buffer)) {
+          throw refusedShared(`${describe(value)} over shared memory`, walk, options.only.why);
+        }
         const handle = memoryHandle(value, buffer);
-        if (handle) return marker(handle);
+        if (handle) return marker(checkedKind(handle, `${describe(value)} over shared memory`, walk, options));
         if (options.crossProcess) throw foreignBuffer(value, walk);
         return value;
       }
@@ -109,6 +122,16 @@ function handleOf(value: Shareable, walk: Walk): SharedHandle {
     if (err instanceof SerializationError) throw new SerializationError(`${pathOf(walk)} is ${err.message}`, { cause: err });
     throw err;
   }
+}
+
+/** `handle`, if `options.only` lets its kind travel (the walk's `collectHandles` gives back its references if not). */
+function checkedKind(handle: SharedHandle, what: string, walk: Walk, options: EncodeOptions): SharedHandle {
+  if (!options.only || allowsKind(options.only.kinds, handle.kind)) return handle;
+  throw refusedShared(what, walk, options.only.why);
+}
+
+function refusedShared(what: string, walk: Walk, why: string): SerializationError {
+  return new SerializationError(`${pathOf(walk)} is ${what}, which cannot be sent here: ${why}`);
 }
 
 function marker(handle: SharedHandle): object {

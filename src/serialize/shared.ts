@@ -18,6 +18,39 @@ export interface SharedHandle {
   readonly kind: string;
 }
 
+/**
+ * Which kinds of handle a transfer may carry: every registered kind, or
+ * only those named.
+ *
+ * Reviving a handle maps the memory it names (any path the handle gives)
+ * and may compile code (a Barrier's action by source) or import a module
+ * (an action by reference): only a sender that is part of this process
+ * tree may choose that. Process args, Pipes and Queues come from the tree
+ * (they travel through its shared memory, reached only through handles it
+ * gave out), so they carry `EVERY_KIND`. A Listener/Client socket carries
+ * `NO_KIND`: anyone who can connect can write to it, authkey or not (no
+ * authkey is the default). A later layer that speaks over sockets and has
+ * handles of its own (managers' proxies, which hold only data: an address
+ * and an id) passes a set of exactly those kinds, to `encode` (its `only`
+ * option) and to `decode`, and must never add a kind that names memory,
+ * code or a channel (Queue, Pipe: their spill files are found in the
+ * reader's own tree directory, see channel/spill.ts). The list judges each
+ * handle in the value; what an allowed kind's reviver revives inside its
+ * own handle is that kind's business, so such a kind must hold no other.
+ */
+export type HandleKinds = typeof EVERY_KIND | ReadonlySet<string>;
+
+/** Every registered kind: for transfers within the process tree. */
+export const EVERY_KIND: unique symbol = Symbol('every shared-object kind');
+
+/** No kind at all: for transfers from outside the tree (a socket). */
+export const NO_KIND: ReadonlySet<string> = new Set();
+
+/** Whether `kinds` lets a handle of `kind` through. */
+export function allowsKind(kinds: HandleKinds, kind: unknown): boolean {
+  return kinds === EVERY_KIND || (typeof kind === 'string' && kinds.has(kind));
+}
+
 /** Anything that can travel live to another process. */
 export interface Shareable {
   [SHARED](): SharedHandle;
