@@ -65,22 +65,31 @@ class FdCloser {
   int fd_;
 };
 
+// Reads a path argument: a non-empty string without NUL bytes (throws a
+// TypeError and returns false otherwise).
+bool PathArg(v8::Isolate* isolate, v8::Local<v8::Value> value,
+             std::string* path) {
+  if (!value->IsString()) {
+    ThrowTypeError(isolate, "The \"path\" argument must be a string");
+    return false;
+  }
+  v8::String::Utf8Value utf8_path(isolate, value);
+  path->assign(*utf8_path, utf8_path.length());
+  if (path->empty() || path->find('\0') != std::string::npos) {
+    ThrowTypeError(isolate,
+                   "The \"path\" argument must be a non-empty string without "
+                   "null bytes");
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void OpenSegment(const Callback& args) {
   v8::Isolate* isolate = args.GetIsolate();
-  if (!args[0]->IsString()) {
-    ThrowTypeError(isolate, "The \"path\" argument must be a string");
-    return;
-  }
-  v8::String::Utf8Value utf8_path(isolate, args[0]);
-  const std::string path(*utf8_path, utf8_path.length());
-  if (path.empty() || path.find('\0') != std::string::npos) {
-    ThrowTypeError(isolate,
-                   "The \"path\" argument must be a non-empty string without "
-                   "null bytes");
-    return;
-  }
+  std::string path;
+  if (!PathArg(isolate, args[0], &path)) return;
   int64_t requested;
   if (!IntegerArg(isolate, args[1], "size", 0, kMaxSafeInteger, &requested)) {
     return;
@@ -190,18 +199,8 @@ void AliasSegment(const Callback& args) {
 // Pages are faulted in as they are read; nothing is copied up front.
 void MapFile(const Callback& args) {
   v8::Isolate* isolate = args.GetIsolate();
-  if (!args[0]->IsString()) {
-    ThrowTypeError(isolate, "The \"path\" argument must be a string");
-    return;
-  }
-  v8::String::Utf8Value utf8_path(isolate, args[0]);
-  const std::string path(*utf8_path, utf8_path.length());
-  if (path.empty() || path.find('\0') != std::string::npos) {
-    ThrowTypeError(isolate,
-                   "The \"path\" argument must be a non-empty string without "
-                   "null bytes");
-    return;
-  }
+  std::string path;
+  if (!PathArg(isolate, args[0], &path)) return;
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return ThrowErrno(isolate, errno, "open", path.c_str());
   FdCloser closer(fd);
