@@ -35,6 +35,8 @@ export interface EncodeOptions {
    * (a thread would share it, a process would get a copy), so it is refused.
    */
   readonly crossProcess?: boolean;
+  /** The value is a child's arguments at its start (see `ShareContext`). */
+  readonly spawning?: boolean;
 }
 
 /** An encoded value and the segment references its handles hold. */
@@ -74,7 +76,7 @@ function encoder(options: EncodeOptions): Visitor {
   return {
     enter(value, walk) {
       if (typeof value !== 'object' || value === null) return primitive(value, walk);
-      if (isShareable(value)) return marker(handleOf(value, walk));
+      if (isShareable(value)) return marker(handleOf(value, walk, options));
       const buffer = sharedBufferOf(value);
       if (buffer) {
         const handle = memoryHandle(value, buffer);
@@ -102,9 +104,9 @@ function encoder(options: EncodeOptions): Visitor {
 }
 
 /** A shared object's handle; one that cannot travel says why (a SerializationError), and this adds where it is. */
-function handleOf(value: Shareable, walk: Walk): SharedHandle {
+function handleOf(value: Shareable, walk: Walk, options: EncodeOptions): SharedHandle {
   try {
-    return value[SHARED]();
+    return value[SHARED](options.spawning ? { spawning: true } : undefined);
   } catch (err) {
     if (err instanceof SerializationError) throw new SerializationError(`${pathOf(walk)} is ${err.message}`, { cause: err });
     throw err;
