@@ -30,10 +30,9 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   Reply,
-  frameOf,
+  FrameWriter,
   isId,
   isWireError,
-  messageBytes,
   readMessages,
   type Message,
   type WireError,
@@ -62,13 +61,6 @@ interface Pending {
   readonly serverId: string | null;
 }
 
-interface Outgoing {
-  readonly bytes: Buffer;
-  readonly serverId: string | null;
-  /** The request it carries, if it expects an answer. */
-  readonly req: number | null;
-}
-
 const POOL = Symbol.for('multiprocessing-ts.manager-clients');
 /** Clients by address, one per isolate (on globalThis: two copies of the package share connections). */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
@@ -84,7 +76,7 @@ export class ManagerClient {
   #serverId: string | null = null;
   #failure: Error | null = null;
   readonly #pending = new Map<number, Pending>();
-  #outbox: Outgoing[] = [];
+  readonly #writer = new FrameWriter();
   #flushQueued = false;
   #nextReq = 1;
   #stopReading: (() => void) | null = null;
@@ -191,7 +183,7 @@ export class ManagerClient {
     this.#stopReading?.();
     this.#stopReading = null;
     this.#connection?.close();
-    this.#outbox = [];
+    this.#writer.take(Number.MAX_SAFE_INTEGER);
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(error);
@@ -223,12 +215,8 @@ export class ManagerClient {
         this.#drain();
       }
       if (this.#failure) throw this.#failure;
-      // What was queued before the greeting, for a proxy of another server (restarted at this address), is refused now.
-      this.#outbox = this.#outbox.filter((o) => {
-        if (o.serverId === null || o.serverId === this.#serverId) return true;
-        if (o.req !== null) this.#settle(o.req, null, this.#staleError());
-        return false;
-      });
+      // What was written before the greeting goes now. (A message for a proxy of an earlier server at
+      // this address names an id this server never gave: servers start their ids at random.)
       this.#flush();
       this.#read();
     })();
@@ -238,21 +226,19 @@ export class ManagerClient {
     if (this.#failure) return Promise.reject(this.#failure);
     if (serverId !== null && this.#serverId !== null && serverId !== this.#serverId) return Promise.reject(this.#staleError());
     const req = this.#nextReq++;
-    let bytes: Buffer;
     try {
-      bytes = messageBytes(build(req));
+      this.#writer.write(build(req), this.#maxFrame - 4);
     } catch (err) {
       return Promise.reject(
-        (err as Error)?.name === 'DataCloneError' ? cloneError(value, what, err as Error) : new SerializationError(String(err)),
-      );
-    }
-    if (bytes.length > this.#maxFrame) {
-      return Promise.reject(
-        new SerializationError(`${what} take ${bytes.length} bytes, more than the connection's frame limit (${this.#maxFrame}); send less at once, or raise maxMessageBytes on both sides`),
+        err instanceof RangeError
+          ? new SerializationError(`${what} are too large for the connection's frame limit (${this.#maxFrame} bytes); send less at once, or raise maxMessageBytes on both sides`)
+          : (err as Error)?.name === 'DataCloneError'
+            ? cloneError(value, what, err as Error)
+            : new SerializationError(`${what} cannot be sent: ${String((err as Error)?.message ?? err)}`),
       );
     }
     const promise = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject, serverId }));
-    this.#enqueue({ bytes, serverId, req });
+    this.#scheduleFlush();
     this.#read();
     return promise;
   }
@@ -260,11 +246,11 @@ export class ManagerClient {
   #post(message: Message, serverId: string): void {
     if (this.#failure) return;
     if (this.#serverId !== null && serverId !== this.#serverId) return;
-    this.#enqueue({ bytes: messageBytes(message), serverId, req: null });
+    this.#writer.write(message, this.#maxFrame - 4);
+    this.#scheduleFlush();
   }
 
-  #enqueue(out: Outgoing): void {
-    this.#outbox.push(out);
+  #scheduleFlush(): void {
     if (!this.#transport) void this.open().catch(() => {});
     if (!this.#flushQueued) {
       this.#flushQueued = true;
@@ -272,27 +258,14 @@ export class ManagerClient {
     }
   }
 
-  /** Sends what is queued, in frames no larger than the limit (once connected). */
+  /** Sends what was written, in frames no larger than the limit (once connected). */
   #flush(): void {
     this.#flushQueued = false;
     const transport = this.#transport;
-    if (!transport || this.#failure || this.#serverId === null || this.#outbox.length === 0) return;
-    const queued = this.#outbox;
-    this.#outbox = [];
-    let part: Buffer[] = [];
-    let size = 0;
-    const send = (): void => {
-      if (part.length === 0) return;
-      transport.send(frameOf(part)).catch((err) => this.fail(this.#goneError(err as Error)));
-      part = [];
-      size = 0;
-    };
-    for (const out of queued) {
-      if (size + out.bytes.length > this.#maxFrame) send();
-      part.push(out.bytes);
-      size += out.bytes.length;
+    if (!transport || this.#failure || this.#serverId === null || this.#writer.length === 0) return;
+    for (const frame of this.#writer.take(this.#maxFrame)) {
+      transport.send(frame).catch((err) => this.fail(this.#goneError(err as Error)));
     }
-    send();
   }
 
   /** Reads answers while any are awaited (which keeps the process alive meanwhile). */

@@ -20,10 +20,13 @@
  *   the server ends, as a segment handle in flight keeps its segment.
  * - A proxy stored inside another object (a list item, a dict value) is a
  *   `Ref` there, which holds the object itself: an object with no counted
- *   reference left stays alive for as long as something stored refers to
- *   it, which the server's own garbage collector decides (the table then
- *   holds it weakly). Reading a `Ref` hands out a new counted reference.
+ *   reference left is out of the table (no client can name it) but stays
+ *   alive for as long as something stored refers to it, which the server's
+ *   own garbage collector decides. Reading a `Ref` hands out a new counted
+ *   reference, which puts it back in the table under its id.
  */
+
+import { crypto } from '../builtins.js';
 
 /** How a registered type's objects are served. */
 export interface TypeInfo {
@@ -64,19 +67,19 @@ export interface Holder {
 }
 
 export class ObjectTable {
-  /** Entries with counted references. */
+  /**
+   * Entries with counted references: the only ones a client can name (a
+   * client names an object through a proxy, which holds a reference). An
+   * entry kept only by stored `Ref`s is reached through them.
+   */
   readonly #counted = new Map<number, Entry>();
-  /** Every entry still alive, counted or kept by a stored `Ref`. */
-  readonly #all = new Map<number, WeakRef<Entry>>();
   readonly #byObject = new WeakMap<object, Entry>();
-  readonly #collected = new FinalizationRegistry<number>((id) => {
-    if (this.#all.get(id)?.deref() === undefined) this.#all.delete(id);
-  });
   /** Handles in flight: ticket → entry (one counted reference each). */
   readonly #tickets = new Map<string, Entry>();
   /** CLAIMs that came before their INCREF: ticket → who claimed. */
   readonly #early = new Map<string, Holder>();
-  #nextId = 1;
+  /** Ids start at random, so an id of an earlier server at the same address names nothing here. */
+  #nextId = crypto().randomInt(1, 2 ** 47);
 
   /** The entry for `obj`, made on first sight: one object has one id (Python's `id(obj)`). */
   entryFor(obj: object, type: TypeInfo, exposed: readonly string[]): Entry {
@@ -84,14 +87,12 @@ export class ObjectTable {
     if (known) return known;
     const entry = new Entry(this.#nextId++, obj, type.typeid, new Set(exposed), type.methodToTypeid, type.proxytype);
     this.#byObject.set(obj, entry);
-    this.#all.set(entry.id, new WeakRef(entry));
-    this.#collected.register(entry, entry.id);
     return entry;
   }
 
-  /** The live entry of `id`, or undefined once it is freed. */
+  /** The entry of `id` while some proxy or handle holds it; undefined once none does (it is freed, or only stored). */
   get(id: number): Entry | undefined {
-    return this.#counted.get(id) ?? this.#all.get(id)?.deref();
+    return this.#counted.get(id);
   }
 
   /** Counts a reference of `entry` for `holder` (a proxy made for that client). */

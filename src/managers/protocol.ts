@@ -4,7 +4,8 @@
  * handshake, connection/).
  *
  * A frame (one connection message) carries one or more messages, each a
- * 4-byte big-endian length and V8's serialization of a small array:
+ * 4-byte big-endian length and a small array (V8's serialization, or a
+ * compact form for messages of primitives: `FrameWriter`):
  *
  *   client → server
  *     [CALL, req, objectId, method, args, refs]    call an exposed method
@@ -61,18 +62,180 @@ export class ProtocolError extends Error {}
 /** A message as sent: an array whose first element is its `Op` or `Reply`. */
 export type Message = readonly unknown[];
 
-/** One message's bytes, ready to be put in a frame. */
-export function messageBytes(message: Message): Buffer {
-  const body = v8().serialize(message);
-  const out = Buffer.allocUnsafe(4 + body.length);
-  out.writeUInt32BE(body.length, 0);
-  body.copy(out, 4);
-  return out;
+let v8Module: typeof import('node:v8') | null = null;
+/** node:v8, loaded on first use (most children never talk to a manager). */
+function V8(): typeof import('node:v8') {
+  return (v8Module ??= v8());
 }
 
-/** A frame of messages whose bytes were made by `messageBytes`. */
-export function frameOf(parts: Buffer[]): Buffer {
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+/**
+ * A message's body starts with its format: V8's serialization (whose first
+ * byte, its version tag, is 0xFF), or this compact one for the common
+ * messages made only of primitives (and, one level down, an array of
+ * primitives: a call's arguments). V8's serializer costs a few
+ * microseconds and an allocation per message, which a pipelined client
+ * pays hundreds of thousands of times a second.
+ */
+const V8_FORMAT = 0xff;
+const COMPACT_FORMAT = 0x01;
+
+const T_UNDEFINED = 0;
+const T_NULL = 1;
+const T_FALSE = 2;
+const T_TRUE = 3;
+const T_INT32 = 4;
+const T_FLOAT64 = 5;
+const T_STRING = 6;
+const T_ARRAY = 7;
+
+/** Strings longer than this go through V8's serializer (its UTF-16 form beats a UTF-8 round trip). */
+const COMPACT_STRING_MAX = 4096;
+
+function compactValue(value: unknown, nested: boolean): boolean {
+  switch (typeof value) {
+    case 'number':
+    case 'boolean':
+    case 'undefined':
+      return true;
+    case 'string':
+      return value.length <= COMPACT_STRING_MAX;
+    case 'object':
+      if (value === null) return true;
+      // One level of arrays (a call's arguments, which are ours: dense, no extra properties).
+      return !nested && Array.isArray(value) && value.every((v) => compactValue(v, true));
+    default:
+      return false;
+  }
+}
+
+/**
+ * Frames being written: messages appended one by one into one buffer,
+ * each as its length and body. `take()` hands out the bytes, which stay
+ * valid until the next `write` (the socket transport copies at `send`).
+ */
+export class FrameWriter {
+  #buf = Buffer.allocUnsafe(16 * 1024);
+  #length = 0;
+  /** Where each message ends, to cut a long batch into frames under the cap. */
+  #ends: number[] = [];
+
+  /** Bytes written and not yet taken. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /**
+   * Appends `message`; returns its size in bytes.
+   * @throws what V8's serializer throws (a DataCloneError), or a RangeError
+   *   past `cap`; the writer is then as it was.
+   */
+  write(message: Message, cap: number): number {
+    const start = this.#length;
+    try {
+      this.#ensure(5);
+      this.#length += 4;
+      if (message.every((v) => compactValue(v, false))) {
+        this.#buf[this.#length++] = COMPACT_FORMAT;
+        for (const value of message) this.#value(value);
+      } else {
+        const body = V8().serialize(message);
+        this.#ensure(body.length);
+        body.copy(this.#buf, this.#length);
+        this.#length += body.length;
+      }
+      const size = this.#length - start - 4;
+      if (size > cap) throw new RangeError(`a message of ${size} bytes, more than the frame limit of ${cap}`);
+      this.#buf.writeUInt32BE(size, start);
+      this.#ends.push(this.#length);
+      return size + 4;
+    } catch (err) {
+      this.#length = start;
+      throw err;
+    }
+  }
+
+  /**
+   * The frames written so far, each at most `cap` bytes (a message longer
+   * than that was refused by `write`), and a fresh start.
+   */
+  take(cap: number): Buffer[] {
+    const frames: Buffer[] = [];
+    let from = 0;
+    let last = 0;
+    for (const end of this.#ends) {
+      if (end - from > cap && last > from) {
+        frames.push(this.#buf.subarray(from, last));
+        from = last;
+      }
+      last = end;
+    }
+    if (last > from) frames.push(this.#buf.subarray(from, last));
+    this.#length = 0;
+    this.#ends = [];
+    return frames;
+  }
+
+  #ensure(more: number): void {
+    if (this.#length + more <= this.#buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#length + more));
+    this.#buf.copy(bigger, 0, 0, this.#length);
+    this.#buf = bigger;
+  }
+
+  #value(value: unknown): void {
+    switch (typeof value) {
+      case 'number':
+        if ((value | 0) === value && !Object.is(value, -0)) {
+          this.#ensure(5);
+          this.#buf[this.#length] = T_INT32;
+          this.#buf.writeInt32LE(value, this.#length + 1);
+          this.#length += 5;
+        } else {
+          this.#ensure(9);
+          this.#buf[this.#length] = T_FLOAT64;
+          this.#buf.writeDoubleLE(value, this.#length + 1);
+          this.#length += 9;
+        }
+        return;
+      case 'string': {
+        this.#ensure(5 + value.length * 3);
+        this.#buf[this.#length] = T_STRING;
+        const n = this.#buf.write(value, this.#length + 5, 'utf8');
+        this.#buf.writeUInt32LE(n, this.#length + 1);
+        this.#length += 5 + n;
+        return;
+      }
+      case 'boolean':
+        this.#ensure(1);
+        this.#buf[this.#length++] = value ? T_TRUE : T_FALSE;
+        return;
+      case 'undefined':
+        this.#ensure(1);
+        this.#buf[this.#length++] = T_UNDEFINED;
+        return;
+      default:
+        if (value === null) {
+          this.#ensure(1);
+          this.#buf[this.#length++] = T_NULL;
+          return;
+        }
+        {
+          const items = value as unknown[];
+          this.#ensure(5);
+          this.#buf[this.#length] = T_ARRAY;
+          this.#buf.writeUInt32LE(items.length, this.#length + 1);
+          this.#length += 5;
+          for (const item of items) this.#value(item);
+        }
+    }
+  }
+}
+
+/** One message's bytes (length and body) on its own, for a frame of one. */
+export function messageBytes(message: Message): Buffer {
+  const writer = new FrameWriter();
+  writer.write(message, Number.MAX_SAFE_INTEGER);
+  return Buffer.from(writer.take(Number.MAX_SAFE_INTEGER)[0]!);
 }
 
 /**
@@ -89,17 +252,76 @@ export function readMessages(frame: Uint8Array): unknown[][] {
     const length = bytes.readUInt32BE(at);
     at += 4;
     if (length === 0 || length > bytes.length - at) throw new ProtocolError(`a message length (${length}) past the frame's end`);
-    let message: unknown;
-    try {
-      message = v8().deserialize(bytes.subarray(at, at + length));
-    } catch (err) {
-      throw new ProtocolError(`a message that does not deserialize (${(err as Error).message})`);
-    }
+    const body = bytes.subarray(at, at + length);
     at += length;
+    let message: unknown;
+    if (body[0] === V8_FORMAT) {
+      try {
+        message = V8().deserialize(body);
+      } catch (err) {
+        throw new ProtocolError(`a message that does not deserialize (${(err as Error).message})`);
+      }
+    } else if (body[0] === COMPACT_FORMAT) {
+      message = readCompact(body);
+    } else {
+      throw new ProtocolError(`a message in an unknown format (${body[0]})`);
+    }
     if (!Array.isArray(message) || typeof message[0] !== 'number') throw new ProtocolError('a message that is not [op, ...]');
     messages.push(message);
   }
   return messages;
+}
+
+function readCompact(body: Buffer): unknown[] {
+  let at = 1;
+  const need = (n: number): void => {
+    if (at + n > body.length) throw new ProtocolError('a compact message cut short');
+  };
+  const value = (depth: number): unknown => {
+    need(1);
+    const tag = body[at++];
+    switch (tag) {
+      case T_UNDEFINED:
+        return undefined;
+      case T_NULL:
+        return null;
+      case T_FALSE:
+        return false;
+      case T_TRUE:
+        return true;
+      case T_INT32:
+        need(4);
+        at += 4;
+        return body.readInt32LE(at - 4);
+      case T_FLOAT64:
+        need(8);
+        at += 8;
+        return body.readDoubleLE(at - 8);
+      case T_STRING: {
+        need(4);
+        const n = body.readUInt32LE(at);
+        at += 4;
+        need(n);
+        at += n;
+        return body.toString('utf8', at - n, at);
+      }
+      case T_ARRAY: {
+        if (depth > 0) throw new ProtocolError('a compact message nested too deep');
+        need(4);
+        const n = body.readUInt32LE(at);
+        at += 4;
+        if (n > body.length - at) throw new ProtocolError('a compact array longer than its message');
+        const items = new Array<unknown>(n);
+        for (let i = 0; i < n; i++) items[i] = value(depth + 1);
+        return items;
+      }
+      default:
+        throw new ProtocolError(`a compact value of unknown tag ${tag}`);
+    }
+  };
+  const message: unknown[] = [];
+  while (at < body.length) message.push(value(0));
+  return message;
 }
 
 /** A request or object id: a positive safe integer. */

@@ -32,9 +32,8 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   Reply,
-  frameOf,
+  FrameWriter,
   isId,
-  messageBytes,
   readMessages,
   toWireError,
   type Message,
@@ -208,8 +207,7 @@ class Session implements Caller, Holder {
   readonly #connection: Connection;
   readonly #transport: SocketTransport;
   readonly #tracked = new Set<CallerState>();
-  #outbox: Buffer[] = [];
-  #outBytes = 0;
+  readonly #writer = new FrameWriter();
   #flushQueued = false;
   #stall: NodeJS.Timeout | undefined;
   #stopReading: (() => void) | null = null;
@@ -222,7 +220,7 @@ class Session implements Caller, Holder {
 
   start(): void {
     this.#transport.maxFrame = this.#server.maxFrame;
-    this.#queue(messageBytes([Reply.HELLO, this.#server.id, PROTOCOL_VERSION]));
+    this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION]);
     this.#stopReading = this.#transport.onReadable(() => this.#drain());
     this.#drain();
   }
@@ -461,27 +459,20 @@ class Session implements Caller, Holder {
   /** Sends an answer; one that cannot be serialized (or is too large) becomes an error, and gives back what it handed out. */
   #reply(message: Message, handed: Entry[] = []): void {
     if (this.closed) return;
-    let bytes: Buffer;
+    const cap = this.#server.maxFrame - 4;
     try {
-      bytes = messageBytes(message);
-      if (bytes.length > this.#server.maxFrame) {
-        throw new ValueError(
-          `the result is ${bytes.length} bytes, more than this connection's frame limit (${this.#server.maxFrame}); ` +
-            `fetch it in parts (e.g. list.slice(start, end)), or raise maxMessageBytes on both sides`,
-        );
-      }
+      this.#writer.write(message, cap);
     } catch (err) {
       for (const entry of handed) this.#server.table.disown(this, entry, 1);
-      const error = err instanceof ValueError ? err : cloneError(message[2], 'result', err as Error);
-      bytes = messageBytes([Reply.ERR, message[1], toWireError(error)]);
+      const error =
+        err instanceof RangeError
+          ? new ValueError(
+              `the result is too large for this connection's frame limit (${this.#server.maxFrame} bytes); ` +
+                `fetch it in parts (e.g. list.slice(start, end)), or raise maxMessageBytes on both sides`,
+            )
+          : cloneError(message[2], 'result', err as Error);
+      this.#writer.write([Reply.ERR, message[1], toWireError(error)], cap);
     }
-    this.#queue(bytes);
-  }
-
-  #queue(bytes: Buffer): void {
-    if (this.#outBytes + bytes.length > this.#server.maxFrame) this.#flush();
-    this.#outbox.push(bytes);
-    this.#outBytes += bytes.length;
     if (!this.#flushQueued) {
       this.#flushQueued = true;
       queueMicrotask(() => void this.#flush());
@@ -490,11 +481,10 @@ class Session implements Caller, Holder {
 
   #flush(): Promise<void> | undefined {
     this.#flushQueued = false;
-    if (this.#outbox.length === 0 || this.closed) return undefined;
-    const frame = frameOf(this.#outbox);
-    this.#outbox = [];
-    this.#outBytes = 0;
-    return this.#transport.send(frame).catch(() => this.close());
+    if (this.#writer.length === 0 || this.closed) return undefined;
+    let sent: Promise<void> | undefined;
+    for (const frame of this.#writer.take(this.#server.maxFrame)) sent = this.#transport.send(frame).catch(() => this.close());
+    return sent;
   }
 }
 
