@@ -25,6 +25,7 @@ import { listen, type ConnectionListener } from '../connection/listener.js';
 import type { SocketTransport } from '../connection/socket-transport.js';
 import { EOF } from '../connection/transport.js';
 import { cloneError } from '../serialize/encode.js';
+import { MARKER } from '../serialize/shared.js';
 import { Entry, ObjectTable, Ref, type Holder, type TypeInfo } from './object-table.js';
 import {
   DEFAULT_MAX_FRAME,
@@ -400,7 +401,8 @@ class Session implements Caller, Holder {
         this.#fail(req, err);
         return;
       }
-      this.#reply([Reply.OK, req, this.#hand(entry), true], [entry]);
+      // The description itself: the client's create() builds the proxy.
+      this.#reply([Reply.OK, req, this.#hand(entry), false], [entry]);
     };
     if (isThenable(made)) Promise.resolve(made).then(finish, (err) => this.#fail(req, err));
     else finish(made);
@@ -438,7 +440,7 @@ class Session implements Caller, Holder {
         this.#fail(req, err);
         return;
       }
-      this.#reply([Reply.OK, req, this.#hand(made), true], [made]);
+      this.#reply([Reply.OK, req, { [MARKER]: this.#hand(made) }, true], [made]);
       return;
     }
     let encoded;
