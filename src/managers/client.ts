@@ -178,6 +178,17 @@ export class ManagerClient {
   fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
+    this.#end();
+  }
+
+  /** The manager shut its server down: from now on calls reject with `error`, whatever failed before. */
+  shutDown(error: Error): void {
+    this.#failure = error;
+    this.#end();
+  }
+
+  #end(): void {
+    const error = this.#failure!;
     const name = showAddress(this.address);
     if (pool.get(name) === this) pool.delete(name);
     this.#stopReading?.();

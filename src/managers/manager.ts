@@ -286,7 +286,7 @@ export class BaseManager {
     } catch {
       // Gone already, or not answering: it is ended below either way.
     }
-    client.fail(new StateError(`the manager was shut down (its server at ${JSON.stringify(this.#address)} is gone); its proxies no longer work`));
+    client.shutDown(new StateError(`the manager was shut down (its server at ${JSON.stringify(this.#address)} is gone); its proxies no longer work`));
     const child = this.#process!;
     await child.join(SHUTDOWN_GRACE);
     if (child.isAlive()) {
