@@ -62,8 +62,16 @@ interface Pending {
 }
 
 const POOL = Symbol.for('multiprocessing-ts.manager-clients');
-/** Clients by address, one per isolate (on globalThis: two copies of the package share connections). */
+/**
+ * Clients by address and key, per isolate (on globalThis: two copies of the
+ * package share connections). A client with a wrong key never displaces
+ * one that works.
+ */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
+
+function poolKey(address: Address, key: Uint8Array): string {
+  return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
+}
 
 export class ManagerClient {
   readonly address: Address;
@@ -94,18 +102,23 @@ export class ManagerClient {
    * proxies keep failing; new ones use the new client).
    */
   static for(address: Address, key: Uint8Array, settings: ClientSettings = {}): ManagerClient {
-    const name = showAddress(address);
+    const name = poolKey(address, key);
     const known = pool.get(name);
-    if (known && !known.#failure && Buffer.from(known.key).equals(Buffer.from(key))) return known;
+    // A server that went away while nobody was waiting: notice it now (its EOF is buffered).
+    if (known && known.#transport && !known.#failure) known.#drain();
+    if (known && !known.#failure) return known;
     const client = new ManagerClient(address, key, settings);
     pool.set(name, client);
     return client;
   }
 
-  /** The live client of `address` in this isolate, if one exists (so a revived proxy uses the key it connected with). */
+  /** A live client of `address` in this isolate that has connected, if any (so a revived proxy uses the key that worked). */
   static existing(address: Address): ManagerClient | null {
-    const known = pool.get(showAddress(address));
-    return known && !known.#failure ? known : null;
+    const prefix = `${showAddress(address)} `;
+    for (const [name, client] of pool) {
+      if (name.startsWith(prefix) && !client.#failure && client.#serverId !== null) return client;
+    }
+    return null;
   }
 
   /** The id the server gave in its greeting; null until connected. */
@@ -189,7 +202,7 @@ export class ManagerClient {
 
   #end(): void {
     const error = this.#failure!;
-    const name = showAddress(this.address);
+    const name = poolKey(this.address, this.key);
     if (pool.get(name) === this) pool.delete(name);
     this.#stopReading?.();
     this.#stopReading = null;

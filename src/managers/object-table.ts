@@ -78,6 +78,8 @@ export class ObjectTable {
   readonly #tickets = new Map<string, Entry>();
   /** CLAIMs that came before their INCREF: ticket → who claimed. */
   readonly #early = new Map<string, Holder>();
+  /** Tickets claimed early by a holder that is gone since: their INCREF, when it comes, counts nothing. */
+  readonly #orphaned = new Set<string>();
   /** Ids start at random, so an id of an earlier server at the same address names nothing here. */
   #nextId = crypto().randomInt(1, 2 ** 47);
 
@@ -115,11 +117,17 @@ export class ObjectTable {
   release(holder: Holder): void {
     for (const [entry, n] of holder.owned) this.#drop(entry, n);
     holder.owned.clear();
-    for (const [ticket, who] of this.#early) if (who === holder) this.#early.delete(ticket);
+    for (const [ticket, who] of this.#early) {
+      if (who !== holder) continue;
+      this.#early.delete(ticket);
+      this.#orphaned.add(ticket);
+    }
   }
 
   /** INCREF: a handle of `entry` left a process under `ticket`. */
   ticket(entry: Entry, ticket: string): void {
+    // Claimed by a process that ended before this INCREF came: that reference was given back with it.
+    if (this.#orphaned.delete(ticket)) return;
     const early = this.#early.get(ticket);
     if (early) {
       this.#early.delete(ticket);
@@ -153,6 +161,7 @@ export class ObjectTable {
     this.#counted.clear();
     this.#tickets.clear();
     this.#early.clear();
+    this.#orphaned.clear();
   }
 
   #add(entry: Entry, n: number): void {
