@@ -278,31 +278,30 @@ for (const method of METHODS) {
     });
 
     it('Lock, RLock, Semaphore, BoundedSemaphore, Condition, Barrier used in a child (CPython TestSyncManagerTypes)', async () => {
-      const lock = await manager.Lock();
-      await inChild(fx.lockWorker, lock);
-      // Unlike Python: the child ended holding it, and the server let it go.
+      const [lock, rlock, sem, bounded, cond, barrier] = await Promise.all([
+        manager.Lock(),
+        manager.RLock(),
+        manager.Semaphore(),
+        manager.BoundedSemaphore(),
+        manager.Condition(),
+        manager.Barrier(5),
+      ]);
+      await inChild(fx.syncTypesWorker, lock, rlock, sem, bounded, cond, barrier);
+      // Unlike Python: the child ended holding the Lock, and the server let it go.
       assert.equal(await lock.acquire({ block: false }), true);
       await lock.release();
       await assert.rejects(lock.release(), mp.ValueError, 'released twice');
-      const rlock = await manager.RLock();
-      await inChild(fx.rlockWorker, rlock);
       assert.equal(await rlock.acquire(), true);
       assert.equal(await rlock.acquire(), true);
       await rlock.release();
       await rlock.release();
       await assert.rejects(rlock.release(), mp.ValueError);
-      const sem = await manager.Semaphore();
-      await inChild(fx.semaphoreWorker, sem);
       assert.equal(await sem.getValue(), 0, 'a semaphore has no holder: the unit stays taken');
       await sem.release();
-      const bounded = await manager.BoundedSemaphore();
-      await inChild(fx.semaphoreWorker, bounded);
       await bounded.release();
       await assert.rejects(bounded.release(), mp.ValueError);
-      const cond = await manager.Condition();
-      await inChild(fx.conditionWorker, cond);
-      const barrier = await manager.Barrier(5);
-      await inChild(fx.barrierWorker, barrier);
+      assert.equal(await cond.acquire({ block: false }), true, 'the child released the condition');
+      await cond.release();
       assert.equal(await barrier.broken(), false);
     });
 
