@@ -44,7 +44,16 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
   append(value: T): Promise<void> {
     return this.callMethod('append', [value]) as Promise<void>;
   }
+  /** Appends each of `values` (an iterable here; for another list proxy, pass `await other.toArray()`). */
   extend(values: Iterable<T>): Promise<void> {
+    if (typeof (values as { [Symbol.iterator]?: unknown } | null)?.[Symbol.iterator] !== 'function') {
+      return Promise.reject(
+        new ValueError(
+          `extend() takes an iterable of values, not ${describe(values)}` +
+            (values instanceof BaseProxy ? ' (for a proxy: await other.toArray())' : ''),
+        ),
+      );
+    }
     return this.callMethod('extend', [Array.from(values)]) as Promise<void>;
   }
   insert(index: number, value: T): Promise<void> {

@@ -75,8 +75,15 @@ export interface ServerOptions {
 }
 
 /**
- * A manager's server. Made by `manager.getServer()` or `mp.serveManager()`,
- * or run in a process of its own by `manager.start()`.
+ * A manager's server. Made by `manager.getServer()` or `mp.serveManager()`
+ * (not with `new`), or run in a process of its own by `manager.start()`.
+ * @example
+ * ```ts
+ * const server = new MyManager({ address: ['0.0.0.0', 50000], authkey: 'secret' }).getServer();
+ * await server.listen();
+ * console.log('serving at', server.address);
+ * await server.serveForever();            // until server.shutdown() or a client's shutdown request
+ * ```
  */
 export class ManagerServer {
   /** Tells a restarted server at the same address from this one. */
@@ -94,6 +101,7 @@ export class ManagerServer {
   readonly #stopped: Promise<void>;
   #stop!: () => void;
 
+  /** @internal Use `manager.getServer()` or `mp.serveManager()`. */
   constructor(options: ServerOptions) {
     this.#options = options;
     this.#maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
