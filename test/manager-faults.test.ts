@@ -185,6 +185,25 @@ describe('manager security', () => {
     idle.close();
   });
 
+  it('a client that does not read its answers (50 MiB of them) loses none, and others are served meanwhile', async () => {
+    await using manager = await mp.Manager({ authkey: 'k' });
+    const big = await manager.list([new Uint8Array(512 * 1024)]);
+    const reader = await rawClient(manager.address!, 'k');
+    const id = (big as unknown as { [k: symbol]: { id: number } })[Symbol.for('multiprocessing-ts.manager-proxy-target')]!.id;
+    const requests = 100; // 50 MiB of answers, more than the server buffers for one client
+    for (let i = 1; i <= requests; i++) await reader.sendBytes(frame([Op.CALL, i, id, 'toArray', [], false]));
+    assert.equal(await big.len(), 1, 'another client is served while this one reads nothing');
+    const answered = new Set<number>();
+    while (answered.size < requests) {
+      for (const m of readMessages(await reader.recvBytes())) {
+        assert.equal(m[0], Reply.OK);
+        assert.equal(((m[2] as Uint8Array[])[0]!).length, 512 * 1024);
+        answered.add(m[1] as number);
+      }
+    }
+    reader.close();
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     await using manager = await mp.Manager({ maxMessageBytes: 64 * 1024 });
     const l = await manager.list<unknown>();

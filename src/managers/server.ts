@@ -43,6 +43,14 @@ import { decodeArgs, encodeResult, type ProxyDescription } from './values.js';
 import { isManaged, type Caller, type CallerState } from './managed/base.js';
 import { callFactory, methodOf, publicMethods, type Registration } from './typeids.js';
 
+/**
+ * Answer bytes handed to a connection's socket and not yet written, above
+ * which the server stops reading that connection's requests until they are
+ * (a client that pipelines without reading its answers is slowed down, not
+ * fed by the server's memory); reading resumes below half of it.
+ */
+const UNSENT_HIGH_WATER = 16 * 1024 * 1024;
+
 /** How long a frame may take to arrive whole, once it began, by default. */
 export const DEFAULT_READ_TIMEOUT = 30_000;
 
@@ -219,6 +227,10 @@ class Session implements Caller, Holder {
   readonly #writer = new FrameWriter();
   #flushQueued = false;
   #stall: NodeJS.Timeout | undefined;
+  /** Answer bytes given to the socket and not yet written (backpressure). */
+  #unsent = 0;
+  /** Reading stopped for backpressure; it resumes once answers are written. */
+  #paused = false;
   #stopReading: (() => void) | null = null;
 
   constructor(server: ManagerServer, connection: Connection) {
@@ -254,6 +266,13 @@ class Session implements Caller, Holder {
   #drain(): void {
     let progressed = false;
     while (!this.closed) {
+      // Until the client reads its answers, its requests wait in its socket (which then pauses).
+      if (this.#unsent > UNSENT_HIGH_WATER) {
+        this.#paused = true;
+        clearTimeout(this.#stall);
+        this.#stall = undefined;
+        return;
+      }
       let frame: Uint8Array | typeof EOF | null;
       try {
         frame = this.#transport.take();
@@ -493,7 +512,20 @@ class Session implements Caller, Holder {
     this.#flushQueued = false;
     if (this.#writer.length === 0 || this.closed) return undefined;
     let sent: Promise<void> | undefined;
-    for (const frame of this.#writer.take(this.#server.maxFrame)) sent = this.#transport.send(frame).catch(() => this.close());
+    for (const frame of this.#writer.take(this.#server.maxFrame)) {
+      const size = frame.length;
+      this.#unsent += size;
+      sent = this.#transport.send(frame).then(
+        () => {
+          this.#unsent -= size;
+          if (this.#paused && this.#unsent <= UNSENT_HIGH_WATER / 2) {
+            this.#paused = false;
+            this.#drain();
+          }
+        },
+        () => this.close(),
+      );
+    }
     return sent;
   }
 }
