@@ -115,6 +115,28 @@ for (const method of METHODS) {
       }
     });
 
+    it('children inherit the authkey (or the one set on their Process); a proxy of a manager with another key works in a child it was given to', async () => {
+      const ctx = mp.getContext(method);
+      const out = new mp.Queue<string>();
+      const inherit = new ctx.Process({ target: fx.reportAuthkey, args: [out], module: fx.MANAGER_TARGETS });
+      inherit.start();
+      assert.equal(await out.get({ timeout: 20_000 }), Buffer.from(mp.currentProcess().authkey).toString('hex'));
+      const chosen = new ctx.Process({ target: fx.reportAuthkey, args: [out], module: fx.MANAGER_TARGETS });
+      chosen.authkey = new Uint8Array([1, 2, 3]);
+      chosen.start();
+      assert.equal(await out.get({ timeout: 20_000 }), '010203');
+      await Promise.all([inherit.join(), chosen.join()]);
+      assert.throws(() => (chosen.authkey = new Uint8Array([4])), mp.StateError);
+      await using manager = new mp.SyncManager({ authkey: 'not the default', startMethod: method });
+      await manager.start();
+      const list = await manager.list<string>();
+      const p = new ctx.Process({ target: fx.appendChild, args: [list, 'with the key of its args'], module: fx.MANAGER_TARGETS });
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      assert.deepEqual(await list.toArray(), ['with the key of its args']);
+    });
+
     it('start({ initializer, initargs }) runs in the server before it serves (CPython test_manager_initializer)', async () => {
       await using outer = await mp.getContext(method).Manager();
       const ns = await outer.Namespace({ test: 0 });
