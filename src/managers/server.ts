@@ -223,7 +223,8 @@ class Session implements Caller, Holder {
   readonly #server: ManagerServer;
   readonly #connection: Connection;
   readonly #transport: SocketTransport;
-  readonly #tracked = new Set<CallerState>();
+  /** Objects keeping state for this client (waits, a held lock), with how many. */
+  readonly #tracked = new Map<CallerState, number>();
   readonly #writer = new FrameWriter();
   #flushQueued = false;
   #stall: NodeJS.Timeout | undefined;
@@ -247,7 +248,13 @@ class Session implements Caller, Holder {
   }
 
   track(object: CallerState): void {
-    this.#tracked.add(object);
+    this.#tracked.set(object, (this.#tracked.get(object) ?? 0) + 1);
+  }
+
+  untrack(object: CallerState): void {
+    const n = this.#tracked.get(object) ?? 0;
+    if (n <= 1) this.#tracked.delete(object);
+    else this.#tracked.set(object, n - 1);
   }
 
   /** Ends the connection: its references go, its waits are dropped, what it held is released. */
@@ -258,8 +265,9 @@ class Session implements Caller, Holder {
     this.#stopReading?.();
     this.#connection.close();
     this.#server.table.release(this);
-    for (const object of this.#tracked) object.callerGone(this);
+    const tracked = [...this.#tracked.keys()];
     this.#tracked.clear();
+    for (const object of tracked) object.callerGone(this);
     this.#server.ended(this);
   }
 

@@ -14,8 +14,13 @@ import { ValueError } from '../../errors.js';
 /** A client's connection, as the objects see it. */
 export interface Caller {
   readonly closed: boolean;
-  /** Asks for `object.callerGone(this)` when this caller's connection ends. */
+  /**
+   * Asks for `object.callerGone(this)` when this caller's connection ends;
+   * counted, so each `track` is paired with an `untrack` once that state is
+   * gone (a connection that waited on many objects over time holds none of them).
+   */
   track(object: CallerState): void;
+  untrack(object: CallerState): void;
 }
 
 /** An object that keeps something per caller (a holder, waiters). */
@@ -90,6 +95,7 @@ export class WaitList<T, P = undefined> implements CallerState {
       if (ms !== Infinity) {
         waiter.timer = setTimeout(() => {
           this.#remove(waiter);
+          caller.untrack(this);
           try {
             resolve(onTimeout());
           } catch (err) {
@@ -111,6 +117,7 @@ export class WaitList<T, P = undefined> implements CallerState {
       const waiter = this.#waiters.shift();
       if (!waiter) return false;
       clearTimeout(waiter.timer);
+      waiter.caller.untrack(this);
       if (waiter.caller.closed) continue;
       waiter.resolve(value(waiter.payload));
       return true;
@@ -119,7 +126,11 @@ export class WaitList<T, P = undefined> implements CallerState {
 
   /** Whether a live caller waits. */
   waiting(): boolean {
-    while (this.#waiters.length > 0 && this.#waiters[0]!.caller.closed) clearTimeout(this.#waiters.shift()!.timer);
+    while (this.#waiters.length > 0 && this.#waiters[0]!.caller.closed) {
+      const gone = this.#waiters.shift()!;
+      clearTimeout(gone.timer);
+      gone.caller.untrack(this);
+    }
     return this.#waiters.length > 0;
   }
 
@@ -128,6 +139,7 @@ export class WaitList<T, P = undefined> implements CallerState {
     const all = this.#waiters.splice(0);
     all.forEach((waiter, i) => {
       clearTimeout(waiter.timer);
+      waiter.caller.untrack(this);
       waiter.resolve(value(i));
     });
   }
@@ -138,6 +150,7 @@ export class WaitList<T, P = undefined> implements CallerState {
       if (waiter.caller === caller) {
         clearTimeout(waiter.timer);
         this.#waiters.splice(i, 1);
+        caller.untrack(this);
       }
     }
   }

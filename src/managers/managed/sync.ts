@@ -76,6 +76,7 @@ export class ManagedLock extends Managed implements CallerState, ConditionLock {
   }
 
   #handOff(): void {
+    this.#holder?.untrack(this);
     this.#holder = null;
     this.#waiters.wakeFirst((next) => {
       this.#take(next);
@@ -146,6 +147,7 @@ export class ManagedRLock extends Managed implements CallerState, ConditionLock 
   }
 
   #handOff(): void {
+    this.#holder?.untrack(this);
     this.#holder = null;
     this.#depth = 0;
     this.#waiters.wakeFirst((next) => {
