@@ -57,8 +57,6 @@ export interface ClientSettings {
 interface Pending {
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
-  /** The server the caller's proxy belongs to (null: any, e.g. the manager's own create). */
-  readonly serverId: string | null;
 }
 
 const POOL = Symbol.for('multiprocessing-ts.manager-clients');
@@ -97,9 +95,9 @@ export class ManagerClient {
   }
 
   /**
-   * This isolate's client of the manager at `address`, made on first use.
-   * A client that failed, or one that uses another key, is replaced (its
-   * proxies keep failing; new ones use the new client).
+   * This isolate's client of the manager at `address` with `key`, made on
+   * first use. A client that failed is replaced (its proxies keep failing;
+   * new ones use the new client).
    */
   static for(address: Address, key: Uint8Array, settings: ClientSettings = {}): ManagerClient {
     const name = poolKey(address, key);
@@ -261,7 +259,7 @@ export class ManagerClient {
             : new SerializationError(`${what} cannot be sent: ${String((err as Error)?.message ?? err)}`),
       );
     }
-    const promise = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject, serverId }));
+    const promise = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject }));
     this.#scheduleFlush();
     this.#read();
     return promise;
