@@ -401,6 +401,23 @@ for (const method of METHODS) {
       await own.shutdown();
     });
 
+    it("a proxy a child sends up and then ends keeps its object until the receiver's proxy is dropped", async () => {
+      const own = await ctx.Manager();
+      const out = new mp.Queue<mp.ListProxy<string>>();
+      const p = new ctx.Process({ target: fx.makeAndSendUp, args: [own.address!, out], module: fx.MANAGER_TARGETS });
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      const received = async () => {
+        const list = await out.get({ timeout: 10_000 });
+        assert.deepEqual(await list.toArray(), ['made by a child that has ended']);
+        return new WeakRef(list);
+      };
+      await collected(await received());
+      assert.equal(await waitForObjects(own, 0), 0);
+      await own.shutdown();
+    });
+
     it('refuses what a manager cannot hold, naming it', async () => {
       const l = await manager.list<unknown>();
       await assert.rejects(l.append(() => 1), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a function/.test(e.message));
