@@ -40,7 +40,8 @@ import { listen, type ConnectionListener } from './connection/listener.js';
 import { connect } from './connection/client.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 import { Pipe } from './connection/pipe-transport.js';
-import { Manager, type ManagerOptions, type SyncManager } from './managers/manager.js';
+import type { ManagerOptions } from './managers/manager.js';
+import { Manager, type SyncManager } from './managers/sync-manager.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -69,14 +70,8 @@ export type { ClientOptions } from './connection/client.js';
 export type { Address } from './connection/address.js';
 export { wait, type Waitable } from './connection/wait.js';
 export { Pipe } from './connection/pipe-transport.js';
-export {
-  BaseManager,
-  SyncManager,
-  Manager,
-  type ManagerOptions,
-  type ManagerStartOptions,
-  type Proxy,
-} from './managers/manager.js';
+export { BaseManager, type ManagerOptions, type ManagerStartOptions, type Proxy } from './managers/manager.js';
+export { SyncManager, Manager } from './managers/sync-manager.js';
 export { BaseProxy } from './managers/proxy.js';
 export {
   ListProxy,
