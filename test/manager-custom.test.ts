@@ -38,7 +38,7 @@ for (const method of METHODS) {
       assert.ok(server.exitCode === 0 || server.exitCode === -15, `exit code ${server.exitCode}`);
     });
 
-    it('methodToTypeid returns proxies; async methods are awaited; errors keep their class or name', async () => {
+    it('methodToTypeid returns proxies; async methods are awaited; errors keep their class or name; only exposed methods are called', async () => {
       await using manager = new fx.MyManager({ startMethod: method });
       await manager.start();
       const factory = await manager.CounterFactory();
@@ -51,11 +51,7 @@ for (const method of METHODS) {
       await assert.rejects(counter.fail(), (e: Error) => e instanceof TypeError && e.message === 'a TypeError from the server');
       await assert.rejects(counter.failCustom(), (e: Error) => e instanceof mp.RemoteError && e.name === 'ParseFailure');
       await assert.rejects(counter.returnsFunction(), (e: Error) => e instanceof mp.SerializationError && /result/.test(e.message));
-    });
-
-    it('call only exposed methods: no getter, no prototype tricks', async () => {
-      await using manager = new fx.MyManager({ startMethod: method });
-      await manager.start();
+      // No getter, no prototype tricks:
       const guarded = await manager.Guarded();
       await assert.rejects(guarded.callMethod('danger'), (e: Error) => e instanceof mp.RemoteError && /no such method/.test(e.message));
       assert.equal(await guarded.wasTouched(), false, 'the getter never ran');
