@@ -124,16 +124,6 @@ function stateOf(proxy: BaseProxy): { client: ManagerClient; token: Token } {
   return s;
 }
 
-/** @internal The typeid, id and exposed methods of a proxy. */
-export function tokenOf(proxy: BaseProxy): Token {
-  return stateOf(proxy).token;
-}
-
-/** @internal The connection a proxy uses. */
-export function clientOf(proxy: BaseProxy): ManagerClient {
-  return stateOf(proxy).client;
-}
-
 /** Names an AutoProxy never defines as methods (reachable with `callMethod`): `then` would make every proxy a thenable. */
 const NOT_METHODS = new Set(['then', 'constructor', '__proto__', 'callMethod', 'toString']);
 

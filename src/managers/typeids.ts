@@ -73,7 +73,7 @@ const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 const FORBIDDEN_METHODS = new Set(['constructor', '__proto__', 'prototype', '__defineGetter__', '__defineSetter__', '__lookupGetter__', '__lookupSetter__']);
 
 /** Checks a method name given in `exposed` or `methodToTypeid`. */
-export function checkMethodName(name: unknown, where: string): string {
+function checkMethodName(name: unknown, where: string): string {
   if (typeof name !== 'string' || name.length === 0 || FORBIDDEN_METHODS.has(name)) {
     throw new ValueError(`${where}: ${describe(name)} cannot be an exposed method name (it must be a non-empty string, not constructor/__proto__/prototype)`);
   }
