@@ -58,3 +58,5 @@ export class NativeUnavailableError extends ProcessError {}
 export class DeadlockError extends ProcessError {}
 /** An index outside a fixed-length shared sequence. */
 export class IndexError extends ProcessError {}
+/** A key that a manager's dict does not hold (Python's `KeyError`). */
+export class KeyError extends ProcessError {}

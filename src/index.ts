@@ -40,6 +40,8 @@ import { listen, type ConnectionListener } from './connection/listener.js';
 import { connect } from './connection/client.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 import { Pipe } from './connection/pipe-transport.js';
+import type { ManagerOptions } from './managers/manager.js';
+import { Manager, type SyncManager } from './managers/sync-manager.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -68,6 +70,27 @@ export type { ClientOptions } from './connection/client.js';
 export type { Address } from './connection/address.js';
 export { wait, type Waitable } from './connection/wait.js';
 export { Pipe } from './connection/pipe-transport.js';
+export { BaseManager, type ManagerOptions, type ManagerStartOptions, type Proxy } from './managers/manager.js';
+export { SyncManager, Manager } from './managers/sync-manager.js';
+export { BaseProxy } from './managers/proxy.js';
+export {
+  ListProxy,
+  DictProxy,
+  NamespaceProxy,
+  ValueProxy,
+  ArrayProxy,
+  QueueProxy,
+  JoinableQueueProxy,
+  AcquirerProxy,
+  LockProxy,
+  SemaphoreProxy,
+  ConditionProxy,
+  EventProxy,
+  BarrierProxy,
+} from './managers/builtin-proxies.js';
+export { ManagerServer, type ServerOptions } from './managers/server.js';
+export { serveManager, type ServeOptions } from './managers/server-process.js';
+export type { RegisterOptions } from './managers/typeids.js';
 
 /** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
 export function nativeAvailable(): boolean {
@@ -121,6 +144,8 @@ export interface Context {
   readonly JoinableQueue: typeof JoinableQueue;
   readonly SimpleQueue: typeof SimpleQueue;
   readonly Pipe: typeof Pipe;
+  /** `mp.Manager()` whose server process uses this context's start method. */
+  readonly Manager: (options?: ManagerOptions) => Promise<SyncManager>;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -163,6 +188,7 @@ export function getContext(method?: StartMethod): Context {
       JoinableQueue,
       SimpleQueue,
       Pipe,
+      Manager: (options: ManagerOptions = {}) => Manager({ startMethod: m, ...options }),
       currentProcess,
       parentProcess,
       activeChildren,

@@ -28,6 +28,8 @@ export interface ChildIdentity {
   readonly tsxApi: string | null;
   /** The parent's `process.argv` after the executable: the child sees the same, as Python's spawn copies `sys.argv`. */
   readonly argv: readonly string[];
+  /** The child's `authkey` as base64 (Python's: its parent's unless set on the Process); the default key of managers. */
+  readonly authkey?: string;
 }
 
 /** Mutable per-isolate runtime state. */
@@ -41,6 +43,8 @@ export interface RuntimeState {
   processCounter: number;
   /** In a child running a `Process` subclass, the rebuilt instance: `currentProcess()` is it, as in Python. */
   currentProcess?: object;
+  /** This process's authkey (`currentProcess().authkey`), once read or set. */
+  authkey?: Uint8Array;
 }
 
 const KEY = Symbol.for('multiprocessing-ts.runtime');

@@ -67,6 +67,11 @@ export class SocketTransport implements MessageTransport {
     this.reader.maxFrame = bytes;
   }
 
+  /** Whether part of a message has arrived and the rest not yet (a manager's server times out a stalled one). */
+  get partialMessage(): boolean {
+    return this.reader.partial;
+  }
+
   /** The peer's address (for `Listener.lastAccepted`): `[host, port]` over TCP, `''` over a Unix socket (as Python). */
   get remoteAddress(): string | [string, number] {
     const s = this.socket;

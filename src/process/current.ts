@@ -3,9 +3,11 @@
  * `activeChildren()`, `cpuCount()`.
  */
 import { availableParallelism } from 'node:os';
-import { workerThreads } from '../builtins.js';
+import { crypto, workerThreads } from '../builtins.js';
 import { runtime } from '../runtime.js';
 import { isAlive } from '../liveness.js';
+import { ValueError } from '../errors.js';
+import { describe } from '../describe.js';
 import type { Process, ProcessLike } from './process.js';
 import { liveChildren } from './registry.js';
 
@@ -33,7 +35,41 @@ export function currentProcess(): ProcessLike {
     daemon: child?.daemon ?? false,
     exitCode: null,
     isAlive: () => true,
+    get authkey() {
+      return processAuthkey();
+    },
+    set authkey(key: Uint8Array) {
+      setProcessAuthkey(key);
+    },
   };
+}
+
+/**
+ * This process's authkey, Python's `current_process().authkey`: 32 random
+ * bytes made once by the tree's main process and inherited by every child
+ * (unless a `Process` was given another), the default key of managers and
+ * their proxies. A copy: changing it changes nothing.
+ */
+export function processAuthkey(): Uint8Array {
+  const state = runtime();
+  if (!state.authkey) {
+    const inherited = state.child?.authkey;
+    state.authkey = inherited ? new Uint8Array(Buffer.from(inherited, 'base64')) : new Uint8Array(crypto().randomBytes(32));
+  }
+  return state.authkey.slice();
+}
+
+/** Sets this process's authkey (Python's `current_process().authkey = …`); children started later inherit it. */
+export function setProcessAuthkey(key: unknown): void {
+  runtime().authkey = checkedAuthkey(key);
+}
+
+/** A non-empty Uint8Array (copied), or a ValueError naming what was given instead. */
+export function checkedAuthkey(key: unknown): Uint8Array {
+  if (!(key instanceof Uint8Array) || key.length === 0) {
+    throw new ValueError(`authkey must be a non-empty Uint8Array (bytes), not ${describe(key)}`);
+  }
+  return key.slice();
 }
 
 /** The process that started this one; null in the main process. */
@@ -52,6 +88,10 @@ export function parentProcess(): ProcessLike | null {
       return alive() ? null : 0;
     },
     isAlive: alive,
+    // A child inherits its parent's key, as in Python (unless its Process was given another).
+    get authkey() {
+      return processAuthkey();
+    },
   };
 }
 

@@ -21,7 +21,7 @@ export class Payload {
    * @throws SerializationError naming the path of what cannot travel.
    */
   add(value: unknown, path: string, empty: boolean): unknown {
-    const encoded = encode(value, path, { crossProcess: this.method === 'process' });
+    const encoded = encode(value, path, { crossProcess: this.method === 'process', spawning: true });
     this.parts.push({ encoded, path });
     if (this.method === 'thread') return encoded.value;
     return empty ? null : Buffer.from(toBytes(encoded, path)).toString('base64');

@@ -19,6 +19,7 @@ import { childChain } from './import-entry.js';
 import { tsxApi } from './tsx.js';
 import { REVIVE, instancePath, ownFields } from './subclass.js';
 import { Payload } from './payload.js';
+import { checkedAuthkey, processAuthkey, setProcessAuthkey } from './current.js';
 
 /** Options every `Process` takes; a subclass that overrides `run()` may pass only these to `super()`. */
 export interface ProcessBaseOptions {
@@ -60,6 +61,8 @@ export interface ProcessLike {
   readonly daemon: boolean;
   readonly exitCode: number | null;
   isAlive(): boolean;
+  /** The key its managers and their proxies authenticate with by default (Python's `authkey`); a copy. */
+  readonly authkey: Uint8Array;
 }
 
 const GUARD_MESSAGE =
@@ -89,6 +92,8 @@ interface ProcessState {
   closed: boolean;
   /** This object is the running child itself: a subclass instance rebuilt in it. */
   readonly self: boolean;
+  /** The child's authkey when set on this object; null: the current process's, at `start()`. */
+  authkey: Uint8Array | null;
 }
 
 const states = new WeakMap<object, ProcessState>();
@@ -195,6 +200,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       code: null,
       closed: false,
       self: false,
+      authkey: null,
     });
   }
 
@@ -216,6 +222,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       code: null,
       closed: false,
       self: true,
+      authkey: null,
     });
     state.currentProcess = this;
   }
@@ -234,6 +241,22 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const state = openState(this);
     if (state.popen || state.self) throw new StateError('daemon cannot be changed after start()');
     state.daemon = Boolean(value);
+  }
+
+  /**
+   * The child's authkey (Python's `Process.authkey`): by default the
+   * current process's (`mp.currentProcess().authkey`), inherited at
+   * `start()`; set it before `start()` to give the child another. A copy.
+   */
+  get authkey(): Uint8Array {
+    const state = openState(this);
+    return state.self ? processAuthkey() : (state.authkey ?? processAuthkey()).slice();
+  }
+  set authkey(key: Uint8Array) {
+    const state = openState(this);
+    if (state.self) setProcessAuthkey(key);
+    else if (state.popen) throw new StateError('authkey cannot be changed after start()');
+    else state.authkey = checkedAuthkey(key);
   }
 
   /** The OS process id (a thread child shares its parent's); null before `start()`. */
@@ -309,6 +332,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
         entryPath: entryPath(),
         tsxApi: tsxApi(),
         argv: process.argv.slice(1),
+        authkey: Buffer.from(self.authkey ?? processAuthkey()).toString('base64'),
       };
       const spec: ChildSpec = { identity, target, args, instance };
       if (method === 'process') {

@@ -42,6 +42,8 @@ export interface EncodeOptions {
    * refused with its path; with no kind allowed, before its handle is made.
    */
   readonly only?: { readonly kinds: ReadonlySet<string>; readonly why: string };
+  /** The value is a child's arguments at its start (see `ShareContext`). */
+  readonly spawning?: boolean;
 }
 
 /** An encoded value and the segment references its handles hold. */
@@ -83,7 +85,7 @@ function encoder(options: EncodeOptions): Visitor {
       if (typeof value !== 'object' || value === null) return primitive(value, walk);
       if (isShareable(value)) {
         if (options.only?.kinds.size === 0) throw refusedShared(`${describe(value)} (a shared object)`, walk, options.only.why);
-        return marker(checkedKind(handleOf(value, walk), `${describe(value)} (a shared object)`, walk, options));
+        return marker(checkedKind(handleOf(value, walk, options), `${describe(value)} (a shared object)`, walk, options));
       }
       const buffer = sharedBufferOf(value);
       if (buffer) {
@@ -115,9 +117,9 @@ function encoder(options: EncodeOptions): Visitor {
 }
 
 /** A shared object's handle; one that cannot travel says why (a SerializationError), and this adds where it is. */
-function handleOf(value: Shareable, walk: Walk): SharedHandle {
+function handleOf(value: Shareable, walk: Walk, options: EncodeOptions): SharedHandle {
   try {
-    return value[SHARED]();
+    return value[SHARED](options.spawning ? { spawning: true } : undefined);
   } catch (err) {
     if (err instanceof SerializationError) throw new SerializationError(`${pathOf(walk)} is ${err.message}`, { cause: err });
     throw err;

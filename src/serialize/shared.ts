@@ -51,9 +51,15 @@ export function allowsKind(kinds: HandleKinds, kind: unknown): boolean {
   return kinds === EVERY_KIND || (typeof kind === 'string' && kinds.has(kind));
 }
 
+/** Where a handle is going, for the kinds that care (a manager proxy carries its key only to a child being started). */
+export interface ShareContext {
+  /** The handle is part of a child's `args` (or a subclass's fields), not a message through a Queue, Pipe or socket. */
+  readonly spawning?: boolean;
+}
+
 /** Anything that can travel live to another process. */
 export interface Shareable {
-  [SHARED](): SharedHandle;
+  [SHARED](context?: ShareContext): SharedHandle;
 }
 
 type Reviver = (handle: SharedHandle) => unknown;

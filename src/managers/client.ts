@@ -1,0 +1,434 @@
+/**
+ * A process's connection to a manager's server, shared by all its proxies
+ * of that manager (one per address, per isolate).
+ *
+ * Requests are pipelined: each gets a number, goes into the outgoing batch
+ * at once (one frame per turn of the event loop, however many calls were
+ * made in it), and its promise settles when the answer with its number
+ * comes, in whatever order answers come. Messages leave in the order they
+ * were made, which the reference counting relies on (object-table.ts: a
+ * handle's INCREF always precedes its sender's DECREF).
+ *
+ * The event loop: like a socket Connection, an idle one does not keep the
+ * process alive; one with calls in flight does. When the server goes away
+ * (it shut down, died, or the connection broke), every pending call and
+ * every later one rejects at once with an `EOFError` saying so.
+ */
+import { describe } from '../describe.js';
+import * as errors from '../errors.js';
+import { EOFError, SerializationError, StateError } from '../errors.js';
+import { showAddress, type Address } from '../connection/address.js';
+import { connect } from '../connection/client.js';
+import type { Connection } from '../connection/connection.js';
+import type { SocketTransport } from '../connection/socket-transport.js';
+import { EOF } from '../connection/transport.js';
+import { whenReady } from '../connection/ready.js';
+import { cloneError } from '../serialize/encode.js';
+import {
+  DEFAULT_MAX_FRAME,
+  Op,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  Reply,
+  FrameWriter,
+  isId,
+  isWireError,
+  readMessages,
+  type Message,
+  type WireError,
+} from './protocol.js';
+import { decodeResult, encodeArgs, type ProxyDescription } from './values.js';
+
+/** Builds a proxy for a description a result carried (set by proxy.ts, which imports this module). */
+type ProxyMaker = (client: ManagerClient, description: ProxyDescription, serverId: string) => unknown;
+let makeProxy: ProxyMaker | null = null;
+
+/** @internal */
+export function setProxyMaker(maker: ProxyMaker): void {
+  makeProxy = maker;
+}
+
+/** Connection settings a manager may choose. */
+export interface ClientSettings {
+  readonly maxFrame?: number | undefined;
+  readonly handshakeTimeout?: number | undefined;
+}
+
+interface Pending {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+}
+
+const POOL = Symbol.for('multiprocessing-ts.manager-clients');
+/**
+ * Clients by address and key, per isolate (on globalThis: two copies of the
+ * package share connections). A client with a wrong key never displaces
+ * one that works.
+ */
+const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
+
+function poolKey(address: Address, key: Uint8Array): string {
+  return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
+}
+
+export class ManagerClient {
+  readonly address: Address;
+  readonly key: Uint8Array;
+  readonly #maxFrame: number;
+  readonly #handshakeTimeout: number | undefined;
+  #connection: Connection | null = null;
+  #transport: SocketTransport | null = null;
+  #opening: Promise<void> | null = null;
+  #serverId: string | null = null;
+  #failure: Error | null = null;
+  readonly #pending = new Map<number, Pending>();
+  readonly #writer = new FrameWriter();
+  #flushQueued = false;
+  #nextReq = 1;
+  #stopReading: (() => void) | null = null;
+
+  private constructor(address: Address, key: Uint8Array, settings: ClientSettings) {
+    this.address = address;
+    this.key = key;
+    this.#maxFrame = settings.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.#handshakeTimeout = settings.handshakeTimeout;
+  }
+
+  /**
+   * This isolate's client of the manager at `address` with `key`, made on
+   * first use. A client that failed is replaced (its proxies keep failing;
+   * new ones use the new client).
+   */
+  static for(address: Address, key: Uint8Array, settings: ClientSettings = {}): ManagerClient {
+    const name = poolKey(address, key);
+    const known = pool.get(name);
+    // A server that went away while nobody was waiting: notice it now (its EOF is buffered).
+    if (known && known.#transport && !known.#failure) known.#drain();
+    if (known && !known.#failure) return known;
+    const client = new ManagerClient(address, key, settings);
+    pool.set(name, client);
+    return client;
+  }
+
+  /** A live client of `address` in this isolate that has connected, if any (so a revived proxy uses the key that worked). */
+  static existing(address: Address): ManagerClient | null {
+    const prefix = `${showAddress(address)} `;
+    for (const [name, client] of pool) {
+      if (name.startsWith(prefix) && !client.#failure && client.#serverId !== null) return client;
+    }
+    return null;
+  }
+
+  /** The id the server gave in its greeting; null until connected. */
+  get serverId(): string | null {
+    return this.#serverId;
+  }
+
+  /** Why this client no longer works, or null. */
+  get failure(): Error | null {
+    return this.#failure;
+  }
+
+  /** Connects (once) and waits for the server's greeting; resolves to its id. */
+  async open(): Promise<string> {
+    this.#opening ??= this.#connect();
+    await this.#opening;
+    return this.#serverId!;
+  }
+
+  /** Calls `method` of object `id`; resolves to its result (proxies in it revived). */
+  call(id: number, serverId: string | null, method: string, args: unknown[], what: string): Promise<unknown> {
+    try {
+      const { value, refs } = encodeArgs(args, this, `${what} args`);
+      return this.#request((req) => [Op.CALL, req, id, method, value, refs], serverId, value, `${what} args`);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Makes an object of `typeid` in the server; resolves to the description of its proxy (a reference counted for this client). */
+  create(typeid: string, args: unknown[]): Promise<ProxyDescription> {
+    try {
+      const { value, refs } = encodeArgs(args, this, `${typeid}() args`);
+      return this.#request((req) => [Op.CREATE, req, typeid, value, refs], null, value, `${typeid}() args`) as Promise<ProxyDescription>;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Asks the server to shut down; resolves once it said it will. */
+  shutdownServer(): Promise<void> {
+    return this.#request((req) => [Op.SHUTDOWN, req], null, null, 'shutdown') as Promise<void>;
+  }
+
+  /** The server's counts (objects, tickets, connections, refused). */
+  info(): Promise<Record<string, number>> {
+    return this.#request((req) => [Op.INFO, req], null, null, 'info') as Promise<Record<string, number>>;
+  }
+
+  /** A proxy of object `id` was collected: its reference goes. */
+  decref(id: number, serverId: string): void {
+    this.#post([Op.DECREF, id, 1], serverId);
+  }
+
+  /** A handle of `id` leaves this process under `ticket` (before anything this process sends later). */
+  incref(id: number, ticket: string, serverId: string): void {
+    this.#post([Op.INCREF, id, ticket], serverId);
+  }
+
+  /** A handle under `ticket` arrived here: its reference becomes this client's. */
+  claim(id: number, ticket: string, serverId: string): void {
+    this.#post([Op.CLAIM, id, ticket], serverId);
+  }
+
+  /**
+   * Ends this client for good: pending and later calls reject with
+   * `error`. Its proxies fail from then on; the next use of this address
+   * makes a new client.
+   */
+  fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#end();
+  }
+
+  /** The manager shut its server down: from now on calls reject with `error`, whatever failed before. */
+  shutDown(error: Error): void {
+    this.#failure = error;
+    this.#end();
+  }
+
+  #end(): void {
+    const error = this.#failure!;
+    const name = poolKey(this.address, this.key);
+    if (pool.get(name) === this) pool.delete(name);
+    this.#stopReading?.();
+    this.#stopReading = null;
+    this.#connection?.close();
+    this.#writer.take(Number.MAX_SAFE_INTEGER);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(error);
+  }
+
+  #connect(): Promise<void> {
+    return (async () => {
+      let connection: Connection;
+      try {
+        connection = await connect(this.address, {
+          authkey: this.key,
+          ...(this.#handshakeTimeout === undefined ? {} : { handshakeTimeout: this.#handshakeTimeout }),
+        });
+      } catch (err) {
+        this.fail(err as Error);
+        throw err;
+      }
+      if (this.#failure) {
+        connection.close();
+        throw this.#failure;
+      }
+      this.#connection = connection;
+      const transport = connection.transportForWait() as SocketTransport;
+      transport.maxFrame = this.#maxFrame;
+      this.#transport = transport;
+      while (this.#serverId === null) {
+        if (this.#failure) throw this.#failure;
+        if (!transport.ready()) await whenReady(transport, Infinity);
+        this.#drain();
+      }
+      if (this.#failure) throw this.#failure;
+      // What was written before the greeting goes now. (A message for a proxy of an earlier server at
+      // this address names an id this server never gave: servers start their ids at random.)
+      this.#flush();
+      this.#read();
+    })();
+  }
+
+  #request(build: (req: number) => Message, serverId: string | null, value: unknown, what: string): Promise<unknown> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (serverId !== null && this.#serverId !== null && serverId !== this.#serverId) return Promise.reject(this.#staleError());
+    const req = this.#nextReq++;
+    try {
+      this.#writer.write(build(req), this.#maxFrame - 4);
+    } catch (err) {
+      return Promise.reject(
+        err instanceof RangeError
+          ? new SerializationError(`${what} are too large for the connection's frame limit (${this.#maxFrame} bytes); send less at once, or raise maxMessageBytes on both sides`)
+          : (err as Error)?.name === 'DataCloneError'
+            ? cloneError(value, what, err as Error)
+            : new SerializationError(`${what} cannot be sent: ${String((err as Error)?.message ?? err)}`),
+      );
+    }
+    const promise = new Promise<unknown>((resolve, reject) => this.#pending.set(req, { resolve, reject }));
+    this.#scheduleFlush();
+    this.#read();
+    return promise;
+  }
+
+  #post(message: Message, serverId: string): void {
+    if (this.#failure) return;
+    if (this.#serverId !== null && serverId !== this.#serverId) return;
+    this.#writer.write(message, this.#maxFrame - 4);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (!this.#transport) void this.open().catch(() => {});
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Sends what was written, in frames no larger than the limit (once connected). */
+  #flush(): void {
+    this.#flushQueued = false;
+    const transport = this.#transport;
+    if (!transport || this.#failure || this.#serverId === null || this.#writer.length === 0) return;
+    for (const frame of this.#writer.take(this.#maxFrame)) {
+      transport.send(frame).catch((err) => this.fail(this.#goneError(err as Error)));
+    }
+  }
+
+  /** Reads answers while any are awaited (which keeps the process alive meanwhile). */
+  #read(): void {
+    const transport = this.#transport;
+    if (!transport || this.#failure || this.#serverId === null) return;
+    this.#drain();
+    if (this.#pending.size > 0 && !this.#stopReading && !this.#failure) {
+      this.#stopReading = transport.onReadable(() => this.#drain());
+    }
+  }
+
+  #drain(): void {
+    const transport = this.#transport!;
+    while (!this.#failure) {
+      let frame: Uint8Array | typeof EOF | null;
+      try {
+        frame = transport.take();
+      } catch (err) {
+        this.fail(this.#goneError(err as Error));
+        return;
+      }
+      if (frame === null) break;
+      if (frame === EOF) {
+        this.fail(this.#goneError(null));
+        return;
+      }
+      try {
+        for (const message of readMessages(frame)) this.#handle(message);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        this.fail(new errors.ProcessError(`the manager at ${showAddress(this.address)} sent ${err.message}; is it a multiprocessing-ts manager?`));
+        return;
+      }
+    }
+    if (this.#pending.size === 0 && this.#stopReading) {
+      this.#stopReading();
+      this.#stopReading = null;
+    }
+  }
+
+  #handle(m: unknown[]): void {
+    switch (m[0]) {
+      case Reply.HELLO: {
+        const [, serverId, version] = m;
+        if (typeof serverId !== 'string') throw new ProtocolError('a malformed greeting');
+        if (version !== PROTOCOL_VERSION) {
+          this.fail(
+            new errors.ProcessError(
+              `the manager at ${showAddress(this.address)} speaks protocol version ${describe(version)}, this process ${PROTOCOL_VERSION}: ` +
+                `use the same multiprocessing-ts version on both sides`,
+            ),
+          );
+          return;
+        }
+        this.#serverId ??= serverId;
+        return;
+      }
+      case Reply.OK: {
+        const [, req, value, proxies] = m;
+        if (!isId(req) || typeof proxies !== 'boolean') throw new ProtocolError('a malformed answer');
+        let result = value;
+        if (proxies) {
+          const serverId = this.#serverId!;
+          result = decodeResult(value, (d) => {
+            if (!isDescription(d)) throw new ProtocolError('a malformed proxy in an answer');
+            return makeProxy!(this, d, serverId);
+          });
+        }
+        this.#settle(req, result, null);
+        return;
+      }
+      case Reply.ERR: {
+        const [, req, wire] = m;
+        if (!isId(req) || !isWireError(wire)) throw new ProtocolError('a malformed error');
+        this.#settle(req, undefined, remoteError(wire));
+        return;
+      }
+      default:
+        throw new ProtocolError(`an unknown message (${describe(m[0])})`);
+    }
+  }
+
+  #settle(req: number, value: unknown, error: Error | null): void {
+    const pending = this.#pending.get(req);
+    if (!pending) return;
+    this.#pending.delete(req);
+    if (error) pending.reject(error);
+    else pending.resolve(value);
+  }
+
+  #goneError(cause: Error | null): EOFError {
+    return new EOFError(
+      `the manager's server at ${showAddress(this.address)} closed the connection (it was shut down, or its process died)` +
+        (cause ? `: ${cause.message}` : ''),
+      cause ? { cause } : undefined,
+    );
+  }
+
+  #staleError(): StateError {
+    return new StateError(
+      `this proxy's manager is gone: another server (restarted?) now listens at ${showAddress(this.address)}, ` +
+        `and it does not hold this proxy's object`,
+    );
+  }
+}
+
+function isDescription(d: unknown): d is ProxyDescription {
+  if (typeof d !== 'object' || d === null) return false;
+  const x = d as Record<string, unknown>;
+  return isId(x['id']) && typeof x['typeid'] === 'string' && typeof x['proxytype'] === 'string' &&
+    Array.isArray(x['exposed']) && (x['exposed'] as unknown[]).every((n) => typeof n === 'string');
+}
+
+const BUILTIN_ERRORS: Record<string, new (message: string) => Error> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
+
+/**
+ * An error from the server as one of the same name here: this package's
+ * classes and JavaScript's own keep their class; any other name (a user's
+ * error class) is a `RemoteError` carrying that name. The server's stack
+ * is in `.remoteStack`.
+ */
+export function remoteError(wire: WireError): Error {
+  const ours = (errors as Record<string, unknown>)[wire.name];
+  let error: Error;
+  if (typeof ours === 'function' && (ours === errors.ProcessError || ours.prototype instanceof errors.ProcessError)) {
+    error = new (ours as new (message: string) => Error)(wire.message);
+  } else if (Object.hasOwn(BUILTIN_ERRORS, wire.name)) {
+    error = new BUILTIN_ERRORS[wire.name]!(wire.message);
+  } else {
+    error = new errors.RemoteError(wire.message);
+    error.name = wire.name;
+  }
+  Object.defineProperty(error, 'remoteStack', { value: wire.stack, enumerable: false, writable: true, configurable: true });
+  return error;
+}

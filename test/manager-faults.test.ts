@@ -1,0 +1,306 @@
+/**
+ * A manager's server under wrong keys, many clients, malformed, stalled and
+ * oversized frames, and deaths: of the server mid-call, of a client
+ * holding a Lock, of the tree's main process.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import * as mp from '../src/index.js';
+import { FrameWriter, Op, Reply, readMessages, type Message } from '../src/managers/protocol.js';
+import * as fx from './fixtures/manager-targets.js';
+import { METHODS, eventually, fixture, pidAlive } from './helpers.js';
+
+/** One frame of protocol messages. */
+function frame(...messages: Message[]): Uint8Array {
+  const writer = new FrameWriter();
+  for (const m of messages) writer.write(m, 1 << 30);
+  return Buffer.concat(writer.take(1 << 30));
+}
+
+/** A raw protocol client past the handshake, its greeting read. */
+async function rawClient(address: mp.Address, authkey: string | Uint8Array): Promise<mp.Connection> {
+  const conn = await mp.Client(address, { authkey });
+  const [hello] = readMessages(await conn.recvBytes());
+  assert.equal(hello![0], Reply.HELLO);
+  return conn;
+}
+
+/** Resolves once the server closed `conn` (every message before that read and dropped). */
+async function closedByServer(conn: mp.Connection, withinMs: number): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    if (!(await conn.poll(Math.max(0, deadline - Date.now())))) throw new Error(`the server did not close the connection within ${withinMs} ms`);
+    try {
+      await conn.recvBytes();
+    } catch (err) {
+      assert.ok(err instanceof mp.EOFError, String(err));
+      return;
+    }
+  }
+}
+
+/**
+ * Waits (bounded) until the server has `expected.connections` connections
+ * and at most `expected.objects` objects (earlier tests' proxies may be
+ * collected meanwhile, so the count can only fall below it).
+ */
+async function serverSees(manager: mp.BaseManager, expected: { connections: number; objects: number }, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const { connections, objects } = await manager.debugInfo();
+    if (connections === expected.connections && objects <= expected.objects) return;
+    if (Date.now() > deadline) assert.deepEqual({ connections, objects }, expected, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The running server Process of the (only) SyncManager started by this test. */
+function serverOf(manager: mp.BaseManager): mp.Process {
+  const found = mp.activeChildren().filter((p) => p.name.startsWith(`${manager.constructor.name}-`) && p.pid === manager.pid);
+  assert.equal(found.length, 1);
+  return found[0]!;
+}
+
+describe('manager security', () => {
+  // One server for these tests (a process start each would cost the suite seconds): TCP, a key,
+  // a 64 KiB frame cap and a 500 ms read timeout.
+  let manager: mp.SyncManager;
+  before(async () => {
+    manager = await mp.Manager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 64 * 1024, readTimeout: 500 });
+  });
+  after(async () => {
+    await manager.shutdown();
+  });
+
+  it('a wrong key is an AuthenticationError, and the server goes on serving others', async () => {
+    const refused = (await manager.debugInfo()).refused;
+    const l = await manager.list<number>();
+    const pending = l.append(1);
+    await assert.rejects(new mp.SyncManager({ address: manager.address!, authkey: 'wrong' }).connect(), mp.AuthenticationError);
+    await assert.rejects(mp.Client(manager.address!, { authkey: 'wrong' }), mp.AuthenticationError);
+    // A client with no key at all answers the challenge with garbage, and is dropped.
+    const keyless = await mp.Client(manager.address!);
+    await keyless.sendBytes(frame([Op.INFO, 1]));
+    await closedByServer(keyless, 5000);
+    await pending;
+    await l.append(2);
+    assert.deepEqual(await l.toArray(), [1, 2]);
+    assert.ok((await manager.debugInfo()).refused >= refused + 2);
+  });
+
+  it('serves 100 concurrent client connections', async () => {
+    const { connections: before, objects: baseline } = await manager.debugInfo();
+    const clients = await Promise.all(Array.from({ length: 100 }, () => rawClient(manager.address!, 'k')));
+    assert.equal((await manager.debugInfo()).connections, before + 100);
+    // Each client makes a list, appends its number and reads the length, all in one frame (pipelined).
+    await Promise.all(clients.map((c, i) => c.sendBytes(frame([Op.CREATE, 1, 'list', [], false]))));
+    const ids = await Promise.all(
+      clients.map(async (c) => {
+        const [reply] = readMessages(await c.recvBytes());
+        assert.equal(reply![0], Reply.OK);
+        return (reply![2] as { id: number }).id;
+      }),
+    );
+    await Promise.all(clients.map((c, i) => c.sendBytes(frame([Op.CALL, 2, ids[i]!, 'append', [i], false], [Op.CALL, 3, ids[i]!, 'toArray', [], false]))));
+    const contents = await Promise.all(
+      clients.map(async (c) => {
+        const got: unknown[][] = [];
+        while (got.length < 2) got.push(...readMessages(await c.recvBytes()));
+        return got.find((m) => m[1] === 3)![2];
+      }),
+    );
+    assert.deepEqual(contents, Array.from({ length: 100 }, (_, i) => [i]));
+    for (const c of clients) c.close();
+    await serverSees(manager, { connections: before, objects: baseline }, 'the 100 connections to end and their lists to go');
+  });
+
+  it('malformed frames and garbage close only their own connection', async () => {
+    const { objects, connections } = await manager.debugInfo();
+    const good = await manager.list<number>();
+    const header = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+    const attacks: Array<[string, (c: mp.Connection) => Promise<void>]> = [
+      ['a body that is no message format', (c) => c.sendBytes(Buffer.concat([header(5), Buffer.from([0x42, 1, 2, 3, 4])]))],
+      ['V8 bytes that do not deserialize', (c) => c.sendBytes(Buffer.concat([header(3), Buffer.from([0xff, 0x0f, 0x99])]))],
+      ['a message of the wrong shape', (c) => c.sendBytes(frame([Op.CALL, 'x', 1]))],
+      ['an unknown op', (c) => c.sendBytes(frame([99, 1]))],
+      ['a message length past the frame', (c) => c.sendBytes(Buffer.concat([header(1000), Buffer.from([1, 2, 3])]))],
+      ['an empty frame', (c) => c.sendBytes(new Uint8Array(0))],
+      ['a frame above the cap', (c) => c.sendBytes(new Uint8Array(100 * 1024))],
+      ['a compact message nested too deep', (c) => c.sendBytes(Buffer.concat([header(11), Buffer.from([1, 4, 1, 0, 0, 0, 7, 1, 0, 0, 0]), ]))],
+    ];
+    for (const [what, attack] of attacks) {
+      const c = await rawClient(manager.address!, 'k');
+      await attack(c);
+      await closedByServer(c, 5000).catch((err: Error) => assert.fail(`${what}: ${err.message}`));
+      await good.append(1);
+    }
+    // For a second, fuzzers send random bytes (framed and not) and random well-formed messages,
+    // reconnecting whenever the server drops them, while a well-behaved client goes on.
+    const until = Date.now() + 1000;
+    const randomMessage = (): Message => {
+      const ids = [1, 2 ** 47, Math.floor(Math.random() * 2 ** 48)];
+      const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
+      return pick<Message>([
+        [Op.CALL, pick(ids), pick(ids), pick(['append', 'len', '__proto__', 'constructor', 'x']), [pick([1, 'a', null])], pick([true, false])],
+        [Op.CREATE, pick(ids), pick(['list', 'dict', 'nope', '__proto__']), [], false],
+        [Op.DECREF, pick(ids), pick(ids)],
+        [Op.INCREF, pick(ids), pick(['t', 'x'.repeat(100)])],
+        [Op.CLAIM, pick(ids), 't'],
+        [Op.INFO, pick(ids)],
+      ]);
+    };
+    let dropped = 0;
+    let sent = 0;
+    const fuzz = async (kind: number): Promise<void> => {
+      while (Date.now() < until) {
+        const c = await rawClient(manager.address!, 'k');
+        const socket = (c.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
+        while (Date.now() < until && !socket.destroyed && !c.closed) {
+          let bytes: Uint8Array;
+          if (kind === 0) bytes = frame(randomMessage());
+          else {
+            const body = randomBytes(1 + Math.floor(Math.random() * 64));
+            if (kind === 1) body[0] = Math.random() < 0.5 ? 0x01 : 0xff;
+            bytes = kind === 3 ? body : Buffer.concat([header(body.length), body]);
+          }
+          await new Promise<void>((resolve) => socket.write(bytes, () => resolve()));
+          sent++;
+          if (kind === 0) await new Promise((r) => setImmediate(r));
+        }
+        if (socket.destroyed || (await c.poll(0))) dropped++;
+        c.close();
+      }
+    };
+    const checker = (async () => {
+      let n = 0;
+      while (Date.now() < until) {
+        await good.append(100 + n);
+        assert.equal(await good.get(-1), 100 + n);
+        n++;
+      }
+      return n;
+    })();
+    const [checks] = await Promise.all([checker, fuzz(0), fuzz(1), fuzz(2), fuzz(3)]);
+    assert.ok(sent > 100 && dropped > 3, `sent ${sent}, dropped ${dropped}`);
+    for (let i = 0; i < checks; i++) await good.remove(100 + i);
+    await good.append(2);
+    const items = await good.toArray();
+    assert.equal(items.length, attacks.length + 1);
+    assert.equal(items.at(-1), 2);
+    await serverSees(manager, { connections, objects: objects + 1 }, 'the fuzzers\' connections to end and what they made to go');
+  });
+
+  it('a frame that stalls mid-way is dropped after readTimeout; idle connections stay', async () => {
+    const idle = await rawClient(manager.address!, 'k');
+    const staller = await rawClient(manager.address!, 'k');
+    const t0 = Date.now();
+    const socket = (staller.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
+    socket.write(Buffer.from([0, 0, 0, 50, 1, 2, 3])); // a header announcing 50 bytes, and only 3 of them
+    await closedByServer(staller, 5000);
+    assert.ok(Date.now() - t0 >= 450, 'not before the timeout');
+    assert.equal(await idle.poll(0), false, 'an idle connection is not a stalled one');
+    await idle.sendBytes(frame([Op.INFO, 1]));
+    const [info] = readMessages(await idle.recvBytes());
+    assert.equal(info![0], Reply.OK);
+    idle.close();
+  });
+
+  it('a client that does not read its answers (28 MiB of them) loses none, and others are served meanwhile', async () => {
+    const big = await manager.list([new Uint8Array(48 * 1024)]);
+    const reader = await rawClient(manager.address!, 'k');
+    const id = (big as unknown as { [k: symbol]: { id: number } })[Symbol.for('multiprocessing-ts.manager-proxy-target')]!.id;
+    const requests = 600; // 28 MiB of answers, more than the server buffers for one client
+    for (let i = 1; i <= requests; i++) await reader.sendBytes(frame([Op.CALL, i, id, 'toArray', [], false]));
+    assert.equal(await big.len(), 1, 'another client is served while this one reads nothing');
+    const answered = new Set<number>();
+    while (answered.size < requests) {
+      for (const m of readMessages(await reader.recvBytes())) {
+        assert.equal(m[0], Reply.OK);
+        assert.equal(((m[2] as Uint8Array[])[0]!).length, 48 * 1024);
+        answered.add(m[1] as number);
+      }
+    }
+    reader.close();
+  });
+
+  it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
+    const l = await manager.list<unknown>();
+    await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));
+    for (let i = 0; i < 3; i++) await l.append(new Uint8Array(30 * 1024));
+    await assert.rejects(l.toArray(), (e: Error) => e instanceof mp.ValueError && /too large/.test(e.message));
+    assert.equal(await l.len(), 3, 'the connection goes on');
+    assert.equal(((await l.get(0)) as Uint8Array).length, 30 * 1024);
+  });
+});
+
+for (const method of METHODS) {
+  describe(`manager faults (${method})`, () => {
+    const ctx = mp.getContext(method);
+
+    it('the server killed mid-call: pending calls reject within 1 s, later ones at once', async () => {
+      const manager = await ctx.Manager();
+      const q = await manager.Queue();
+      const l = await manager.list();
+      const pending = q.get();
+      await l.len(); // the get is in the server
+      const t0 = performance.now();
+      serverOf(manager).kill();
+      await assert.rejects(pending, (e: Error) => e instanceof mp.EOFError && /closed the connection/.test(e.message));
+      assert.ok(performance.now() - t0 < 1000, `rejected after ${performance.now() - t0} ms`);
+      const t1 = performance.now();
+      await assert.rejects(l.len(), mp.EOFError);
+      assert.ok(performance.now() - t1 < 1000);
+      await manager.shutdown();
+      await assert.rejects(l.len(), mp.StateError);
+    });
+
+    it('a client killed while holding a manager Lock: the server releases it', async () => {
+      await using manager = await ctx.Manager();
+      const lock = await manager.Lock();
+      const held = new mp.Event();
+      const p = new ctx.Process({ target: fx.holdLock, args: [lock, held], module: fx.MANAGER_TARGETS });
+      p.start();
+      assert.equal(await held.wait(20_000), true);
+      assert.equal(await lock.acquire({ block: false }), false, 'the child holds it');
+      const waiting = lock.acquire({ timeout: 10_000 });
+      p.kill();
+      await p.join(10_000);
+      assert.equal(await waiting, true, 'handed to the waiter once its holder was gone');
+      await lock.release();
+    });
+
+    it('shutdown() ends the server process and removes its socket', async () => {
+      const manager = await ctx.Manager();
+      const server = serverOf(manager);
+      const path = manager.address as string;
+      assert.ok(existsSync(path));
+      const l = await manager.list([1]);
+      await manager.shutdown();
+      assert.equal(server.isAlive(), false);
+      assert.equal(server.exitCode, 0);
+      assert.equal(existsSync(path), false);
+      assert.equal(existsSync(dirname(path)), false, 'the private directory too');
+      const t0 = performance.now();
+      await assert.rejects(l.len(), mp.StateError);
+      assert.ok(performance.now() - t0 < 50);
+      await manager.shutdown(); // idempotent
+    });
+  });
+}
+
+describe('manager lifetime', () => {
+  it("a manager's server process dies with the tree's main process, even when that is SIGKILLed", async () => {
+    const { spawn } = await import('node:child_process');
+    const main = spawn(process.execPath, [fixture('manager-main.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    main.stdout.on('data', (d) => (out += d));
+    await eventually(() => /server (\d+)\n/.test(out), 20_000, 'the fixture to start its manager');
+    const pid = Number(/server (\d+)\n/.exec(out)![1]);
+    assert.ok(pidAlive(pid));
+    main.kill('SIGKILL');
+    await eventually(() => !pidAlive(pid), 5000, 'the server process to die with its parent');
+  });
+});

@@ -1,0 +1,459 @@
+/**
+ * SyncManager: its containers and synchronization objects, proxies in
+ * children of both start methods, nested proxies, reference counting.
+ * Ported from CPython's _TestContainers, TestSyncManagerTypes and the
+ * manager parts of _TestQueue and _TestEvent, plus our own.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import * as fx from './fixtures/manager-targets.js';
+import { METHODS, eventually } from './helpers.js';
+
+const gc = (globalThis as { gc?: () => void }).gc!;
+
+for (const method of METHODS) {
+  describe(`SyncManager (${method})`, () => {
+    const ctx = mp.getContext(method);
+    let manager: mp.SyncManager;
+
+    before(async () => {
+      manager = await ctx.Manager();
+    });
+    after(async () => {
+      await manager.shutdown();
+    });
+
+    /** Runs `target(...args)` in a child of this start method; its exit code must be 0. */
+    async function inChild(target: (...args: any[]) => unknown, ...args: unknown[]): Promise<void> {
+      const p = new ctx.Process({ target, args, module: fx.MANAGER_TARGETS });
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0, `${target.name} exited ${p.exitCode}`);
+    }
+
+    it('lists: slices, extend, nested lists of proxies (CPython test_list)', async () => {
+      const a = await manager.list(Array.from({ length: 10 }, (_, i) => i));
+      assert.deepEqual(await a.toArray(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      const b = await manager.list<number>();
+      assert.deepEqual(await b.toArray(), []);
+      await b.extend([0, 1, 2, 3, 4]);
+      assert.deepEqual(await b.toArray(), [0, 1, 2, 3, 4]);
+      assert.equal(await b.get(2), 2);
+      assert.deepEqual(await b.slice(2, 10), [2, 3, 4]);
+      await b.extend(await b.toArray()); // b *= 2
+      assert.deepEqual(await b.toArray(), [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
+      const e = await manager.list([a, b]);
+      const inner = (await e.toArray()) as unknown as mp.ListProxy<number>[];
+      assert.ok(inner[0] instanceof mp.ListProxy);
+      assert.deepEqual(await Promise.all(inner.map((l) => l.toArray())), [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [0, 1, 2, 3, 4, 0, 1, 2, 3, 4],
+      ]);
+      const f = await manager.list([a]);
+      await (a as mp.ListProxy<unknown>).append('hello');
+      const first = (await f.get(0)) as unknown as mp.ListProxy<unknown>;
+      assert.deepEqual(await first.toArray(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 'hello']);
+    });
+
+    it('lists: Python semantics of indices, pop, remove, index, count, sort, insert', async () => {
+      const l = await manager.list<unknown>([3, 1, 2]);
+      assert.equal(await l.get(-1), 2);
+      await assert.rejects(l.get(3), mp.IndexError);
+      await assert.rejects(l.get(1.5 as number), mp.ValueError);
+      await l.sort();
+      assert.deepEqual(await l.toArray(), [1, 2, 3]);
+      await l.sort({ reverse: true });
+      assert.deepEqual(await l.toArray(), [3, 2, 1]);
+      await l.insert(-1, ['Sam', 10]);
+      assert.equal(await l.index(['Sam', 10]), 2, 'items compare by content');
+      assert.equal(await l.count(['Sam', 10]), 1);
+      assert.equal(await l.includes(['Sam', 10]), true);
+      await l.remove(['Sam', 10]);
+      await assert.rejects(l.remove('absent'), mp.ValueError);
+      await l.append('x');
+      await assert.rejects(l.sort(), TypeError, 'numbers and strings do not order, as in Python');
+      assert.deepEqual(await l.toArray(), [3, 2, 1, 'x'], 'a failed sort leaves the list as it was');
+      assert.equal(await l.pop(), 'x');
+      assert.equal(await l.pop(0), 3);
+      await l.delete(-1);
+      assert.deepEqual(await l.toArray(), [2]);
+      await l.clear();
+      await assert.rejects(l.pop(), mp.IndexError);
+    });
+
+    it('lists: for await is live (CPython test_list_iter)', async () => {
+      const a = await manager.list(Array.from({ length: 10 }, (_, i) => i));
+      const seen: number[] = [];
+      for await (const x of a) seen.push(x);
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      const it = a[Symbol.asyncIterator]();
+      await a.set(0, 100);
+      assert.deepEqual(await it.next(), { value: 100, done: false });
+      const grown: number[] = [];
+      for await (const x of a) {
+        grown.push(x);
+        if (grown.length === 10) await a.append(10);
+      }
+      assert.equal(grown.length, 11, 'an append before the end is seen');
+    });
+
+    it('lists of list proxies stay live (CPython test_list_proxy_in_list)', async () => {
+      const a = await manager.list([await manager.list([0, 1, 2]), await manager.list([0, 1, 2]), await manager.list([0, 1, 2])]);
+      const inner = async (i: number) => (await a.get(i)) as unknown as mp.ListProxy<number>;
+      await (await inner(0)).set(-1, 55);
+      assert.deepEqual(await (await inner(0)).toArray(), [0, 1, 55]);
+      for (const i of [1, 2]) assert.deepEqual(await (await inner(i)).toArray(), [0, 1, 2]);
+      assert.equal(await (await inner(1)).pop(), 2);
+      assert.equal(await (await inner(1)).len(), 2);
+      for (const i of [0, 2]) assert.equal(await (await inner(i)).len(), 3);
+      const b = await manager.list<unknown>();
+      await b.append(b);
+      const self = (await b.get(0)) as mp.ListProxy<unknown>;
+      assert.equal(await self.len(), 1);
+    });
+
+    it('dicts: Map key semantics, tuple-like keys, copy, keys, items (CPython test_dict)', async () => {
+      const d = await manager.dict<unknown, string>();
+      for (let i = 65; i < 70; i++) await d.set(i, String.fromCharCode(i));
+      assert.deepEqual(await d.copy(), new Map([65, 66, 67, 68, 69].map((i) => [i, String.fromCharCode(i)])));
+      assert.deepEqual((await d.keys()).sort(), [65, 66, 67, 68, 69]);
+      assert.deepEqual((await d.values()).sort(), ['A', 'B', 'C', 'D', 'E']);
+      assert.deepEqual(await d.items(), [65, 66, 67, 68, 69].map((i) => [i, String.fromCharCode(i)]));
+      await d.set('65', 'string key');
+      assert.equal(await d.get(65), 'A', "1 and '1' are different keys");
+      assert.equal(await d.get('65'), 'string key');
+      await d.set([1, 2], 'pair');
+      assert.equal(await d.get([1, 2]), 'pair', 'an equal array finds the entry');
+      assert.equal(await d.get([2, 1]), undefined);
+      assert.equal(await d.get('missing', 'fallback'), 'fallback');
+      assert.equal(await d.pop([1, 2]), 'pair');
+      await assert.rejects(d.pop('missing'), mp.KeyError);
+      assert.equal(await d.pop('missing', 'fallback'), 'fallback');
+      assert.equal(await d.setdefault('new', 'made'), 'made');
+      assert.equal(await d.setdefault('new', 'other'), 'made');
+      assert.deepEqual(await d.popitem(), ['new', 'made']);
+      const keys: unknown[] = [];
+      for await (const k of d) keys.push(k);
+      assert.deepEqual(keys, [65, 66, 67, 68, 69, '65']);
+      assert.equal(await d.delete(65), true);
+      assert.equal(await d.delete(65), false);
+      await d.update(new Map<unknown, string>([[7, 'seven']]));
+      await d.update({ s: 'from an object' });
+      assert.equal(await d.len(), 7);
+      assert.equal((await d.toObject())['s'], 'from an object');
+      await d.clear();
+      assert.equal(await d.len(), 0);
+    });
+
+    it('dicts of dict proxies stay live (CPython test_dict_proxy_nested)', async () => {
+      let pets: mp.DictProxy<string, number> | null = await manager.dict({ ferrets: 2, hamsters: 4 });
+      let supplies: mp.DictProxy<string, number> | null = await manager.dict({ water: 10, feed: 3 });
+      const d = await manager.dict<string, mp.DictProxy<string, number>>({ pets, supplies });
+      const at = async (k: string) => (await d.get(k))!;
+      assert.equal(await supplies.get('water'), 10);
+      assert.equal(await (await at('supplies')).get('water'), 10);
+      await (await at('supplies')).set('blankets', 5);
+      assert.equal(await supplies.get('blankets'), 5);
+      await (await at('supplies')).set('water', 7);
+      assert.equal(await supplies.get('water'), 7);
+      pets = null;
+      supplies = null;
+      gc();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(await (await at('pets')).get('ferrets'), 2, 'stored proxies keep their objects');
+      await (await at('supplies')).set('blankets', 11);
+      assert.equal(await (await at('supplies')).get('blankets'), 11);
+      const pets2 = await at('pets');
+      const supplies2 = await at('supplies');
+      await d.clear();
+      assert.equal(await d.len(), 0);
+      assert.equal(await supplies2.get('water'), 7, 'a proxy read back keeps its object after the dict is cleared');
+      assert.equal(await pets2.get('hamsters'), 4);
+      const l = await manager.list([pets2, supplies2]);
+      await ((await l.get(0)) as mp.DictProxy<string, number>).set('marmots', 1);
+      assert.equal(await pets2.get('marmots'), 1);
+      const outer = await manager.list<unknown>([[88, 99], l]);
+      assert.ok(Array.isArray(await outer.get(0)), 'plain data stays data, not a proxy');
+      const last = (await outer.get(-1)) as mp.ListProxy<mp.DictProxy<string, number>>;
+      assert.equal(await (await last.get(-1)).get('feed'), 3);
+    });
+
+    it('a Queue inside a list and a dict (CPython test_nested_queue)', async () => {
+      const a = await manager.list<mp.QueueProxy<number>>();
+      await a.append(await manager.Queue<number>());
+      await (await a.get(0)).put(123);
+      assert.equal(await (await a.get(0)).get(), 123);
+      const b = await manager.dict<number, mp.QueueProxy<number>>();
+      await b.set(0, await manager.Queue<number>());
+      await (await b.get(0))!.put(456);
+      assert.equal(await (await b.get(0))!.get(), 456);
+    });
+
+    it('Namespace get, set, has, delete (CPython test_namespace)', async () => {
+      const n = await manager.Namespace();
+      await n.set('name', 'Bob');
+      await n.set('job', 'Builder');
+      assert.deepEqual([await n.get('name'), await n.get('job')], ['Bob', 'Builder']);
+      assert.equal(await n.delete('job'), true);
+      assert.deepEqual(await n.toObject(), { name: 'Bob' });
+      assert.equal(await n.has('name'), true);
+      assert.equal(await n.has('job'), false);
+      assert.equal(await n.get('job'), undefined);
+      await assert.rejects(n.set(1 as unknown as string, 'x'), mp.ValueError);
+    });
+
+    it('Value and Array hold their typecode; a child changes them', async () => {
+      const v = await manager.Value('i', 41);
+      const a = await manager.Array('d', [1.5, 2.5, 3.5]);
+      const big = await manager.Value('q', 2n ** 40n);
+      assert.equal(await big.get(), 2n ** 40n);
+      await assert.rejects(v.set(1.5), mp.ValueError);
+      await assert.rejects(manager.Value('z' as mp.Typecode), mp.ValueError);
+      await inChild(fx.valueWorker, v, a);
+      assert.equal(await v.get(), 42);
+      assert.deepEqual(await a.toArray(), [1.5, 2.5, 99]);
+      assert.equal(await a.len(), 3);
+      await assert.rejects(a.get(3), mp.IndexError);
+      const i = await manager.Value('b', 0);
+      await i.set(200);
+      assert.equal(await i.get(), -56, "a 'b' Value wraps as a signed byte does");
+    });
+
+    it('Queue: order, Empty and Full with timeouts, qsize; a waiting get holds up no other call', async () => {
+      const q = await manager.Queue<number>(2);
+      const waiting = q.get();
+      assert.equal(await q.qsize(), 0, 'answered while a get waits on the same connection');
+      await q.put(1);
+      assert.equal(await waiting, 1);
+      await q.put(2);
+      await q.putNowait(3);
+      assert.equal(await q.full(), true);
+      await assert.rejects(q.putNowait(4), mp.Full);
+      const t0 = performance.now();
+      await assert.rejects(q.put(4, { timeout: 100 }), mp.Full);
+      assert.ok(performance.now() - t0 >= 90);
+      assert.equal(await q.get(), 2);
+      assert.equal(await q.getNowait(), 3);
+      assert.equal(await q.empty(), true);
+      await assert.rejects(q.getNowait(), mp.Empty);
+      await assert.rejects(q.get({ timeout: 50 }), mp.Empty);
+      await assert.rejects(q.get({ block: false, timeout: 10_000 }), mp.Empty);
+      const full = await manager.Queue<number>(1);
+      await full.put(1);
+      const blocked = full.put(2);
+      assert.equal(await full.get(), 1);
+      await blocked;
+      assert.equal(await full.get(), 2, 'a waiting put goes in once there is room');
+    });
+
+    it('JoinableQueue: taskDone and join', async () => {
+      const q = await manager.JoinableQueue<string>();
+      await q.put('a');
+      await q.put('b');
+      let joined = false;
+      const joining = q.join().then(() => (joined = true));
+      await q.get();
+      await q.taskDone();
+      assert.equal(joined, false);
+      await q.get();
+      await q.taskDone();
+      await joining;
+      await assert.rejects(q.taskDone(), mp.ValueError);
+    });
+
+    it('Event: set, clear, wait with timeouts (CPython _TestEvent, test_event)', async () => {
+      const e = await manager.Event();
+      assert.equal(await e.isSet(), false);
+      assert.equal(await e.wait(0), false);
+      const t0 = performance.now();
+      assert.equal(await e.wait(100), false);
+      assert.ok(performance.now() - t0 >= 90);
+      const waiting = e.wait();
+      await e.set();
+      assert.equal(await waiting, true);
+      await inChild(fx.eventWorker, e);
+      assert.equal(await e.isSet(), false, 'the child cleared it');
+      assert.equal(await e.wait(1), false);
+    });
+
+    it('Lock, RLock, Semaphore, BoundedSemaphore, Condition, Barrier used in a child (CPython TestSyncManagerTypes)', async () => {
+      const [lock, rlock, sem, bounded, cond, barrier] = await Promise.all([
+        manager.Lock(),
+        manager.RLock(),
+        manager.Semaphore(),
+        manager.BoundedSemaphore(),
+        manager.Condition(),
+        manager.Barrier(5),
+      ]);
+      await inChild(fx.syncTypesWorker, lock, rlock, sem, bounded, cond, barrier);
+      // Unlike Python: the child ended holding the Lock, and the server let it go.
+      assert.equal(await lock.acquire({ block: false }), true);
+      await lock.release();
+      await assert.rejects(lock.release(), mp.ValueError, 'released twice');
+      assert.equal(await rlock.acquire(), true);
+      assert.equal(await rlock.acquire(), true);
+      await rlock.release();
+      await rlock.release();
+      await assert.rejects(rlock.release(), mp.ValueError);
+      assert.equal(await sem.getValue(), 0, 'a semaphore has no holder: the unit stays taken');
+      await sem.release();
+      await bounded.release();
+      await assert.rejects(bounded.release(), mp.ValueError);
+      assert.equal(await cond.acquire({ block: false }), true, 'the child released the condition');
+      await cond.release();
+      assert.equal(await barrier.broken(), false);
+    });
+
+    it('Lock: timeouts, withLock, and a waiter handed the lock in order', async () => {
+      const lock = await manager.Lock();
+      assert.equal(await lock.acquire(), true);
+      assert.equal(await lock.acquire({ timeout: 50 }), false);
+      assert.equal(await lock.acquire({ block: false }), false);
+      const waiting = lock.acquire();
+      await lock.release();
+      assert.equal(await waiting, true);
+      assert.equal(await lock.locked(), true);
+      await lock.release();
+      assert.equal(await lock.withLock(async () => 'inside'), 'inside');
+      assert.equal(await lock.locked(), false);
+    });
+
+    it('Condition: wait, notify and waitFor across processes', async () => {
+      const cond = await manager.Condition(await manager.Lock());
+      const ns = await manager.Namespace({ flag: false });
+      const done = new mp.Event();
+      await assert.rejects(cond.notify(), mp.StateError, 'notify needs the lock');
+      const p = new ctx.Process({ target: fx.conditionWaiter, args: [cond, ns, done], module: fx.MANAGER_TARGETS });
+      p.start();
+      // The child checks the flag before it waits: a notify before its wait is not lost.
+      await cond.withLock(async () => {
+        await ns.set('flag', true);
+        await cond.notifyAll();
+      });
+      assert.equal(await done.wait(20_000), true);
+      await p.join(20_000);
+      assert.equal(p.exitCode, 0);
+      await cond.acquire();
+      assert.equal(await cond.wait(50), false, 'no notify: the timeout');
+      await cond.release();
+    });
+
+    it('Barrier: indices, timeout breaks it, reset', async () => {
+      const b = await manager.Barrier(3);
+      const indices = await Promise.all([b.wait(), b.wait(), b.wait()]);
+      assert.deepEqual([...indices].sort(), [0, 1, 2]);
+      await assert.rejects(b.wait(50), mp.BrokenBarrierError);
+      assert.equal(await b.broken(), true);
+      await b.reset();
+      assert.equal(await b.broken(), false);
+      assert.equal(await b.nWaiting(), 0);
+      await assert.rejects(manager.Barrier(2, { action: (() => {}) as never }), mp.ValueError);
+    });
+
+    it('8 children × 1,000 appends to one list give exactly 8,000', async () => {
+      const list = await manager.list<number>();
+      const children = Array.from({ length: 8 }, (_, i) => new ctx.Process({ target: fx.appendMany, args: [list, 1000, i], module: fx.MANAGER_TARGETS }));
+      for (const p of children) p.start();
+      for (const p of children) await p.join(60_000);
+      assert.deepEqual(children.map((p) => p.exitCode), [0, 0, 0, 0, 0, 0, 0, 0]);
+      const items = await list.toArray();
+      assert.equal(items.length, 8000);
+      for (let i = 0; i < 8; i++) assert.equal(items.filter((x) => x === i).length, 1000);
+    });
+
+    it('a proxy reaches a child through an mp.Queue and an mp.Pipe, and reconnects there', async () => {
+      const list = await manager.list<string>();
+      const q = new mp.Queue<mp.ListProxy<string>>();
+      const p = new ctx.Process({ target: fx.appendFromQueue, args: [q, 'through a queue'], module: fx.MANAGER_TARGETS });
+      p.start();
+      await q.put(list);
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      const [mine, theirs] = mp.Pipe();
+      const p2 = new ctx.Process({ target: fx.appendFromPipe, args: [theirs], module: fx.MANAGER_TARGETS });
+      p2.start();
+      theirs.close();
+      await mine.send(list);
+      await p2.join(30_000);
+      assert.equal(p2.exitCode, 0);
+      mine.close();
+      assert.deepEqual(await list.toArray(), ['through a queue', 'through a pipe']);
+    });
+
+    it('objects are freed when no proxy anywhere needs them, even when the sender drops its proxy at once', async () => {
+      // A manager of its own: no other test's proxies are collected meanwhile.
+      const own = await ctx.Manager();
+      // In a function of its own, so that no frame of this one still holds the proxy.
+      const sendAndDrop = async () => {
+        const list = await own.list<string>(['made']);
+        assert.equal((await own.debugInfo()).objects, 1);
+        const p = new ctx.Process({ target: fx.appendChild, args: [list, 'child'], module: fx.MANAGER_TARGETS });
+        p.start();
+        return { p, keep: new WeakRef(list) };
+      };
+      const { p, keep } = await sendAndDrop();
+      // The parent's proxy goes before the child has connected: the handle in flight keeps the object.
+      await collected(keep);
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0, 'the child used the list after its sender dropped it');
+      assert.equal(await waitForObjects(own, 0), 0, 'the child ended and the parent dropped its proxy: the object is freed');
+      await own.shutdown();
+    });
+
+    it("a proxy a child sends up and then ends keeps its object until the receiver's proxy is dropped", async () => {
+      const own = await ctx.Manager();
+      const out = new mp.Queue<mp.ListProxy<string>>();
+      const p = new ctx.Process({ target: fx.makeAndSendUp, args: [own.address!, out], module: fx.MANAGER_TARGETS });
+      p.start();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      const received = async () => {
+        const list = await out.get({ timeout: 10_000 });
+        assert.deepEqual(await list.toArray(), ['made by a child that has ended']);
+        return new WeakRef(list);
+      };
+      await collected(await received());
+      assert.equal(await waitForObjects(own, 0), 0);
+      await own.shutdown();
+    });
+
+    it('refuses what a manager cannot hold, naming it', async () => {
+      const l = await manager.list<unknown>();
+      await assert.rejects(l.append(() => 1), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a function/.test(e.message));
+      await assert.rejects(l.append({ deep: [new mp.Lock()] }), (e: Error) => e instanceof mp.SerializationError && /args\[0\]\.deep\[0\]/.test(e.message));
+      await assert.rejects(l.append(new WeakMap()), mp.SerializationError);
+      await assert.rejects(manager.create('nonsense'), (e: Error) => e instanceof mp.ValueError && /unknown typeid 'nonsense'/.test(e.message));
+      await assert.rejects(l.callMethod('__proto__'), mp.RemoteError);
+      await assert.rejects(l.callMethod('constructor'), mp.RemoteError);
+      await assert.rejects(l.callMethod('items'), (e: Error) => e instanceof mp.RemoteError && /not an exposed method/.test(e.message));
+      assert.equal(await l.len(), 0);
+    });
+  });
+}
+
+/** Collects garbage until `ref`'s object is gone (bounded). */
+async function collected(ref: WeakRef<object>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    // deref() keeps its object until the end of the job: collect in a later one.
+    await new Promise((r) => setImmediate(r));
+    gc();
+    await new Promise((r) => setImmediate(r));
+    if (ref.deref() === undefined) return;
+    if (Date.now() > deadline) throw new Error('the proxy was not collected within 5 s');
+  }
+}
+
+async function waitForObjects(manager: mp.SyncManager, expected: number): Promise<number> {
+  let n = -1;
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+    n = (await manager.debugInfo()).objects;
+    if (n === expected) return n;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return n;
+}
