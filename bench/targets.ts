@@ -7,7 +7,7 @@
  * next to nothing and starts nothing: the start+join case measures the
  * library, not this file.
  */
-import type { Connection, Lock, Queue, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
+import type { Barrier, Connection, DictProxy, ListProxy, Lock, Queue, RawSharedArray, SynchronizedValue } from 'multiprocessing-ts';
 
 /** URL children import targets from (the compiled file next to this one). */
 export const TARGETS_URL: string = import.meta.url;
@@ -132,4 +132,52 @@ export async function pipeEcho(conn: Connection, sync: boolean): Promise<void> {
     if (sync) conn.sendSync(v);
     else await conn.send(v);
   }
+}
+
+/**
+ * Runs `call(i)` for i in 0..n-1 with at most `window` calls in flight
+ * (1: one at a time, each awaited before the next).
+ */
+async function windowed(n: number, window: number, call: (i: number) => Promise<unknown>): Promise<void> {
+  if (window <= 1) {
+    for (let i = 0; i < n; i++) await call(i);
+    return;
+  }
+  let next = 0;
+  const lane = async () => {
+    while (next < n) await call(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(window, n) }, lane));
+}
+
+/** The `manager` case's list child: waits at the barrier, then n appends (`window` in flight). */
+export async function managerAppends(lst: ListProxy<number>, n: number, window: number, start: Barrier): Promise<void> {
+  await start.wait();
+  await windowed(n, window, (i) => lst.append(i));
+}
+
+/** The `manager` case's dict child: n sets of its own keys, then n gets checked, each phase between barrier waits. */
+export async function managerDictSetGet(d: DictProxy<string, number>, n: number, tag: number, window: number, phases: Barrier): Promise<void> {
+  const keys = Array.from({ length: n }, (_, i) => `${tag}:${i}`);
+  await phases.wait();
+  await windowed(n, window, (i) => d.set(keys[i]!, i));
+  await phases.wait();
+  let bad = 0;
+  await windowed(n, window, async (i) => {
+    if ((await d.get(keys[i]!)) !== i) bad++;
+  });
+  await phases.wait();
+  if (bad) throw new Error(`${bad} gets returned a wrong value`);
+}
+
+/** A pool task of the `pool` cases: the identity. */
+export function noopTask(x: unknown): unknown {
+  return x;
+}
+
+/** A pool task of the `pool-cpu` case: the anchors' h workload, the sum of i*i for i < n (as CPython's). */
+export function cpuTask(n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += i * i;
+  return s;
 }
