@@ -40,6 +40,7 @@ import { listen, type ConnectionListener } from './connection/listener.js';
 import { connect } from './connection/client.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 import { Pipe } from './connection/pipe-transport.js';
+import { Pool, poolClassFor } from './pool/pool.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -68,6 +69,20 @@ export type { ClientOptions } from './connection/client.js';
 export type { Address } from './connection/address.js';
 export { wait, type Waitable } from './connection/wait.js';
 export { Pipe } from './connection/pipe-transport.js';
+export {
+  Pool,
+  type PoolOptions,
+  type CallOptions,
+  type MapOptions,
+  type ImapOptions,
+  type ApplyAsyncOptions,
+  type MapAsyncOptions,
+  type TaskFn,
+  type TaskResult,
+  type AnyIterable,
+} from './pool/pool.js';
+export { AsyncResult, type ResultCallbacks } from './pool/async-result.js';
+export type { PoolStats, WorkerStats, Percentiles } from './pool/stats.js';
 
 /** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
 export function nativeAvailable(): boolean {
@@ -121,6 +136,8 @@ export interface Context {
   readonly JoinableQueue: typeof JoinableQueue;
   readonly SimpleQueue: typeof SimpleQueue;
   readonly Pipe: typeof Pipe;
+  /** `Pool` with this context's start method for its workers. */
+  readonly Pool: typeof Pool;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -163,6 +180,7 @@ export function getContext(method?: StartMethod): Context {
       JoinableQueue,
       SimpleQueue,
       Pipe,
+      Pool: poolClassFor(m),
       currentProcess,
       parentProcess,
       activeChildren,
