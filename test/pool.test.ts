@@ -325,6 +325,21 @@ describe('Pool, one per test', () => {
       for (const [i, r] of slow.entries()) assert.equal(await r.get(), i * i);
     });
 
+    it(`a long task does not hold the tasks queued behind it: an idle worker takes them, and each runs once (${method})`, async (t) => {
+      const runs = mp.RawArray('i', 8);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] });
+      t.after(() => p.terminate());
+      await p.map(fx.square, [1, 2]); // both workers up
+      const long = p.applyAsync(fx.sqr, [3, 1_500]);
+      // Half of these go to the long task's worker, behind it.
+      const quick = range(7).map((i) => p.applyAsync(fx.countRun, [i]));
+      assert.deepEqual(await Promise.all(quick), range(7));
+      assert.equal(long.ready(), false, 'every quick task was answered while the long one still ran');
+      assert.deepEqual(Array.from(runs).slice(0, 7), range(7).map(() => 1));
+      p.terminate();
+      await p.join();
+    });
+
     it(`test_terminate: terminate() mid-map ends the workers at once and the map rejects (${method})`, async () => {
       const p = new mp.Pool(3, { context: method, module });
       const result = p.mapAsync(fx.sqr, range(10_000).map(() => 60_000), 1);

@@ -125,6 +125,11 @@ export class MapCall<T> implements Call {
       this.finish(false, signal.reason);
       return;
     }
+    // An async input may finish after terminate().
+    if (!this.engine.accepting) {
+      this.finish(false, this.engine.endError);
+      return;
+    }
     this.total = items.length;
     this.results = new Array<T>(items.length);
     if (items.length === 0) {
@@ -165,6 +170,22 @@ export class MapCall<T> implements Call {
 
   unitFailed(_unit: Unit, error: unknown): void {
     this.fail(error);
+  }
+
+  /**
+   * Starts once its async input is read (`begin` with the items). Until
+   * then the pool counts it as a source: close() waits for it, terminate() fails it.
+   */
+  collecting(input: Promise<unknown[]>, begin: (items: unknown[]) => void): void {
+    const source: Source = { stop: (error) => this.fail(error) };
+    this.engine.addSource(source);
+    input
+      .then(
+        (items) => begin(items),
+        (err) => this.fail(err),
+      )
+      .catch((err) => this.fail(err))
+      .finally(() => this.engine.removeSource(source));
   }
 
   /** The first error settles the call; its other queued tasks are dropped, running ones finish. */

@@ -53,6 +53,12 @@ const BATCH_BYTES = 32 * 1024;
 export const STARTUP_FAILURES = 3;
 /** A drain that finds answers for this long yields to the event loop. */
 const YIELD_MS = 10;
+/**
+ * A worker that answered nothing for this long while another idles with
+ * nothing queued is stuck (a long task, or still starting): the units it
+ * holds and has not started move to the idle ones.
+ */
+const STUCK_MS = 10;
 
 export const enum PoolState {
   Running = 0,
@@ -97,6 +103,7 @@ export class Dispatcher {
   private dispatchQueued = false;
   private watchdog: NodeJS.Timeout | null = null;
   private watchdogAt = Infinity;
+  private balancer: NodeJS.Timeout | null = null;
   private brokenError: Error | null = null;
   // Counters for stats().
   private readonly runTimes = new Histogram();
@@ -124,17 +131,25 @@ export class Dispatcher {
     throw new ValueError(`${label}: the pool is not running (it was ${this.state === PoolState.Closed ? 'closed' : 'terminated'})`);
   }
 
-  /** Whether units may still be submitted (an imap that started before close() may go on). */
+  /** Whether units may still be submitted (a call made before close() may go on). */
   get accepting(): boolean {
     return this.state === PoolState.Running || this.state === PoolState.Closed;
+  }
+
+  /** What a call that may no longer submit fails with (the pool was terminated, or broke). */
+  get endError(): Error {
+    return this.brokenError ?? terminatedError();
   }
 
   unit(call: Call, op: Op.Apply | Op.Map | Op.Star, fn: TaskFunction, payload: unknown, size: number, refs: Unit['refs'], index: number, count: number): Unit {
     return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null };
   }
 
+  /** Queues a unit (while `accepting`). */
   submit(unit: Unit): void {
     this.queue.push(unit);
+    // After close(), with every worker gone, a call made before it still gets workers.
+    if (this.state === PoolState.Closed) this.ensureWorkers();
     if (!this.dispatchQueued) {
       this.dispatchQueued = true;
       queueMicrotask(() => {
@@ -238,7 +253,57 @@ export class Dispatcher {
         this.fill(w, Math.min(window - w.inFlight, w.budget, share));
       }
     }
+    if (this.queue.size === 0 && this.balancer === null && this.someIdle()) this.armBalancer();
     this.stopIdle();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Stuck workers
+
+  /** Whether a worker could take units now while another holds some. */
+  private someIdle(): boolean {
+    let idle = false;
+    let holding = false;
+    for (const w of this.all) {
+      if (w.inFlight > 0) holding = true;
+      else if (!w.blocked && !w.stopping && !w.dead && w.budget > 0) idle = true;
+    }
+    return idle && holding;
+  }
+
+  private armBalancer(): void {
+    this.balancer = setTimeout(() => {
+      this.balancer = null;
+      this.balance();
+    }, STUCK_MS);
+    // The pending answers keep the process alive, not this.
+    this.balancer.unref();
+  }
+
+  /**
+   * Moves the unstarted units of stuck workers to the queue (then to idle
+   * workers). A moved unit is cancelled in its first worker first: the flag
+   * and STARTED order (protocol.ts) make sure that worker skips it, so it
+   * runs once. Only units the worker surely has not started are moved.
+   */
+  private balance(): void {
+    if (this.state >= PoolState.Terminated || this.queue.size > 0 || !this.someIdle()) return;
+    const now = monoNow();
+    const moved: Unit[] = [];
+    for (const w of this.all) {
+      if (w.dead || w.inFlight === 0 || !w.stuckSince(now, STUCK_MS)) continue;
+      for (const unit of w.unanswered()) {
+        if (unit.state !== UnitState.Handed || unit.call.settled || w.cancel(unit)) continue;
+        w.takeBack(unit);
+        moved.push(unit);
+      }
+    }
+    if (moved.length > 0) {
+      this.queue.pushFront(moved);
+      this.dispatch();
+    } else if (this.someIdle()) {
+      this.armBalancer();
+    }
   }
 
   /** Hands up to `room` queued units to `w`, in one batch. */
@@ -369,6 +434,8 @@ export class Dispatcher {
     const requeue: Unit[] = [];
     let blamed = false;
     for (const unit of units) {
+      // A unit moved to another worker left a stand-in here (balance()).
+      if (unit.state !== UnitState.Handed) continue;
       unit.worker = null;
       const running = unit.seq === started;
       if (!running) releaseUnitIf(unit, unit.call.settled || over);
@@ -449,6 +516,8 @@ export class Dispatcher {
   }
 
   private shutDown(error: unknown): void {
+    if (this.balancer) clearTimeout(this.balancer);
+    this.balancer = null;
     if (this.watchdog) clearTimeout(this.watchdog);
     this.watchdog = null;
     this.watchdogAt = Infinity;
@@ -488,7 +557,7 @@ export class Dispatcher {
     for (const w of this.all) {
       if (w.timed === 0 || w.dead || w.deliberate) continue;
       const front = w.front();
-      if (front && front.call.timeout !== undefined && !front.call.settled && w.isRunning(front)) {
+      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && w.isRunning(front)) {
         const deadline = w.floats[ITEM_START]! + front.call.timeout;
         if (now >= deadline) {
           w.end(front.seq, this.timeoutError(w, front));
@@ -498,7 +567,9 @@ export class Dispatcher {
       }
       // A timed unit not running yet cannot run out before now + its limit.
       for (const unit of w.unanswered()) {
-        if (unit !== front && unit.call.timeout !== undefined && !unit.call.settled) next = Math.min(next, now + unit.call.timeout);
+        if (unit !== front && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
+          next = Math.min(next, now + unit.call.timeout);
+        }
       }
     }
     if (next < Infinity) this.armWatchdog(next);

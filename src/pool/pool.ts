@@ -299,16 +299,7 @@ export class Pool {
       }
       begin(items);
     } else {
-      collect(iterable as AsyncIterable<unknown>).then(
-        (items) => {
-          try {
-            begin(items);
-          } catch (err) {
-            call.fail(err);
-          }
-        },
-        (err) => call.fail(err),
-      );
+      call.collecting(collect(iterable as AsyncIterable<unknown>), begin);
     }
     return result;
   }

@@ -36,8 +36,8 @@ export interface Unit {
   readonly payload: unknown;
   /** Rough size in a batch. */
   readonly size: number;
-  /** References in flight in the payload's handles: given back if it never reaches a worker. */
-  readonly refs: InFlight[];
+  /** References in flight in the payload's handles: given back if it never reaches a worker (a moved unit hands them on). */
+  refs: InFlight[];
   /** Index of its first item in the call (0 for an apply). */
   readonly index: number;
   /** Items in it (1 for an apply). */

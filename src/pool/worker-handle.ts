@@ -145,6 +145,20 @@ export class WorkerHandle {
     return unit;
   }
 
+  /**
+   * Takes back a unit it holds and has been told to skip (cancel() said it
+   * had not started it): a stand-in keeps its place in the order, answered
+   * Skipped; the unit itself is free to go to another worker.
+   */
+  takeBack(unit: Unit): void {
+    const at = this.outstanding.indexOf(unit, this.head);
+    if (at < 0) return;
+    this.outstanding[at] = { ...unit, state: UnitState.Over, refs: [], worker: null };
+    unit.state = UnitState.Queued;
+    unit.seq = 0;
+    unit.worker = null;
+  }
+
   /** Every unanswered unit, in order, emptying the list (the worker is gone). */
   takeUnanswered(): Unit[] {
     const rest = this.outstanding.slice(this.head);
@@ -157,6 +171,23 @@ export class WorkerHandle {
   /** Every unanswered unit, in order (a look, for the watchdog and aborts). */
   unanswered(): readonly Unit[] {
     return this.outstanding.slice(this.head);
+  }
+
+  /** FINISHED as last seen, and when it was seen to change (or units came to an idle worker). */
+  private progress = { finished: 0, at: 0 };
+
+  /**
+   * Whether it has answered nothing for `ms` while holding units: a long
+   * task, or a worker still starting. (Its FINISHED word, not the parent's
+   * reading, tells progress, so a busy parent does not make it look stuck.)
+   */
+  stuckSince(now: number, ms: number): boolean {
+    const finished = Atomics.load(this.ints, FINISHED);
+    if (finished !== this.progress.finished || this.progress.at === 0) {
+      this.progress = { finished, at: now };
+      return false;
+    }
+    return now - this.progress.at >= ms;
   }
 
   /** Whether the worker is running `unit` now. */
