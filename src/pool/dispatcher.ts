@@ -266,7 +266,8 @@ export class Dispatcher {
     let holding = false;
     for (const w of this.all) {
       if (w.inFlight > 0) holding = true;
-      else if (!w.blocked && !w.stopping && !w.dead && w.budget > 0) idle = true;
+      // A worker still starting is no better a place for them.
+      else if (!w.blocked && !w.stopping && !w.dead && w.budget > 0 && Atomics.load(w.ints, STATE) === WorkerState.Ready) idle = true;
     }
     return idle && holding;
   }

@@ -145,6 +145,9 @@ class Worker {
   private async unit(op: Op, id: number, payload: unknown): Promise<void> {
     const seq = ++this.seq;
     const ints = this.ints;
+    // ITEM_START before STARTED: a parent that sees this unit started reads its start, not the last one's.
+    const start = monoNow();
+    this.floats[ITEM_START] = start;
     Atomics.store(ints, ITEM, 0);
     Atomics.store(ints, STARTED, seq);
     if (Atomics.load(ints, cancelSlot(seq)) === seq) {
@@ -153,9 +156,7 @@ class Worker {
       return;
     }
     const slot = timeSlot(seq);
-    const start = monoNow();
     this.floats[slot] = start;
-    this.floats[ITEM_START] = start;
     const fn = this.fns.get(id);
     let value: unknown;
     let ok = true;
