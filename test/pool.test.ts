@@ -193,6 +193,10 @@ for (const method of METHODS) {
       assert.deepEqual(await pool.map((x: number) => x + 1, [1, 2]), [2, 3]);
     });
 
+    it('a task cannot start a pool of its own: workers are daemons (StateError, as Python)', async () => {
+      await assert.rejects(pool.apply(fx.nestedPool), (e: Error) => e instanceof mp.StateError && /daemonic processes are not allowed to have children/.test(e.message));
+    });
+
     it('bad input is refused at the call with the pool still serving', async () => {
       assert.throws(() => pool.applyAsync(5 as unknown as () => number), (e: Error) => e instanceof mp.ValueError && /not a function/.test(e.message));
       await assert.rejects(pool.map(fx.square, [1], -1), (e: Error) => e instanceof mp.ValueError && /chunksize.*-1/.test(e.message));

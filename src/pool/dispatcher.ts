@@ -203,6 +203,8 @@ export class Dispatcher {
     try {
       w = new WorkerHandle({ method, initializer, initargs, budget: maxtasksperchild ?? Infinity, heapLimitMb });
     } catch (err) {
+      // The first start failing (a pool made where children may not be started) is the constructor's error.
+      if (this.workersStarted === 0) throw err;
       this.startupFailed(`a worker could not be started (${(err as Error)?.message ?? String(err)})`, err);
       return;
     }

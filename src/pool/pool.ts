@@ -12,7 +12,7 @@ import { abandon, encode, toBytes } from '../serialize/encode.js';
 import { AsyncResult, type ResultCallbacks } from './async-result.js';
 import { ApplyCall, ImapCall, MapCall, type CallLimits } from './calls.js';
 import { checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from './chunking.js';
-import { Dispatcher, PoolState } from './dispatcher.js';
+import { Dispatcher } from './dispatcher.js';
 import { FunctionRegistry, describeFunction } from './functions.js';
 import { Op } from './protocol.js';
 import type { PoolStats } from './stats.js';
@@ -179,8 +179,6 @@ export class Pool {
       maxtasksperchild: max ?? undefined,
       heapLimitMb: heap,
     });
-    // Not one worker could be started: say why now.
-    if (this.#engine.state === PoolState.Broken) this.#engine.checkRunning('new Pool()');
   }
 
   /** The number of workers it keeps. */
