@@ -85,7 +85,7 @@ export class ApplyCall<T> implements Call {
   private abort(reason: unknown): void {
     if (this.settled) return;
     this.finish(false, reason);
-    if (this.unit) this.engine.drop([this.unit], reason);
+    if (this.unit) this.engine.drop([this.unit], { error: reason });
   }
 
   private finish(ok: boolean, value: unknown): void {
@@ -198,7 +198,7 @@ export class MapCall<T> implements Call {
   private abort(reason: unknown): void {
     if (this.settled) return;
     this.finish(false, reason);
-    this.engine.drop(this.units, reason);
+    this.engine.drop(this.units, { error: reason });
   }
 
   private finish(ok: boolean, value: unknown): void {
@@ -261,7 +261,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     this.timeout = limits.timeout;
     this.source = new ChunkSource(iterable);
     this.bound = IMAP_CHUNKS_PER_WORKER * engine.processes * chunksize;
-    this.unlisten = onAbort(limits.signal, (reason) => this.stop(reason, reason));
+    this.unlisten = onAbort(limits.signal, (reason) => this.stop(reason, { error: reason }));
     engine.addSource(this);
     if (limits.signal?.aborted) this.stop(limits.signal.reason);
     else void this.pump();
@@ -307,8 +307,8 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     return { done: true, value: undefined };
   }
 
-  /** Ends the iteration with `error` (an abort, the pool's end): it is thrown by the next `next()`. */
-  stop(error: unknown, kill?: unknown): void {
+  /** Ends the iteration with `error` (an abort, the pool's end): it is thrown by the next `next()`; `kill` ends its running tasks too. */
+  stop(error: unknown, kill?: { error: unknown }): void {
     if (this.ended && this.settled) return;
     this.finishInput();
     this.ready = [{ [ERROR]: error } satisfies Ready];

@@ -162,15 +162,15 @@ export class Dispatcher {
   /**
    * Drops units of a call that no longer wants them: queued ones leave the
    * queue, handed ones are skipped by their worker. With `kill`, a unit
-   * already running ends with its worker (which is replaced), failing with `kill`.
+   * already running ends with its worker (which is replaced), failing with `kill.error`.
    */
-  drop(units: Iterable<Unit>, kill: unknown = undefined): void {
+  drop(units: Iterable<Unit>, kill?: { error: unknown }): void {
     for (const unit of units) {
       if (unit.state === UnitState.Queued) {
         this.queue.drop(unit);
       } else if (unit.state === UnitState.Handed && unit.worker) {
         const w = unit.worker;
-        if (w.cancel(unit) && kill !== undefined && w.isRunning(unit)) w.end(unit.seq, kill);
+        if (w.cancel(unit) && kill && w.isRunning(unit)) w.end(unit.seq, kill.error);
       }
     }
     this.stopIdle();

@@ -110,8 +110,12 @@ class Worker {
         }
         const id = batch[i++] as number;
         const payload = batch[i++];
-        if (op === Op.Define) await this.define(id, payload as TargetSpec);
-        else await this.unit(op, id, payload);
+        if (op === Op.Define) {
+          await this.define(id, payload as TargetSpec);
+          continue;
+        }
+        const pending = this.unit(op, id, payload);
+        if (pending) await pending;
       }
     }
   }
@@ -142,7 +146,12 @@ class Worker {
     Atomics.store(this.ints, LOADING, 0);
   }
 
-  private async unit(op: Op, id: number, payload: unknown): Promise<void> {
+  /**
+   * Runs one unit. Returns a promise only when something had to be awaited
+   * (an async task, or a pause for the event loop): sync units then cost
+   * no promise and no microtask each.
+   */
+  private unit(op: Op, id: number, payload: unknown): Promise<void> | undefined {
     const seq = ++this.seq;
     const ints = this.ints;
     // ITEM_START before STARTED: a parent that sees this unit started reads its start, not the last one's.
@@ -153,31 +162,43 @@ class Worker {
     if (Atomics.load(ints, cancelSlot(seq)) === seq) {
       this.post(Status.Skipped, null, 0);
       Atomics.store(ints, FINISHED, seq);
-      return;
+      return undefined;
     }
-    const slot = timeSlot(seq);
-    this.floats[slot] = start;
+    this.floats[timeSlot(seq)] = start;
     const fn = this.fns.get(id);
     let value: unknown;
-    let ok = true;
     try {
       if (typeof fn !== 'function') throw fn ? fn.failed : new Error(`the pool sent no task function ${id}; please report this`);
       value = op === Op.Apply ? fn(...(unpack(payload) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
-      if (isThenable(value)) value = await value;
     } catch (err) {
-      ok = false;
-      value = err;
+      return this.answer(seq, op, false, err);
     }
-    this.floats[slot + 1] = monoNow();
+    if (isThenable(value)) return this.settle(seq, op, value);
+    return this.answer(seq, op, true, value);
+  }
+
+  private async settle(seq: number, op: Op, pending: PromiseLike<unknown>): Promise<void> {
+    let value: unknown;
+    try {
+      value = await pending;
+    } catch (err) {
+      return this.answer(seq, op, false, err);
+    }
+    return this.answer(seq, op, true, value);
+  }
+
+  /** Records the end, sends the answer, and now and then lets the event loop run. */
+  private answer(seq: number, op: Op, ok: boolean, value: unknown): Promise<void> | undefined {
+    this.floats[timeSlot(seq) + 1] = monoNow();
     // A chunk of one item answers with its value alone, bare when it can be (the parent knows the chunk's size).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
     else if (ok) this.postValue(value, op === Op.Apply ? 'the result' : 'the results');
-    else this.post(Status.Error, toRecord(value), Atomics.load(ints, ITEM));
-    Atomics.store(ints, FINISHED, seq);
-    if (performance.now() - this.lastYield > YIELD_MS) {
-      await new Promise((resolve) => setImmediate(resolve));
+    else this.post(Status.Error, toRecord(value), Atomics.load(this.ints, ITEM));
+    Atomics.store(this.ints, FINISHED, seq);
+    if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       this.lastYield = performance.now();
-    }
+    });
   }
 
   /** A chunk's values, in order; a promise once an item's value is one. */
