@@ -65,7 +65,9 @@ export class AsyncResult<T> implements PromiseLike<T> {
    * promise, so a failure is no unhandled rejection, and 100,000 of them
    * cost no promise each.
    */
-  #pending: { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } | null = null;
+  #pending: Promise<T> | null = null;
+  #resolve: ((value: T) => void) | null = null;
+  #reject: ((error: unknown) => void) | null = null;
   readonly #callbacks: ResultCallbacks<T>;
 
   /** @internal Made by the pool only. */
@@ -86,27 +88,20 @@ export class AsyncResult<T> implements PromiseLike<T> {
     this.#ok = ok;
     this.#value = value;
     runCallback(ok ? this.#callbacks.callback : this.#callbacks.errorCallback, value);
-    const pending = this.#pending;
-    if (pending) {
-      this.#pending = null;
-      if (ok) pending.resolve(value as T);
-      else pending.reject(value);
+    if (this.#pending) {
+      if (ok) this.#resolve!(value as T);
+      else this.#reject!(value);
+      this.#pending = this.#resolve = this.#reject = null;
     }
   }
 
   /** The outcome as a promise (a new settled one once ready). */
   #promise(): Promise<T> {
     if (this.#done) return this.#ok ? Promise.resolve(this.#value as T) : Promise.reject(this.#value);
-    if (!this.#pending) {
-      let resolve!: (value: T) => void;
-      let reject!: (error: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      this.#pending = { promise, resolve, reject };
-    }
-    return this.#pending.promise;
+    return (this.#pending ??= new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    }));
   }
 
   /** Whether the call has finished (successfully or not). */

@@ -17,8 +17,10 @@ import { moduleExports } from '../process/entry-exports.js';
 export interface TaskFunction {
   readonly id: number;
   readonly spec: TargetSpec;
-  /** For messages: `map(square)`. */
+  /** For messages: `square`. */
   readonly name: string;
+  /** `pool.apply(square)`, made once. */
+  readonly applyLabel: string;
 }
 
 /** The pool's `module` as a file path, when it is a file (a `data:` URL has no exports to read). */
@@ -42,21 +44,27 @@ export function describeFunction(fn: unknown, module: string | URL | undefined, 
 
 /** A pool's task functions, by identity. */
 export class FunctionRegistry {
-  private readonly known = new WeakMap<Function, TaskFunction>();
+  private readonly seen = new WeakMap<Function, TaskFunction>();
   private next = 1;
 
   constructor(private readonly module: string | URL | undefined) {}
+
+  /** The function's entry if it was seen before. */
+  known(fn: Function): TaskFunction | undefined {
+    return this.seen.get(fn);
+  }
 
   /**
    * The function's id and description, made on first sight.
    * @throws ValueError when it is not a function or cannot travel.
    */
   get(fn: unknown, label: string): TaskFunction {
-    let found = typeof fn === 'function' ? this.known.get(fn) : undefined;
+    let found = typeof fn === 'function' ? this.seen.get(fn) : undefined;
     if (!found) {
       const spec = describeFunction(fn, this.module, `${label}: the task function`);
-      found = { id: this.next++, spec, name: (fn as Function).name || '(anonymous)' };
-      this.known.set(fn as Function, found);
+      const name = (fn as Function).name || '(anonymous)';
+      found = { id: this.next++, spec, name, applyLabel: `pool.apply(${name})` };
+      this.seen.set(fn as Function, found);
     }
     return found;
   }

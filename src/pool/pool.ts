@@ -74,6 +74,10 @@ export interface ApplyAsyncOptions<T> extends CallOptions, ResultCallbacks<T> {}
 /** Options of `mapAsync`/`starmapAsync`. */
 export interface MapAsyncOptions<T> extends MapOptions, ResultCallbacks<T[]> {}
 
+/** No options given: shared, never written. */
+const NO_OPTIONS: Record<string, unknown> = Object.freeze({});
+const NO_LIMITS: CallLimits = Object.freeze({ signal: undefined, timeout: undefined });
+
 function checkOptions(options: unknown, what: string): Record<string, unknown> {
   if (options === undefined || options === null) return {};
   if (typeof options !== 'object') throw new ValueError(`${what}: options must be an object, got ${describe(options)}`);
@@ -208,18 +212,22 @@ export class Pool {
   applyAsync<F extends () => unknown>(fn: F): AsyncResult<TaskResult<F>>;
   applyAsync<F extends TaskFn>(fn: F, args: Parameters<F>, options?: ApplyAsyncOptions<TaskResult<F>>): AsyncResult<TaskResult<F>>;
   applyAsync(fn: TaskFn, args: unknown[] = [], options?: ApplyAsyncOptions<unknown>): AsyncResult<unknown> {
-    const label = `pool.apply(${fn?.name || '(anonymous)'})`;
-    const opts = checkOptions(options, label);
+    // The common call (no options, a function seen before) allocates nothing here but the call itself.
+    const task = typeof fn === 'function' ? this.#functions.known(fn) : undefined;
+    const label = task?.applyLabel ?? `pool.apply(${fn?.name || '(anonymous)'})`;
+    const opts = options === undefined ? NO_OPTIONS : checkOptions(options, label);
     this.#engine.checkRunning(label);
     if (!Array.isArray(args)) throw new ValueError(`${label}: args must be an array of arguments, got ${describe(args)}`);
-    const limits = checkLimits(opts, label);
-    checkCallback(opts['callback'], 'callback', label);
-    checkCallback(opts['errorCallback'], 'errorCallback', label);
-    const task = this.#functions.get(fn, label);
+    const limits = opts === NO_OPTIONS ? NO_LIMITS : checkLimits(opts, label);
+    if (opts !== NO_OPTIONS) {
+      checkCallback(opts['callback'], 'callback', label);
+      checkCallback(opts['errorCallback'], 'errorCallback', label);
+    }
     const result = AsyncResult.make<unknown>(opts as ResultCallbacks<unknown>);
-    new ApplyCall(this.#engine, label, limits, result).start(task, args, limits.signal);
+    new ApplyCall(this.#engine, label, limits, result, task ?? this.#functions.get(fn, label), args).start(limits.signal);
     return result;
   }
+
 
   /**
    * `fn(item)` for every item, in a list in input order (Python's `map`).
