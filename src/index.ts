@@ -80,6 +80,7 @@ export {
   type TaskFn,
   type TaskResult,
   type AnyIterable,
+  type ItemOf,
 } from './pool/pool.js';
 export { AsyncResult, type ResultCallbacks } from './pool/async-result.js';
 export type { PoolStats, WorkerStats, Percentiles } from './pool/stats.js';

@@ -101,6 +101,7 @@ export class Dispatcher {
   private startupFailures = 0;
   private meanRunMs = NaN;
   private dispatchQueued = false;
+  private dispatching = false;
   private watchdog: NodeJS.Timeout | null = null;
   private watchdogAt = Infinity;
   private balancer: NodeJS.Timeout | null = null;
@@ -243,17 +244,14 @@ export class Dispatcher {
 
   /** Hands queued units to workers with room in their windows. */
   dispatch(): void {
-    if (this.state >= PoolState.Terminated) return;
-    if (this.queue.size > 0) {
-      const window = this.window();
-      const order = this.active.length > 1 ? [...this.active].sort((a, b) => a.inFlight - b.inFlight) : [...this.active];
-      let left = order.filter((w) => !w.blocked && !w.stopping && w.inFlight < window && w.budget > 0).length;
-      for (const w of order) {
-        if (this.queue.size === 0 || left === 0) break;
-        if (w.blocked || w.stopping || w.dead || w.inFlight >= window || w.budget <= 0) continue;
-        const share = Math.ceil(this.queue.size / left--);
-        this.fill(w, Math.min(window - w.inFlight, w.budget, share));
-      }
+    // Not reentrant: a fill starts a reader, which dispatches when it finds nothing yet.
+    if (this.state >= PoolState.Terminated || this.dispatching) return;
+    this.dispatching = true;
+    try {
+      // Again when a round handed units and some are left: a retired worker's replacement may take them.
+      for (let handed = 1; handed > 0 && this.queue.size > 0; ) handed = this.shareOut();
+    } finally {
+      this.dispatching = false;
     }
     if (this.queue.size === 0 && this.balancer === null && this.someIdle()) this.armBalancer();
     this.stopIdle();
@@ -309,8 +307,24 @@ export class Dispatcher {
     }
   }
 
-  /** Hands up to `room` queued units to `w`, in one batch. */
-  private fill(w: WorkerHandle, room: number): void {
+  /** One round of dispatch: the queue shared evenly among workers with room, fewest in flight first; how many were handed. */
+  private shareOut(): number {
+    const window = this.window();
+    const order = this.active.length > 1 ? [...this.active].sort((a, b) => a.inFlight - b.inFlight) : [...this.active];
+    const open = (w: WorkerHandle) => !w.blocked && !w.stopping && !w.dead && w.inFlight < window && w.budget > 0;
+    let left = order.filter(open).length;
+    let handed = 0;
+    for (const w of order) {
+      if (this.queue.size === 0 || left === 0) break;
+      if (!open(w)) continue;
+      const share = Math.ceil(this.queue.size / left--);
+      handed += this.fill(w, Math.min(window - w.inFlight, w.budget, share));
+    }
+    return handed;
+  }
+
+  /** Hands up to `room` queued units to `w`, in one batch; how many it handed. */
+  private fill(w: WorkerHandle, room: number): number {
     const entries: unknown[] = [];
     let bytes = 0;
     let handed = 0;
@@ -332,9 +346,9 @@ export class Dispatcher {
       entries.push(Op.Stop);
       this.retire(w);
     }
-    if (entries.length === 0) return;
-    w.send(entries, () => this.dispatch());
+    if (entries.length > 0) w.send(entries, () => this.dispatch());
     if (handed > 0 && !w.reading) void this.read(w);
+    return handed;
   }
 
   // ---------------------------------------------------------------------------

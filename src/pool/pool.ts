@@ -21,6 +21,8 @@ import type { PoolStats } from './stats.js';
 export type TaskFn = (...args: any[]) => unknown;
 /** What awaiting a task of `F` gives. */
 export type TaskResult<F extends TaskFn> = Awaited<ReturnType<F>>;
+/** What `map` passes to `F`: its first parameter (anything, for a function that takes none). */
+export type ItemOf<F extends TaskFn> = Parameters<F> extends [] ? unknown : Parameters<F>[0];
 /** A sync or async iterable of `T`. */
 export type AnyIterable<T> = Iterable<T> | AsyncIterable<T>;
 
@@ -238,7 +240,7 @@ export class Pool {
    */
   async map<F extends (item: any) => unknown>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>[0]>,
+    iterable: AnyIterable<ItemOf<F>>,
     chunksize?: number | null,
     options?: MapOptions,
   ): Promise<TaskResult<F>[]> {
@@ -248,7 +250,7 @@ export class Pool {
   /** `map` returning an `AsyncResult` at once (Python's `map_async`); its callback gets the whole list. */
   mapAsync<F extends (item: any) => unknown>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>[0]>,
+    iterable: AnyIterable<ItemOf<F>>,
     chunksize?: number | null,
     options?: MapAsyncOptions<TaskResult<F>>,
   ): AsyncResult<TaskResult<F>[]> {
@@ -320,7 +322,7 @@ export class Pool {
    */
   imap<F extends (item: any) => unknown>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>[0]>,
+    iterable: AnyIterable<ItemOf<F>>,
     chunksize: number | null = 1,
     options?: ImapOptions,
   ): AsyncIterableIterator<TaskResult<F>> {
@@ -330,7 +332,7 @@ export class Pool {
   /** `imap` yielding results as they finish, in any order (Python's `imap_unordered`). */
   imapUnordered<F extends (item: any) => unknown>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>[0]>,
+    iterable: AnyIterable<ItemOf<F>>,
     chunksize: number | null = 1,
     options?: ImapOptions,
   ): AsyncIterableIterator<TaskResult<F>> {
