@@ -183,7 +183,8 @@ export class Pool {
       initializer,
       initargs: initializer ? initargs : [],
       maxtasksperchild: max ?? undefined,
-      heapLimitMb: heap,
+      // V8's flag takes whole MiB.
+      heapLimitMb: heap === undefined ? undefined : Math.ceil(heap),
     });
   }
 
