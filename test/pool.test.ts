@@ -343,6 +343,20 @@ describe('Pool, one per test', () => {
       await p.join();
     });
 
+    it(`tasks handed to a worker still starting go to the first worker up (${method})`, async (t) => {
+      const order = mp.RawArray('i', 1);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.slowFirstInitializer, initargs: [order, 5_000] });
+      t.after(() => p.terminate());
+      const t0 = performance.now();
+      // The first task goes to the first worker made, likely the slow one: nothing else wakes the pool.
+      assert.equal(await p.apply(fx.square, [7]), 49);
+      // Shared out two and two: two wait behind the slow initializer until they move.
+      assert.deepEqual(await Promise.all(range(4).map((i) => p.applyAsync(fx.square, [i]))), [0, 1, 4, 9]);
+      assert.ok(performance.now() - t0 < 4_000, 'answered long before the slow worker was up');
+      p.terminate();
+      await p.join();
+    });
+
     it(`test_terminate: terminate() mid-map ends the workers at once and the map rejects (${method})`, async () => {
       const p = new mp.Pool(3, { context: method, module });
       const result = p.mapAsync(fx.sqr, range(10_000).map(() => 60_000), 1);

@@ -253,23 +253,30 @@ export class Dispatcher {
     } finally {
       this.dispatching = false;
     }
-    if (this.queue.size === 0 && this.balancer === null && this.someIdle()) this.armBalancer();
+    if (this.queue.size === 0 && this.balancer === null && this.worthBalancing(false)) this.armBalancer();
     this.stopIdle();
   }
 
   // ---------------------------------------------------------------------------
   // Stuck workers
 
-  /** Whether a worker could take units now while another holds some. */
-  private someIdle(): boolean {
-    let idle = false;
-    let holding = false;
+  /**
+   * Whether moving units may help: a worker holds units it has not started
+   * while another worker has none. `ready`: only a worker that finished
+   * starting counts as one to move them to (one still starting is no better
+   * a place); without it, one that is starting counts too, so the check goes
+   * on until it is up.
+   */
+  private worthBalancing(ready: boolean): boolean {
+    let free = false;
+    let movable = false;
     for (const w of this.all) {
-      if (w.inFlight > 0) holding = true;
-      // A worker still starting is no better a place for them.
-      else if (!w.blocked && !w.stopping && !w.dead && w.budget > 0 && Atomics.load(w.ints, STATE) === WorkerState.Ready) idle = true;
+      if (w.inFlight > 1 || (w.inFlight === 1 && !w.isRunning(w.front()!))) movable = true;
+      else if (w.inFlight === 0 && !w.blocked && !w.stopping && !w.dead && w.budget > 0) {
+        if (!ready || Atomics.load(w.ints, STATE) === WorkerState.Ready) free = true;
+      }
     }
-    return idle && holding;
+    return free && movable;
   }
 
   private armBalancer(): void {
@@ -288,7 +295,12 @@ export class Dispatcher {
    * runs once. Only units the worker surely has not started are moved.
    */
   private balance(): void {
-    if (this.state >= PoolState.Terminated || this.queue.size > 0 || !this.someIdle()) return;
+    if (this.state >= PoolState.Terminated || this.queue.size > 0 || !this.worthBalancing(false)) return;
+    if (!this.worthBalancing(true)) {
+      // The free worker is still starting: look again when it may be up.
+      this.armBalancer();
+      return;
+    }
     const now = monoNow();
     const moved: Unit[] = [];
     for (const w of this.all) {
@@ -302,7 +314,7 @@ export class Dispatcher {
     if (moved.length > 0) {
       this.queue.pushFront(moved);
       this.dispatch();
-    } else if (this.someIdle()) {
+    } else {
       this.armBalancer();
     }
   }
