@@ -179,7 +179,7 @@ for (const method of METHODS) {
       for (let i = 0; i < 20; i++) {
         let wrapped: unknown = null;
         const r = pool.applyAsync(fx.unpicklableResult, [], { errorCallback: (e) => (wrapped = e) });
-        await assert.rejects(r.get(), (e: Error) => e instanceof mp.SerializationError && /the result is a function/.test(e.message));
+        await assert.rejects(r.get(), (e: Error) => e instanceof mp.SerializationError && /^pool\.apply\(unpicklableResult\): the result is a function/.test(e.message));
         assert.ok(wrapped instanceof mp.SerializationError);
       }
       assert.equal(pool.stats().workersLost, 0);

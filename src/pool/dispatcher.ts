@@ -435,7 +435,15 @@ export class Dispatcher {
     } else {
       w.failed++;
       this.failed++;
-      if (!unit.call.settled) unit.call.unitFailed(unit, fromRecord(payload as ErrorRecord));
+      if (unit.call.settled) return;
+      const error = fromRecord(payload as ErrorRecord) as Error;
+      // A result that could not travel back: name the task it belongs to.
+      if (status === Status.Unsendable) {
+        const message = `${unitLabel(unit)}: ${error.message}`;
+        error.stack = error.stack?.replace(error.message, message);
+        error.message = message;
+      }
+      unit.call.unitFailed(unit, error);
     }
   }
 

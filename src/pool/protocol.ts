@@ -95,6 +95,8 @@ export const enum Status {
   Skipped = 2,
   /** payload: the initializer's error record; no unit is answered. */
   InitFailed = 3,
+  /** payload: the SerializationError record of a result that cannot travel back (the parent names the task). */
+  Unsendable = 4,
 }
 
 let v8Module: typeof import('node:v8') | undefined;

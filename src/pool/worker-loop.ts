@@ -245,7 +245,7 @@ class Worker {
       this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     } catch (err) {
       const refused = err instanceof SerializationError ? err : new SerializationError(String((err as Error)?.message ?? err), { cause: err });
-      this.post(Status.Error, toRecord(refused), -1);
+      this.post(Status.Unsendable, toRecord(refused), -1);
     }
   }
 
