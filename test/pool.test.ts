@@ -193,6 +193,15 @@ for (const method of METHODS) {
       assert.deepEqual(await pool.map((x: number) => x + 1, [1, 2]), [2, 3]);
     });
 
+    it('shared objects travel live both ways: a Value in the arguments, a Value made by a task in its result', async () => {
+      const v = mp.Value('i', 0);
+      const made = await pool.starmap(fx.bump, [[v, 50], [v, 50], [v, 50], [v, 50]], 1);
+      assert.equal(v.value, 200, 'every task added to the same shared value');
+      assert.deepEqual(made.map((m) => m.value), [42, 42, 42, 42]);
+      made[0]!.value = 7;
+      assert.equal(made[0]!.value, 7);
+    });
+
     it('a task cannot start a pool of its own: workers are daemons (StateError, as Python)', async () => {
       await assert.rejects(pool.apply(fx.nestedPool), (e: Error) => e instanceof mp.StateError && /daemonic processes are not allowed to have children/.test(e.message));
     });
