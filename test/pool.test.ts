@@ -303,13 +303,14 @@ describe('Pool, one per test', () => {
       await p.join();
     });
 
-    it(`test_context, test_enter: await using closes and joins; a closed pool refuses work with ValueError (${method})`, async () => {
+    it(`test_context, test_enter, test_map_no_failfast: await using closes and joins, after a map failed with large errors too; a closed pool refuses work with ValueError (${method})`, async () => {
       let kept: mp.Pool;
       {
         await using p = new (mp.getContext(method).Pool)(2, { module });
         kept = p;
         const r = p.mapAsync(fx.square, range(10));
         assert.deepEqual(await r.get(), range(10).map((x) => x * x));
+        await assert.rejects(p.map(fx.raiseLargeError, [0, 1], 1), (e: Error) => e instanceof RangeError && e.message.length === 1024 * 1024);
       }
       assert.throws(() => kept.mapAsync(fx.square, [1]), (e: Error) => e instanceof mp.ValueError && /not running/.test(e.message));
       await assert.rejects(kept.map(fx.square, [1]), mp.ValueError);
