@@ -28,19 +28,24 @@
  * without a task to blame (its initializer threw or crashed, importing a
  * task function killed it) counts toward STARTUP_FAILURES in a row, and
  * then the pool breaks with BrokenPoolError instead of respawning forever.
+ *
+ * Time limits are time-limits.ts; moving units away from a stuck worker is
+ * balancer.ts.
  */
 import { constants } from 'node:os';
-import { BrokenPoolError, StateError, TimeoutError, ValueError, WorkerLostError } from '../errors.js';
+import { BrokenPoolError, StateError, ValueError, WorkerLostError } from '../errors.js';
 import { NOTHING } from '../channel/channel.js';
 import { decode } from '../serialize/decode.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
-import { ITEM, ITEM_START, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
+import { ITEM, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
 import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
 import { TaskQueue, UnitState, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
 import type { TaskFunction } from './functions.js';
 import { WorkerHandle } from './worker-handle.js';
+import { TimeLimits } from './time-limits.js';
+import { Balancer } from './balancer.js';
 
 
 /** Units per worker before any run time is known. */
@@ -53,12 +58,6 @@ const BATCH_BYTES = 32 * 1024;
 export const STARTUP_FAILURES = 3;
 /** A drain that finds answers for this long yields to the event loop. */
 const YIELD_MS = 10;
-/**
- * A worker that answered nothing for this long while another idles with
- * nothing queued is stuck (a long task, or still starting): the units it
- * holds and has not started move to the idle ones.
- */
-const STUCK_MS = 10;
 
 export const enum PoolState {
   Running = 0,
@@ -102,9 +101,8 @@ export class Dispatcher {
   private meanRunMs = NaN;
   private dispatchQueued = false;
   private dispatching = false;
-  private watchdog: NodeJS.Timeout | null = null;
-  private watchdogAt = Infinity;
-  private balancer: NodeJS.Timeout | null = null;
+  private readonly timeLimits: TimeLimits;
+  private readonly balancer: Balancer;
   private brokenError: Error | null = null;
   // Counters for stats().
   private readonly runTimes = new Histogram();
@@ -119,6 +117,8 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     this.options = options;
     this.processes = options.processes;
+    this.timeLimits = new TimeLimits(this.all);
+    this.balancer = new Balancer(this.all, this.queue, () => this.dispatch());
     this.ensureWorkers();
   }
 
@@ -253,70 +253,8 @@ export class Dispatcher {
     } finally {
       this.dispatching = false;
     }
-    if (this.queue.size === 0 && this.balancer === null && this.worthBalancing(false)) this.armBalancer();
+    if (this.queue.size === 0) this.balancer.watch();
     this.stopIdle();
-  }
-
-  // ---------------------------------------------------------------------------
-  // Stuck workers
-
-  /**
-   * Whether moving units may help: a worker holds units it has not started
-   * while another worker has none. `ready`: only a worker that finished
-   * starting counts as one to move them to (one still starting is no better
-   * a place); without it, one that is starting counts too, so the check goes
-   * on until it is up.
-   */
-  private worthBalancing(ready: boolean): boolean {
-    let free = false;
-    let movable = false;
-    for (const w of this.all) {
-      if (w.inFlight > 1 || (w.inFlight === 1 && !w.isRunning(w.front()!))) movable = true;
-      else if (w.inFlight === 0 && !w.blocked && !w.stopping && !w.dead && w.budget > 0) {
-        if (!ready || Atomics.load(w.ints, STATE) === WorkerState.Ready) free = true;
-      }
-    }
-    return free && movable;
-  }
-
-  private armBalancer(): void {
-    this.balancer = setTimeout(() => {
-      this.balancer = null;
-      this.balance();
-    }, STUCK_MS);
-    // The pending answers keep the process alive, not this.
-    this.balancer.unref();
-  }
-
-  /**
-   * Moves the unstarted units of stuck workers to the queue (then to idle
-   * workers). A moved unit is cancelled in its first worker first: the flag
-   * and STARTED order (protocol.ts) make sure that worker skips it, so it
-   * runs once. Only units the worker surely has not started are moved.
-   */
-  private balance(): void {
-    if (this.state >= PoolState.Terminated || this.queue.size > 0 || !this.worthBalancing(false)) return;
-    if (!this.worthBalancing(true)) {
-      // The free worker is still starting: look again when it may be up.
-      this.armBalancer();
-      return;
-    }
-    const now = monoNow();
-    const moved: Unit[] = [];
-    for (const w of this.all) {
-      if (w.dead || w.inFlight === 0 || !w.stuckSince(now, STUCK_MS)) continue;
-      for (const unit of w.unanswered()) {
-        if (unit.state !== UnitState.Handed || unit.call.settled || w.cancel(unit)) continue;
-        w.takeBack(unit);
-        moved.push(unit);
-      }
-    }
-    if (moved.length > 0) {
-      this.queue.pushFront(moved);
-      this.dispatch();
-    } else {
-      this.armBalancer();
-    }
   }
 
   /** One round of dispatch: the queue shared evenly among workers with room, fewest in flight first; how many were handed. */
@@ -352,7 +290,7 @@ export class Dispatcher {
       w.hand(unit);
       handed++;
       bytes += unit.size;
-      if (unit.call.timeout !== undefined) this.armWatchdog(monoNow() + unit.call.timeout);
+      if (unit.call.timeout !== undefined) this.timeLimits.watch(monoNow() + unit.call.timeout);
     }
     if (w.budget <= 0) {
       entries.push(Op.Stop);
@@ -471,7 +409,7 @@ export class Dispatcher {
     const requeue: Unit[] = [];
     let blamed = false;
     for (const unit of units) {
-      // A unit moved to another worker left a stand-in here (balance()).
+      // A unit moved to another worker left a stand-in here (balancer.ts).
       if (unit.state !== UnitState.Handed) continue;
       unit.worker = null;
       const running = unit.seq === started;
@@ -553,11 +491,8 @@ export class Dispatcher {
   }
 
   private shutDown(error: unknown): void {
-    if (this.balancer) clearTimeout(this.balancer);
-    this.balancer = null;
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = null;
-    this.watchdogAt = Infinity;
+    this.balancer.stop();
+    this.timeLimits.stop();
     for (const unit of this.queue.drain()) {
       unit.state = UnitState.Over;
       releaseUnit(unit);
@@ -569,56 +504,6 @@ export class Dispatcher {
     }
     for (const source of [...this.sources]) source.stop(error);
     this.sources.clear();
-  }
-
-  // ---------------------------------------------------------------------------
-  // Time limits
-
-  private armWatchdog(at: number): void {
-    if (at >= this.watchdogAt || this.state >= PoolState.Terminated) return;
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdogAt = at;
-    this.watchdog = setTimeout(() => {
-      this.watchdog = null;
-      this.watchdogAt = Infinity;
-      this.checkTimeouts();
-    }, Math.max(0, at - monoNow()));
-    // The pending answers keep the process alive, not this.
-    this.watchdog.unref();
-  }
-
-  /** Ends the workers whose running task is past its time limit; rearms for the next deadline. */
-  private checkTimeouts(): void {
-    const now = monoNow();
-    let next = Infinity;
-    for (const w of this.all) {
-      if (w.timed === 0 || w.dead || w.deliberate) continue;
-      const front = w.front();
-      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && w.isRunning(front)) {
-        const deadline = w.floats[ITEM_START]! + front.call.timeout;
-        if (now >= deadline) {
-          w.end(front.seq, this.timeoutError(w, front));
-          continue;
-        }
-        next = Math.min(next, deadline);
-      }
-      // A timed unit not running yet cannot run out before now + its limit.
-      for (const unit of w.unanswered()) {
-        if (unit !== front && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
-          next = Math.min(next, now + unit.call.timeout);
-        }
-      }
-    }
-    if (next < Infinity) this.armWatchdog(next);
-  }
-
-  private timeoutError(w: WorkerHandle, unit: Unit): TimeoutError {
-    const err = new TimeoutError(
-      `${unitLabel(unit, Atomics.load(w.ints, ITEM))} ran past its timeout of ${unit.call.timeout} ms; ` +
-        `the pool ended its worker ${w.name} and replaces it`,
-    );
-    Object.assign(err, { worker: w.name });
-    return err;
   }
 
   // ---------------------------------------------------------------------------
