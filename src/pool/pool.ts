@@ -10,7 +10,8 @@ import { getStartMethod, validateStartMethod, type StartMethod } from '../proces
 import type { TargetSpec } from '../process/target.js';
 import { abandon, encode, toBytes } from '../serialize/encode.js';
 import { AsyncResult, type ResultCallbacks } from './async-result.js';
-import { ApplyCall, ImapCall, MapCall, type CallLimits } from './calls.js';
+import { ApplyCall, MapCall, type CallLimits } from './calls.js';
+import { ImapCall } from './imap.js';
 import { checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from './chunking.js';
 import { Dispatcher } from './dispatcher.js';
 import { FunctionRegistry, describeFunction } from './functions.js';
