@@ -1,15 +1,18 @@
 /**
- * Stuck workers: a long task, or a worker still starting, must not hold
- * the units queued behind it while another worker idles.
+ * Keeping the workers evenly loaded once nothing is queued: a long task,
+ * a worker still starting, or just the last units of a map shared out
+ * unevenly must not leave one worker idle while another holds units it has
+ * not started.
  *
  * When nothing is queued, one worker has no units and another holds units
- * it has not started, a check runs every STUCK_MS: a worker whose FINISHED
- * word has not moved for that long is stuck, and the units it has not
- * started are taken back — cancelled there first (the flag-then-STARTED
- * order of protocol.ts makes sure it skips them, so each runs once; a
- * stand-in keeps their place in its order and is answered Skipped) — and
- * queued again at the head for the free workers. A free worker still
- * starting is no better a place: then the check only waits for it to be up.
+ * it has not started, the units are taken back from the holder — cancelled
+ * there first (the flag-then-STARTED order of protocol.ts makes sure it
+ * skips them, so each runs once; a stand-in keeps their place in its order
+ * and is answered Skipped) — and queued again at the head for the free
+ * workers: the later half of what a worker holds at once, and everything a
+ * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
+ * task ahead of them, or it is still starting). A free worker that is
+ * still starting is no better a place: then the check waits for it.
  */
 import { STATE, WorkerState, monoNow } from './protocol.js';
 import { UnitState, type TaskQueue, type Unit } from './task-queue.js';
@@ -27,9 +30,11 @@ export class Balancer {
     private readonly dispatch: () => void,
   ) {}
 
-  /** Starts the checks when moving units may help (after a dispatch round left nothing queued). */
+  /** Starts a check when moving units may help (after a dispatch round left nothing queued). */
   watch(): void {
-    if (this.timer === null && this.worthIt(false)) this.arm();
+    if (this.timer !== null || !this.worthIt(false)) return;
+    // A ready worker is free: share at once; else wait for it to be up, or for a holder to be stuck.
+    this.arm(this.worthIt(true) ? 0 : STUCK_MS);
   }
 
   stop(): void {
@@ -53,11 +58,11 @@ export class Balancer {
     return free && movable;
   }
 
-  private arm(): void {
+  private arm(ms: number): void {
     this.timer = setTimeout(() => {
       this.timer = null;
       this.check();
-    }, STUCK_MS);
+    }, ms);
     // The pending answers keep the process alive, not this.
     this.timer.unref();
   }
@@ -65,21 +70,26 @@ export class Balancer {
   private check(): void {
     if (this.queue.size > 0 || !this.worthIt(false)) return;
     if (!this.worthIt(true)) {
-      this.arm();
+      this.arm(STUCK_MS);
       return;
     }
     const now = monoNow();
     const moved: Unit[] = [];
     for (const w of this.workers) {
-      if (w.dead || w.inFlight === 0 || !w.stuckSince(now, STUCK_MS)) continue;
-      for (const unit of w.unanswered()) {
-        if (unit.state !== UnitState.Handed || unit.call.settled || w.cancel(unit)) continue;
+      if (w.dead || w.inFlight === 0) continue;
+      const stuck = w.stuckSince(now, STUCK_MS);
+      const held = w.unanswered().filter((u) => u.state === UnitState.Handed && !u.call.settled && !w.isRunning(u));
+      // The later ones: the least likely to have started meanwhile.
+      const take = stuck ? held : held.slice(held.length - Math.floor(held.length / 2));
+      for (const unit of take) {
+        if (w.cancel(unit)) continue;
         w.takeBack(unit);
         moved.push(unit);
       }
     }
     if (moved.length === 0) {
-      this.arm();
+      // Only a holder of one unit not started, not stuck yet: look again then.
+      this.arm(STUCK_MS);
       return;
     }
     this.queue.pushFront(moved);
