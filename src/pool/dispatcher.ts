@@ -301,6 +301,14 @@ export class Dispatcher {
     return handed;
   }
 
+  /** Whether some worker that takes units has half its window or more free while units are queued. */
+  private refillDue(): boolean {
+    if (this.queue.size === 0) return false;
+    const half = this.window() / 2;
+    for (const w of this.active) if (w.inFlight <= half && !w.blocked && !w.stopping && w.budget > 0) return true;
+    return false;
+  }
+
   // ---------------------------------------------------------------------------
   // Answers
 
@@ -316,7 +324,7 @@ export class Dispatcher {
         if (item !== NOTHING) {
           this.take(w, item);
           // Refill before the window runs dry, not only when the ring does.
-          if (this.queue.size > 0 && w.inFlight * 2 <= this.window()) this.dispatch();
+          if (this.refillDue()) this.dispatch();
           if (performance.now() - since > YIELD_MS) {
             this.dispatch();
             await new Promise((resolve) => setImmediate(resolve));
@@ -324,7 +332,10 @@ export class Dispatcher {
           }
           continue;
         }
-        this.dispatch();
+        // Nothing more for now: refill (in batches, once a window is half
+        // empty, not a send per answer), or even out / stop workers when
+        // nothing is queued.
+        if (this.queue.size === 0 || this.refillDue()) this.dispatch();
         if (w.inFlight === 0 || w.dead) return;
         await channel.waitItem(Infinity);
         since = performance.now();
@@ -540,7 +551,7 @@ export class Dispatcher {
     let inFlight = 0;
     let busy = this.endedBusyMs;
     const workers = [...this.all].map((w) => {
-      inFlight += w.inFlight;
+      inFlight += w.tasksInFlight;
       busy += w.busyMs;
       return {
         name: w.name,
@@ -548,7 +559,7 @@ export class Dispatcher {
         threadId: w.process.threadId,
         completed: w.completed,
         failed: w.failed,
-        inFlight: w.inFlight,
+        inFlight: w.tasksInFlight,
         busyMs: w.busyMs,
       };
     });

@@ -109,9 +109,17 @@ export class WorkerHandle {
     return this.process.name;
   }
 
-  /** Units handed over and not answered. */
+  /** Stand-ins of units taken back (takeBack), not yet answered Skipped. */
+  private standIns = 0;
+
+  /** Units handed over and not answered (stand-ins included: they hold a place in the window). */
   get inFlight(): number {
     return this.outstanding.length - this.head;
+  }
+
+  /** Tasks it really holds: `inFlight` without stand-ins. */
+  get tasksInFlight(): number {
+    return this.inFlight - this.standIns;
   }
 
   /** The oldest unanswered unit: the running one, or the next to run. */
@@ -141,6 +149,7 @@ export class WorkerHandle {
       this.head = 0;
     }
     if (unit.call.timeout !== undefined) this.timed--;
+    if (unit.state === UnitState.Over) this.standIns--;
     this.answered = true;
     return unit;
   }
@@ -154,6 +163,7 @@ export class WorkerHandle {
     const at = this.outstanding.indexOf(unit, this.head);
     if (at < 0) return;
     this.outstanding[at] = { ...unit, state: UnitState.Over, refs: [], worker: null };
+    this.standIns++;
     unit.state = UnitState.Queued;
     unit.seq = 0;
     unit.worker = null;
@@ -165,6 +175,7 @@ export class WorkerHandle {
     this.outstanding.length = 0;
     this.head = 0;
     this.timed = 0;
+    this.standIns = 0;
     return rest;
   }
 
