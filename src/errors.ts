@@ -60,3 +60,11 @@ export class DeadlockError extends ProcessError {}
 export class IndexError extends ProcessError {}
 /** A key that a manager's dict does not hold (Python's `KeyError`). */
 export class KeyError extends ProcessError {}
+/**
+ * A pool can no longer run tasks: its workers kept dying before they
+ * finished a task (an initializer that throws, a crash while starting),
+ * so it stopped starting new ones (Python's pool would respawn forever).
+ * Pending and later calls fail with it; `cause` holds the last worker's
+ * error when it had one (the initializer's).
+ */
+export class BrokenPoolError extends ProcessError {}

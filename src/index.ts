@@ -42,6 +42,7 @@ import { JoinableQueue, Queue, SimpleQueue } from './queue/queue.js';
 import { Pipe } from './connection/pipe-transport.js';
 import type { ManagerOptions } from './managers/manager.js';
 import { Manager, type SyncManager } from './managers/sync-manager.js';
+import { Pool, poolClassFor } from './pool/pool.js';
 
 export * from './errors.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
@@ -91,6 +92,21 @@ export {
 export { ManagerServer, type ServerOptions } from './managers/server.js';
 export { serveManager, type ServeOptions } from './managers/server-process.js';
 export type { RegisterOptions } from './managers/typeids.js';
+export {
+  Pool,
+  type PoolOptions,
+  type CallOptions,
+  type MapOptions,
+  type ImapOptions,
+  type ApplyAsyncOptions,
+  type MapAsyncOptions,
+  type TaskFn,
+  type TaskResult,
+  type AnyIterable,
+  type ItemOf,
+} from './pool/pool.js';
+export { AsyncResult, type ResultCallbacks } from './pool/async-result.js';
+export type { PoolStats, WorkerStats, Percentiles } from './pool/stats.js';
 
 /** Whether the native addon loaded (without it, only `'thread'` children; `nativeLoadError()` says why). */
 export function nativeAvailable(): boolean {
@@ -146,6 +162,8 @@ export interface Context {
   readonly Pipe: typeof Pipe;
   /** `mp.Manager()` whose server process uses this context's start method. */
   readonly Manager: (options?: ManagerOptions) => Promise<SyncManager>;
+  /** `Pool` with this context's start method for its workers. */
+  readonly Pool: typeof Pool;
   readonly currentProcess: typeof currentProcess;
   readonly parentProcess: typeof parentProcess;
   readonly activeChildren: typeof activeChildren;
@@ -189,6 +207,7 @@ export function getContext(method?: StartMethod): Context {
       SimpleQueue,
       Pipe,
       Manager: (options: ManagerOptions = {}) => Manager({ startMethod: m, ...options }),
+      Pool: poolClassFor(m),
       currentProcess,
       parentProcess,
       activeChildren,

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { childExecArgv } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type Popen } from './popen.js';
+import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildLimits, type ChildSpec, type Popen } from './popen.js';
 import { forget, offerSpare, readied, takeSpare, type Spare } from './spares.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
@@ -37,8 +37,10 @@ function childExecArgvOnce(): string[] {
   return execArgv;
 }
 
-function spawnBootstrap(extra: readonly string[]): ChildProcess {
-  return childProcess().spawn(process.execPath, [...childExecArgvOnce(), BOOTSTRAP_PATH, PROCESS_CHILD_FLAG, ...extra], {
+function spawnBootstrap(extra: readonly string[], limits?: ChildLimits): ChildProcess {
+  // After the inherited options: V8 takes the last of a repeated flag.
+  const limitArgs = limits?.heapLimitMb ? [`--max-old-space-size=${limits.heapLimitMb}`] : [];
+  return childProcess().spawn(process.execPath, [...childExecArgvOnce(), ...limitArgs, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG, ...extra], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
 }
@@ -89,11 +91,14 @@ function makeSpare(settings: string): ProcessSpare {
   return spare;
 }
 
-/** `spawned(pid)` runs once the child exists and before it can receive its spec. */
-export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void): Popen {
-  const spare = takeSpare<ProcessSpare>('process', childExecArgvOnce());
+/**
+ * `spawned(pid)` runs once the child exists and before it can receive its
+ * spec. A child with `limits` is started cold: a spare was launched without them.
+ */
+export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void, limits?: ChildLimits): Popen {
+  const spare = limits ? undefined : takeSpare<ProcessSpare>('process', childExecArgvOnce());
   spare?.adopt();
-  const child = spare?.child ?? spawnBootstrap([]);
+  const child = spare?.child ?? spawnBootstrap([], limits);
   spawned?.(child.pid);
   const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));

@@ -10,7 +10,7 @@ import { workerThreads } from '../builtins.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { deferFilePreloads, withoutTsx, type DeferredPreload } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, type ChildSpec, type Popen, type SpareData } from './popen.js';
+import { BOOTSTRAP_URL, type ChildLimits, type ChildSpec, type Popen, type SpareData } from './popen.js';
 import { forget, offerSpare, takeSpare, type Spare } from './spares.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
@@ -40,9 +40,10 @@ function withPreloads(spec: ChildSpec): ChildSpec {
   return deferred.length > 0 ? { ...spec, preloads: deferred } : spec;
 }
 
-function newWorker(workerData: ChildSpec | SpareData): Worker {
+function newWorker(workerData: ChildSpec | SpareData, limits?: ChildLimits): Worker {
   const { Worker } = workerThreads();
-  const options = (): WorkerOptions => ({ workerData, execArgv: workerExecArgv() });
+  const resourceLimits = limits?.heapLimitMb ? { maxOldGenerationSizeMb: limits.heapLimitMb } : undefined;
+  const options = (): WorkerOptions => ({ workerData, execArgv: workerExecArgv(), resourceLimits });
   try {
     return new Worker(BOOTSTRAP_URL, options());
   } catch (err) {
@@ -94,14 +95,17 @@ function makeSpare(settings: string): ThreadSpare {
   return spare;
 }
 
-export function popenThread(spec: ChildSpec): Popen {
+/** A child with `limits` is started cold: a spare was launched without them. */
+export function popenThread(spec: ChildSpec, limits?: ChildLimits): Popen {
   spec = withPreloads(spec);
-  const worker = takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec) ?? newWorker(spec);
+  const worker = (limits ? undefined : takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec)) ?? newWorker(spec, limits);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));
   });
   worker.on('error', (err) => {
+    // Out of heap: V8 aborts a process (SIGABRT, -6); a thread reads the same.
+    if ((err as NodeJS.ErrnoException)?.code === 'ERR_WORKER_OUT_OF_MEMORY') forcedCode ??= -6;
     // Errors of the target are reported by the bootstrap; this is anything else.
     process.stderr.write(`Process ${spec.identity.name}:\n${(err as Error)?.stack ?? String(err)}\n`);
   });

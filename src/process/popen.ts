@@ -45,6 +45,12 @@ export interface Popen {
   setRef(ref: boolean): void;
 }
 
+/** Limits a starter applies to the child it starts (set by the pool: process.ts `limitHeap`). */
+export interface ChildLimits {
+  /** V8's old-generation heap limit, in MiB. */
+  readonly heapLimitMb?: number;
+}
+
 /** The bootstrap's argument that says it runs as an OS process (checking `isMainThread` would cost loading worker_threads). */
 export const PROCESS_CHILD_FLAG = '--multiprocessing-ts-child';
 

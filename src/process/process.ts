@@ -94,6 +94,8 @@ interface ProcessState {
   readonly self: boolean;
   /** The child's authkey when set on this object; null: the current process's, at `start()`. */
   authkey: Uint8Array | null;
+  /** The child's V8 old-generation heap limit in MiB (`limitHeap`); null: V8's default. */
+  heapLimitMb?: number | null;
 }
 
 const states = new WeakMap<object, ProcessState>();
@@ -335,11 +337,12 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
         authkey: Buffer.from(self.authkey ?? processAuthkey()).toString('base64'),
       };
       const spec: ChildSpec = { identity, target, args, instance };
+      const limits = self.heapLimitMb ? { heapLimitMb: self.heapLimitMb } : undefined;
       if (method === 'process') {
-        self.popen = popenProcess(spec, (pid) => ledger?.handed(pid));
+        self.popen = popenProcess(spec, (pid) => ledger?.handed(pid), limits);
       } else {
         ledger?.handed();
-        self.popen = popenThread(spec);
+        self.popen = popenThread(spec, limits);
       }
     } catch (err) {
       ledger?.discard();
@@ -483,6 +486,18 @@ function moduleOption(module: unknown, cls: Function): string | URL | undefined 
 
 function currentName(): string {
   return runtime().child?.name ?? 'MainProcess';
+}
+
+/**
+ * @internal For the pool's workers: caps the child's V8 old-generation heap
+ * at `mb` MiB (`--max-old-space-size` for a process, `resourceLimits` for a
+ * thread), so a runaway allocation ends that child (exit code -6, as V8's
+ * abort gives a process) instead of growing without bound. Before `start()`.
+ */
+export function limitHeap(p: Process, mb: number): void {
+  const self = openState(p);
+  if (self.popen) throw new StateError('limitHeap() must come before start()');
+  self.heapLimitMb = mb;
 }
 
 /**

@@ -151,6 +151,18 @@ function privateMemberOf(cls: Function, base: Function): string | null {
   return null;
 }
 
+/** The package's own functions known to be self-contained (the pool's worker target): no parse needed. */
+const selfContained = new WeakSet<Function>();
+
+/**
+ * @internal Marks a function of this package as self-contained, so it goes
+ * by source without the free-variable check (whose parser costs ~40 ms to
+ * load and warm up, on the pool's start path).
+ */
+export function markSelfContained(fn: Function): void {
+  selfContained.add(fn);
+}
+
 /**
  * Decides how `fn` travels.
  * @param role what the function is, for messages ('target', 'initializer'…).
@@ -160,6 +172,7 @@ export function describeTarget(fn: unknown, module: string | URL | undefined, ro
   if (typeof fn !== 'function') {
     throw new ValueError(`${role} is ${describe(fn)}, not a function; pass the function the child should run`);
   }
+  if (selfContained.has(fn)) return { kind: 'source', source: Function.prototype.toString.call(fn), name: fn.name };
   const name = fn.name;
   const reference = byReference(fn, module, role);
   if (reference) return reference;

@@ -1,0 +1,98 @@
+/**
+ * Keeping the workers evenly loaded once nothing is queued: a long task,
+ * a worker still starting, or just the last units of a map shared out
+ * unevenly must not leave one worker idle while another holds units it has
+ * not started.
+ *
+ * When nothing is queued, one worker has no units and another holds units
+ * it has not started, the units are taken back from the holder — cancelled
+ * there first (the flag-then-STARTED order of protocol.ts makes sure it
+ * skips them, so each runs once; a stand-in keeps their place in its order
+ * and is answered Skipped) — and queued again at the head for the free
+ * workers: the later half of what a worker holds at once, and everything a
+ * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
+ * task ahead of them, or it is still starting). A free worker that is
+ * still starting is no better a place: then the check waits for it.
+ */
+import { STATE, WorkerState, monoNow } from './protocol.js';
+import { UnitState, type TaskQueue, type Unit } from './task-queue.js';
+import type { WorkerHandle } from './worker-handle.js';
+
+/** How long a worker holding units may answer nothing before they move. */
+const STUCK_MS = 10;
+
+export class Balancer {
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly workers: ReadonlySet<WorkerHandle>,
+    private readonly queue: TaskQueue,
+    private readonly dispatch: () => void,
+  ) {}
+
+  /** Starts a check when moving units may help (after a dispatch round left nothing queued). */
+  watch(): void {
+    if (this.timer !== null || !this.worthIt(false)) return;
+    // A ready worker is free: share at once; else wait for it to be up, or for a holder to be stuck.
+    this.arm(this.worthIt(true) ? 0 : STUCK_MS);
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /**
+   * Whether a worker holds units it has not started while another has
+   * none; with `ready`, only a worker that finished starting counts as free.
+   */
+  private worthIt(ready: boolean): boolean {
+    let free = false;
+    let movable = false;
+    for (const w of this.workers) {
+      if (w.inFlight > 1 || (w.inFlight === 1 && !w.isRunning(w.front()!))) movable = true;
+      else if (w.inFlight === 0 && !w.blocked && !w.stopping && !w.dead && w.budget > 0) {
+        if (!ready || Atomics.load(w.ints, STATE) === WorkerState.Ready) free = true;
+      }
+    }
+    return free && movable;
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.check();
+    }, ms);
+    // The pending answers keep the process alive, not this.
+    this.timer.unref();
+  }
+
+  private check(): void {
+    if (this.queue.size > 0 || !this.worthIt(false)) return;
+    if (!this.worthIt(true)) {
+      this.arm(STUCK_MS);
+      return;
+    }
+    const now = monoNow();
+    const moved: Unit[] = [];
+    for (const w of this.workers) {
+      if (w.dead || w.inFlight === 0) continue;
+      const stuck = w.stuckSince(now, STUCK_MS);
+      const held = w.unanswered().filter((u) => u.state === UnitState.Handed && !u.call.settled && !w.isRunning(u));
+      // The later ones: the least likely to have started meanwhile.
+      const take = stuck ? held : held.slice(held.length - Math.floor(held.length / 2));
+      for (const unit of take) {
+        if (w.cancel(unit)) continue;
+        w.takeBack(unit);
+        moved.push(unit);
+      }
+    }
+    if (moved.length === 0) {
+      // Only a holder of one unit not started, not stuck yet: look again then.
+      this.arm(STUCK_MS);
+      return;
+    }
+    this.queue.pushFront(moved);
+    this.dispatch();
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The calls of a pool: each turns its input into units, collects their
+ * outcomes, and settles once — a value, the first error, an abort, or the
+ * pool's end. A settled call drops what it still has queued (and, for an
+ * abort or a time limit, ends its running tasks). `apply` and `map` here;
+ * `imap` in imap.ts.
+ */
+import { ValueError } from '../errors.js';
+import type { InFlight } from '../shm/segment.js';
+import { AsyncResult, SETTLE } from './async-result.js';
+import type { Dispatcher, Source } from './dispatcher.js';
+import type { TaskFunction } from './functions.js';
+import { Op, monoNow } from './protocol.js';
+import { isPrimitive, packArgs, packValue, packedSize, packing } from './task-payload.js';
+import { UnitState, releaseUnit, type Call, type Unit } from './task-queue.js';
+
+/** What every call may take, besides its Python parameters. */
+export interface CallLimits {
+  readonly signal: AbortSignal | undefined;
+  readonly timeout: number | undefined;
+}
+
+const NOTHING_TO_UNDO = (): void => {};
+/** No references in flight (most payloads): shared, never grown. */
+const NO_REFS: InFlight[] = [];
+
+/** Listens for an abort; returns the function that stops listening. */
+export function onAbort(signal: AbortSignal | undefined, abort: (reason: unknown) => void): () => void {
+  if (!signal) return NOTHING_TO_UNDO;
+  const listener = () => abort(signal.reason);
+  signal.addEventListener('abort', listener, { once: true });
+  return () => signal.removeEventListener('abort', listener);
+}
+
+/** Packs a chunk's items for `op` (Map: each item; Star: each argument tuple). */
+export function packChunk(op: Op.Map | Op.Star, items: readonly unknown[], first: number, refs: InFlight[]): unknown[] {
+  return items.map((item, k) => {
+    const path = `iterable[${first + k}]`;
+    if (op === Op.Map) return packValue(item, path, refs);
+    if (!Array.isArray(item)) {
+      throw new ValueError(`${path} is not an array of arguments; starmap calls fn(...item) for each item`);
+    }
+    return packArgs(item, path, refs);
+  });
+}
+
+/**
+ * `apply` / `applyAsync`: a call of one unit, so the call is its own unit
+ * (one object fewer per task: 100,000 `applyAsync` at once are mostly
+ * allocation and garbage collection in the parent).
+ */
+export class ApplyCall<T> implements Call, Unit {
+  // The unit.
+  readonly call: Call = this;
+  readonly op = Op.Apply;
+  readonly payload: unknown;
+  readonly size: number;
+  refs: InFlight[];
+  readonly index = 0;
+  readonly count = 1;
+  readonly submitted: number;
+  state = UnitState.Queued;
+  seq = 0;
+  worker: Unit['worker'] = null;
+  // The call.
+  settled = false;
+  readonly timeout: number | undefined;
+  private readonly unlisten: () => void;
+
+  /** Packs the arguments (refusing what cannot travel, at the call); `start()` submits. */
+  constructor(
+    private readonly engine: Dispatcher,
+    readonly label: string,
+    limits: CallLimits,
+    readonly result: AsyncResult<T>,
+    readonly fn: TaskFunction,
+    args: readonly unknown[],
+  ) {
+    if (args.every(isPrimitive)) {
+      this.payload = args.slice();
+      this.refs = NO_REFS;
+    } else {
+      const refs: InFlight[] = [];
+      this.payload = packing(label, refs, () => packArgs(args, 'args', refs));
+      this.refs = refs;
+    }
+    this.size = packedSize(this.payload);
+    this.submitted = monoNow();
+    this.timeout = limits.timeout;
+    this.unlisten = onAbort(limits.signal, (reason) => this.abort(reason));
+  }
+
+  start(signal: AbortSignal | undefined): void {
+    if (signal?.aborted) {
+      releaseUnit(this);
+      this.finish(false, signal.reason);
+      return;
+    }
+    this.engine.submit(this);
+  }
+
+  unitDone(_unit: Unit, value: unknown): void {
+    this.finish(true, value);
+  }
+
+  unitFailed(_unit: Unit, error: unknown): void {
+    this.finish(false, error);
+  }
+
+  private abort(reason: unknown): void {
+    if (this.settled) return;
+    this.finish(false, reason);
+    this.engine.drop([this], { error: reason });
+  }
+
+  private finish(ok: boolean, value: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.unlisten();
+    this.result[SETTLE](ok, value);
+  }
+}
+
+/** `map`, `starmap` and their `…Async` forms: the input cut into chunks, results in input order. */
+export class MapCall<T> implements Call {
+  settled = false;
+  readonly timeout: number | undefined;
+  private units: Unit[] = [];
+  private results: T[] = [];
+  private remaining = 0;
+  private done = 0;
+  private total = 0;
+  private readonly unlisten: () => void;
+
+  constructor(
+    private readonly engine: Dispatcher,
+    readonly label: string,
+    limits: CallLimits,
+    readonly result: AsyncResult<T[]>,
+    private readonly onProgress: ((done: number, total: number) => void) | undefined,
+  ) {
+    this.timeout = limits.timeout;
+    this.unlisten = onAbort(limits.signal, (reason) => this.abort(reason));
+  }
+
+  /** Packs every chunk (refusing what cannot travel before anything is submitted) and submits them. */
+  start(op: Op.Map | Op.Star, fn: TaskFunction, items: readonly unknown[], chunksize: number, signal: AbortSignal | undefined): void {
+    if (this.settled) return;
+    if (signal?.aborted) {
+      this.finish(false, signal.reason);
+      return;
+    }
+    // An async input may finish after terminate().
+    if (!this.engine.accepting) {
+      this.finish(false, this.engine.endError);
+      return;
+    }
+    this.total = items.length;
+    this.results = new Array<T>(items.length);
+    if (items.length === 0) {
+      this.finish(true, this.results);
+      return;
+    }
+    const all: InFlight[] = [];
+    const units: Unit[] = [];
+    packing(this.label, all, () => {
+      for (let first = 0; first < items.length; first += chunksize) {
+        const refs: InFlight[] = [];
+        const chunk = items.slice(first, first + chunksize);
+        const payload = packChunk(op, chunk, first, refs);
+        all.push(...refs);
+        units.push(this.engine.unit(this, op, fn, payload, packedSize(payload), refs, first, chunk.length));
+      }
+    });
+    this.units = units;
+    this.remaining = units.length;
+    for (const unit of units) this.engine.submit(unit);
+  }
+
+  unitDone(unit: Unit, values: unknown): void {
+    const list = values as T[];
+    for (let k = 0; k < list.length; k++) this.results[unit.index + k] = list[k]!;
+    this.done += unit.count;
+    this.remaining--;
+    if (this.onProgress) {
+      try {
+        this.onProgress(this.done, this.total);
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
+    }
+    if (this.remaining === 0) this.finish(true, this.results);
+  }
+
+  unitFailed(_unit: Unit, error: unknown): void {
+    this.fail(error);
+  }
+
+  /**
+   * Starts once its async input is read (`begin` with the items). Until
+   * then the pool counts it as a source: close() waits for it, terminate() fails it.
+   */
+  collecting(input: Promise<unknown[]>, begin: (items: unknown[]) => void): void {
+    const source: Source = { stop: (error) => this.fail(error) };
+    this.engine.addSource(source);
+    input
+      .then(
+        (items) => begin(items),
+        (err) => this.fail(err),
+      )
+      .catch((err) => this.fail(err))
+      .finally(() => this.engine.removeSource(source));
+  }
+
+  /** The first error settles the call; its other queued tasks are dropped, running ones finish. */
+  fail(error: unknown): void {
+    if (this.settled) return;
+    this.finish(false, error);
+    this.engine.drop(this.units);
+  }
+
+  private abort(reason: unknown): void {
+    if (this.settled) return;
+    this.finish(false, reason);
+    this.engine.drop(this.units, { error: reason });
+  }
+
+  private finish(ok: boolean, value: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.unlisten();
+    this.result[SETTLE](ok, value);
+  }
+}

@@ -1,0 +1,594 @@
+/**
+ * The pool's engine, in the parent: it keeps `processes` workers, hands
+ * queued units to them in batches, reads their answers, enforces time
+ * limits, and deals with workers that die.
+ *
+ * Dispatch. Each worker may hold a *window* of units handed over and not
+ * answered: one running, the rest waiting in its task ring, so it never
+ * waits for a round trip to the parent between tasks and nobody is woken
+ * per task. The window adapts to the mean run time of a unit: about
+ * QUEUED_MS of queued work per worker (at least 2 units, at most
+ * MAX_WINDOW), enough to hide a wake-up of the parent yet small enough
+ * that the last units of a map do not pile up behind one worker while
+ * another idles. Queued units are spread evenly over the workers with
+ * room, fewest in flight first; a worker's share goes out as one batch.
+ *
+ * Answers. While a worker has units in flight, one async loop drains its
+ * result ring (no wait while items are there; a spin and an async futex
+ * wait when not), settles the calls, and refills the windows. That pending
+ * wait is what keeps the process alive while work is outstanding; an idle
+ * pool keeps nothing alive (the workers are daemons, as Python's).
+ *
+ * Deaths. When a worker ends unasked, its answers are drained first; then
+ * the unit it had started (its control block says which) fails with
+ * WorkerLostError — or with TimeoutError or the abort reason when the pool
+ * ended it for that — and the units behind it, handed over but never
+ * started, go back to the head of the queue for the other workers. A
+ * replacement starts. A worker that dies before answering anything and
+ * without a task to blame (its initializer threw or crashed, importing a
+ * task function killed it) counts toward STARTUP_FAILURES in a row, and
+ * then the pool breaks with BrokenPoolError instead of respawning forever.
+ *
+ * Time limits are time-limits.ts; moving units away from a stuck worker is
+ * balancer.ts.
+ */
+import { constants } from 'node:os';
+import { BrokenPoolError, StateError, ValueError, WorkerLostError } from '../errors.js';
+import { NOTHING } from '../channel/channel.js';
+import { decode } from '../serialize/decode.js';
+import { EVERY_KIND } from '../serialize/shared.js';
+import type { StartMethod } from '../process/start-method.js';
+import type { TargetSpec } from '../process/target.js';
+import { ITEM, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
+import { fromRecord, type ErrorRecord } from './remote-error.js';
+import { Histogram, type PoolStats } from './stats.js';
+import { TaskQueue, UnitState, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
+import type { TaskFunction } from './functions.js';
+import { WorkerHandle } from './worker-handle.js';
+import { TimeLimits } from './time-limits.js';
+import { Balancer } from './balancer.js';
+
+
+/** Units per worker before any run time is known. */
+const INITIAL_WINDOW = 4;
+/** About this much queued work (ms) per worker once run times are known. */
+const QUEUED_MS = 2;
+/** A batch stops growing past this many bytes (a frame an eighth of the ring or more is spilled to a file). */
+const BATCH_BYTES = 32 * 1024;
+/** Workers in a row that die before answering anything, with no task to blame, before the pool breaks. */
+export const STARTUP_FAILURES = 3;
+/** A drain that finds answers for this long yields to the event loop. */
+const YIELD_MS = 10;
+
+export const enum PoolState {
+  Running = 0,
+  Closed = 1,
+  Terminated = 2,
+  Broken = 3,
+}
+
+export interface DispatcherOptions {
+  readonly processes: number;
+  readonly method: StartMethod;
+  readonly initializer: TargetSpec | null;
+  readonly initargs: unknown[];
+  readonly maxtasksperchild: number | undefined;
+  readonly heapLimitMb: number | undefined;
+}
+
+/** What a call that pulls its input lazily (imap) needs to hear from the pool. */
+export interface Source {
+  /** The pool was terminated or broke: fail with `error`. */
+  stop(error: unknown): void;
+}
+
+function signalName(n: number): string {
+  const entry = Object.entries(constants.signals).find(([, v]) => v === n);
+  return entry ? entry[0] : `signal ${n}`;
+}
+
+export class Dispatcher {
+  state = PoolState.Running;
+  readonly processes: number;
+  private readonly options: DispatcherOptions;
+  private readonly queue = new TaskQueue();
+  /** Workers that take units. */
+  private readonly active: WorkerHandle[] = [];
+  /** Every worker not yet ended (active, and those told to stop). */
+  private readonly all = new Set<WorkerHandle>();
+  /** Calls still pulling input (close() waits for them). */
+  private readonly sources = new Set<Source>();
+  private startupFailures = 0;
+  private meanRunMs = NaN;
+  private dispatchQueued = false;
+  private dispatching = false;
+  private readonly timeLimits: TimeLimits;
+  private readonly balancer: Balancer;
+  private brokenError: Error | null = null;
+  // Counters for stats().
+  private readonly runTimes = new Histogram();
+  private readonly waitTimes = new Histogram();
+  private completed = 0;
+  private failed = 0;
+  private workersStarted = 0;
+  private workersLost = 0;
+  private endedBusyMs = 0;
+  private readonly createdAt = monoNow();
+
+  constructor(options: DispatcherOptions) {
+    this.options = options;
+    this.processes = options.processes;
+    this.timeLimits = new TimeLimits(this.all);
+    this.balancer = new Balancer(this.all, this.queue, () => this.dispatch());
+    this.ensureWorkers();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Calls
+
+  /** @throws ValueError after close()/terminate(), BrokenPoolError once broken. */
+  checkRunning(label: string): void {
+    if (this.state === PoolState.Running) return;
+    if (this.state === PoolState.Broken) throw this.brokenError!;
+    throw new ValueError(`${label}: the pool is not running (it was ${this.state === PoolState.Closed ? 'closed' : 'terminated'})`);
+  }
+
+  /** Whether units may still be submitted (a call made before close() may go on). */
+  get accepting(): boolean {
+    return this.state === PoolState.Running || this.state === PoolState.Closed;
+  }
+
+  /** What a call that may no longer submit fails with (the pool was terminated, or broke). */
+  get endError(): Error {
+    return this.brokenError ?? terminatedError();
+  }
+
+  unit(call: Call, op: Op.Apply | Op.Map | Op.Star, fn: TaskFunction, payload: unknown, size: number, refs: Unit['refs'], index: number, count: number): Unit {
+    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null };
+  }
+
+  /** Queues a unit (while `accepting`). */
+  submit(unit: Unit): void {
+    this.queue.push(unit);
+    // After close(), with every worker gone, a call made before it still gets workers.
+    if (this.state === PoolState.Closed) this.ensureWorkers();
+    if (!this.dispatchQueued) {
+      this.dispatchQueued = true;
+      queueMicrotask(() => {
+        this.dispatchQueued = false;
+        this.dispatch();
+      });
+    }
+  }
+
+  /**
+   * Drops units of a call that no longer wants them: queued ones leave the
+   * queue, handed ones are skipped by their worker. With `kill`, a unit
+   * already running ends with its worker (which is replaced), failing with `kill.error`.
+   */
+  drop(units: Iterable<Unit>, kill?: { error: unknown }): void {
+    for (const unit of units) {
+      if (unit.state === UnitState.Queued) {
+        this.queue.drop(unit);
+      } else if (unit.state === UnitState.Handed && unit.worker) {
+        const w = unit.worker;
+        if (w.cancel(unit) && kill && w.isRunning(unit)) w.end(unit.seq, kill.error);
+      }
+    }
+    this.stopIdle();
+  }
+
+  addSource(source: Source): void {
+    this.sources.add(source);
+  }
+
+  removeSource(source: Source): void {
+    this.sources.delete(source);
+    this.stopIdle();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Workers
+
+  private wantsWorkers(): boolean {
+    if (this.state === PoolState.Running) return true;
+    return this.state === PoolState.Closed && (this.queue.size > 0 || this.sources.size > 0);
+  }
+
+  private ensureWorkers(): void {
+    while (this.active.length < this.processes && this.wantsWorkers()) this.spawn();
+  }
+
+  private spawn(): void {
+    const { method, initializer, initargs, maxtasksperchild, heapLimitMb } = this.options;
+    let w: WorkerHandle;
+    try {
+      w = new WorkerHandle({ method, initializer, initargs, budget: maxtasksperchild ?? Infinity, heapLimitMb });
+    } catch (err) {
+      // The first start failing (a pool made where children may not be started) is the constructor's error.
+      if (this.workersStarted === 0) throw err;
+      this.startupFailed(`a worker could not be started (${(err as Error)?.message ?? String(err)})`, err);
+      return;
+    }
+    this.workersStarted++;
+    this.active.push(w);
+    this.all.add(w);
+    void w.ended.then((code) => this.onExit(w, code));
+  }
+
+  /** Takes a worker out of service: it runs what it holds, then returns (Stop). */
+  private retire(w: WorkerHandle): void {
+    w.stopping = true;
+    const at = this.active.indexOf(w);
+    if (at >= 0) this.active.splice(at, 1);
+    this.ensureWorkers();
+  }
+
+  /** After close(), once nothing is left to do, idle workers are told to stop. */
+  private stopIdle(): void {
+    if (this.state !== PoolState.Closed || this.queue.size > 0 || this.sources.size > 0) return;
+    for (const w of [...this.active]) {
+      if (w.inFlight > 0 || w.blocked) continue;
+      this.retire(w);
+      w.send([Op.Stop], () => {});
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Dispatch
+
+  private window(): number {
+    const mean = this.meanRunMs;
+    if (!(mean >= 0)) return INITIAL_WINDOW;
+    return Math.max(2, Math.min(MAX_WINDOW, 1 + Math.ceil(QUEUED_MS / Math.max(mean, 0.001))));
+  }
+
+  /** Hands queued units to workers with room in their windows. */
+  dispatch(): void {
+    // Not reentrant: a fill starts a reader, which dispatches when it finds nothing yet.
+    if (this.state >= PoolState.Terminated || this.dispatching) return;
+    this.dispatching = true;
+    try {
+      // Again when a round handed units and some are left: a retired worker's replacement may take them.
+      for (let handed = 1; handed > 0 && this.queue.size > 0; ) handed = this.shareOut();
+    } finally {
+      this.dispatching = false;
+    }
+    if (this.queue.size === 0) this.balancer.watch();
+    this.stopIdle();
+  }
+
+  /** One round of dispatch: the queue shared evenly among workers with room, fewest in flight first; how many were handed. */
+  private shareOut(): number {
+    const window = this.window();
+    const order = this.active.length > 1 ? [...this.active].sort((a, b) => a.inFlight - b.inFlight) : [...this.active];
+    const open = (w: WorkerHandle) => !w.blocked && !w.stopping && !w.dead && w.inFlight < window && w.budget > 0;
+    let left = order.filter(open).length;
+    let handed = 0;
+    for (const w of order) {
+      if (this.queue.size === 0 || left === 0) break;
+      if (!open(w)) continue;
+      const share = Math.ceil(this.queue.size / left--);
+      handed += this.fill(w, Math.min(window - w.inFlight, w.budget, share));
+    }
+    return handed;
+  }
+
+  /** Hands up to `room` queued units to `w`, in one batch; how many it handed. */
+  private fill(w: WorkerHandle, room: number): number {
+    const entries: unknown[] = [];
+    let bytes = 0;
+    let handed = 0;
+    while (handed < room && bytes < BATCH_BYTES) {
+      const unit = this.queue.shift();
+      if (!unit) break;
+      if (!w.defined.has(unit.fn.id)) {
+        entries.push(Op.Define, unit.fn.id, unit.fn.spec);
+        w.defined.add(unit.fn.id);
+      }
+      entries.push(unit.op, unit.fn.id, unit.payload);
+      unit.worker = w;
+      w.hand(unit);
+      handed++;
+      bytes += unit.size;
+      if (unit.call.timeout !== undefined) this.timeLimits.watch(monoNow() + unit.call.timeout);
+    }
+    if (w.budget <= 0) {
+      entries.push(Op.Stop);
+      this.retire(w);
+    }
+    if (entries.length > 0) w.send(entries, () => this.dispatch());
+    if (handed > 0 && !w.reading) void this.read(w);
+    return handed;
+  }
+
+  /** Whether some worker that takes units has half its window or more free while units are queued. */
+  private refillDue(): boolean {
+    if (this.queue.size === 0) return false;
+    const half = this.window() / 2;
+    for (const w of this.active) if (w.inFlight <= half && !w.blocked && !w.stopping && w.budget > 0) return true;
+    return false;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Answers
+
+  /** Drains `w`'s answers while it has units in flight. */
+  private async read(w: WorkerHandle): Promise<void> {
+    w.reading = true;
+    const channel = w.results.channel;
+    let since = performance.now();
+    try {
+      for (;;) {
+        if (w.dead) return;
+        const item = channel.getSync(false, 0);
+        if (item !== NOTHING) {
+          this.take(w, item);
+          // Refill before the window runs dry, not only when the ring does.
+          if (this.refillDue()) this.dispatch();
+          if (performance.now() - since > YIELD_MS) {
+            this.dispatch();
+            await new Promise((resolve) => setImmediate(resolve));
+            since = performance.now();
+          }
+          continue;
+        }
+        // Nothing more for now: refill (in batches, once a window is half
+        // empty, not a send per answer), or even out / stop workers when
+        // nothing is queued.
+        if (this.queue.size === 0 || this.refillDue()) this.dispatch();
+        if (w.inFlight === 0 || w.dead) return;
+        await channel.waitItem(Infinity);
+        since = performance.now();
+      }
+    } finally {
+      w.reading = false;
+    }
+  }
+
+  /** One answer of `w`: settles the unit it is for. */
+  private take(w: WorkerHandle, item: unknown): void {
+    let status = Status.Ok;
+    let payload = item;
+    let enveloped = false;
+    if (item instanceof Uint8Array) {
+      const envelope = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number];
+      [status, payload] = envelope;
+      enveloped = true;
+      if (status === Status.InitFailed) {
+        w.initError = fromRecord(payload as ErrorRecord);
+        return;
+      }
+    }
+    const unit = w.answer();
+    if (!unit) return;
+    unit.state = UnitState.Over;
+    unit.worker = null;
+    this.startupFailures = 0;
+    if (status === Status.Skipped) {
+      releaseUnit(unit);
+      return;
+    }
+    const slot = timeSlot(unit.seq);
+    const start = w.floats[slot]!;
+    const run = Math.max(0, w.floats[slot + 1]! - start);
+    this.runTimes.record(run);
+    this.waitTimes.record(start - unit.submitted);
+    w.busyMs += run;
+    this.meanRunMs = Number.isNaN(this.meanRunMs) ? run : this.meanRunMs * 0.875 + run * 0.125;
+    if (status === Status.Ok) {
+      w.completed++;
+      this.completed++;
+      // A chunk of one item answers with its bare value (protocol.ts).
+      const value = enveloped ? decode(payload, EVERY_KIND) : unit.op === Op.Apply ? payload : [payload];
+      if (!unit.call.settled) unit.call.unitDone(unit, value);
+    } else {
+      w.failed++;
+      this.failed++;
+      if (unit.call.settled) return;
+      const error = fromRecord(payload as ErrorRecord) as Error;
+      // A result that could not travel back: name the task it belongs to.
+      if (status === Status.Unsendable) {
+        const message = `${unitLabel(unit)}: ${error.message}`;
+        error.stack = error.stack?.replace(error.message, message);
+        error.message = message;
+      }
+      unit.call.unitFailed(unit, error);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Deaths
+
+  private onExit(w: WorkerHandle, code: number): void {
+    w.dead = true;
+    w.results.channel.interrupt();
+    w.tasks.channel.interrupt();
+    this.all.delete(w);
+    const at = this.active.indexOf(w);
+    if (at >= 0) this.active.splice(at, 1);
+    this.endedBusyMs += w.busyMs;
+    // What it answered before it ended counts.
+    const channel = w.results.channel;
+    for (let item = channel.getSync(false, 0); item !== NOTHING; item = channel.getSync(false, 0)) this.take(w, item);
+
+    const started = Atomics.load(w.ints, STARTED);
+    const units = w.takeUnanswered();
+    const over = this.state >= PoolState.Terminated;
+    const deliberate = w.deliberate;
+    const expected = deliberate !== null || over || (w.stopping && code === 0 && units.length === 0);
+    if (!expected) this.workersLost++;
+    const requeue: Unit[] = [];
+    let blamed = false;
+    for (const unit of units) {
+      // A unit moved to another worker left a stand-in here (balancer.ts).
+      if (unit.state !== UnitState.Handed) continue;
+      unit.worker = null;
+      const running = unit.seq === started;
+      if (!running) releaseUnitIf(unit, unit.call.settled || over);
+      if (unit.call.settled || over) {
+        unit.state = UnitState.Over;
+        if (!unit.call.settled) unit.call.unitFailed(unit, this.brokenError ?? terminatedError());
+        continue;
+      }
+      if (running && (!deliberate || deliberate.seq === unit.seq)) {
+        unit.state = UnitState.Over;
+        blamed = true;
+        w.failed++;
+        this.failed++;
+        unit.call.unitFailed(unit, deliberate ? deliberate.error : this.lostError(w, unit, code));
+        continue;
+      }
+      // Handed over but not started (or cut short by a kill meant for another unit): another worker runs it.
+      unit.state = UnitState.Queued;
+      unit.seq = 0;
+      requeue.push(unit);
+    }
+    this.queue.pushFront(requeue);
+    if (!expected && !blamed && !w.answered) {
+      const loading = Atomics.load(w.ints, LOADING);
+      const state = Atomics.load(w.ints, STATE) as WorkerState;
+      const doing =
+        w.initError !== undefined
+          ? `its initializer threw ${describeError(w.initError)}`
+          : state !== WorkerState.Ready
+            ? `it ${this.death(code)} before its initializer finished`
+            : loading !== 0
+              ? `it ${this.death(code)} while importing a task function`
+              : `it ${this.death(code)} before it finished a task`;
+      this.startupFailed(`${w.name}: ${doing}`, w.initError);
+    }
+    this.ensureWorkers();
+    this.dispatch();
+  }
+
+  /** How a worker ended, for messages. */
+  private death(code: number): string {
+    if (code === -6) {
+      const limit = this.options.heapLimitMb;
+      return `ran out of memory (V8 aborted it${limit ? `; its heap limit is heapLimitMb: ${limit}` : ''})`;
+    }
+    if (code < 0) return `was killed by ${signalName(-code)}`;
+    return `exited with code ${code}`;
+  }
+
+  private lostError(w: WorkerHandle, unit: Unit, code: number): WorkerLostError {
+    const where = w.process.threadId ? `thread ${w.process.threadId} of pid ${w.process.pid}` : `pid ${w.process.pid}`;
+    const err = new WorkerLostError(
+      `${unitLabel(unit, Atomics.load(w.ints, ITEM))} was running in ${w.name} (${where}) when the worker ${this.death(code)}; ` +
+        `the pool replaces the worker and goes on with the other tasks`,
+    );
+    Object.assign(err, { worker: w.name, pid: w.process.pid, threadId: w.process.threadId, exitCode: code });
+    return err;
+  }
+
+  private startupFailed(why: string, cause: unknown): void {
+    this.startupFailures++;
+    if (this.startupFailures < STARTUP_FAILURES) return;
+    this.breakPool(
+      new BrokenPoolError(
+        `the pool's workers keep dying before they finish a task (${this.startupFailures} in a row), so it stopped starting new ones; ` +
+          `the last: ${why}`,
+        cause === undefined ? undefined : { cause },
+      ),
+    );
+  }
+
+  /** No more work: every call still waiting fails with `error`, every worker is ended. */
+  private breakPool(error: Error): void {
+    if (this.state >= PoolState.Terminated) return;
+    this.state = PoolState.Broken;
+    this.brokenError = error;
+    this.shutDown(error);
+  }
+
+  private shutDown(error: unknown): void {
+    this.balancer.stop();
+    this.timeLimits.stop();
+    for (const unit of this.queue.drain()) {
+      unit.state = UnitState.Over;
+      releaseUnit(unit);
+      if (!unit.call.settled) unit.call.unitFailed(unit, error);
+    }
+    for (const w of this.all) {
+      for (const unit of w.unanswered()) if (!unit.call.settled) unit.call.unitFailed(unit, error);
+      w.end(-1, error);
+    }
+    for (const source of [...this.sources]) source.stop(error);
+    this.sources.clear();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Lifecycle
+
+  close(): void {
+    if (this.state !== PoolState.Running) return;
+    this.state = PoolState.Closed;
+    this.stopIdle();
+  }
+
+  terminate(): void {
+    if (this.state >= PoolState.Terminated) return;
+    this.state = PoolState.Terminated;
+    this.shutDown(terminatedError());
+  }
+
+  /** Resolves once every worker has ended. */
+  async join(): Promise<void> {
+    if (this.state === PoolState.Running) {
+      throw new ValueError('join() of a running pool: call close() (or terminate()) first, as in Python');
+    }
+    while (this.all.size > 0) {
+      await Promise.all(
+        [...this.all].map(async (w) => {
+          await w.process.join();
+          await w.ended;
+        }),
+      );
+    }
+  }
+
+  stats(): PoolStats {
+    let inFlight = 0;
+    let busy = this.endedBusyMs;
+    const workers = [...this.all].map((w) => {
+      inFlight += w.tasksInFlight;
+      busy += w.busyMs;
+      return {
+        name: w.name,
+        pid: w.process.pid,
+        threadId: w.process.threadId,
+        completed: w.completed,
+        failed: w.failed,
+        inFlight: w.tasksInFlight,
+        busyMs: w.busyMs,
+      };
+    });
+    const elapsed = Math.max(1e-3, monoNow() - this.createdAt);
+    return {
+      processes: this.processes,
+      completed: this.completed,
+      failed: this.failed,
+      queued: this.queue.size,
+      inFlight,
+      runTime: this.runTimes.summary(),
+      waitTime: this.waitTimes.summary(),
+      utilization: Math.min(1, busy / (elapsed * this.processes)),
+      workersStarted: this.workersStarted,
+      workersLost: this.workersLost,
+      workers,
+    };
+  }
+}
+
+function releaseUnitIf(unit: Unit, yes: boolean): void {
+  if (yes) releaseUnit(unit);
+}
+
+function terminatedError(): StateError {
+  return new StateError('the pool was terminated before this task finished');
+}
+
+function describeError(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

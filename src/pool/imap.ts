@@ -1,0 +1,244 @@
+/**
+ * `imap` / `imapUnordered`: a call that pulls its input lazily and yields
+ * results as an async iterator (see ImapCall).
+ */
+import type { InFlight } from '../shm/segment.js';
+import { ChunkSource } from './chunking.js';
+import type { Dispatcher, Source } from './dispatcher.js';
+import type { TaskFunction } from './functions.js';
+import type { Op } from './protocol.js';
+import { packedSize, packing } from './task-payload.js';
+import type { Call, Unit } from './task-queue.js';
+import { onAbort, packChunk, type CallLimits } from './calls.js';
+
+/** The most chunks per worker an imap has pulled from its input and not yet yielded. */
+export const IMAP_CHUNKS_PER_WORKER = 8;
+
+const ERROR = Symbol('error');
+type Ready = { readonly [ERROR]: unknown };
+
+/**
+ * `imap` / `imapUnordered`: pulls its input a chunk at a time while fewer
+ * than the bound of items are pulled and not yet yielded, so an endless
+ * (or async) input is consumed as the results are, and memory stays
+ * bounded. Ordered: results wait for those before them; an error (of a
+ * task, or of the input) is thrown at its position, after every result
+ * before it. Unordered: results as they come.
+ */
+export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
+  settled = false;
+  readonly timeout: number | undefined;
+  private readonly source: ChunkSource;
+  private readonly bound: number;
+  private readonly pending = new Set<Unit>();
+  /** Ordered: outcomes of units answered early, by their first item's index. */
+  private readonly early = new Map<number, unknown[] | Ready>();
+  /** The next item index to move to `ready` (ordered). */
+  private nextIndex = 0;
+  /** Values (and at most one final error) for the consumer, in order. */
+  private ready: Array<unknown> = [];
+  private readyHead = 0;
+  private pulled = 0;
+  private consumed = 0;
+  private doneItems = 0;
+  /** What the input threw, and after how many items. */
+  private inputError: { error: unknown; at: number } | null = null;
+  /** No more values will come (once `ready` is read). */
+  private ended = false;
+  private pumping = false;
+  private wake: (() => void) | null = null;
+  private readonly unlisten: () => void;
+
+  constructor(
+    private readonly engine: Dispatcher,
+    readonly label: string,
+    limits: CallLimits,
+    private readonly op: Op.Map | Op.Star,
+    private readonly fn: TaskFunction,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
+    private readonly chunksize: number,
+    private readonly ordered: boolean,
+    private readonly onProgress: ((done: number, total: number | undefined) => void) | undefined,
+  ) {
+    this.timeout = limits.timeout;
+    this.source = new ChunkSource(iterable);
+    this.bound = IMAP_CHUNKS_PER_WORKER * engine.processes * chunksize;
+    this.unlisten = onAbort(limits.signal, (reason) => this.stop(reason, { error: reason }));
+    engine.addSource(this);
+    if (limits.signal?.aborted) this.stop(limits.signal.reason);
+    else void this.pump();
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<T>> {
+    for (;;) {
+      if (this.readyHead < this.ready.length) {
+        const value = this.ready[this.readyHead]!;
+        this.ready[this.readyHead++] = undefined;
+        if (this.readyHead > 1024 && this.readyHead * 2 > this.ready.length) {
+          this.ready = this.ready.slice(this.readyHead);
+          this.readyHead = 0;
+        }
+        if (typeof value === 'object' && value !== null && ERROR in value) {
+          this.ready = [];
+          this.readyHead = 0;
+          throw (value as Ready)[ERROR];
+        }
+        this.consumed++;
+        void this.pump();
+        return { done: false, value: value as T };
+      }
+      if (this.ended) return { done: true, value: undefined };
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  /** Breaking out of `for await`: stops pulling, drops what was not started. */
+  async return(): Promise<IteratorResult<T>> {
+    this.finishInput();
+    this.ready = [];
+    this.readyHead = 0;
+    this.ended = true;
+    this.engine.drop(this.pending);
+    this.pending.clear();
+    this.notify();
+    await this.source.close();
+    return { done: true, value: undefined };
+  }
+
+  /** Ends the iteration with `error` (an abort, the pool's end): it is thrown by the next `next()`; `kill` ends its running tasks too. */
+  stop(error: unknown, kill?: { error: unknown }): void {
+    if (this.ended && this.settled) return;
+    this.finishInput();
+    this.ready = [{ [ERROR]: error } satisfies Ready];
+    this.readyHead = 0;
+    this.ended = true;
+    this.engine.drop(this.pending, kill);
+    this.pending.clear();
+    this.notify();
+    void this.source.close();
+  }
+
+  unitDone(unit: Unit, values: unknown): void {
+    this.pending.delete(unit);
+    const list = values as unknown[];
+    if (this.ordered) this.early.set(unit.index, list);
+    else this.ready.push(...list);
+    this.doneItems += unit.count;
+    if (this.onProgress) {
+      try {
+        this.onProgress(this.doneItems, this.source.done && !this.source.failing ? this.pulled : undefined);
+      } catch (err) {
+        this.fail(unit.index, err);
+        return;
+      }
+    }
+    this.advance();
+  }
+
+  unitFailed(unit: Unit, error: unknown): void {
+    this.pending.delete(unit);
+    this.fail(unit.index, error);
+  }
+
+  /** An error at item `index`: thrown after every value before it (ordered) or after those already in (unordered). */
+  private fail(index: number, error: unknown): void {
+    if (this.settled) return;
+    if (this.ordered) {
+      this.early.set(index, { [ERROR]: error });
+      this.advance();
+    } else {
+      this.end(error);
+    }
+  }
+
+  /** Moves what is in order to `ready`, and ends the iteration when nothing more can come. */
+  private advance(): void {
+    if (this.settled) return;
+    if (this.ordered) {
+      for (let next = this.early.get(this.nextIndex); next !== undefined; next = this.early.get(this.nextIndex)) {
+        this.early.delete(this.nextIndex);
+        if (!Array.isArray(next)) {
+          this.end((next as Ready)[ERROR]);
+          return;
+        }
+        this.ready.push(...next);
+        this.nextIndex += next.length;
+      }
+    }
+    const inputError = this.inputError;
+    if (inputError && (this.ordered ? this.nextIndex >= inputError.at : this.pending.size === 0)) {
+      this.end(inputError.error);
+      return;
+    }
+    if (this.source.done && !inputError && this.pending.size === 0 && this.early.size === 0 && !this.pumping) this.end();
+    this.notify();
+  }
+
+  /** No more values after those in `ready` (then `error`, if given). */
+  private end(...error: [] | [unknown]): void {
+    this.finishInput();
+    this.ended = true;
+    if (error.length === 1) {
+      this.ready.push({ [ERROR]: error[0] } satisfies Ready);
+      this.engine.drop(this.pending);
+      this.pending.clear();
+      void this.source.close();
+    }
+    this.notify();
+  }
+
+  /** The call takes no more outcomes and pulls no more input. */
+  private finishInput(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.unlisten();
+    this.engine.removeSource(this);
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  /** Pulls and submits chunks while under the bound. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.settled && !this.source.done && this.pulled - this.consumed < this.bound) {
+        if (!this.engine.accepting) return;
+        const first = this.pulled;
+        let items: unknown[];
+        try {
+          items = await this.source.next(this.chunksize);
+        } catch (err) {
+          this.inputError = { error: err, at: first };
+          break;
+        }
+        if (this.settled) return;
+        if (items.length === 0) break;
+        this.pulled += items.length;
+        const refs: InFlight[] = [];
+        let payload: unknown[];
+        try {
+          payload = packing(this.label, refs, () => packChunk(this.op, items, first, refs));
+        } catch (err) {
+          this.inputError = { error: err, at: first };
+          this.pulled = first;
+          break;
+        }
+        const unit = this.engine.unit(this, this.op, this.fn, payload, packedSize(payload), refs, first, items.length);
+        this.pending.add(unit);
+        this.engine.submit(unit);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    this.advance();
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * What the pool's parent and its workers agree on.
+ *
+ * Each worker has a task channel (parent → worker), a result channel
+ * (worker → parent) and a control block in shared memory. The parent sends
+ * *batches*: one channel item (the V8 bytes of a flat array) holding many
+ * operations, so a dispatch round costs one serialization and one commit,
+ * however many tasks it carries. A *unit* is what one operation runs: one
+ * `apply`, or one chunk of a `map`/`starmap`; `maxtasksperchild` counts
+ * units, as Python counts its tasks.
+ *
+ * Units are numbered per worker (`seq`, from 1) in the order the parent
+ * hands them over; the worker runs them one at a time in that order and
+ * answers each with one result item, in the same order. So neither side
+ * sends the number: both count. The worker records in its control block
+ * which unit it has started (STARTED) and answered (FINISHED), and which
+ * item of a chunk it is on (ITEM), before it runs anything. When a worker
+ * dies, the parent drains what it answered, and the unit after the last
+ * answer is the one that was running if STARTED names it; the units after
+ * it were handed over but never started, and go to another worker.
+ *
+ * Control block: one `RawArray('d')`; the first 4 KiB are int32 words.
+ *   STATE     Starting → Ready (initializer done) → Stopped; InitFailed.
+ *   STARTED   seq of the unit the worker started last.
+ *   ITEM      index, inside that unit, of the item it is running.
+ *   FINISHED  seq of the unit it answered last.
+ *   LOADING   id of the task function it is importing or compiling (0: none).
+ *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
+ *             the worker skips it. The parent stores the flag and then reads
+ *             STARTED; the worker stores STARTED and then reads the flag
+ *             (sequentially consistent atomics), so either the worker skips
+ *             the unit or the parent sees it started.
+ * Then float64 times (`monoNow()`, ms): ITEM_START (the running item's
+ * start), and per slot s the START and END of unit seq ≡ s: the parent
+ * reads them when it takes the unit's result (the worker cannot reuse the
+ * slot before then: at most MAX_WINDOW units are handed over and not
+ * answered).
+ */
+
+import { v8 } from '../builtins.js';
+
+/** The most units handed to one worker and not yet answered. */
+export const MAX_WINDOW = 512;
+
+// int32 words
+export const STATE = 0;
+export const STARTED = 1;
+export const ITEM = 2;
+export const FINISHED = 3;
+export const LOADING = 4;
+export const CANCEL = 16;
+const INT_BYTES = 4096;
+
+// float64 words, after the int32 area
+const FLOAT_BASE = INT_BYTES / 8;
+export const ITEM_START = FLOAT_BASE;
+const TIMES = FLOAT_BASE + 2;
+
+/** Length of the control block's `RawArray('d')`. */
+export const CONTROL_DOUBLES = TIMES + 2 * MAX_WINDOW;
+
+export const enum WorkerState {
+  Starting = 0,
+  Ready = 1,
+  InitFailed = 2,
+  Stopped = 3,
+}
+
+/** Operations of a batch: each is the op and its fields, flat. */
+export const enum Op {
+  /** [Define, fnId, spec]: a task function, before the first unit that uses it. */
+  Define = 1,
+  /** [Apply, fnId, args]: `fn(...args)`. */
+  Apply = 2,
+  /** [Map, fnId, items]: `fn(item)` for each item of a chunk. */
+  Map = 3,
+  /** [Star, fnId, tuples]: `fn(...tuple)` for each tuple of a chunk. */
+  Star = 4,
+  /** [Stop]: no more units; the worker returns after the units before it. */
+  Stop = 5,
+}
+
+/**
+ * A result item is either the unit's value itself, when it is a primitive
+ * the channel carries without a serializer (number, string, boolean, null,
+ * undefined, bigint) — for a chunk of one item, that item's value — or a
+ * Uint8Array: the V8 bytes of an envelope `[Status, payload, item]`.
+ */
+export const enum Status {
+  /** payload: the encoded value (a chunk: the array of its values). */
+  Ok = 0,
+  /** payload: an error record (remote-error.ts); then the index of the failing item. */
+  Error = 1,
+  /** The unit was cancelled before it started. */
+  Skipped = 2,
+  /** payload: the initializer's error record; no unit is answered. */
+  InitFailed = 3,
+  /** payload: the SerializationError record of a result that cannot travel back (the parent names the task). */
+  Unsendable = 4,
+}
+
+let v8Module: typeof import('node:v8') | undefined;
+/** node:v8, loaded on first use and kept (builtins.ts `v8()` is a `require` per call: too dear per batch). */
+export function serializer(): typeof import('node:v8') {
+  return (v8Module ??= v8());
+}
+
+/**
+ * A monotonic clock in ms shared by every process of the machine
+ * (CLOCK_MONOTONIC, which `process.hrtime` reads): `performance.now()`
+ * counts from each isolate's own origin, so it is shifted once.
+ */
+const offset = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+export function monoNow(): number {
+  return performance.now() + offset;
+}
+
+/** The int32 and float64 views of a control block. */
+export interface ControlViews {
+  readonly ints: Int32Array;
+  readonly floats: Float64Array;
+}
+
+export function controlViews(block: Float64Array): ControlViews {
+  return { ints: new Int32Array(block.buffer, block.byteOffset, INT_BYTES / 4), floats: block };
+}
+
+/** Where the start time of unit `seq` is; its end time is at the next index. */
+export function timeSlot(seq: number): number {
+  return TIMES + 2 * (seq % MAX_WINDOW);
+}
+
+/** The cancel word of unit `seq`. */
+export function cancelSlot(seq: number): number {
+  return CANCEL + (seq % MAX_WINDOW);
+}

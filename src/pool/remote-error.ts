@@ -1,0 +1,162 @@
+/**
+ * A task's error, carried from a worker to the caller.
+ *
+ * Structured clone keeps an Error's message and stack but makes every
+ * class it does not know a plain `Error` and drops own properties, so a
+ * worker sends a record instead: the class name, `name`, `message`,
+ * `stack`, its own enumerable properties (encoded: shared objects arrive
+ * live; one that cannot travel is replaced by a description), and its
+ * `cause` (and an AggregateError's `errors`) likewise. The caller rebuilds
+ * an error of the same class name: JavaScript's own error classes and this
+ * package's are the real classes (so `instanceof TypeError` and
+ * `instanceof mp.ValueError` hold); any other class is a subclass of Error
+ * with that name (`err.constructor.name === 'MyError'`). A thrown non-Error
+ * value arrives as itself when it can travel.
+ */
+import { describe } from '../describe.js';
+import * as errors from '../errors.js';
+import { abandon, encode } from '../serialize/encode.js';
+import { decode } from '../serialize/decode.js';
+import { EVERY_KIND } from '../serialize/shared.js';
+
+/** What a worker sends for a thrown value. */
+export type ErrorRecord =
+  | {
+      readonly kind: 'error';
+      readonly className: string;
+      readonly name: string;
+      readonly message: string;
+      readonly stack: string | undefined;
+      /** Own enumerable properties, encoded. */
+      readonly props: Record<string, unknown>;
+      readonly cause?: ErrorRecord;
+      readonly errors?: ErrorRecord[];
+    }
+  | { readonly kind: 'value'; readonly value: unknown }
+  | { readonly kind: 'opaque'; readonly text: string };
+
+/** How deep causes are followed (a cycle of causes stops here too). */
+const MAX_DEPTH = 8;
+
+/** Encodes one value for a record; one that cannot travel becomes a description of it. */
+function travelling(value: unknown, path: string): unknown {
+  try {
+    const encoded = encode(value, path, { crossProcess: true });
+    // Leave no reference in flight if V8 refuses it after all.
+    try {
+      structuredClone(encoded.value);
+    } catch {
+      abandon(encoded);
+      return `[${describe(value)}: cannot be copied to another process]`;
+    }
+    return encoded.value;
+  } catch {
+    return `[${describe(value)}: cannot be copied to another process]`;
+  }
+}
+
+/** The record of `thrown`, for a worker to send. */
+export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
+  if (!(thrown instanceof Error)) {
+    const value = travelling(thrown, 'the thrown value');
+    return typeof value === 'string' && value.startsWith('[') && typeof thrown !== 'string'
+      ? { kind: 'opaque', text: value }
+      : { kind: 'value', value };
+  }
+  const props: Record<string, unknown> = {};
+  for (const key of Object.keys(thrown)) {
+    if (key === 'cause' || key === 'errors') continue;
+    let value: unknown;
+    try {
+      value = (thrown as unknown as Record<string, unknown>)[key];
+    } catch (err) {
+      value = `[a getter that threw: ${String(err)}]`;
+    }
+    props[key] = travelling(value, `error.${key}`);
+  }
+  let name: string;
+  let message: string;
+  let stack: string | undefined;
+  try {
+    name = String(thrown.name);
+    message = String(thrown.message);
+    stack = typeof thrown.stack === 'string' ? thrown.stack : undefined;
+  } catch {
+    name = 'Error';
+    message = '(its message could not be read)';
+  }
+  const record: {
+    kind: 'error';
+    className: string;
+    name: string;
+    message: string;
+    stack: string | undefined;
+    props: Record<string, unknown>;
+    cause?: ErrorRecord;
+    errors?: ErrorRecord[];
+  } = { kind: 'error', className: thrown.constructor?.name || 'Error', name, message, stack, props };
+  if (depth < MAX_DEPTH && 'cause' in thrown && thrown.cause !== undefined) record.cause = toRecord(thrown.cause, depth + 1);
+  if (depth < MAX_DEPTH && thrown instanceof AggregateError && Array.isArray(thrown.errors)) {
+    record.errors = thrown.errors.map((e: unknown) => toRecord(e, depth + 1));
+  }
+  return record;
+}
+
+const BUILT_IN: Record<string, ErrorConstructor> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
+
+/** This package's error classes, by name. */
+const OURS = new Map<string, new (message: string) => Error>();
+for (const [name, value] of Object.entries(errors as Record<string, unknown>)) {
+  if (typeof value === 'function' && value.prototype instanceof Error && name !== 'BufferTooShort') {
+    OURS.set(name, value as new (message: string) => Error);
+  }
+}
+
+/** Classes made for class names we do not know, one per name. */
+const made = new Map<string, new (message: string) => Error>();
+
+function classNamed(className: string): new (message?: string) => Error {
+  const known = BUILT_IN[className] ?? OURS.get(className) ?? made.get(className);
+  if (known) return known;
+  // A class whose `name` is the remote one's: `err.constructor.name` reads as there.
+  const cls = { [className]: class extends Error {} }[className]!;
+  made.set(className, cls);
+  return cls;
+}
+
+/** Rebuilds the error (or value) a record describes. */
+export function fromRecord(record: ErrorRecord): unknown {
+  if (record.kind === 'value') return decode(record.value, EVERY_KIND);
+  if (record.kind === 'opaque') return new errors.SerializationError(`a task threw ${record.text.slice(1, -1)}`);
+  const Cls = classNamed(record.className);
+  let err: Error;
+  if (record.className === 'AggregateError') {
+    err = new AggregateError((record.errors ?? []).map(fromRecord), record.message);
+  } else {
+    err = new Cls(record.message);
+  }
+  if (err.name !== record.name) {
+    Object.defineProperty(err, 'name', { value: record.name, writable: true, configurable: true, enumerable: false });
+  }
+  Object.defineProperty(err, 'stack', {
+    value: record.stack ?? `${record.name}: ${record.message}`,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  if (record.cause !== undefined) {
+    Object.defineProperty(err, 'cause', { value: fromRecord(record.cause), writable: true, configurable: true, enumerable: false });
+  }
+  for (const [key, value] of Object.entries(record.props)) {
+    (err as unknown as Record<string, unknown>)[key] = decode(value, EVERY_KIND);
+  }
+  return err;
+}

@@ -1,0 +1,75 @@
+/**
+ * Per-task time limits (`{ timeout }`): one timer, armed for the nearest
+ * deadline, ends the worker of a task past its limit (the dispatcher then
+ * fails that task with the TimeoutError and replaces the worker).
+ *
+ * A limit counts from the task's start in its worker (ITEM_START, written
+ * before STARTED, per item of a chunk; protocol.ts), on a clock all
+ * processes share. A timed task not started yet cannot run out before
+ * now + its limit, which is when it is looked at again.
+ */
+import { TimeoutError } from '../errors.js';
+import { ITEM, ITEM_START, monoNow } from './protocol.js';
+import { UnitState, unitLabel, type Unit } from './task-queue.js';
+import type { WorkerHandle } from './worker-handle.js';
+
+export class TimeLimits {
+  private timer: NodeJS.Timeout | null = null;
+  private at = Infinity;
+
+  /** @param workers the pool's live workers (the dispatcher's set, read at each check). */
+  constructor(private readonly workers: ReadonlySet<WorkerHandle>) {}
+
+  /** Makes sure a check runs by `at` (a `monoNow()` time). */
+  watch(at: number): void {
+    if (at >= this.at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.at = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.at = Infinity;
+      this.check();
+    }, Math.max(0, at - monoNow()));
+    // The pending answers keep the process alive, not this.
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.at = Infinity;
+  }
+
+  /** Ends the workers whose running task is past its limit; watches for the next deadline. */
+  private check(): void {
+    const now = monoNow();
+    let next = Infinity;
+    for (const w of this.workers) {
+      if (w.timed === 0 || w.dead || w.deliberate) continue;
+      const front = w.front();
+      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && w.isRunning(front)) {
+        const deadline = w.floats[ITEM_START]! + front.call.timeout;
+        if (now >= deadline) {
+          w.end(front.seq, timeoutError(w, front));
+          continue;
+        }
+        next = Math.min(next, deadline);
+      }
+      for (const unit of w.unanswered()) {
+        if (unit !== front && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
+          next = Math.min(next, now + unit.call.timeout);
+        }
+      }
+    }
+    if (next < Infinity) this.watch(next);
+  }
+}
+
+function timeoutError(w: WorkerHandle, unit: Unit): TimeoutError {
+  const err = new TimeoutError(
+    `${unitLabel(unit, Atomics.load(w.ints, ITEM))} ran past its timeout of ${unit.call.timeout} ms; ` +
+      `the pool ended its worker ${w.name} and replaces it`,
+  );
+  Object.assign(err, { worker: w.name });
+  return err;
+}

@@ -1,0 +1,241 @@
+/**
+ * The parent's side of one pool worker: the child (a daemon `Process` of the
+ * pool's start method), its two channels and control block, and the units
+ * handed to it and not yet answered, in the order it runs them.
+ */
+import { Process, limitHeap, watchEnd } from '../process/process.js';
+import { processClassFor } from '../process/context.js';
+import type { StartMethod } from '../process/start-method.js';
+import { markSelfContained, type TargetSpec } from '../process/target.js';
+import { SimpleQueue } from '../queue/queue.js';
+import { makeRawArray } from '../sharedctypes/array.js';
+import { CONTROL_DOUBLES, FINISHED, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
+import { UnitState, type Unit } from './task-queue.js';
+import { WORKER_MODULE, WORKER_RUNNER, type WorkerConfig } from './worker-loop.js';
+
+
+/**
+ * The worker's target: self-contained (it goes by source, with no parse of
+ * the user's entry), it finds `runWorker` through `globalThis`, importing
+ * the pool's worker module first when no copy of the package in the child
+ * has offered it yet (reviving the config's queues loads the package, so
+ * usually one has).
+ */
+const WORKER_TARGET = new Function(
+  `return async function (config) {
+  const runner = Symbol.for(${JSON.stringify(WORKER_RUNNER.description)});
+  if (!globalThis[runner]) await import(${JSON.stringify(WORKER_MODULE)});
+  return globalThis[runner](config);
+};`,
+)() as (config: WorkerConfig) => Promise<void>;
+markSelfContained(WORKER_TARGET);
+
+export interface WorkerOptions {
+  readonly method: StartMethod;
+  readonly initializer: TargetSpec | null;
+  readonly initargs: unknown[];
+  /** Units it may run before it is replaced (maxtasksperchild), or Infinity. */
+  readonly budget: number;
+  readonly heapLimitMb: number | undefined;
+}
+
+/** Why the pool ended a worker on purpose: the unit it meant to end, and what that unit fails with. */
+export interface Deliberate {
+  readonly seq: number;
+  readonly error: unknown;
+}
+
+export class WorkerHandle {
+  readonly process: Process;
+  readonly tasks: SimpleQueue<Uint8Array>;
+  readonly results: SimpleQueue<unknown>;
+  readonly ints: Int32Array;
+  readonly floats: Float64Array;
+  /** Settles with the exit code when the child has ended. */
+  readonly ended: Promise<number>;
+  private readonly outstanding: Unit[] = [];
+  private head = 0;
+  /** The last seq handed over. */
+  private sentSeq = 0;
+  /** Task function ids it has been sent. */
+  readonly defined = new Set<number>();
+  /** Units it may still be handed. */
+  budget: number;
+  /** Stop was sent: it takes no more units. */
+  stopping = false;
+  dead = false;
+  /** A batch is waiting for room in its task ring: send nothing else meanwhile. */
+  blocked = false;
+  /** Its results are being read. */
+  reading = false;
+  /** Set when the pool ends it on purpose (a timeout, an abort, terminate). */
+  deliberate: Deliberate | null = null;
+  /** Units handed to it that carry a timeout. */
+  timed = 0;
+  /** The initializer's error, when it sent one. */
+  initError: unknown = undefined;
+  /** It answered at least one unit. */
+  answered = false;
+  completed = 0;
+  failed = 0;
+  busyMs = 0;
+
+  constructor(options: WorkerOptions) {
+    this.tasks = new SimpleQueue<Uint8Array>();
+    this.results = new SimpleQueue<unknown>();
+    const control = makeRawArray('d', CONTROL_DOUBLES) as unknown as Float64Array;
+    ({ ints: this.ints, floats: this.floats } = controlViews(control));
+    this.budget = options.budget;
+    const Cls = processClassFor(options.method);
+    const config: WorkerConfig = {
+      tasks: this.tasks,
+      results: this.results,
+      control,
+      initializer: options.initializer,
+      initargs: options.initargs,
+    };
+    this.process = new Cls({ target: WORKER_TARGET, args: [config], daemon: true });
+    // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.
+    this.process.name = this.process.name.replace('Process', 'PoolWorker');
+    if (options.heapLimitMb) limitHeap(this.process, options.heapLimitMb);
+    this.process.start();
+    // Watching its end must not keep this process alive: pending results do that.
+    const watch = watchEnd(this.process);
+    watch.done();
+    this.ended = watch.ended.then(() => this.process.exitCode ?? 1);
+  }
+
+  get name(): string {
+    return this.process.name;
+  }
+
+  /** Stand-ins of units taken back (takeBack), not yet answered Skipped. */
+  private standIns = 0;
+
+  /** Units handed over and not answered (stand-ins included: they hold a place in the window). */
+  get inFlight(): number {
+    return this.outstanding.length - this.head;
+  }
+
+  /** Tasks it really holds: `inFlight` without stand-ins. */
+  get tasksInFlight(): number {
+    return this.inFlight - this.standIns;
+  }
+
+  /** The oldest unanswered unit: the running one, or the next to run. */
+  front(): Unit | undefined {
+    return this.head < this.outstanding.length ? this.outstanding[this.head] : undefined;
+  }
+
+  /** Records `unit` as handed over; its seq follows the last. */
+  hand(unit: Unit): void {
+    unit.seq = ++this.sentSeq;
+    unit.state = UnitState.Handed;
+    this.outstanding.push(unit);
+    this.budget--;
+    if (unit.call.timeout !== undefined) this.timed++;
+  }
+
+  /** The unit its next answer is for, taken off the list. */
+  answer(): Unit | undefined {
+    if (this.head >= this.outstanding.length) return undefined;
+    const unit = this.outstanding[this.head]!;
+    this.outstanding[this.head++] = undefined as unknown as Unit;
+    if (this.head === this.outstanding.length) {
+      this.outstanding.length = 0;
+      this.head = 0;
+    } else if (this.head > 256 && this.head * 2 > this.outstanding.length) {
+      this.outstanding.splice(0, this.head);
+      this.head = 0;
+    }
+    if (unit.call.timeout !== undefined) this.timed--;
+    if (unit.state === UnitState.Over) this.standIns--;
+    this.answered = true;
+    return unit;
+  }
+
+  /**
+   * Takes back a unit it holds and has been told to skip (cancel() said it
+   * had not started it): a stand-in keeps its place in the order, answered
+   * Skipped; the unit itself is free to go to another worker.
+   */
+  takeBack(unit: Unit): void {
+    const at = this.outstanding.indexOf(unit, this.head);
+    if (at < 0) return;
+    this.outstanding[at] = { ...unit, state: UnitState.Over, refs: [], worker: null };
+    this.standIns++;
+    unit.state = UnitState.Queued;
+    unit.seq = 0;
+    unit.worker = null;
+  }
+
+  /** Every unanswered unit, in order, emptying the list (the worker is gone). */
+  takeUnanswered(): Unit[] {
+    const rest = this.outstanding.slice(this.head);
+    this.outstanding.length = 0;
+    this.head = 0;
+    this.timed = 0;
+    this.standIns = 0;
+    return rest;
+  }
+
+  /** Every unanswered unit, in order (a look, for the watchdog and aborts). */
+  unanswered(): readonly Unit[] {
+    return this.outstanding.slice(this.head);
+  }
+
+  /** FINISHED as last seen, and when it was seen to change (or units came to an idle worker). */
+  private progress = { finished: 0, at: 0 };
+
+  /**
+   * Whether it has answered nothing for `ms` while holding units: a long
+   * task, or a worker still starting. (Its FINISHED word, not the parent's
+   * reading, tells progress, so a busy parent does not make it look stuck.)
+   */
+  stuckSince(now: number, ms: number): boolean {
+    const finished = Atomics.load(this.ints, FINISHED);
+    if (finished !== this.progress.finished || this.progress.at === 0) {
+      this.progress = { finished, at: now };
+      return false;
+    }
+    return now - this.progress.at >= ms;
+  }
+
+  /** Whether the worker is running `unit` now. */
+  isRunning(unit: Unit): boolean {
+    return Atomics.load(this.ints, STARTED) === unit.seq && Atomics.load(this.ints, FINISHED) < unit.seq;
+  }
+
+  /**
+   * Asks the worker to skip a unit handed over; true when it may have
+   * started it already (then only ending the worker stops it).
+   */
+  cancel(unit: Unit): boolean {
+    Atomics.store(this.ints, cancelSlot(unit.seq), unit.seq);
+    return Atomics.load(this.ints, STARTED) >= unit.seq;
+  }
+
+  /**
+   * Commits a batch to the worker's task ring. When the ring has no room
+   * (the worker is behind, or still starting) it waits for room without
+   * blocking, and nothing else is sent meanwhile; `then` runs after.
+   */
+  send(entries: unknown[], then: () => void): void {
+    const buf = serializer().serialize(entries);
+    const item = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    const channel = this.tasks.channel;
+    if (channel.putSync(item, false, 0, false)) return;
+    this.blocked = true;
+    void channel.put(item, true, Infinity, false, () => this.dead).then(() => {
+      this.blocked = false;
+      then();
+    });
+  }
+
+  /** Ends the worker on purpose; `error` is what `seq`'s unit fails with (the others go to other workers). */
+  end(seq: number, error: unknown): void {
+    if (this.dead) return;
+    this.deliberate ??= { seq, error };
+    this.process.kill();
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The pool worker's side: what a worker child runs (its target calls
+ * `runWorker` through `globalThis`, see worker-handle.ts).
+ *
+ * It runs the initializer, then takes batches from its task channel and
+ * runs their units one at a time, in order, answering each with one item on
+ * its result channel (protocol.ts). Before a unit runs, the control block
+ * says which one (STARTED, then ITEM per item of a chunk), so the parent can
+ * tell, if this worker dies, which unit was running and which were only
+ * handed over. Sync task functions run back to back with no await between
+ * them; an async one is awaited. Waiting for work never blocks the event
+ * loop (a short spin, then an async futex wait), and a long run of sync
+ * units yields to it every few milliseconds, so timers and a thread's
+ * `terminate()` are served.
+ */
+import { SerializationError } from '../errors.js';
+import { NOTHING, type Channel } from '../channel/channel.js';
+import { encode, abandon, cloneError } from '../serialize/encode.js';
+import { decode } from '../serialize/decode.js';
+import { EVERY_KIND } from '../serialize/shared.js';
+import type { SimpleQueue } from '../queue/queue.js';
+import { resolveTarget } from '../process/child.js';
+import type { TargetSpec } from '../process/target.js';
+import { toRecord } from './remote-error.js';
+import {
+  FINISHED,
+  ITEM,
+  ITEM_START,
+  LOADING,
+  Op,
+  STARTED,
+  STATE,
+  Status,
+  WorkerState,
+  cancelSlot,
+  controlViews,
+  monoNow,
+  serializer,
+  timeSlot,
+} from './protocol.js';
+
+
+/** What a worker child is started with (its only argument). */
+export interface WorkerConfig {
+  readonly tasks: SimpleQueue<Uint8Array>;
+  readonly results: SimpleQueue<unknown>;
+  /** The control block (protocol.ts). */
+  readonly control: Float64Array;
+  readonly initializer: TargetSpec | null;
+  readonly initargs: unknown[];
+}
+
+/** The key under which a loaded copy of this module offers `runWorker` to the worker's target. */
+export const WORKER_RUNNER = Symbol.for('multiprocessing-ts.pool-worker');
+
+/** This module's URL: the worker's target imports it when no copy of it is loaded yet. */
+export const WORKER_MODULE = import.meta.url;
+
+/** A long run of sync units yields to the event loop after this long. */
+const YIELD_MS = 10;
+
+/** A copy in a buffer of its own (a Buffer's `slice` would be a view). */
+function copyBytes(bytes: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(bytes);
+}
+
+/** A value as the parent packed it (task-payload.ts): a primitive as is, else V8 bytes of its encoding. */
+function unpack(packed: unknown): unknown {
+  return packed instanceof Uint8Array ? decode(serializer().deserialize(copyBytes(packed)), EVERY_KIND) : packed;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** Results the channel carries by hand: no envelope, no serializer. */
+function isBare(value: unknown): boolean {
+  const t = typeof value;
+  return t === 'number' || t === 'string' || t === 'boolean' || t === 'undefined' || t === 'bigint' || value === null;
+}
+
+class Worker {
+  private readonly tasks: Channel;
+  private readonly results: Channel;
+  private readonly ints: Int32Array;
+  private readonly floats: Float64Array;
+  /** Task functions by id, or why one could not be had. */
+  private readonly fns = new Map<number, Function | { failed: unknown }>();
+  private seq = 0;
+  private lastYield = performance.now();
+
+  constructor(private readonly config: WorkerConfig) {
+    this.tasks = config.tasks.channel;
+    this.results = config.results.channel;
+    ({ ints: this.ints, floats: this.floats } = controlViews(config.control));
+  }
+
+  async run(): Promise<void> {
+    if (!(await this.initialize())) return;
+    Atomics.store(this.ints, STATE, WorkerState.Ready);
+    for (;;) {
+      let item = this.tasks.getSync(false, 0);
+      if (item === NOTHING) item = await this.tasks.get(true, Infinity);
+      if (!(item instanceof Uint8Array)) continue;
+      const batch = serializer().deserialize(copyBytes(item)) as unknown[];
+      for (let i = 0; i < batch.length; ) {
+        const op = batch[i++] as Op;
+        if (op === Op.Stop) {
+          Atomics.store(this.ints, STATE, WorkerState.Stopped);
+          return;
+        }
+        const id = batch[i++] as number;
+        const payload = batch[i++];
+        if (op === Op.Define) {
+          await this.define(id, payload as TargetSpec);
+          continue;
+        }
+        const pending = this.unit(op, id, payload);
+        if (pending) await pending;
+      }
+    }
+  }
+
+  /** Runs the initializer; false (after telling the parent why) when it failed. */
+  private async initialize(): Promise<boolean> {
+    const { initializer, initargs } = this.config;
+    if (!initializer) return true;
+    try {
+      const init = await resolveTarget(initializer);
+      const done = init(...initargs);
+      if (isThenable(done)) await done;
+      return true;
+    } catch (err) {
+      this.post(Status.InitFailed, toRecord(err), -1);
+      Atomics.store(this.ints, STATE, WorkerState.InitFailed);
+      return false;
+    }
+  }
+
+  private async define(id: number, spec: TargetSpec): Promise<void> {
+    Atomics.store(this.ints, LOADING, id);
+    try {
+      this.fns.set(id, await resolveTarget(spec));
+    } catch (err) {
+      this.fns.set(id, { failed: err });
+    }
+    Atomics.store(this.ints, LOADING, 0);
+  }
+
+  /**
+   * Runs one unit. Returns a promise only when something had to be awaited
+   * (an async task, or a pause for the event loop): sync units then cost
+   * no promise and no microtask each.
+   */
+  private unit(op: Op, id: number, payload: unknown): Promise<void> | undefined {
+    const seq = ++this.seq;
+    const ints = this.ints;
+    // ITEM_START before STARTED: a parent that sees this unit started reads its start, not the last one's.
+    const start = monoNow();
+    this.floats[ITEM_START] = start;
+    Atomics.store(ints, ITEM, 0);
+    Atomics.store(ints, STARTED, seq);
+    if (Atomics.load(ints, cancelSlot(seq)) === seq) {
+      this.post(Status.Skipped, null, 0);
+      Atomics.store(ints, FINISHED, seq);
+      return undefined;
+    }
+    this.floats[timeSlot(seq)] = start;
+    const fn = this.fns.get(id);
+    let value: unknown;
+    try {
+      if (typeof fn !== 'function') throw fn ? fn.failed : new Error(`the pool sent no task function ${id}; please report this`);
+      value = op === Op.Apply ? fn(...(unpack(payload) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
+    } catch (err) {
+      return this.answer(seq, op, false, err);
+    }
+    if (isThenable(value)) return this.settle(seq, op, value);
+    return this.answer(seq, op, true, value);
+  }
+
+  private async settle(seq: number, op: Op, pending: PromiseLike<unknown>): Promise<void> {
+    let value: unknown;
+    try {
+      value = await pending;
+    } catch (err) {
+      return this.answer(seq, op, false, err);
+    }
+    return this.answer(seq, op, true, value);
+  }
+
+  /** Records the end, sends the answer, and now and then lets the event loop run. */
+  private answer(seq: number, op: Op, ok: boolean, value: unknown): Promise<void> | undefined {
+    this.floats[timeSlot(seq) + 1] = monoNow();
+    // A chunk of one item answers with its value alone, bare when it can be (the parent knows the chunk's size).
+    if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
+    else if (ok) this.postValue(value, op === Op.Apply ? 'the result' : 'the results');
+    else this.post(Status.Error, toRecord(value), Atomics.load(this.ints, ITEM));
+    Atomics.store(this.ints, FINISHED, seq);
+    if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.lastYield = performance.now();
+    });
+  }
+
+  /** A chunk's values, in order; a promise once an item's value is one. */
+  private items(fn: Function, items: unknown[], star: boolean): unknown[] | Promise<unknown[]> {
+    const out = new Array<unknown>(items.length);
+    for (let k = 0; k < items.length; k++) {
+      const r = this.item(fn, items[k], star, k);
+      if (isThenable(r)) return this.itemsAsync(fn, items, star, out, k, r);
+      out[k] = r;
+    }
+    return out;
+  }
+
+  private async itemsAsync(fn: Function, items: unknown[], star: boolean, out: unknown[], k: number, pending: PromiseLike<unknown>): Promise<unknown[]> {
+    out[k] = await pending;
+    for (let j = k + 1; j < items.length; j++) out[j] = await this.item(fn, items[j], star, j);
+    return out;
+  }
+
+  private item(fn: Function, packed: unknown, star: boolean, k: number): unknown {
+    if (k > 0) {
+      Atomics.store(this.ints, ITEM, k);
+      this.floats[ITEM_START] = monoNow();
+    }
+    const arg = unpack(packed);
+    return star ? fn(...(arg as unknown[])) : fn(arg);
+  }
+
+  /** Answers with a value: bare when the channel carries it by hand, else in an envelope. */
+  private postValue(value: unknown, path: string): void {
+    if (isBare(value)) {
+      this.put(value);
+      return;
+    }
+    try {
+      const encoded = encode(value, path, { crossProcess: true });
+      let bytes: Uint8Array;
+      try {
+        bytes = serializer().serialize([Status.Ok, encoded.value]);
+      } catch (err) {
+        abandon(encoded);
+        throw cloneError(encoded.value, path, err as Error);
+      }
+      this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    } catch (err) {
+      const refused = err instanceof SerializationError ? err : new SerializationError(String((err as Error)?.message ?? err), { cause: err });
+      this.post(Status.Unsendable, toRecord(refused), -1);
+    }
+  }
+
+  private post(status: Status, payload: unknown, item: number): void {
+    const bytes = serializer().serialize([status, payload, item]);
+    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  }
+
+  /**
+   * Commits a result. The ring is full only while the parent is not
+   * reading; then it waits, blocking this thread (a few slices at most in
+   * practice: the parent drains whenever its event loop turns).
+   */
+  private put(item: unknown): void {
+    this.results.putSync(item, true, Infinity, false);
+  }
+}
+
+/** A worker child's whole life, from the initializer to Stop. */
+export async function runWorker(config: WorkerConfig): Promise<void> {
+  await new Worker(config).run();
+}
+
+(globalThis as { [WORKER_RUNNER]?: typeof runWorker })[WORKER_RUNNER] ??= runWorker;

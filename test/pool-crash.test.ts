@@ -1,0 +1,153 @@
+/**
+ * Pool workers that die, and tasks ended on purpose, under both start
+ * methods: SIGKILL mid-task, process.exit in a task, out of memory, an
+ * abort, a time limit, and terminate() mid-map leaving no child and no
+ * shared memory behind. Each time only the task that was running fails,
+ * the tasks handed to the dead worker but not started run elsewhere
+ * exactly once, a replacement starts, and the pool goes on.
+ */
+import { describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import * as mp from '../src/index.js';
+import { treeDir } from '../src/shm/tree.js';
+import * as fx from './fixtures/pool-targets.js';
+import { METHODS, eventually, pidAlive } from './helpers.js';
+
+const module = fx.POOL_TARGETS;
+const gc = (globalThis as { gc?: () => void }).gc;
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The files of the tree's directory that are segments (not ledgers or name markers). */
+function segmentFiles(): string[] {
+  return readdirSync(treeDir()).filter((name) => name !== 'names' && name !== 'ledgers').sort();
+}
+
+/** The worker Process running in `where` (pid, threadId), among this process's children. */
+function workerAt(where: Int32Array): mp.Process {
+  const found = mp.activeChildren().find((p) => p.pid === where[0] && (p.threadId ?? 0) === where[1]);
+  assert.ok(found, `no child at pid ${where[0]} thread ${where[1]}`);
+  return found;
+}
+
+/** A pool that is terminated after the test, passed or failed (a failed test must not leave 60 s tasks running). */
+function ended(t: TestContext, pool: mp.Pool): mp.Pool {
+  t.after(async () => {
+    pool.terminate();
+    await pool.join();
+  });
+  return pool;
+}
+
+async function started(where: Int32Array): Promise<void> {
+  await eventually(() => Atomics.load(where, 2) === 1, 20_000, 'the task to start');
+}
+
+for (const method of METHODS) {
+  describe(`Pool workers that die (${method})`, () => {
+    it('SIGKILL mid-task fails only that task (WorkerLostError naming it and the worker); the tasks queued behind it run elsewhere, once each', async (t) => {
+      const runs = mp.RawArray('i', 40);
+      const pool = ended(t, new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] }));
+      const where = mp.RawArray('i', 3);
+      const long = pool.applyAsync(fx.reportAndWait, [where, 60_000]);
+      // Submitted together with the long task: some land behind it in its worker's queue.
+      const quick = range(40).map((i) => pool.applyAsync(fx.countRun, [i]));
+      await started(where);
+      const victim = workerAt(where);
+      if (method === 'process') process.kill(where[0]!, 'SIGKILL');
+      else victim.kill();
+      await assert.rejects(long.get(), (e: Error & { worker?: string }) => {
+        assert.ok(e instanceof mp.WorkerLostError, String(e));
+        assert.match(e.message, /pool\.apply\(reportAndWait\) was running in PoolWorker-/);
+        assert.match(e.message, /killed by SIGKILL/);
+        assert.equal(e.worker, victim.name);
+        return true;
+      });
+      assert.deepEqual(await Promise.all(quick), range(40));
+      assert.deepEqual(Array.from(runs), range(40).map(() => 1), 'each queued task ran exactly once');
+      assert.equal(await pool.apply(fx.square, [12]), 144, 'the pool goes on');
+      const s = pool.stats();
+      assert.equal(s.workersLost, 1);
+      assert.equal(s.workersStarted, 3);
+      assert.equal(s.workers.length, 2);
+    });
+
+    it('process.exit() in a task fails that task with WorkerLostError (its exit code), and a replacement serves the next', async (t) => {
+      const pool = ended(t, new mp.Pool(1, { context: method, module }));
+      await assert.rejects(pool.apply(fx.exitWith, [3]), (e: Error) => e instanceof mp.WorkerLostError && /pool\.apply\(exitWith\).*exited with code 3/.test(e.message));
+      await assert.rejects(pool.apply(fx.exitWith, [0]), (e: Error) => e instanceof mp.WorkerLostError && /exited with code 0/.test(e.message));
+      assert.deepEqual(await pool.map(fx.square, [1, 2, 3]), [1, 4, 9]);
+      assert.equal(pool.stats().workersLost, 2);
+    });
+
+    it('a task that runs out of memory (heapLimitMb) fails with WorkerLostError saying so; the pool goes on', async (t) => {
+      const pool = ended(t, new mp.Pool(1, { context: method, module, heapLimitMb: 32 }));
+      await assert.rejects(pool.apply(fx.exhaustMemory), (e: Error) => {
+        assert.ok(e instanceof mp.WorkerLostError, String(e));
+        assert.match(e.message, /ran out of memory .*heapLimitMb: 32/);
+        return true;
+      });
+      assert.equal(await pool.apply(fx.square, [5]), 25);
+    });
+
+    it('an abort drops the queued tasks of that call and ends its running ones (workers replaced); the call rejects with the reason', async (t) => {
+      const pool = ended(t, new mp.Pool(2, { context: method, module }));
+      const count = mp.RawArray('i', 1);
+      const controller = new AbortController();
+      const t0 = performance.now();
+      const call = pool.starmap(fx.countAndWait, range(8).map(() => [count, 30_000] as [Int32Array, number]), 1, { signal: controller.signal });
+      await eventually(() => Atomics.load(count, 0) === 2, 20_000, 'two tasks to start');
+      controller.abort();
+      await assert.rejects(call, (e: Error) => e.name === 'AbortError');
+      assert.ok(performance.now() - t0 < 10_000, 'the call ended at the abort, not after its 30 s tasks');
+      assert.deepEqual(await pool.map(fx.square, range(6)), range(6).map((x) => x * x), 'the replacements serve');
+      assert.equal(Atomics.load(count, 0), 2, 'no dropped task ran');
+      const s = pool.stats();
+      assert.equal(s.workersStarted, 4, 'both workers running the call were replaced');
+      assert.equal(s.workersLost, 0, 'ending them on purpose is no loss');
+      const reason = new Error('not wanted');
+      await assert.rejects(pool.apply(fx.square, [1], { signal: AbortSignal.abort(reason) }), (e: unknown) => e === reason);
+    });
+
+    it('a task past its timeout fails with TimeoutError (its worker replaced); the call rejects, the pool goes on', async (t) => {
+      const pool = ended(t, new mp.Pool(2, { context: method, module }));
+      const t0 = performance.now();
+      await assert.rejects(pool.starmap(fx.sqr, [[1, 0], [2, 30_000], [3, 0]], 1, { timeout: 200 }), (e: Error) => {
+        assert.ok(e instanceof mp.TimeoutError, String(e));
+        assert.match(e.message, /pool\.starmap\(sqr\) item 1 ran past its timeout of 200 ms/);
+        return true;
+      });
+      const ms = performance.now() - t0;
+      assert.ok(ms >= 190 && ms < 5_000, `the timeout fired after ${ms} ms`);
+      assert.equal(await pool.apply(fx.sqr, [4, 50], { timeout: 5_000 }), 16, 'a task within its limit');
+      assert.equal(pool.stats().workersStarted, 3);
+    });
+
+    it('terminate() mid-map leaves no worker and no shared memory behind', { skip: gc ? false : 'run node with --expose-gc' }, async (t) => {
+      const where = mp.RawArray('i', 3);
+      const before = segmentFiles();
+      let pool: mp.Pool | null = new mp.Pool(2, { context: method, module });
+      const owned = pool;
+      t.after(() => owned.terminate());
+      const map = pool.starmap(fx.reportAndWait, range(50).map(() => [where, 60_000] as [Int32Array, number]), 1);
+      map.catch(() => {});
+      await started(where);
+      const workers = mp.activeChildren().filter((p) => p.name.startsWith('PoolWorker-'));
+      assert.equal(workers.length, 2);
+      assert.ok(segmentFiles().some((name) => !before.includes(name)), 'the pool has segments of its own');
+      pool.terminate();
+      await pool.join();
+      await assert.rejects(map, mp.StateError);
+      assert.deepEqual(mp.activeChildren().filter((p) => p.name.startsWith('PoolWorker-')), []);
+      if (method === 'process') for (const w of workers) assert.equal(pidAlive(w.pid!), false, `${w.name} is gone`);
+      pool = null;
+      await eventually(() => {
+        gc!();
+        // Files of earlier tests may go meanwhile: what matters is that none is new.
+        return segmentFiles().every((name) => before.includes(name));
+      }, 10_000, 'the pool\'s segments to be removed');
+      assert.equal(Atomics.load(new Int32Array(where.buffer, 0, 1), 0), 1, "the tasks' references to the array were given back");
+    });
+  });
+}

@@ -1,0 +1,418 @@
+/**
+ * Pool: CPython's _TestPool, _TestPoolWorkerErrors, _TestPoolWorkerLifetime
+ * and TestInitializers (test_pool_initializer) where they apply, under both
+ * start methods, plus ours: typed results, errors of custom classes, bad
+ * input refused at the call with the pool still serving, stats and
+ * progress, 100,000 tasks each answered once, imap over an endless async
+ * generator. Crashes, time limits and aborts are in pool-crash.test.ts.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import * as fx from './fixtures/pool-targets.js';
+import { METHODS } from './helpers.js';
+
+const module = fx.POOL_TARGETS;
+
+/** Every item of an async iterable. */
+async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t = performance.now();
+  const r = await fn();
+  return [r, performance.now() - t];
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+for (const method of METHODS) {
+  describe(`Pool (${method})`, () => {
+    let pool: mp.Pool;
+    before(() => {
+      pool = new mp.Pool(4, { context: method, module });
+    });
+    after(async () => {
+      pool.terminate();
+      await pool.join();
+    });
+
+    it('test_apply', async () => {
+      assert.equal(await pool.apply(fx.sqr, [5]), 25);
+      const async = pool.applyAsync(fx.mul, [6, 7]);
+      assert.equal(await async, 42, 'an AsyncResult is awaitable');
+    });
+
+    it('test_map, test_starmap (with and without chunksize), test_map_async, test_starmap_async', async () => {
+      assert.deepEqual(await pool.map(fx.square, range(10)), range(10).map((x) => x * x));
+      assert.deepEqual(await pool.map(fx.square, range(100), 20), range(100).map((x) => x * x));
+      const tuples = range(10).map((i) => [i, 9 - i] as [number, number]);
+      assert.deepEqual(await pool.starmap(fx.mul, tuples), tuples.map(([a, b]) => a * b));
+      const more = range(100).map((i) => [i, 99 - i] as [number, number]);
+      assert.deepEqual(await pool.starmap(fx.mul, more, 20), more.map(([a, b]) => a * b));
+      assert.deepEqual(await pool.starmapAsync(fx.mul, more).get(), more.map(([a, b]) => a * b));
+      assert.deepEqual(await pool.mapAsync(fx.square, range(10)).get(), range(10).map((x) => x * x));
+    });
+
+    it('test_map_async_callbacks: the callback gets the list, the errorCallback the error, before wait() resolves', async () => {
+      const calls: unknown[] = [];
+      await pool.mapAsync(fx.square, [1], undefined, { callback: (r) => calls.push(r), errorCallback: (e) => calls.push(e) }).wait();
+      assert.deepEqual([...calls], [[1]]);
+      await pool.mapAsync(fx.validate, [-1], undefined, { callback: (r) => calls.push(r), errorCallback: (e) => calls.push(e) }).wait();
+      assert.equal(calls.length, 2);
+      assert.equal((calls[1] as Error).name, 'ValidationError');
+    });
+
+    it('test_map_unplicklable: an argument that cannot travel is a SerializationError at the call, naming it; the pool goes on', async () => {
+      const items = [1, 2, 3, { cb: () => 1 }, 5];
+      await assert.rejects(pool.map(fx.identity, items), (e: Error) => {
+        assert.ok(e instanceof mp.SerializationError);
+        assert.match(e.message, /pool\.map\(identity\): iterable\[3\]\.cb is a function/);
+        return true;
+      });
+      assert.throws(() => pool.applyAsync(fx.identity, [new WeakMap()]), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a WeakMap/.test(e.message));
+      assert.deepEqual(await pool.map(fx.square, [2, 3]), [4, 9]);
+    });
+
+    it('test_map_chunksize, test_empty_iterable: empty input gives [] at once', async () => {
+      assert.deepEqual(await pool.mapAsync(fx.square, [], 1).get(1000), []);
+      assert.deepEqual(await pool.map(fx.square, []), []);
+      assert.deepEqual(await all(pool.imap(fx.square, [])), []);
+      assert.deepEqual(await all(pool.imapUnordered(fx.square, [])), []);
+      assert.deepEqual(await pool.starmap(fx.mul, []), []);
+    });
+
+    it('test_map_handle_iterable_exception: what the iterable throws rejects the call, again and again', async () => {
+      for (let i = 0; i < 2; i++) await assert.rejects(pool.map(fx.square, fx.exceptionThrowingGenerator(1, -1), 1), fx.SayWhenError);
+      await assert.rejects(pool.map(fx.square, fx.exceptionThrowingGenerator(10, 3), 1), fx.SayWhenError);
+      const special = { [Symbol.iterator]: () => ({ next: (): IteratorResult<number> => { throw new fx.SayWhenError('x'); } }) };
+      await assert.rejects(pool.map(fx.square, special, 1), fx.SayWhenError);
+      await assert.rejects(pool.map(fx.square, (async function* () { yield 1; throw new fx.SayWhenError('async'); })()), fx.SayWhenError);
+    });
+
+    it('test_async: get() waits for the task', async () => {
+      const res = pool.applyAsync(fx.sqr, [7, 100]);
+      assert.equal(res.ready(), false);
+      assert.throws(() => res.successful(), mp.ValueError);
+      const [value, ms] = await timed(() => res.get());
+      assert.equal(value, 49);
+      assert.ok(ms >= 80, `get() took ${ms} ms for a 100 ms task`);
+      assert.equal(res.ready(), true);
+      assert.equal(res.successful(), true);
+    });
+
+    it('test_async_timeout: get(timeout) rejects with TimeoutError near the timeout, and the task goes on', async () => {
+      const res = pool.applyAsync(fx.sqr, [6, 300]);
+      const [, ms] = await timed(() => assert.rejects(res.get(100), mp.TimeoutError));
+      assert.ok(ms >= 95 && ms < 400, `get(100) gave up after ${ms} ms`);
+      await res.wait(50);
+      assert.equal(res.ready(), false, 'wait(50) returned without the result');
+      assert.equal(await res.get(), 36);
+    });
+
+    it('test_imap: in order, with and without chunks', async () => {
+      assert.deepEqual(await all(pool.imap(fx.square, range(10))), range(10).map((x) => x * x));
+      const it = pool.imap(fx.square, range(10));
+      for (let i = 0; i < 10; i++) assert.deepEqual(await it.next(), { done: false, value: i * i });
+      assert.deepEqual(await it.next(), { done: true, value: undefined });
+      assert.deepEqual(await all(pool.imap(fx.square, range(1000), 100)), range(1000).map((x) => x * x));
+    });
+
+    it('test_imap_handle_iterable_exception: the results of every item before the iterable failed, then its error', async () => {
+      for (let i = 0; i < 2; i++) await assert.rejects(pool.imap(fx.square, fx.exceptionThrowingGenerator(1, -1), 1).next(), fx.SayWhenError);
+      // Python drops the items of the chunk the error cut short (6 and 4 results); here they are run too (7).
+      for (const [total, when, chunksize, before] of [[10, 3, 1, 3], [20, 7, 2, 7], [20, 7, 4, 7]] as const) {
+        const it = pool.imap(fx.square, fx.exceptionThrowingGenerator(total, when), chunksize);
+        for (let i = 0; i < before; i++) assert.equal((await it.next()).value, i * i);
+        await assert.rejects(it.next(), fx.SayWhenError);
+      }
+    });
+
+    it('test_imap_unordered (and its iterable exception)', async () => {
+      assert.deepEqual((await all(pool.imapUnordered(fx.square, range(10)))).sort((a, b) => a - b), range(10).map((x) => x * x));
+      assert.deepEqual((await all(pool.imapUnordered(fx.square, range(1000), 100))).sort((a, b) => a - b), range(1000).map((x) => x * x));
+      await assert.rejects(pool.imapUnordered(fx.square, fx.exceptionThrowingGenerator(1, -1), 1).next(), fx.SayWhenError);
+      const expected = new Set(range(20).map((x) => x * x));
+      await assert.rejects(
+        (async () => {
+          for await (const v of pool.imapUnordered(fx.square, fx.exceptionThrowingGenerator(20, 7), 2)) {
+            assert.ok(expected.delete(v), `unexpected or repeated ${v}`);
+          }
+        })(),
+        fx.SayWhenError,
+      );
+    });
+
+    it('a task error in imap comes after the results before it; in map it rejects the call', async () => {
+      const chunks = pool.imap(fx.validate, [0, 1, -2, 3], 1);
+      assert.equal((await chunks.next()).value, 0);
+      assert.equal((await chunks.next()).value, 1);
+      await assert.rejects(chunks.next(), (e: Error) => e.name === 'ValidationError');
+      assert.deepEqual(await chunks.next(), { done: true, value: undefined }, 'the iteration ends after its error');
+      await assert.rejects(pool.starmap(fx.failAt, range(50).map((x) => [x, 37] as [number, number]), 10), /item 37 is bad/);
+    });
+
+    it('test_traceback, errors of custom classes: class name, message, own properties and the worker stack arrive', async () => {
+      await assert.rejects(pool.apply(fx.validate, [-5]), (e: Error & { field?: string; details?: unknown }) => {
+        assert.equal(e.name, 'ValidationError');
+        assert.equal(e.constructor.name, 'ValidationError');
+        assert.ok(e instanceof Error);
+        assert.equal(e.message, 'x must be at least 0, got -5');
+        assert.equal(e.field, 'x');
+        assert.deepEqual(e.details, { min: 0, seen: [-5] });
+        assert.match(e.stack!, /at validate \(.*pool-targets\.js/);
+        return true;
+      });
+      await assert.rejects(pool.apply(fx.failAt, [3, 3]), (e: Error) => e instanceof RangeError && e.message === 'item 3 is bad');
+      await assert.rejects(pool.apply(() => { throw new mp.ValueError('ours'); }, []), (e: Error) => e instanceof mp.ValueError);
+      await assert.rejects(pool.apply(() => { throw { code: 7 }; }, []), (e: unknown) => (e as { code: number }).code === 7);
+    });
+
+    it('_TestPoolWorkerErrors.test_async_error_callback and test_unpickleable_result: the pool keeps its workers', async () => {
+      let seen: unknown = null;
+      const res = pool.applyAsync(fx.raising, [], { errorCallback: (e) => (seen = e) });
+      await assert.rejects(res.get(), (e: Error) => e.name === 'KeyError' && e.message === "'key'");
+      assert.equal((seen as Error).name, 'KeyError');
+      for (let i = 0; i < 20; i++) {
+        let wrapped: unknown = null;
+        const r = pool.applyAsync(fx.unpicklableResult, [], { errorCallback: (e) => (wrapped = e) });
+        await assert.rejects(r.get(), (e: Error) => e instanceof mp.SerializationError && /^pool\.apply\(unpicklableResult\): the result is a function/.test(e.message));
+        assert.ok(wrapped instanceof mp.SerializationError);
+      }
+      assert.equal(pool.stats().workersLost, 0);
+      assert.equal(pool.stats().workersStarted, 4);
+    });
+
+    it('task functions by source: a self-contained lambda runs; one that uses an outer variable is refused at the call, by name', async () => {
+      assert.equal(await pool.apply((a: number, b: number) => a + b, [2, 3]), 5);
+      const factor = 3;
+      assert.throws(() => pool.applyAsync((x: number) => x * factor, [2]), (e: Error) => e instanceof mp.ValueError && /'factor'/.test(e.message));
+      assert.deepEqual(await pool.map((x: number) => x + 1, [1, 2]), [2, 3]);
+    });
+
+    it('shared objects travel live both ways: a Value in the arguments, a Value made by a task in its result', async () => {
+      const v = mp.Value('i', 0);
+      const made = await pool.starmap(fx.bump, [[v, 50], [v, 50], [v, 50], [v, 50]], 1);
+      assert.equal(v.value, 200, 'every task added to the same shared value');
+      assert.deepEqual(made.map((m) => m.value), [42, 42, 42, 42]);
+      made[0]!.value = 7;
+      assert.equal(made[0]!.value, 7);
+    });
+
+    it('a task cannot start a pool of its own: workers are daemons (StateError, as Python)', async () => {
+      await assert.rejects(pool.apply(fx.nestedPool), (e: Error) => e instanceof mp.StateError && /daemonic processes are not allowed to have children/.test(e.message));
+    });
+
+    it('bad input is refused at the call with the pool still serving', async () => {
+      assert.throws(() => pool.applyAsync(5 as unknown as () => number), (e: Error) => e instanceof mp.ValueError && /not a function/.test(e.message));
+      await assert.rejects(pool.map(fx.square, [1], -1), (e: Error) => e instanceof mp.ValueError && /chunksize.*-1/.test(e.message));
+      await assert.rejects(pool.map(fx.square, [1], 0.5), mp.ValueError);
+      await assert.rejects(pool.map(fx.square, 42 as never), (e: Error) => e instanceof mp.ValueError && /not an iterable/.test(e.message));
+      assert.throws(() => pool.imap(fx.square, [1], 0), mp.ValueError);
+      assert.throws(() => pool.applyAsync(fx.square, 3 as never), (e: Error) => e instanceof mp.ValueError && /args must be an array/.test(e.message));
+      assert.throws(() => pool.applyAsync(fx.square, [1], { timeout: 'soon' as never }), mp.ValueError);
+      assert.throws(() => pool.applyAsync(fx.square, [1], { signal: {} as never }), mp.ValueError);
+      await assert.rejects(pool.starmap(fx.mul, [5 as never]), (e: Error) => e instanceof mp.ValueError && /iterable\[0\] is not an array/.test(e.message));
+      assert.equal(await pool.apply(fx.square, [9]), 81);
+    });
+
+    it('stats() and onProgress: counts, percentiles, workers; progress per chunk up to the total', async () => {
+      const before = pool.stats();
+      await pool.apply(fx.sqr, [1, 100]);
+      await assert.rejects(pool.apply(fx.raising));
+      const seen: Array<[number, number]> = [];
+      await pool.map(fx.square, range(40), 10, { onProgress: (done, total) => seen.push([done, total]) });
+      assert.deepEqual(seen.map(([d]) => d).sort((a, b) => a - b), [10, 20, 30, 40]);
+      assert.ok(seen.every(([, t]) => t === 40));
+      const progress: Array<number | undefined> = [];
+      await all(pool.imap(fx.square, range(3), 1, { onProgress: (_d, total) => progress.push(total) }));
+      assert.equal(progress.at(-1), 3, 'imap knows its total once the input is exhausted');
+      const s = pool.stats();
+      assert.equal(s.processes, 4);
+      assert.equal(s.workers.length, 4);
+      assert.equal(s.completed - before.completed, 1 + 4 + 3, 'one apply, four chunks, three imap tasks');
+      assert.equal(s.failed - before.failed, 1);
+      assert.equal(s.queued, 0);
+      assert.equal(s.inFlight, 0);
+      assert.equal(s.runTime.count, s.completed + s.failed);
+      assert.ok(s.runTime.max >= s.runTime.p99 && s.runTime.p99 >= s.runTime.p50, JSON.stringify(s.runTime));
+      assert.ok(s.runTime.max >= 90, 'a 100 ms task was measured');
+      assert.ok(s.utilization > 0 && s.utilization <= 1);
+      assert.equal(s.workers.reduce((n, w) => n + w.completed, 0), s.completed);
+      assert.ok(s.workers.every((w) => w.name.startsWith('PoolWorker-') && w.pid !== null));
+    });
+
+    it('imap over an endless async generator is pulled lazily, within its bound, and stops when the loop breaks', async () => {
+      const pulled = { count: 0, closed: false };
+      let got = 0;
+      for await (const y of pool.imap(fx.square, fx.naturals(pulled), 1)) {
+        assert.equal(y, got * got);
+        if (++got === 50) break;
+      }
+      const bound = 8 * pool.processes;
+      assert.ok(pulled.count <= 50 + bound + 1, `pulled ${pulled.count} items for 50 results (bound ${bound})`);
+      assert.equal(pulled.closed, true, "the generator's finally ran");
+      const slow = { count: 0, closed: false };
+      const it = pool.imap(fx.square, fx.naturals(slow), 2);
+      await it.next();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(slow.count <= 2 * 8 * pool.processes + 2, `an unconsumed imap pulled ${slow.count} items`);
+      await it.return!();
+    });
+  });
+}
+
+describe('Pool, one per test', () => {
+  for (const method of METHODS) {
+    it(`test_make_pool, test_pool_maxtasksperchild_invalid, TestInitializers: bad construction is refused (${method})`, () => {
+      for (const bad of [-1, 0, 1.5, '2']) {
+        assert.throws(() => new mp.Pool(bad as number, { context: method }), (e: Error) => e instanceof mp.ValueError && /processes/.test(e.message));
+      }
+      for (const bad of [0, -1, 0.5, '12']) {
+        assert.throws(() => new mp.Pool(1, { context: method, maxtasksperchild: bad as number }), (e: Error) => e instanceof mp.ValueError && /maxtasksperchild/.test(e.message));
+      }
+      assert.throws(() => new mp.Pool(1, { context: method, initializer: 1 as never }), (e: Error) => e instanceof mp.ValueError && /initializer/.test(e.message));
+      assert.throws(() => new mp.Pool(1, { context: method, initializer: fx.initializer, initargs: [() => 1] }), (e: Error) => e instanceof mp.SerializationError && /initargs\[0\] is a function/.test(e.message));
+      assert.throws(() => new mp.Pool(1, { context: 'fork' as never }), mp.ValueError);
+    });
+
+    it(`test_pool_initializer: each worker runs it, an async one awaited before the first task (${method})`, async () => {
+      const counter = mp.Value('i', 0);
+      const p = new mp.Pool(2, { context: mp.getContext(method), module, initializer: fx.asyncInitializer, initargs: [counter, 'set'] });
+      assert.equal(p.stats().workers.length, 2);
+      assert.deepEqual(await p.map(fx.initState, [1, 2, 3, 4], 1), ['set', 'set', 'set', 'set']);
+      p.close();
+      await p.join();
+      assert.equal(counter.value, 2);
+    });
+
+    it(`an initializer that throws breaks the pool with BrokenPoolError instead of respawning forever (${method})`, async () => {
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.failingInitializer });
+      const r = p.applyAsync(fx.square, [2]);
+      await assert.rejects(r.get(), (e: Error) => {
+        assert.ok(e instanceof mp.BrokenPoolError, String(e));
+        assert.match(e.message, /initializer threw TypeError: the initializer failed on purpose/);
+        assert.ok(e.cause instanceof TypeError);
+        return true;
+      });
+      assert.throws(() => p.applyAsync(fx.square, [2]), mp.BrokenPoolError);
+      assert.ok(p.stats().workersStarted <= 4, `${p.stats().workersStarted} workers started`);
+      await p.join();
+    });
+
+    it(`test_context, test_enter, test_map_no_failfast: await using closes and joins, after a map failed with large errors too; a closed pool refuses work with ValueError (${method})`, async () => {
+      let kept: mp.Pool;
+      {
+        await using p = new (mp.getContext(method).Pool)(2, { module });
+        kept = p;
+        const r = p.mapAsync(fx.square, range(10));
+        assert.deepEqual(await r.get(), range(10).map((x) => x * x));
+        await assert.rejects(p.map(fx.raiseLargeError, [0, 1], 1), (e: Error) => e instanceof RangeError && e.message.length === 1024 * 1024);
+      }
+      assert.throws(() => kept.mapAsync(fx.square, [1]), (e: Error) => e instanceof mp.ValueError && /not running/.test(e.message));
+      await assert.rejects(kept.map(fx.square, [1]), mp.ValueError);
+      assert.equal(kept.stats().workers.length, 0, 'every worker ended');
+      const running = new mp.Pool(1, { context: method });
+      await assert.rejects(running.join(), mp.ValueError, 'join() of a running pool');
+      running.terminate();
+      await running.join();
+    });
+
+    it(`_TestPoolWorkerLifetime: maxtasksperchild replaces workers; closing early still runs every task (${method})`, async () => {
+      const p = new mp.Pool(2, { context: method, module, maxtasksperchild: 3 });
+      const first = p.stats().workers.map((w) => w.name);
+      const results = range(6).map((i) => p.applyAsync(fx.square, [i]));
+      for (const [i, r] of results.entries()) assert.equal(await r.get(), i * i);
+      const names = new Set((await Promise.all(range(2).map(() => p.apply(fx.whoAmI)))).map((w) => w.name));
+      assert.ok(p.stats().workersStarted >= 4, `${p.stats().workersStarted} workers started for 8 tasks of 3 each`);
+      assert.ok(![...names].some((n) => first.includes(n)), `the first workers were all replaced: ${[...names]} vs ${first}`);
+      p.close();
+      await p.join();
+      const early = new mp.Pool(2, { context: method, module, maxtasksperchild: 1 });
+      const slow = range(3).map((i) => early.applyAsync(fx.sqr, [i, 50]));
+      early.close();
+      await early.join();
+      for (const [i, r] of slow.entries()) assert.equal(await r.get(), i * i);
+    });
+
+    it(`a long task does not hold the tasks queued behind it: an idle worker takes them, and each runs once (${method})`, async (t) => {
+      const runs = mp.RawArray('i', 8);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] });
+      t.after(() => p.terminate());
+      await p.map(fx.square, [1, 2]); // both workers up
+      const long = p.applyAsync(fx.sqr, [3, 1_500]);
+      // Half of these go to the long task's worker, behind it.
+      const quick = range(7).map((i) => p.applyAsync(fx.countRun, [i]));
+      assert.deepEqual(await Promise.all(quick), range(7));
+      assert.equal(long.ready(), false, 'every quick task was answered while the long one still ran');
+      assert.deepEqual(Array.from(runs).slice(0, 7), range(7).map(() => 1));
+      p.terminate();
+      await p.join();
+    });
+
+    it(`tasks handed to a worker still starting go to the first worker up (${method})`, async (t) => {
+      const order = mp.RawArray('i', 1);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.slowFirstInitializer, initargs: [order, 5_000] });
+      t.after(() => p.terminate());
+      const t0 = performance.now();
+      // The first task goes to the first worker made, likely the slow one: nothing else wakes the pool.
+      assert.equal(await p.apply(fx.square, [7]), 49);
+      // Shared out two and two: two wait behind the slow initializer until they move.
+      assert.deepEqual(await Promise.all(range(4).map((i) => p.applyAsync(fx.square, [i]))), [0, 1, 4, 9]);
+      assert.ok(performance.now() - t0 < 4_000, 'answered long before the slow worker was up');
+      p.terminate();
+      await p.join();
+    });
+
+    it(`test_terminate: terminate() mid-map ends the workers at once and the map rejects (${method})`, async () => {
+      const p = new mp.Pool(3, { context: method, module });
+      const result = p.mapAsync(fx.sqr, range(10_000).map(() => 60_000), 1);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const [, ms] = await timed(async () => {
+        p.terminate();
+        await p.join();
+      });
+      assert.ok(ms < 5_000, `terminate + join took ${ms} ms`);
+      await assert.rejects(result.get(), (e: Error) => e instanceof mp.StateError && /terminated/.test(e.message));
+      assert.equal(result.successful(), false);
+    });
+
+    it(`100,000 tasks through map chunksize 1 (and 20,000 applyAsync): each runs once and its result comes back once (${method})`, async () => {
+      const n = 100_000;
+      const runs = mp.RawArray('i', n);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] });
+      const ids = range(n);
+      const out = await p.map(fx.countRun, ids, 1);
+      assert.deepEqual(out, ids);
+      assert.ok(runs.every((c) => c === 1), 'each task ran once');
+      const some = ids.slice(0, 20_000);
+      assert.deepEqual(await Promise.all(some.map((i) => p.applyAsync(fx.identity, [i]))), some);
+      assert.equal(p.stats().completed, n + some.length);
+      p.close();
+      await p.join();
+    });
+  }
+});
+
+// Types: checked by the build (tsc); a wrong line fails it.
+export async function typeChecks(pool: mp.Pool): Promise<void> {
+  const squares: number[] = await pool.map(fx.sqr, [1, 2]);
+  const strings: string[] = await pool.map((x: number) => String(x), [1]);
+  const products: number[] = await pool.starmap(fx.mul, [[1, 2], [3, 4]]);
+  const one: number = await pool.apply(fx.mul, [2, 3]);
+  const none: string = await pool.apply(fx.initState);
+  const r: mp.AsyncResult<number[]> = pool.mapAsync(fx.square, [1]);
+  for await (const x of pool.imap(fx.square, [1])) x.toFixed();
+  // @ts-expect-error a string is not a number item
+  await pool.map(fx.square, ['a']);
+  // @ts-expect-error a tuple of the wrong arity
+  await pool.starmap(fx.mul, [[1]]);
+  // @ts-expect-error apply's args are checked against the parameters
+  await pool.apply(fx.mul, [1, 'b']);
+  // @ts-expect-error the result is a number, not a string
+  const wrong: string[] = await pool.map(fx.square, [1]);
+  void [squares, strings, products, one, none, r, wrong];
+}
