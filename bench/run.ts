@@ -19,12 +19,13 @@ import { valuesCreate, valuesPass } from './cases/values.js';
 import { queueLarge, queueSmall } from './cases/queue.js';
 import { pipeOneWay, pipeRoundTrip } from './cases/pipe.js';
 import { managerOps } from './cases/manager.js';
+import { poolCpu, poolNoop, poolStart } from './cases/pool.js';
 import { RESULTS_DIR, PACKAGE_ROOT } from './paths.js';
 import { renderCase, rowRecord } from './report.js';
 import { runCase } from './runner.js';
 import type { CaseDefinition } from './types.js';
 
-const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass, queueSmall, queueLarge, pipeOneWay, pipeRoundTrip, managerOps];
+const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass, queueSmall, queueLarge, pipeOneWay, pipeRoundTrip, managerOps, poolNoop, poolCpu, poolStart];
 
 function git(args: readonly string[]): string | null {
   try {
