@@ -184,7 +184,11 @@ async function importRegistering(spec: string): Promise<Record<string, unknown>>
     }
     const where = thrownAt(err) ?? (err instanceof SyntaxError ? await syntaxErrorAt(path) : null);
     const message = err instanceof Error ? `${err.name}: ${err.message.split('\n')[0]}` : String(err);
-    throw new CliError(`${shown} failed to import: ${message}${where ? ` (at ${where})` : ''}`, EXIT_FAILURE);
+    // Node reads a .js file outside a "type": "module" package as CommonJS.
+    const hint = /Cannot use import statement outside a module/.test(message)
+      ? `; it is an ES module: name it .mjs, or add "type": "module" to its package.json`
+      : '';
+    throw new CliError(`${shown} failed to import: ${message}${where ? ` (at ${where})` : ''}${hint}`, EXIT_FAILURE);
   }
 }
 
