@@ -13,7 +13,9 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as mp from '../src/index.js';
+import { Op, Reply, readMessages } from '../src/managers/protocol.js';
 import { fixture, run } from './helpers.js';
+import { frame, rawClient } from './manager-wire.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
@@ -62,11 +64,11 @@ async function serve(args: string[], options: { cwd?: string } = {}): Promise<Se
   return { child, banner, address, ended };
 }
 
-/** Sends `signal` and waits (bounded) for the end. */
-async function stop(serving: Serving, signal: NodeJS.Signals): Promise<Ended> {
-  serving.child.kill(signal);
+/** Sends `signal` (if any) and waits (bounded) for the end. */
+async function stop(serving: Serving, signal: NodeJS.Signals | null): Promise<Ended> {
+  if (signal) serving.child.kill(signal);
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`serve did not end within ${WAIT_MS} ms of ${signal}`)), WAIT_MS)));
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`serve did not end within ${WAIT_MS} ms of ${signal ?? 'the shutdown request'}`)), WAIT_MS)));
   try {
     return await Promise.race([serving.ended, timeout]);
   } finally {
@@ -115,7 +117,7 @@ describe('multiprocessing-ts (the CLI)', () => {
     assert.match(none.stderr, /^Usage: multiprocessing-ts <command>/);
   });
 
-  it('serves over TCP on the port it names (port 0: a free one); a client with the key from the same file uses a list, a wrong key is refused; SIGINT ends it with exit 0', async () => {
+  it('serves over TCP on the port it names (port 0: a free one); a client with the key from the same file uses a list, a wrong key is refused; SIGHUP (the terminal gone) ends it with exit 0', async () => {
     const serving = await started(['--address', '127.0.0.1:0', '--authkey-file', keyFile]);
     assert.match(serving.banner, /^multiprocessing-ts: serving SyncManager at 127\.0\.0\.1:\d+; Ctrl-C stops it$/);
     const [, port] = serving.address as [string, number];
@@ -127,9 +129,9 @@ describe('multiprocessing-ts (the CLI)', () => {
     assert.deepEqual(await list.toArray(), [1, 2, 3]);
     await assert.rejects(new mp.SyncManager({ address: ['127.0.0.1', port], authkey: 'secret\n' }).connect(), mp.AuthenticationError);
     assert.equal(await list.len(), 3, 'served on after the refusal');
-    const end = await stop(serving, 'SIGINT');
+    const end = await stop(serving, 'SIGHUP');
     assert.deepEqual({ code: end.code, signal: end.signal, stderr: end.stderr }, { code: 0, signal: null, stderr: '' });
-    assert.match(end.stdout, /\nmultiprocessing-ts: stopped \(SIGINT\)\n$/);
+    assert.match(end.stdout, /\nmultiprocessing-ts: stopped \(SIGHUP\)\n$/);
     await assert.rejects(list.len(), mp.EOFError);
   });
 
@@ -158,6 +160,18 @@ describe('multiprocessing-ts (the CLI)', () => {
       assert.equal(existsSync(path), false, 'the socket file is removed');
     });
   }
+
+  it("a client's shutdown request ends it like a signal: exit 0, the socket file removed", async () => {
+    const path = join(dir, 'shutdown.sock');
+    const serving = await started(['--address', `unix:${path}`, '--authkey-file', keyFile]);
+    const conn = await rawClient(path, 'secret');
+    await conn.sendBytes(frame([Op.SHUTDOWN, 1]));
+    assert.equal(readMessages(await conn.recvBytes())[0]![0], Reply.OK);
+    const end = await stop(serving, null);
+    assert.deepEqual({ code: end.code, stderr: end.stderr }, { code: 0, stderr: '' });
+    assert.match(end.stdout, /stopped \(a client asked it to shut down\)\n$/);
+    assert.equal(existsSync(path), false);
+  });
 
   it('--register: a module that registers on SyncManager gives clients its typeids beside the built-in ones', async () => {
     const serving = await started(['--address', '127.0.0.1:0', '--authkey-file', keyFile, '--register', relative(root, fixture('manager-cli-types.js'))]);
