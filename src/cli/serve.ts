@@ -77,24 +77,27 @@ export async function serve(args: readonly string[]): Promise<number> {
   }
   if (exported.length > 0) managerClass = chooseManagerClass(exported);
 
-  let server: mp.ManagerServer;
+  // From here a signal stops the server cleanly, even one that arrives while it binds.
+  let server: mp.ManagerServer | null = null;
+  let stoppedBy: string | null = null;
+  const stop = (signal: string): void => {
+    stoppedBy = signal;
+    server?.shutdown();
+  };
+  for (const signal of STOP_SIGNALS) process.on(signal, stop);
   try {
     server = await mp.serveManager({ address, authkey, managerClass });
   } catch (err) {
+    for (const signal of STOP_SIGNALS) process.off(signal, stop);
     // AddressInUseError, FileNotFoundError (no such directory), permission denied: each names the address and the fix.
     if (err instanceof mp.ProcessError) throw new CliError(err.message, EXIT_FAILURE);
     throw err;
   }
-  let stoppedBy = 'a client asked it to shut down';
-  const stop = (signal: string): void => {
-    stoppedBy = signal;
-    server.shutdown();
-  };
-  for (const signal of STOP_SIGNALS) process.on(signal, stop);
+  if (stoppedBy) server.shutdown();
   console.log(`multiprocessing-ts: serving ${managerClass.name} at ${showAddress(server.address!)}; Ctrl-C stops it`);
   await server.stopped;
   for (const signal of STOP_SIGNALS) process.off(signal, stop);
-  console.log(`multiprocessing-ts: stopped (${stoppedBy})`);
+  console.log(`multiprocessing-ts: stopped (${stoppedBy ?? 'a client asked it to shut down'})`);
   return 0;
 }
 
