@@ -271,7 +271,7 @@ describe('manager server fuzzed', () => {
       t.diagnostic(summary);
       assert.ok(stats.sent > 1000 && stats.dropped > 50 && stats.preHandshakeClosed > 10 && stats.wrongKeys > 5, summary);
       assert.ok(stats.refusedCalls > 200 && stats.sessions > 4, summary);
-      assert.ok(good.checks > 200, `the good client went on: ${summary}`);
+      assert.ok(good.checks > 100, `the good client went on: ${summary}`);
       assert.ok(good.longestGapMs < 5000, `the good client was never held up for long: ${summary}`);
       // Correct: exactly what the good client put there, and its lock free.
       assert.deepEqual(await list.toArray(), Array.from({ length: good.checks }, (_, i) => i));
