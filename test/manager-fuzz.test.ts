@@ -135,16 +135,18 @@ describe('manager server fuzzed', () => {
             while (live() && !ended) {
               await write(socket, kind === 'garbage' ? garbage() : mutant());
               stats.sent++;
-              await pause(1);
+              await pause(10);
             }
             if (ended) stats.dropped++;
             c.close();
             await draining;
+            await pause(20);
             continue;
           }
           await closedByServer(c, (kind === 'stalled' ? READ_TIMEOUT : 0) + DROP_WITHIN);
           stats.dropped++;
           c.close();
+          await pause(20);
         }
       };
 
@@ -156,7 +158,7 @@ describe('manager server fuzzed', () => {
           let req = 0;
           const mustRefuse = new Set<number>();
           const made: number[] = [];
-          const replies = new Map<number, unknown[]>();
+          const replies = new Replies();
           const reading = (async () => {
             for (;;) {
               let frameBytes: Uint8Array;
@@ -165,7 +167,7 @@ describe('manager server fuzzed', () => {
               } catch {
                 return;
               }
-              for (const m of readMessages(frameBytes)) replies.set(m[1] as number, m);
+              for (const m of readMessages(frameBytes)) replies.add(m);
             }
           })();
           const ask = async (...messages: Message[]): Promise<void> => {
@@ -175,8 +177,7 @@ describe('manager server fuzzed', () => {
           const created = async (typeid: string, args: unknown[]): Promise<void> => {
             const r = ++req;
             await ask([Op.CREATE, r, typeid, args, false]);
-            await eventuallyAnswered(replies, r);
-            const reply = replies.get(r)!;
+            const reply = await replies.to(r);
             if (reply[0] === Reply.OK) made.push((reply[2] as { id: number }).id);
           };
           for (const typeid of TYPEIDS) await created(typeid, typeid === 'Value' || typeid === 'Array' ? ['i', 3] : []);
@@ -217,15 +218,15 @@ describe('manager server fuzzed', () => {
               }
             }
             await ask(...messages);
-            await pause(2);
+            await pause(8);
           }
           // Every call of an unexposed name, or create of an unknown typeid, was refused; the connection is still open.
           for (const r of mustRefuse) {
-            await eventuallyAnswered(replies, r);
-            assert.equal(replies.get(r)![0], Reply.ERR, `refused: ${JSON.stringify(replies.get(r))}`);
+            const reply = await replies.to(r);
+            assert.equal(reply[0], Reply.ERR, `refused: ${JSON.stringify(reply)}`);
             stats.refusedCalls++;
           }
-          stats.answeredOdd += replies.size - mustRefuse.size;
+          stats.answeredOdd += replies.count - mustRefuse.size;
           assert.equal(c.closed, false, 'well-formed frames keep the connection');
           c.close();
           await reading;
@@ -246,6 +247,7 @@ describe('manager server fuzzed', () => {
           await lock.release();
           checks++;
           longestGapMs = Math.max(longestGapMs, Date.now() - last);
+          await pause(20);
           last = Date.now();
         }
         return { checks, longestGapMs };
@@ -340,11 +342,33 @@ async function within(promise: Promise<void>, ms: number, what: string): Promise
   }
 }
 
-/** Waits (bounded) until the reply to request `r` arrived. */
-async function eventuallyAnswered(replies: Map<number, unknown[]>, r: number): Promise<void> {
-  const deadline = Date.now() + DROP_WITHIN;
-  while (!replies.has(r)) {
-    if (Date.now() > deadline) throw new Error(`no reply to request ${r} within ${DROP_WITHIN} ms`);
-    await pause(2);
+/** The replies of one connection by request number; `to(r)` waits (bounded) for one. */
+class Replies {
+  readonly #byRequest = new Map<number, unknown[]>();
+  readonly #waiting = new Map<number, (reply: unknown[]) => void>();
+
+  get count(): number {
+    return this.#byRequest.size;
+  }
+
+  add(reply: unknown[]): void {
+    const r = reply[1] as number;
+    this.#byRequest.set(r, reply);
+    this.#waiting.get(r)?.(reply);
+  }
+
+  async to(r: number): Promise<unknown[]> {
+    const known = this.#byRequest.get(r);
+    if (known) return known;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await new Promise<unknown[]>((resolve, reject) => {
+        this.#waiting.set(r, resolve);
+        timer = setTimeout(() => reject(new Error(`no reply to request ${r} within ${DROP_WITHIN} ms`)), DROP_WITHIN);
+      });
+    } finally {
+      clearTimeout(timer);
+      this.#waiting.delete(r);
+    }
   }
 }
