@@ -229,6 +229,7 @@ describe('multiprocessing-ts (the CLI)', () => {
       ['an option without its value', ['serve', ...key, '--address'], 2, /--address needs a value/],
       ['an address without a port', ['serve', '--address', 'localhost', ...key], 2, /--address "localhost" has no port; give host:port/],
       ['a port out of range', ['serve', '--address', '127.0.0.1:99999', ...key], 2, /--address "127\.0\.0\.1:99999" has the port "99999", not a number from 0 to 65535/],
+      ['an IPv6 host without a port', ['serve', '--address', '[::1]', ...key], 2, /--address "\[::1\]" has no port/],
       ['an IPv6 host without brackets', ['serve', '--address', '::1:5000', ...key], 2, /IPv6 host without brackets \(write \[::1\]:50000\)/],
       ['an address without a host', ['serve', '--address', ':5000', ...key], 2, /has no host \(0\.0\.0\.0 for every interface/],
       ['unix: without a path', ['serve', '--address', 'unix:', ...key], 2, /--address "unix:" names no path/],

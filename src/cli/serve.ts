@@ -118,7 +118,7 @@ export function parseAddress(text: string): mp.Address {
     return path;
   }
   const colon = text.lastIndexOf(':');
-  if (colon === -1) throw bad('has no port');
+  if (colon === -1 || (text.startsWith('[') && !text.includes(']:'))) throw bad('has no port');
   let host = text.slice(0, colon);
   const port = text.slice(colon + 1);
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
