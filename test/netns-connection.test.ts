@@ -108,6 +108,10 @@ describe('the test network harness (test/netns.ts)', { skip: netnsUnavailable() 
     const sleeper = net.hosts.q!.exec('sleep', ['300'], { stdio: 'ignore' });
     try {
       await new Promise((resolve, reject) => sleeper.once('spawn', resolve).once('error', reject));
+      // 'spawn' comes before `ip netns exec` enters the namespace: until it has, close() cannot see it.
+      const inQ = (): boolean =>
+        spawnSync(ipCommand()!, ['netns', 'pids', net.hosts.q!.namespace], { encoding: 'utf8' }).stdout.split('\n').includes(String(sleeper.pid));
+      await eventually(inQ, WAIT_MS, 'the process to be on host q');
       await net.close();
       assert.equal(await ending(sleeper, 'the process on host q'), 'SIGTERM');
       assert.deepEqual(
