@@ -4,7 +4,8 @@
  * module) and `bootstrap.cjs` (the first module of every child, CommonJS),
  * one self-contained file each. What both contain (runtime state, the shared-object registry) lives
  * on `globalThis` under registered symbols, so the copies agree; the rest of
- * the bootstrap is stateless.
+ * the bootstrap is stateless. Beside them, `cli.js` (the `multiprocessing-ts`
+ * command, package.json `bin`), which imports `index.js`.
  *
  * Why: a child imports the package before it runs its target, and Node 20
  * pays about a millisecond per ES module file; two dozen small modules cost
@@ -14,7 +15,7 @@
  */
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
-import { rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -42,6 +43,14 @@ const common = {
   logLevel: 'warning',
 };
 
+// `../index.js` in the source (the package entry) stays a file of its own.
+const packageEntryStaysExternal = {
+  name: 'package-entry-stays-external',
+  setup(b) {
+    b.onResolve({ filter: /\.\.\/index\.js$/ }, () => ({ path: './index.js', external: true }));
+  },
+};
+
 await build({
   ...common,
   entryPoints: { index: 'src/index.ts' },
@@ -67,12 +76,16 @@ await build({
   outExtension: { '.js': '.cjs' },
   define: { 'import.meta.url': '__mpts_bootstrap_url', __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs') },
   banner: { js: 'const __mpts_bootstrap_url = require("node:url").pathToFileURL(__filename).href;' },
-  plugins: [
-    {
-      name: 'package-entry-stays-external',
-      setup(b) {
-        b.onResolve({ filter: /\.\.\/index\.js$/ }, () => ({ path: './index.js', external: true }));
-      },
-    },
-  ],
+  plugins: [packageEntryStaysExternal],
 });
+// The command (package.json `bin`). It imports the package entry, not a
+// copy: a module it imports for the user (`serve --register`) registers
+// typeids on the package's classes, which must be the ones it serves.
+// esbuild keeps the entry's `#!/usr/bin/env node`; the mode lets the
+// file run as a command in this checkout too (npm sets it when installing).
+await build({
+  ...common,
+  entryPoints: { cli: 'src/cli/main.ts' },
+  plugins: [packageEntryStaysExternal],
+});
+chmodSync(`${root}/dist/bundle/cli.js`, 0o755);

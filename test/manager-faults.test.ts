@@ -7,62 +7,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import * as mp from '../src/index.js';
-import { FrameWriter, Op, Reply, readMessages, type Message } from '../src/managers/protocol.js';
+import { Op, Reply, readMessages } from '../src/managers/protocol.js';
 import * as fx from './fixtures/manager-targets.js';
 import { METHODS, eventually, fixture, pidAlive } from './helpers.js';
-
-/** One frame of protocol messages. */
-function frame(...messages: Message[]): Uint8Array {
-  const writer = new FrameWriter();
-  for (const m of messages) writer.write(m, 1 << 30);
-  return Buffer.concat(writer.take(1 << 30));
-}
-
-/** A raw protocol client past the handshake, its greeting read. */
-async function rawClient(address: mp.Address, authkey: string | Uint8Array): Promise<mp.Connection> {
-  const conn = await mp.Client(address, { authkey });
-  const [hello] = readMessages(await conn.recvBytes());
-  assert.equal(hello![0], Reply.HELLO);
-  return conn;
-}
-
-/** Resolves once the server closed `conn` (every message before that read and dropped). */
-async function closedByServer(conn: mp.Connection, withinMs: number): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    if (!(await conn.poll(Math.max(0, deadline - Date.now())))) throw new Error(`the server did not close the connection within ${withinMs} ms`);
-    try {
-      await conn.recvBytes();
-    } catch (err) {
-      assert.ok(err instanceof mp.EOFError, String(err));
-      return;
-    }
-  }
-}
-
-/**
- * Waits (bounded) until the server has `expected.connections` connections
- * and at most `expected.objects` objects (earlier tests' proxies may be
- * collected meanwhile, so the count can only fall below it).
- */
-async function serverSees(manager: mp.BaseManager, expected: { connections: number; objects: number }, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const { connections, objects } = await manager.debugInfo();
-    if (connections === expected.connections && objects <= expected.objects) return;
-    if (Date.now() > deadline) assert.deepEqual({ connections, objects }, expected, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** The running server Process of the (only) SyncManager started by this test. */
-function serverOf(manager: mp.BaseManager): mp.Process {
-  const found = mp.activeChildren().filter((p) => p.name.startsWith(`${manager.constructor.name}-`) && p.pid === manager.pid);
-  assert.equal(found.length, 1);
-  return found[0]!;
-}
+import { closedByServer, frame, header, idOf, rawClient, serverOf, serverSees, socketOf } from './manager-wire.js';
 
 describe('manager security', () => {
   // One server for these tests (a process start each would cost the suite seconds): TCP, a key,
@@ -120,7 +69,6 @@ describe('manager security', () => {
   it('malformed frames and garbage close only their own connection', async () => {
     const { objects, connections } = await manager.debugInfo();
     const good = await manager.list<number>();
-    const header = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
     const attacks: Array<[string, (c: mp.Connection) => Promise<void>]> = [
       ['a body that is no message format', (c) => c.sendBytes(Buffer.concat([header(5), Buffer.from([0x42, 1, 2, 3, 4])]))],
       ['V8 bytes that do not deserialize', (c) => c.sendBytes(Buffer.concat([header(3), Buffer.from([0xff, 0x0f, 0x99])]))],
@@ -137,67 +85,19 @@ describe('manager security', () => {
       await closedByServer(c, 5000).catch((err: Error) => assert.fail(`${what}: ${err.message}`));
       await good.append(1);
     }
-    // For a second, fuzzers send random bytes (framed and not) and random well-formed messages,
-    // reconnecting whenever the server drops them, while a well-behaved client goes on.
-    const until = Date.now() + 1000;
-    const randomMessage = (): Message => {
-      const ids = [1, 2 ** 47, Math.floor(Math.random() * 2 ** 48)];
-      const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
-      return pick<Message>([
-        [Op.CALL, pick(ids), pick(ids), pick(['append', 'len', '__proto__', 'constructor', 'x']), [pick([1, 'a', null])], pick([true, false])],
-        [Op.CREATE, pick(ids), pick(['list', 'dict', 'nope', '__proto__']), [], false],
-        [Op.DECREF, pick(ids), pick(ids)],
-        [Op.INCREF, pick(ids), pick(['t', 'x'.repeat(100)])],
-        [Op.CLAIM, pick(ids), 't'],
-        [Op.INFO, pick(ids)],
-      ]);
-    };
-    let dropped = 0;
-    let sent = 0;
-    const fuzz = async (kind: number): Promise<void> => {
-      while (Date.now() < until) {
-        const c = await rawClient(manager.address!, 'k');
-        const socket = (c.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
-        while (Date.now() < until && !socket.destroyed && !c.closed) {
-          let bytes: Uint8Array;
-          if (kind === 0) bytes = frame(randomMessage());
-          else {
-            const body = randomBytes(1 + Math.floor(Math.random() * 64));
-            if (kind === 1) body[0] = Math.random() < 0.5 ? 0x01 : 0xff;
-            bytes = kind === 3 ? body : Buffer.concat([header(body.length), body]);
-          }
-          await new Promise<void>((resolve) => socket.write(bytes, () => resolve()));
-          sent++;
-          if (kind === 0) await new Promise((r) => setImmediate(r));
-        }
-        if (socket.destroyed || (await c.poll(0))) dropped++;
-        c.close();
-      }
-    };
-    const checker = (async () => {
-      let n = 0;
-      while (Date.now() < until) {
-        await good.append(100 + n);
-        assert.equal(await good.get(-1), 100 + n);
-        n++;
-      }
-      return n;
-    })();
-    const [checks] = await Promise.all([checker, fuzz(0), fuzz(1), fuzz(2), fuzz(3)]);
-    assert.ok(sent > 100 && dropped > 3, `sent ${sent}, dropped ${dropped}`);
-    for (let i = 0; i < checks; i++) await good.remove(100 + i);
+    // Random and hostile input for 10 s, from many clients at once: manager-fuzz.test.ts.
     await good.append(2);
     const items = await good.toArray();
     assert.equal(items.length, attacks.length + 1);
     assert.equal(items.at(-1), 2);
-    await serverSees(manager, { connections, objects: objects + 1 }, 'the fuzzers\' connections to end and what they made to go');
+    await serverSees(manager, { connections, objects: objects + 1 }, 'their connections to end');
   });
 
   it('a frame that stalls mid-way is dropped after readTimeout; idle connections stay', async () => {
     const idle = await rawClient(manager.address!, 'k');
     const staller = await rawClient(manager.address!, 'k');
     const t0 = Date.now();
-    const socket = (staller.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
+    const socket = socketOf(staller);
     socket.write(Buffer.from([0, 0, 0, 50, 1, 2, 3])); // a header announcing 50 bytes, and only 3 of them
     await closedByServer(staller, 5000);
     assert.ok(Date.now() - t0 >= 450, 'not before the timeout');
@@ -211,7 +111,7 @@ describe('manager security', () => {
   it('a client that does not read its answers (28 MiB of them) loses none, and others are served meanwhile', async () => {
     const big = await manager.list([new Uint8Array(48 * 1024)]);
     const reader = await rawClient(manager.address!, 'k');
-    const id = (big as unknown as { [k: symbol]: { id: number } })[Symbol.for('multiprocessing-ts.manager-proxy-target')]!.id;
+    const id = idOf(big);
     const requests = 600; // 28 MiB of answers, more than the server buffers for one client
     for (let i = 1; i <= requests; i++) await reader.sendBytes(frame([Op.CALL, i, id, 'toArray', [], false]));
     assert.equal(await big.len(), 1, 'another client is served while this one reads nothing');

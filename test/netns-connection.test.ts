@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { ending as endingOf, follow as followLines, type Event } from './child-lines.js';
 import { fixture, eventually, pidAlive } from './helpers.js';
 import { ipCommand, makeNetwork, netnsUnavailable, type Network } from './netns.js';
 
@@ -17,55 +17,8 @@ const PEER = fixture('netns-peer.js');
 const KEY = 'the-right-key';
 const WAIT_MS = 15_000;
 
-type Event = Record<string, any>;
-
-/** Follows a child's stdout as JSON lines; `next` waits (bounded) for the first unread line that matches. */
-function follow(child: ChildProcess, label: string): { next(match: (e: Event) => boolean, what: string): Promise<Event>; all: Event[] } {
-  const all: Event[] = [];
-  let read = 0;
-  let stderr = '';
-  let wake = (): void => {};
-  child.stderr?.on('data', (d) => (stderr += d));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    all.push(JSON.parse(line) as Event);
-    wake();
-  });
-  let exited = false;
-  child.once('exit', () => {
-    exited = true;
-    wake();
-  });
-  return {
-    all,
-    async next(match, what) {
-      const deadline = Date.now() + WAIT_MS;
-      for (;;) {
-        for (; read < all.length; read++) if (match(all[read]!)) return all[read++]!;
-        if (exited) throw new Error(`${label} exited before ${what}; it printed ${JSON.stringify(all)}; stderr: ${stderr}`);
-        if (Date.now() > deadline) throw new Error(`${label}: timed out waiting for ${what}; it printed ${JSON.stringify(all)}; stderr: ${stderr}`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, deadline - Date.now());
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      }
-    },
-  };
-}
-
-/** How a child ends (its exit code, or its signal), waited for at most WAIT_MS. */
-function ending(child: ChildProcess, label: string): Promise<number | NodeJS.Signals> {
-  return new Promise((resolve, reject) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode ?? child.signalCode!);
-    const timer = setTimeout(() => reject(new Error(`${label} did not end within ${WAIT_MS} ms`)), WAIT_MS);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve(code ?? signal!);
-    });
-  });
-}
+const follow = (child: ChildProcess, label: string) => followLines(child, label, WAIT_MS);
+const ending = (child: ChildProcess, label: string) => endingOf(child, label, WAIT_MS);
 
 /** Runs `netns-peer connect` on a host to its end and returns what it printed. */
 async function connectFrom(net: Network, host: string, address: string, port: number): Promise<Event> {
@@ -155,6 +108,10 @@ describe('the test network harness (test/netns.ts)', { skip: netnsUnavailable() 
     const sleeper = net.hosts.q!.exec('sleep', ['300'], { stdio: 'ignore' });
     try {
       await new Promise((resolve, reject) => sleeper.once('spawn', resolve).once('error', reject));
+      // 'spawn' comes before `ip netns exec` enters the namespace: until it has, close() cannot see it.
+      const inQ = (): boolean =>
+        spawnSync(ipCommand()!, ['netns', 'pids', net.hosts.q!.namespace], { encoding: 'utf8' }).stdout.split('\n').includes(String(sleeper.pid));
+      await eventually(inQ, WAIT_MS, 'the process to be on host q');
       await net.close();
       assert.equal(await ending(sleeper, 'the process on host q'), 'SIGTERM');
       assert.deepEqual(
