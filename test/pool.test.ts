@@ -40,6 +40,15 @@ for (const method of METHODS) {
       await pool.join();
     });
 
+    it('close() then join() ends even when a task left a handle open in its worker (a timer)', async () => {
+      const own = new mp.Pool(2, { context: method, module });
+      assert.deepEqual(await own.map(fx.leaveTimer, [1, 2, 3, 4], 1), [1, 2, 3, 4]);
+      own.close();
+      const joined = await Promise.race([own.join().then(() => true), new Promise((r) => setTimeout(r, 15_000, false))]);
+      if (!joined) own.terminate();
+      assert.equal(joined, true, 'join() settled');
+    });
+
     it('test_apply', async () => {
       assert.equal(await pool.apply(fx.sqr, [5]), 25);
       const async = pool.applyAsync(fx.mul, [6, 7]);

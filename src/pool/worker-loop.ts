@@ -59,6 +59,9 @@ export const WORKER_MODULE = import.meta.url;
 /** A long run of sync units yields to the event loop after this long. */
 const YIELD_MS = 10;
 
+/** How long a stopped worker may linger on handles its tasks left open before it exits. */
+const STOPPED_GRACE_MS = 500;
+
 /** A copy in a buffer of its own (a Buffer's `slice` would be a view). */
 function copyBytes(bytes: Uint8Array): Uint8Array {
   return Uint8Array.prototype.slice.call(bytes);
@@ -107,6 +110,12 @@ class Worker {
         const op = batch[i++] as Op;
         if (op === Op.Stop) {
           Atomics.store(this.ints, STATE, WorkerState.Stopped);
+          // A task may have left a handle open (a timer, a socket, an
+          // agent's keep-alive): a stopped worker must end all the same, or
+          // join() and maxtasksperchild would wait on it forever. Its
+          // answers are in shared memory already; the grace lets the child's
+          // own end of run (ledger, references) finish first.
+          setTimeout(() => process.exit(0), STOPPED_GRACE_MS).unref();
           return;
         }
         const id = batch[i++] as number;
