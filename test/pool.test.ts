@@ -415,6 +415,11 @@ export async function typeChecks(pool: mp.Pool): Promise<void> {
   const none: string = await pool.apply(fx.initState);
   const r: mp.AsyncResult<number[]> = pool.mapAsync(fx.square, [1]);
   for await (const x of pool.imap(fx.square, [1])) x.toFixed();
+  // `as const` tuples (readonly) are accepted where their types fit.
+  const fromConst: number = await pool.apply(fx.mul, [2, 3] as const);
+  const starConst: number[] = await pool.starmap(fx.mul, [[1, 2] as const, [3, 4] as const]);
+  // @ts-expect-error a readonly tuple is still checked against the parameters
+  await pool.apply(fx.mul, [1, 'b'] as const);
   // @ts-expect-error a string is not a number item
   await pool.map(fx.square, ['a']);
   // @ts-expect-error a tuple of the wrong arity
@@ -423,5 +428,5 @@ export async function typeChecks(pool: mp.Pool): Promise<void> {
   await pool.apply(fx.mul, [1, 'b']);
   // @ts-expect-error the result is a number, not a string
   const wrong: string[] = await pool.map(fx.square, [1]);
-  void [squares, strings, products, one, none, r, wrong];
+  void [squares, strings, products, one, none, r, wrong, fromConst, starConst];
 }

@@ -199,8 +199,8 @@ export class Pool {
    * @example `const sum = await pool.apply(add, [2, 3]);`
    */
   apply<F extends () => unknown>(fn: F): Promise<TaskResult<F>>;
-  apply<F extends TaskFn>(fn: F, args: Parameters<F>, options?: CallOptions): Promise<TaskResult<F>>;
-  async apply(fn: TaskFn, args: unknown[] = [], options?: CallOptions): Promise<unknown> {
+  apply<F extends TaskFn>(fn: F, args: Readonly<Parameters<F>>, options?: CallOptions): Promise<TaskResult<F>>;
+  async apply(fn: TaskFn, args: readonly unknown[] = [], options?: CallOptions): Promise<unknown> {
     return this.applyAsync(fn, args as never, options as never).get();
   }
 
@@ -214,8 +214,8 @@ export class Pool {
    * ```
    */
   applyAsync<F extends () => unknown>(fn: F): AsyncResult<TaskResult<F>>;
-  applyAsync<F extends TaskFn>(fn: F, args: Parameters<F>, options?: ApplyAsyncOptions<TaskResult<F>>): AsyncResult<TaskResult<F>>;
-  applyAsync(fn: TaskFn, args: unknown[] = [], options?: ApplyAsyncOptions<unknown>): AsyncResult<unknown> {
+  applyAsync<F extends TaskFn>(fn: F, args: Readonly<Parameters<F>>, options?: ApplyAsyncOptions<TaskResult<F>>): AsyncResult<TaskResult<F>>;
+  applyAsync(fn: TaskFn, args: readonly unknown[] = [], options?: ApplyAsyncOptions<unknown>): AsyncResult<unknown> {
     // The common call (no options, a function seen before) allocates nothing here but the call itself.
     const task = typeof fn === 'function' ? this.#functions.known(fn) : undefined;
     const label = task?.applyLabel ?? `pool.apply(${fn?.name || '(anonymous)'})`;
@@ -265,7 +265,7 @@ export class Pool {
    */
   async starmap<F extends TaskFn>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>>,
+    iterable: AnyIterable<Readonly<Parameters<F>>>,
     chunksize?: number | null,
     options?: MapOptions,
   ): Promise<TaskResult<F>[]> {
@@ -275,7 +275,7 @@ export class Pool {
   /** `starmap` returning an `AsyncResult` at once (Python's `starmap_async`). */
   starmapAsync<F extends TaskFn>(
     fn: F,
-    iterable: AnyIterable<Parameters<F>>,
+    iterable: AnyIterable<Readonly<Parameters<F>>>,
     chunksize?: number | null,
     options?: MapAsyncOptions<TaskResult<F>>,
   ): AsyncResult<TaskResult<F>[]> {
