@@ -49,6 +49,13 @@ for (const method of METHODS) {
       assert.equal(joined, true, 'join() settled');
     });
 
+    it('a thrown value that cannot even be looked at fails its task, not the worker', async () => {
+      const before = pool.stats().workers.map((w) => w.name);
+      await assert.rejects(pool.apply(fx.throwHostile), (err: unknown) => !(err instanceof mp.WorkerLostError));
+      assert.equal(await pool.apply(fx.sqr, [3]), 9);
+      assert.deepEqual(pool.stats().workers.map((w) => w.name), before, 'no worker was replaced');
+    });
+
     it('test_apply', async () => {
       assert.equal(await pool.apply(fx.sqr, [5]), 25);
       const async = pool.applyAsync(fx.mul, [6, 7]);

@@ -59,6 +59,25 @@ export const WORKER_MODULE = import.meta.url;
 /** A long run of sync units yields to the event loop after this long. */
 const YIELD_MS = 10;
 
+
+/**
+ * `toRecord`, never throwing: a thrown object whose getters throw (a Proxy,
+ * a `constructor` getter) must fail its task, not kill the worker.
+ */
+function safeRecord(thrown: unknown): ReturnType<typeof toRecord> {
+  try {
+    return toRecord(thrown);
+  } catch (err) {
+    let why: string;
+    try {
+      why = String((err as Error)?.message ?? err);
+    } catch {
+      why = 'unknown';
+    }
+    return { kind: 'opaque', text: `[a thrown value that could not be described: ${why}]` };
+  }
+}
+
 /** How long a stopped worker may linger on handles its tasks left open before it exits. */
 const STOPPED_GRACE_MS = 500;
 
@@ -203,7 +222,7 @@ class Worker {
     // A chunk of one item answers with its value alone, bare when it can be (the parent knows the chunk's size).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
     else if (ok) this.postValue(value, op === Op.Apply ? 'the result' : 'the results');
-    else this.post(Status.Error, toRecord(value), Atomics.load(this.ints, ITEM));
+    else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
     return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
