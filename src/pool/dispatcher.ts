@@ -466,7 +466,8 @@ export class Dispatcher {
   private death(code: number): string {
     if (code === -6) {
       const limit = this.options.heapLimitMb;
-      return `ran out of memory (V8 aborted it${limit ? `; its heap limit is heapLimitMb: ${limit}` : ''})`;
+      // SIGABRT: what V8 raises when the heap is exhausted, but also process.abort() or a native crash.
+      return `was aborted (SIGABRT, most likely out of memory${limit ? `: its heap limit is heapLimitMb: ${limit}` : ''})`;
     }
     if (code < 0) return `was killed by ${signalName(-code)}`;
     return `exited with code ${code}`;
