@@ -20,6 +20,11 @@ function frame(...messages: Message[]): Uint8Array {
   return Buffer.concat(writer.take(1 << 30));
 }
 
+/** The server-side id of a proxy's object. */
+function idOf(proxy: object): number {
+  return (proxy as Record<symbol, { id: number }>)[Symbol.for('multiprocessing-ts.manager-proxy-target')]!.id;
+}
+
 /** A raw protocol client past the handshake, its greeting read. */
 async function rawClient(address: mp.Address, authkey: string | Uint8Array): Promise<mp.Connection> {
   const conn = await mp.Client(address, { authkey });
@@ -117,6 +122,17 @@ describe('manager security', () => {
     await serverSees(manager, { connections: before, objects: baseline }, 'the 100 connections to end and their lists to go');
   });
 
+  it('a sparse array is refused at the call, naming it; the connection goes on', async () => {
+    const list = await manager.list<unknown>();
+    await assert.rejects(list.append([1, new Array(5e7)]), (err: unknown) => {
+      assert.ok(err instanceof mp.SerializationError, String(err));
+      assert.match(err.message, /list\.append\(\) args\[0\]\[1\] is a sparse array \(length 50000000/);
+      return true;
+    });
+    await list.append([1, , 3]);
+    assert.equal(await list.len(), 1, 'the same connection still serves');
+  });
+
   it('malformed frames and garbage close only their own connection', async () => {
     const { objects, connections } = await manager.debugInfo();
     const good = await manager.list<number>();
@@ -130,6 +146,8 @@ describe('manager security', () => {
       ['an empty frame', (c) => c.sendBytes(new Uint8Array(0))],
       ['a frame above the cap', (c) => c.sendBytes(new Uint8Array(100 * 1024))],
       ['a compact message nested too deep', (c) => c.sendBytes(Buffer.concat([header(11), Buffer.from([1, 4, 1, 0, 0, 0, 7, 1, 0, 0, 0]), ]))],
+      // A few bytes that V8 builds into an array of 2**30 holes, which the server would then walk.
+      ['a sparse array longer than its message', (c) => c.sendBytes(frame([Op.CALL, 1, idOf(good), 'len', [new Array(2 ** 30)], true]))],
     ];
     for (const [what, attack] of attacks) {
       const c = await rawClient(manager.address!, 'k');

@@ -261,6 +261,7 @@ export function readMessages(frame: Uint8Array): unknown[][] {
       } catch (err) {
         throw new ProtocolError(`a message that does not deserialize (${(err as Error).message})`);
       }
+      checkArrayLengths(message, body.length);
     } else if (body[0] === COMPACT_FORMAT) {
       message = readCompact(body);
     } else {
@@ -270,6 +271,46 @@ export function readMessages(frame: Uint8Array): unknown[][] {
     messages.push(message);
   }
   return messages;
+}
+
+/**
+ * Refuses a message whose arrays claim more items, all told, than its bytes
+ * can carry. V8 builds `new Array(2 ** 30)` from a few bytes (a sparse
+ * array), and every later loop over it (walking the arguments, a list's
+ * `extend`, a reply's encoding) would stall the server for every client. A
+ * dense item takes at least a byte, so real data always passes; each array
+ * is counted once, however often it is referenced.
+ */
+function checkArrayLengths(message: unknown, bytes: number): void {
+  let budget = bytes;
+  const seen = new Set<object>();
+  const stack: object[] = [];
+  const push = (value: unknown): void => {
+    if (typeof value === 'object' && value !== null && !seen.has(value)) {
+      seen.add(value);
+      stack.push(value);
+    }
+  };
+  push(message);
+  while (stack.length > 0) {
+    const value = stack.pop()!;
+    if (Array.isArray(value)) {
+      budget -= value.length;
+      if (budget < 0) {
+        throw new ProtocolError(`a message with an array of length ${value.length}: more items than its ${bytes} bytes can carry`);
+      }
+      for (let i = 0; i < value.length; i++) push(value[i]);
+    } else if (value instanceof Map) {
+      for (const [k, v] of value) {
+        push(k);
+        push(v);
+      }
+    } else if (value instanceof Set) {
+      for (const v of value) push(v);
+    } else if (!ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)) {
+      for (const key of Object.keys(value)) push((value as Record<string, unknown>)[key]);
+    }
+  }
 }
 
 function readCompact(body: Buffer): unknown[] {

@@ -50,6 +50,20 @@ function markerOf(value: object): unknown {
 }
 
 /**
+ * Whether a long array is mostly holes, which the server refuses
+ * (protocol.ts `checkArrayLengths`): caught here, the call fails alone
+ * instead of the connection every proxy of the process shares. Sampled, so
+ * a dense array costs a few lookups; only a holey one has its keys counted.
+ */
+function isMostlyHoles(array: unknown[]): boolean {
+  const length = array.length;
+  if (length <= 4096) return false;
+  let holes = false;
+  for (let k = 0; k < 16 && !holes; k++) holes = !(Math.floor((k * (length - 1)) / 15) in array);
+  return holes && Object.keys(array).length * 2 < length;
+}
+
+/**
  * A call's arguments for the wire (client side): proxies of `client`'s
  * manager as ref markers.
  * @param path how the value is named in errors (`list.append() args`).
@@ -83,6 +97,12 @@ export function encodeArgs(args: unknown[], client: object, path: string): { val
     }
     if (markerOf(value) !== undefined) {
       throw new SerializationError(`${pathOf(walk)} has the key '${MARKER}', which multiprocessing-ts reserves; rename that key`);
+    }
+    if (Array.isArray(value) && isMostlyHoles(value)) {
+      throw new SerializationError(
+        `${pathOf(walk)} is a sparse array (length ${value.length}, mostly holes), which a manager's server refuses ` +
+          `(its arrays may not claim more items than their bytes carry); send a dense array, or a Map of index to item`,
+      );
     }
     return DESCEND;
   };
