@@ -244,6 +244,41 @@ describe('manager security', () => {
     reader.close();
   });
 
+  it('one small frame asking 48 × 4 MiB from a client that does not read: the server stops building answers near its high-water mark', async () => {
+    // Served in this process, so its memory is ours to watch.
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k' });
+    const owner = new mp.SyncManager({ address: server.address!, authkey: 'k' });
+    await owner.connect();
+    const reader = await rawClient(server.address!, 'k');
+    try {
+      const big = await owner.list([new Uint8Array(4 * 1024 * 1024)]);
+      const requests = 48;
+      const calls = frame(...Array.from({ length: requests }, (_, i): Message => [Op.CALL, i + 1, idOf(big), 'get', [0], false]));
+      assert.ok(calls.length < 4096, 'a small frame');
+      const mib = (): number => process.memoryUsage().arrayBuffers / 2 ** 20;
+      const before = mib();
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, mib())), 1);
+      await reader.sendBytes(calls);
+      await owner.list(); // a round trip of another client: the frame was handled by now
+      await new Promise((r) => setTimeout(r, 50));
+      clearInterval(sampler);
+      peak = Math.max(peak, mib());
+      assert.ok(peak - before < 120, `answers held at once: ${Math.round(peak - before)} MiB (all of them would be 192)`);
+      let answered = 0;
+      while (answered < requests) {
+        for (const m of readMessages(await reader.recvBytes())) {
+          assert.equal(m[0], Reply.OK);
+          assert.equal((m[2] as Uint8Array).length, 4 * 1024 * 1024);
+          answered++;
+        }
+      }
+    } finally {
+      reader.close();
+      await server.shutdown();
+    }
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));

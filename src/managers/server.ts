@@ -233,6 +233,13 @@ class Session implements Caller, Holder {
   /** Reading stopped for backpressure; it resumes once answers are written. */
   #paused = false;
   #stopReading: (() => void) | null = null;
+  /**
+   * The messages of the frame being handled and the next one's place: a
+   * frame of small calls can ask for many large answers, so backpressure
+   * may stop between two of its messages, not only between frames.
+   */
+  #messages: unknown[][] = [];
+  #next = 0;
 
   constructor(server: ManagerServer, connection: Connection) {
     this.#server = server;
@@ -274,13 +281,25 @@ class Session implements Caller, Holder {
   #drain(): void {
     let progressed = false;
     while (!this.closed) {
-      // Until the client reads its answers, its requests wait in its socket (which then pauses).
-      if (this.#unsent > UNSENT_HIGH_WATER) {
+      // Until the client reads its answers, its requests wait in its socket
+      // (which then pauses); answers built but not yet flushed count too.
+      if (this.#unsent + this.#writer.length > UNSENT_HIGH_WATER) {
         this.#paused = true;
         clearTimeout(this.#stall);
         this.#stall = undefined;
         return;
       }
+      if (this.#next < this.#messages.length) {
+        try {
+          this.#handle(this.#messages[this.#next++]!);
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          this.close();
+          return;
+        }
+        continue;
+      }
+      this.#messages = []; // the handled frame's values are not kept
       let frame: Uint8Array | typeof EOF | null;
       try {
         frame = this.#transport.take();
@@ -296,7 +315,8 @@ class Session implements Caller, Holder {
       }
       progressed = true;
       try {
-        for (const message of readMessages(frame)) this.#handle(message);
+        this.#messages = readMessages(frame);
+        this.#next = 0;
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
         this.close();
