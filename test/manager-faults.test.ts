@@ -25,6 +25,12 @@ function idOf(proxy: object): number {
   return (proxy as Record<symbol, { id: number }>)[Symbol.for('multiprocessing-ts.manager-proxy-target')]!.id;
 }
 
+/** The byte length of the Uint8Array in the next answer on `conn`. */
+async function answerLength(conn: mp.Connection): Promise<number> {
+  const [answer] = readMessages(await conn.recvBytes());
+  return (answer![2] as Uint8Array).length;
+}
+
 /** A raw protocol client past the handshake, its greeting read. */
 async function rawClient(address: mp.Address, authkey: string | Uint8Array): Promise<mp.Connection> {
   const conn = await mp.Client(address, { authkey });
@@ -275,6 +281,36 @@ describe('manager security', () => {
       }
     } finally {
       reader.close();
+      await server.shutdown();
+    }
+  });
+
+  it("after one 8 MiB answer, an idle connection's answer buffer goes back to its small size", async () => {
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k' });
+    const owner = new mp.SyncManager({ address: server.address!, authkey: 'k' });
+    await owner.connect();
+    const readers: mp.Connection[] = [];
+    try {
+      const big = await owner.list([new Uint8Array(8 * 1024 * 1024)]);
+      const settled = async (): Promise<number> => {
+        for (let i = 0; i < 5; i++) {
+          (globalThis as { gc?: () => void }).gc?.();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return process.memoryUsage().arrayBuffers / 2 ** 20;
+      };
+      const before = await settled();
+      for (let i = 0; i < 2; i++) {
+        const reader = await rawClient(server.address!, 'k');
+        readers.push(reader);
+        await reader.sendBytes(frame([Op.CALL, 1, idOf(big), 'get', [0], false]));
+        // Read in a function of its own: this one's frame would keep the last answer alive.
+        assert.equal(await answerLength(reader), 8 * 1024 * 1024);
+      }
+      const held = (await settled()) - before;
+      assert.ok(held < 6, `two idle connections still hold ${Math.round(held)} MiB of answer buffers`);
+    } finally {
+      for (const reader of readers) reader.close();
       await server.shutdown();
     }
   });

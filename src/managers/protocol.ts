@@ -108,13 +108,17 @@ function compactValue(value: unknown, nested: boolean): boolean {
   }
 }
 
+/** A FrameWriter's first capacity, and what it goes back to after `take()` once above WRITER_KEEP. */
+const WRITER_START = 16 * 1024;
+const WRITER_KEEP = 1024 * 1024;
+
 /**
  * Frames being written: messages appended one by one into one buffer,
  * each as its length and body. `take()` hands out the bytes, which stay
  * valid until the next `write` (the socket transport copies at `send`).
  */
 export class FrameWriter {
-  #buf = Buffer.allocUnsafe(16 * 1024);
+  #buf = Buffer.allocUnsafe(WRITER_START);
   #length = 0;
   /** Where each message ends, to cut a long batch into frames under the cap. */
   #ends: number[] = [];
@@ -172,6 +176,9 @@ export class FrameWriter {
     if (last > from) frames.push(this.#buf.subarray(from, last));
     this.#length = 0;
     this.#ends = [];
+    // One large answer must not pin its size for the connection's life; the
+    // frames taken keep the old buffer until they are sent.
+    if (this.#buf.length > WRITER_KEEP) this.#buf = Buffer.allocUnsafe(WRITER_START);
     return frames;
   }
 
