@@ -315,6 +315,24 @@ describe('manager security', () => {
     }
   });
 
+  it("a client with a larger frame cap than the server's, or a WebAssembly.Module in a call: refused at the call, the connection goes on", async () => {
+    // A server of its own: this process's client of `manager` already has that manager's small cap.
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 64 * 1024 });
+    try {
+      const client = new mp.SyncManager({ address: server.address!, authkey: 'k' }); // its own cap: 64 MiB
+      await client.connect();
+      const other = await client.list([1, 2, 3]);
+      const l = await client.list<unknown>();
+      await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit \(65536 bytes\)/.test(e.message));
+      assert.equal(await other.len(), 3, 'the connection every proxy of the process shares stays up');
+      const wasm = new (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
+      await assert.rejects(l.append({ code: wasm }), (e: Error) => e instanceof mp.SerializationError && /args\[0\]\.code is a WebAssembly\.Module/.test(e.message));
+      assert.equal(await other.len(), 3, 'and after a value the server could not read');
+    } finally {
+      await server.shutdown();
+    }
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));

@@ -74,7 +74,8 @@ function poolKey(address: Address, key: Uint8Array): string {
 export class ManagerClient {
   readonly address: Address;
   readonly key: Uint8Array;
-  readonly #maxFrame: number;
+  /** The largest frame this side reads, and sends until the greeting tells the server's (then the smaller of both). */
+  #maxFrame: number;
   readonly #handshakeTimeout: number | undefined;
   #connection: Connection | null = null;
   #transport: SocketTransport | null = null;
@@ -344,6 +345,8 @@ export class ManagerClient {
           return;
         }
         this.#serverId ??= serverId;
+        // A call larger than the server reads would close the connection every proxy shares: refuse it here.
+        if (isId(m[3])) this.#maxFrame = Math.min(this.#maxFrame, m[3]);
         return;
       }
       case Reply.OK: {

@@ -16,7 +16,7 @@
  *     [SHUTDOWN, req]                              end the server
  *     [INFO, req]                                  counts, for tests and debugging
  *   server → client
- *     [HELLO, serverId, version]                   first, once per connection
+ *     [HELLO, serverId, version, maxFrame]         first, once per connection
  *     [OK, req, value, proxies]                    a result
  *     [ERR, req, error]                            a failure: { name, message, stack }
  *

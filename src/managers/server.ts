@@ -249,7 +249,7 @@ class Session implements Caller, Holder {
 
   start(): void {
     this.#transport.maxFrame = this.#server.maxFrame;
-    this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION]);
+    this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION, this.#server.maxFrame]);
     this.#stopReading = this.#transport.onReadable(() => this.#drain());
     this.#drain();
   }

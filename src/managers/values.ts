@@ -49,6 +49,9 @@ function markerOf(value: object): unknown {
   return Object.hasOwn(value, MARKER) ? (value as Record<string, unknown>)[MARKER] : undefined;
 }
 
+/** `WebAssembly.Module` (this project's TypeScript libs do not declare WebAssembly). */
+const WASM_MODULE = (globalThis as { WebAssembly?: { Module: abstract new (...args: never[]) => object } }).WebAssembly?.Module;
+
 /**
  * Whether a long array is mostly holes, which the server refuses
  * (protocol.ts `checkArrayLengths`): caught here, the call fails alone
@@ -77,6 +80,10 @@ export function encodeArgs(args: unknown[], client: object, path: string): { val
     }
     if (typeof value === 'symbol') throw new SerializationError(`${pathOf(walk)} is a symbol, which cannot be sent to a manager's server`);
     if (typeof value !== 'object' || value === null || isLeaf(value)) return value;
+    // V8 writes one for this isolate, and the server's deserializer cannot read it: that closes the shared connection.
+    if (WASM_MODULE !== undefined && value instanceof WASM_MODULE) {
+      throw new SerializationError(`${pathOf(walk)} is a WebAssembly.Module, which cannot be sent to a manager's server; send its bytes (a Uint8Array) instead`);
+    }
     const target = targetOf(value);
     if (target) {
       if (target.client !== client) {
