@@ -232,6 +232,23 @@ describe('manager security', () => {
     idle.close();
   });
 
+  it('a frame that goes on arriving, in parts over twice readTimeout, is read whole', async () => {
+    const slow = await rawClient(manager.address!, 'k');
+    const socket = (slow.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
+    const body = Buffer.from(frame([Op.INFO, 7]));
+    const wire = Buffer.concat([Buffer.from([0, 0, 0, body.length]), body]);
+    const parts = 5;
+    const t0 = Date.now();
+    for (let i = 0; i < parts; i++) {
+      socket.write(wire.subarray(Math.floor((i * wire.length) / parts), Math.floor(((i + 1) * wire.length) / parts)));
+      if (i < parts - 1) await new Promise((r) => setTimeout(r, 250)); // the pace is the point: 1 s in all, readTimeout is 500 ms
+    }
+    assert.ok(Date.now() - t0 >= 1000);
+    const [info] = readMessages(await slow.recvBytes());
+    assert.deepEqual([info![0], info![1]], [Reply.OK, 7]);
+    slow.close();
+  });
+
   it('a client that does not read its answers (28 MiB of them) loses none, and others are served meanwhile', async () => {
     const big = await manager.list([new Uint8Array(48 * 1024)]);
     const reader = await rawClient(manager.address!, 'k');

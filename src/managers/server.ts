@@ -10,8 +10,8 @@
  * frame per turn of the event loop).
  *
  * Guards, since a client is only known to have the key: the handshake comes
- * first (Listener); frames are capped (`maxFrame`) and a frame must arrive
- * whole within `readTimeout` of the last one that did; a frame that does
+ * first (Listener); frames are capped (`maxFrame`) and a frame begun must
+ * go on arriving, no pause longer than `readTimeout`; a frame that does
  * not parse, or a message of the wrong shape, closes that connection only;
  * nothing received is evaluated; only exposed methods are called, found
  * among an object's data properties (never a getter, never Object's own).
@@ -76,7 +76,7 @@ export interface ServerOptions {
   readonly types: Map<string, ServedType>;
   /** The largest frame accepted (and sent); default 64 MiB. */
   readonly maxFrame?: number | undefined;
-  /** Milliseconds a frame may take to arrive whole; default 30,000. */
+  /** Milliseconds a frame begun may go without a byte arriving; default 30,000. */
   readonly readTimeout?: number | undefined;
   /** Milliseconds a client has for the authkey handshake; default 10,000. */
   readonly handshakeTimeout?: number | undefined;
@@ -279,7 +279,6 @@ class Session implements Caller, Holder {
   }
 
   #drain(): void {
-    let progressed = false;
     while (!this.closed) {
       // Until the client reads its answers, its requests wait in its socket
       // (which then pauses); answers built but not yet flushed count too.
@@ -313,7 +312,6 @@ class Session implements Caller, Holder {
         this.close();
         return;
       }
-      progressed = true;
       try {
         this.#messages = readMessages(frame);
         this.#next = 0;
@@ -324,11 +322,13 @@ class Session implements Caller, Holder {
       }
     }
     if (this.closed) return;
-    // A frame that began must arrive whole in time; another that arrives in full restarts the clock.
+    // A frame that began must go on arriving: each time bytes come (this
+    // runs then), the clock restarts, so a large frame from a client whose
+    // event loop is busy now and then is not cut off.
     if (!this.#transport.partialMessage) {
       clearTimeout(this.#stall);
       this.#stall = undefined;
-    } else if (progressed || this.#stall === undefined) {
+    } else {
       clearTimeout(this.#stall);
       this.#stall = setTimeout(() => this.close(), this.#server.readTimeout);
       this.#stall.unref();
