@@ -487,6 +487,21 @@ for (const method of METHODS) {
       await own.shutdown();
     });
 
+    it('a proxy a child sends just before process.exit() arrives live, after the sender of its args dropped its own', async () => {
+      const out = new mp.Queue<mp.ListProxy<string>>();
+      const [p, mine] = await (async () => {
+        const list = await manager.list(['made']);
+        const child = new ctx.Process({ target: fx.forwardAndExit, args: [list, out], module: fx.MANAGER_TARGETS });
+        child.start();
+        return [child, new WeakRef(list)] as const;
+      })();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      await collected(mine);
+      const back = await out.get({ timeout: 10_000 });
+      assert.deepEqual(await back.toArray(), ['made', 'child was here']);
+    });
+
     it('refuses what a manager cannot hold, naming it', async () => {
       const l = await manager.list<unknown>();
       await assert.rejects(l.append(() => 1), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a function/.test(e.message));

@@ -67,6 +67,17 @@ const POOL = Symbol.for('multiprocessing-ts.manager-clients');
  */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
 
+let flushingAtExit = false;
+
+/** On 'exit', sends what every client has written (the INCREF of a handle sent just before `process.exit()`). */
+function flushAtExit(): void {
+  if (flushingAtExit) return;
+  flushingAtExit = true;
+  process.once('exit', () => {
+    for (const client of pool.values()) client.flushNow();
+  });
+}
+
 function poolKey(address: Address, key: Uint8Array): string {
   return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
 }
@@ -175,6 +186,16 @@ export class ManagerClient {
   /** A handle of `id` leaves this process under `ticket` (before anything this process sends later). */
   incref(id: number, ticket: string, serverId: string): void {
     this.#post([Op.INCREF, id, ticket], serverId);
+    // At once, not at the next microtask: the process may exit right after
+    // sending the handle (`q.put(proxy); process.exit()`), and a handle whose
+    // INCREF never left names a reference the server never counted.
+    this.#flush();
+    flushAtExit();
+  }
+
+  /** Sends what is written now (the process is exiting). @internal */
+  flushNow(): void {
+    this.#flush();
   }
 
   /** A handle under `ticket` arrived here: its reference becomes this client's. */
