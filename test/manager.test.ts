@@ -502,6 +502,23 @@ for (const method of METHODS) {
       assert.deepEqual(await back.toArray(), ['made', 'child was here']);
     });
 
+    it("with a non-default authkey, a proxy a child takes from a Queue while its args' proxy is still connecting uses that key", async () => {
+      const own = new mp.SyncManager({ authkey: 'not the default', startMethod: method });
+      await own.start();
+      try {
+        const [a, b] = [await own.list([1]), await own.list([1, 2])];
+        const q = new mp.Queue<mp.ListProxy>();
+        const out = new mp.Queue<unknown[]>();
+        await q.put(b);
+        const p = new ctx.Process({ target: fx.lengthsOfArgAndQueued, args: [a, q, out], module: fx.MANAGER_TARGETS });
+        p.start();
+        assert.deepEqual(await out.get({ timeout: 20_000 }), [1, 2]);
+        await p.join(20_000);
+      } finally {
+        await own.shutdown();
+      }
+    });
+
     it('refuses what a manager cannot hold, naming it', async () => {
       const l = await manager.list<unknown>();
       await assert.rejects(l.append(() => 1), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a function/.test(e.message));

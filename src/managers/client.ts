@@ -122,13 +122,21 @@ export class ManagerClient {
     return client;
   }
 
-  /** A live client of `address` in this isolate that has connected, if any (so a revived proxy uses the key that worked). */
+  /**
+   * A live client of `address` in this isolate, if any, so a revived proxy
+   * uses the key that worked: one that has connected, else one not failed
+   * (still connecting: a proxy that arrived in `args` with its key, while
+   * this one came through a Queue before that handshake was done).
+   */
   static existing(address: Address): ManagerClient | null {
     const prefix = `${showAddress(address)} `;
+    let connecting: ManagerClient | null = null;
     for (const [name, client] of pool) {
-      if (name.startsWith(prefix) && !client.#failure && client.#serverId !== null) return client;
+      if (!name.startsWith(prefix) || client.#failure) continue;
+      if (client.#serverId !== null) return client;
+      connecting ??= client;
     }
-    return null;
+    return connecting;
   }
 
   /** The id the server gave in its greeting; null until connected. */
