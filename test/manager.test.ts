@@ -519,6 +519,20 @@ for (const method of METHODS) {
       }
     });
 
+    it('short strings with lone surrogates, and holes and extra properties of short arrays, arrive as they were', async () => {
+      const l = await manager.list<unknown>();
+      await l.append('a\ud800b');
+      assert.equal(await l.get(0), 'a\ud800b');
+      const d = await manager.dict<string, string>();
+      await d.set('\ud800', 'high');
+      await d.set('\udc00', 'low');
+      assert.deepEqual(await d.keys(), ['\ud800', '\udc00']);
+      await l.append([1, , 3]);
+      assert.equal(1 in ((await l.get(1)) as unknown[]), false, 'a hole stays a hole');
+      await l.append(Object.assign([1, 2], { tag: 'x' }));
+      assert.equal(((await l.get(2)) as unknown as { tag: string }).tag, 'x');
+    });
+
     it('refuses what a manager cannot hold, naming it', async () => {
       const l = await manager.list<unknown>();
       await assert.rejects(l.append(() => 1), (e: Error) => e instanceof mp.SerializationError && /args\[0\] is a function/.test(e.message));

@@ -98,14 +98,27 @@ function compactValue(value: unknown, nested: boolean): boolean {
     case 'undefined':
       return true;
     case 'string':
-      return value.length <= COMPACT_STRING_MAX;
+      // UTF-8 cannot carry a lone surrogate (it would arrive as U+FFFD).
+      return value.length <= COMPACT_STRING_MAX && value.isWellFormed();
     case 'object':
       if (value === null) return true;
-      // One level of arrays (a call's arguments, which are ours: dense, no extra properties).
-      return !nested && Array.isArray(value) && value.every((v) => compactValue(v, true));
+      return !nested && Array.isArray(value) && compactArray(value);
     default:
       return false;
   }
+}
+
+/** Arrays longer than this go through V8's serializer (checking every item costs more than it saves). */
+const COMPACT_ARRAY_MAX = 256;
+
+/**
+ * One level of arrays (a call's arguments, a short result), if the compact
+ * form keeps them as they are: no holes and no properties besides the items.
+ */
+function compactArray(items: unknown[]): boolean {
+  if (items.length > COMPACT_ARRAY_MAX) return false;
+  for (let i = 0; i < items.length; i++) if (!(i in items) || !compactValue(items[i], true)) return false;
+  return Object.keys(items).length === items.length;
 }
 
 /** A FrameWriter's first capacity, and what it goes back to after `take()` once above WRITER_KEEP. */
