@@ -63,6 +63,16 @@ for (const method of METHODS) {
       await assert.rejects(foo.callMethod('__proto__'), mp.RemoteError);
     });
 
+    it('one object served under two typeids: each proxy may call only its own typeid\'s exposed methods', async () => {
+      await using manager = new fx.MyManager({ startMethod: method });
+      await manager.start();
+      const admin = await manager.VaultAdmin();
+      const guest = await manager.VaultGuest();
+      assert.equal(await admin.wipe(), 'wiped');
+      assert.equal(await guest.read(), 'public');
+      await assert.rejects(guest.callMethod('wipe'), (e: Error) => e instanceof mp.RemoteError && /not an exposed method/.test(e.message));
+    });
+
     it('connect from a child and from another manager over TCP with an authkey (CPython test_remote)', async () => {
       const authkey = randomBytes(32);
       const manager = new fx.QueueManager({ address: ['127.0.0.1', 0], authkey, startMethod: method });

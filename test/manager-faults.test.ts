@@ -8,10 +8,16 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as mp from '../src/index.js';
-import { Op, Reply, readMessages } from '../src/managers/protocol.js';
+import { Op, Reply, readMessages, type Message } from '../src/managers/protocol.js';
 import * as fx from './fixtures/manager-targets.js';
 import { METHODS, eventually, fixture, pidAlive } from './helpers.js';
 import { closedByServer, frame, header, idOf, rawClient, serverOf, serverSees, socketOf } from './manager-wire.js';
+
+/** The byte length of the Uint8Array in the next answer on `conn`. */
+async function answerLength(conn: mp.Connection): Promise<number> {
+  const [answer] = readMessages(await conn.recvBytes());
+  return (answer![2] as Uint8Array).length;
+}
 
 describe('manager security', () => {
   // One server for these tests (a process start each would cost the suite seconds): TCP, a key,
@@ -66,6 +72,17 @@ describe('manager security', () => {
     await serverSees(manager, { connections: before, objects: baseline }, 'the 100 connections to end and their lists to go');
   });
 
+  it('a sparse array is refused at the call, naming it; the connection goes on', async () => {
+    const list = await manager.list<unknown>();
+    await assert.rejects(list.append([1, new Array(5e7)]), (err: unknown) => {
+      assert.ok(err instanceof mp.SerializationError, String(err));
+      assert.match(err.message, /list\.append\(\) args\[0\]\[1\] is a sparse array \(length 50000000/);
+      return true;
+    });
+    await list.append([1, , 3]);
+    assert.equal(await list.len(), 1, 'the same connection still serves');
+  });
+
   it('malformed frames and garbage close only their own connection', async () => {
     const { objects, connections } = await manager.debugInfo();
     const good = await manager.list<number>();
@@ -78,6 +95,8 @@ describe('manager security', () => {
       ['an empty frame', (c) => c.sendBytes(new Uint8Array(0))],
       ['a frame above the cap', (c) => c.sendBytes(new Uint8Array(100 * 1024))],
       ['a compact message nested too deep', (c) => c.sendBytes(Buffer.concat([header(11), Buffer.from([1, 4, 1, 0, 0, 0, 7, 1, 0, 0, 0]), ]))],
+      // A few bytes that V8 builds into an array of 2**30 holes, which the server would then walk.
+      ['a sparse array longer than its message', (c) => c.sendBytes(frame([Op.CALL, 1, idOf(good), 'len', [new Array(2 ** 30)], true]))],
     ];
     for (const [what, attack] of attacks) {
       const c = await rawClient(manager.address!, 'k');
@@ -108,6 +127,23 @@ describe('manager security', () => {
     idle.close();
   });
 
+  it('a frame that goes on arriving, in parts over twice readTimeout, is read whole', async () => {
+    const slow = await rawClient(manager.address!, 'k');
+    const socket = (slow.transportForWait() as unknown as { socket: import('node:net').Socket }).socket;
+    const body = Buffer.from(frame([Op.INFO, 7]));
+    const wire = Buffer.concat([Buffer.from([0, 0, 0, body.length]), body]);
+    const parts = 5;
+    const t0 = Date.now();
+    for (let i = 0; i < parts; i++) {
+      socket.write(wire.subarray(Math.floor((i * wire.length) / parts), Math.floor(((i + 1) * wire.length) / parts)));
+      if (i < parts - 1) await new Promise((r) => setTimeout(r, 250)); // the pace is the point: 1 s in all, readTimeout is 500 ms
+    }
+    assert.ok(Date.now() - t0 >= 1000);
+    const [info] = readMessages(await slow.recvBytes());
+    assert.deepEqual([info![0], info![1]], [Reply.OK, 7]);
+    slow.close();
+  });
+
   it('a client that does not read its answers (28 MiB of them) loses none, and others are served meanwhile', async () => {
     const big = await manager.list([new Uint8Array(48 * 1024)]);
     const reader = await rawClient(manager.address!, 'k');
@@ -124,6 +160,89 @@ describe('manager security', () => {
       }
     }
     reader.close();
+  });
+
+  it('one small frame asking 48 × 4 MiB from a client that does not read: the server stops building answers near its high-water mark', async () => {
+    // Served in this process, so its memory is ours to watch.
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k' });
+    const owner = new mp.SyncManager({ address: server.address!, authkey: 'k' });
+    await owner.connect();
+    const reader = await rawClient(server.address!, 'k');
+    try {
+      const big = await owner.list([new Uint8Array(4 * 1024 * 1024)]);
+      const requests = 48;
+      const calls = frame(...Array.from({ length: requests }, (_, i): Message => [Op.CALL, i + 1, idOf(big), 'get', [0], false]));
+      assert.ok(calls.length < 4096, 'a small frame');
+      const mib = (): number => process.memoryUsage().arrayBuffers / 2 ** 20;
+      const before = mib();
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, mib())), 1);
+      await reader.sendBytes(calls);
+      await owner.list(); // a round trip of another client: the frame was handled by now
+      await new Promise((r) => setTimeout(r, 50));
+      clearInterval(sampler);
+      peak = Math.max(peak, mib());
+      assert.ok(peak - before < 120, `answers held at once: ${Math.round(peak - before)} MiB (all of them would be 192)`);
+      let answered = 0;
+      while (answered < requests) {
+        for (const m of readMessages(await reader.recvBytes())) {
+          assert.equal(m[0], Reply.OK);
+          assert.equal((m[2] as Uint8Array).length, 4 * 1024 * 1024);
+          answered++;
+        }
+      }
+    } finally {
+      reader.close();
+      await server.shutdown();
+    }
+  });
+
+  it("after one 8 MiB answer, an idle connection's answer buffer goes back to its small size", async () => {
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k' });
+    const owner = new mp.SyncManager({ address: server.address!, authkey: 'k' });
+    await owner.connect();
+    const readers: mp.Connection[] = [];
+    try {
+      const big = await owner.list([new Uint8Array(8 * 1024 * 1024)]);
+      const settled = async (): Promise<number> => {
+        for (let i = 0; i < 5; i++) {
+          (globalThis as { gc?: () => void }).gc?.();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return process.memoryUsage().arrayBuffers / 2 ** 20;
+      };
+      const before = await settled();
+      for (let i = 0; i < 2; i++) {
+        const reader = await rawClient(server.address!, 'k');
+        readers.push(reader);
+        await reader.sendBytes(frame([Op.CALL, 1, idOf(big), 'get', [0], false]));
+        // Read in a function of its own: this one's frame would keep the last answer alive.
+        assert.equal(await answerLength(reader), 8 * 1024 * 1024);
+      }
+      const held = (await settled()) - before;
+      assert.ok(held < 6, `two idle connections still hold ${Math.round(held)} MiB of answer buffers`);
+    } finally {
+      for (const reader of readers) reader.close();
+      await server.shutdown();
+    }
+  });
+
+  it("a client with a larger frame cap than the server's, or a WebAssembly.Module in a call: refused at the call, the connection goes on", async () => {
+    // A server of its own: this process's client of `manager` already has that manager's small cap.
+    const server = await mp.serveManager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 64 * 1024 });
+    try {
+      const client = new mp.SyncManager({ address: server.address!, authkey: 'k' }); // its own cap: 64 MiB
+      await client.connect();
+      const other = await client.list([1, 2, 3]);
+      const l = await client.list<unknown>();
+      await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit \(65536 bytes\)/.test(e.message));
+      assert.equal(await other.len(), 3, 'the connection every proxy of the process shares stays up');
+      const wasm = new (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
+      await assert.rejects(l.append({ code: wasm }), (e: Error) => e instanceof mp.SerializationError && /args\[0\]\.code is a WebAssembly\.Module/.test(e.message));
+      assert.equal(await other.len(), 3, 'and after a value the server could not read');
+    } finally {
+      await server.shutdown();
+    }
   });
 
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {

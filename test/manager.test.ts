@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/manager-targets.js';
-import { METHODS, eventually } from './helpers.js';
+import { METHODS, eventually, waitForValue } from './helpers.js';
 
 const gc = (globalThis as { gc?: () => void }).gc!;
 
@@ -322,21 +322,90 @@ for (const method of METHODS) {
     it('Condition: wait, notify and waitFor across processes', async () => {
       const cond = await manager.Condition(await manager.Lock());
       const ns = await manager.Namespace({ flag: false });
-      const done = new mp.Event();
+      const stage = mp.Value('i', 0);
       await assert.rejects(cond.notify(), mp.StateError, 'notify needs the lock');
-      const p = new ctx.Process({ target: fx.conditionWaiter, args: [cond, ns, done], module: fx.MANAGER_TARGETS });
+      const p = new ctx.Process({ target: fx.conditionWaiter, args: [cond, ns, stage], module: fx.MANAGER_TARGETS });
       p.start();
-      // The child checks the flag before it waits: a notify before its wait is not lost.
+      // The child sets the stage holding the lock: once we hold it, the child waits.
+      await waitForValue(stage, 1);
+      await cond.withLock(() => cond.notify());
+      await waitForValue(stage, 2);
       await cond.withLock(async () => {
         await ns.set('flag', true);
         await cond.notifyAll();
       });
-      assert.equal(await done.wait(20_000), true);
-      await p.join(20_000);
+      await p.join(30_000);
       assert.equal(p.exitCode, 0);
+      assert.equal(await ns.get('waited'), true, "the child's wait() was notified");
+      assert.equal(await ns.get('waitedFor'), true, "the child's waitFor() saw the flag");
       await cond.acquire();
       assert.equal(await cond.wait(50), false, 'no notify: the timeout');
       await cond.release();
+    });
+
+    it('RLock and Lock: concurrent withLock tasks of one process exclude each other; nested withLock re-enters', async () => {
+      const ns = await manager.Namespace({ x: 0 });
+      for (const lock of [await manager.RLock(), await manager.Lock()]) {
+        await ns.set('x', 0);
+        await Promise.all(
+          Array.from({ length: 8 }, () =>
+            lock.withLock(async () => {
+              const x = await ns.get<number>('x');
+              await ns.get('x'); // another round trip inside the critical section
+              await ns.set('x', (x ?? 0) + 1);
+            }),
+          ),
+        );
+        assert.equal(await ns.get('x'), 8, 'no increment lost');
+      }
+      const rlock = await manager.RLock();
+      assert.equal(await rlock.withLock(() => rlock.withLock(async () => 'nested')), 'nested');
+      let inside = false;
+      let leave = (): void => {};
+      const holding = rlock.withLock(() => {
+        inside = true;
+        return new Promise<void>((resolve) => (leave = resolve));
+      });
+      await eventually(() => inside, 5_000, 'a task to hold the RLock');
+      assert.equal(await rlock.acquire({ block: false }), false, 'another task of this process does not re-enter it');
+      await assert.rejects(rlock.release(), mp.ValueError, 'nor release it');
+      leave();
+      await holding;
+      assert.equal(await rlock.locked(), false);
+    });
+
+    it('Condition (default RLock): a task woken by another task of its process resumes only once the notifier lets go', async () => {
+      const cond = await manager.Condition();
+      const ns = await manager.Namespace({ x: 0 });
+      let waiting = false;
+      let notifierInside = false;
+      let overlap: boolean | undefined;
+      const waiter = cond.withLock(async () => {
+        waiting = true;
+        const notified = await cond.wait(10_000);
+        overlap = notifierInside;
+        return notified;
+      });
+      await eventually(() => waiting, 5_000, 'a task to wait on the Condition');
+      await cond.withLock(async () => {
+        notifierInside = true;
+        await cond.notify();
+        // Round trips to the server while holding the lock: the woken task must not run meanwhile.
+        for (let i = 0; i < 5; i++) await ns.get('x');
+        notifierInside = false;
+      });
+      assert.equal(await waiter, true, 'notified');
+      assert.equal(overlap, false, 'the woken task waited for the notifier to release');
+      let inside = false;
+      let leave = (): void => {};
+      const holding = cond.withLock(() => {
+        inside = true;
+        return new Promise<void>((resolve) => (leave = resolve));
+      });
+      await eventually(() => inside, 5_000, 'a task to hold the Condition');
+      await assert.rejects(cond.notify(), mp.StateError, 'notify from a task that does not hold the lock');
+      leave();
+      await holding;
     });
 
     it('Barrier: indices, timeout breaks it, reset', async () => {
@@ -416,6 +485,52 @@ for (const method of METHODS) {
       await collected(await received());
       assert.equal(await waitForObjects(own, 0), 0);
       await own.shutdown();
+    });
+
+    it('a proxy a child sends just before process.exit() arrives live, after the sender of its args dropped its own', async () => {
+      const out = new mp.Queue<mp.ListProxy<string>>();
+      const [p, mine] = await (async () => {
+        const list = await manager.list(['made']);
+        const child = new ctx.Process({ target: fx.forwardAndExit, args: [list, out], module: fx.MANAGER_TARGETS });
+        child.start();
+        return [child, new WeakRef(list)] as const;
+      })();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      await collected(mine);
+      const back = await out.get({ timeout: 10_000 });
+      assert.deepEqual(await back.toArray(), ['made', 'child was here']);
+    });
+
+    it("with a non-default authkey, a proxy a child takes from a Queue while its args' proxy is still connecting uses that key", async () => {
+      const own = new mp.SyncManager({ authkey: 'not the default', startMethod: method });
+      await own.start();
+      try {
+        const [a, b] = [await own.list([1]), await own.list([1, 2])];
+        const q = new mp.Queue<mp.ListProxy>();
+        const out = new mp.Queue<unknown[]>();
+        await q.put(b);
+        const p = new ctx.Process({ target: fx.lengthsOfArgAndQueued, args: [a, q, out], module: fx.MANAGER_TARGETS });
+        p.start();
+        assert.deepEqual(await out.get({ timeout: 20_000 }), [1, 2]);
+        await p.join(20_000);
+      } finally {
+        await own.shutdown();
+      }
+    });
+
+    it('short strings with lone surrogates, and holes and extra properties of short arrays, arrive as they were', async () => {
+      const l = await manager.list<unknown>();
+      await l.append('a\ud800b');
+      assert.equal(await l.get(0), 'a\ud800b');
+      const d = await manager.dict<string, string>();
+      await d.set('\ud800', 'high');
+      await d.set('\udc00', 'low');
+      assert.deepEqual(await d.keys(), ['\ud800', '\udc00']);
+      await l.append([1, , 3]);
+      assert.equal(1 in ((await l.get(1)) as unknown[]), false, 'a hole stays a hole');
+      await l.append(Object.assign([1, 2], { tag: 'x' }));
+      assert.equal(((await l.get(2)) as unknown as { tag: string }).tag, 'x');
     });
 
     it('refuses what a manager cannot hold, naming it', async () => {

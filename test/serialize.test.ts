@@ -99,6 +99,25 @@ describe('encode and decode', () => {
     assert.equal(back.value.value, 1, 'an allowed kind travels');
   });
 
+  it('a sparse array (length 2**30, two items) is walked by its items: encode and decode keep holes and length at once', () => {
+    const raw = mp.RawArray('i', 1);
+    const sparse: unknown[] = new Array(2 ** 30);
+    sparse[3] = raw;
+    sparse[2 ** 29] = 'x';
+    const dense = [1, undefined, raw];
+    const started = performance.now();
+    const encoded = encode([sparse, dense], 'args');
+    const [s, d] = decode(deserialize(serialize(encoded.value)), EVERY_KIND) as [unknown[], unknown[]];
+    assert.ok(performance.now() - started < 1000, 'no loop over the holes');
+    assert.equal(s.length, 2 ** 30);
+    assert.equal((s[3] as Int32Array).buffer, raw.buffer);
+    assert.equal(s[2 ** 29], 'x');
+    assert.equal(0 in s, false, 'a hole stays a hole');
+    assert.equal(d.length, 3);
+    assert.equal(1 in d, true, 'an undefined item of a dense array stays an item');
+    assert.equal((d[2] as Int32Array).buffer, raw.buffer);
+  });
+
   it('a round trip keeps cycles and shared references, and revives a shared object used as a Map key', () => {
     const raw = mp.RawArray('i', 2);
     const node: Record<string, unknown> = { name: 'n' };

@@ -8,6 +8,7 @@ import { describe } from '../describe.js';
 import { ValueError } from '../errors.js';
 import type { AcquireOptions } from '../sync/lock.js';
 import type { QueueWaitOptions } from '../queue/queue.js';
+import { FrameKind, currentTask, openTask, runInFrame, type Frame } from '../async-context.js';
 import { BaseProxy } from './proxy.js';
 import { proxyClasses } from './typeids.js';
 
@@ -267,27 +268,62 @@ export class JoinableQueueProxy<T = unknown> extends QueueProxy<T> {
   }
 }
 
+/** Ids of this process's task frames, for the server (0 is the process itself). */
+const taskIds = new WeakMap<Frame, number>();
+let lastTaskId = 0;
+
 /**
- * A manager's Lock or RLock (Python's AcquirerProxy). Its holder is this
- * process (its connection); if the process ends while holding it, the
- * server releases it.
+ * The chain a lock call comes from, as the server keys holders on it
+ * (managed/sync.ts OwnerChain): the running task frames, innermost first,
+ * then 0. So a lock held by an enclosing `withLock`, or by the process, is
+ * held here too.
+ */
+function ownerChain(): number[] {
+  const chain: number[] = [];
+  for (let f: Frame | null | undefined = currentTask(); f != null; f = f.parent) {
+    if (f.kind !== FrameKind.Task) continue;
+    let id = taskIds.get(f);
+    if (id === undefined) taskIds.set(f, (id = ++lastTaskId));
+    chain.push(id);
+  }
+  chain.push(0);
+  return chain;
+}
+
+/**
+ * A manager's Lock or RLock (Python's AcquirerProxy). A bare `acquire()` is
+ * held by this process (its connection), as a thread holds a lock in
+ * Python and as a local lock's bare `acquire()` is held by its thread: any
+ * code of the process may re-enter or release it. `withLock` runs its callback as an async task of its own, so
+ * concurrent `withLock`s of one process exclude each other (and nested ones
+ * of the same task re-enter an RLock). If the process ends while holding
+ * it, the server releases it.
  */
 export class AcquirerProxy extends BaseProxy {
   acquire(options?: AcquireOptions): Promise<boolean> {
-    return this.callMethod('acquire', options === undefined ? [] : [options]) as Promise<boolean>;
+    // Taken free, it is the process's (0 first); held by a chain we run in, it is re-entered.
+    return this.callMethod('acquire', [options ?? null, [0, ...ownerChain()]]) as Promise<boolean>;
   }
   release(): Promise<void> {
-    return this.callMethod('release') as Promise<void>;
+    return this.callMethod('release', [ownerChain()]) as Promise<void>;
   }
   /** Acquires, runs `fn`, releases (also when `fn` throws); resolves to what `fn` returned. */
   async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
     if (typeof fn !== 'function') throw new ValueError(`withLock() takes a function, not ${describe(fn)}`);
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      await this.release();
-    }
+    // The callback's awaits continue in this frame: the server tells this task from the process's others.
+    const frame = openTask();
+    return runInFrame(frame, async () => {
+      await this.callMethod('acquire', [null, ownerChain()]);
+      try {
+        return await fn();
+      } finally {
+        try {
+          await this.release();
+        } finally {
+          frame.done = true;
+        }
+      }
+    });
   }
 }
 
@@ -305,11 +341,11 @@ export class SemaphoreProxy extends AcquirerProxy {
   }
 }
 
-/** A manager's Condition; `wait`, `notify`, `notifyAll` need its lock held by this process. */
+/** A manager's Condition; `wait`, `notify`, `notifyAll` need its lock held by this process's calling task (see AcquirerProxy). */
 export class ConditionProxy extends LockProxy {
   /** Whether it was notified (false: the timeout passed). */
   wait(timeoutMs?: number): Promise<boolean> {
-    return this.callMethod('wait', timeoutMs === undefined ? [] : [timeoutMs]) as Promise<boolean>;
+    return this.callMethod('wait', [timeoutMs ?? null, ownerChain()]) as Promise<boolean>;
   }
   /** Waits until `predicate()` (run here) is true, or the timeout; resolves to its last value. */
   async waitFor<R>(predicate: () => R | Promise<R>, timeoutMs?: number): Promise<R> {
@@ -324,10 +360,10 @@ export class ConditionProxy extends LockProxy {
     }
   }
   notify(n = 1): Promise<void> {
-    return this.callMethod('notify', [n]) as Promise<void>;
+    return this.callMethod('notify', [n, ownerChain()]) as Promise<void>;
   }
   notifyAll(): Promise<void> {
-    return this.callMethod('notifyAll') as Promise<void>;
+    return this.callMethod('notifyAll', [ownerChain()]) as Promise<void>;
   }
 }
 

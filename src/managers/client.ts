@@ -67,6 +67,17 @@ const POOL = Symbol.for('multiprocessing-ts.manager-clients');
  */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
 
+let flushingAtExit = false;
+
+/** On 'exit', sends what every client has written (the INCREF of a handle sent just before `process.exit()`). */
+function flushAtExit(): void {
+  if (flushingAtExit) return;
+  flushingAtExit = true;
+  process.once('exit', () => {
+    for (const client of pool.values()) client.flushNow();
+  });
+}
+
 function poolKey(address: Address, key: Uint8Array): string {
   return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
 }
@@ -74,7 +85,8 @@ function poolKey(address: Address, key: Uint8Array): string {
 export class ManagerClient {
   readonly address: Address;
   readonly key: Uint8Array;
-  readonly #maxFrame: number;
+  /** The largest frame this side reads, and sends until the greeting tells the server's (then the smaller of both). */
+  #maxFrame: number;
   readonly #handshakeTimeout: number | undefined;
   #connection: Connection | null = null;
   #transport: SocketTransport | null = null;
@@ -110,13 +122,21 @@ export class ManagerClient {
     return client;
   }
 
-  /** A live client of `address` in this isolate that has connected, if any (so a revived proxy uses the key that worked). */
+  /**
+   * A live client of `address` in this isolate, if any, so a revived proxy
+   * uses the key that worked: one that has connected, else one not failed
+   * (still connecting: a proxy that arrived in `args` with its key, while
+   * this one came through a Queue before that handshake was done).
+   */
   static existing(address: Address): ManagerClient | null {
     const prefix = `${showAddress(address)} `;
+    let connecting: ManagerClient | null = null;
     for (const [name, client] of pool) {
-      if (name.startsWith(prefix) && !client.#failure && client.#serverId !== null) return client;
+      if (!name.startsWith(prefix) || client.#failure) continue;
+      if (client.#serverId !== null) return client;
+      connecting ??= client;
     }
-    return null;
+    return connecting;
   }
 
   /** The id the server gave in its greeting; null until connected. */
@@ -174,6 +194,16 @@ export class ManagerClient {
   /** A handle of `id` leaves this process under `ticket` (before anything this process sends later). */
   incref(id: number, ticket: string, serverId: string): void {
     this.#post([Op.INCREF, id, ticket], serverId);
+    // At once, not at the next microtask: the process may exit right after
+    // sending the handle (`q.put(proxy); process.exit()`), and a handle whose
+    // INCREF never left names a reference the server never counted.
+    this.#flush();
+    flushAtExit();
+  }
+
+  /** Sends what is written now (the process is exiting). @internal */
+  flushNow(): void {
+    this.#flush();
   }
 
   /** A handle under `ticket` arrived here: its reference becomes this client's. */
@@ -344,6 +374,8 @@ export class ManagerClient {
           return;
         }
         this.#serverId ??= serverId;
+        // A call larger than the server reads would close the connection every proxy shares: refuse it here.
+        if (isId(m[3])) this.#maxFrame = Math.min(this.#maxFrame, m[3]);
         return;
       }
       case Reply.OK: {

@@ -48,7 +48,7 @@ export interface ManagerOptions {
   startMethod?: StartMethod;
   /** The largest message accepted and sent on its connections (default 64 MiB). */
   maxMessageBytes?: number;
-  /** Milliseconds a message may take to arrive whole at the server once begun (default 30,000). */
+  /** Milliseconds a message begun may go without a byte arriving at the server (default 30,000). */
   readTimeout?: number;
   /** Milliseconds for the authkey handshake (default 10,000). */
   handshakeTimeout?: number;

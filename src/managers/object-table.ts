@@ -73,7 +73,8 @@ export class ObjectTable {
    * entry kept only by stored `Ref`s is reached through them.
    */
   readonly #counted = new Map<number, Entry>();
-  readonly #byObject = new WeakMap<object, Entry>();
+  /** Per object, its entry per typeid: served under two typeids, an object has two (each with its own `exposed`). */
+  readonly #byObject = new WeakMap<object, Map<string, Entry>>();
   /** Handles in flight: ticket → entry (one counted reference each). */
   readonly #tickets = new Map<string, Entry>();
   /** CLAIMs that came before their INCREF: ticket → who claimed. */
@@ -83,12 +84,18 @@ export class ObjectTable {
   /** Ids start at random, so an id of an earlier server at the same address names nothing here. */
   #nextId = crypto().randomInt(1, 2 ** 47);
 
-  /** The entry for `obj`, made on first sight: one object has one id (Python's `id(obj)`). */
+  /**
+   * The entry for `obj` as `type`, made on first sight: an object has one id
+   * per typeid it is served as (Python's `id(obj)`, but a second typeid
+   * with a narrower `exposed` must not see the first one's methods).
+   */
   entryFor(obj: object, type: TypeInfo, exposed: readonly string[]): Entry {
-    const known = this.#byObject.get(obj);
+    let byType = this.#byObject.get(obj);
+    if (!byType) this.#byObject.set(obj, (byType = new Map()));
+    const known = byType.get(type.typeid);
     if (known) return known;
     const entry = new Entry(this.#nextId++, obj, type.typeid, new Set(exposed), type.methodToTypeid, type.proxytype);
-    this.#byObject.set(obj, entry);
+    byType.set(type.typeid, entry);
     return entry;
   }
 

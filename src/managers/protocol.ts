@@ -16,7 +16,7 @@
  *     [SHUTDOWN, req]                              end the server
  *     [INFO, req]                                  counts, for tests and debugging
  *   server → client
- *     [HELLO, serverId, version]                   first, once per connection
+ *     [HELLO, serverId, version, maxFrame]         first, once per connection
  *     [OK, req, value, proxies]                    a result
  *     [ERR, req, error]                            a failure: { name, message, stack }
  *
@@ -98,15 +98,32 @@ function compactValue(value: unknown, nested: boolean): boolean {
     case 'undefined':
       return true;
     case 'string':
-      return value.length <= COMPACT_STRING_MAX;
+      // UTF-8 cannot carry a lone surrogate (it would arrive as U+FFFD).
+      return value.length <= COMPACT_STRING_MAX && value.isWellFormed();
     case 'object':
       if (value === null) return true;
-      // One level of arrays (a call's arguments, which are ours: dense, no extra properties).
-      return !nested && Array.isArray(value) && value.every((v) => compactValue(v, true));
+      return !nested && Array.isArray(value) && compactArray(value);
     default:
       return false;
   }
 }
+
+/** Arrays longer than this go through V8's serializer (checking every item costs more than it saves). */
+const COMPACT_ARRAY_MAX = 256;
+
+/**
+ * One level of arrays (a call's arguments, a short result), if the compact
+ * form keeps them as they are: no holes and no properties besides the items.
+ */
+function compactArray(items: unknown[]): boolean {
+  if (items.length > COMPACT_ARRAY_MAX) return false;
+  for (let i = 0; i < items.length; i++) if (!(i in items) || !compactValue(items[i], true)) return false;
+  return Object.keys(items).length === items.length;
+}
+
+/** A FrameWriter's first capacity, and what it goes back to after `take()` once above WRITER_KEEP. */
+const WRITER_START = 16 * 1024;
+const WRITER_KEEP = 1024 * 1024;
 
 /**
  * Frames being written: messages appended one by one into one buffer,
@@ -114,7 +131,7 @@ function compactValue(value: unknown, nested: boolean): boolean {
  * valid until the next `write` (the socket transport copies at `send`).
  */
 export class FrameWriter {
-  #buf = Buffer.allocUnsafe(16 * 1024);
+  #buf = Buffer.allocUnsafe(WRITER_START);
   #length = 0;
   /** Where each message ends, to cut a long batch into frames under the cap. */
   #ends: number[] = [];
@@ -172,6 +189,9 @@ export class FrameWriter {
     if (last > from) frames.push(this.#buf.subarray(from, last));
     this.#length = 0;
     this.#ends = [];
+    // One large answer must not pin its size for the connection's life; the
+    // frames taken keep the old buffer until they are sent.
+    if (this.#buf.length > WRITER_KEEP) this.#buf = Buffer.allocUnsafe(WRITER_START);
     return frames;
   }
 
@@ -261,6 +281,7 @@ export function readMessages(frame: Uint8Array): unknown[][] {
       } catch (err) {
         throw new ProtocolError(`a message that does not deserialize (${(err as Error).message})`);
       }
+      checkArrayLengths(message, body.length);
     } else if (body[0] === COMPACT_FORMAT) {
       message = readCompact(body);
     } else {
@@ -270,6 +291,46 @@ export function readMessages(frame: Uint8Array): unknown[][] {
     messages.push(message);
   }
   return messages;
+}
+
+/**
+ * Refuses a message whose arrays claim more items, all told, than its bytes
+ * can carry. V8 builds `new Array(2 ** 30)` from a few bytes (a sparse
+ * array), and every later loop over it (walking the arguments, a list's
+ * `extend`, a reply's encoding) would stall the server for every client. A
+ * dense item takes at least a byte, so real data always passes; each array
+ * is counted once, however often it is referenced.
+ */
+function checkArrayLengths(message: unknown, bytes: number): void {
+  let budget = bytes;
+  const seen = new Set<object>();
+  const stack: object[] = [];
+  const push = (value: unknown): void => {
+    if (typeof value === 'object' && value !== null && !seen.has(value)) {
+      seen.add(value);
+      stack.push(value);
+    }
+  };
+  push(message);
+  while (stack.length > 0) {
+    const value = stack.pop()!;
+    if (Array.isArray(value)) {
+      budget -= value.length;
+      if (budget < 0) {
+        throw new ProtocolError(`a message with an array of length ${value.length}: more items than its ${bytes} bytes can carry`);
+      }
+      for (let i = 0; i < value.length; i++) push(value[i]);
+    } else if (value instanceof Map) {
+      for (const [k, v] of value) {
+        push(k);
+        push(v);
+      }
+    } else if (value instanceof Set) {
+      for (const v of value) push(v);
+    } else if (!ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)) {
+      for (const key of Object.keys(value)) push((value as Record<string, unknown>)[key]);
+    }
+  }
 }
 
 function readCompact(body: Buffer): unknown[] {

@@ -141,7 +141,7 @@ export interface ServeOptions {
   managerClass?: Function;
   /** The largest frame accepted and sent (default 64 MiB). */
   maxMessageBytes?: number;
-  /** Milliseconds a frame may take to arrive whole once begun (default 30,000). */
+  /** Milliseconds a frame begun may go without a byte arriving (default 30,000). */
   readTimeout?: number;
   /** Milliseconds a client has for the authkey handshake (default 10,000). */
   handshakeTimeout?: number;

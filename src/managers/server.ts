@@ -10,8 +10,8 @@
  * frame per turn of the event loop).
  *
  * Guards, since a client is only known to have the key: the handshake comes
- * first (Listener); frames are capped (`maxFrame`) and a frame must arrive
- * whole within `readTimeout` of the last one that did; a frame that does
+ * first (Listener); frames are capped (`maxFrame`) and a frame begun must
+ * go on arriving, no pause longer than `readTimeout`; a frame that does
  * not parse, or a message of the wrong shape, closes that connection only;
  * nothing received is evaluated; only exposed methods are called, found
  * among an object's data properties (never a getter, never Object's own).
@@ -76,7 +76,7 @@ export interface ServerOptions {
   readonly types: Map<string, ServedType>;
   /** The largest frame accepted (and sent); default 64 MiB. */
   readonly maxFrame?: number | undefined;
-  /** Milliseconds a frame may take to arrive whole; default 30,000. */
+  /** Milliseconds a frame begun may go without a byte arriving; default 30,000. */
   readonly readTimeout?: number | undefined;
   /** Milliseconds a client has for the authkey handshake; default 10,000. */
   readonly handshakeTimeout?: number | undefined;
@@ -233,6 +233,13 @@ class Session implements Caller, Holder {
   /** Reading stopped for backpressure; it resumes once answers are written. */
   #paused = false;
   #stopReading: (() => void) | null = null;
+  /**
+   * The messages of the frame being handled and the next one's place: a
+   * frame of small calls can ask for many large answers, so backpressure
+   * may stop between two of its messages, not only between frames.
+   */
+  #messages: unknown[][] = [];
+  #next = 0;
 
   constructor(server: ManagerServer, connection: Connection) {
     this.#server = server;
@@ -242,7 +249,7 @@ class Session implements Caller, Holder {
 
   start(): void {
     this.#transport.maxFrame = this.#server.maxFrame;
-    this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION]);
+    this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION, this.#server.maxFrame]);
     this.#stopReading = this.#transport.onReadable(() => this.#drain());
     this.#drain();
   }
@@ -272,15 +279,26 @@ class Session implements Caller, Holder {
   }
 
   #drain(): void {
-    let progressed = false;
     while (!this.closed) {
-      // Until the client reads its answers, its requests wait in its socket (which then pauses).
-      if (this.#unsent > UNSENT_HIGH_WATER) {
+      // Until the client reads its answers, its requests wait in its socket
+      // (which then pauses); answers built but not yet flushed count too.
+      if (this.#unsent + this.#writer.length > UNSENT_HIGH_WATER) {
         this.#paused = true;
         clearTimeout(this.#stall);
         this.#stall = undefined;
         return;
       }
+      if (this.#next < this.#messages.length) {
+        try {
+          this.#handle(this.#messages[this.#next++]!);
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          this.close();
+          return;
+        }
+        continue;
+      }
+      this.#messages = []; // the handled frame's values are not kept
       let frame: Uint8Array | typeof EOF | null;
       try {
         frame = this.#transport.take();
@@ -294,9 +312,9 @@ class Session implements Caller, Holder {
         this.close();
         return;
       }
-      progressed = true;
       try {
-        for (const message of readMessages(frame)) this.#handle(message);
+        this.#messages = readMessages(frame);
+        this.#next = 0;
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
         this.close();
@@ -304,11 +322,13 @@ class Session implements Caller, Holder {
       }
     }
     if (this.closed) return;
-    // A frame that began must arrive whole in time; another that arrives in full restarts the clock.
+    // A frame that began must go on arriving: each time bytes come (this
+    // runs then), the clock restarts, so a large frame from a client whose
+    // event loop is busy now and then is not cut off.
     if (!this.#transport.partialMessage) {
       clearTimeout(this.#stall);
       this.#stall = undefined;
-    } else if (progressed || this.#stall === undefined) {
+    } else {
       clearTimeout(this.#stall);
       this.#stall = setTimeout(() => this.close(), this.#server.readTimeout);
       this.#stall.unref();

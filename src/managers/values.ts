@@ -49,6 +49,23 @@ function markerOf(value: object): unknown {
   return Object.hasOwn(value, MARKER) ? (value as Record<string, unknown>)[MARKER] : undefined;
 }
 
+/** `WebAssembly.Module` (this project's TypeScript libs do not declare WebAssembly). */
+const WASM_MODULE = (globalThis as { WebAssembly?: { Module: abstract new (...args: never[]) => object } }).WebAssembly?.Module;
+
+/**
+ * Whether a long array is mostly holes, which the server refuses
+ * (protocol.ts `checkArrayLengths`): caught here, the call fails alone
+ * instead of the connection every proxy of the process shares. Sampled, so
+ * a dense array costs a few lookups; only a holey one has its keys counted.
+ */
+function isMostlyHoles(array: unknown[]): boolean {
+  const length = array.length;
+  if (length <= 4096) return false;
+  let holes = false;
+  for (let k = 0; k < 16 && !holes; k++) holes = !(Math.floor((k * (length - 1)) / 15) in array);
+  return holes && Object.keys(array).length * 2 < length;
+}
+
 /**
  * A call's arguments for the wire (client side): proxies of `client`'s
  * manager as ref markers.
@@ -63,6 +80,10 @@ export function encodeArgs(args: unknown[], client: object, path: string): { val
     }
     if (typeof value === 'symbol') throw new SerializationError(`${pathOf(walk)} is a symbol, which cannot be sent to a manager's server`);
     if (typeof value !== 'object' || value === null || isLeaf(value)) return value;
+    // V8 writes one for this isolate, and the server's deserializer cannot read it: that closes the shared connection.
+    if (WASM_MODULE !== undefined && value instanceof WASM_MODULE) {
+      throw new SerializationError(`${pathOf(walk)} is a WebAssembly.Module, which cannot be sent to a manager's server; send its bytes (a Uint8Array) instead`);
+    }
     const target = targetOf(value);
     if (target) {
       if (target.client !== client) {
@@ -83,6 +104,12 @@ export function encodeArgs(args: unknown[], client: object, path: string): { val
     }
     if (markerOf(value) !== undefined) {
       throw new SerializationError(`${pathOf(walk)} has the key '${MARKER}', which multiprocessing-ts reserves; rename that key`);
+    }
+    if (Array.isArray(value) && isMostlyHoles(value)) {
+      throw new SerializationError(
+        `${pathOf(walk)} is a sparse array (length ${value.length}, mostly holes), which a manager's server refuses ` +
+          `(its arrays may not claim more items than their bytes carry); send a dense array, or a Map of index to item`,
+      );
     }
     return DESCEND;
   };

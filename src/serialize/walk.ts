@@ -98,11 +98,35 @@ export class Walk {
   private array(array: unknown[]): unknown[] {
     const out = this.copy ? [] : array;
     this.seen.set(array, out);
-    for (let i = 0; i < array.length && !this.stopped; i++) {
-      const result = this.step(StepKind.Index, i, i, array[i]);
-      if (this.copy || result !== array[i]) out[i] = result;
+    const length = array.length;
+    for (let i = 0; i < length && !this.stopped; i++) {
+      const item = array[i];
+      // A hole: the array may be sparse (`new Array(2 ** 30)` is a few
+      // bytes on the wire), so the rest goes by its own keys, not by index.
+      if (item === undefined && !(i in array)) {
+        this.holey(array, out, i);
+        break;
+      }
+      const result = this.step(StepKind.Index, i, i, item);
+      if (this.copy || result !== item) out[i] = result;
     }
     return out;
+  }
+
+  /** The items of a holey array from index `from` on; a copy keeps the holes (as structured clone does) and the length. */
+  private holey(array: unknown[], out: unknown[], from: number): void {
+    const length = array.length;
+    for (const key of Object.keys(array)) {
+      if (this.stopped) break;
+      // Index keys come first, in order; the first other key ends them.
+      const i = Number(key);
+      if (!(i < length) || String(i) !== key) break;
+      if (i < from) continue;
+      const item = array[i];
+      const result = this.step(StepKind.Index, i, i, item);
+      if (this.copy || result !== item) out[i] = result;
+    }
+    if (this.copy && !this.stopped) out.length = length;
   }
 
   /** A Map (keys are walked too) or a Set; rebuilt in order when anything changed. */

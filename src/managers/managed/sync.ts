@@ -4,8 +4,11 @@
  *
  * They live in the server's memory and every wait is a promise (base.ts),
  * so a client blocked in `acquire()` holds up no one else. The holder of a
- * Lock or RLock is a client (its connection: the tasks of one process are
- * one holder, as threads are in Python for a bare acquire), and when that
+ * Lock or RLock is a client (its connection) and, within it, an async
+ * chain (OwnerChain): a proxy's `withLock` callback is a chain of its own,
+ * so concurrent tasks of one process exclude each other there, while a bare
+ * `acquire()` outside any `withLock` is held by the whole process (as a
+ * thread holds a lock in Python). When that
  * connection ends — the process exited or was killed — what it held is
  * released and handed to the next waiter. Semaphores have no holder (any
  * client may release), so theirs are not.
@@ -14,30 +17,58 @@ import { describe } from '../../describe.js';
 import { BrokenBarrierError, StateError, ValueError } from '../../errors.js';
 import { Managed, WaitList, timeoutOf, waitTime, type Caller, type CallerState } from './base.js';
 
+/**
+ * The async chains of a client that a call comes from, innermost first:
+ * ids of its task frames (a proxy's `withLock` callback runs in one) and
+ * last 0, the process itself. A lock held by any of them is held by the
+ * call; a lock taken free is held by the first (a bare `acquire()` puts 0
+ * first: the process holds it, as a thread does in Python). Sent by the
+ * proxies as a method's last argument; a call without one is the process's.
+ */
+export type OwnerChain = readonly number[];
+
+const PROCESS: OwnerChain = [0];
+
+function chainOf(owner: unknown): OwnerChain {
+  if (!Array.isArray(owner) || owner.length === 0 || owner.length > 1024) return PROCESS;
+  return owner.every((id) => Number.isSafeInteger(id)) ? (owner as number[]) : PROCESS;
+}
+
+/** Who holds a lock, or waits for it: a client and its async chain (the innermost of the chain it acquired in). */
+interface Holder {
+  readonly caller: Caller;
+  readonly task: number;
+}
+
 /** What Condition needs of its lock. */
 interface ConditionLock {
-  acquireFor(caller: Caller, ms: number): Promise<boolean>;
-  heldBy(caller: Caller): boolean;
+  acquireFor(caller: Caller, chain: OwnerChain, ms: number): Promise<boolean>;
+  /** The task of `caller` that holds it, if one in `chain` does. */
+  heldTask(caller: Caller, chain: OwnerChain): number | undefined;
   /** Lets go entirely (an RLock's whole depth) and says how deep it was held. */
-  releaseAll(caller: Caller): number;
+  releaseAll(caller: Caller, chain: OwnerChain): number;
   /** After `acquireFor`: the depth `releaseAll` saved. */
   restoreDepth(caller: Caller, depth: number): void;
+}
+
+function holds(holder: Holder | null, caller: Caller, chain: OwnerChain): boolean {
+  return holder !== null && holder.caller === caller && chain.includes(holder.task);
 }
 
 export class ManagedLock extends Managed implements CallerState, ConditionLock {
   static override readonly exposed: readonly string[] = ['acquire', 'release', 'locked'];
 
   /** Who acquired it (null: free). */
-  #holder: Caller | null = null;
+  #holder: Holder | null = null;
   /** Waiters get the lock handed to them (the payload is the waiter). */
-  readonly #waiters = new WaitList<boolean, Caller>();
+  readonly #waiters = new WaitList<boolean, Holder>();
 
-  acquire(caller: Caller, options?: unknown): Promise<boolean> {
-    return this.acquireFor(caller, waitTime(options, 'acquire()'));
+  acquire(caller: Caller, options?: unknown, owner?: unknown): Promise<boolean> {
+    return this.acquireFor(caller, chainOf(owner), waitTime(options, 'acquire()'));
   }
 
   /** Python's Lock: any client may release it (as any thread may). */
-  release(_: Caller): void {
+  release(_caller: Caller, _owner?: unknown): void {
     if (!this.#holder) throw new ValueError('release() of a Lock that is not held');
     this.#handOff();
   }
@@ -46,37 +77,38 @@ export class ManagedLock extends Managed implements CallerState, ConditionLock {
     return this.#holder !== null;
   }
 
-  acquireFor(caller: Caller, ms: number): Promise<boolean> {
+  acquireFor(caller: Caller, chain: OwnerChain, ms: number): Promise<boolean> {
+    const wanted: Holder = { caller, task: chain[0]! };
     if (!this.#holder) {
-      this.#take(caller);
+      this.#take(wanted);
       return Promise.resolve(true);
     }
     if (ms === 0) return Promise.resolve(false);
-    return this.#waiters.wait(caller, ms, () => false, caller);
+    return this.#waiters.wait(caller, ms, () => false, wanted);
   }
 
-  heldBy(caller: Caller): boolean {
-    return this.#holder === caller;
+  heldTask(caller: Caller, chain: OwnerChain): number | undefined {
+    return holds(this.#holder, caller, chain) ? this.#holder!.task : undefined;
   }
 
-  releaseAll(caller: Caller): number {
-    if (this.#holder === caller) this.#handOff();
+  releaseAll(caller: Caller, chain: OwnerChain): number {
+    if (holds(this.#holder, caller, chain)) this.#handOff();
     return 1;
   }
 
   restoreDepth(): void {}
 
   callerGone(caller: Caller): void {
-    if (this.#holder === caller) this.#handOff();
+    if (this.#holder?.caller === caller) this.#handOff();
   }
 
-  #take(caller: Caller): void {
-    this.#holder = caller;
-    caller.track(this);
+  #take(holder: Holder): void {
+    this.#holder = holder;
+    holder.caller.track(this);
   }
 
   #handOff(): void {
-    this.#holder?.untrack(this);
+    this.#holder?.caller.untrack(this);
     this.#holder = null;
     this.#waiters.wakeFirst((next) => {
       this.#take(next);
@@ -85,21 +117,22 @@ export class ManagedLock extends Managed implements CallerState, ConditionLock {
   }
 }
 
+/** Reentrant for the async chain that holds it (and the chains it started), not for other tasks of the same client. */
 export class ManagedRLock extends Managed implements CallerState, ConditionLock {
   static override readonly exposed: readonly string[] = ['acquire', 'release', 'locked'];
 
-  #holder: Caller | null = null;
+  #holder: Holder | null = null;
   #depth = 0;
-  readonly #waiters = new WaitList<boolean, Caller>();
+  readonly #waiters = new WaitList<boolean, Holder>();
 
-  acquire(caller: Caller, options?: unknown): Promise<boolean> {
-    return this.acquireFor(caller, waitTime(options, 'acquire()'));
+  acquire(caller: Caller, options?: unknown, owner?: unknown): Promise<boolean> {
+    return this.acquireFor(caller, chainOf(owner), waitTime(options, 'acquire()'));
   }
 
-  release(caller: Caller): void {
-    if (this.#holder !== caller) {
+  release(caller: Caller, owner?: unknown): void {
+    if (!holds(this.#holder, caller, chainOf(owner))) {
       throw new ValueError(
-        this.#holder ? 'release() of an RLock held by another client (process)' : 'release() of an RLock that is not held',
+        this.#holder ? 'release() of an RLock held by another client (process) or async task' : 'release() of an RLock that is not held',
       );
     }
     if (--this.#depth === 0) this.#handOff();
@@ -109,45 +142,46 @@ export class ManagedRLock extends Managed implements CallerState, ConditionLock 
     return this.#holder !== null;
   }
 
-  acquireFor(caller: Caller, ms: number): Promise<boolean> {
-    if (this.#holder === caller) {
+  acquireFor(caller: Caller, chain: OwnerChain, ms: number): Promise<boolean> {
+    if (holds(this.#holder, caller, chain)) {
       this.#depth++;
       return Promise.resolve(true);
     }
+    const wanted: Holder = { caller, task: chain[0]! };
     if (!this.#holder) {
-      this.#take(caller, 1);
+      this.#take(wanted, 1);
       return Promise.resolve(true);
     }
     if (ms === 0) return Promise.resolve(false);
-    return this.#waiters.wait(caller, ms, () => false, caller);
+    return this.#waiters.wait(caller, ms, () => false, wanted);
   }
 
-  heldBy(caller: Caller): boolean {
-    return this.#holder === caller;
+  heldTask(caller: Caller, chain: OwnerChain): number | undefined {
+    return holds(this.#holder, caller, chain) ? this.#holder!.task : undefined;
   }
 
-  releaseAll(caller: Caller): number {
+  releaseAll(caller: Caller, chain: OwnerChain): number {
     const depth = this.#depth;
-    if (this.#holder === caller) this.#handOff();
+    if (holds(this.#holder, caller, chain)) this.#handOff();
     return depth;
   }
 
   restoreDepth(caller: Caller, depth: number): void {
-    if (this.#holder === caller) this.#depth = depth;
+    if (this.#holder?.caller === caller) this.#depth = depth;
   }
 
   callerGone(caller: Caller): void {
-    if (this.#holder === caller) this.#handOff();
+    if (this.#holder?.caller === caller) this.#handOff();
   }
 
-  #take(caller: Caller, depth: number): void {
-    this.#holder = caller;
+  #take(holder: Holder, depth: number): void {
+    this.#holder = holder;
     this.#depth = depth;
-    caller.track(this);
+    holder.caller.track(this);
   }
 
   #handOff(): void {
-    this.#holder?.untrack(this);
+    this.#holder?.caller.untrack(this);
     this.#holder = null;
     this.#depth = 0;
     this.#waiters.wakeFirst((next) => {
@@ -221,12 +255,12 @@ export class ManagedCondition extends Managed {
     return this.#lock;
   }
 
-  acquire(caller: Caller, options?: unknown): Promise<boolean> {
-    return this.#lock.acquire(caller, options);
+  acquire(caller: Caller, options?: unknown, owner?: unknown): Promise<boolean> {
+    return this.#lock.acquire(caller, options, owner);
   }
 
-  release(caller: Caller): void {
-    this.#lock.release(caller);
+  release(caller: Caller, owner?: unknown): void {
+    this.#lock.release(caller, owner);
   }
 
   locked(): boolean {
@@ -234,33 +268,38 @@ export class ManagedCondition extends Managed {
   }
 
   /** Releases the lock, waits for a notify (or the timeout), takes the lock again; whether it was notified. */
-  async wait(caller: Caller, timeout?: unknown): Promise<boolean> {
+  async wait(caller: Caller, timeout?: unknown, owner?: unknown): Promise<boolean> {
     const ms = timeoutOf(timeout, 'wait()');
-    this.#mustHold(caller, 'wait');
-    const depth = this.#lock.releaseAll(caller);
+    const chain = chainOf(owner);
+    // Taken again by the same task that held it, so only that chain re-enters.
+    const task = this.#mustHold(caller, chain, 'wait');
+    const depth = this.#lock.releaseAll(caller, chain);
     const notified = await this.#waiters.wait(caller, ms, () => false);
-    await this.#lock.acquireFor(caller, Infinity);
+    await this.#lock.acquireFor(caller, [task], Infinity);
     this.#lock.restoreDepth(caller, depth);
     return notified;
   }
 
-  notify(caller: Caller, n: unknown = 1): void {
+  notify(caller: Caller, n: unknown = 1, owner?: unknown): void {
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
       throw new ValueError(`Condition.notify(n) takes a number of waiters to wake, not ${describe(n)}`);
     }
-    this.#mustHold(caller, 'notify');
+    this.#mustHold(caller, chainOf(owner), 'notify');
     for (let i = 0; i < n && this.#waiters.wakeFirst(() => true); i++);
   }
 
-  notifyAll(caller: Caller): void {
-    this.#mustHold(caller, 'notifyAll');
+  notifyAll(caller: Caller, owner?: unknown): void {
+    this.#mustHold(caller, chainOf(owner), 'notifyAll');
     this.#waiters.wakeAll(() => true);
   }
 
-  #mustHold(caller: Caller, call: string): void {
-    if (!this.#lock.heldBy(caller)) {
-      throw new StateError(`Condition.${call}() needs the condition's lock, held by this client: acquire it first`);
+  /** The holding task's id. */
+  #mustHold(caller: Caller, chain: OwnerChain, call: string): number {
+    const task = this.#lock.heldTask(caller, chain);
+    if (task === undefined) {
+      throw new StateError(`Condition.${call}() needs the condition's lock, held by this client and async task: acquire it first`);
     }
+    return task;
   }
 }
 
