@@ -68,3 +68,18 @@ export class KeyError extends ProcessError {}
  * error when it had one (the initializer's).
  */
 export class BrokenPoolError extends ProcessError {}
+
+/**
+ * JavaScript's own error classes by name: what an error that crossed a
+ * process boundary as a name and a message is rebuilt as, when the name is
+ * one of them (the pool's task errors, a manager's answers).
+ */
+export const BUILTIN_ERRORS: Readonly<Record<string, ErrorConstructor>> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};

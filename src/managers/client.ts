@@ -16,7 +16,7 @@
  */
 import { describe } from '../describe.js';
 import * as errors from '../errors.js';
-import { EOFError, SerializationError, StateError } from '../errors.js';
+import { BUILTIN_ERRORS, EOFError, SerializationError, StateError } from '../errors.js';
 import { showAddress, type Address } from '../connection/address.js';
 import { connect } from '../connection/client.js';
 import type { Connection } from '../connection/connection.js';
@@ -433,16 +433,6 @@ function isDescription(d: unknown): d is ProxyDescription {
   return isId(x['id']) && typeof x['typeid'] === 'string' && typeof x['proxytype'] === 'string' &&
     Array.isArray(x['exposed']) && (x['exposed'] as unknown[]).every((n) => typeof n === 'string');
 }
-
-const BUILTIN_ERRORS: Record<string, new (message: string) => Error> = {
-  Error,
-  TypeError,
-  RangeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError,
-};
 
 /**
  * An error from the server as one of the same name here: this package's

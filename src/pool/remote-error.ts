@@ -15,6 +15,7 @@
  */
 import { describe } from '../describe.js';
 import * as errors from '../errors.js';
+import { BUILTIN_ERRORS } from '../errors.js';
 import { abandon, encode } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
@@ -102,29 +103,20 @@ export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
   return record;
 }
 
-const BUILT_IN: Record<string, ErrorConstructor> = {
-  Error,
-  TypeError,
-  RangeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError,
-};
 
 /** This package's error classes, by name. */
-const OURS = new Map<string, new (message: string) => Error>();
+const OURS = new Map<string, new (message?: string) => Error>();
 for (const [name, value] of Object.entries(errors as Record<string, unknown>)) {
   if (typeof value === 'function' && value.prototype instanceof Error && name !== 'BufferTooShort') {
-    OURS.set(name, value as new (message: string) => Error);
+    OURS.set(name, value as new (message?: string) => Error);
   }
 }
 
 /** Classes made for class names we do not know, one per name. */
-const made = new Map<string, new (message: string) => Error>();
+const made = new Map<string, new (message?: string) => Error>();
 
 function classNamed(className: string): new (message?: string) => Error {
-  const known = BUILT_IN[className] ?? OURS.get(className) ?? made.get(className);
+  const known = (Object.hasOwn(BUILTIN_ERRORS, className) ? BUILTIN_ERRORS[className] : undefined) ?? OURS.get(className) ?? made.get(className);
   if (known) return known;
   // A class whose `name` is the remote one's: `err.constructor.name` reads as there.
   const cls = { [className]: class extends Error {} }[className]!;
