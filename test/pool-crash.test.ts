@@ -124,6 +124,14 @@ for (const method of METHODS) {
       assert.equal(pool.stats().workersStarted, 3);
     });
 
+    it('a timeout armed while its worker is still starting (a slow initializer) still ends the task', async (t) => {
+      const pool = ended(t, new mp.Pool(1, { context: method, module, initializer: fx.slowInitializer, initargs: [500] }));
+      const t0 = performance.now();
+      await assert.rejects(pool.apply(fx.sqr, [2, 4_000], { timeout: 200 }), mp.TimeoutError);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 3_000, `rejected after ${ms.toFixed(0)} ms, not at the end of the 4 s task`);
+    });
+
     it('terminate() mid-map leaves no worker and no shared memory behind', { skip: gc ? false : 'run node with --expose-gc' }, async (t) => {
       const where = mp.RawArray('i', 3);
       const before = segmentFiles();

@@ -47,7 +47,8 @@ export class TimeLimits {
     for (const w of this.workers) {
       if (w.timed === 0 || w.dead || w.deliberate) continue;
       const front = w.front();
-      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && w.isRunning(front)) {
+      const frontRunning = front !== undefined && w.isRunning(front);
+      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && frontRunning) {
         const deadline = w.floats[ITEM_START]! + front.call.timeout;
         if (now >= deadline) {
           w.end(front.seq, timeoutError(w, front));
@@ -55,8 +56,10 @@ export class TimeLimits {
         }
         next = Math.min(next, deadline);
       }
+      // Handed but not started (the front too, when its worker has not begun it yet: still starting, or
+      // between two items): it cannot run out before now + its limit, so look again then.
       for (const unit of w.unanswered()) {
-        if (unit !== front && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
+        if ((unit !== front || !frontRunning) && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
           next = Math.min(next, now + unit.call.timeout);
         }
       }
