@@ -1,6 +1,7 @@
 /** Shared helpers of the test suite: start methods, bounded waits, child scripts. */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 
 export const METHODS: mp.StartMethod[] = mp.getAllStartMethods();
@@ -82,4 +83,28 @@ export function regionOf(obj: object): { file: string; refs: () => number } {
     return { file: map.path, refs: () => Atomics.load(map.words, offset >> 2) };
   }
   return { file: region.path, refs: () => Atomics.load(region.refs, 0) };
+}
+
+/**
+ * CPython's `_TestConnection.test_sendbytes` on a connected pair `a` → `b`
+ * (any transport): offsets and sizes count bytes, out-of-range ones are a
+ * ValueError. The view-offset case differs per form (async, sync), so the
+ * callers keep it.
+ */
+export async function checkSendBytesRanges(a: mp.Connection, b: mp.Connection): Promise<void> {
+  const msg = new TextEncoder().encode('abcdefghijklmnopqrstuvwxyz');
+  const cases: Array<[number | undefined, number | undefined, string]> = [
+    [undefined, undefined, 'abcdefghijklmnopqrstuvwxyz'],
+    [5, undefined, 'fghijklmnopqrstuvwxyz'],
+    [7, 8, 'hijklmno'],
+    [26, undefined, ''],
+    [26, 0, ''],
+  ];
+  for (const [offset, size, expected] of cases) {
+    await a.sendBytes(msg, offset, size);
+    assert.equal(new TextDecoder().decode(await b.recvBytes()), expected);
+  }
+  for (const [offset, size] of [[27, undefined], [22, 5], [26, 1], [-1, undefined], [4, -1], [1.5, undefined]] as const) {
+    await assert.rejects(a.sendBytes(msg, offset, size), mp.ValueError);
+  }
 }
