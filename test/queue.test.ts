@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/queue-targets.js';
+import { Channel } from '../src/channel/channel.js';
 import { METHODS, eventually, waitForValue } from './helpers.js';
 
 const module = fx.QUEUE_TARGETS;
@@ -465,5 +466,43 @@ describe('channel positions past 2^32 bytes', { skip: mp.nativeAvailable() ? fal
       const v = busy.getSync(false, 0) as Uint8Array;
       assert.ok(v.length === item.length && v.every((x) => x === i + 1), `item ${i} intact`);
     }
+  });
+});
+
+describe('channel: a blocking put waiting for room', () => {
+  it('a frame that must wrap past a quarter-free ring sleeps and asks giveUp, it does not spin', () => {
+    const ch = Channel.create(0, 1024);
+    assert.equal(ch.putSync(new Uint8Array(120), false, 0, false), true);
+    assert.equal((ch.getSync(false, 0) as Uint8Array).length, 120);
+    for (let i = 0; i < 6; i++) assert.equal(ch.putSync(new Uint8Array(120), false, 0, false), true);
+    // 768 bytes unread, the tail near the end: 256 free, but a 128-byte item must wrap and needs more.
+    let asked = 0;
+    const cpu = process.cpuUsage();
+    const put = ch.putSync(new Uint8Array(128), true, performance.now() + 2_000, false, () => ++asked > 0);
+    const used = process.cpuUsage(cpu);
+    assert.equal(put, false);
+    assert.equal(asked, 1, 'giveUp was asked after the first sleep');
+    assert.ok((used.user + used.system) / 1e3 < 500, `spent ${(used.user + used.system) / 1e3} ms of CPU`);
+  });
+
+  it('a take between a full put\'s attempt and its sleep wakes it (no 200 ms slice lost)', () => {
+    const ch = Channel.create(1, 4096);
+    assert.equal(ch.putSync(1, false, 0, false), true);
+    // The consumer takes right after the producer's attempt found the queue full.
+    const chan = ch as unknown as { commitSync: (...a: unknown[]) => number };
+    const attempt = chan.commitSync.bind(ch);
+    let injected = false;
+    chan.commitSync = (...a: unknown[]) => {
+      const r = attempt(...a);
+      if (r !== 0 && !injected) {
+        injected = true;
+        assert.equal(ch.getSync(false, 0), 1);
+      }
+      return r;
+    };
+    const t0 = performance.now();
+    assert.equal(ch.putSync(2, true, performance.now() + 5_000, false), true);
+    assert.ok(injected);
+    assert.ok(performance.now() - t0 < 100, `the put took ${(performance.now() - t0).toFixed(0)} ms`);
   });
 });

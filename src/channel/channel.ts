@@ -56,7 +56,8 @@
  * Waiting: spin a few µs (looking at the words), then register in
  * GET_WAITERS/PUT_WAITERS, look again, and futex-sleep on TAIL/HEAD with the
  * value seen (the register-then-look order against the waker's
- * store-then-exchange makes lost wakes impossible). The waker takes the
+ * store-then-exchange makes lost wakes impossible; a producer sleeps on the
+ * HEAD it read before its failed attempt, so a take in between is seen). The waker takes the
  * whole count with an exchange and wakes every sleeper on the word at once
  * (`wakeRegistered`), so a burst of commits while a woken consumer is
  * being scheduled pays one syscall, not one each. Sleeps are cut into
@@ -308,22 +309,27 @@ export class Channel {
    */
   putSync(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): boolean {
     prepare(item, this.spillAbove);
+    // HEAD is read before each commit attempt and slept on: a take between
+    // the attempt and the sleep changes it, so its wake cannot be missed.
+    let head = Atomics.load(this.w, HEAD);
     let result = this.commitSync(joinable, deadline);
     if (result === Commit.Done) return true;
     const kept = keepPrepared(false);
     for (;;) {
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
-      // A full ring (not a full `maxsize`): let the consumers drain a quarter first (awaitRoom).
+      // A full ring (not a full `maxsize`): let the consumers drain a quarter
+      // first (awaitRoom). A frame that must wrap may need more than that, so
+      // a failed attempt still goes on to the sleep below (and to giveUp).
       if (result === Commit.NoRoom && this.awaitRoom(deadline)) {
         restorePrepared(kept);
+        head = Atomics.load(this.w, HEAD);
         result = this.commitSync(joinable, deadline);
         if (result === Commit.Done) return true;
-        continue;
       }
-      const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head)) this.sleepSync(PUT_WAITERS, HEAD, head, deadline);
       if (giveUp?.()) return this.refuse(kept);
       restorePrepared(kept);
+      head = Atomics.load(this.w, HEAD);
       result = this.commitSync(joinable, deadline);
       if (result === Commit.Done) return true;
     }
@@ -332,14 +338,15 @@ export class Channel {
   /** `putSync` without blocking the event loop; `close()` of this object ends the wait (false). */
   async put(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
     prepare(item, this.spillAbove);
+    let head = Atomics.load(this.w, HEAD);
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
     const kept = keepPrepared(true);
     for (;;) {
       if ((await this.commitAsync(joinable, kept, deadline)) === Commit.Done) return true;
       if (!block || remaining(deadline) === 0) return this.refuse(kept);
-      const head = Atomics.load(this.w, HEAD);
       if (!this.spinWhile(HEAD, head) && !(await this.sleepAsync(PUT_WAITERS, HEAD, head, deadline))) return this.refuse(kept);
       if (giveUp?.()) return this.refuse(kept);
+      head = Atomics.load(this.w, HEAD);
     }
   }
 
