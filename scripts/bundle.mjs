@@ -39,7 +39,7 @@ const common = {
   // lines short, or a user's unhandled StateError shows the whole bundle.
   lineLimit: 160,
   // Loaded on first use with require(); they stay ordinary dependencies.
-  external: ['acorn', 'eslint-scope'],
+  external: ['acorn', 'eslint-scope', 'ioredis'],
   logLevel: 'warning',
 };
 

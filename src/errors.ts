@@ -70,6 +70,15 @@ export class KeyError extends ProcessError {}
 export class BrokenPoolError extends ProcessError {}
 
 /**
+ * A cluster context could not do what was asked of Redis: it could not be
+ * reached within the connect timeout (the message names the URL without
+ * its password), refused the credentials, lost data a call relied on, or a
+ * worker could not run a task as sent (its module lacks the function or
+ * holds another version of it).
+ */
+export class ClusterError extends ProcessError {}
+
+/**
  * JavaScript's own error classes by name: what an error that crossed a
  * process boundary as a name and a message is rebuilt as, when the name is
  * one of them (the pool's task errors, a manager's answers).

@@ -45,6 +45,15 @@ import { Manager, type SyncManager } from './managers/sync-manager.js';
 import { Pool, poolClassFor } from './pool/pool.js';
 
 export * from './errors.js';
+export type { ClusterContext } from './cluster/context.js';
+export type { ClusterClientOptions } from './cluster/redis.js';
+export { ClusterPool, type ClusterPoolOptions, type ClusterPoolStats } from './cluster/pool/pool.js';
+export type { ClusterWorkerInfo } from './cluster/pool/workers.js';
+export { ClusterWorker, type ClusterWorkerOptions } from './cluster/pool/worker.js';
+import { clusterContext, type ClusterContext } from './cluster/context.js';
+import type { ClusterClientOptions } from './cluster/redis.js';
+import { isClusterUrl } from './cluster/url.js';
+export { isClusterUrl, redact as redactClusterUrl } from './cluster/url.js';
 export { Process, type ProcessBaseOptions, type ProcessOptions, type ProcessLike } from './process/process.js';
 export { activeChildren, cpuCount, currentProcess, isMainProcess, parentProcess } from './process/current.js';
 export { getAllStartMethods, getStartMethod, setStartMethod, type StartMethod } from './process/start-method.js';
@@ -182,7 +191,20 @@ const contexts = new Map<StartMethod, Context>();
  * const p = new ctx.Process({ target: work }); // a worker thread, whatever the global setting
  * ```
  */
-export function getContext(method?: StartMethod): Context {
+export function getContext(method?: StartMethod): Context;
+/**
+ * A cluster context: the Pool, queues, locks, Event, Value and Manager on
+ * Redis (`'cluster'` reads the URL from `MULTIPROCESSING_TS_CLUSTER`).
+ * @example
+ * ```ts
+ * const ctx = mp.getContext('redis://10.0.0.5:6379/0');
+ * const pool = new ctx.Pool();          // workers: npx multiprocessing-ts worker --cluster … --module ./tasks.js
+ * console.log(await pool.map(square, [1, 2, 3]));
+ * ```
+ */
+export function getContext(url: `redis://${string}` | `rediss://${string}` | 'cluster', options?: ClusterClientOptions): ClusterContext;
+export function getContext(method?: StartMethod | string, options?: ClusterClientOptions): Context | ClusterContext {
+  if (method === 'cluster' || isClusterUrl(method)) return clusterContext(method, options);
   const m = validateStartMethod(method ?? getStartMethod());
   let ctx = contexts.get(m);
   if (!ctx) {

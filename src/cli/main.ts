@@ -7,6 +7,7 @@
  */
 import { CliError, EXIT_USAGE } from './options.js';
 import { SERVE_SUMMARY, SERVE_USAGE, serve } from './serve.js';
+import { WORKER_SUMMARY, WORKER_USAGE, worker } from './worker.js';
 
 interface Command {
   readonly summary: string;
@@ -16,6 +17,7 @@ interface Command {
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   serve: { summary: SERVE_SUMMARY, usage: SERVE_USAGE, run: serve },
+  worker: { summary: WORKER_SUMMARY, usage: WORKER_USAGE, run: worker },
 };
 
 const USAGE = `Usage: multiprocessing-ts <command> [options]

@@ -17,7 +17,25 @@ import { liveChildren } from './registry.js';
  * @example `if (mp.isMainProcess()) { … start children … }`
  */
 export function isMainProcess(): boolean {
-  return runtime().child === null;
+  return runtime().child === null && !importingTaskModule;
+}
+
+/**
+ * True while a cluster worker imports its task module: that module is the
+ * workers' library, not their main program, so its guarded main code must
+ * not run there (as Python's workers import a module under another
+ * `__name__` than `'__main__'`).
+ */
+let importingTaskModule = false;
+
+/** @internal Imports `url` with `isMainProcess()` false meanwhile (cluster/pool/worker.ts). */
+export async function importAsTaskModule(url: string): Promise<Record<string, unknown>> {
+  importingTaskModule = true;
+  try {
+    return (await import(url)) as Record<string, unknown>;
+  } finally {
+    importingTaskModule = false;
+  }
 }
 
 /**

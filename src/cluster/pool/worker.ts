@@ -1,0 +1,364 @@
+/**
+ * A cluster worker: takes batches from a pool's tasks stream and runs their
+ * tasks on a local Pool (`npx multiprocessing-ts worker` runs one).
+ *
+ * Taking and finishing (Redis Streams with a consumer group):
+ * - `XREADGROUP … BLOCK` takes new entries while fewer than
+ *   `2 × concurrency` batches are held; each task of a batch goes to the
+ *   local pool, which keeps its workers busy with its own pipelining;
+ * - a batch's result is written with `XADD` to its caller's results stream
+ *   in one `MULTI` with the `XACK` and `XDEL` of its entry: a result is
+ *   never stored without the entry leaving, nor the entry leaving without
+ *   its result;
+ * - while it holds batches, the worker resets their idle time
+ *   (`XCLAIM … JUSTID`) every third of the visibility timeout; a worker
+ *   that died stops doing so, and after the timeout any other worker takes
+ *   its batches over with `XAUTOCLAIM` (at least once). Redis counts the
+ *   deliveries; past the batch's attempt limit its tasks fail with
+ *   `WorkerLostError` instead of running again.
+ *
+ * Draining (`drain()`, SIGTERM in the CLI): no new entries are taken (the
+ * blocking read in progress returns within a second, and what it returns
+ * still runs), held batches finish and are acknowledged, then the local
+ * pool is joined and the heartbeat removed.
+ */
+import { hostname } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import type { Redis } from 'ioredis';
+import { ClusterError, SerializationError, ValueError, WorkerLostError } from '../../errors.js';
+import { importAsTaskModule } from '../../process/current.js';
+import { Pool } from '../../pool/pool.js';
+import type { StartMethod } from '../../process/start-method.js';
+import { pack, packError, unpack } from '../codec.js';
+import { randomName } from '../keys.js';
+import { ClusterClients, type ClusterClientOptions } from '../redis.js';
+import { parseClusterUrl } from '../url.js';
+import { DEFAULT_VISIBILITY_MS, fieldsOf, fingerprint, GROUP, HEARTBEAT_MS, PoolKeys, RESULTS_TTL_MS } from './protocol.js';
+import { removeHeartbeat, writeHeartbeat } from './workers.js';
+
+export interface ClusterWorkerOptions {
+  /** The cluster's Redis URL. */
+  readonly cluster: string;
+  /** The module whose exports are the task functions: a path (from the working directory) or a URL. */
+  readonly module: string | URL;
+  /** Tasks at once: the local pool's size (default `mp.cpuCount()`). */
+  readonly concurrency?: number;
+  readonly startMethod?: StartMethod;
+  /** The pool to serve (default `'default'`). */
+  readonly pool?: string;
+  /** Milliseconds a held batch may go without this worker's word before another takes it over (default 30,000). */
+  readonly visibilityTimeoutMs?: number;
+  readonly client?: ClusterClientOptions;
+}
+
+/** One batch held by this worker. */
+interface Held {
+  readonly entry: string;
+}
+
+export class ClusterWorker {
+  /** This worker's consumer name in the group, and its id in `stats()`. */
+  readonly id: string;
+  readonly #keys: PoolKeys;
+  readonly #clients: ClusterClients;
+  readonly #module: string;
+  readonly #exports: Record<string, unknown>;
+  readonly #local: Pool;
+  readonly #concurrency: number;
+  readonly #startMethod: StartMethod;
+  readonly #visibilityMs: number;
+  readonly #held = new Map<string, Held>();
+  #accepting = true;
+  #completed = 0;
+  #timers: NodeJS.Timeout[] = [];
+  #slotFree: (() => void) | null = null;
+  #readLoop: Promise<void> = Promise.resolve();
+  #reader: Redis | null = null;
+  #finished: Promise<void> | null = null;
+  #markStopped!: () => void;
+  /** Settles once the worker has drained (or was killed) and let go of everything. */
+  readonly stopped: Promise<void> = new Promise((resolve) => (this.#markStopped = resolve));
+
+  private constructor(options: ClusterWorkerOptions, exports: Record<string, unknown>, module: string, local: Pool, clients: ClusterClients) {
+    this.id = `${hostname()}-${process.pid}-${randomName().slice(0, 6)}`;
+    this.#keys = new PoolKeys(options.pool ?? 'default');
+    this.#clients = clients;
+    this.#module = module;
+    this.#exports = exports;
+    this.#local = local;
+    this.#concurrency = local.processes;
+    this.#startMethod = options.startMethod ?? 'process';
+    this.#visibilityMs = options.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS;
+  }
+
+  /**
+   * Imports the module, starts the local pool and connects; resolves once
+   * the worker takes tasks.
+   * @throws ClusterError when Redis cannot be reached; ValueError for bad options.
+   */
+  static async start(options: ClusterWorkerOptions): Promise<ClusterWorker> {
+    const url = parseClusterUrl(options.cluster);
+    const visibility = options.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS;
+    if (!Number.isFinite(visibility) || visibility < 100) throw new ValueError(`the visibility timeout must be at least 100 ms, got ${visibility}`);
+    const module =
+      options.module instanceof URL ? options.module.href : /^(file|data):/.test(options.module) ? options.module : pathToFileURL(options.module).href;
+    const clients = new ClusterClients(url, options.client);
+    const redis = await clients.command().catch((err) => {
+      clients.close();
+      throw err;
+    });
+    let exports: Record<string, unknown>;
+    try {
+      exports = await importAsTaskModule(module);
+    } catch (err) {
+      clients.close();
+      throw new ClusterError(`cannot import the task module ${module}: ${(err as Error)?.message ?? err}`, { cause: err });
+    }
+    const local = new Pool(options.concurrency, { context: options.startMethod ?? 'process', module });
+    const worker = new ClusterWorker(options, exports, module, local, clients);
+    await worker.#ensureGroup(redis);
+    await worker.#beat();
+    worker.#timers.push(
+      setInterval(() => void worker.#beat().catch(() => {}), HEARTBEAT_MS),
+      setInterval(() => void worker.#refresh().catch(() => {}), Math.max(50, visibility / 3)),
+      setInterval(() => void worker.#reclaim().catch(() => {}), Math.max(50, visibility / 2)),
+    );
+    worker.#readLoop = worker.#read();
+    return worker;
+  }
+
+  /** Batches held now. */
+  get running(): number {
+    return this.#held.size;
+  }
+
+  /** Tasks finished so far. */
+  get completed(): number {
+    return this.#completed;
+  }
+
+  /** Stops taking work, finishes what it holds, then lets go of everything. Resolves when done. */
+  drain(): Promise<void> {
+    this.#finished ??= this.#drain().finally(() => this.#markStopped());
+    return this.#finished;
+  }
+
+  /** Ends at once: held batches are left to other workers (after the visibility timeout). */
+  async kill(): Promise<void> {
+    this.#accepting = false;
+    for (const t of this.#timers) clearInterval(t);
+    this.#local.terminate();
+    this.#clients.close();
+    await this.#local.join().catch(() => {});
+    this.#markStopped();
+  }
+
+  async #drain(): Promise<void> {
+    this.#accepting = false;
+    this.#slotFree?.();
+    await this.#readLoop.catch(() => {});
+    while (this.#held.size > 0) await new Promise<void>((r) => (this.#slotFree = r));
+    for (const t of this.#timers) clearInterval(t);
+    this.#local.close();
+    await this.#local.join();
+    try {
+      await removeHeartbeat(await this.#clients.command(), this.#keys, this.id);
+    } catch {
+      // The heartbeat expires by itself.
+    }
+    this.#reader?.disconnect();
+    this.#clients.close();
+  }
+
+  get #capacity(): number {
+    return 2 * this.#concurrency - this.#held.size;
+  }
+
+  async #ensureGroup(redis: Redis): Promise<void> {
+    try {
+      // From 0: entries written before the group existed (after a Redis restart) are work too.
+      await redis.xgroup('CREATE', this.#keys.tasks, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!/BUSYGROUP/.test((err as Error).message)) throw err;
+    }
+  }
+
+  async #beat(): Promise<void> {
+    await writeHeartbeat(await this.#clients.command(), this.#keys, this.id, {
+      host: hostname(),
+      pid: process.pid,
+      concurrency: this.#concurrency,
+      startMethod: this.#startMethod,
+      completed: this.#completed,
+      running: this.#held.size,
+      accepting: this.#accepting,
+    });
+  }
+
+  async #read(): Promise<void> {
+    const redis = (this.#reader = await this.#clients.blockingClient('tasks'));
+    while (this.#accepting) {
+      if (this.#capacity <= 0) {
+        await new Promise<void>((r) => (this.#slotFree = r));
+        continue;
+      }
+      let reply: [Buffer, [Buffer, Buffer[] | null][]][] | null;
+      try {
+        reply = (await redis.xreadgroupBuffer(
+          'GROUP',
+          GROUP,
+          this.id,
+          'COUNT',
+          this.#capacity,
+          'BLOCK',
+          1000,
+          'STREAMS',
+          this.#keys.tasks,
+          '>',
+        )) as unknown as typeof reply;
+      } catch (err) {
+        if (!this.#accepting) return;
+        if (/NOGROUP/.test((err as Error).message)) {
+          await this.#ensureGroup(await this.#clients.command()).catch(() => {});
+        } else {
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        continue;
+      }
+      if (!reply) continue;
+      for (const [, entries] of reply) for (const [id, flat] of entries) this.#run(id.toString(), flat, 1);
+    }
+  }
+
+  /** Keeps held batches from looking abandoned. */
+  async #refresh(): Promise<void> {
+    if (this.#held.size === 0) return;
+    const redis = await this.#clients.command();
+    await redis.xclaim(this.#keys.tasks, GROUP, this.id, 0, ...this.#held.keys(), 'JUSTID');
+  }
+
+  /** Takes over batches whose worker went silent past the visibility timeout. */
+  async #reclaim(): Promise<void> {
+    if (!this.#accepting || this.#capacity <= 0) return;
+    const redis = await this.#clients.command();
+    const [, entries, deleted] = (await redis.callBuffer('XAUTOCLAIM', this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', this.#capacity)) as unknown as [
+      Buffer,
+      [Buffer, Buffer[] | null][],
+      Buffer[] | undefined,
+    ];
+    if (deleted?.length) await redis.xack(this.#keys.tasks, GROUP, ...deleted.map(String));
+    for (const [rawId, flat] of entries) {
+      const id = rawId.toString();
+      if (this.#held.has(id)) continue;
+      const info = (await redis.xpending(this.#keys.tasks, GROUP, id, id, 1)) as [string, string, number, number][];
+      this.#run(id, flat, Number(info[0]?.[3] ?? 2));
+    }
+  }
+
+  #run(entry: string, flat: Buffer[] | null, deliveries: number): void {
+    this.#held.set(entry, { entry });
+    void this.#runBatch(entry, fieldsOf(flat), deliveries)
+      .catch((err) => {
+        // Could not store the result (Redis away for good): the batch stays
+        // pending and another worker runs it after the visibility timeout.
+        process.emitWarning(`multiprocessing-ts worker ${this.id}: could not finish batch ${entry}: ${(err as Error)?.message ?? err}`);
+      })
+      .finally(() => {
+        this.#held.delete(entry);
+        const wake = this.#slotFree;
+        this.#slotFree = null;
+        wake?.();
+      });
+  }
+
+  async #runBatch(entry: string, fields: Map<string, Buffer>, deliveries: number): Promise<void> {
+    const redis = await this.#clients.command();
+    const caller = fields.get('c')?.toString();
+    if (!caller || !fields.has('p')) {
+      // Deleted by its caller (an abort) after it was delivered.
+      await redis.multi().xack(this.#keys.tasks, GROUP, entry).xdel(this.#keys.tasks, entry).exec();
+      return;
+    }
+    const reply: (string | Buffer)[] = ['b', fields.get('b')!, 'w', this.id, 'n', String(deliveries)];
+    const failure = this.#check(fields, deliveries);
+    let tasks = 0;
+    if (failure) {
+      reply.push('e', packError(failure));
+    } else {
+      const fn = this.#exports[fields.get('f')!.toString()] as (...a: unknown[]) => unknown;
+      const timeoutText = fields.get('t')?.toString();
+      const timeout = timeoutText ? Number(timeoutText) : undefined;
+      let argLists: unknown[][];
+      try {
+        argLists = unpack(fields.get('p')!, 'a batch') as unknown[][];
+        if (!Array.isArray(argLists)) throw new ValueError('a batch holds no argument lists');
+      } catch (err) {
+        argLists = [];
+        reply.push('e', packError(err));
+      }
+      if (argLists.length) {
+        tasks = argLists.length;
+        const outcomes = await Promise.all(
+          argLists.map((args) =>
+            this.#local.applyAsync(fn, args as never, { timeout }).then(
+              (value): [boolean, unknown] => [true, value],
+              (err): [boolean, unknown] => [false, packError(err)],
+            ),
+          ),
+        );
+        reply.push('r', packOutcomes(outcomes));
+      }
+    }
+    const results = this.#keys.results(caller);
+    await redis
+      .multi()
+      .xadd(results, '*', ...(reply as string[]))
+      .pexpire(results, RESULTS_TTL_MS)
+      .xack(this.#keys.tasks, GROUP, entry)
+      .xdel(this.#keys.tasks, entry)
+      .exec();
+    this.#completed += tasks;
+  }
+
+  /** Why this worker must not run the batch, if it must not. */
+  #check(fields: Map<string, Buffer>, deliveries: number): Error | null {
+    const limit = Number(fields.get('a')?.toString() ?? 1);
+    if (deliveries > limit) {
+      return new WorkerLostError(
+        `the batch was delivered ${deliveries} times (limit ${limit}): each worker that took it stopped answering before it finished (died, killed, or lost its network) for more than the visibility timeout`,
+      );
+    }
+    const name = fields.get('f')?.toString() ?? '';
+    const fn = Object.hasOwn(this.#exports, name) ? this.#exports[name] : undefined;
+    if (typeof fn !== 'function') {
+      return new ClusterError(`worker ${this.id}: its module ${this.#module} exports no function named ${JSON.stringify(name)}; start the workers with the module that exports it`);
+    }
+    const expected = fields.get('v')?.toString();
+    const own = fingerprint(fn);
+    if (expected !== own) {
+      return new ClusterError(
+        `worker ${this.id}: its ${name} in ${this.#module} is another version than the caller's (fingerprint ${own}, the caller's ${expected}); restart the workers with the caller's version of the module`,
+      );
+    }
+    return null;
+  }
+}
+
+/** The outcomes' bytes; a value that cannot be stored fails its own task only. */
+function packOutcomes(outcomes: [boolean, unknown][]): Buffer {
+  try {
+    return pack(outcomes, 'results');
+  } catch {
+    return pack(
+      outcomes.map((o, i) => {
+        try {
+          pack(o[1], `result`);
+          return o;
+        } catch (err) {
+          return [false, packError(new SerializationError(`the result of task ${i} of its batch: ${(err as Error).message}`, { cause: err }))];
+        }
+      }),
+      'results',
+    );
+  }
+}

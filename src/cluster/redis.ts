@@ -1,0 +1,179 @@
+/**
+ * Connections to a cluster's Redis, through ioredis.
+ *
+ * ioredis is loaded on first use (a program that never names a cluster
+ * never pays for it). Per URL and process there is one shared command
+ * connection, with auto-pipelining on: every call made in one tick goes
+ * out in one write, which is where batching across unrelated callers comes
+ * from. Blocking commands (`XREAD … BLOCK`, `BLPOP`) would stall every
+ * other caller of a shared connection, so each blocking reader gets a
+ * connection of its own (`blockingClient`).
+ *
+ * Failure policy: the first connection must be made within the connect
+ * timeout or the call fails with a `ClusterError` that names the URL with
+ * its password masked. Later disconnects are ioredis' business: it
+ * reconnects, and commands queued meanwhile are sent when it is back. A
+ * Redis that comes back empty (restarted without persistence) is noticed
+ * by its `run_id`; `onRestart` lets the layers above re-submit what they
+ * know was lost.
+ */
+import type { Redis, RedisOptions } from 'ioredis';
+import { ClusterError } from '../errors.js';
+import { type ClusterUrl } from './url.js';
+
+/** How long the first connection may take before a call fails. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+
+/** Options of a cluster context that reach the client. */
+export interface ClusterClientOptions {
+  /** Milliseconds the first connection may take (default 5000). */
+  readonly connectTimeoutMs?: number;
+  /**
+   * Passed to ioredis as they are (password or ACL `username`, `tls`,
+   * `sentinels` and `name` for Sentinel…); the URL's own settings win
+   * where both name one.
+   */
+  readonly redis?: RedisOptions;
+}
+
+type RedisConstructor = new (url: string, options: RedisOptions) => Redis;
+let ctor: Promise<RedisConstructor> | null = null;
+
+async function loadRedis(): Promise<RedisConstructor> {
+  ctor ??= import('ioredis').then((m) => (m.Redis ?? m.default) as unknown as RedisConstructor);
+  return ctor;
+}
+
+/** Opens one connection and waits until it is ready, or fails within the timeout. */
+export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command'): Promise<Redis> {
+  const Redis = await loadRedis();
+  const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const client = new Redis(url.href, {
+    ...options.redis,
+    lazyConnect: true,
+    connectTimeout: timeout,
+    // A command waits for a reconnect instead of failing after 20 tries:
+    // the layers above bound their own waits.
+    maxRetriesPerRequest: null,
+    enableAutoPipelining: role === 'command',
+    connectionName: `mpts-${role}-${process.pid}`,
+  });
+  // Errors also reach the commands that were waiting; without a listener
+  // ioredis would print each reconnect attempt's error.
+  client.on('error', () => {});
+  const failure = (err: unknown) =>
+    new ClusterError(`cannot connect to ${url.redacted} within ${timeout} ms: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      client.connect(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('timed out')), timeout);
+      }),
+    ]);
+    // The credentials are checked by the first command, not by connect().
+    await client.ping();
+  } catch (err) {
+    client.disconnect();
+    if ((err as Error)?.message?.match(/NOAUTH|WRONGPASS|invalid password|ERR AUTH/i)) {
+      throw new ClusterError(`${url.redacted} refused the credentials: ${(err as Error).message}`, { cause: err });
+    }
+    throw failure(err);
+  } finally {
+    clearTimeout(timer);
+  }
+  return client;
+}
+
+/** The shared connections of one URL in this process. */
+export class ClusterClients {
+  readonly url: ClusterUrl;
+  readonly options: ClusterClientOptions;
+  /** The shared command connection, once asked for. */
+  #command: Promise<Redis> | null = null;
+  /** Connections this object opened, ended by `close()`. */
+  readonly #opened = new Set<Redis>();
+  /** The server's run_id when last seen: a new one means Redis restarted and may have lost data. */
+  #runId: string | null = null;
+  readonly #restartListeners = new Set<() => void>();
+  #closed = false;
+
+  constructor(url: ClusterUrl, options: ClusterClientOptions = {}) {
+    this.url = url;
+    this.options = options;
+  }
+
+  /** The shared command connection (auto-pipelined). */
+  command(): Promise<Redis> {
+    this.#checkOpen();
+    if (!this.#command) {
+      this.#command = this.#open('command').then(async (client) => {
+        this.#runId = await runId(client);
+        client.on('ready', () => void this.#checkRestart(client));
+        return client;
+      });
+      // A failed first connection is not cached: the next call tries again.
+      this.#command.catch(() => {
+        this.#command = null;
+      });
+    }
+    return this.#command;
+  }
+
+  /** A connection of its own, for a blocking reader; closed with this object or by the caller. */
+  blockingClient(role: string): Promise<Redis> {
+    this.#checkOpen();
+    return this.#open(role);
+  }
+
+  /** Calls `listener` whenever the server is found to have restarted (a new run_id). */
+  onRestart(listener: () => void): () => void {
+    this.#restartListeners.add(listener);
+    return () => this.#restartListeners.delete(listener);
+  }
+
+  /** Ends every connection this object opened. */
+  close(): void {
+    this.#closed = true;
+    for (const client of this.#opened) client.disconnect();
+    this.#opened.clear();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async #open(role: string): Promise<Redis> {
+    const client = await openClient(this.url, this.options, role);
+    if (this.#closed) {
+      client.disconnect();
+      throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
+    }
+    this.#opened.add(client);
+    client.once('end', () => this.#opened.delete(client));
+    return client;
+  }
+
+  async #checkRestart(client: Redis): Promise<void> {
+    let id: string;
+    try {
+      id = await runId(client);
+    } catch {
+      return;
+    }
+    if (this.#runId !== null && id !== this.#runId) {
+      this.#runId = id;
+      for (const listener of this.#restartListeners) listener();
+    }
+    this.#runId = id;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
+  }
+}
+
+async function runId(client: Redis): Promise<string> {
+  const info = await client.info('server');
+  return /run_id:(\w+)/.exec(info)?.[1] ?? '';
+}

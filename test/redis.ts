@@ -1,0 +1,121 @@
+/**
+ * A real redis-server for the cluster tests: started on a free loopback
+ * port (or inside a network namespace, by the caller's `exec`), in a fresh
+ * directory, and stopped when the test is done. Debian's `redis-server`
+ * package provides it (`.ci/run` installs it); `redisUnavailable()` says why
+ * a test must skip when it is missing.
+ *
+ * A server dies with the test process: it is started with a pipe on stdin
+ * that a tiny `sh` watches (as test/netns.ts does), so a SIGKILLed test run
+ * leaves no redis-server behind.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const REDIS_SERVER = process.env['REDIS_SERVER'] ?? 'redis-server';
+
+/** Why redis-server cannot run here, or null when it can. */
+export function redisUnavailable(): string | null {
+  const probe = spawnSync(REDIS_SERVER, ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    return `${REDIS_SERVER} is not installed (Debian: apt-get install redis-server; .ci/run installs it): the cluster tests need a real Redis`;
+  }
+  return null;
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; the server binds it right after). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface RedisOptions {
+  /** Address to bind (default 127.0.0.1). */
+  readonly bind?: string;
+  readonly port?: number;
+  /** `requirepass`. */
+  readonly password?: string;
+  /** Keep data across restarts (an append-only file). Default false: a restart comes back empty. */
+  readonly persist?: boolean;
+  /** Start it some other way, e.g. in a network namespace: `(command, args) => host.exec(command, args)`. */
+  readonly exec?: (command: string, args: string[]) => ChildProcess;
+}
+
+export interface RedisServer {
+  readonly port: number;
+  readonly host: string;
+  /** `redis://[:password@]host:port/0`. */
+  readonly url: string;
+  /** Stops it (SIGKILL: a crash, nothing saved beyond what the AOF holds) and starts it again on the same port. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function waitReady(host: string, port: number, password: string | undefined, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode} before it was ready`);
+    const args = ['-h', host, '-p', String(port), ...(password ? ['-a', password, '--no-auth-warning'] : []), 'ping'];
+    const r = spawnSync('redis-cli', args, { encoding: 'utf8' });
+    if (r.stdout?.trim() === 'PONG') return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`redis-server on ${host}:${port} did not answer within 10 s`);
+}
+
+/** Starts a redis-server. */
+export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
+  const host = options.bind ?? '127.0.0.1';
+  const port = options.port ?? (await freePort());
+  const dir = mkdtempSync(join(tmpdir(), 'mpts-redis-'));
+  const args = [
+    '--bind', host, '--port', String(port), '--dir', dir, '--save', '', '--daemonize', 'no',
+    '--appendonly', options.persist ? 'yes' : 'no', '--appendfsync', 'always', '--protected-mode', 'no', '--loglevel', 'warning',
+    ...(options.password ? ['--requirepass', options.password] : []),
+  ];
+  let child: ChildProcess;
+  const launch = async () => {
+    // `exec` replaces sh by redis-server once sh has armed the watcher: the
+    // watcher (a background subshell) kills it when this test process ends.
+    const script = `${REDIS_SERVER} "$@" & pid=$!; (cat >/dev/null; kill -9 $pid 2>/dev/null) & wait $pid`;
+    const cmd = 'sh';
+    const shArgs = ['-c', script, 'redis-watch', ...args];
+    child = options.exec ? options.exec(cmd, shArgs) : spawn(cmd, shArgs, { stdio: ['pipe', 'ignore', 'inherit'] });
+    child.unref();
+    (child.stdin as { unref?: () => void } | null)?.unref?.();
+    await waitReady(host, port, options.password, child);
+  };
+  await launch();
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.stdin?.end();
+      await exited;
+    }
+  };
+  const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
+  const server: RedisServer = {
+    port,
+    host,
+    url: `redis://${auth}${host}:${port}/0`,
+    async restart() {
+      await stop();
+      await launch();
+    },
+    async stop() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async [Symbol.asyncDispose]() {
+      await server.stop();
+    },
+  };
+  return server;
+}
