@@ -84,10 +84,11 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   const launch = async () => {
     // `exec` replaces sh by redis-server once sh has armed the watcher: the
     // watcher (a background subshell) kills it when this test process ends.
-    const script = `${REDIS_SERVER} "$@" & pid=$!; (cat >/dev/null; kill -9 $pid 2>/dev/null) & wait $pid`;
+    // (A background list reads /dev/null unless told otherwise: fd 3 keeps the pipe.)
+    const script = `exec 3<&0; ${REDIS_SERVER} "$@" </dev/null & pid=$!; { cat >/dev/null; kill -9 $pid 2>/dev/null; } <&3 & exec 3<&-; wait $pid`;
     const cmd = 'sh';
     const shArgs = ['-c', script, 'redis-watch', ...args];
-    child = options.exec ? options.exec(cmd, shArgs) : spawn(cmd, shArgs, { stdio: ['pipe', 'ignore', 'inherit'] });
+    child = options.exec ? options.exec(cmd, shArgs) : spawn(cmd, shArgs, { stdio: ['pipe', 'ignore', 'ignore'] });
     child.unref();
     (child.stdin as { unref?: () => void } | null)?.unref?.();
     await waitReady(host, port, options.password, child);
@@ -96,6 +97,8 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));
+      // Unref'd while it serves; waiting for its end must keep this process up.
+      child.ref();
       child.stdin?.end();
       await exited;
     }

@@ -73,6 +73,8 @@ export async function worker(args: readonly string[]): Promise<number> {
   const visibility = positiveInteger(options.get('visibility-timeout') as string | undefined, 'visibility-timeout', 100);
   const pool = (options.get('pool') as string | undefined) ?? 'default';
 
+  // A closed terminal or pipe must not end a worker that holds tasks.
+  process.stdout.on('error', () => {});
   let running: mp.ClusterWorker;
   try {
     running = await mp.ClusterWorker.start({

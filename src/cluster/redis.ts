@@ -60,7 +60,8 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
   });
   // Errors also reach the commands that were waiting; without a listener
   // ioredis would print each reconnect attempt's error.
-  client.on('error', () => {});
+  let lastError: Error | null = null;
+  client.on('error', (err: Error) => (lastError = err));
   const failure = (err: unknown) =>
     new ClusterError(`cannot connect to ${url.redacted} within ${timeout} ms: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   let timer: NodeJS.Timeout | undefined;
@@ -73,8 +74,10 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     ]);
     // The credentials are checked by the first command, not by connect().
     await client.ping();
-  } catch (err) {
+  } catch (thrown) {
     client.disconnect();
+    // A refused AUTH closes the connection: the reason is the error event's, not the rejection's.
+    const err = (lastError as Error | null) ?? thrown;
     if ((err as Error)?.message?.match(/NOAUTH|WRONGPASS|invalid password|ERR AUTH/i)) {
       throw new ClusterError(`${url.redacted} refused the credentials: ${(err as Error).message}`, { cause: err });
     }

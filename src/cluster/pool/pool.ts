@@ -33,6 +33,18 @@ import { Submitter, type BatchResult } from './submitter.js';
 import { readWorkers, type ClusterWorkerInfo } from './workers.js';
 
 type TaskFn = (...args: any[]) => unknown;
+
+/** Fingerprints by function: hashing the source once per function, not per call. */
+const fingerprints = new WeakMap<Function, string>();
+function fingerprintOf(fn: Function): string {
+  let f = fingerprints.get(fn);
+  if (f === undefined) fingerprints.set(fn, (f = fingerprint(fn)));
+  return f;
+}
+
+function isPrimitive(value: unknown): boolean {
+  return value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol');
+}
 type TaskResult<F extends TaskFn> = Awaited<ReturnType<F>>;
 
 /** Options of `ctx.Pool`. */
@@ -85,7 +97,9 @@ export class ClusterPool {
   #failed = 0;
   #retried = 0;
   /** Calls not settled yet, for join(). */
-  readonly #calls = new Set<Promise<unknown>>();
+  #outstanding = 0;
+  /** Woken when #outstanding drops to 0. */
+  #idle: (() => void) | null = null;
   /** `applyAsync` calls of this tick, by batch key, written together. */
   #coalescing = new Map<string, { fields: (string | Buffer)[]; args: unknown[][]; sinks: Sink[]; signals: (AbortSignal | undefined)[] }>();
   #slotsCache: { at: number; slots: number } | null = null;
@@ -131,16 +145,15 @@ export class ClusterPool {
     this.#checkOpen('applyAsync');
     const head = this.#head(fn, options, 'applyAsync');
     if (!Array.isArray(args)) throw new ValueError(`applyAsync: args must be an array of arguments, got ${describe(args)}`);
-    pack(args, 'args'); // refuses, at the call, what cannot be stored
+    // Refuses, at the call, what cannot be stored (primitives always can).
+    if (!args.every(isPrimitive)) pack(args, 'args');
     const result = AsyncResult.make<unknown>(options);
-    const settled = new Promise<void>((resolve) => {
-      this.#coalesce(head, [...args], options.signal, (_i, outcome) => {
-        this.#count(outcome.ok);
-        result[SETTLE](outcome.ok, outcome.value);
-        resolve();
-      });
+    this.#begin();
+    this.#coalesce(head, [...args], options.signal, (_i, outcome) => {
+      this.#count(outcome.ok);
+      result[SETTLE](outcome.ok, outcome.value);
+      this.#end();
     });
-    this.#track(settled);
     return result;
   }
 
@@ -195,13 +208,17 @@ export class ClusterPool {
   terminate(): void {
     if (this.#state === 'terminated') return;
     this.#state = 'terminated';
-    void this.#submitter.stop();
+    const reason = new StateError('the pool was terminated');
+    const unsent = [...this.#coalescing.values()];
+    this.#coalescing.clear();
+    for (const b of unsent) b.sinks.forEach((sink, i) => sink(i, { ok: false, value: reason }));
+    void this.#submitter.stop(reason);
   }
 
   /** Waits for every call made to settle (after `close()` or `terminate()`), then lets go of this pool's keys. */
   async join(): Promise<void> {
     if (this.#state === 'open') throw new ValueError('join() needs close() or terminate() first (as Python)');
-    while (this.#calls.size > 0 && this.#state !== 'terminated') await Promise.allSettled([...this.#calls]);
+    while (this.#outstanding > 0 && this.#state !== 'terminated') await new Promise<void>((r) => (this.#idle = r));
     await this.#submitter.stop();
   }
 
@@ -231,7 +248,7 @@ export class ClusterPool {
       throw new ValueError(`${call}: timeout must be a number of milliseconds, got ${describe(timeout)}`);
     }
     if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) throw new ValueError(`${call}: signal must be an AbortSignal, got ${describe(signal)}`);
-    return ['f', name, 'v', fingerprint(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
+    return ['f', name, 'v', fingerprintOf(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
   }
 
   #count(ok: boolean): void {
@@ -239,9 +256,24 @@ export class ClusterPool {
     else this.#failed++;
   }
 
+  #begin(): void {
+    this.#outstanding++;
+  }
+
+  #end(): void {
+    if (--this.#outstanding === 0 && this.#idle) {
+      const wake = this.#idle;
+      this.#idle = null;
+      wake();
+    }
+  }
+
   #track(p: Promise<unknown>): void {
-    this.#calls.add(p);
-    void p.finally(() => this.#calls.delete(p)).catch(() => {});
+    this.#begin();
+    void p.then(
+      () => this.#end(),
+      () => this.#end(),
+    );
   }
 
   #asyncResult<T>(call: Promise<T>, callbacks: ResultCallbacks<T> = {}): AsyncResult<T> {
@@ -299,7 +331,7 @@ export class ClusterPool {
     const seq = this.#submitter.submit(
       {
         settle: (result) => this.#settleBatch(result, args.length, give),
-        fail: (err) => failAll(err instanceof ClusterError ? err : new ClusterError(`could not write a batch to ${this.#clients.url.redacted}: ${(err as Error)?.message}`, { cause: err })),
+        fail: (err) => failAll(err instanceof ClusterError || err instanceof StateError ? err : new ClusterError(`could not write a batch to ${this.#clients.url.redacted}: ${(err as Error)?.message}`, { cause: err })),
       },
       [...fields, 'p', payload],
     );

@@ -94,11 +94,16 @@ export class Submitter {
       .catch(() => {});
   }
 
-  /** Stops reading and forgets every batch (terminate or join's end); removes this caller's results stream. */
-  async stop(): Promise<void> {
+  /**
+   * Stops reading and forgets every batch (terminate or join's end), failing
+   * them with `reason` when given; removes this caller's results stream.
+   */
+  async stop(reason?: unknown): Promise<void> {
     this.#stopped = true;
     this.#unlistenRestart();
+    const left = [...this.#pending.values()];
     this.drop([...this.#pending.keys()]);
+    if (reason !== undefined) for (const batch of left) batch.fail(reason);
     this.#readerClient?.disconnect();
     await this.#reader?.catch(() => {});
     if (this.#clients.closed) return;

@@ -51,6 +51,15 @@ export interface ClusterWorkerOptions {
   readonly client?: ClusterClientOptions;
 }
 
+/**
+ * ioredis has `xautoclaimBuffer` (binary fields: the payload is V8 bytes)
+ * but does not declare it; `callBuffer` is no way round, as auto-pipelining
+ * drops its command name.
+ */
+interface BufferCommands {
+  xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
+}
+
 /** One batch held by this worker. */
 interface Held {
   readonly entry: string;
@@ -119,12 +128,23 @@ export class ClusterWorker {
     await worker.#ensureGroup(redis);
     await worker.#beat();
     worker.#timers.push(
-      setInterval(() => void worker.#beat().catch(() => {}), HEARTBEAT_MS),
-      setInterval(() => void worker.#refresh().catch(() => {}), Math.max(50, visibility / 3)),
-      setInterval(() => void worker.#reclaim().catch(() => {}), Math.max(50, visibility / 2)),
+      setInterval(() => void worker.#beat().catch((e) => worker.#warn('heartbeat', e)), HEARTBEAT_MS),
+      setInterval(() => void worker.#refresh().catch((e) => worker.#warn('refresh', e)), Math.max(50, visibility / 3)),
+      setInterval(() => void worker.#reclaim().catch((e) => worker.#warn('reclaim', e)), Math.max(50, visibility / 2)),
     );
     worker.#readLoop = worker.#read();
     return worker;
+  }
+
+  /** Last warning per job, so a Redis away for long prints one line per job and minute, not one per tick. */
+  readonly #warned = new Map<string, number>();
+
+  /** Says on stderr that periodic work failed (Redis away, usually); it is retried at its next tick. */
+  #warn(job: string, err: unknown): void {
+    const now = Date.now();
+    if (now - (this.#warned.get(job) ?? 0) < 60_000) return;
+    this.#warned.set(job, now);
+    process.emitWarning(`multiprocessing-ts worker ${this.id}: ${job} failed (retried): ${(err as Error)?.message ?? err}`);
   }
 
   /** Batches held now. */
@@ -241,7 +261,7 @@ export class ClusterWorker {
   async #reclaim(): Promise<void> {
     if (!this.#accepting || this.#capacity <= 0) return;
     const redis = await this.#clients.command();
-    const [, entries, deleted] = (await redis.callBuffer('XAUTOCLAIM', this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', this.#capacity)) as unknown as [
+    const [, entries, deleted] = (await (redis as unknown as BufferCommands).xautoclaimBuffer(this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', this.#capacity)) as unknown as [
       Buffer,
       [Buffer, Buffer[] | null][],
       Buffer[] | undefined,

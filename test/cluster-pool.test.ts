@@ -1,0 +1,304 @@
+/**
+ * The cluster Pool against a real redis-server and real worker processes
+ * (`multiprocessing-ts worker`, the CLI users run): calls and errors,
+ * by-reference checks, a worker SIGKILLed mid-task (its batch finishes on
+ * the other worker, once to the caller), Redis restarted empty mid-map (no
+ * task lost), SIGTERM draining, the attempt limit, bad URLs and passwords.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import * as mp from 'multiprocessing-ts';
+import { eventually, fixture } from './helpers.js';
+import { redisUnavailable, startRedis, type RedisServer } from './redis.js';
+import { add, fail, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['multiprocessing-ts']!);
+const TASKS = fixture('cluster-tasks.js');
+const WAIT_MS = 20_000;
+const skip = redisUnavailable() ?? false;
+
+interface WorkerProc {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Everything it printed on stdout so far. */
+  output(): string;
+  exited: Promise<number | string>;
+}
+
+/** Starts `multiprocessing-ts worker` and waits for its banner. */
+async function startWorker(url: string, extra: string[] = []): Promise<WorkerProc> {
+  const child = spawn(process.execPath, [CLI, 'worker', '--cluster', url, '--module', TASKS, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal!)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker: no banner within ${WAIT_MS} ms; stderr: ${err}`)), WAIT_MS);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      out += line + '\n';
+      if (line.includes('serving pool')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker exited (${code}) before its banner; stderr: ${err}`));
+    });
+  });
+  return { child, pid: child.pid!, output: () => out, exited };
+}
+
+function markers(dir: string): string[] {
+  return readdirSync(dir);
+}
+
+describe('cluster Pool', { skip }, () => {
+  let redis: RedisServer;
+  let workers: WorkerProc[] = [];
+  let ctx: mp.ClusterContext;
+
+  before(async () => {
+    redis = await startRedis();
+    workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
+    ctx = mp.getContext(redis.url as `redis://${string}`);
+  });
+
+  after(async () => {
+    ctx?.close();
+    for (const w of workers) w.child.kill('SIGKILL');
+    await redis?.stop();
+  });
+
+  it('apply, applyAsync, map, starmap, imap and imapUnordered run on the workers', async () => {
+    const pool = new ctx.Pool();
+    assert.equal(await pool.apply(add, [2, 3]), 5);
+    let called: number | null = null;
+    const r = pool.applyAsync(square, [7], { callback: (v) => (called = v) });
+    assert.equal(await r.get(WAIT_MS), 49);
+    assert.equal(called, 49);
+    assert.equal(r.successful(), true);
+    const xs = Array.from({ length: 200 }, (_, i) => i);
+    assert.deepEqual(await pool.map(square, xs), xs.map((x) => x * x));
+    assert.deepEqual(await pool.map(square, xs, 7), xs.map((x) => x * x));
+    assert.deepEqual(await pool.starmap(add, [[1, 2], [3, 4]]), [3, 7]);
+    const ordered: number[] = [];
+    for await (const y of pool.imap(square, (async function* () { for (const x of [1, 2, 3, 4]) yield x; })())) ordered.push(y);
+    assert.deepEqual(ordered, [1, 4, 9, 16]);
+    const unordered: number[] = [];
+    for await (const y of pool.imapUnordered(square, [5, 6, 7], 2)) unordered.push(y);
+    assert.deepEqual(unordered.sort((a, b) => a - b), [25, 36, 49]);
+    const stats = await pool.stats();
+    assert.deepEqual(new Set(stats.workers.map((w) => w.pid)), new Set(workers.map((w) => w.pid)));
+    assert.ok(stats.completed >= 200 * 2 + 8);
+    pool.close();
+    await pool.join();
+  });
+
+  it('10,000 applyAsync at once: each result exactly once, in its own AsyncResult', async () => {
+    const pool = new ctx.Pool();
+    const results = Array.from({ length: 10_000 }, (_, i) => pool.applyAsync(add, [i, 1]));
+    const values = await Promise.all(results);
+    assert.deepEqual(values, Array.from({ length: 10_000 }, (_, i) => i + 1));
+    pool.close();
+    await pool.join();
+  });
+
+  it("a task's error keeps its class name, message and own properties", async () => {
+    const pool = new ctx.Pool();
+    await assert.rejects(pool.apply(fail, ['boom']), (err: any) => err.constructor.name === 'Custom' && err.message === 'boom' && err.code === 42 && /fail/.test(err.stack));
+    await assert.rejects(pool.apply(uncloneableResult, []), (err: Error) => err.name === 'SerializationError');
+    pool.close();
+    await pool.join();
+  });
+
+  it("the worker imports the module without running its guarded main code", async () => {
+    const pool = new ctx.Pool();
+    assert.equal(await pool.apply(mainRanHere, []), false);
+    for (const w of workers) assert.doesNotMatch(w.output(), /main code ran/);
+    pool.close();
+    await pool.join();
+  });
+
+  it('refuses by-source functions, other versions and functions the module lacks, with clear errors', async () => {
+    const pool = new ctx.Pool();
+    assert.throws(() => pool.applyAsync((x: number) => x, [1]), (e: Error) => e instanceof mp.ValueError && /by reference/.test(e.message));
+    assert.throws(() => pool.applyAsync(add, [() => 1] as never), (e: Error) => e instanceof mp.SerializationError && /args\[0\]/.test(e.message));
+    // Same name, other source: a worker must not run its own `square` instead.
+    const square = (x: number) => x + 1;
+    Object.defineProperty(square, 'name', { value: 'square' });
+    await assert.rejects(pool.apply(square, [3]), (e: Error) => e instanceof mp.ClusterError && /another version/.test(e.message));
+    function notExported(): number {
+      return 1;
+    }
+    await assert.rejects(pool.apply(notExported, []), (e: Error) => e instanceof mp.ClusterError && /exports no function named "notExported"/.test(e.message));
+    assert.throws(() => new ctx.Pool(2, { initializer: noop } as never), (e: Error) => e instanceof mp.ValueError && /belongs to the workers/.test(e.message));
+    // The pool still serves.
+    assert.equal(await pool.apply(add, [1, 1]), 2);
+    pool.close();
+    await pool.join();
+  });
+
+  it('terminate() fails pending calls at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const pending = pool.starmap(marked, [0, 1, 2, 3, 4, 5].map((x) => [x, 2000, dir] as [number, number, string]), 1);
+      await eventually(() => markers(dir).length > 0, WAIT_MS, 'a task to start');
+      pool.terminate();
+      await assert.rejects(pending, (e: Error) => e instanceof mp.StateError);
+      await pool.join();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cluster Pool faults', { skip }, () => {
+  it('a worker SIGKILLed mid-task: its batch runs on the other worker, each result once to the caller', async () => {
+    await using redis = await startRedis();
+    const [a, b] = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool2 = new ctx.Pool();
+      const running = pool2.starmap(marked, [0, 1, 2, 3].map((x) => [x, 1500, dir] as [number, number, string]), 1);
+      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
+      const victim = [a!, b!].find((w) => markers(dir).some((m) => m.endsWith(`-${w.pid}`)))!;
+      victim.child.kill('SIGKILL');
+      assert.deepEqual(await running, [0, 1, 2, 3]);
+      const ranOnVictim = markers(dir).filter((m) => m.endsWith(`-${victim.pid}`)).map((m) => m.split('-')[0]);
+      const survivor = victim === a ? b! : a!;
+      // Every task the victim had started ran again on the survivor.
+      for (const x of ranOnVictim) assert.ok(markers(dir).includes(`${x}-${survivor.pid}`), `task ${x} was not run again`);
+      assert.ok((await pool2.stats()).retried >= 1);
+      pool2.close();
+      await pool2.join();
+      survivor.child.kill('SIGKILL');
+    } finally {
+      ctx.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('Redis restarted empty mid-map: no task lost', async () => {
+    await using redis = await startRedis({ persist: false });
+    const workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const xs = [0, 1, 2, 3, 4, 5];
+      const running = pool.starmap(marked, xs.map((x) => [x, 400, dir] as [number, number, string]), 1);
+      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
+      await redis.restart();
+      assert.deepEqual(await running, xs);
+      // The workers kept serving through the restart.
+      assert.equal(await pool.apply(add, [1, 2]), 3);
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      for (const w of workers) w.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('SIGTERM drains: the task it holds finishes and is delivered, then it exits 0', async () => {
+    await using redis = await startRedis();
+    const worker = await startWorker(redis.url);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const running = pool.apply(marked, [7, 800, dir]);
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      worker.child.kill('SIGTERM');
+      assert.equal(await running, 7);
+      assert.equal(await worker.exited, 0);
+      assert.match(worker.output(), /draining/);
+      assert.equal((await pool.stats()).workers.length, 0, 'a drained worker is no longer listed');
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      worker.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('past its attempt limit a batch fails with WorkerLostError', async () => {
+    await using redis = await startRedis();
+    const first = await startWorker(redis.url);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    let second: WorkerProc | null = null;
+    try {
+      const pool = new ctx.Pool(1, { maxAttempts: 1 });
+      const running = pool.apply(marked, [1, 5000, dir]);
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      first.child.kill('SIGKILL');
+      second = await startWorker(redis.url);
+      await assert.rejects(running, (e: Error) => e instanceof mp.WorkerLostError && /delivered 2 times \(limit 1\)/.test(e.message));
+      assert.equal(markers(dir).length, 1, 'it did not run again');
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      second?.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an unreachable URL and a wrong password are clear errors that never show the password', async () => {
+    await using redis = await startRedis({ password: 's3cret' });
+    const wrong = mp.getContext(`redis://:wrong-pass@127.0.0.1:${redis.port}/0`);
+    await assert.rejects(new wrong.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /refused the credentials|WRONGPASS|NOAUTH/i.test(e.message) && !e.message.includes('wrong-pass'));
+    wrong.close();
+    const started = Date.now();
+    const nowhere = mp.getContext('redis://:topsecret@127.0.0.1:1/0', { connectTimeoutMs: 1000 });
+    await assert.rejects(new nowhere.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0/.test(e.message) && !e.message.includes('topsecret'));
+    assert.ok(Date.now() - started < 5000, 'within the connect timeout');
+    nowhere.close();
+    assert.throws(() => mp.getContext('redis://h:1/x' as 'redis://'), (e: Error) => e instanceof mp.ValueError && /database number/.test(e.message));
+    // The right password works.
+    const right = mp.getContext(redis.url as `redis://${string}`);
+    const worker = await startWorker(redis.url);
+    try {
+      const pool = new right.Pool();
+      assert.equal(await pool.apply(add, [1, 2]), 3);
+      pool.close();
+      await pool.join();
+    } finally {
+      right.close();
+      worker.child.kill('SIGKILL');
+    }
+  });
+
+  it('the worker CLI refuses bad input with exit 2 and an unreachable Redis with exit 1', async () => {
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, 'worker', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (d) => (stderr += d));
+        child.once('exit', (code) => resolve({ code, stderr }));
+      });
+    const noModule = await run(['--cluster', 'redis://127.0.0.1:1/0']);
+    assert.equal(noModule.code, 2);
+    assert.match(noModule.stderr, /--module is missing/);
+    const badUrl = await run(['--cluster', 'http://x:1', '--module', TASKS]);
+    assert.equal(badUrl.code, 2);
+    const unreachable = await run(['--cluster', 'redis://:pw@127.0.0.1:1/0', '--module', TASKS]);
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0/);
+  });
+});
