@@ -43,8 +43,8 @@ export interface RedisOptions {
   readonly password?: string;
   /** Keep data across restarts (an append-only file). Default false: a restart comes back empty. */
   readonly persist?: boolean;
-  /** Start it some other way, e.g. in a network namespace: `(command, args) => host.exec(command, args)`. */
-  readonly exec?: (command: string, args: string[]) => ChildProcess;
+  /** A network namespace (test/netns.ts) to run it in; `bind` should then be that host's IP. */
+  readonly netns?: string;
 }
 
 export interface RedisServer {
@@ -58,12 +58,17 @@ export interface RedisServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-async function waitReady(host: string, port: number, password: string | undefined, child: ChildProcess): Promise<void> {
+/** `command args`, inside `netns` when given. */
+function inNetns(netns: string | undefined, command: string, args: string[]): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, command, ...args]] : [command, args];
+}
+
+async function waitReady(host: string, port: number, password: string | undefined, child: ChildProcess, netns?: string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode} before it was ready`);
     const args = ['-h', host, '-p', String(port), ...(password ? ['-a', password, '--no-auth-warning'] : []), 'ping'];
-    const r = spawnSync('redis-cli', args, { encoding: 'utf8' });
+    const r = spawnSync(...inNetns(netns, 'redis-cli', args), { encoding: 'utf8' });
     if (r.stdout?.trim() === 'PONG') return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -73,7 +78,7 @@ async function waitReady(host: string, port: number, password: string | undefine
 /** Starts a redis-server. */
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
   const host = options.bind ?? '127.0.0.1';
-  const port = options.port ?? (await freePort());
+  const port = options.port ?? (options.netns ? 6379 : await freePort());
   const dir = mkdtempSync(join(tmpdir(), 'mpts-redis-'));
   const args = [
     '--bind', host, '--port', String(port), '--dir', dir, '--save', '', '--daemonize', 'no',
@@ -88,10 +93,10 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     const script = `exec 3<&0; ${REDIS_SERVER} "$@" </dev/null & pid=$!; { cat >/dev/null; kill -9 $pid 2>/dev/null; } <&3 & exec 3<&-; wait $pid`;
     const cmd = 'sh';
     const shArgs = ['-c', script, 'redis-watch', ...args];
-    child = options.exec ? options.exec(cmd, shArgs) : spawn(cmd, shArgs, { stdio: ['pipe', 'ignore', 'ignore'] });
+    child = spawn(...inNetns(options.netns, cmd, shArgs), { stdio: ['pipe', 'ignore', 'ignore'] });
     child.unref();
     (child.stdin as { unref?: () => void } | null)?.unref?.();
-    await waitReady(host, port, options.password, child);
+    await waitReady(host, port, options.password, child, options.netns);
   };
   await launch();
   const stop = async () => {
