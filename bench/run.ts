@@ -20,12 +20,13 @@ import { queueLarge, queueSmall } from './cases/queue.js';
 import { pipeOneWay, pipeRoundTrip } from './cases/pipe.js';
 import { managerOps } from './cases/manager.js';
 import { poolCpu, poolNoop, poolStart } from './cases/pool.js';
+import { clusterRoundTrip, clusterThroughput } from './cases/cluster.js';
 import { RESULTS_DIR, PACKAGE_ROOT } from './paths.js';
 import { renderCase, rowRecord } from './report.js';
 import { runCase } from './runner.js';
 import type { CaseDefinition } from './types.js';
 
-const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass, queueSmall, queueLarge, pipeOneWay, pipeRoundTrip, managerOps, poolNoop, poolCpu, poolStart];
+const CASES: readonly CaseDefinition[] = [startJoin, startTs, valueIncr, valuesCreate, valuesPass, queueSmall, queueLarge, pipeOneWay, pipeRoundTrip, managerOps, poolNoop, poolCpu, poolStart, clusterThroughput, clusterRoundTrip];
 
 function git(args: readonly string[]): string | null {
   try {

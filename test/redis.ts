@@ -10,7 +10,7 @@
  * leaves no redis-server behind.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +52,8 @@ export interface RedisServer {
   readonly host: string;
   /** `redis://[:password@]host:port/0`. */
   readonly url: string;
+  /** The redis-server process's pid (for CPU accounting), or null while it is not running. */
+  pid(): number | null;
   /** Stops it (SIGKILL: a crash, nothing saved beyond what the AOF holds) and starts it again on the same port. */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -113,6 +115,15 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     port,
     host,
     url: `redis://${auth}${host}:${port}/0`,
+    pid() {
+      try {
+        // The watching sh's first child is the server (started before the watcher).
+        const first = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/)[0];
+        return first ? Number(first) : null;
+      } catch {
+        return null;
+      }
+    },
     async restart() {
       await stop();
       await launch();
