@@ -82,9 +82,11 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   ];
   let child: ChildProcess;
   const launch = async () => {
-    // `exec` replaces sh by redis-server once sh has armed the watcher: the
-    // watcher (a background subshell) kills it when this test process ends.
-    const script = `${REDIS_SERVER} "$@" & pid=$!; (cat >/dev/null; kill -9 $pid 2>/dev/null) & wait $pid`;
+    // The watcher (a background subshell) kills the server when this test
+    // process ends. It reads the pipe through fd 3: a non-interactive sh
+    // gives a background list /dev/null as its stdin. (`wait`'s stderr is
+    // where sh reports the kill, as "Killed".)
+    const script = `exec 3<&0; ${REDIS_SERVER} "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill -9 $pid 2>/dev/null) & wait $pid 2>/dev/null`;
     const cmd = 'sh';
     const shArgs = ['-c', script, 'redis-watch', ...args];
     child = options.exec ? options.exec(cmd, shArgs) : spawn(cmd, shArgs, { stdio: ['pipe', 'ignore', 'inherit'] });
@@ -96,6 +98,8 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));
+      // Unref'd so a forgotten server never holds a test open; waited for here.
+      child.ref();
       child.stdin?.end();
       await exited;
     }
