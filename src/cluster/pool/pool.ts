@@ -360,7 +360,7 @@ export class ClusterPool {
     }
     let outcomes: [boolean, unknown][];
     try {
-      outcomes = unpack(result.outcomes!, 'a batch result') as [boolean, unknown][];
+      outcomes = unpack(result.outcomes!, 'a batch result', this.#clients) as [boolean, unknown][];
       if (!Array.isArray(outcomes) || outcomes.length !== n) throw new SerializationError(`a batch result holds ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${n} tasks`);
     } catch (err) {
       for (let i = 0; i < n; i++) give(i, { ok: false, value: err });

@@ -310,7 +310,7 @@ export class ClusterWorker {
       const timeout = timeoutText ? Number(timeoutText) : undefined;
       let argLists: unknown[][];
       try {
-        argLists = unpack(fields.get('p')!, 'a batch') as unknown[][];
+        argLists = unpack(fields.get('p')!, 'a batch', this.#clients) as unknown[][];
         if (!Array.isArray(argLists)) throw new ValueError('a batch holds no argument lists');
       } catch (err) {
         argLists = [];

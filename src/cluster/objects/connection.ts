@@ -1,0 +1,224 @@
+/**
+ * The connections cluster objects (locks, queues, Event, Value, manager
+ * proxies) use, per cluster URL and process: one command connection, one
+ * subscriber for wake-ups (wake.ts), and blocking connections lent to one
+ * blocking read (`BLPOP`/`BLMOVE`) at a time.
+ *
+ * They are not the pool's shared command connection, for one reason: a
+ * child whose target used a cluster Lock must still end when its target
+ * is done (the package's handles never keep a process alive), and an
+ * open socket would keep it. So these sockets are unref'd whenever no
+ * call of an object is in flight, and ref'd while one is (a pending
+ * `await lock.acquire()` keeps the process alive, as a local wait does).
+ *
+ * Every call is bounded: ioredis queues commands while it reconnects and
+ * would wait forever for a Redis that does not come back, so a call that
+ * got no answer within `callTimeoutMs` (the context's connect timeout, 5 s
+ * by default; blocking reads add their own block time) rejects with a
+ * `ClusterError`. What such a call did is then unknown (it may run once
+ * Redis is back); the message says so.
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ClusterError } from '../../errors.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
+import { Waker } from './wake.js';
+
+/** Blocking connections kept idle for the next blocking read (more are opened while more wait, and closed after). */
+const IDLE_BLOCKING = 4;
+
+/** A Lua script, loaded by its hash (`EVALSHA`) and sent whole only when Redis does not know it yet. */
+export class Script {
+  readonly sha: string;
+  constructor(
+    readonly name: string,
+    readonly keys: number,
+    readonly source: string,
+  ) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+const byClients = new WeakMap<ClusterClients, ObjectClients>();
+
+/** The connections of the cluster objects of one context, in this process. */
+export class ObjectClients {
+  readonly clients: ClusterClients;
+  /** The longest a call waits for an answer before it fails (ms). */
+  readonly callTimeoutMs: number;
+  readonly waker: Waker;
+  #command: Promise<Redis> | null = null;
+  readonly #idle: Redis[] = [];
+  /** Every socket of ours, to ref while calls are in flight and unref after. */
+  readonly #mine = new Set<Redis>();
+  #inFlight = 0;
+  readonly #restartListeners = new Set<() => void>();
+  /** Why calls fail once the clients are closed, when something else than the context closed them (a manager's shutdown). */
+  closedReason: string | null = null;
+
+  private constructor(clients: ClusterClients) {
+    this.clients = clients;
+    this.callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.waker = new Waker(() => this.#open('subscriber'), () => this.hold());
+    // A server that came back empty has lost every key: waiters look again (their state may be gone).
+    clients.onRestart(() => {
+      this.waker.wakeAll();
+      for (const listener of this.#restartListeners) listener();
+    });
+  }
+
+  /** The objects' connections of `clients` (one set per context and process). */
+  static of(clients: ClusterClients): ObjectClients {
+    let found = byClients.get(clients);
+    if (!found) byClients.set(clients, (found = new ObjectClients(clients)));
+    return found;
+  }
+
+  /** The URL with its password masked, for messages. */
+  get url(): string {
+    return this.clients.url.redacted;
+  }
+
+  /** Calls `listener` when the server is found to have restarted. */
+  onRestart(listener: () => void): () => void {
+    this.#restartListeners.add(listener);
+    return () => this.#restartListeners.delete(listener);
+  }
+
+  /**
+   * Runs `fn` on the command connection, keeping the process alive meanwhile,
+   * and fails with a `ClusterError` naming `what` when Redis does not answer in time.
+   */
+  call<T>(what: string, fn: (redis: Redis) => Promise<T>, extraMs = 0): Promise<T> {
+    return this.#held(what, extraMs, async () => fn(await this.#commandClient()));
+  }
+
+  /** Runs one script (by its hash; whole when Redis does not know it). Bulk replies are Buffers. */
+  script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
+    return this.call(what, (redis) => runScript(redis, script, keys, args));
+  }
+
+  /**
+   * Lends a connection of its own to one blocking read. After a read that
+   * failed the connection is closed (its state is unknown); otherwise it
+   * goes back to the idle ones.
+   */
+  blocking<T>(what: string, blockMs: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    return this.#held(what, blockMs, async () => {
+      const redis = this.#idle.pop() ?? (await this.#open('blocking'));
+      let healthy = false;
+      try {
+        const result = await fn(redis);
+        healthy = true;
+        return result;
+      } finally {
+        if (healthy && this.#idle.length < IDLE_BLOCKING && redis.status === 'ready' && !this.clients.closed) this.#idle.push(redis);
+        else redis.disconnect();
+      }
+    });
+  }
+
+  /** Keeps the process alive and bounds the wait while `fn` runs. */
+  async #held<T>(what: string, extraMs: number, fn: () => Promise<T>): Promise<T> {
+    if (this.clients.closed) throw new ClusterError(`${what}: ${this.closedReason ?? `the cluster context for ${this.url} is closed`}`);
+    this.#ref(+1);
+    let timer: NodeJS.Timeout | undefined;
+    const limit = this.callTimeoutMs + extraMs;
+    try {
+      return await Promise.race([
+        fn(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new ClusterError(
+                  `${what}: ${this.url} did not answer within ${limit} ms (restarting, failing over or unreachable); ` +
+                    'what the call did is unknown: it may still take effect once Redis is back',
+                ),
+              ),
+            limit,
+          );
+        }),
+      ]);
+    } catch (err) {
+      throw toClusterError(err, what, this.url);
+    } finally {
+      clearTimeout(timer);
+      this.#ref(-1);
+    }
+  }
+
+  #commandClient(): Promise<Redis> {
+    if (!this.#command) {
+      this.#command = this.#open('objects');
+      this.#command.catch(() => (this.#command = null));
+    }
+    return this.#command;
+  }
+
+  async #open(role: string): Promise<Redis> {
+    const redis = await this.clients.blockingClient(role);
+    this.#mine.add(redis);
+    // ioredis makes a new socket at each reconnect, and a timer before it: give them the current state.
+    redis.on('connect', () => this.#apply(redis));
+    redis.on('reconnecting', () => this.#apply(redis));
+    redis.once('end', () => {
+      this.#mine.delete(redis);
+      const i = this.#idle.indexOf(redis);
+      if (i >= 0) this.#idle.splice(i, 1);
+    });
+    this.#apply(redis);
+    return redis;
+  }
+
+  #ref(delta: number): void {
+    const before = this.#inFlight;
+    this.#inFlight += delta;
+    if ((before === 0) !== (this.#inFlight === 0)) for (const redis of this.#mine) this.#apply(redis);
+  }
+
+  /**
+   * Refs or unrefs one connection's socket, and its reconnect timer while
+   * Redis is away, as the calls in flight say: an idle object whose Redis
+   * went away must not keep its process alive retrying either.
+   */
+  #apply(redis: Redis): void {
+    type Handle = { ref?: () => void; unref?: () => void } | null | undefined;
+    const { stream, reconnectTimeout } = redis as unknown as { stream?: Handle; reconnectTimeout?: Handle };
+    for (const handle of [stream, reconnectTimeout]) {
+      if (this.#inFlight > 0) handle?.ref?.();
+      else handle?.unref?.();
+    }
+  }
+
+  /** Counts a wait (a subscription) as a call in flight, so the process lives while it waits. */
+  hold(): () => void {
+    this.#ref(+1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#ref(-1);
+    };
+  }
+}
+
+/** `EVALSHA`, falling back to `EVAL` the first time Redis meets the script (or after it restarted). */
+export async function runScript(redis: Redis, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
+  try {
+    return await redis.callBuffer('EVALSHA', script.sha, script.keys, ...keys, ...args);
+  } catch (err) {
+    if (!/NOSCRIPT/.test((err as Error)?.message ?? '')) throw err;
+    return redis.callBuffer('EVAL', script.source, script.keys, ...keys, ...args);
+  }
+}
+
+/** Redis' own errors and ioredis' as `ClusterError`s that say which call failed where; ours pass through. */
+export function toClusterError(err: unknown, what: string, url: string): unknown {
+  if (!(err instanceof Error) || err.name === 'ClusterError' || !isRedisError(err)) return err;
+  return new ClusterError(`${what} on ${url}: ${err.message}`, { cause: err });
+}
+
+function isRedisError(err: Error): boolean {
+  return err.name === 'ReplyError' || err.name === 'AbortError' || err.name === 'MaxRetriesPerRequestError' || /Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE/.test(err.message);
+}

@@ -1,0 +1,553 @@
+/**
+ * Queue, JoinableQueue and SimpleQueue on Redis.
+ *
+ * Keys, under the queue's hash tag `{mpts:<Kind>:<name>}`:
+ * - `…:items`: a list of packed items (codec.ts), put at the right, taken
+ *   from the left. `put` is a script that checks `maxsize` and pushes in
+ *   one step, so a bounded queue never holds more;
+ * - channel `…:room`: published when an item leaves a bounded queue, for
+ *   producers waiting for room (wake.ts).
+ *
+ * Taking: a script takes an item if there is one; otherwise the consumer
+ * blocks in Redis itself (`BLPOP`, for a JoinableQueue `BLMOVE`) on a
+ * connection lent to it alone (connection.ts), in slices of a few seconds.
+ * A consumer `close()`d while it waits stops waiting at once; an item its
+ * read still takes goes back to the head of the queue.
+ *
+ * JoinableQueue, at least once: `get()` moves the item into the consumer's
+ * own processing list `…:proc:<consumer>` (atomically, `LMOVE`/`BLMOVE`),
+ * and `taskDone()` removes the oldest item of that list and decrements
+ * `…:unfinished` (incremented by every `put`); `join()` waits on channel
+ * `…:done`, published when the count reaches 0. Each consumer (one per
+ * queue object) keeps a lease `…:alive:<consumer>` (`leaseMs`, renewed
+ * every third of it) while it holds items or waits for one, and is listed
+ * in the set `…:consumers`. The rule: **the items of a consumer whose
+ * lease lapsed go back to the head of the queue**, oldest first, for
+ * another consumer; any consumer that is about to wait, and every
+ * `join()`, applies it. A consumer that was only slow (its event loop
+ * blocked past its lease) may then see its item processed twice: at least
+ * once, never lost. (The processing lists and leases are reached by a
+ * script that does not declare them; they share the queue's hash tag, so
+ * on a Redis Cluster they sit in its slot.)
+ *
+ * Items are copied at `put()` (a value that cannot be stored is refused
+ * there, by its path); cluster objects inside items travel by name and
+ * arrive live (codec.ts).
+ */
+import { hostname } from 'node:os';
+import { Empty, Full, StateError, ValueError } from '../../errors.js';
+import { describe } from '../../describe.js';
+import { deadlineOf } from '../../sync/futex.js';
+import { remaining } from '../../sync/waiting.js';
+import { pack, unpack } from '../codec.js';
+import { randomName } from '../keys.js';
+import { ObjectClients, Script } from './connection.js';
+import { ClusterObject, checkMs, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
+
+/** The longest one blocking read or sleep lasts before the waiter looks again. */
+const SLICE_MS = 2_000;
+/** Default lease of a JoinableQueue consumer: how long a dead consumer's items wait before they go back. */
+export const DEFAULT_LEASE_MS = 30_000;
+
+/** Options of `put` and `get`, as Python's `(block=True, timeout=None)`. */
+export interface ClusterQueueWaitOptions {
+  /** `false` (or any falsy value but `undefined`): do not wait. Default `true`. */
+  block?: boolean;
+  /** Milliseconds to wait at most; negative means 0. Default: forever. */
+  timeout?: number;
+}
+
+/** Options of `ctx.JoinableQueue`. */
+export interface ClusterJoinableQueueOptions extends ClusterObjectOptions {
+  /**
+   * Milliseconds a consumer's items stay its own without a renewal of its
+   * lease (default 30,000): the consumer's process renews it while it holds
+   * items, so this is how long the items of a consumer that died wait
+   * before they are delivered again.
+   */
+  readonly leaseMs?: number;
+}
+
+const PUT = new Script(
+  'queue-put',
+  2,
+  `local max = tonumber(ARGV[1])
+if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -1 end
+local n = redis.call('RPUSH', KEYS[1], ARGV[3])
+if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
+return n`,
+);
+
+const TAKE = new Script(
+  'queue-take',
+  1,
+  `local item = redis.call('LPOP', KEYS[1])
+if item and ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
+return item`,
+);
+
+/** Registers the consumer, renews its lease, and takes an item into its processing list if there is one. */
+const TAKE_HELD = new Script(
+  'queue-take-held',
+  4,
+  `redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+if ARGV[5] == '0' then return false end
+local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if item and ARGV[3] == '1' then redis.call('PUBLISH', ARGV[4], '1') end
+return item`,
+);
+
+const TASK_DONE = new Script(
+  'queue-task-done',
+  2,
+  `local u = tonumber(redis.call('GET', KEYS[2]) or '0')
+if u <= 0 then return -1 end
+redis.call('LPOP', KEYS[1])
+u = redis.call('DECR', KEYS[2])
+if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
+return u`,
+);
+
+/**
+ * The rule: the items of a consumer whose lease lapsed go back to the
+ * head, oldest first. Returns how many moved, and the soonest a live
+ * consumer holding items may lapse (ms, -1 for none): a waiter wakes then
+ * to apply the rule again, so a dead consumer's items wait about a lease.
+ */
+const RECOVER = new Script(
+  'queue-recover',
+  2,
+  `local moved = 0
+local soonest = -1
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local proc = ARGV[1] .. ':proc:' .. id
+  local ttl = redis.call('PTTL', ARGV[1] .. ':alive:' .. id)
+  if ttl == -2 then
+    while true do
+      local item = redis.call('RPOP', proc)
+      if not item then break end
+      redis.call('LPUSH', KEYS[1], item)
+      moved = moved + 1
+    end
+    redis.call('SREM', KEYS[2], id)
+  elseif ttl >= 0 and redis.call('LLEN', proc) > 0 and (soonest < 0 or ttl < soonest) then
+    soonest = ttl
+  end
+end
+return {moved, soonest}`,
+);
+
+const UNLINK = new Script(
+  'queue-unlink',
+  3,
+  `for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('DEL', ARGV[1] .. ':proc:' .. id, ARGV[1] .. ':alive:' .. id)
+end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])`,
+);
+
+/** The waits a queue's options ask for. */
+function waitOf(options: ClusterQueueWaitOptions | undefined, call: string): { block: boolean; deadline: number } {
+  if (options === undefined) return { block: true, deadline: Infinity };
+  if (typeof options !== 'object' || options === null) throw new ValueError(`${call} takes an options object like { block, timeout }, got ${describe(options)}`);
+  const block = options.block === undefined || Boolean(options.block);
+  if (!block) return { block, deadline: 0 };
+  return { block, deadline: deadlineOf(options.timeout ?? undefined) };
+}
+
+function checkMaxsize(maxsize: unknown): number {
+  if (typeof maxsize !== 'number' || !Number.isInteger(maxsize) || maxsize < 0 || maxsize > 0x7fffffff) {
+    throw new ValueError(`maxsize must be an integer from 0 (unbounded) to 2147483647, got ${describe(maxsize)}`);
+  }
+  return maxsize;
+}
+
+const CLOSED = Symbol('closed');
+
+/**
+ * A FIFO shared by processes on any machine that reach one Redis: the
+ * cluster form of `mp.Queue`. Every method is async (`qsize`, `empty`,
+ * `full`, `putNowait` and `getNowait` too).
+ * @example
+ * ```ts
+ * const jobs = new ctx.Queue<Job>(0, { name: 'jobs' });
+ * await jobs.put({ id: 1 });
+ * const job = await jobs.get({ timeout: 1000 }); // Empty after a second with none
+ * ```
+ */
+export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIterable<T> {
+  /** The most items it holds (`put` then waits); 0 for no limit. */
+  readonly maxsize: number;
+  /** @internal */ readonly items: string;
+  readonly #room: string;
+  #closed = false;
+  #markClosed!: (value: typeof CLOSED) => void;
+  /** Settles when `close()` is called: pending waits race it. */
+  readonly #closing = new Promise<typeof CLOSED>((resolve) => (this.#markClosed = resolve));
+
+  /** @internal Made by a cluster context (`new ctx.Queue(maxsize, options)`). */
+  constructor(conn: ObjectClients, maxsize: number = 0, options?: ClusterObjectOptions) {
+    const kind = (new.target as unknown as { readonly queueKind: ClusterKind }).queueKind;
+    checkMaxsize(maxsize);
+    super(conn, kind, objectOptions(options, kind).name);
+    this.maxsize = maxsize;
+    this.items = `${this.prefix}:items`;
+    this.#room = `${this.prefix}:room`;
+  }
+
+  /** @internal The kind of its keys and descriptor. */
+  static readonly queueKind: ClusterKind = 'Queue';
+
+  get kind(): ClusterKind {
+    return (this.constructor as unknown as { readonly queueKind: ClusterKind }).queueKind;
+  }
+
+  protected override settings(): Settings | undefined {
+    return this.maxsize > 0 ? { maxsize: this.maxsize } : undefined;
+  }
+
+  protected redisKeys(): string[] {
+    return [this.items];
+  }
+
+  /** @internal Whether puts count unfinished tasks. */
+  protected get joinable(): boolean {
+    return false;
+  }
+
+  /** @internal */
+  protected get unfinishedKey(): string {
+    return `${this.prefix}:unfinished`;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ValueError(`${this.kind} '${this.name}' is closed (this object; others of its name still work)`);
+  }
+
+  /** Races `p` with `close()`. */
+  protected untilClosed<R>(p: Promise<R>): Promise<R | typeof CLOSED> {
+    return Promise.race([p, this.#closing]);
+  }
+
+  /** @internal Whether this object was closed. */
+  protected get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Puts a copy of `item`, made now. On a full bounded queue waits (without
+   * polling) for room up to `timeout` ms, then rejects with `Full`.
+   * @throws SerializationError when the item cannot be stored (named by its path; nothing is put).
+   */
+  async put(item: T, options?: ClusterQueueWaitOptions): Promise<void> {
+    this.#checkOpen();
+    const { block, deadline } = waitOf(options, 'put()');
+    const bytes = pack(item, 'item');
+    const args = [this.maxsize, this.joinable ? '1' : '0', bytes];
+    const once = async () => Number(await this.script('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
+    if (await once()) return;
+    if (!block || remaining(deadline) === 0) throw new Full(`${this.kind} '${this.name}' is full (maxsize ${this.maxsize})`);
+    const watch = await this.conn.waker.watch(this.#room);
+    try {
+      for (;;) {
+        if (await once()) return;
+        const left = remaining(deadline);
+        if (left === 0) throw new Full(`put timed out: ${this.kind} '${this.name}' is full (maxsize ${this.maxsize})`);
+        if ((await this.untilClosed(watch.wait(Math.min(left, SLICE_MS)))) === CLOSED) {
+          throw new ValueError(`${this.kind} '${this.name}' was closed while put() waited`);
+        }
+      }
+    } finally {
+      watch.close();
+    }
+  }
+
+  /** `put(item, { block: false })`: `Full` at once when a bounded queue has no room. */
+  putNowait(item: T): Promise<void> {
+    return this.put(item, { block: false });
+  }
+
+  /**
+   * Takes the next item, waiting (blocked in Redis, no polling) up to
+   * `timeout` ms; rejects with `Empty` if none came, `ValueError` when this
+   * object is `close()`d while it waits.
+   */
+  async get(options?: ClusterQueueWaitOptions): Promise<T> {
+    this.#checkOpen();
+    const { block, deadline } = waitOf(options, 'get()');
+    const first = await this.takeNow(true);
+    if (first !== null) return this.#item(first);
+    if (!block || remaining(deadline) === 0) throw new Empty(`${this.kind} '${this.name}' is empty`);
+    for (;;) {
+      const left = remaining(deadline);
+      if (left === 0) throw new Empty(`get timed out: ${this.kind} '${this.name}' is empty`);
+      const got = await this.untilClosed(this.takeBlocking(Math.min(left, SLICE_MS)));
+      if (got === CLOSED) throw new ValueError(`${this.kind} '${this.name}' was closed while get() waited`);
+      if (got !== null) return this.#item(got);
+    }
+  }
+
+  /** `get({ block: false })`: `Empty` at once when there is nothing. */
+  getNowait(): Promise<T> {
+    return this.get({ block: false });
+  }
+
+  #item(bytes: Buffer): T {
+    return unpack(bytes, `an item of ${this.kind} '${this.name}'`, this.conn.clients) as T;
+  }
+
+  /** @internal Takes an item if there is one. */
+  protected async takeNow(_take: boolean): Promise<Buffer | null> {
+    const got = await this.script('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room]);
+    return Buffer.isBuffer(got) ? got : null;
+  }
+
+  /** @internal Waits in Redis up to `ms` for an item; one taken after `close()` goes back to the head. */
+  protected async takeBlocking(ms: number): Promise<Buffer | null> {
+    const got = await this.conn.blocking(`${this.kind}('${this.name}').get()`, ms, (redis) => redis.blpopBuffer(this.items, Math.max(1, ms) / 1000));
+    const item = got ? got[1] : null;
+    if (item === null) return null;
+    if (this.#closed) {
+      await this.conn.call(`${this.kind}('${this.name}') close()`, (redis) => redis.lpush(this.items, item));
+      return null;
+    }
+    if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
+    return item;
+  }
+
+  /** How many items are in it (approximate while others put and get, as in Python). */
+  async qsize(): Promise<number> {
+    return this.conn.call(`${this.kind}('${this.name}').qsize()`, (redis) => redis.llen(this.items));
+  }
+
+  /** Whether it is empty (approximate while others put and get). */
+  async empty(): Promise<boolean> {
+    return (await this.qsize()) === 0;
+  }
+
+  /** Whether a bounded queue is at its `maxsize` (approximate). */
+  async full(): Promise<boolean> {
+    return this.maxsize > 0 && (await this.qsize()) >= this.maxsize;
+  }
+
+  /**
+   * This object will put and get no more: later calls throw, pending waits
+   * (and `for await` loops) end. Items stay in Redis for other holders.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#markClosed(CLOSED);
+  }
+
+  /** Python's `join_thread` (after `close()`): `put()` returns once its item is in Redis, so nothing is left to flush. */
+  async joinThread(): Promise<void> {
+    if (!this.#closed) throw new StateError(`joinThread() is for a closed ${this.kind}: call close() first (as Python asserts)`);
+  }
+
+  /** Python's `cancel_join_thread`: nothing is ever left to flush here. */
+  cancelJoinThread(): void {}
+
+  /** Yields items as they come, until this object is `close()`d. */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    while (!this.#closed) {
+      let item: T;
+      try {
+        item = await this.get();
+      } catch (err) {
+        if (this.#closed) return;
+        throw err;
+      }
+      yield item;
+    }
+  }
+
+  /** `close()`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  /** Not over a network: use `await q.put(item)`. */
+  putSync(): never {
+    throw notOverNetwork(`${this.kind}.putSync()`, 'await q.put(item)');
+  }
+
+  /** Not over a network: use `await q.get()`. */
+  getSync(): never {
+    throw notOverNetwork(`${this.kind}.getSync()`, 'await q.get()');
+  }
+}
+
+/**
+ * The cluster form of `mp.JoinableQueue`, at least once: an item taken by
+ * `get()` stays recorded as this consumer's until `taskDone()`, and goes
+ * back to the queue if the consumer dies first (its lease lapses).
+ * @example
+ * ```ts
+ * const work = new ctx.JoinableQueue<string>(0, { name: 'crawl', leaseMs: 10_000 });
+ * // consumers: for (;;) { const url = await work.get(); await fetchIt(url); await work.taskDone(); }
+ * await work.join(); // every item put so far is done
+ * ```
+ */
+export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
+  static override readonly queueKind: ClusterKind = 'JoinableQueue';
+  /** Milliseconds this consumer's items stay its own without a renewal. */
+  readonly leaseMs: number;
+  /** This object's consumer id. */
+  readonly consumer = `${hostname()}-${process.pid}-${randomName().slice(0, 8)}`;
+  readonly #proc: string;
+  readonly #alive: string;
+  readonly #consumers: string;
+  readonly #done: string;
+  /** Items this consumer took and has not marked done, and gets in progress: the lease is renewed while either is > 0. */
+  #held = 0;
+  #getting = 0;
+  #renewal: NodeJS.Timeout | null = null;
+
+  /** @internal Made by a cluster context (`new ctx.JoinableQueue(maxsize, options)`). */
+  constructor(conn: ObjectClients, maxsize: number = 0, options?: ClusterJoinableQueueOptions) {
+    super(conn, maxsize, options);
+    const lease = objectOptions(options, 'JoinableQueue').leaseMs;
+    this.leaseMs = lease === undefined ? DEFAULT_LEASE_MS : checkMs(lease, 'JoinableQueue leaseMs', 100);
+    this.#proc = `${this.prefix}:proc:${this.consumer}`;
+    this.#alive = `${this.prefix}:alive:${this.consumer}`;
+    this.#consumers = `${this.prefix}:consumers`;
+    this.#done = `${this.prefix}:done`;
+  }
+
+  protected override settings(): Settings {
+    return this.maxsize > 0 ? { maxsize: this.maxsize, leaseMs: this.leaseMs } : { leaseMs: this.leaseMs };
+  }
+
+  protected override get joinable(): boolean {
+    return true;
+  }
+
+  protected override redisKeys(): string[] {
+    return [this.items, this.unfinishedKey, this.#consumers];
+  }
+
+  override async unlink(): Promise<void> {
+    await this.script('unlink()', UNLINK, this.redisKeys(), [this.prefix]);
+  }
+
+  override async get(options?: ClusterQueueWaitOptions): Promise<T> {
+    this.#getting++;
+    this.#renew();
+    try {
+      const item = await super.get(options);
+      this.#held++;
+      return item;
+    } finally {
+      this.#getting--;
+      this.#renew();
+    }
+  }
+
+  /** Starts or stops the lease renewal as this consumer holds items or waits for one. */
+  #renew(): void {
+    const needed = (this.#held > 0 || this.#getting > 0) && !this.closed;
+    if (needed && !this.#renewal) {
+      this.#renewal = setInterval(() => {
+        void this.conn.call('lease', (redis) => redis.set(this.#alive, '1', 'PX', this.leaseMs)).catch(() => {});
+      }, Math.max(10, Math.floor(this.leaseMs / 3)));
+      // The lease must not keep the process alive: a consumer that ends lets its items go back after the lease.
+      this.#renewal.unref();
+    } else if (!needed && this.#renewal) {
+      clearInterval(this.#renewal);
+      this.#renewal = null;
+    }
+  }
+
+  protected override async takeNow(take: boolean): Promise<Buffer | null> {
+    const got = await this.script('get()', TAKE_HELD, [this.items, this.#proc, this.#consumers, this.#alive], [
+      this.consumer,
+      this.leaseMs,
+      this.maxsize > 0 ? '1' : '0',
+      `${this.prefix}:room`,
+      take ? '1' : '0',
+    ]);
+    return Buffer.isBuffer(got) ? got : null;
+  }
+
+  protected override async takeBlocking(ms: number): Promise<Buffer | null> {
+    // Registered with a fresh lease before the item can land in our list; dead consumers' items first.
+    await this.takeNow(false);
+    const soonest = await this.#recover();
+    // Wake when a consumer holding items may have lapsed, to put its items back.
+    const slice = soonest >= 0 ? Math.min(ms, soonest + 10) : ms;
+    const item = await this.conn.blocking(`JoinableQueue('${this.name}').get()`, slice, (redis) =>
+      redis.blmoveBuffer(this.items, this.#proc, 'LEFT', 'RIGHT', Math.max(1, slice) / 1000),
+    );
+    if (item === null) return null;
+    if (this.closed) {
+      await this.conn.call(`JoinableQueue('${this.name}') close()`, (redis) => redis.lmove(this.#proc, this.items, 'RIGHT', 'LEFT'));
+      return null;
+    }
+    if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(`${this.prefix}:room`, '1')).catch(() => {});
+    return item;
+  }
+
+  /** Applies the rule (see RECOVER); returns the soonest a live consumer holding items may lapse (ms, -1: none). */
+  async #recover(): Promise<number> {
+    const [, soonest] = (await this.script('recovery', RECOVER, [this.items, this.#consumers], [this.prefix])) as [number, number];
+    return Number(soonest);
+  }
+
+  /**
+   * Marks this consumer's oldest item taken by `get()` as processed (Python
+   * counts; so does this: a taskDone() from a consumer that holds nothing
+   * still counts one item done).
+   * @throws ValueError when called more times than items were put.
+   */
+  async taskDone(): Promise<void> {
+    const left = Number(await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done]));
+    if (left < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
+    if (this.#held > 0) this.#held--;
+    this.#renew();
+  }
+
+  /**
+   * Resolves when every item put so far has been marked done. Items of
+   * consumers that died are put back for others meanwhile (see the module doc).
+   */
+  async join(): Promise<void> {
+    const watch = await this.conn.waker.watch(this.#done);
+    try {
+      for (;;) {
+        const left = Number((await this.conn.call(`JoinableQueue('${this.name}').join()`, (redis) => redis.get(this.unfinishedKey))) ?? 0);
+        if (left <= 0) return;
+        const soonest = await this.#recover();
+        await watch.wait(soonest >= 0 ? Math.min(SLICE_MS, soonest + 10) : SLICE_MS);
+      }
+    } finally {
+      watch.close();
+    }
+  }
+
+  override close(): void {
+    super.close();
+    this.#renew();
+  }
+
+  /** Not over a network: use `await q.join()`. */
+  joinSync(): never {
+    throw notOverNetwork('JoinableQueue.joinSync()', 'await q.join()');
+  }
+}
+
+/** The cluster form of `mp.SimpleQueue`: an unbounded queue (`put`, `get`, `empty`, `close`). */
+export class ClusterSimpleQueue<T = unknown> extends ClusterQueue<T> {
+  static override readonly queueKind: ClusterKind = 'SimpleQueue';
+
+  /** @internal Made by a cluster context (`new ctx.SimpleQueue(options)`). */
+  constructor(conn: ObjectClients, options?: ClusterObjectOptions) {
+    super(conn, 0, options);
+  }
+}
+
+const numberSetting = (s: Settings, key: string): number | undefined => (typeof s[key] === 'number' ? (s[key] as number) : undefined);
+registerClusterKind('Queue', (conn, name, s) => new ClusterQueue(conn, numberSetting(s, 'maxsize') ?? 0, { name }));
+registerClusterKind('JoinableQueue', (conn, name, s) => new ClusterJoinableQueue(conn, numberSetting(s, 'maxsize') ?? 0, { name, leaseMs: numberSetting(s, 'leaseMs') }));
+registerClusterKind('SimpleQueue', (conn, name) => new ClusterSimpleQueue(conn, { name }));
