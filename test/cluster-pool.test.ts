@@ -150,6 +150,22 @@ describe('cluster Pool', { skip }, () => {
     await pool.join();
   });
 
+  it('a caller script that never closes its context ends by itself once its pool is joined', async () => {
+    const child = spawn(process.execPath, [fixture('cluster-caller-exits.js'), redis.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    const code = await new Promise<number | string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`still running after ${WAIT_MS} ms; printed ${JSON.stringify(out)}`)), WAIT_MS);
+      child.once('exit', (c, signal) => {
+        clearTimeout(timer);
+        resolve(c ?? signal!);
+      });
+    });
+    child.kill('SIGKILL');
+    assert.equal(code, 0);
+    assert.equal(out.trim(), '42');
+  });
+
   it('terminate() fails pending calls at once', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
     try {

@@ -100,6 +100,8 @@ export class ClusterClients {
   #runId: string | null = null;
   readonly #restartListeners = new Set<() => void>();
   #closed = false;
+  /** Calls in flight that need the process kept alive (`hold()`); at 0 every socket is unref'd. */
+  #holds = 0;
 
   constructor(url: ClusterUrl, options: ClusterClientOptions = {}) {
     this.url = url;
@@ -135,6 +137,22 @@ export class ClusterClients {
     return () => this.#restartListeners.delete(listener);
   }
 
+  /**
+   * Keeps this process alive (the connections' sockets ref'd) until the
+   * returned function is called: for calls in flight. Without a hold, the
+   * connections never keep a process alive, so a script whose pool is done
+   * ends without `ctx.close()` (as with a local pool).
+   */
+  hold(): () => void {
+    if (this.#holds++ === 0) for (const client of this.#opened) applyRef(client, true);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#holds === 0) for (const client of this.#opened) applyRef(client, false);
+    };
+  }
+
   /** Ends every connection this object opened. */
   close(): void {
     this.#closed = true;
@@ -154,6 +172,9 @@ export class ClusterClients {
     }
     this.#opened.add(client);
     client.once('end', () => this.#opened.delete(client));
+    applyRef(client, this.#holds > 0);
+    // A reconnect makes a new socket: it takes the current state.
+    client.on('connect', () => applyRef(client, this.#holds > 0));
     return client;
   }
 
@@ -173,6 +194,16 @@ export class ClusterClients {
 
   #checkOpen(): void {
     if (this.#closed) throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
+  }
+}
+
+/** Refs or unrefs a connection's socket and its reconnect timer (an idle client whose Redis went away must not keep the process alive retrying). */
+function applyRef(client: Redis, ref: boolean): void {
+  type Handle = { ref?: () => void; unref?: () => void } | null | undefined;
+  const { stream, reconnectTimeout } = client as unknown as { stream?: Handle; reconnectTimeout?: Handle };
+  for (const handle of [stream, reconnectTimeout]) {
+    if (ref) handle?.ref?.();
+    else handle?.unref?.();
   }
 }
 

@@ -189,14 +189,19 @@ export class ClusterPool {
 
   /** The workers alive now and this caller's counters. */
   async stats(): Promise<ClusterPoolStats> {
-    const redis = await this.#clients.command();
-    return {
-      workers: await readWorkers(redis, this.#keys),
-      pendingBatches: this.#submitter.pendingCount,
-      completed: this.#completed,
-      failed: this.#failed,
-      retried: this.#retried,
-    };
+    const release = this.#clients.hold();
+    try {
+      const redis = await this.#clients.command();
+      return {
+        workers: await readWorkers(redis, this.#keys),
+        pendingBatches: this.#submitter.pendingCount,
+        completed: this.#completed,
+        failed: this.#failed,
+        retried: this.#retried,
+      };
+    } finally {
+      release();
+    }
   }
 
   /** No more calls; those made go on. */
@@ -219,7 +224,12 @@ export class ClusterPool {
   async join(): Promise<void> {
     if (this.#state === 'open') throw new ValueError('join() needs close() or terminate() first (as Python)');
     while (this.#outstanding > 0 && this.#state !== 'terminated') await new Promise<void>((r) => (this.#idle = r));
-    await this.#submitter.stop();
+    const release = this.#clients.hold();
+    try {
+      await this.#submitter.stop();
+    } finally {
+      release();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -256,12 +266,18 @@ export class ClusterPool {
     else this.#failed++;
   }
 
+  /** While calls are outstanding the connections keep this process alive; not after. */
+  #release: (() => void) | null = null;
+
   #begin(): void {
-    this.#outstanding++;
+    if (this.#outstanding++ === 0) this.#release = this.#clients.hold();
   }
 
   #end(): void {
-    if (--this.#outstanding === 0 && this.#idle) {
+    if (--this.#outstanding > 0) return;
+    this.#release?.();
+    this.#release = null;
+    if (this.#idle) {
       const wake = this.#idle;
       this.#idle = null;
       wake();
@@ -290,7 +306,8 @@ export class ClusterPool {
     const key = head.join('\0');
     let batch = this.#coalescing.get(key);
     if (!batch) {
-      if (this.#coalescing.size === 0) setImmediate(() => this.#flushCoalesced());
+      // A microtask, not setImmediate: calls made in one synchronous run still share a batch, and a lone apply() leaves at once.
+      if (this.#coalescing.size === 0) queueMicrotask(() => this.#flushCoalesced());
       batch = { fields: head, args: [], sinks: [], signals: [] };
       this.#coalescing.set(key, batch);
     }
@@ -391,6 +408,16 @@ export class ClusterPool {
     this.#checkOpen(call);
     const head = this.#head(fn, options, call);
     checkIterable(iterable, call);
+    // Counted from here: reading the workers' slots is a Redis call the process must stay up for.
+    this.#begin();
+    try {
+      return await this.#mapBatches(call, star, head, iterable, chunksize, options);
+    } finally {
+      this.#end();
+    }
+  }
+
+  async #mapBatches(call: string, star: boolean, head: (string | Buffer)[], iterable: unknown, chunksize: unknown, options: ClusterMapOptions): Promise<unknown[]> {
     const size = checkChunksize(chunksize, call);
     const items = await collect(iterable as Iterable<unknown>);
     const argLists = items.map((item, i) => {
@@ -429,7 +456,6 @@ export class ClusterPool {
         );
       }
     });
-    this.#track(call$);
     return call$;
   }
 
@@ -494,6 +520,22 @@ export class ClusterPool {
     let sourceError: { error: unknown } | null = null;
     const iterator: AsyncIterableIterator<unknown> = {
       async next(): Promise<IteratorResult<unknown>> {
+        pool.#begin();
+        try {
+          return await nextResult();
+        } finally {
+          pool.#end();
+        }
+      },
+      async return(): Promise<IteratorResult<unknown>> {
+        stop();
+        return { done: true, value: undefined };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+    async function nextResult(): Promise<IteratorResult<unknown>> {
         for (;;) {
           if (signal?.aborted) {
             stop();
@@ -527,15 +569,7 @@ export class ClusterPool {
           if (sourceError || ready.size > 0 || (sourceDone && inFlight === 0)) continue;
           await woken;
         }
-      },
-      async return(): Promise<IteratorResult<unknown>> {
-        stop();
-        return { done: true, value: undefined };
-      },
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-    };
+    }
     return iterator;
   }
 }

@@ -85,6 +85,8 @@ export class ClusterWorker {
   #reader: Redis | null = null;
   #finished: Promise<void> | null = null;
   #markStopped!: () => void;
+  /** Lets the connections stop keeping the process alive (at the end). */
+  #release: () => void = () => {};
   /** Settles once the worker has drained (or was killed) and let go of everything. */
   readonly stopped: Promise<void> = new Promise((resolve) => (this.#markStopped = resolve));
 
@@ -112,7 +114,10 @@ export class ClusterWorker {
     const module =
       options.module instanceof URL ? options.module.href : /^(file|data):/.test(options.module) ? options.module : pathToFileURL(options.module).href;
     const clients = new ClusterClients(url, options.client);
+    // A worker lives until it is drained or killed: its connections keep the process up all along.
+    const release = clients.hold();
     const redis = await clients.command().catch((err) => {
+      release();
       clients.close();
       throw err;
     });
@@ -120,11 +125,13 @@ export class ClusterWorker {
     try {
       exports = await importAsTaskModule(module);
     } catch (err) {
+      release();
       clients.close();
       throw new ClusterError(`cannot import the task module ${module}: ${(err as Error)?.message ?? err}`, { cause: err });
     }
     const local = new Pool(options.concurrency, { context: options.startMethod ?? 'process', module });
     const worker = new ClusterWorker(options, exports, module, local, clients);
+    worker.#release = release;
     await worker.#ensureGroup(redis);
     await worker.#beat();
     worker.#timers.push(
@@ -169,6 +176,7 @@ export class ClusterWorker {
     for (const t of this.#timers) clearInterval(t);
     this.#local.terminate();
     this.#clients.close();
+    this.#release();
     await this.#local.join().catch(() => {});
     this.#markStopped();
   }
@@ -188,6 +196,7 @@ export class ClusterWorker {
     }
     this.#reader?.disconnect();
     this.#clients.close();
+    this.#release();
   }
 
   get #capacity(): number {
