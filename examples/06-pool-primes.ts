@@ -3,22 +3,10 @@
 // with a progress bar (on stderr). Prints both counts and the speed-up.
 import * as mp from 'multiprocessing-ts';
 import { progressBar } from './lib/progress-bar.js';
+import { countPrimes } from './lib/primes.js';
 
-/** How many primes lie in [from, to). */
-export function countPrimes([from, to]: [number, number]): number {
-  let count = 0;
-  for (let n = Math.max(from, 2); n < to; n++) {
-    let prime = true;
-    for (let d = 2; d * d <= n; d++) {
-      if (n % d === 0) {
-        prime = false;
-        break;
-      }
-    }
-    if (prime) count++;
-  }
-  return count;
-}
+// Exported by this entry script, so the pool's workers take it by reference.
+export { countPrimes };
 
 if (mp.isMainProcess()) {
   const LIMIT = 6_000_000;

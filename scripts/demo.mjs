@@ -11,6 +11,7 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { matchesPython } from './example-output.mjs';
+import { runClusterExamples } from './demo-cluster.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const filter = process.argv[2] ?? '';
@@ -36,5 +37,17 @@ for (const file of examples) {
     if (!ok && expected !== null) process.stdout.write(`── expected:\n${expected}`);
   }
 }
-console.log(failures ? `${failures} demo run(s) failed or differ from Python` : `all ${examples.length * 2} demo runs passed (the seed examples print what Python prints)`);
+// The cluster examples need a Redis: a redis-server of their own, when the machine has one.
+let clusterRuns = 0;
+if (!filter || 'cluster'.includes(filter)) {
+  const { skipped, runs } = await runClusterExamples();
+  if (skipped) console.log(`── examples/cluster skipped: ${skipped}`);
+  for (const r of runs) {
+    clusterRuns++;
+    if (!r.ok) failures++;
+    console.log(`── examples/${r.name} ${r.ok ? '✓' : '✗ failed'}`);
+    process.stdout.write(r.output);
+  }
+}
+console.log(failures ? `${failures} demo run(s) failed or differ from Python` : `all ${examples.length * 2 + clusterRuns} demo runs passed (the seed examples print what Python prints)`);
 process.exitCode = failures ? 1 : 0;
