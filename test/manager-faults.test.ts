@@ -391,24 +391,29 @@ function keepaliveUnavailable(): string | false {
 }
 
 describe('a manager server cut off from the network (network namespaces)', { skip: keepaliveUnavailable() }, () => {
-  it('with keepalive 2000, a call waiting on it and one made after it vanished reject with EOFError within seconds', async () => {
+  it('with keepalive 2000, a call waiting on it and one made after it vanished reject with EOFError within seconds; the server drops that client', async () => {
     const net = await makeNetwork({ hosts: ['server', 'client'] });
     const script = fixture('netns-keepalive.js');
     const { server: serverHost, client: clientHost } = net.hosts as Record<'server' | 'client', NonNullable<(typeof net.hosts)[string]>>;
     const server = serverHost.exec(process.execPath, [script, 'serve', serverHost.ip], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {
-      const { port } = await follow(server, 'the server', 15_000).next((e) => 'port' in e, 'its port');
+      const served = follow(server, 'the server', 15_000);
+      const { port } = await served.next((e) => 'port' in e, 'its port');
       const client = clientHost.exec(process.execPath, [script, 'client', serverHost.ip, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
       const out = follow(client, 'the client', 15_000);
       await out.next((e) => e.waiting === true, 'its call to wait');
-      // A black hole: the server's link goes down, so nothing it would send (a FIN, a reset, an ACK) arrives.
-      const down = spawnSync(ipCommand()!, ['-n', serverHost.namespace, 'link', 'set', 'eth0', 'down'], { encoding: 'utf8' });
-      assert.equal(down.status, 0, down.stderr);
+      // A black hole: the server host's cable is pulled at the bridge (its port leaves it), so nothing
+      // either side sends (a FIN, a reset, an ACK) arrives, and neither side's own link notices.
+      const cut = spawnSync(ipCommand()!, ['-n', net.namespaces[0]!, 'link', 'set', 'h0', 'nomaster'], { encoding: 'utf8' });
+      assert.equal(cut.status, 0, cut.stderr);
+      const cutAt = Date.now();
       client.stdin!.end('cut\n');
       const { outcomes, ms } = await out.next((e) => 'outcomes' in e, 'its calls to end');
       assert.deepEqual(outcomes, ['EOFError', 'EOFError']);
       assert.ok(ms < 10_000, `they ended ${ms} ms after the server vanished`);
       assert.equal(await ending(client, 'the client', 5_000), 0);
+      await served.next((e) => e.clientGone === true, 'the server to drop the vanished client');
+      assert.ok(Date.now() - cutAt < 12_000, `the server dropped it ${Date.now() - cutAt} ms after the cut`);
     } finally {
       server.kill('SIGKILL');
       await net.close();

@@ -6,7 +6,8 @@
 // (powered off, unplugged) is noticed after some 11 minutes. And keepalive
 // probes only an idle connection: data sent and never acknowledged is
 // retried for some 15 minutes instead. TCP_KEEPINTVL, TCP_KEEPCNT and
-// TCP_USER_TIMEOUT bound both.
+// TCP_USER_TIMEOUT bound both (a user timeout of 0 keeps the system's: see
+// src/connection/keepalive.ts for which side sets one).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@ namespace mpts {
 
 // tuneTcpKeepalive(fd, intervalSeconds, probes, userTimeoutMs) -> true when
 // the socket took all three (false for a socket that is not TCP).
+// userTimeoutMs 0: the system's behaviour (retries for some 15 minutes).
 void TuneTcpKeepalive(const Callback& args) {
   v8::Isolate* isolate = args.GetIsolate();
   int64_t fd;

@@ -174,9 +174,13 @@ export class SocketTransport implements MessageTransport {
   }
 
   /** Ends the connection at once, discarding what is unsent (a failed handshake). */
-  /** Makes a TCP connection fail once its peer stops answering for about `deadAfterMs` (keepalive.ts); whether that was fully set. */
-  keepAlive(deadAfterMs: number): boolean {
-    return keepAlive(this.socket, deadAfterMs);
+  /**
+   * Makes a TCP connection fail once its peer stops answering for about
+   * `deadAfterMs`, and with `boundSending` once what it sends cannot go for
+   * that long (keepalive.ts says for which side); whether that was fully set.
+   */
+  keepAlive(deadAfterMs: number, boundSending: boolean): boolean {
+    return keepAlive(this.socket, deadAfterMs, boundSending);
   }
 
   destroy(): void {

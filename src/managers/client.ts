@@ -280,7 +280,8 @@ export class ManagerClient {
       this.#connection = connection;
       const transport = connection.transportForWait() as SocketTransport;
       transport.maxFrame = this.#maxFrame;
-      transport.keepAlive(this.#keepalive);
+      // Bounded sending too: a call written to a server that vanished is never acknowledged.
+      transport.keepAlive(this.#keepalive, true);
       this.#transport = transport;
       while (this.#serverId === null) {
         if (this.#failure) throw this.#failure;

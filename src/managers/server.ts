@@ -271,7 +271,8 @@ class Session implements Caller, Holder {
   start(): void {
     this.#transport.maxFrame = this.#server.maxFrame;
     // A client machine that vanished (powered off) sends no FIN: without probes its locks stay held.
-    this.#transport.keepAlive(this.#server.keepalive);
+    // Probes only: a client slow to read its answers is alive (keepalive.ts).
+    this.#transport.keepAlive(this.#server.keepalive, false);
     this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION, this.#server.maxFrame]);
     this.#stopReading = this.#transport.onReadable(() => this.#drain());
     this.#drain();
