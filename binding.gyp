@@ -16,6 +16,7 @@
         "native/src/errors.cc",
         "native/src/futex.cc",
         "native/src/futex_js.cc",
+        "native/src/net.cc",
         "native/src/proc.cc",
         "native/src/segment.cc",
         "native/src/waiter.cc"

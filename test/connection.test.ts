@@ -557,16 +557,17 @@ describe('Listener bounds and lifetime', () => {
     listener.close();
   });
 
-  it('backlog with an authkey: handshakes in progress count; one past them is closed at once', async () => {
+  it('backlog with an authkey: handshakes in progress count; one past them closes the oldest still in its handshake', async () => {
     const listener = await mp.Listener({ address: ['127.0.0.1', 0], authkey: 'key', backlog: 2, handshakeTimeout: 60_000 });
     const stallers = [await rawSocket(listener.address), await rawSocket(listener.address)];
     const extra = await rawSocket(listener.address);
-    const bound = new Promise((r) => setTimeout(r, 10_000, 'still open').unref());
-    assert.equal(await Promise.race([closedByPeer(extra).then(() => 'closed'), bound]), 'closed');
-    // A pending accept() makes room for one more, which is served.
-    const accepted = listener.accept();
+    const within = (ms: number) => new Promise((r) => setTimeout(r, ms, 'still open').unref());
+    assert.equal(await Promise.race([closedByPeer(stallers[0]!).then(() => 'closed'), within(10_000)]), 'closed', 'the oldest made room');
+    // A real client arriving now makes room the same way (the next staller goes), proves its key and is served.
     const client = await mp.Client(listener.address, { authkey: 'key' });
-    const conn = await accepted;
+    assert.equal(await Promise.race([closedByPeer(stallers[1]!).then(() => 'closed'), within(10_000)]), 'closed');
+    assert.equal(extra.closed, false, 'the newer staller still waits');
+    const conn = await listener.accept();
     await client.send('served');
     assert.equal(await conn.recv(), 'served');
     for (const s of stallers) s.destroy();

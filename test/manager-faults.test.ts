@@ -5,6 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as mp from '../src/index.js';
@@ -12,6 +13,9 @@ import { Op, Reply, readMessages, type Message } from '../src/managers/protocol.
 import * as fx from './fixtures/manager-targets.js';
 import { METHODS, eventually, fixture, pidAlive } from './helpers.js';
 import { closedByServer, frame, header, idOf, rawClient, serverOf, serverSees, socketOf } from './manager-wire.js';
+import { ending, follow } from './child-lines.js';
+import { ipCommand, makeNetwork, netnsUnavailable } from './netns.js';
+import { native } from '../src/native/addon.js';
 
 /** The byte length of the Uint8Array in the next answer on `conn`. */
 async function answerLength(conn: mp.Connection): Promise<number> {
@@ -21,10 +25,10 @@ async function answerLength(conn: mp.Connection): Promise<number> {
 
 describe('manager security', () => {
   // One server for these tests (a process start each would cost the suite seconds): TCP, a key,
-  // a 64 KiB frame cap and a 500 ms read timeout.
+  // a 64 KiB frame cap, a 500 ms read timeout and 4 KiB manager Arrays.
   let manager: mp.SyncManager;
   before(async () => {
-    manager = await mp.Manager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 64 * 1024, readTimeout: 500 });
+    manager = await mp.Manager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 64 * 1024, readTimeout: 500, maxArrayBytes: 4096 });
   });
   after(async () => {
     await manager.shutdown();
@@ -245,6 +249,60 @@ describe('manager security', () => {
     }
   });
 
+  it('130 idle connections that never answer the handshake do not keep a real client out', async () => {
+    const net = await import('node:net');
+    const [host, port] = manager.address as [string, number];
+    const idle = await Promise.all(
+      Array.from({ length: 130 }, () => new Promise<import('node:net').Socket>((resolve, reject) => {
+        const socket = net.connect(port, host, () => resolve(socket));
+        socket.on('error', reject);
+      })),
+    );
+    try {
+      for (const socket of idle) socket.on('error', () => {}); // the server closes the oldest ones
+      const started = Date.now();
+      const client = new mp.SyncManager({ address: manager.address!, authkey: 'k' });
+      await client.connect();
+      const l = await client.list([1]);
+      await l.append(2);
+      assert.deepEqual(await l.toArray(), [1, 2]);
+      // The server's handshake deadline is 10 s: served well before it.
+      assert.ok(Date.now() - started < 5000, `served after ${Date.now() - started} ms`);
+    } finally {
+      for (const socket of idle) socket.destroy();
+    }
+  });
+
+  it('a server that proves the key but never greets: connect() rejects with TimeoutError within handshakeTimeout', async () => {
+    const listener = await mp.Listener({ address: ['127.0.0.1', 0], authkey: 'k' });
+    const accepted = listener.accept();
+    try {
+      const started = Date.now();
+      const silent = new mp.SyncManager({ address: listener.address, authkey: 'k', handshakeTimeout: 300 });
+      const outcome = await Promise.race([
+        silent.connect().then(() => 'connected', (e: unknown) => e),
+        new Promise((r) => setTimeout(r, 5000, 'still waiting after 5 s').unref()),
+      ]);
+      assert.ok(outcome instanceof mp.TimeoutError, String(outcome));
+      assert.match((outcome as Error).message, /did not greet within 300 ms \(handshakeTimeout\)/);
+      assert.ok(Date.now() - started < 3000);
+    } finally {
+      (await accepted).close();
+      listener.close();
+    }
+  });
+
+  it("an Array larger than the server's maxArrayBytes is refused, naming its size and the limit", async () => {
+    const fits = await manager.Array('d', 512);
+    assert.equal(await fits.len(), 512);
+    await assert.rejects(
+      manager.Array('d', 513),
+      (e: Error) => e instanceof mp.ValueError && /Array of 513 'd' items needs 4104 bytes, more than this manager's limit of 4096 \(maxArrayBytes\)/.test(e.message),
+    );
+    await assert.rejects(manager.Array('b', new Array(4097).fill(1)), (e: Error) => e instanceof mp.ValueError && /4097 'b' items/.test(e.message));
+    assert.throws(() => new mp.SyncManager({ maxArrayBytes: -1 }), (e: Error) => e instanceof mp.ValueError && /maxArrayBytes must be a number of bytes/.test(e.message));
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));
@@ -321,5 +379,44 @@ describe('manager lifetime', () => {
     assert.ok(pidAlive(pid));
     main.kill('SIGKILL');
     await eventually(() => !pidAlive(pid), 5000, 'the server process to die with its parent');
+  });
+});
+
+/** Why the keepalive test cannot run here, or false. */
+function keepaliveUnavailable(): string | false {
+  const netns = netnsUnavailable();
+  if (netns) return netns;
+  // Without the addon only when probes start is ours to set; the system's defaults take some 11 minutes.
+  return typeof native()?.tuneTcpKeepalive === 'function' ? false : 'the native addon (tuneTcpKeepalive) is not available';
+}
+
+describe('a manager server cut off from the network (network namespaces)', { skip: keepaliveUnavailable() }, () => {
+  it('with keepalive 2000, a call waiting on it and one made after it vanished reject with EOFError within seconds; the server drops that client', async () => {
+    const net = await makeNetwork({ hosts: ['server', 'client'] });
+    const script = fixture('netns-keepalive.js');
+    const { server: serverHost, client: clientHost } = net.hosts as Record<'server' | 'client', NonNullable<(typeof net.hosts)[string]>>;
+    const server = serverHost.exec(process.execPath, [script, 'serve', serverHost.ip], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const served = follow(server, 'the server', 15_000);
+      const { port } = await served.next((e) => 'port' in e, 'its port');
+      const client = clientHost.exec(process.execPath, [script, 'client', serverHost.ip, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const out = follow(client, 'the client', 15_000);
+      await out.next((e) => e.waiting === true, 'its call to wait');
+      // A black hole: the server host's cable is pulled at the bridge (its port leaves it), so nothing
+      // either side sends (a FIN, a reset, an ACK) arrives, and neither side's own link notices.
+      const cut = spawnSync(ipCommand()!, ['-n', net.namespaces[0]!, 'link', 'set', 'h0', 'nomaster'], { encoding: 'utf8' });
+      assert.equal(cut.status, 0, cut.stderr);
+      const cutAt = Date.now();
+      client.stdin!.end('cut\n');
+      const { outcomes, ms } = await out.next((e) => 'outcomes' in e, 'its calls to end');
+      assert.deepEqual(outcomes, ['EOFError', 'EOFError']);
+      assert.ok(ms < 10_000, `they ended ${ms} ms after the server vanished`);
+      assert.equal(await ending(client, 'the client', 5_000), 0);
+      await served.next((e) => e.clientGone === true, 'the server to drop the vanished client');
+      assert.ok(Date.now() - cutAt < 12_000, `the server dropped it ${Date.now() - cutAt} ms after the cut`);
+    } finally {
+      server.kill('SIGKILL');
+      await net.close();
+    }
   });
 });

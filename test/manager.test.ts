@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/manager-targets.js';
 import { METHODS, eventually, waitForValue } from './helpers.js';
+import { Op, Reply, readMessages } from '../src/managers/protocol.js';
+import { frame, idOf, rawClient } from './manager-wire.js';
 
 const gc = (globalThis as { gc?: () => void }).gc!;
 
@@ -146,6 +148,28 @@ for (const method of METHODS) {
       assert.equal(await d.len(), 0);
     });
 
+    it('dict keys: 0 and -0 are one key inside objects too, an object key whatever its property order, a Set whatever its order', async () => {
+      const d = await manager.dict<unknown, string>();
+      await d.set([0], 'zero');
+      assert.equal(await d.get([-0]), 'zero', '[-0] finds [0], as -0 finds 0 in a Map');
+      await d.set([-0], 'again');
+      await d.set(-0, 'bare');
+      assert.equal(await d.get(0), 'bare');
+      await d.set({ a: 1, b: [2, { c: 3, d: 4 }] }, 'object');
+      assert.equal(await d.get({ b: [2, { d: 4, c: 3 }], a: 1 }), 'object', 'property order does not matter');
+      await d.set(new Set([1, 2]), 'set');
+      assert.equal(await d.get(new Set([2, 1])), 'set');
+      await d.set([NaN], 'nan');
+      assert.equal(await d.get([NaN]), 'nan');
+      assert.equal(await d.len(), 5);
+      assert.equal(await d.get([1]), undefined);
+      assert.equal(await d.get(['0']), undefined, "[0] and ['0'] differ, as 0 and '0' do");
+      assert.equal(await d.get({ a: 1 }), undefined);
+      assert.equal(await d.get({ a: 1, b: [2, { c: 3, d: 4 }], e: undefined }), undefined, 'a property more is another key');
+      assert.equal(await d.pop([-0]), 'again');
+      assert.equal(await d.len(), 4);
+    });
+
     it('dicts of dict proxies stay live (CPython test_dict_proxy_nested)', async () => {
       let pets: mp.DictProxy<string, number> | null = await manager.dict({ ferrets: 2, hamsters: 4 });
       let supplies: mp.DictProxy<string, number> | null = await manager.dict({ water: 10, feed: 3 });
@@ -157,10 +181,12 @@ for (const method of METHODS) {
       assert.equal(await supplies.get('blankets'), 5);
       await (await at('supplies')).set('water', 7);
       assert.equal(await supplies.get('water'), 7);
+      const ids = [idOf(pets), idOf(supplies)];
+      const dropped = [new WeakRef(pets), new WeakRef(supplies)];
       pets = null;
       supplies = null;
-      gc();
-      await new Promise((r) => setImmediate(r));
+      for (const ref of dropped) await collected(ref);
+      await uncounted(manager, ids);
       assert.equal(await (await at('pets')).get('ferrets'), 2, 'stored proxies keep their objects');
       await (await at('supplies')).set('blankets', 11);
       assert.equal(await (await at('supplies')).get('blankets'), 11);
@@ -539,12 +565,38 @@ for (const method of METHODS) {
       await assert.rejects(l.append({ deep: [new mp.Lock()] }), (e: Error) => e instanceof mp.SerializationError && /args\[0\]\.deep\[0\]/.test(e.message));
       await assert.rejects(l.append(new WeakMap()), mp.SerializationError);
       await assert.rejects(manager.create('nonsense'), (e: Error) => e instanceof mp.ValueError && /unknown typeid 'nonsense'/.test(e.message));
+      await assert.rejects(
+        manager.Array('d', 2 ** 23 + 1),
+        (e: Error) => e instanceof mp.ValueError && /needs 67108872 bytes, more than this manager's limit of 67108864 \(maxArrayBytes\)/.test(e.message),
+      );
       await assert.rejects(l.callMethod('__proto__'), mp.RemoteError);
       await assert.rejects(l.callMethod('constructor'), mp.RemoteError);
       await assert.rejects(l.callMethod('items'), (e: Error) => e instanceof mp.RemoteError && /not an exposed method/.test(e.message));
       assert.equal(await l.len(), 0);
     });
   });
+}
+
+/**
+ * Waits (bounded) until the server counts no reference of objects `ids`:
+ * the DECREFs of their proxies arrived, and a call naming them fails.
+ */
+async function uncounted(manager: mp.SyncManager, ids: number[]): Promise<void> {
+  const raw = await rawClient(manager.address!, mp.currentProcess().authkey);
+  try {
+    const deadline = Date.now() + 10_000;
+    for (let req = 1; ; req++) {
+      await raw.sendBytes(frame(...ids.map((id, i) => [Op.CALL, req * 10 + i, id, 'len', [], false])));
+      const answers: unknown[][] = [];
+      while (answers.length < ids.length) answers.push(...readMessages(await raw.recvBytes()));
+      if (answers.every((m) => m[0] === Reply.ERR && /holds no object/.test((m[2] as { message: string }).message))) return;
+      if (Date.now() > deadline) assert.fail(`the server still counts references of ${ids.join(', ')}: ${JSON.stringify(answers)}`);
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    raw.close();
+  }
 }
 
 /** Collects garbage until `ref`'s object is gone (bounded). */

@@ -17,6 +17,9 @@
 //   setParentDeathSignal(signal)                    -> boolean
 //   asyncContextGet()                               -> frame | undefined
 //   asyncContextSwap(frame)                         -> previous frame
+//   tuneTcpKeepalive(fd, intervalSeconds, probes, userTimeoutMs) -> boolean
+//     (added within ABI 3: the loader treats it as optional, so a build
+//     from before it still loads)
 //   version                                         -> 1 (ABI of this file)
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
 #include <node.h>
@@ -72,6 +75,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
               1);
   SetFunction(context, exports, "asyncContextGet", AsyncContextGet, 0);
   SetFunction(context, exports, "asyncContextSwap", AsyncContextSwap, 1);
+  SetFunction(context, exports, "tuneTcpKeepalive", TuneTcpKeepalive, 4);
   exports
       ->Set(context,
             v8::String::NewFromUtf8Literal(isolate, "version",

@@ -6,6 +6,7 @@
 //   async_wait.cc futexWaitAsync (plus the per-environment state it needs)
 //   proc.cc      gettid, setParentDeathSignal
 //   context.cc   asyncContextGet, asyncContextSwap
+//   net.cc       tuneTcpKeepalive
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -28,6 +29,7 @@ void GetTid(const Callback& args);
 void SetParentDeathSignal(const Callback& args);
 void AsyncContextGet(const Callback& args);
 void AsyncContextSwap(const Callback& args);
+void TuneTcpKeepalive(const Callback& args);
 
 }  // namespace mpts
 

@@ -17,7 +17,7 @@ const net = (): typeof import('node:net') => require('node:net');
 export interface ClientOptions {
   /** The listener's authkey (a string or Uint8Array); both sides prove they know it. */
   authkey?: string | Uint8Array;
-  /** Milliseconds the listener has to complete the authkey handshake (default 10,000). */
+  /** Milliseconds the listener has to accept the connection, and again to complete the authkey handshake (default 10,000). */
   handshakeTimeout?: number;
 }
 
@@ -43,6 +43,12 @@ export async function connect(address: Address, options: ClientOptions = {}): Pr
     throw new ValueError(`Client handshakeTimeout must be a number of milliseconds > 0, not ${describe(options.handshakeTimeout)}`);
   }
   const socket = net().connect(where);
+  // A SYN into a black hole (a host that is off) is retried for minutes by the system.
+  const timer = setTimeout(() => {
+    const err: NodeJS.ErrnoException = new Error(`no answer within ${handshakeTimeout} ms (handshakeTimeout); is the host up and reachable?`);
+    err.code = 'ETIMEDOUT';
+    socket.destroy(err);
+  }, handshakeTimeout);
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
@@ -54,6 +60,8 @@ export async function connect(address: Address, options: ClientOptions = {}): Pr
   } catch (err) {
     socket.destroy();
     throw addressError(err as NodeJS.ErrnoException, address, 'connect');
+  } finally {
+    clearTimeout(timer);
   }
   const transport = new SocketTransport(socket);
   if (key) await authenticateListener(transport, key, handshakeTimeout);

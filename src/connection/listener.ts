@@ -11,7 +11,11 @@
  *
  * Bounds, since anyone who can reach the address can connect: at most
  * `backlog` connections wait un-accepted (in their handshake, or done with
- * it), beyond the `accept()`s pending; one more is closed as it arrives.
+ * it), beyond the `accept()`s pending. One more makes room by closing the
+ * oldest connection still in its handshake (it had the longest to prove
+ * itself: connections that never answer cannot keep a real client out
+ * until their deadline), or is closed itself when every waiting one is done
+ * with its handshake.
  * (Node accepts every connection the kernel queues, so the OS backlog alone
  * bounds nothing; Python's kernel would leave the extra ones unanswered in
  * its queue instead.) A waiting connection is not read: its socket is
@@ -43,8 +47,9 @@ export interface ListenerOptions {
   authkey?: string | Uint8Array;
   /**
    * How many connections may wait un-accepted (in their handshake, or done
-   * with it), beyond the `accept()`s pending; one more is closed as it
-   * arrives (default 128). Also the OS queue's length.
+   * with it), beyond the `accept()`s pending (default 128; also the OS
+   * queue's length). One more closes the oldest still in its handshake, or
+   * is closed as it arrives when all of them are done with it.
    */
   backlog?: number;
   /** Milliseconds a client has to complete the authkey handshake (default 10,000). */
@@ -224,10 +229,19 @@ export class ConnectionListener {
   }
 
   #arrived(socket: Socket): void {
-    // Un-accepted connections beyond the backlog (net of the accept()s waiting) are turned away.
-    if (this.#closed || this.#ready.length + this.#handshaking.size - this.#waiters.length >= this.#backlog) {
+    if (this.#closed) {
       socket.destroy();
       return;
+    }
+    // Un-accepted connections beyond the backlog (net of the accept()s waiting): the oldest still in its handshake goes, else this one.
+    if (this.#ready.length + this.#handshaking.size - this.#waiters.length >= this.#backlog) {
+      const oldest = this.#handshaking.values().next();
+      if (oldest.done) {
+        socket.destroy();
+        return;
+      }
+      this.#handshaking.delete(oldest.value);
+      oldest.value.destroy();
     }
     const transport = new SocketTransport(socket, { suspended: true });
     const peer = transport.remoteAddress;
@@ -239,14 +253,13 @@ export class ConnectionListener {
     transport.suspended = false;
     authenticateClient(transport, this.#key, this.#handshakeTimeout).then(
       () => {
-        this.#handshaking.delete(transport);
+        // Not there any more: closed with the listener, or made room for a newer one.
+        if (!this.#handshaking.delete(transport)) return;
         transport.suspended = true;
-        if (this.#closed) transport.close();
-        else this.#finished({ connection: new Connection(transport), transport }, peer);
+        this.#finished({ connection: new Connection(transport), transport }, peer);
       },
       (error: Error) => {
-        this.#handshaking.delete(transport);
-        if (!this.#closed) this.#finished({ error }, peer);
+        if (this.#handshaking.delete(transport)) this.#finished({ error }, peer);
       },
     );
   }

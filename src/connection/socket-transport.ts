@@ -20,6 +20,7 @@
 import type { Socket } from 'node:net';
 import { EOFError, SerializationError, StateError } from '../errors.js';
 import { FrameReader, OversizedFrame, frameHeader } from './framing.js';
+import { keepAlive } from './keepalive.js';
 import { EOF, refuseOversized, type MessageTransport } from './transport.js';
 import type { SharedHandle } from '../serialize/shared.js';
 
@@ -173,6 +174,15 @@ export class SocketTransport implements MessageTransport {
   }
 
   /** Ends the connection at once, discarding what is unsent (a failed handshake). */
+  /**
+   * Makes a TCP connection fail once its peer stops answering for about
+   * `deadAfterMs`, and with `boundSending` once what it sends cannot go for
+   * that long (keepalive.ts says for which side); whether that was fully set.
+   */
+  keepAlive(deadAfterMs: number, boundSending: boolean): boolean {
+    return keepAlive(this.socket, deadAfterMs, boundSending);
+  }
+
   destroy(): void {
     this.closedByUs = true;
     this.socket.destroy();

@@ -16,15 +16,17 @@
  */
 import { describe } from '../describe.js';
 import * as errors from '../errors.js';
-import { BUILTIN_ERRORS, EOFError, SerializationError, StateError } from '../errors.js';
+import { BUILTIN_ERRORS, EOFError, SerializationError, StateError, TimeoutError } from '../errors.js';
 import { showAddress, type Address } from '../connection/address.js';
 import { connect } from '../connection/client.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT } from '../connection/listener.js';
 import type { Connection } from '../connection/connection.js';
 import type { SocketTransport } from '../connection/socket-transport.js';
 import { EOF } from '../connection/transport.js';
 import { whenReady } from '../connection/ready.js';
 import { cloneError } from '../serialize/encode.js';
 import {
+  DEFAULT_KEEPALIVE,
   DEFAULT_MAX_FRAME,
   Op,
   PROTOCOL_VERSION,
@@ -51,7 +53,10 @@ export function setProxyMaker(maker: ProxyMaker): void {
 /** Connection settings a manager may choose. */
 export interface ClientSettings {
   readonly maxFrame?: number | undefined;
+  /** Milliseconds to connect, prove the key and get the server's greeting; default 10,000. */
   readonly handshakeTimeout?: number | undefined;
+  /** Milliseconds after which a TCP server that stopped answering is given up (keepalive.ts); default 30,000. */
+  readonly keepalive?: number | undefined;
 }
 
 interface Pending {
@@ -87,7 +92,8 @@ export class ManagerClient {
   readonly key: Uint8Array;
   /** The largest frame this side reads, and sends until the greeting tells the server's (then the smaller of both). */
   #maxFrame: number;
-  readonly #handshakeTimeout: number | undefined;
+  readonly #handshakeTimeout: number;
+  readonly #keepalive: number;
   #connection: Connection | null = null;
   #transport: SocketTransport | null = null;
   #opening: Promise<void> | null = null;
@@ -103,7 +109,8 @@ export class ManagerClient {
     this.address = address;
     this.key = key;
     this.#maxFrame = settings.maxFrame ?? DEFAULT_MAX_FRAME;
-    this.#handshakeTimeout = settings.handshakeTimeout;
+    this.#handshakeTimeout = settings.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
+    this.#keepalive = settings.keepalive ?? DEFAULT_KEEPALIVE;
   }
 
   /**
@@ -206,6 +213,16 @@ export class ManagerClient {
     this.#flush();
   }
 
+  /**
+   * A handle this process sent under `ticket` will never be claimed (its
+   * transfer failed, or its receiver ended): the server may drop the
+   * ticket's reference (object-table.ts says when a late claim still counts).
+   */
+  unticket(id: number, ticket: string, serverId: string): void {
+    this.#post([Op.UNTICKET, id, ticket], serverId);
+    flushAtExit();
+  }
+
   /** A handle under `ticket` arrived here: its reference becomes this client's. */
   claim(id: number, ticket: string, serverId: string): void {
     this.#post([Op.CLAIM, id, ticket], serverId);
@@ -243,12 +260,15 @@ export class ManagerClient {
 
   #connect(): Promise<void> {
     return (async () => {
+      // One bound for all of it: a server that accepts and never greets (or a
+      // SYN into a black hole) must not leave the first call waiting forever.
+      const limit = this.#handshakeTimeout;
+      const deadline = Date.now() + limit;
       let connection: Connection;
       try {
-        connection = await connect(this.address, {
-          authkey: this.key,
-          ...(this.#handshakeTimeout === undefined ? {} : { handshakeTimeout: this.#handshakeTimeout }),
-        });
+        connection = await beforeDeadline(connect(this.address, { authkey: this.key, handshakeTimeout: limit }), limit, (late) => late.close(), () =>
+          this.#timeoutError(limit, 'connect and prove the key'),
+        );
       } catch (err) {
         this.fail(err as Error);
         throw err;
@@ -260,10 +280,15 @@ export class ManagerClient {
       this.#connection = connection;
       const transport = connection.transportForWait() as SocketTransport;
       transport.maxFrame = this.#maxFrame;
+      // Bounded sending too: a call written to a server that vanished is never acknowledged.
+      transport.keepAlive(this.#keepalive, true);
       this.#transport = transport;
       while (this.#serverId === null) {
         if (this.#failure) throw this.#failure;
-        if (!transport.ready()) await whenReady(transport, Infinity);
+        if (!transport.ready() && !(await whenReady(transport, deadline - Date.now()))) {
+          this.fail(this.#timeoutError(limit, 'greet'));
+          throw this.#failure!;
+        }
         this.#drain();
       }
       if (this.#failure) throw this.#failure;
@@ -272,6 +297,13 @@ export class ManagerClient {
       this.#flush();
       this.#read();
     })();
+  }
+
+  #timeoutError(limit: number, what: string): TimeoutError {
+    return new TimeoutError(
+      `the manager at ${showAddress(this.address)} did not ${what} within ${limit} ms (handshakeTimeout); ` +
+        `is a multiprocessing-ts manager serving there, and reachable?`,
+    );
   }
 
   #request(build: (req: number) => Message, serverId: string | null, value: unknown, what: string): Promise<unknown> {
@@ -453,4 +485,31 @@ export function remoteError(wire: WireError): Error {
   }
   Object.defineProperty(error, 'remoteStack', { value: wire.stack, enumerable: false, writable: true, configurable: true });
   return error;
+}
+
+/**
+ * `promise`, or a rejection with `timedOut()` once `ms` pass first; what
+ * it resolves to later is handed to `late` (to close it).
+ */
+function beforeDeadline<T>(promise: Promise<T>, ms: number, late: (value: T) => void, timedOut: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let over = false;
+    const timer = setTimeout(() => {
+      over = true;
+      reject(timedOut());
+    }, ms);
+    // The connection under way keeps the process alive while it is needed; the deadline alone does not.
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        if (over) late(value);
+        else resolve(value);
+      },
+      (err) => {
+        clearTimeout(timer);
+        if (!over) reject(err);
+      },
+    );
+  });
 }

@@ -19,7 +19,7 @@ import { processAuthkey } from '../process/current.js';
 import type { Process } from '../process/process.js';
 import { getStartMethod, validateStartMethod, type StartMethod } from '../process/start-method.js';
 import { describeTarget } from '../process/target.js';
-import { ManagerClient, remoteError } from './client.js';
+import { ManagerClient, remoteError, type ClientSettings } from './client.js';
 import { BaseProxy, makeProxy } from './proxy.js';
 import { ManagerServer, servedTypes } from './server.js';
 import {
@@ -50,8 +50,19 @@ export interface ManagerOptions {
   maxMessageBytes?: number;
   /** Milliseconds a message begun may go without a byte arriving at the server (default 30,000). */
   readTimeout?: number;
-  /** Milliseconds for the authkey handshake (default 10,000). */
+  /** Milliseconds for the authkey handshake, and for the server's greeting after it (default 10,000). */
   handshakeTimeout?: number;
+  /** The largest manager `Array` the server makes, in bytes of its elements (default 64 MiB; a server you `start()` or `getServer()`). */
+  maxArrayBytes?: number;
+  /**
+   * Milliseconds after which a TCP peer that stopped answering (a machine
+   * powered off or cut from the network, which sends no end) is given up:
+   * the client's calls reject with `EOFError`, the server drops the client
+   * (its references and locks). TCP keepalive probes; without the native
+   * addon only when they start is set, and the system's defaults decide the
+   * rest (Linux: some 11 minutes). Default 30,000.
+   */
+  keepalive?: number;
 }
 
 /** Options of `start()`. */
@@ -109,6 +120,8 @@ export class BaseManager {
     checkSize(options.maxMessageBytes, 'maxMessageBytes');
     checkMs(options.readTimeout, 'readTimeout');
     checkMs(options.handshakeTimeout, 'handshakeTimeout');
+    checkSize(options.maxArrayBytes, 'maxArrayBytes');
+    checkMs(options.keepalive, 'keepalive');
     this.#options = { ...options };
     this.#address = options.address ?? null;
     this.#key = authkeyBytes(options.authkey, new.target.name) ?? processAuthkey();
@@ -177,6 +190,8 @@ export class BaseManager {
       maxFrame: this.#options.maxMessageBytes,
       readTimeout: this.#options.readTimeout,
       handshakeTimeout: this.#options.handshakeTimeout,
+      maxArrayBytes: this.#options.maxArrayBytes,
+      keepalive: this.#options.keepalive,
     };
     this.#state = 'starting';
     const [reader, writer] = Pipe(false);
@@ -304,12 +319,14 @@ export class BaseManager {
       maxFrame: this.#options.maxMessageBytes,
       readTimeout: this.#options.readTimeout,
       handshakeTimeout: this.#options.handshakeTimeout,
+      maxArrayBytes: this.#options.maxArrayBytes,
+      keepalive: this.#options.keepalive,
     });
   }
 
   /** The server's counts, for tests and debugging: objects with live proxies (or handles in flight), connections… */
-  async debugInfo(): Promise<{ objects: number; tickets: number; connections: number; refused: number }> {
-    return (await this.#live('debugInfo').info()) as { objects: number; tickets: number; connections: number; refused: number };
+  async debugInfo(): Promise<{ objects: number; tickets: number; waiting: number; connections: number; refused: number }> {
+    return (await this.#live('debugInfo').info()) as { objects: number; tickets: number; waiting: number; connections: number; refused: number };
   }
 
   /** `shutdown()` for a manager that started its server; nothing for one that connected. */
@@ -329,8 +346,8 @@ export class BaseManager {
     throw new StateError(`${this.constructor.name}.${call}(): start() or connect() the manager first`);
   }
 
-  #settings(): { maxFrame: number | undefined; handshakeTimeout: number | undefined } {
-    return { maxFrame: this.#options.maxMessageBytes, handshakeTimeout: this.#options.handshakeTimeout };
+  #settings(): ClientSettings {
+    return { maxFrame: this.#options.maxMessageBytes, handshakeTimeout: this.#options.handshakeTimeout, keepalive: this.#options.keepalive };
   }
 }
 

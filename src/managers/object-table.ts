@@ -14,10 +14,27 @@
  *   particular before the DECREF of its own proxy, so the object cannot be
  *   freed between the send and the receiver's arrival however soon the
  *   sender drops its copy or exits. The receiver sends CLAIM(ticket), which
- *   moves that reference to its own connection. A CLAIM that overtakes its
- *   INCREF (two connections, no order between them) waits for it here. A
- *   handle never revived (a message never received) keeps its object until
- *   the server ends, as a segment handle in flight keeps its segment.
+ *   moves that reference to its own connection.
+ * - The sender owns a ticket until it is claimed, and gives it back
+ *   (UNTICKET) when its carrier is known never to deliver it: the transfer
+ *   failed (a refused `start()`, an argument that cannot travel after the
+ *   proxy), or the child whose `args` held it has ended (killed before it
+ *   revived them). That child may have claimed it just before it died, on
+ *   its own connection, which the server may read after the sender's
+ *   UNTICKET: so a withdrawn ticket's reference goes at once but its entry
+ *   is kept for `WITHDRAWN_GRACE`, and a CLAIM arriving meanwhile takes it
+ *   up as if nothing happened. A handle nobody withdraws (an item never read
+ *   from a Queue, whose reader may come hours later) keeps its object until
+ *   the server ends.
+ * - A CLAIM that overtakes its INCREF (two connections, no order between
+ *   them) waits for it here. A DECREF of the proxy it made that also comes
+ *   before the INCREF cancels it: the INCREF, when it comes, counts nothing
+ *   (else the receiver's connection would own a reference its process gave
+ *   back already). What waits is bounded in number (`MAX_PENDING`, the
+ *   oldest going first) and in time (`PENDING_TTL`): a CLAIM whose INCREF
+ *   never comes costs nothing after that; an INCREF later than that is a
+ *   ticket nobody claims (its object kept until the server ends, never
+ *   freed early).
  * - A proxy stored inside another object (a list item, a dict value) is a
  *   `Ref` there, which holds the object itself: an object with no counted
  *   reference left is out of the table (no client can name it) but stays
@@ -66,6 +83,31 @@ export interface Holder {
   readonly owned: Map<Entry, number>;
 }
 
+/**
+ * How long a withdrawn ticket's entry stays reachable by a CLAIM that the
+ * server reads late (its dead receiver's connection read after the
+ * sender's): two connections of one machine are never that far apart.
+ */
+export const WITHDRAWN_GRACE = 30_000;
+/** How long a CLAIM waits for its INCREF (the sender may still be connecting), and an orphaned ticket for its INCREF. */
+export const PENDING_TTL = 60_000;
+/** At most this many of each kind of waiting ticket (a client sending CLAIMs of made-up tickets costs bounded memory); the oldest goes first. */
+export const MAX_PENDING = 100_000;
+
+/** A CLAIM that came before its INCREF. */
+interface EarlyClaim {
+  readonly holder: Holder;
+  /** The object id the CLAIM named (a DECREF of that id from the same holder cancels it). */
+  readonly id: number;
+  readonly until: number;
+}
+
+/** A ticket withdrawn by its sender: its reference is gone, its entry kept a while for a late CLAIM. */
+interface Withdrawn {
+  readonly entry: Entry;
+  readonly until: number;
+}
+
 export class ObjectTable {
   /**
    * Entries with counted references: the only ones a client can name (a
@@ -77,10 +119,16 @@ export class ObjectTable {
   readonly #byObject = new WeakMap<object, Map<string, Entry>>();
   /** Handles in flight: ticket → entry (one counted reference each). */
   readonly #tickets = new Map<string, Entry>();
-  /** CLAIMs that came before their INCREF: ticket → who claimed. */
-  readonly #early = new Map<string, Holder>();
-  /** Tickets claimed early by a holder that is gone since: their INCREF, when it comes, counts nothing. */
-  readonly #orphaned = new Set<string>();
+  /** Tickets withdrawn (UNTICKET) less than `WITHDRAWN_GRACE` ago. */
+  readonly #withdrawn = new Map<string, Withdrawn>();
+  /** CLAIMs that came before their INCREF: ticket → who claimed (in arrival order, so the oldest is first). */
+  readonly #early = new Map<string, EarlyClaim>();
+  /** The same, per holder and object id: what a DECREF of that holder may cancel, and what goes when it goes. */
+  readonly #earlyOf = new Map<Holder, Map<number, Set<string>>>();
+  /** Tickets whose INCREF, when it comes, counts nothing (their claim was cancelled or its holder is gone) → until when. */
+  readonly #orphaned = new Map<string, number>();
+  /** Sweeps what waits past its time, while anything waits. */
+  #sweeper: NodeJS.Timeout | null = null;
   /** Ids start at random, so an id of an earlier server at the same address names nothing here. */
   #nextId = crypto().randomInt(1, 2 ** 47);
 
@@ -110,65 +158,129 @@ export class ObjectTable {
     this.#add(entry, n);
   }
 
-  /** Drops up to `n` of `holder`'s references of `entry` (never more than it holds). */
-  disown(holder: Holder, entry: Entry, n: number): void {
+  /** Drops up to `n` of `holder`'s references of `entry` (never more than it holds); returns how many. */
+  disown(holder: Holder, entry: Entry, n: number): number {
     const held = holder.owned.get(entry) ?? 0;
     const dropped = Math.min(held, n);
-    if (dropped === 0) return;
+    if (dropped === 0) return 0;
     if (held === dropped) holder.owned.delete(entry);
     else holder.owned.set(entry, held - dropped);
     this.#drop(entry, dropped);
+    return dropped;
+  }
+
+  /**
+   * DECREF: `holder`'s process dropped `n` proxies of object `id`. A proxy
+   * made from a handle whose CLAIM still waits for its INCREF holds no
+   * counted reference yet: its DECREF cancels that claim instead.
+   */
+  decref(holder: Holder, id: number, n: number): void {
+    const entry = this.#counted.get(id);
+    let rest = n - (entry ? this.disown(holder, entry, n) : 0);
+    const waiting = rest > 0 ? this.#earlyOf.get(holder)?.get(id) : undefined;
+    if (!waiting) return;
+    for (const ticket of waiting) {
+      if (rest-- === 0) break;
+      this.#forgetEarly(ticket);
+      this.#orphan(ticket);
+    }
   }
 
   /** A holder is gone: every reference it held goes. */
   release(holder: Holder): void {
     for (const [entry, n] of holder.owned) this.#drop(entry, n);
     holder.owned.clear();
-    for (const [ticket, who] of this.#early) {
-      if (who !== holder) continue;
-      this.#early.delete(ticket);
-      this.#orphaned.add(ticket);
+    const waiting = this.#earlyOf.get(holder);
+    if (!waiting) return;
+    for (const tickets of waiting.values()) {
+      for (const ticket of tickets) {
+        this.#early.delete(ticket);
+        this.#orphan(ticket);
+      }
     }
+    this.#earlyOf.delete(holder);
   }
 
-  /** INCREF: a handle of `entry` left a process under `ticket`. */
-  ticket(entry: Entry, ticket: string): void {
-    // Claimed by a process that ended before this INCREF came: that reference was given back with it.
+  /** INCREF: a handle of object `id` left a process under `ticket`. */
+  incref(id: number, ticket: string): void {
+    const entry = this.#counted.get(id);
+    if (entry) {
+      this.#ticket(entry, ticket);
+      return;
+    }
+    // A stale handle (its object is freed): a CLAIM that waits for it waits for nothing.
+    this.#forgetEarly(ticket);
+    this.#orphaned.delete(ticket);
+  }
+
+  #ticket(entry: Entry, ticket: string): void {
+    // Its claim was cancelled, or claimed by a process that ended before this INCREF came: that reference was given back with it.
     if (this.#orphaned.delete(ticket)) return;
     const early = this.#early.get(ticket);
     if (early) {
-      this.#early.delete(ticket);
-      if (!early.closed) this.own(early, entry);
+      this.#forgetEarly(ticket);
+      this.own(early.holder, entry);
       return;
     }
-    if (this.#tickets.has(ticket)) return; // a repeated ticket counts once
+    if (this.#tickets.has(ticket) || this.#withdrawn.has(ticket)) return; // a repeated ticket counts once
     this.#tickets.set(ticket, entry);
     this.#add(entry, 1);
   }
 
   /** CLAIM: the handle under `ticket` was revived by `holder`'s process. */
-  claim(holder: Holder, ticket: string): void {
+  claim(holder: Holder, id: number, ticket: string): void {
     const entry = this.#tickets.get(ticket);
-    if (!entry) {
-      this.#early.set(ticket, holder);
+    if (entry) {
+      this.#tickets.delete(ticket);
+      // The ticket's reference becomes the holder's: the total stays.
+      holder.owned.set(entry, (holder.owned.get(entry) ?? 0) + 1);
       return;
     }
+    const withdrawn = this.#withdrawn.get(ticket);
+    if (withdrawn) {
+      // Its receiver claimed it before it ended, and the sender's UNTICKET was read first.
+      this.#withdrawn.delete(ticket);
+      this.own(holder, withdrawn.entry);
+      return;
+    }
+    if (this.#early.has(ticket) || this.#orphaned.has(ticket)) return; // a repeated CLAIM counts once
+    this.#make(this.#early, ticket, { holder, id, until: Date.now() + PENDING_TTL }, (t) => this.#forgetEarly(t));
+    let ids = this.#earlyOf.get(holder);
+    if (!ids) this.#earlyOf.set(holder, (ids = new Map()));
+    let tickets = ids.get(id);
+    if (!tickets) ids.set(id, (tickets = new Set()));
+    tickets.add(ticket);
+  }
+
+  /**
+   * UNTICKET: the sender of the handle under `ticket` knows it will never
+   * be claimed (its transfer failed, or its receiver ended). Its reference
+   * goes now; a CLAIM read within `WITHDRAWN_GRACE` still takes it up.
+   * A ticket claimed already is not the sender's any more: nothing happens.
+   */
+  withdraw(ticket: string): void {
+    const entry = this.#tickets.get(ticket);
+    if (!entry) return;
     this.#tickets.delete(ticket);
-    // The ticket's reference becomes the holder's: the total stays.
-    holder.owned.set(entry, (holder.owned.get(entry) ?? 0) + 1);
+    this.#make(this.#withdrawn, ticket, { entry, until: Date.now() + WITHDRAWN_GRACE }, (t) => this.#withdrawn.delete(t));
+    this.#drop(entry, 1);
   }
 
   /** Counts for tests and debugging. */
-  info(): { objects: number; tickets: number } {
-    return { objects: this.#counted.size, tickets: this.#tickets.size };
+  info(): { objects: number; tickets: number; waiting: number } {
+    return { objects: this.#counted.size, tickets: this.#tickets.size, waiting: this.#early.size + this.#orphaned.size + this.#withdrawn.size };
   }
 
   /** Forgets everything (the server ended). */
   clear(): void {
     this.#counted.clear();
     this.#tickets.clear();
+    this.#withdrawn.clear();
     this.#early.clear();
+    this.#earlyOf.clear();
     this.#orphaned.clear();
+    if (this.#sweeper) clearTimeout(this.#sweeper);
+    this.#sweeper = null;
   }
 
   #add(entry: Entry, n: number): void {
@@ -181,4 +293,50 @@ export class ObjectTable {
     // Uncounted: it lives on only while a stored Ref holds it.
     if (entry.refs === 0) this.#counted.delete(entry.id);
   }
+
+  #orphan(ticket: string): void {
+    this.#make(this.#orphaned, ticket, Date.now() + PENDING_TTL, (t) => this.#orphaned.delete(t));
+  }
+
+  #forgetEarly(ticket: string): void {
+    const early = this.#early.get(ticket);
+    if (!early) return;
+    this.#early.delete(ticket);
+    const ids = this.#earlyOf.get(early.holder);
+    const tickets = ids?.get(early.id);
+    if (!ids || !tickets) return;
+    tickets.delete(ticket);
+    if (tickets.size > 0) return;
+    ids.delete(early.id);
+    if (ids.size === 0) this.#earlyOf.delete(early.holder);
+  }
+
+  /** Adds a waiting ticket to `map`, the oldest going when the map is full (`forget` removes one). */
+  #make<V>(map: Map<string, V>, ticket: string, value: V, forget: (ticket: string) => void): void {
+    if (map.size >= MAX_PENDING) forget(map.keys().next().value!);
+    map.set(ticket, value);
+    this.#sweeper ??= setTimeout(() => this.#sweep(), SWEEP_EVERY).unref();
+  }
+
+  /** Drops what waited past its time: each map is in arrival order, and each kind waits a fixed time, so the expired ones come first. */
+  #sweep(): void {
+    this.#sweeper = null;
+    const now = Date.now();
+    for (const [ticket, { until }] of this.#withdrawn) {
+      if (until > now) break;
+      this.#withdrawn.delete(ticket);
+    }
+    for (const [ticket, { until }] of this.#early) {
+      if (until > now) break;
+      this.#forgetEarly(ticket);
+    }
+    for (const [ticket, until] of this.#orphaned) {
+      if (until > now) break;
+      this.#orphaned.delete(ticket);
+    }
+    if (this.#withdrawn.size + this.#early.size + this.#orphaned.size > 0) this.#sweeper = setTimeout(() => this.#sweep(), SWEEP_EVERY).unref();
+  }
 }
+
+/** How often waiting tickets are looked at for expiry. */
+const SWEEP_EVERY = 5_000;

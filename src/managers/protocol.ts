@@ -13,6 +13,7 @@
  *     [DECREF, objectId, count]                    proxies of this process were dropped
  *     [INCREF, objectId, ticket]                   a proxy handle left this process
  *     [CLAIM, objectId, ticket]                    a proxy handle arrived here
+ *     [UNTICKET, objectId, ticket]                 a handle this process sent will never arrive
  *     [SHUTDOWN, req]                              end the server
  *     [INFO, req]                                  counts, for tests and debugging
  *   server → client
@@ -35,7 +36,7 @@
 import { v8 } from '../builtins.js';
 
 /** Bumped when messages change incompatibly; a client refuses a server that says another. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export const Op = {
   CALL: 1,
@@ -45,6 +46,7 @@ export const Op = {
   CLAIM: 5,
   SHUTDOWN: 6,
   INFO: 7,
+  UNTICKET: 8,
 } as const;
 
 export const Reply = {
@@ -55,6 +57,9 @@ export const Reply = {
 
 /** The largest frame either side accepts by default (a larger one ends the connection). */
 export const DEFAULT_MAX_FRAME = 64 * 1024 * 1024;
+
+/** How long a TCP peer may go without answering before its connection is given up, by default (both sides; connection/keepalive.ts). */
+export const DEFAULT_KEEPALIVE = 30_000;
 
 /** A frame that does not follow the protocol: the connection it came on is closed. */
 export class ProtocolError extends Error {}

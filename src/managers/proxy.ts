@@ -18,6 +18,7 @@ import { ValueError } from '../errors.js';
 import { showAddress, type Address } from '../connection/address.js';
 import { processAuthkey } from '../process/current.js';
 import { SHARED, registerShared, type ShareContext, type SharedHandle } from '../serialize/shared.js';
+import { noteInFlight } from '../shm/segment.js';
 import { ManagerClient, setProxyMaker } from './client.js';
 import { proxyClasses } from './typeids.js';
 import { PROXY_TARGET, type ProxyDescription, type ProxyTarget } from './values.js';
@@ -95,6 +96,16 @@ export class BaseProxy {
     const { client, token } = stateOf(this);
     const ticket = randomHex(12);
     client.incref(token.id, ticket, token.serverId);
+    // The ticket is this process's until claimed: given back if the transfer
+    // fails, or if the child whose args held it ends (claimed or not: the
+    // server ignores a ticket claimed already).
+    let given = false;
+    const giveBack = (): void => {
+      if (given) return;
+      given = true;
+      client.unticket(token.id, ticket, token.serverId);
+    };
+    noteInFlight({ ledgerName: null, abandon: giveBack, receiverEnded: giveBack });
     return {
       kind: 'manager-proxy',
       address: client.address,

@@ -38,6 +38,8 @@ export interface ServerProcessConfig {
   readonly maxFrame: number | undefined;
   readonly readTimeout: number | undefined;
   readonly handshakeTimeout: number | undefined;
+  readonly maxArrayBytes: number | undefined;
+  readonly keepalive: number | undefined;
 }
 
 /** What the server process answers once it listens, or could not. */
@@ -74,6 +76,8 @@ async function serveInChild(config: ServerProcessConfig, initargs: unknown[], re
       maxFrame: config.maxFrame,
       readTimeout: config.readTimeout,
       handshakeTimeout: config.handshakeTimeout,
+      maxArrayBytes: config.maxArrayBytes,
+      keepalive: config.keepalive,
     });
     await server.listen();
   } catch (err) {
@@ -145,6 +149,10 @@ export interface ServeOptions {
   readTimeout?: number;
   /** Milliseconds a client has for the authkey handshake (default 10,000). */
   handshakeTimeout?: number;
+  /** The largest manager `Array` the server makes, in bytes of its elements (default 64 MiB). */
+  maxArrayBytes?: number;
+  /** Milliseconds after which a TCP client that stopped answering is dropped (default 30,000). */
+  keepalive?: number;
 }
 
 /** The class `serveManager` uses when none is given (set by manager.ts, which imports this module). */
@@ -182,6 +190,8 @@ export async function serveManager(options: ServeOptions = {}): Promise<ManagerS
     maxFrame: checkSize(options.maxMessageBytes, 'maxMessageBytes'),
     readTimeout: checkMs(options.readTimeout, 'readTimeout'),
     handshakeTimeout: checkMs(options.handshakeTimeout, 'handshakeTimeout'),
+    maxArrayBytes: checkSize(options.maxArrayBytes, 'maxArrayBytes'),
+    keepalive: checkMs(options.keepalive, 'keepalive'),
   });
   await server.listen();
   void server.serveForever().catch(() => {});

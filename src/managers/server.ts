@@ -28,6 +28,7 @@ import { cloneError } from '../serialize/encode.js';
 import { MARKER } from '../serialize/shared.js';
 import { Entry, ObjectTable, Ref, type Holder, type TypeInfo } from './object-table.js';
 import {
+  DEFAULT_KEEPALIVE,
   DEFAULT_MAX_FRAME,
   Op,
   PROTOCOL_VERSION,
@@ -40,7 +41,7 @@ import {
   type Message,
 } from './protocol.js';
 import { decodeArgs, encodeResult, type ProxyDescription } from './values.js';
-import { isManaged, type Caller, type CallerState } from './managed/base.js';
+import { DEFAULT_MAX_ARRAY_BYTES, isManaged, withLimits, type Caller, type CallerState, type ServerLimits } from './managed/base.js';
 import { callFactory, methodOf, publicMethods, type Registration } from './typeids.js';
 
 /**
@@ -80,6 +81,10 @@ export interface ServerOptions {
   readonly readTimeout?: number | undefined;
   /** Milliseconds a client has for the authkey handshake; default 10,000. */
   readonly handshakeTimeout?: number | undefined;
+  /** The largest manager `Array`, in bytes of its elements; default 64 MiB. */
+  readonly maxArrayBytes?: number | undefined;
+  /** Milliseconds after which a TCP client that stopped answering is dropped (its references and locks released); default 30,000. */
+  readonly keepalive?: number | undefined;
 }
 
 /**
@@ -99,6 +104,8 @@ export class ManagerServer {
   readonly #options: ServerOptions;
   readonly #maxFrame: number;
   readonly #readTimeout: number;
+  readonly #limits: ServerLimits;
+  readonly #keepalive: number;
   readonly #table = new ObjectTable();
   readonly #sessions = new Set<Session>();
   #listener: ConnectionListener | null = null;
@@ -114,6 +121,8 @@ export class ManagerServer {
     this.#options = options;
     this.#maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
     this.#readTimeout = options.readTimeout ?? DEFAULT_READ_TIMEOUT;
+    this.#limits = { maxArrayBytes: options.maxArrayBytes ?? DEFAULT_MAX_ARRAY_BYTES };
+    this.#keepalive = options.keepalive ?? DEFAULT_KEEPALIVE;
     this.#stopped = new Promise((resolve) => (this.#stop = resolve));
   }
 
@@ -189,8 +198,12 @@ export class ManagerServer {
     this.#stop();
   }
 
-  /** Counts for tests and debugging: objects with counted references, handles in flight, connections, refused clients. */
-  info(): { objects: number; tickets: number; connections: number; refused: number } {
+  /**
+   * Counts for tests and debugging: objects with counted references,
+   * handles in flight (unclaimed tickets), tickets waiting for a late
+   * message (object-table.ts), connections, refused clients.
+   */
+  info(): { objects: number; tickets: number; waiting: number; connections: number; refused: number } {
     return { ...this.#table.info(), connections: this.#sessions.size, refused: this.#refused };
   }
 
@@ -205,6 +218,14 @@ export class ManagerServer {
   /** @internal */
   get maxFrame(): number {
     return this.#maxFrame;
+  }
+  /** @internal */
+  get keepalive(): number {
+    return this.#keepalive;
+  }
+  /** @internal */
+  get limits(): ServerLimits {
+    return this.#limits;
   }
   /** @internal */
   get readTimeout(): number {
@@ -249,6 +270,9 @@ class Session implements Caller, Holder {
 
   start(): void {
     this.#transport.maxFrame = this.#server.maxFrame;
+    // A client machine that vanished (powered off) sends no FIN: without probes its locks stay held.
+    // Probes only: a client slow to read its answers is alive (keepalive.ts).
+    this.#transport.keepAlive(this.#server.keepalive, false);
     this.#reply([Reply.HELLO, this.#server.id, PROTOCOL_VERSION, this.#server.maxFrame]);
     this.#stopReading = this.#transport.onReadable(() => this.#drain());
     this.#drain();
@@ -352,21 +376,25 @@ class Session implements Caller, Holder {
       case Op.DECREF: {
         const [, id, count] = m;
         if (!isId(id) || !isId(count)) throw bad(m);
-        const entry = this.#server.table.get(id);
-        if (entry) this.#server.table.disown(this, entry, count);
+        this.#server.table.decref(this, id, count);
         return;
       }
       case Op.INCREF: {
         const [, id, ticket] = m;
         if (!isId(id) || !isTicket(ticket)) throw bad(m);
-        const entry = this.#server.table.get(id);
-        if (entry) this.#server.table.ticket(entry, ticket);
+        this.#server.table.incref(id, ticket);
         return;
       }
       case Op.CLAIM: {
         const [, id, ticket] = m;
         if (!isId(id) || !isTicket(ticket)) throw bad(m);
-        this.#server.table.claim(this, ticket);
+        this.#server.table.claim(this, id, ticket);
+        return;
+      }
+      case Op.UNTICKET: {
+        const [, id, ticket] = m;
+        if (!isId(id) || !isTicket(ticket)) throw bad(m);
+        this.#server.table.withdraw(ticket);
         return;
       }
       case Op.SHUTDOWN: {
@@ -442,7 +470,7 @@ class Session implements Caller, Holder {
     let made: unknown;
     try {
       const input = refs ? (decodeArgs(args, (i) => this.#server.table.get(i), `${typeid}() args`) as unknown[]) : args;
-      made = callFactory(type.factory, input);
+      made = withLimits(this.#server.limits, () => callFactory(type.factory!, input));
     } catch (err) {
       this.#fail(req, err);
       return;

@@ -50,6 +50,11 @@ export interface NativeAddon {
   asyncContextGet(): unknown;
   /** Makes `frame` current and returns the previous one. */
   asyncContextSwap(frame: unknown): unknown;
+  /**
+   * Sets TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT on a TCP socket's
+   * fd; false when it refused. Absent from builds made before it (same ABI).
+   */
+  tuneTcpKeepalive?(fd: number, intervalSeconds: number, probes: number, userTimeoutMs: number): boolean;
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */

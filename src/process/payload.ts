@@ -37,6 +37,18 @@ export class Payload {
     for (const part of this.parts) abandon(part.encoded);
   }
 
+  /**
+   * What to call once the child has ended, to give back what its arguments
+   * put in flight that no ledger settles (see `InFlight.receiverEnded`).
+   * Keeps only those callbacks, not the encoded values.
+   */
+  whenReceiverEnds(): () => void {
+    const calls = this.segments().flatMap((ref) => (ref.receiverEnded ? [ref.receiverEnded] : []));
+    return () => {
+      for (const call of calls) call();
+    };
+  }
+
   /** A worker's refusal to clone its data (a DataCloneError) as an error naming the part, and the path in it, refused. */
   cloneError(err: Error): Error {
     const refused =

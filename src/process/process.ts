@@ -92,7 +92,7 @@ interface ProcessState {
   closed: boolean;
   /** This object is the running child itself: a subclass instance rebuilt in it. */
   readonly self: boolean;
-  /** The child's authkey when set on this object; null: the current process's, at `start()`. */
+  /** The child's authkey when set on this object, and from `start()` on the one it got; null before: the current process's. */
   authkey: Uint8Array | null;
   /** The child's V8 old-generation heap limit in MiB (`limitHeap`); null: V8's default. */
   heapLimitMb?: number | null;
@@ -312,6 +312,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const classSpec = cls ? describeClass(cls, self.module, Process) : null;
     const target: TargetSpec | null = self.target ? targetOf(self.target, self.module, cls !== null) : null;
     const payload = new Payload(method);
+    const authkey = self.authkey ?? processAuthkey();
     let ledger: ReturnType<typeof openChildLedger> | null = null;
     try {
       const args = payload.add(self.args, 'args', self.args.length === 0);
@@ -334,7 +335,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
         entryPath: entryPath(),
         tsxApi: tsxApi(),
         argv: process.argv.slice(1),
-        authkey: Buffer.from(self.authkey ?? processAuthkey()).toString('base64'),
+        authkey: Buffer.from(authkey).toString('base64'),
       };
       const spec: ChildSpec = { identity, target, args, instance };
       const limits = self.heapLimitMb ? { heapLimitMb: self.heapLimitMb } : undefined;
@@ -351,6 +352,9 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       throw (err as Error)?.name === 'DataCloneError' ? payload.cloneError(err as Error) : err;
     }
     const popen = self.popen;
+    const receiverEnded = payload.whenReceiverEnds();
+    // The key the child got: a later change of this process's key is not the child's.
+    self.authkey = authkey;
     if (self.daemon) popen.setRef(false);
     // As Python's start(): the child has its arguments; a Process kept for
     // join() must not keep their shared memory mapped here.
@@ -359,6 +363,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     void popen.exited.then((code) => {
       // Nothing of the child runs any more: give back what it still held.
       ledger?.settle();
+      receiverEnded();
       self.code = code;
       liveChildren.delete(this);
     });

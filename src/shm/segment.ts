@@ -74,6 +74,12 @@ export interface InFlight {
   readonly ledgerName: string | null;
   /** Gives the reference back (its handle will never be attached). */
   abandon(): void;
+  /**
+   * The child whose start-up arguments held it has ended. A kind that no
+   * ledger accounts for (a manager proxy's ticket) gives back here what
+   * that child did not take over; segments leave this to the ledger.
+   */
+  readonly receiverEnded?: () => void;
 }
 
 /** The list `collectHandles` is filling, if any. */

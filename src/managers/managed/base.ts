@@ -28,6 +28,33 @@ export interface CallerState {
   callerGone(caller: Caller): void;
 }
 
+/** Limits a server puts on what its built-in objects make (its options). */
+export interface ServerLimits {
+  /** The largest manager `Array`, in bytes of its elements. */
+  readonly maxArrayBytes: number;
+}
+
+/** The default of `maxArrayBytes`: 64 MiB (8 Mi doubles). */
+export const DEFAULT_MAX_ARRAY_BYTES = 64 * 1024 * 1024;
+
+let limits: ServerLimits = { maxArrayBytes: DEFAULT_MAX_ARRAY_BYTES };
+
+/** Runs a factory under a server's limits (a process may run several servers with different options). */
+export function withLimits<T>(serverLimits: ServerLimits, make: () => T): T {
+  const outer = limits;
+  limits = serverLimits;
+  try {
+    return make();
+  } finally {
+    limits = outer;
+  }
+}
+
+/** The limits of the server whose factory runs now. */
+export function currentLimits(): ServerLimits {
+  return limits;
+}
+
 /** Marks the built-in objects: the server calls their methods with the caller first. */
 export const MANAGED: unique symbol = Symbol.for('multiprocessing-ts.managed-object') as any;
 

@@ -12,8 +12,6 @@ import { isDeepStrictEqual } from 'node:util';
 import { v8 } from '../../builtins.js';
 import { describe } from '../../describe.js';
 import { Ref } from '../object-table.js';
-import { isLeaf } from '../../serialize/leaf.js';
-import { DESCEND, Walk } from '../../serialize/walk.js';
 
 /** Structural equality (primitives as `Object.is`, but `0` equals `-0`). */
 export function equal(a: unknown, b: unknown): boolean {
@@ -59,12 +57,14 @@ function numeric(v: unknown): number | bigint | null {
 }
 
 /**
- * The keys of a dict: Map semantics for primitives (`1` and `'1'`
- * differ), and an object key found by its content (an array `[1, 2]` finds
- * the entry stored under an equal array, as a tuple key does in Python):
- * such a key stands in the Map as a box, one per content, made when an
- * entry is stored under it and dropped with its entry. A proxy cannot be a
- * key.
+ * The keys of a dict: Map semantics for primitives (`1` and `'1'` differ,
+ * `0` and `-0` are one key, `NaN` finds `NaN`), and an object key found by
+ * its content, as `equal` compares (an array `[1, 2]` finds the entry stored
+ * under an equal array, as a tuple key does in Python; a plain object
+ * whatever the order of its properties; a Map or Set whatever the order of
+ * its entries; `[0]` and `[-0]` are one key, as `0` and `-0` are). Such a
+ * key stands in the Map as a box, one per content, made when an entry is
+ * stored under it and dropped with its entry. A proxy cannot be a key.
  */
 export class KeyBoxes {
   readonly #boxes = new Map<string, object>();
@@ -100,18 +100,88 @@ export class KeyBoxes {
 /** A Map key under which nothing is ever stored. */
 const NONE = Object.freeze({});
 
+/**
+ * The most values one object key may hold. A key is read whole, and one
+ * that holds the same object in many places is read in each of them: a
+ * few bytes on the wire could otherwise cost the server minutes.
+ */
+export const MAX_KEY_VALUES = 100_000;
+
+/** An object key's content as a string (equal keys give the same one), or null for a primitive key (the Map's own semantics). */
 function contentOf(key: unknown): string | null {
   if (typeof key !== 'object' || key === null) return null;
-  Walk.run(
-    key,
-    'key',
-    {
-      enter(value) {
-        if (value instanceof Ref) throw new TypeError('a proxy cannot be (or be inside) a dict key; use its data, or a name for it');
-        return typeof value === 'object' && value !== null && !isLeaf(value) ? DESCEND : value;
-      },
-    },
-    false,
-  );
-  return Buffer.from(v8().serialize(key)).toString('latin1');
+  return new KeyText().of(key);
+}
+
+/**
+ * Writes a value's content so that values `equal` calls equal write the
+ * same text and others do not: each part says what it is and where it ends
+ * (a string is its length and its code units), a plain object's properties
+ * are sorted, a Map's entries and a Set's items are sorted by their text,
+ * and a value inside itself is the distance to the ancestor it repeats.
+ */
+class KeyText {
+  /** The objects being written, outermost first (a cycle points back into them). */
+  readonly #path: object[] = [];
+  #count = 0;
+
+  of(value: unknown): string {
+    if (++this.#count > MAX_KEY_VALUES) {
+      throw new RangeError(`a dict key holds more than ${MAX_KEY_VALUES} values; use a smaller key (e.g. a string naming what it stands for)`);
+    }
+    switch (typeof value) {
+      case 'undefined':
+        return 'u';
+      case 'boolean':
+        return value ? 't' : 'f';
+      case 'number':
+        // -0 as 0 (a Map's SameValueZero); String() tells every other number apart, NaN included.
+        return `n${value === 0 ? 0 : value};`;
+      case 'bigint':
+        return `b${value};`;
+      case 'string':
+        return `s${value.length}:${value}`;
+      case 'object':
+        break;
+      default:
+        throw new TypeError(`a dict key cannot hold ${describe(value)}`);
+    }
+    if (value === null) return 'z';
+    if (value instanceof Ref) throw new TypeError('a proxy cannot be (or be inside) a dict key; use its data, or a name for it');
+    const up = this.#path.lastIndexOf(value);
+    if (up >= 0) return `^${this.#path.length - up};`;
+    this.#path.push(value);
+    try {
+      return this.#object(value);
+    } finally {
+      this.#path.pop();
+    }
+  }
+
+  #object(value: object): string {
+    if (Array.isArray(value)) {
+      let text = `a${value.length}:`;
+      for (let i = 0; i < value.length; i++) text += i in value ? this.of(value[i]) : 'h';
+      return text;
+    }
+    if (value instanceof Map) {
+      const entries = Array.from(value, ([k, v]) => this.of(k) + this.of(v)).sort();
+      return `m${entries.length}:${entries.join('')}`;
+    }
+    if (value instanceof Set) {
+      const items = Array.from(value, (v) => this.of(v)).sort();
+      return `e${items.length}:${items.join('')}`;
+    }
+    if (value instanceof Date) return `d${value.getTime()};`;
+    const proto = Object.getPrototypeOf(value);
+    if (proto === Object.prototype || proto === null) {
+      const keys = Object.keys(value).sort();
+      let text = `o${keys.length}:`;
+      for (const k of keys) text += `${k.length}:${k}${this.of((value as Record<string, unknown>)[k])}`;
+      return text;
+    }
+    // What else V8's deserializer makes (typed arrays, RegExps, Errors, boxed primitives…): its bytes.
+    const bytes = Buffer.from(v8().serialize(value)).toString('latin1');
+    return `x${bytes.length}:${bytes}`;
+  }
 }

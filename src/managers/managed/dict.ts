@@ -1,7 +1,8 @@
 /**
- * The server's `dict` (Map semantics for keys: `1` and `'1'` differ; an
- * array key finds an equal array, as a tuple does in Python) and
- * `Namespace` (string names).
+ * The server's `dict` (Map semantics for keys: `1` and `'1'` differ, `0`
+ * and `-0` are one; an object key finds an entry stored under an equal one,
+ * as a tuple does in Python: compare.ts `KeyBoxes`) and `Namespace` (string
+ * names).
  */
 import { describe } from '../../describe.js';
 import { KeyError, ValueError } from '../../errors.js';

@@ -6,7 +6,7 @@
 import { describe } from '../../describe.js';
 import { IndexError, ValueError } from '../../errors.js';
 import { toElement, typeInfo, type TypeInfo, type TypedArray } from '../../sharedctypes/typecodes.js';
-import { Managed, resolveIndex, type Caller } from './base.js';
+import { Managed, currentLimits, resolveIndex, type Caller } from './base.js';
 
 export class ManagedValue extends Managed {
   static override readonly exposed: readonly string[] = ['get', 'set', 'typecode'];
@@ -54,11 +54,14 @@ export class ManagedArray extends Managed {
       if (!Number.isSafeInteger(sizeOrInit) || sizeOrInit < 0) {
         throw new ValueError(`Array size must be an integer >= 0, not ${describe(sizeOrInit)}`);
       }
+      checkSize(info, sizeOrInit);
       this.#items = new info.array(new ArrayBuffer(sizeOrInit * info.size), 0, sizeOrInit);
       return;
     }
-    const init = Array.isArray(sizeOrInit) || ArrayBuffer.isView(sizeOrInit) ? Array.from(sizeOrInit as ArrayLike<unknown>) : null;
-    if (!init) throw new ValueError(`Array takes a size or an array of initial values, not ${describe(sizeOrInit)}`);
+    const source = Array.isArray(sizeOrInit) || ArrayBuffer.isView(sizeOrInit) ? (sizeOrInit as ArrayLike<unknown>) : null;
+    if (!source) throw new ValueError(`Array takes a size or an array of initial values, not ${describe(sizeOrInit)}`);
+    checkSize(info, source.length ?? 0);
+    const init = Array.from(source);
     this.#items = new info.array(new ArrayBuffer(init.length * info.size), 0, init.length);
     init.forEach((v, i) => (this.#items[i] = toElement(info, v, `Array initializer[${i}]`) as never));
   }
@@ -88,4 +91,18 @@ export class ManagedArray extends Managed {
     if (i === null) throw new IndexError(`Array index ${String(index)} out of range (length ${this.#items.length})`);
     return i;
   }
+}
+
+/**
+ * Refuses an Array larger than the server allows (`maxArrayBytes`): its
+ * memory is taken at once, and one call must not take the server's all.
+ */
+function checkSize(info: TypeInfo, length: number): void {
+  const { maxArrayBytes } = currentLimits();
+  const bytes = length * info.size;
+  if (bytes <= maxArrayBytes) return;
+  throw new ValueError(
+    `Array of ${length} '${info.code}' items needs ${bytes} bytes, more than this manager's limit of ${maxArrayBytes} ` +
+      `(maxArrayBytes); make it smaller, or give the manager a larger maxArrayBytes`,
+  );
 }
