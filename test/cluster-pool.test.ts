@@ -35,8 +35,8 @@ interface WorkerProc {
 }
 
 /** Starts `multiprocessing-ts worker` and waits for its banner. */
-async function startWorker(url: string, extra: string[] = []): Promise<WorkerProc> {
-  const child = spawn(process.execPath, [CLI, 'worker', '--cluster', url, '--module', TASKS, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
+async function startWorker(url: string, extra: string[] = [], module = TASKS): Promise<WorkerProc> {
+  const child = spawn(process.execPath, [CLI, 'worker', '--cluster', url, '--module', module, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -274,6 +274,27 @@ describe('cluster Pool faults', { skip }, () => {
       ctx.close();
       second?.child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a worker whose local pool cannot start stops with exit 1, and its batch runs on another worker', async () => {
+    await using redis = await startRedis();
+    const broken = await startWorker(redis.url, [], fixture('cluster-tasks-broken.js'));
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    let good: WorkerProc | null = null;
+    try {
+      const pool = new ctx.Pool();
+      const result = pool.apply(add, [1, 2]);
+      assert.equal(await broken.exited, 1);
+      assert.match(broken.errors(), /local pool cannot run tasks/);
+      good = await startWorker(redis.url);
+      assert.equal(await result, 3);
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      broken.child.kill('SIGKILL');
+      good?.child.kill('SIGKILL');
     }
   });
 

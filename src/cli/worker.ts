@@ -104,8 +104,11 @@ export async function worker(args: readonly string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   await running.stopped;
-  console.log(`multiprocessing-ts worker ${running.id}: stopped after ${running.completed} task(s)`);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
+  if (running.failure) {
+    throw new CliError(`worker ${running.id} stopped: its local pool cannot run tasks: ${running.failure.message}`, EXIT_FAILURE);
+  }
+  console.log(`multiprocessing-ts worker ${running.id}: stopped after ${running.completed} task(s)`);
   return 0;
 }

@@ -25,7 +25,7 @@
 import { hostname } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
-import { ClusterError, SerializationError, ValueError, WorkerLostError } from '../../errors.js';
+import { BrokenPoolError, ClusterError, SerializationError, ValueError, WorkerLostError } from '../../errors.js';
 import { importAsTaskModule } from '../../process/current.js';
 import { Pool } from '../../pool/pool.js';
 import type { StartMethod } from '../../process/start-method.js';
@@ -153,6 +153,9 @@ export class ClusterWorker {
     this.#warned.set(job, now);
     process.emitWarning(`multiprocessing-ts worker ${this.id}: ${job} failed (retried): ${(err as Error)?.message ?? err}`);
   }
+
+  /** Why the worker stopped by itself (its local pool broke), or null. */
+  failure: Error | null = null;
 
   /** Batches held now. */
   get running(): number {
@@ -288,6 +291,14 @@ export class ClusterWorker {
     this.#held.set(entry, { entry });
     void this.#runBatch(entry, fieldsOf(flat), deliveries)
       .catch((err) => {
+        if (err instanceof WorkerBroken) {
+          if (!this.failure) {
+            this.failure = err.cause as Error;
+            process.emitWarning(`multiprocessing-ts worker ${this.id}: stopping: its local pool is broken (${(err.cause as Error)?.message}); its batches go to other workers`);
+            void this.kill();
+          }
+          return;
+        }
         // Could not store the result (Redis away for good): the batch stays
         // pending and another worker runs it after the visibility timeout.
         process.emitWarning(`multiprocessing-ts worker ${this.id}: could not finish batch ${entry}: ${(err as Error)?.message ?? err}`);
@@ -327,14 +338,21 @@ export class ClusterWorker {
       }
       if (argLists.length) {
         tasks = argLists.length;
+        let broken: unknown = null;
         const outcomes = await Promise.all(
           argLists.map((args) =>
             this.#local.applyAsync(fn, args as never, { timeout }).then(
               (value): [boolean, unknown] => [true, value],
-              (err): [boolean, unknown] => [false, packError(err)],
+              (err): [boolean, unknown] => {
+                if (err instanceof BrokenPoolError) broken = err;
+                return [false, packError(err)];
+              },
             ),
           ),
         );
+        // This machine cannot run tasks (its local workers die at start):
+        // the batch is left for other workers, and this one stops.
+        if (broken) throw new WorkerBroken('local pool broken', { cause: broken });
         reply.push('r', packOutcomes(outcomes));
       }
     }
@@ -372,6 +390,9 @@ export class ClusterWorker {
     return null;
   }
 }
+
+/** A batch this worker must not answer: its local pool is broken (the cause). */
+class WorkerBroken extends Error {}
 
 /** The outcomes' bytes; a value that cannot be stored fails its own task only. */
 function packOutcomes(outcomes: [boolean, unknown][]): Buffer {
