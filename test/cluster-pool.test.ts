@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -222,6 +222,28 @@ describe('cluster Pool faults', { skip }, () => {
       assert.deepEqual(await running, xs);
       // The workers kept serving through the restart.
       assert.equal(await pool.apply(add, [1, 2]), 3);
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      for (const w of workers) w.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("every client's connection dropped mid-map (CLIENT KILL): the caller and the workers reconnect and every result arrives once", async () => {
+    await using redis = await startRedis();
+    const workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const xs = [0, 1, 2, 3, 4, 5];
+      const running = pool.starmap(marked, xs.map((x) => [x, 300, dir] as [number, number, string]), 1);
+      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
+      const killed = spawnSync('redis-cli', ['-p', String(redis.port), 'CLIENT', 'KILL', 'TYPE', 'normal'], { encoding: 'utf8' });
+      assert.ok(Number(killed.stdout) >= 3, `connections dropped: ${killed.stdout}${killed.stderr}`);
+      assert.deepEqual(await running, xs);
       pool.close();
       await pool.join();
     } finally {
