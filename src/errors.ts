@@ -34,6 +34,12 @@ export class EOFError extends ProcessError {}
 export class WorkerLostError extends ProcessError {}
 /** An error raised on the other side of a manager connection. */
 export class RemoteError extends ProcessError {}
+/**
+ * An error escaped from a pool task's async work (a timer, a callback, a
+ * promise nobody awaited) while the task ran: the task fails with it, the
+ * escaped error as its `cause`.
+ */
+export class UncaughtError extends ProcessError {}
 /** A value cannot travel to another process (Python's `MaybeEncodingError`). */
 export class SerializationError extends ProcessError {}
 /** A value given to the API is not acceptable (bad typecode, size, option…). */

@@ -12,7 +12,7 @@ import { readdirSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { treeDir } from '../src/shm/tree.js';
 import * as fx from './fixtures/pool-targets.js';
-import { METHODS, eventually, pidAlive } from './helpers.js';
+import { METHODS, eventually, fixture, pidAlive, run } from './helpers.js';
 
 const module = fx.POOL_TARGETS;
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -130,6 +130,70 @@ for (const method of METHODS) {
       await assert.rejects(pool.apply(fx.sqr, [2, 4_000], { timeout: 200 }), mp.TimeoutError);
       const ms = performance.now() - t0;
       assert.ok(ms < 3_000, `rejected after ${ms.toFixed(0)} ms, not at the end of the 4 s task`);
+    });
+
+    it('a time limit that runs out as its task ends never ends the task after it: no short timed task runs twice', async (t) => {
+      // The race is a few microseconds wide: this catches a regression now and then, not every run.
+      const n = 40;
+      const runs = mp.RawArray('i', n);
+      const pool = ended(t, new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] }));
+      const outcomes = await Promise.allSettled(range(n).map((i) => pool.applyAsync(fx.countAndSpin, [i, 2], { timeout: 3 })));
+      for (const [i, o] of outcomes.entries()) {
+        if (o.status === 'fulfilled') {
+          assert.equal(o.value, i);
+          assert.equal(runs[i], 1, `task ${i} answered, and ran ${runs[i]} times`);
+        } else {
+          assert.ok(o.reason instanceof mp.TimeoutError, `task ${i}: ${o.reason}`);
+          // Stopped at its limit, maybe before its first line ran (a busy machine): at most once.
+          assert.ok(runs[i]! <= 1, `task ${i} timed out, and ran ${runs[i]} times`);
+        }
+      }
+    });
+
+    it('the running tasks of a call that failed keep their time limits (a timed-out map leaves none running past its limit)', async (t) => {
+      const up = mp.RawArray('i', 1);
+      const pool = ended(t, new mp.Pool(2, { context: method, module, initializer: fx.slowFirstInitializer, initargs: [up, 0] }));
+      await eventually(() => Atomics.load(up, 0) === 2, 20_000, 'both workers to start');
+      // One worker is busy for 150 ms, so the map's second task starts 150 ms after its first.
+      const busy = pool.apply(fx.sqr, [0, 150]);
+      const call = pool.starmap(fx.sqr, [[1, 30_000], [2, 30_000]], 1, { timeout: 300 });
+      await assert.rejects(call, mp.TimeoutError);
+      await eventually(() => pool.stats().workersStarted === 4, 5_000, "the call's other running task to be ended at its own limit");
+      assert.equal(await busy, 0);
+    });
+
+    it('heapLimitMb holds in a process started with --max-old-space-size; a worker without it keeps that option', async () => {
+      const r = await run(process.execPath, ['--max-old-space-size=512', fixture('pool-heap-flag.js'), method], { timeoutMs: 60_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const { limited, unlimited } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { limited: number; unlimited: number };
+      assert.ok(limited < 200, `a heapLimitMb: 32 worker's heap limit is ${limited} MiB`);
+      assert.ok(unlimited >= 500, `a worker without heapLimitMb has ${unlimited} MiB`);
+    });
+
+    it('a task stuck in a blocking native call fails at its time limit anyway: the caller is not held until the call returns', async (t) => {
+      const pool = ended(t, new mp.Pool(1, { context: method, module }));
+      const t0 = performance.now();
+      await assert.rejects(pool.apply(fx.sleepInNativeCall, [2], { timeout: 200 }), mp.TimeoutError);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 1_500, `the task failed after ${ms.toFixed(0)} ms (its native call takes 2 s)`);
+      assert.equal(await pool.apply(fx.square, [3]), 9, 'a replacement serves');
+    });
+
+    it('workers killed from outside while they start are replaced: only start-up failures of their own break the pool', async (t) => {
+      const started = mp.RawArray('i', 1);
+      // Workers of earlier tests' pools may not have ended yet: they are not this pool's.
+      const killed = new Set(mp.activeChildren().map((p) => p.name));
+      const pool = ended(t, new mp.Pool(1, { context: method, module, initializer: fx.countedSlowInitializer, initargs: [started, 300] }));
+      for (let k = 1; k <= 4; k++) {
+        await eventually(() => Atomics.load(started, 0) >= k, 10_000, `worker ${k} to run its initializer`);
+        const victim = mp.activeChildren().find((p) => p.name.startsWith('PoolWorker-') && !killed.has(p.name));
+        assert.ok(victim, 'the starting worker is a child');
+        killed.add(victim.name);
+        if (method === 'process') process.kill(victim.pid!, 'SIGKILL');
+        else victim.kill();
+      }
+      assert.equal(await pool.apply(fx.square, [5]), 25);
+      assert.equal(pool.stats().workersStarted, 5);
     });
 
     it('terminate() mid-map leaves no worker and no shared memory behind', { skip: gc ? false : 'run node with --expose-gc' }, async (t) => {

@@ -10,7 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import * as fx from './fixtures/pool-targets.js';
-import { METHODS } from './helpers.js';
+import { createHook } from 'node:async_hooks';
+import { METHODS, eventually, fixture, run } from './helpers.js';
 
 const module = fx.POOL_TARGETS;
 
@@ -28,6 +29,20 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** `promise`, or a rejection naming `what` once `ms` passed without it settling. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 
 for (const method of METHODS) {
   describe(`Pool (${method})`, () => {
@@ -261,6 +276,63 @@ for (const method of METHODS) {
       assert.ok(s.workers.every((w) => w.name.startsWith('PoolWorker-') && w.pid !== null));
     });
 
+    it('concurrent next() calls on an imap queue up and resolve in order', async () => {
+      const it = pool.imap(fx.square, range(4));
+      const first = await within(Promise.all([it.next(), it.next(), it.next()]), 10_000, 'three concurrent next()');
+      assert.deepEqual(first, [0, 1, 4].map((value) => ({ done: false, value })));
+      const rest = await within(Promise.all([it.next(), it.next()]), 10_000, 'two more concurrent next()');
+      assert.deepEqual(rest, [{ done: false, value: 9 }, { done: true, value: undefined }]);
+      const unordered = pool.imapUnordered(fx.square, range(3));
+      const all3 = await within(Promise.all([unordered.next(), unordered.next(), unordered.next(), unordered.next()]), 10_000, 'imapUnordered next()');
+      assert.deepEqual(all3.slice(0, 3).map((r) => r.value).sort(), [0, 1, 4]);
+      assert.equal(all3[3]!.done, true);
+    });
+
+    it('breaking out of an imap returns at once while a read of its input is pending and never settles', async () => {
+      async function* stalls(): AsyncGenerator<number> {
+        yield 0;
+        yield 1;
+        await new Promise(() => {});
+      }
+      const it = pool.imap(fx.square, stalls());
+      assert.equal((await it.next()).value, 0);
+      assert.equal((await it.next()).value, 1);
+      assert.deepEqual(await within(it.return!(), 5_000, 'return()'), { done: true, value: undefined });
+      assert.deepEqual(await it.next(), { done: true, value: undefined });
+    });
+
+    it('an aborted map stops reading its async input and closes it', async () => {
+      const pulled = { count: 0, closed: false };
+      const controller = new AbortController();
+      const call = pool.map(fx.square, fx.slowNaturals(pulled), 1, { signal: controller.signal });
+      await eventually(() => pulled.count >= 5, 10_000, 'some input to be read');
+      controller.abort();
+      const atAbort = pulled.count;
+      await assert.rejects(call, (e: Error) => e.name === 'AbortError');
+      await eventually(() => pulled.closed, 5_000, 'the input to be closed');
+      assert.ok(pulled.count <= atAbort + 1, `read ${pulled.count - atAbort} items after the abort`);
+    });
+
+    it("a result that cannot travel back names the task's index in the whole map and the path inside its result", async () => {
+      await assert.rejects(pool.map(fx.unsendableAtSix, range(8), 4), (e: Error) => {
+        assert.ok(e instanceof mp.SerializationError, String(e));
+        assert.match(e.message, /^pool\.map\(unsendableAtSix\) item 6 \(of the chunk of items 4–7\): the result\.cb is a function/);
+        return true;
+      });
+      await assert.rejects(pool.map(fx.unsendableAtSix, range(8), 1), (e: Error) => /^pool\.map\(unsendableAtSix\) item 6: the result\.cb is a function/.test(e.message));
+      assert.deepEqual(await pool.map(fx.unsendableAtSix, [1, 2], 2), [1, 2], 'the pool goes on');
+    });
+
+    it('a result that cannot be read in the parent (a shared block unlinked already) fails its task with SerializationError; the pool goes on', async () => {
+      await assert.rejects(pool.apply(fx.unlinkedSharedMemory), (e: Error) => {
+        assert.ok(e instanceof mp.SerializationError, String(e));
+        assert.match(e.message, /^pool\.apply\(unlinkedSharedMemory\): the result could not be read here/);
+        assert.ok(e.cause instanceof mp.FileNotFoundError, String(e.cause));
+        return true;
+      });
+      assert.equal(await pool.apply(fx.square, [4]), 16);
+    });
+
     it('imap over an endless async generator is pulled lazily, within its bound, and stops when the loop breaks', async () => {
       const pulled = { count: 0, closed: false };
       let got = 0;
@@ -352,6 +424,57 @@ describe('Pool, one per test', () => {
       early.close();
       await early.join();
       for (const [i, r] of slow.entries()) assert.equal(await r.get(), i * i);
+    });
+
+    it(`maxtasksperchild: a retired worker's replacement starts once it has exited (at most processes workers alive), and the pool keeps the process alive meanwhile (${method})`, async () => {
+      const r = await run(process.execPath, [fixture('pool-retire.js'), method], { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const [outcome, joined] = r.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown);
+      const { results, most, started } = (outcome ?? {}) as { results: number[]; most: number; started: number };
+      assert.deepEqual(results, [1, 4, 9, 16], `the map finished before the process ended: ${r.stdout}`);
+      assert.ok(most <= 1, `${most} workers of a Pool(1) were alive at once`);
+      assert.ok(started >= 4, `${started} workers started for 4 tasks of one each`);
+      assert.equal(joined, 'joined');
+    });
+
+    it(`an error leaked by a task's async work fails the task running when it fires (UncaughtError, the error its cause); with none running it is logged; the worker goes on (${method})`, async (t) => {
+      const p = new mp.Pool(1, { context: method, module });
+      t.after(() => p.terminate());
+      const first = await p.apply(fx.whoAmI);
+      await assert.rejects(p.apply(fx.leakRejection, [200]), (e: Error) => {
+        assert.ok(e instanceof mp.UncaughtError, String(e));
+        assert.match(e.message, /unhandled promise rejection/);
+        assert.ok(e.cause instanceof RangeError && e.cause.message === 'leaked on purpose', String(e.cause));
+        return true;
+      });
+      const fired = mp.RawArray('i', 1);
+      assert.equal(await p.apply(fx.leakLaterThrow, [fired]), 1);
+      await eventually(() => Atomics.load(fired, 0) === 1, 10_000, 'the timer to throw');
+      assert.equal((await p.apply(fx.whoAmI)).name, first.name, 'the same worker serves on');
+      assert.equal(p.stats().workersLost, 0);
+      p.close();
+      await p.join();
+    });
+
+    it(`while a long task runs alone, with nothing to move, the balancer arms no timer (${method})`, async (t) => {
+      const p = new mp.Pool(2, { context: method, module });
+      t.after(() => p.terminate());
+      await p.map(fx.square, [1, 2]);
+      const long = p.applyAsync(fx.sqr, [3, 1_500]);
+      // Some land behind the long task and are moved away from it (stand-ins keep their places there).
+      await Promise.all(range(7).map((i) => p.applyAsync(fx.square, [i])));
+      let timers = 0;
+      const hook = createHook({
+        init(_id, type) {
+          if (type === 'Timeout') timers++;
+        },
+      }).enable();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      hook.disable();
+      assert.equal(long.ready(), false, 'the long task still ran');
+      assert.ok(timers <= 3, `${timers} timers were armed in 300 ms`);
+      p.terminate();
+      await p.join();
     });
 
     it(`a long task does not hold the tasks queued behind it: an idle worker takes them, and each runs once (${method})`, async (t) => {

@@ -13,6 +13,12 @@
  * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
  * task ahead of them, or it is still starting). A free worker that is
  * still starting is no better a place: then the check waits for it.
+ *
+ * It looks again every STUCK_MS only while that can change something: a
+ * free worker is still starting, or a holder's one unit not started may
+ * become stuck. Otherwise (what a holder keeps is running, a stand-in, or
+ * of a call that settled) it stays idle until the next dispatch round
+ * asks (`watch`), so a long task running alone arms no timer.
  */
 import { STATE, WorkerState, monoNow } from './protocol.js';
 import { UnitState, type TaskQueue, type Unit } from './task-queue.js';
@@ -75,12 +81,15 @@ export class Balancer {
     }
     const now = monoNow();
     const moved: Unit[] = [];
+    /** Units left with a holder that is not stuck yet. */
+    let waiting = false;
     for (const w of this.workers) {
       if (w.dead || w.inFlight === 0) continue;
       const stuck = w.stuckSince(now, STUCK_MS);
       const held = w.unanswered().filter((u) => u.state === UnitState.Handed && !u.call.settled && !w.isRunning(u));
       // The later ones: the least likely to have started meanwhile.
       const take = stuck ? held : held.slice(held.length - Math.floor(held.length / 2));
+      if (take.length < held.length) waiting = true;
       for (const unit of take) {
         if (w.cancel(unit)) continue;
         w.takeBack(unit);
@@ -88,8 +97,8 @@ export class Balancer {
       }
     }
     if (moved.length === 0) {
-      // Only a holder of one unit not started, not stuck yet: look again then.
-      this.arm(STUCK_MS);
+      // A holder of one unit not started, not stuck yet: look again when it may be. Nothing else can move.
+      if (waiting) this.arm(STUCK_MS);
       return;
     }
     this.queue.pushFront(moved);

@@ -131,6 +131,8 @@ export class MapCall<T> implements Call {
   private done = 0;
   private total = 0;
   private readonly unlisten: () => void;
+  /** While its async input is read: what the pool knows of it (close() waits for it, terminate() fails it). */
+  private input: Source | null = null;
 
   constructor(
     private readonly engine: Dispatcher,
@@ -199,10 +201,13 @@ export class MapCall<T> implements Call {
 
   /**
    * Starts once its async input is read (`begin` with the items). Until
-   * then the pool counts it as a source: close() waits for it, terminate() fails it.
+   * then the pool counts it as a source: close() waits for it, terminate()
+   * fails it. Once settled (an abort, terminate()) it no longer counts,
+   * even while a read of the input is still pending.
    */
   collecting(input: Promise<unknown[]>, begin: (items: unknown[]) => void): void {
     const source: Source = { stop: (error) => this.fail(error) };
+    this.input = source;
     this.engine.addSource(source);
     input
       .then(
@@ -210,7 +215,13 @@ export class MapCall<T> implements Call {
         (err) => this.fail(err),
       )
       .catch((err) => this.fail(err))
-      .finally(() => this.engine.removeSource(source));
+      .finally(() => this.inputDone());
+  }
+
+  private inputDone(): void {
+    if (!this.input) return;
+    this.engine.removeSource(this.input);
+    this.input = null;
   }
 
   /** The first error settles the call; its other queued tasks are dropped, running ones finish. */
@@ -230,6 +241,7 @@ export class MapCall<T> implements Call {
     if (this.settled) return;
     this.settled = true;
     this.unlisten();
+    this.inputDone();
     this.result[SETTLE](ok, value);
   }
 }

@@ -38,11 +38,19 @@ export function checkIterable(iterable: unknown, label: string): void {
   }
 }
 
-/** Every item of a sync or async iterable. */
-export async function collect(iterable: Iterable<unknown> | AsyncIterable<unknown>): Promise<unknown[]> {
+/**
+ * Every item of a sync or async iterable. An async one is read no further
+ * once `stopped()` (its caller gave up): the read pending then is the
+ * last, and the iterator is closed (a generator's `finally` runs).
+ */
+export async function collect(iterable: Iterable<unknown> | AsyncIterable<unknown>, stopped: () => boolean = () => false): Promise<unknown[]> {
   if (isSyncIterable(iterable)) return Array.from(iterable);
   const out: unknown[] = [];
-  for await (const item of iterable) out.push(item);
+  if (stopped()) return out;
+  for await (const item of iterable) {
+    if (stopped()) break;
+    out.push(item);
+  }
   return out;
 }
 

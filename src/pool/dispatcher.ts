@@ -19,21 +19,34 @@
  * wait is what keeps the process alive while work is outstanding; an idle
  * pool keeps nothing alive (the workers are daemons, as Python's).
  *
+ * Workers alive. At most `processes` workers are alive at any time: a
+ * worker retired by `maxtasksperchild` keeps its slot until it has exited
+ * (as in Python), and only then does its replacement start. A worker the
+ * pool is ending on purpose (a time limit, an abort) gives its slot up at
+ * once: it can start nothing more (its gate is closed, protocol.ts), and a
+ * thread stuck in a blocking native call ends only when that call returns.
+ *
  * Deaths. When a worker ends unasked, its answers are drained first; then
  * the unit it had started (its control block says which) fails with
- * WorkerLostError — or with TimeoutError or the abort reason when the pool
- * ended it for that — and the units behind it, handed over but never
+ * WorkerLostError, and the units behind it, handed over but never
  * started, go back to the head of the queue for the other workers. A
- * replacement starts. A worker that dies before answering anything and
- * without a task to blame (its initializer threw or crashed, importing a
- * task function killed it) counts toward STARTUP_FAILURES in a row, and
- * then the pool breaks with BrokenPoolError instead of respawning forever.
+ * replacement starts. A worker the pool ends on purpose is dealt with the
+ * same way when the kill is sent, not when it has exited (`release`): its
+ * unit fails with the TimeoutError or the abort reason, so a caller is
+ * not held by a worker slow to die. A worker that dies before answering
+ * anything and without a task to blame (its initializer threw or crashed,
+ * importing a task function killed it) counts toward STARTUP_FAILURES in
+ * a row, and then the pool breaks with BrokenPoolError instead of
+ * respawning forever. A worker killed from outside (SIGKILL, SIGTERM…)
+ * while it starts is not its own failure: it is replaced, and only
+ * STARTUP_KILLS of those in a row (the kernel's OOM killer ending each
+ * new worker, say) break the pool.
  *
  * Time limits are time-limits.ts; moving units away from a stuck worker is
  * balancer.ts.
  */
 import { constants } from 'node:os';
-import { BrokenPoolError, StateError, ValueError, WorkerLostError } from '../errors.js';
+import { BrokenPoolError, SerializationError, StateError, ValueError, WorkerLostError } from '../errors.js';
 import { NOTHING } from '../channel/channel.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
@@ -57,6 +70,10 @@ const QUEUED_MS = 2;
 const BATCH_BYTES = 32 * 1024;
 /** Workers in a row that die before answering anything, with no task to blame, before the pool breaks. */
 export const STARTUP_FAILURES = 3;
+/** Workers in a row killed from outside while they start (see OUTSIDE_SIGNALS) before the pool breaks. */
+export const STARTUP_KILLS = 10;
+/** Signals other processes send (SIGHUP, SIGINT, SIGKILL, SIGTERM): a worker they end while it starts did not fail on its own. */
+const OUTSIDE_SIGNALS: ReadonlySet<number> = new Set([1, 2, 9, 15]);
 /** A drain that finds answers for this long yields to the event loop. */
 const YIELD_MS = 10;
 
@@ -99,6 +116,7 @@ export class Dispatcher {
   /** Calls still pulling input (close() waits for them). */
   private readonly sources = new Set<Source>();
   private startupFailures = 0;
+  private startupKills = 0;
   private meanRunMs = NaN;
   private dispatchQueued = false;
   private dispatching = false;
@@ -118,7 +136,7 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     this.options = options;
     this.processes = options.processes;
-    this.timeLimits = new TimeLimits(this.all);
+    this.timeLimits = new TimeLimits(this.all, (w, unit, error) => this.endFor(w, unit, error));
     this.balancer = new Balancer(this.all, this.queue, () => this.dispatch());
     this.ensureWorkers();
   }
@@ -172,7 +190,7 @@ export class Dispatcher {
         this.queue.drop(unit);
       } else if (unit.state === UnitState.Handed && unit.worker) {
         const w = unit.worker;
-        if (w.cancel(unit) && kill && w.isRunning(unit)) w.end(unit.seq, kill.error);
+        if (w.cancel(unit) && kill) this.endFor(w, unit, kill.error);
       }
     }
     this.stopIdle();
@@ -195,8 +213,15 @@ export class Dispatcher {
     return this.state === PoolState.Closed && (this.queue.size > 0 || this.sources.size > 0);
   }
 
+  /** Workers that hold a slot: those taking units and those retiring, not those the pool is ending (released). */
+  private occupied(): number {
+    let n = 0;
+    for (const w of this.all) if (!w.released) n++;
+    return n;
+  }
+
   private ensureWorkers(): void {
-    while (this.active.length < this.processes && this.wantsWorkers()) this.spawn();
+    while (this.occupied() < this.processes && this.wantsWorkers()) this.spawn();
   }
 
   private spawn(): void {
@@ -216,12 +241,11 @@ export class Dispatcher {
     void w.ended.then((code) => this.onExit(w, code));
   }
 
-  /** Takes a worker out of service: it runs what it holds, then returns (Stop). */
+  /** Takes a worker out of service: it runs what it holds, then returns (Stop); its replacement starts once it has exited. */
   private retire(w: WorkerHandle): void {
     w.stopping = true;
     const at = this.active.indexOf(w);
     if (at >= 0) this.active.splice(at, 1);
-    this.ensureWorkers();
   }
 
   /** After close(), once nothing is left to do, idle workers are told to stop. */
@@ -249,7 +273,7 @@ export class Dispatcher {
     if (this.state >= PoolState.Terminated || this.dispatching) return;
     this.dispatching = true;
     try {
-      // Again when a round handed units and some are left: a retired worker's replacement may take them.
+      // Again when a round handed units and some are left: a worker with less room than its share left them to others.
       for (let handed = 1; handed > 0 && this.queue.size > 0; ) handed = this.shareOut();
     } finally {
       this.dispatching = false;
@@ -296,6 +320,8 @@ export class Dispatcher {
     if (w.budget <= 0) {
       entries.push(Op.Stop);
       this.retire(w);
+      // Its replacement starts when it has exited: until then nothing else may keep this process alive.
+      w.holdUntilEnd();
     }
     if (entries.length > 0) w.send(entries, () => this.dispatch());
     if (handed > 0 && !w.reading) void this.read(w);
@@ -320,7 +346,7 @@ export class Dispatcher {
     let since = performance.now();
     try {
       for (;;) {
-        if (w.dead) return;
+        if (w.dead || w.released) return;
         const item = channel.getSync(false, 0);
         if (item !== NOTHING) {
           this.take(w, item);
@@ -346,17 +372,32 @@ export class Dispatcher {
     }
   }
 
-  /** One answer of `w`: settles the unit it is for. */
+  /**
+   * One answer of `w`: settles the unit it is for. An answer that cannot be
+   * read here (its bytes, or a shared object in it that cannot be attached)
+   * fails that unit with a SerializationError; nothing of it may throw out
+   * of the reading loop.
+   */
   private take(w: WorkerHandle, item: unknown): void {
     let status = Status.Ok;
     let payload = item;
     let enveloped = false;
+    /** The item of a chunk an Unsendable answer is about (-1: none). */
+    let at = -1;
+    let unreadable: unknown = undefined;
     if (item instanceof Uint8Array) {
-      const envelope = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number];
-      [status, payload] = envelope;
       enveloped = true;
-      if (status === Status.InitFailed) {
-        w.initError = fromRecord(payload as ErrorRecord);
+      try {
+        [status, payload, at] = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number];
+      } catch (err) {
+        unreadable = err;
+      }
+      if (status === Status.InitFailed && unreadable === undefined) {
+        try {
+          w.initError = fromRecord(payload as ErrorRecord);
+        } catch (err) {
+          w.initError = err;
+        }
         return;
       }
     }
@@ -365,6 +406,7 @@ export class Dispatcher {
     unit.state = UnitState.Over;
     unit.worker = null;
     this.startupFailures = 0;
+    this.startupKills = 0;
     if (status === Status.Skipped) {
       releaseUnit(unit);
       return;
@@ -376,29 +418,120 @@ export class Dispatcher {
     this.waitTimes.record(start - unit.submitted);
     w.busyMs += run;
     this.meanRunMs = Number.isNaN(this.meanRunMs) ? run : this.meanRunMs * 0.875 + run * 0.125;
-    if (status === Status.Ok) {
+    let value: unknown;
+    let error: unknown;
+    if (unreadable === undefined) {
+      try {
+        if (status === Status.Ok) {
+          // A chunk of one item answers with its bare value (protocol.ts).
+          value = enveloped ? decode(payload, EVERY_KIND) : unit.op === Op.Apply ? payload : [payload];
+        } else if (!unit.call.settled) {
+          error = fromRecord(payload as ErrorRecord);
+        }
+      } catch (err) {
+        unreadable = err;
+      }
+    }
+    if (unreadable !== undefined) {
+      error = unreadableError(unit, status === Status.Ok ? 'result' : 'error', unreadable);
+    } else if (status === Status.Unsendable && error instanceof Error) {
+      // A result that could not travel back: name the task it belongs to (the item of a chunk, by its index in the call).
+      const refused = error as Error;
+      const message = `${unitLabel(unit, at)}: ${refused.message}`;
+      refused.stack = refused.stack?.replace(refused.message, message);
+      refused.message = message;
+    }
+    if (status === Status.Ok && unreadable === undefined) {
       w.completed++;
       this.completed++;
-      // A chunk of one item answers with its bare value (protocol.ts).
-      const value = enveloped ? decode(payload, EVERY_KIND) : unit.op === Op.Apply ? payload : [payload];
       if (!unit.call.settled) unit.call.unitDone(unit, value);
     } else {
       w.failed++;
       this.failed++;
-      if (unit.call.settled) return;
-      const error = fromRecord(payload as ErrorRecord) as Error;
-      // A result that could not travel back: name the task it belongs to.
-      if (status === Status.Unsendable) {
-        const message = `${unitLabel(unit)}: ${error.message}`;
-        error.stack = error.stack?.replace(error.message, message);
-        error.message = message;
-      }
-      unit.call.unitFailed(unit, error);
+      if (!unit.call.settled) unit.call.unitFailed(unit, error);
     }
   }
 
   // ---------------------------------------------------------------------------
   // Deaths
+
+  /**
+   * Ends `w` because of `unit` (its time limit, an abort) if `w` is still
+   * in that unit — the gate (protocol.ts) makes sure the kill cannot land
+   * on a later one — and deals with it at once (`release`). False when it
+   * had moved on or finished the unit: then it is left alone.
+   */
+  private endFor(w: WorkerHandle, unit: Unit, error: unknown): boolean {
+    if (!w.endIn(unit.seq, error)) return false;
+    this.release(w);
+    return true;
+  }
+
+  /**
+   * A worker being ended on purpose, dealt with now rather than at its
+   * exit (a thread stuck in a blocking native call exits only when that
+   * call returns): what it answered counts, its unit fails with the
+   * reason, the units it held and never started go to other workers, and
+   * its replacement starts. Its gate is closed: it starts nothing more.
+   */
+  private release(w: WorkerHandle): void {
+    w.released = true;
+    w.stopping = true;
+    const at = this.active.indexOf(w);
+    if (at >= 0) this.active.splice(at, 1);
+    w.results.channel.interrupt();
+    w.tasks.channel.interrupt();
+    this.drainAnswers(w);
+    this.disown(w, w.deliberate!.seq, -1);
+    this.ensureWorkers();
+    this.dispatch();
+  }
+
+  /** Takes what `w` answered so far from its result ring. */
+  private drainAnswers(w: WorkerHandle): void {
+    const channel = w.results.channel;
+    for (let item = channel.getSync(false, 0); item !== NOTHING; item = channel.getSync(false, 0)) this.take(w, item);
+  }
+
+  /**
+   * The units `w` held unanswered, now that it is gone (or going): the one
+   * it was running (seq `running`) fails — with the reason the pool ended
+   * it for, or WorkerLostError (exit `code`) —, the others go back to the
+   * head of the queue. Whether one was blamed.
+   */
+  private disown(w: WorkerHandle, running: number, code: number): boolean {
+    const units = w.takeUnanswered();
+    const over = this.state >= PoolState.Terminated;
+    const deliberate = w.deliberate;
+    const requeue: Unit[] = [];
+    let blamed = false;
+    for (const unit of units) {
+      // A unit moved to another worker left a stand-in here (balancer.ts).
+      if (unit.state !== UnitState.Handed) continue;
+      unit.worker = null;
+      const isRunning = unit.seq === running;
+      if (!isRunning) releaseUnitIf(unit, unit.call.settled || over);
+      if (unit.call.settled || over) {
+        unit.state = UnitState.Over;
+        if (!unit.call.settled) unit.call.unitFailed(unit, this.brokenError ?? terminatedError());
+        continue;
+      }
+      if (isRunning && (!deliberate || deliberate.seq === unit.seq)) {
+        unit.state = UnitState.Over;
+        blamed = true;
+        w.failed++;
+        this.failed++;
+        unit.call.unitFailed(unit, deliberate ? deliberate.error : this.lostError(w, unit, code));
+        continue;
+      }
+      // Handed over but not started (or cut short by terminate()'s kill): another worker runs it.
+      unit.state = UnitState.Queued;
+      unit.seq = 0;
+      requeue.push(unit);
+    }
+    this.queue.pushFront(requeue);
+    return blamed;
+  }
 
   private onExit(w: WorkerHandle, code: number): void {
     w.dead = true;
@@ -409,57 +542,46 @@ export class Dispatcher {
     if (at >= 0) this.active.splice(at, 1);
     this.endedBusyMs += w.busyMs;
     // What it answered before it ended counts.
-    const channel = w.results.channel;
-    for (let item = channel.getSync(false, 0); item !== NOTHING; item = channel.getSync(false, 0)) this.take(w, item);
-
-    const started = Atomics.load(w.ints, STARTED);
-    const units = w.takeUnanswered();
-    const over = this.state >= PoolState.Terminated;
-    const deliberate = w.deliberate;
-    const expected = deliberate !== null || over || (w.stopping && code === 0 && units.length === 0);
-    if (!expected) this.workersLost++;
-    const requeue: Unit[] = [];
-    let blamed = false;
-    for (const unit of units) {
-      // A unit moved to another worker left a stand-in here (balancer.ts).
-      if (unit.state !== UnitState.Handed) continue;
-      unit.worker = null;
-      const running = unit.seq === started;
-      if (!running) releaseUnitIf(unit, unit.call.settled || over);
-      if (unit.call.settled || over) {
-        unit.state = UnitState.Over;
-        if (!unit.call.settled) unit.call.unitFailed(unit, this.brokenError ?? terminatedError());
-        continue;
-      }
-      if (running && (!deliberate || deliberate.seq === unit.seq)) {
-        unit.state = UnitState.Over;
-        blamed = true;
-        w.failed++;
-        this.failed++;
-        unit.call.unitFailed(unit, deliberate ? deliberate.error : this.lostError(w, unit, code));
-        continue;
-      }
-      // Handed over but not started (or cut short by a kill meant for another unit): another worker runs it.
-      unit.state = UnitState.Queued;
-      unit.seq = 0;
-      requeue.push(unit);
-    }
-    this.queue.pushFront(requeue);
-    if (!expected && !blamed && !w.answered) {
-      const loading = Atomics.load(w.ints, LOADING);
-      const state = Atomics.load(w.ints, STATE) as WorkerState;
-      const doing =
-        w.initError !== undefined
-          ? `its initializer threw ${describeError(w.initError)}`
-          : state !== WorkerState.Ready
-            ? `it ${this.death(code)} before its initializer finished`
-            : loading !== 0
-              ? `it ${this.death(code)} while importing a task function`
-              : `it ${this.death(code)} before it finished a task`;
-      this.startupFailed(`${w.name}: ${doing}`, w.initError);
+    this.drainAnswers(w);
+    if (!w.released) {
+      const started = Atomics.load(w.ints, STARTED);
+      const held = w.inFlight;
+      const over = this.state >= PoolState.Terminated;
+      const expected = w.deliberate !== null || over || (w.stopping && code === 0 && held === 0);
+      if (!expected) this.workersLost++;
+      const blamed = this.disown(w, started, code);
+      if (!expected && !blamed && !w.answered) this.diedStarting(w, code);
     }
     this.ensureWorkers();
     this.dispatch();
+  }
+
+  /** `w` died before it answered anything, with no task to blame. */
+  private diedStarting(w: WorkerHandle, code: number): void {
+    if (code < 0 && OUTSIDE_SIGNALS.has(-code)) {
+      // Killed from outside: not a failure of its own; replaced, unless every new worker is.
+      this.startupKills++;
+      if (this.startupKills >= STARTUP_KILLS) {
+        this.breakPool(
+          new BrokenPoolError(
+            `the pool's workers keep being killed before they finish a task (${this.startupKills} in a row, the last: ${w.name} ${this.death(code)}), ` +
+              `so it stopped starting new ones (the system's OOM killer ending each new worker, say)`,
+          ),
+        );
+      }
+      return;
+    }
+    const loading = Atomics.load(w.ints, LOADING);
+    const state = Atomics.load(w.ints, STATE) as WorkerState;
+    const doing =
+      w.initError !== undefined
+        ? `its initializer threw ${describeError(w.initError)}`
+        : state !== WorkerState.Ready
+          ? `it ${this.death(code)} before its initializer finished`
+          : loading !== 0
+            ? `it ${this.death(code)} while importing a task function`
+            : `it ${this.death(code)} before it finished a task`;
+    this.startupFailed(`${w.name}: ${doing}`, w.initError);
   }
 
   /** How a worker ended, for messages. */
@@ -588,6 +710,13 @@ function releaseUnitIf(unit: Unit, yes: boolean): void {
 
 function terminatedError(): StateError {
   return new StateError('the pool was terminated before this task finished');
+}
+
+/** A unit's answer that could not be read in the parent. */
+function unreadableError(unit: Unit, what: 'result' | 'error', err: unknown): SerializationError {
+  const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const its = unit.count > 1 ? `${what}s` : what;
+  return new SerializationError(`${unitLabel(unit)}: the ${its} could not be read here (${why}); the task fails, the worker goes on`, { cause: err });
 }
 
 function describeError(err: unknown): string {

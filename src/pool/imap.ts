@@ -23,7 +23,9 @@ type Ready = { readonly [ERROR]: unknown };
  * (or async) input is consumed as the results are, and memory stays
  * bounded. Ordered: results wait for those before them; an error (of a
  * task, or of the input) is thrown at its position, after every result
- * before it. Unordered: results as they come.
+ * before it. Unordered: results as they come. Calls of `next()` made
+ * before the last one settled wait their turn, so each gets the next
+ * result, in order.
  */
 export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
   settled = false;
@@ -47,6 +49,9 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
   private ended = false;
   private pumping = false;
   private wake: (() => void) | null = null;
+  /** `next()` calls not yet settled, and the last of them (the next one waits for it). */
+  private asking = 0;
+  private lastAsked: Promise<IteratorResult<T>> | null = null;
   private readonly unlisten: () => void;
 
   constructor(
@@ -73,7 +78,25 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<T>> {
+  next(): Promise<IteratorResult<T>> {
+    // The common case, one next() at a time, costs no chaining.
+    const asked = this.asking++ === 0 || !this.lastAsked ? this.take() : this.lastAsked.then(this.takeTurn, this.takeTurn);
+    this.lastAsked = asked;
+    return asked;
+  }
+
+  private readonly takeTurn = (): Promise<IteratorResult<T>> => this.take();
+
+  /** The next value (waiting for it), the error in its place, or the end. */
+  private async take(): Promise<IteratorResult<T>> {
+    try {
+      return await this.takeNow();
+    } finally {
+      if (--this.asking === 0) this.lastAsked = null;
+    }
+  }
+
+  private async takeNow(): Promise<IteratorResult<T>> {
     for (;;) {
       if (this.readyHead < this.ready.length) {
         const value = this.ready[this.readyHead]!;
@@ -96,7 +119,13 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     }
   }
 
-  /** Breaking out of `for await`: stops pulling, drops what was not started. */
+  /**
+   * Breaking out of `for await`: stops pulling, drops what was not started.
+   * The input's own `return()` (a generator's `finally`) runs only after a
+   * read of it still pending, which may never settle: it is waited for
+   * while that read settles by itself (this turn of the event loop), else
+   * it finishes in the background and what the read gives is dropped.
+   */
   async return(): Promise<IteratorResult<T>> {
     this.finishInput();
     this.ready = [];
@@ -105,7 +134,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     this.engine.drop(this.pending);
     this.pending.clear();
     this.notify();
-    await this.source.close();
+    await Promise.race([this.source.close(), new Promise((resolve) => setImmediate(resolve))]);
     return { done: true, value: undefined };
   }
 

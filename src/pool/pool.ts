@@ -33,7 +33,11 @@ export interface PoolOptions {
   initializer?: TaskFn | null;
   /** The initializer's arguments. */
   initargs?: unknown[];
-  /** Tasks a worker runs before it is replaced by a fresh one (a chunk of a map counts as one); default: no limit. */
+  /**
+   * Tasks a worker runs before it is replaced by a fresh one (a chunk of a
+   * map counts as one); default: no limit. The replacement starts once the
+   * retired worker has exited, so at most `processes` workers are alive.
+   */
   maxtasksperchild?: number | null;
   /** The start method of the workers: `'process'`, `'thread'`, or a context from `mp.getContext()`. Default: the current one. */
   context?: StartMethod | { getStartMethod(): StartMethod } | null;
@@ -45,9 +49,12 @@ export interface PoolOptions {
   module?: string | URL;
   /**
    * Each worker's V8 heap limit in MiB (`--max-old-space-size` for a
-   * process worker, `resourceLimits.maxOldGenerationSizeMb` for a thread):
-   * a task that runs past it fails with WorkerLostError and its worker is
-   * replaced. Default: V8's own limit.
+   * process worker, `resourceLimits.maxOldGenerationSizeMb` for a thread,
+   * also when this process runs with `--max-old-space-size`): a task that
+   * runs past it fails with WorkerLostError and its worker is replaced.
+   * Under `'thread'`, one allocation larger than what is left of the heap
+   * aborts the whole process (a Node limit): use `'process'` workers for
+   * tasks that may make huge allocations. Default: V8's own limit.
    */
   heapLimitMb?: number;
 }
@@ -56,7 +63,11 @@ export interface PoolOptions {
 export interface CallOptions {
   /** Aborting drops the call's queued tasks and ends its running ones (their workers are replaced); the call rejects with the signal's reason. */
   signal?: AbortSignal;
-  /** Per-task time limit in ms, counted from the task's start in its worker: past it the worker is ended and replaced, and the task fails with TimeoutError. */
+  /**
+   * Per-task time limit in ms, counted from the task's start in its worker:
+   * past it the worker is ended and replaced, and the task fails with
+   * TimeoutError at once (even if the worker takes longer to end).
+   */
   timeout?: number;
 }
 
@@ -309,7 +320,8 @@ export class Pool {
       }
       begin(items);
     } else {
-      call.collecting(collect(iterable as AsyncIterable<unknown>), begin);
+      // An abort (or terminate()) stops the reading of the input.
+      call.collecting(collect(iterable as AsyncIterable<unknown>, () => call.settled), begin);
     }
     return result;
   }
@@ -319,7 +331,8 @@ export class Pool {
    * `imap`). The iterable (sync or async, endless too) is pulled lazily:
    * at most 8 chunks per worker are taken ahead of what was yielded.
    * An error (a task's, or the iterable's) is thrown after the results
-   * before it; breaking out of the loop stops pulling.
+   * before it; breaking out of the loop stops pulling. `next()` calls made
+   * before the last one settled wait their turn.
    * @example `for await (const y of pool.imap(square, naturals(), 10)) if (y > 1e6) break;`
    */
   imap<F extends (item: any) => unknown>(

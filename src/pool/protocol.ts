@@ -25,6 +25,15 @@
  *   ITEM      index, inside that unit, of the item it is running.
  *   FINISHED  seq of the unit it answered last.
  *   LOADING   id of the task function it is importing or compiling (0: none).
+ *   GATE      seq of the unit the worker entered last: it moves it from
+ *             seq - 1 to seq (compare-and-swap) before anything else of the
+ *             unit. A parent that means to end the worker because of unit
+ *             seq (its time limit, an abort) swaps it from seq to CLOSED
+ *             first: if that fails, the worker has moved on and is left
+ *             alone; if it works, the worker cannot enter another unit (it
+ *             waits at the gate), so the kill ends unit seq and no other.
+ *             Had seq finished meanwhile (FINISHED), the parent opens the
+ *             gate again (stores seq) instead of killing.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -48,6 +57,9 @@ export const STARTED = 1;
 export const ITEM = 2;
 export const FINISHED = 3;
 export const LOADING = 4;
+export const GATE = 5;
+/** GATE while the parent ends the worker because of the unit it is in. */
+export const CLOSED = -1;
 export const CANCEL = 16;
 const INT_BYTES = 4096;
 

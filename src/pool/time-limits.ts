@@ -6,19 +6,34 @@
  * A limit counts from the task's start in its worker (ITEM_START, written
  * before STARTED, per item of a chunk; protocol.ts), on a clock all
  * processes share. A timed task not started yet cannot run out before
- * now + its limit, which is when it is looked at again.
+ * now + its limit, which is when it is looked at again. A running task
+ * keeps its limit after its call has settled (another task of its map
+ * failed): it would otherwise hold its worker for as long as it runs.
+ *
+ * Ending the worker goes through the gate of protocol.ts (the `end`
+ * given): a task that ends just as its limit runs out is never mistaken
+ * for the one after it.
  */
 import { TimeoutError } from '../errors.js';
 import { ITEM, ITEM_START, monoNow } from './protocol.js';
 import { UnitState, unitLabel, type Unit } from './task-queue.js';
 import type { WorkerHandle } from './worker-handle.js';
 
+/** Ends `w` because of `unit` (failing it with `error`) if `w` is still in that unit; whether it did. */
+export type EndWorker = (w: WorkerHandle, unit: Unit, error: unknown) => boolean;
+
 export class TimeLimits {
   private timer: NodeJS.Timeout | null = null;
   private at = Infinity;
 
-  /** @param workers the pool's live workers (the dispatcher's set, read at each check). */
-  constructor(private readonly workers: ReadonlySet<WorkerHandle>) {}
+  /**
+   * @param workers the pool's live workers (the dispatcher's set, read at each check).
+   * @param end how a worker is ended for a task past its limit.
+   */
+  constructor(
+    private readonly workers: ReadonlySet<WorkerHandle>,
+    private readonly end: EndWorker,
+  ) {}
 
   /** Makes sure a check runs by `at` (a `monoNow()` time). */
   watch(at: number): void {
@@ -48,18 +63,19 @@ export class TimeLimits {
       if (w.timed === 0 || w.dead || w.deliberate) continue;
       const front = w.front();
       const frontRunning = front !== undefined && w.isRunning(front);
-      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && !front.call.settled && frontRunning) {
+      if (front && front.state === UnitState.Handed && front.call.timeout !== undefined && frontRunning) {
         const deadline = w.floats[ITEM_START]! + front.call.timeout;
         if (now >= deadline) {
-          w.end(front.seq, timeoutError(w, front));
-          continue;
+          if (this.end(w, front, timeoutError(w, front))) continue;
+          // It finished just now: its answer is on the way; the unit after it is looked at below.
+        } else {
+          next = Math.min(next, deadline);
         }
-        next = Math.min(next, deadline);
       }
       // Handed but not started (the front too, when its worker has not begun it yet: still starting, or
       // between two items): it cannot run out before now + its limit, so look again then.
       for (const unit of w.unanswered()) {
-        if ((unit !== front || !frontRunning) && unit.state === UnitState.Handed && unit.call.timeout !== undefined && !unit.call.settled) {
+        if ((unit !== front || !frontRunning) && unit.state === UnitState.Handed && unit.call.timeout !== undefined) {
           next = Math.min(next, now + unit.call.timeout);
         }
       }

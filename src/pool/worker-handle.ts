@@ -9,7 +9,7 @@ import type { StartMethod } from '../process/start-method.js';
 import { markSelfContained, type TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { makeRawArray } from '../sharedctypes/array.js';
-import { CONTROL_DOUBLES, FINISHED, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
+import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { WORKER_MODULE, WORKER_RUNNER, type WorkerConfig } from './worker-loop.js';
 
@@ -70,6 +70,8 @@ export class WorkerHandle {
   reading = false;
   /** Set when the pool ends it on purpose (a timeout, an abort, terminate). */
   deliberate: Deliberate | null = null;
+  /** Being ended on purpose, its units dealt with already: it holds no slot and takes nothing (dispatcher `release`). */
+  released = false;
   /** Units handed to it that carry a timeout. */
   timed = 0;
   /** The initializer's error, when it sent one. */
@@ -230,6 +232,36 @@ export class WorkerHandle {
       this.blocked = false;
       then();
     });
+  }
+
+  /**
+   * Ends the worker because of unit `seq` if it is still in it: closes its
+   * gate (protocol.ts) so it cannot enter another unit, then kills it —
+   * unless the unit finished meanwhile, when the gate opens again. True
+   * when it was ended.
+   */
+  endIn(seq: number, error: unknown): boolean {
+    if (this.dead || this.released || this.deliberate) return false;
+    const ints = this.ints;
+    if (Atomics.compareExchange(ints, GATE, seq | 0, CLOSED) !== (seq | 0)) return false;
+    if (Atomics.load(ints, FINISHED) >= seq) {
+      Atomics.store(ints, GATE, seq | 0);
+      Atomics.notify(ints, GATE);
+      return false;
+    }
+    this.end(seq, error);
+    return true;
+  }
+
+  /**
+   * Keeps this process alive until the worker has exited. For a worker
+   * retired by maxtasksperchild: it holds no unit once it has answered
+   * its last, so nothing else would keep the process alive until its
+   * replacement starts, and the calls waiting for that would be lost.
+   */
+  holdUntilEnd(): void {
+    const watch = watchEnd(this.process);
+    void this.ended.then(() => watch.done());
   }
 
   /** Ends the worker on purpose; `error` is what `seq`'s unit fails with (the others go to other workers). */

@@ -12,18 +12,29 @@
  * loop (a short spin, then an async futex wait), and a long run of sync
  * units yields to it every few milliseconds, so timers and a thread's
  * `terminate()` are served.
+ *
+ * An error that escapes from a task's async work (an uncaught exception
+ * in a timer or callback, a rejection nobody handles) would end a Node
+ * process or thread, and with it the task running then, reported as a
+ * WorkerLostError without the error. Instead it fails the async task being
+ * awaited when it fires (UncaughtError, the escaped error its cause); with
+ * none, it is written to stderr and the worker goes on, as Python's
+ * worker reports an error of a thread a task left behind and goes on.
  */
-import { SerializationError } from '../errors.js';
+import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
 import { encode, abandon, cloneError } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { SimpleQueue } from '../queue/queue.js';
 import { resolveTarget } from '../process/child.js';
+import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
 import { toRecord } from './remote-error.js';
 import {
+  CLOSED,
   FINISHED,
+  GATE,
   ITEM,
   ITEM_START,
   LOADING,
@@ -81,6 +92,44 @@ function safeRecord(thrown: unknown): ReturnType<typeof toRecord> {
 /** How long a stopped worker may linger on handles its tasks left open before it exits. */
 const STOPPED_GRACE_MS = 500;
 
+/** The V8 bytes of an Ok envelope of `value`; throws a SerializationError naming `path` when it cannot travel. */
+function okEnvelope(value: unknown, path: string): Uint8Array {
+  const encoded = encode(value, path, { crossProcess: true });
+  let bytes: Uint8Array;
+  try {
+    bytes = serializer().serialize([Status.Ok, encoded.value]);
+  } catch (err) {
+    abandon(encoded);
+    throw cloneError(encoded.value, path, err as Error);
+  }
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Throws what `okEnvelope` would for `value`, keeping nothing (its references are given back). */
+function checkTravels(value: unknown, path: string): void {
+  const encoded = encode(value, path, { crossProcess: true });
+  try {
+    serializer().serialize(encoded.value);
+  } catch (err) {
+    throw cloneError(encoded.value, path, err as Error);
+  } finally {
+    abandon(encoded);
+  }
+}
+
+function asSerializationError(err: unknown): SerializationError {
+  return err instanceof SerializationError ? err : new SerializationError(String((err as Error)?.message ?? err), { cause: err });
+}
+
+/** How an escaped error is shown on stderr, never throwing. */
+function describeEscaped(err: unknown): string {
+  try {
+    return err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
+  } catch {
+    return '(a value that could not be described)';
+  }
+}
+
 /** A copy in a buffer of its own (a Buffer's `slice` would be a view). */
 function copyBytes(bytes: Uint8Array): Uint8Array {
   return Uint8Array.prototype.slice.call(bytes);
@@ -110,6 +159,8 @@ class Worker {
   private readonly fns = new Map<number, Function | { failed: unknown }>();
   private seq = 0;
   private lastYield = performance.now();
+  /** Fails the async unit being awaited (an error escaped from async work); null when none is. */
+  private failRunning: ((error: unknown) => void) | null = null;
 
   constructor(private readonly config: WorkerConfig) {
     this.tasks = config.tasks.channel;
@@ -118,6 +169,8 @@ class Worker {
   }
 
   async run(): Promise<void> {
+    process.on('uncaughtException', (err) => this.escaped(err, 'an uncaught exception'));
+    process.on('unhandledRejection', (reason) => this.escaped(reason, 'an unhandled promise rejection'));
     if (!(await this.initialize())) return;
     Atomics.store(this.ints, STATE, WorkerState.Ready);
     for (;;) {
@@ -147,6 +200,26 @@ class Worker {
         if (pending) await pending;
       }
     }
+  }
+
+  /** An error that escaped from async work: it fails the async unit being awaited, or is reported. */
+  private escaped(error: unknown, what: string): void {
+    const fail = this.failRunning;
+    if (fail) {
+      this.failRunning = null;
+      fail(
+        new UncaughtError(
+          `${what} escaped from async work (a timer, a callback or a promise nobody awaited) while this task ran; ` +
+            `the task fails with it as its cause, and the worker goes on`,
+          { cause: error },
+        ),
+      );
+      return;
+    }
+    process.stderr.write(
+      `${currentProcess().name}: ${what} escaped from async work of a task that had ended (a timer, a callback or a promise nobody awaited); ` +
+        `no task was running to fail with it, so the worker goes on:\n${describeEscaped(error)}\n`,
+    );
   }
 
   /** Runs the initializer; false (after telling the parent why) when it failed. */
@@ -183,6 +256,10 @@ class Worker {
   private unit(op: Op, id: number, payload: unknown): Promise<void> | undefined {
     const seq = ++this.seq;
     const ints = this.ints;
+    // The gate first (protocol.ts): CLOSED only while the parent decides to
+    // end this worker for the unit before; it opens the gate again or kills.
+    const before = (seq - 1) | 0;
+    while (Atomics.compareExchange(ints, GATE, before, seq | 0) !== before) Atomics.wait(ints, GATE, CLOSED, 20);
     // ITEM_START before STARTED: a parent that sees this unit started reads its start, not the last one's.
     const start = monoNow();
     this.floats[ITEM_START] = start;
@@ -207,13 +284,20 @@ class Worker {
   }
 
   private async settle(seq: number, op: Op, pending: PromiseLike<unknown>): Promise<void> {
+    let ok = true;
     let value: unknown;
     try {
-      value = await pending;
+      // An escaped error (see `escaped`) settles it too; the task's own outcome, if it ever comes, is then ignored.
+      value = await new Promise((resolve, reject) => {
+        this.failRunning = reject;
+        pending.then(resolve, reject);
+      });
     } catch (err) {
-      return this.answer(seq, op, false, err);
+      ok = false;
+      value = err;
     }
-    return this.answer(seq, op, true, value);
+    this.failRunning = null;
+    return this.answer(seq, op, ok, value);
   }
 
   /** Records the end, sends the answer, and now and then lets the event loop run. */
@@ -221,7 +305,7 @@ class Worker {
     this.floats[timeSlot(seq) + 1] = monoNow();
     // A chunk of one item answers with its value alone, bare when it can be (the parent knows the chunk's size).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
-    else if (ok) this.postValue(value, op === Op.Apply ? 'the result' : 'the results');
+    else if (ok) this.postValue(value, op !== Op.Apply);
     else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
@@ -256,26 +340,39 @@ class Worker {
     return star ? fn(...(arg as unknown[])) : fn(arg);
   }
 
-  /** Answers with a value: bare when the channel carries it by hand, else in an envelope. */
-  private postValue(value: unknown, path: string): void {
+  /**
+   * Answers with a value (a chunk's: the array of its items' values): bare
+   * when the channel carries it by hand, else in an envelope. One that
+   * cannot travel is answered Unsendable with the item of the chunk it is
+   * (the parent names the task by its index in the whole call) and the
+   * path inside that item's result.
+   */
+  private postValue(value: unknown, chunk: boolean): void {
     if (isBare(value)) {
       this.put(value);
       return;
     }
+    let bytes: Uint8Array;
     try {
-      const encoded = encode(value, path, { crossProcess: true });
-      let bytes: Uint8Array;
-      try {
-        bytes = serializer().serialize([Status.Ok, encoded.value]);
-      } catch (err) {
-        abandon(encoded);
-        throw cloneError(encoded.value, path, err as Error);
-      }
-      this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      bytes = okEnvelope(value, chunk ? 'the results' : 'the result');
     } catch (err) {
-      const refused = err instanceof SerializationError ? err : new SerializationError(String((err as Error)?.message ?? err), { cause: err });
-      this.post(Status.Unsendable, toRecord(refused), -1);
+      let refused = err;
+      let item = -1;
+      if (chunk) {
+        const values = value as unknown[];
+        for (let k = 0; k < values.length && item < 0; k++) {
+          try {
+            checkTravels(values[k], 'the result');
+          } catch (itemErr) {
+            refused = itemErr;
+            item = k;
+          }
+        }
+      }
+      this.post(Status.Unsendable, safeRecord(asSerializationError(refused)), item);
+      return;
     }
+    this.put(bytes);
   }
 
   private post(status: Status, payload: unknown, item: number): void {

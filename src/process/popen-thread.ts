@@ -5,8 +5,9 @@
  * reads exit codes the same way under both start methods. Under tsx it may
  * be a warm spare, started before (spares.ts), handed its spec as a message.
  */
-import type { Worker, WorkerOptions } from 'node:worker_threads';
-import { workerThreads } from '../builtins.js';
+import type { ResourceLimits, Worker, WorkerOptions } from 'node:worker_threads';
+import { v8, workerThreads } from '../builtins.js';
+import { nodeOptionTokens } from './preloads.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { deferFilePreloads, withoutTsx, type DeferredPreload } from './ts-children.js';
 import { tsxApi } from './tsx.js';
@@ -40,9 +41,48 @@ function withPreloads(spec: ChildSpec): ChildSpec {
   return deferred.length > 0 ? { ...spec, preloads: deferred } : spec;
 }
 
+/** V8's options that set every isolate's heap limit, and the MiB they give, from our `execArgv` and `NODE_OPTIONS`. */
+function processHeapOptions(): { names: string[]; mb: number } | null {
+  const tokens = [...nodeOptionTokens(process.env['NODE_OPTIONS'] ?? ''), ...process.execArgv];
+  const found = new Map<string, number>();
+  for (let i = 0; i < tokens.length; i++) {
+    const match = /^--(max[-_]old[-_]space[-_]size|max[-_]heap[-_]size)(?:=(.*))?$/.exec(tokens[i]!);
+    if (!match) continue;
+    const mb = Number(match[2] ?? tokens[++i]);
+    if (mb > 0) found.set(match[1]!.replace(/_/g, '-'), mb);
+  }
+  if (found.size === 0) return null;
+  return { names: [...found.keys()], mb: found.get('max-old-space-size') ?? found.get('max-heap-size')! };
+}
+
+/** The heap limit (MiB) threads without one of their own keep, once the process's option was cleared (null: not cleared). */
+let processHeapMb: number | null = null;
+let heapOptionsRead = false;
+
+/**
+ * A thread's `resourceLimits`. V8 lets `--max-old-space-size` (and
+ * `--max-heap-size`), options of the whole process, override the limits
+ * of every Worker made while they are set, so a `heapLimitMb` would be
+ * ignored. The first thread with a limit of its own clears them (the
+ * process's own heap was sized at its start); threads made after that
+ * without one are given the process's limit explicitly, as before.
+ */
+function threadResourceLimits(heapLimitMb: number | undefined): ResourceLimits | undefined {
+  if (heapLimitMb && !heapOptionsRead) {
+    heapOptionsRead = true;
+    const options = processHeapOptions();
+    if (options) {
+      for (const name of options.names) v8().setFlagsFromString(`--${name}=0`);
+      processHeapMb = options.mb;
+    }
+  }
+  if (heapLimitMb) return { maxOldGenerationSizeMb: heapLimitMb };
+  return processHeapMb === null ? undefined : { maxOldGenerationSizeMb: processHeapMb };
+}
+
 function newWorker(workerData: ChildSpec | SpareData, limits?: ChildLimits): Worker {
   const { Worker } = workerThreads();
-  const resourceLimits = limits?.heapLimitMb ? { maxOldGenerationSizeMb: limits.heapLimitMb } : undefined;
+  const resourceLimits = threadResourceLimits(limits?.heapLimitMb);
   const options = (): WorkerOptions => ({ workerData, execArgv: workerExecArgv(), resourceLimits });
   try {
     return new Worker(BOOTSTRAP_URL, options());
