@@ -7,6 +7,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
+import { inspect } from 'node:util';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -166,6 +168,46 @@ describe('cluster Pool', { skip }, () => {
     assert.equal(out.trim(), '42');
   });
 
+  it('abort listeners leave a long-lived signal once their calls settle; bad pool names are refused', async () => {
+    const pool = new ctx.Pool();
+    const signal = new AbortController().signal;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => pool.applyAsync(add, [i, 1], { signal })));
+    await pool.map(square, [1, 2, 3], 1, { signal });
+    assert.equal(getEventListeners(signal, 'abort').length, 0);
+    assert.throws(() => new ctx.Pool(1, { name: 'a}b:c' }), (e: Error) => e instanceof mp.ValueError && /name/.test(e.message));
+    pool.close();
+    await pool.join();
+  });
+
+  it('imap: concurrent next() calls resolve in order; close() + join() waits for the batches in flight', async () => {
+    const pool = new ctx.Pool();
+    const it = pool.imap(square, [1, 2, 3, 4], 1);
+    const [a, b, c] = await Promise.all([it.next(), it.next(), it.next()]);
+    assert.deepEqual([a.value, b.value, c.value], [1, 4, 9]);
+    pool.close();
+    const joined = pool.join();
+    const d = await it.next();
+    assert.equal(d.value, 16);
+    await joined;
+    assert.equal((await it.next()).done, true);
+  });
+
+  it('ctx.close() with a call pending rejects it at once with a ClusterError', async () => {
+    const own = mp.getContext(redis.url as `redis://${string}`, { connectTimeoutMs: 4000 });
+    const pool = new own.Pool();
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pending = pool.apply(marked, [1, 1500, dir]);
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      const t0 = Date.now();
+      own.close();
+      await assert.rejects(pending, (e: Error) => e instanceof mp.ClusterError && /closed/.test(e.message));
+      assert.ok(Date.now() - t0 < 1000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('terminate() fails pending calls at once', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
     try {
@@ -276,6 +318,68 @@ describe('cluster Pool faults', { skip }, () => {
     }
   });
 
+  it("a signal to the worker's whole process group (Ctrl-C, a service stop) drains it: its 'process' children do not die with it, the task is delivered", async () => {
+    await using redis = await startRedis();
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    // Its own group, as a terminal's foreground job or a service is.
+    const child = spawn(process.execPath, [CLI, 'worker', '--cluster', redis.url, '--module', TASKS, '--concurrency', '1', '--start-method', 'process'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    try {
+      let out = '';
+      const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal!)));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d) => {
+          out += d;
+          if (out.includes('serving pool')) resolve();
+        });
+        child.once('exit', () => reject(new Error(`worker exited early: ${out}`)));
+      });
+      const pool = new ctx.Pool();
+      const running = pool.apply(marked, [5, 1000, dir]);
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      process.kill(-child.pid!, 'SIGINT');
+      assert.equal(await running, 5);
+      assert.equal(await exited, 0);
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('Redis gone for good: a pending call, stats() and join() end with a ClusterError or return, in bounded time', async () => {
+    const redis = await startRedis();
+    const worker = await startWorker(redis.url);
+    const ctx = mp.getContext(redis.url as `redis://${string}`, { connectTimeoutMs: 500 });
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const pending = pool.apply(marked, [1, 60_000, dir]);
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      worker.child.kill('SIGKILL');
+      await redis.stop();
+      const t0 = Date.now();
+      await assert.rejects(pool.stats(), (e: Error) => e instanceof mp.ClusterError);
+      await assert.rejects(pending, (e: Error) => e instanceof mp.ClusterError && /unreachable/.test(e.message));
+      assert.ok(Date.now() - t0 < 10_000, `rejected after ${Date.now() - t0} ms`);
+      pool.close();
+      await pool.join();
+    } finally {
+      ctx.close();
+      worker.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('past its attempt limit a batch fails with WorkerLostError', async () => {
     await using redis = await startRedis();
     const first = await startWorker(redis.url);
@@ -323,11 +427,11 @@ describe('cluster Pool faults', { skip }, () => {
   it('an unreachable URL and a wrong password are clear errors that never show the password', async () => {
     await using redis = await startRedis({ password: 's3cret' });
     const wrong = mp.getContext(`redis://:wrong-pass@127.0.0.1:${redis.port}/0`);
-    await assert.rejects(new wrong.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /refused the credentials|WRONGPASS|NOAUTH/i.test(e.message) && !e.message.includes('wrong-pass'));
+    await assert.rejects(new wrong.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /refused the credentials|WRONGPASS|NOAUTH/i.test(e.message) && !inspect(e, { depth: 10 }).includes('wrong-pass'));
     wrong.close();
     const started = Date.now();
     const nowhere = mp.getContext('redis://:topsecret@127.0.0.1:1/0', { connectTimeoutMs: 1000 });
-    await assert.rejects(new nowhere.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0/.test(e.message) && !e.message.includes('topsecret'));
+    await assert.rejects(new nowhere.Pool().apply(add, [1, 2]), (e: Error) => e instanceof mp.ClusterError && /cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0/.test(e.message) && !inspect(e, { depth: 10 }).includes('topsecret'));
     assert.ok(Date.now() - started < 5000, 'within the connect timeout');
     nowhere.close();
     assert.throws(() => mp.getContext('redis://h:1/x' as 'redis://'), (e: Error) => e instanceof mp.ValueError && /database number/.test(e.message));

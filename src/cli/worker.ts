@@ -72,6 +72,7 @@ export async function worker(args: readonly string[]): Promise<number> {
   const concurrency = positiveInteger(options.get('concurrency') as string | undefined, 'concurrency');
   const visibility = positiveInteger(options.get('visibility-timeout') as string | undefined, 'visibility-timeout', 100);
   const pool = (options.get('pool') as string | undefined) ?? 'default';
+  if (!/^[A-Za-z0-9_.\-/@]{1,200}$/.test(pool)) throw usageError(`--pool must be 1–200 letters, digits or _ . - / @, got ${JSON.stringify(pool)}`, COMMAND);
 
   // A closed terminal or pipe must not end a worker that holds tasks.
   process.stdout.on('error', () => {});

@@ -63,7 +63,7 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
   let lastError: Error | null = null;
   client.on('error', (err: Error) => (lastError = err));
   const failure = (err: unknown) =>
-    new ClusterError(`cannot connect to ${url.redacted} within ${timeout} ms: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    new ClusterError(`cannot connect to ${url.redacted} within ${timeout} ms: ${(err as Error)?.message ?? String(err)}`, { cause: sanitized(err) });
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -79,7 +79,7 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     // A refused AUTH closes the connection: the reason is the error event's, not the rejection's.
     const err = (lastError as Error | null) ?? thrown;
     if ((err as Error)?.message?.match(/NOAUTH|WRONGPASS|invalid password|ERR AUTH/i)) {
-      throw new ClusterError(`${url.redacted} refused the credentials: ${(err as Error).message}`, { cause: err });
+      throw new ClusterError(`${url.redacted} refused the credentials: ${(err as Error).message}`, { cause: sanitized(err) });
     }
     throw failure(err);
   } finally {
@@ -100,6 +100,7 @@ export class ClusterClients {
   #runId: string | null = null;
   readonly #restartListeners = new Set<() => void>();
   #closed = false;
+  readonly #closeListeners = new Set<() => void>();
   /** Calls in flight that need the process kept alive (`hold()`); at 0 every socket is unref'd. */
   #holds = 0;
 
@@ -110,7 +111,8 @@ export class ClusterClients {
 
   /** The shared command connection (auto-pipelined). */
   command(): Promise<Redis> {
-    this.#checkOpen();
+    // A rejected promise, never a throw: callers chain `.then()` on it.
+    if (this.#closed) return Promise.reject(this.#closedError());
     if (!this.#command) {
       this.#command = this.#open('command').then(async (client) => {
         this.#runId = await runId(client);
@@ -127,7 +129,7 @@ export class ClusterClients {
 
   /** A connection of its own, for a blocking reader; closed with this object or by the caller. */
   blockingClient(role: string): Promise<Redis> {
-    this.#checkOpen();
+    if (this.#closed) return Promise.reject(this.#closedError());
     return this.#open(role);
   }
 
@@ -155,9 +157,18 @@ export class ClusterClients {
 
   /** Ends every connection this object opened. */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
     for (const client of this.#opened) client.disconnect();
     this.#opened.clear();
+    for (const listener of this.#closeListeners) listener();
+    this.#closeListeners.clear();
+  }
+
+  /** Calls `listener` once when this object is closed (pending work then fails instead of waiting). */
+  onClose(listener: () => void): () => void {
+    this.#closeListeners.add(listener);
+    return () => this.#closeListeners.delete(listener);
   }
 
   get closed(): boolean {
@@ -192,9 +203,43 @@ export class ClusterClients {
     this.#runId = id;
   }
 
-  #checkOpen(): void {
-    if (this.#closed) throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
+  #closedError(): ClusterError {
+    return new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
   }
+}
+
+/**
+ * A Redis call that gives up after `ms`: ioredis queues commands while it
+ * reconnects (maxRetriesPerRequest is off), which would wait forever for a
+ * Redis that does not come back. The command may still run later.
+ */
+export async function bounded<T>(call: Promise<T>, ms: number, what: string, url: ClusterUrl): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      call,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new ClusterError(`${what}: no answer from ${url.redacted} within ${ms} ms (Redis unreachable?); what it asked may still happen`)), ms);
+        timer.unref?.();
+      }),
+    ]);
+  } catch (err) {
+    throw err instanceof ClusterError ? err : new ClusterError(`${what} on ${url.redacted}: ${(err as Error)?.message ?? err}`, { cause: sanitized(err) });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A client error fit to keep as a cause: ioredis' errors carry the command
+ * with its arguments (`AUTH user password`), which util.inspect would print.
+ */
+export function sanitized(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const copy = new Error(err.message);
+  copy.name = err.name;
+  copy.stack = err.stack;
+  return copy;
 }
 
 /** Refs or unrefs a connection's socket and its reconnect timer (an idle client whose Redis went away must not keep the process alive retrying). */

@@ -26,8 +26,8 @@ import { ClusterError, SerializationError, StateError, ValueError } from '../../
 import { AsyncResult, SETTLE, type ResultCallbacks } from '../../pool/async-result.js';
 import { ChunkSource, checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from '../../pool/chunking.js';
 import { pack, unpack, unpackError } from '../codec.js';
-import { randomName } from '../keys.js';
-import type { ClusterClients } from '../redis.js';
+import { checkName, randomName } from '../keys.js';
+import { bounded, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
 import { DEFAULT_MAX_ATTEMPTS, fingerprint, MAX_COALESCED, PoolKeys, WORKER_TTL_MS } from './protocol.js';
 import { Submitter, type BatchResult } from './submitter.js';
 import { readWorkers, type ClusterWorkerInfo } from './workers.js';
@@ -103,6 +103,8 @@ export class ClusterPool {
   /** `applyAsync` calls of this tick, by batch key, written together. */
   #coalescing = new Map<string, { fields: (string | Buffer)[]; args: unknown[][]; sinks: Sink[]; signals: (AbortSignal | undefined)[] }>();
   #slotsCache: { at: number; slots: number } | null = null;
+  /** The longest one Redis call of this pool waits (the context's connect timeout). */
+  readonly #callTimeoutMs: number;
 
   /** @internal Made by a cluster context. */
   constructor(clients: ClusterClients, processes?: number | null, options: ClusterPoolOptions = {}) {
@@ -120,10 +122,11 @@ export class ClusterPool {
     const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ValueError(`maxAttempts must be a positive integer, got ${describe(maxAttempts)}`);
     this.#clients = clients;
-    this.#keys = new PoolKeys(options.name ?? 'default');
+    this.#keys = new PoolKeys(checkName(options.name ?? 'default', 'a cluster Pool'));
     this.#processes = processes ?? null;
     this.#maxAttempts = maxAttempts;
     this.#submitter = new Submitter(clients, this.#keys, randomName());
+    this.#callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   }
 
   /** The pool's name, which its workers serve. */
@@ -193,7 +196,7 @@ export class ClusterPool {
     try {
       const redis = await this.#clients.command();
       return {
-        workers: await readWorkers(redis, this.#keys),
+        workers: await bounded(readWorkers(redis, this.#keys), this.#callTimeoutMs, 'stats()', this.#clients.url),
         pendingBatches: this.#submitter.pendingCount,
         completed: this.#completed,
         failed: this.#failed,
@@ -332,9 +335,12 @@ export class ClusterPool {
    */
   #submitBatch(fields: (string | Buffer)[], args: unknown[][], sink: Sink, signals: readonly (AbortSignal | undefined)[] = []): number {
     const settled = new Array<boolean>(args.length).fill(false);
+    /** Abort listeners by task, removed when the task settles (a long-lived signal must not collect them). */
+    const unlisten: (() => void)[] = [];
     const give = (i: number, o: Outcome) => {
       if (settled[i]) return;
       settled[i] = true;
+      unlisten[i]?.();
       sink(i, o);
     };
     const failAll = (error: unknown) => args.forEach((_, i) => give(i, { ok: false, value: error }));
@@ -361,8 +367,9 @@ export class ClusterPool {
         live.delete(i);
         if (live.size === 0) this.#submitter.drop([seq]);
       };
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      unlisten[i] = () => signal.removeEventListener('abort', onAbort);
     });
     if (this.#state === 'terminated') failAll(new StateError('the pool was terminated'));
     return seq;
@@ -394,7 +401,7 @@ export class ClusterPool {
     if (this.#slotsCache && now - this.#slotsCache.at < WORKER_TTL_MS) return this.#slotsCache.slots;
     let slots = 0;
     try {
-      const workers = await readWorkers(await this.#clients.command(), this.#keys);
+      const workers = await bounded(readWorkers(await this.#clients.command(), this.#keys), this.#callTimeoutMs, 'reading the workers', this.#clients.url);
       slots = workers.reduce((s, w) => s + w.concurrency, 0);
     } catch {
       // Unknown: the local machine's count below.
@@ -434,14 +441,16 @@ export class ClusterPool {
       if (argLists.length === 0) return resolve([]);
       const seqs: number[] = [];
       let failed = false;
+      const onAbort = () => fail(signal!.reason);
       const fail = (err: unknown) => {
         if (failed) return;
         failed = true;
+        signal?.removeEventListener('abort', onAbort);
         this.#submitter.drop(seqs);
         reject(err);
       };
-      signal?.addEventListener('abort', () => fail(signal.reason), { once: true });
       if (signal?.aborted) return fail(signal.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
       for (let start = 0; start < argLists.length && !failed; start += chunk) {
         const base = start;
         seqs.push(
@@ -451,7 +460,10 @@ export class ClusterPool {
             results[base + i] = outcome.value;
             done++;
             if (onProgress) onProgress(done, argLists.length);
-            if (done === argLists.length) resolve(results);
+            if (done === argLists.length) {
+              signal?.removeEventListener('abort', onAbort);
+              resolve(results);
+            }
           }),
         );
       }
@@ -492,7 +504,7 @@ export class ClusterPool {
         }
         const base = total;
         total += items.length;
-        inFlight++;
+        if (inFlight++ === 0) pool.#begin(); // join() waits for the batches in flight
         let left = items.length;
         let seq = -1;
         seq = pool.#submitBatch(head, items.map((x) => [x]), (i, outcome) => {
@@ -502,7 +514,7 @@ export class ClusterPool {
           done++;
           if (onProgress) onProgress(done, sourceDone ? total : (undefined as unknown as number));
           if (--left === 0) {
-            inFlight--;
+            if (--inFlight === 0) pool.#end();
             seqs.delete(seq);
           }
           notify();
@@ -511,21 +523,34 @@ export class ClusterPool {
         if (source.done) sourceDone = true;
       }
     }
+    let queue: Promise<void> = Promise.resolve();
     const stop = () => {
       stopped = true;
       pool.#submitter.drop(seqs);
+      if (inFlight > 0) {
+        inFlight = 0;
+        pool.#end();
+      }
       notify();
     };
     signal?.addEventListener('abort', stop, { once: true });
     let sourceError: { error: unknown } | null = null;
     const iterator: AsyncIterableIterator<unknown> = {
-      async next(): Promise<IteratorResult<unknown>> {
-        pool.#begin();
-        try {
-          return await nextResult();
-        } finally {
-          pool.#end();
-        }
+      next(): Promise<IteratorResult<unknown>> {
+        // Calls queue: each next() resolves in order, after the one before it.
+        const turn = queue.then(async () => {
+          pool.#begin();
+          try {
+            return await nextResult();
+          } finally {
+            pool.#end();
+          }
+        });
+        queue = turn.then(
+          () => {},
+          () => {},
+        );
+        return turn;
       },
       async return(): Promise<IteratorResult<unknown>> {
         stop();

@@ -16,7 +16,8 @@
  * none are, so an idle pool keeps nothing alive.
  */
 import type { Redis } from 'ioredis';
-import type { ClusterClients } from '../redis.js';
+import { ClusterError } from '../../errors.js';
+import { bounded, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
 import { fieldsOf, GROUP, PoolKeys } from './protocol.js';
 
 /** A batch's fate, as the reader hands it over. */
@@ -43,6 +44,8 @@ export interface PendingBatch {
 
 /** How long one blocking read waits before it looks whether it should stop. */
 const READ_BLOCK_MS = 1000;
+/** Redis unreachable for this many connect timeouts (30 s by default): pending batches fail instead of waiting on. */
+const UNREACHABLE_TIMEOUTS = 6;
 
 export class Submitter {
   readonly #clients: ClusterClients;
@@ -56,12 +59,17 @@ export class Submitter {
   #readerClient: Redis | null = null;
   #stopped = false;
   readonly #unlistenRestart: () => void;
+  readonly #unlistenClose: () => void;
+  /** The longest one write may wait for Redis. */
+  readonly #callTimeoutMs: number;
 
   constructor(clients: ClusterClients, keys: PoolKeys, caller: string) {
     this.#clients = clients;
     this.#keys = keys;
     this.caller = caller;
+    this.#callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.#unlistenRestart = clients.onRestart(() => void this.#rewriteLost());
+    this.#unlistenClose = clients.onClose(() => void this.stop(new ClusterError(`the cluster context of ${clients.url.redacted} was closed with calls pending`)));
   }
 
   get pendingCount(): number {
@@ -71,6 +79,11 @@ export class Submitter {
   /** Writes one batch; its result goes to `batch.settle`. */
   submit(batch: Omit<PendingBatch, 'id' | 'fields'>, fields: (string | Buffer)[]): number {
     const seq = this.#nextBatch++;
+    if (this.#stopped) {
+      // Terminated (or its context closed) meanwhile: nothing more is written.
+      batch.fail(new ClusterError('the pool was terminated, or its cluster context closed, before this batch was written'));
+      return seq;
+    }
     const pending: PendingBatch = { ...batch, fields: ['c', this.caller, 'b', String(seq), ...fields], id: null };
     this.#pending.set(seq, pending);
     this.#write(seq, pending);
@@ -101,6 +114,7 @@ export class Submitter {
   async stop(reason?: unknown): Promise<void> {
     this.#stopped = true;
     this.#unlistenRestart();
+    this.#unlistenClose();
     const left = [...this.#pending.values()];
     this.drop([...this.#pending.keys()]);
     if (reason !== undefined) for (const batch of left) batch.fail(reason);
@@ -109,7 +123,7 @@ export class Submitter {
     if (this.#clients.closed) return;
     try {
       const redis = await this.#clients.command();
-      await redis.del(this.#keys.results(this.caller));
+      await bounded(redis.del(this.#keys.results(this.caller)), this.#callTimeoutMs, 'removing the results stream', this.#clients.url);
     } catch {
       // The stream expires by itself.
     }
@@ -118,7 +132,7 @@ export class Submitter {
   #write(seq: number, batch: PendingBatch): void {
     this.#clients
       .command()
-      .then((redis) => redis.xadd(this.#keys.tasks, '*', ...(batch.fields as string[])))
+      .then((redis) => bounded(redis.xadd(this.#keys.tasks, '*', ...(batch.fields as string[])), this.#callTimeoutMs, 'writing a batch', this.#clients.url))
       .then((id) => {
         if (this.#pending.get(seq) === batch) batch.id = id;
         else if (id) void this.#clients.command().then((r) => r.xdel(this.#keys.tasks, id)); // dropped meanwhile
@@ -151,15 +165,33 @@ export class Submitter {
       return;
     }
     const key = this.#keys.results(this.caller);
+    let unreachableSince: number | null = null;
+    const giveUpMs = UNREACHABLE_TIMEOUTS * this.#callTimeoutMs;
     while (!this.#stopped && this.#pending.size > 0) {
       let reply: [string, [string, Buffer[]][]][] | null;
       try {
-        reply = (await redis.xreadBuffer('COUNT', 1000, 'BLOCK', READ_BLOCK_MS, 'STREAMS', key, this.#lastId)) as unknown as
-          | [string, [string, Buffer[]][]][]
-          | null;
-      } catch {
-        if (this.#stopped) return;
-        // A dropped connection: ioredis reconnects and the next read resumes after #lastId.
+        reply = (await bounded(
+          redis.xreadBuffer('COUNT', 1000, 'BLOCK', READ_BLOCK_MS, 'STREAMS', key, this.#lastId),
+          READ_BLOCK_MS + this.#callTimeoutMs,
+          'reading results',
+          this.#clients.url,
+        )) as unknown as [string, [string, Buffer[]][]][] | null;
+        unreachableSince = null;
+      } catch (err) {
+        if (this.#stopped || this.#clients.closed) return;
+        // A dropped connection: ioredis reconnects and the next read resumes
+        // after #lastId. A Redis gone for good fails what waits, not forever.
+        unreachableSince ??= Date.now();
+        if (Date.now() - unreachableSince > giveUpMs) {
+          const reason = new ClusterError(
+            `${this.#clients.url.redacted} has been unreachable for ${Math.round(giveUpMs / 1000)} s; the pending tasks fail (they may still run if Redis comes back): ${(err as Error)?.message ?? err}`,
+          );
+          for (const [seq, batch] of this.#pending) {
+            this.#pending.delete(seq);
+            batch.fail(reason);
+          }
+          return;
+        }
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }

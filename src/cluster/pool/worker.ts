@@ -30,7 +30,7 @@ import { importAsTaskModule } from '../../process/current.js';
 import { Pool } from '../../pool/pool.js';
 import type { StartMethod } from '../../process/start-method.js';
 import { pack, packError, unpack } from '../codec.js';
-import { randomName } from '../keys.js';
+import { checkName, randomName } from '../keys.js';
 import { ClusterClients, type ClusterClientOptions } from '../redis.js';
 import { parseClusterUrl } from '../url.js';
 import { DEFAULT_VISIBILITY_MS, fieldsOf, fingerprint, GROUP, HEARTBEAT_MS, PoolKeys, RESULTS_TTL_MS } from './protocol.js';
@@ -92,7 +92,7 @@ export class ClusterWorker {
 
   private constructor(options: ClusterWorkerOptions, exports: Record<string, unknown>, module: string, local: Pool, clients: ClusterClients) {
     this.id = `${hostname()}-${process.pid}-${randomName().slice(0, 6)}`;
-    this.#keys = new PoolKeys(options.pool ?? 'default');
+    this.#keys = new PoolKeys(checkName(options.pool ?? 'default', 'the pool'));
     this.#clients = clients;
     this.#module = module;
     this.#exports = exports;
@@ -109,6 +109,7 @@ export class ClusterWorker {
    */
   static async start(options: ClusterWorkerOptions): Promise<ClusterWorker> {
     const url = parseClusterUrl(options.cluster);
+    checkName(options.pool ?? 'default', 'the pool');
     const visibility = options.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS;
     if (!Number.isFinite(visibility) || visibility < 100) throw new ValueError(`the visibility timeout must be at least 100 ms, got ${visibility}`);
     const module =
@@ -129,17 +130,29 @@ export class ClusterWorker {
       clients.close();
       throw new ClusterError(`cannot import the task module ${module}: ${(err as Error)?.message ?? err}`, { cause: err });
     }
-    const local = new Pool(options.concurrency, { context: options.startMethod ?? 'process', module });
+    const local = new Pool(options.concurrency, { context: options.startMethod ?? 'process', module, initializer: shieldFromGroupSignals });
     const worker = new ClusterWorker(options, exports, module, local, clients);
     worker.#release = release;
-    await worker.#ensureGroup(redis);
-    await worker.#beat();
+    try {
+      await worker.#ensureGroup(redis);
+      await worker.#beat();
+    } catch (err) {
+      local.terminate();
+      await local.join().catch(() => {});
+      release();
+      clients.close();
+      throw new ClusterError(`cannot serve pool '${worker.#keys.name}' on ${url.redacted}: ${(err as Error)?.message ?? err}`);
+    }
     worker.#timers.push(
       setInterval(() => void worker.#beat().catch((e) => worker.#warn('heartbeat', e)), HEARTBEAT_MS),
       setInterval(() => void worker.#refresh().catch((e) => worker.#warn('refresh', e)), Math.max(50, visibility / 3)),
       setInterval(() => void worker.#reclaim().catch((e) => worker.#warn('reclaim', e)), Math.max(50, visibility / 2)),
     );
-    worker.#readLoop = worker.#read();
+    worker.#readLoop = worker.#read().catch((err) => {
+      // Only opening the reader's connection can fail here (Redis gone); the worker stops.
+      if (worker.#accepting) worker.#warn('reading tasks', err);
+      void worker.kill();
+    });
     return worker;
   }
 
@@ -193,9 +206,12 @@ export class ClusterWorker {
     this.#local.close();
     await this.#local.join();
     try {
-      await removeHeartbeat(await this.#clients.command(), this.#keys, this.id);
+      const redis = await this.#clients.command();
+      await removeHeartbeat(redis, this.#keys, this.id);
+      // It holds nothing now (all acknowledged): its consumer entry goes too.
+      await redis.xgroup('DELCONSUMER', this.#keys.tasks, GROUP, this.id);
     } catch {
-      // The heartbeat expires by itself.
+      // The heartbeat expires by itself; a stale consumer entry costs nothing.
     }
     this.#reader?.disconnect();
     this.#clients.close();
@@ -271,9 +287,11 @@ export class ClusterWorker {
 
   /** Takes over batches whose worker went silent past the visibility timeout. */
   async #reclaim(): Promise<void> {
-    if (!this.#accepting || this.#capacity <= 0) return;
+    // Not gated on free capacity: the reader refills every free slot at once,
+    // so a gate would leave a dead worker's batches behind the whole backlog.
+    if (!this.#accepting) return;
     const redis = await this.#clients.command();
-    const [, entries, deleted] = (await (redis as unknown as BufferCommands).xautoclaimBuffer(this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', this.#capacity)) as unknown as [
+    const [, entries, deleted] = (await (redis as unknown as BufferCommands).xautoclaimBuffer(this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', Math.max(1, this.#capacity))) as unknown as [
       Buffer,
       [Buffer, Buffer[] | null][],
       Buffer[] | undefined,
@@ -291,6 +309,10 @@ export class ClusterWorker {
     this.#held.set(entry, { entry });
     void this.#runBatch(entry, fieldsOf(flat), deliveries)
       .catch((err) => {
+        if (err instanceof LeftForOthers) {
+          this.#warn('a batch', `${err.message} (${(err.cause as Error)?.message}); it runs again elsewhere after the visibility timeout`);
+          return;
+        }
         if (err instanceof WorkerBroken) {
           if (!this.failure) {
             this.failure = err.cause as Error;
@@ -339,12 +361,15 @@ export class ClusterWorker {
       if (argLists.length) {
         tasks = argLists.length;
         let broken: unknown = null;
+        let outsideKill: unknown = null;
         const outcomes = await Promise.all(
           argLists.map((args) =>
             this.#local.applyAsync(fn, args as never, { timeout }).then(
               (value): [boolean, unknown] => [true, value],
               (err): [boolean, unknown] => {
                 if (err instanceof BrokenPoolError) broken = err;
+                // Killed from outside (a signal to the whole group): not the task's fault; another worker runs it.
+                if (err instanceof WorkerLostError && OUTSIDE_SIGNALS.has((err as { exitCode?: number }).exitCode ?? 0)) outsideKill = err;
                 return [false, packError(err)];
               },
             ),
@@ -353,6 +378,7 @@ export class ClusterWorker {
         // This machine cannot run tasks (its local workers die at start):
         // the batch is left for other workers, and this one stops.
         if (broken) throw new WorkerBroken('local pool broken', { cause: broken });
+        if (outsideKill) throw new LeftForOthers('a local child was killed from outside', { cause: outsideKill });
         reply.push('r', packOutcomes(outcomes));
       }
     }
@@ -391,8 +417,25 @@ export class ClusterWorker {
   }
 }
 
+/**
+ * The local pool's initializer: a terminal's Ctrl-C, or a service manager's
+ * SIGTERM to the whole process group, reaches the local children too; they
+ * ignore it, so only the worker decides when they stop (it drains, then ends
+ * them). Runs by source in each child; a thread child has no signals of its own.
+ */
+function shieldFromGroupSignals(): void {
+  if (typeof process.send !== 'function') return;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(signal, () => {});
+}
+
+/** Exit codes of a local child that a signal from outside ended (SIGHUP, SIGINT, SIGQUIT, SIGTERM): not the task's doing. */
+const OUTSIDE_SIGNALS = new Set([-1, -2, -3, -15]);
+
 /** A batch this worker must not answer: its local pool is broken (the cause). */
 class WorkerBroken extends Error {}
+
+/** A batch left un-acknowledged, for another worker to take over after the visibility timeout. */
+class LeftForOthers extends Error {}
 
 /** The outcomes' bytes; a value that cannot be stored fails its own task only. */
 function packOutcomes(outcomes: [boolean, unknown][]): Buffer {

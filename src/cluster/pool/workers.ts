@@ -20,7 +20,7 @@ export interface ClusterWorkerInfo {
   readonly running: number;
   /** False once it was asked to stop and drains (takes no new work). */
   readonly accepting: boolean;
-  /** When it last said it was alive (ms since the epoch). */
+  /** When it last said it was alive (ms since the epoch, by Redis' clock). */
   readonly lastSeen: number;
 }
 
@@ -35,8 +35,17 @@ export interface WorkerRecord {
   accepting: boolean;
 }
 
+/**
+ * Redis' clock, in ms: heartbeats are scored and read by it, so a worker
+ * whose clock is off by seconds is still listed (and counted for chunking).
+ */
+async function serverNow(redis: Redis): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}
+
 export async function writeHeartbeat(redis: Redis, keys: PoolKeys, id: string, record: WorkerRecord): Promise<void> {
-  const now = Date.now();
+  const now = await serverNow(redis);
   await redis
     .multi()
     .zadd(keys.workers, now, id)
@@ -52,7 +61,7 @@ export async function removeHeartbeat(redis: Redis, keys: PoolKeys, id: string):
 }
 
 export async function readWorkers(redis: Redis, keys: PoolKeys): Promise<ClusterWorkerInfo[]> {
-  const now = Date.now();
+  const now = await serverNow(redis);
   const flat = await redis.zrangebyscore(keys.workers, now - WORKER_TTL_MS, '+inf', 'WITHSCORES');
   const ids: [string, number][] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) ids.push([flat[i]!, Number(flat[i + 1])]);
