@@ -190,6 +190,25 @@ describe('cluster Pool', { skip }, () => {
     assert.equal(d.value, 16);
     await joined;
     assert.equal((await it.next()).done, true);
+    // Breaking out of an endless input: it stops pulling (a bounded number of items taken).
+    const pool2 = new ctx.Pool(2);
+    let pulled = 0;
+    async function* endless() {
+      for (let i = 0; ; i++) {
+        pulled++;
+        yield i;
+      }
+    }
+    let seen = 0;
+    for await (const y of pool2.imapUnordered(square, endless())) {
+      assert.equal(typeof y, 'number');
+      if (++seen === 20) break;
+    }
+    const after = pulled;
+    assert.ok(after < 20 + 4 * 2 * 2 + 2, `pulled ${after} items for 20 results`);
+    pool2.close();
+    await pool2.join();
+    assert.equal(pulled, after, 'nothing pulled after the break');
   });
 
   it('ctx.close() with a call pending rejects it at once with a ClusterError', async () => {
