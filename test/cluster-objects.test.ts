@@ -6,7 +6,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
 import * as mp from '../src/index.js';
+import { redact } from '../src/cluster/url.js';
 import { startRedis, redisUnavailable, type RedisServer } from './redis.js';
 import * as fx from './fixtures/cluster-objects.js';
 
@@ -193,6 +195,60 @@ describe('cluster objects', { skip }, () => {
       await assert.rejects(q.taskDone(), (e: Error) => e instanceof mp.ValueError && /too many times/.test(e.message));
     });
 
+    it('JoinableQueue: a consumer that took two items at once, marked one done and was SIGKILLed loses neither: both are delivered again', async () => {
+      const q = new ctx.JoinableQueue<string>(0, { leaseMs: 400 });
+      const took = new ctx.Event();
+      await q.put('A');
+      await q.put('B');
+      const p = child('process', fx.takeTwoFinishOneAndHang, [q, took]);
+      assert.equal(await took.wait(20_000), true);
+      p.kill();
+      await joined(p);
+      // Which of the two the taskDone() meant cannot be told (one chain took both): neither was removed.
+      const again = [await q.get({ timeout: 5000 }), await q.get({ timeout: 5000 })];
+      assert.deepEqual(again.sort(), ['A', 'B'], 'the item still being worked on was not removed');
+      await q.taskDone();
+      await q.taskDone();
+      await q.join();
+    });
+
+    it('JoinableQueue: the late taskDone() of a consumer stopped past its lease (its item delivered again) counts nothing and says why; join() waits for the new holder', async () => {
+      const q = new ctx.JoinableQueue<string>(0, { leaseMs: 300 });
+      const took = new ctx.Event();
+      const go = new ctx.Event();
+      const result = new ctx.Queue<string>();
+      await q.put('job-1');
+      const p = child('process', fx.takeThenLateTaskDone, [q, took, go, result]);
+      try {
+        assert.equal(await took.wait(20_000), true);
+        process.kill(p.pid!, 'SIGSTOP');
+        assert.equal(await q.get({ timeout: 5000 }), 'job-1', 'delivered again while its first consumer is stopped');
+        process.kill(p.pid!, 'SIGCONT');
+        await go.set();
+        assert.match(await result.get({ timeout: 20_000 }), /^ClusterError: .*lease \(300 ms\) lapsed/);
+        assert.equal(await joined(p), 0);
+        const joining = q.join().then(() => 'resolved');
+        assert.equal(await Promise.race([joining, new Promise((r) => setTimeout(() => r('waiting'), 200))]), 'waiting', 'the late taskDone() did not count');
+        await q.taskDone();
+        assert.equal(await joining, 'resolved');
+      } finally {
+        if (p.isAlive()) process.kill(p.pid!, 'SIGCONT');
+      }
+    });
+
+    it('JoinableQueue: close() keeps the lease of items still held (no other consumer gets them) until their taskDone()', async () => {
+      const name = `jq-close-${process.pid}`;
+      const a = new ctx.JoinableQueue<string>(0, { name, leaseMs: 300 });
+      const b = new ctx.JoinableQueue<string>(0, { name, leaseMs: 300 });
+      await a.put('job');
+      assert.equal(await a.get(), 'job');
+      a.close();
+      // Over three leases: b applies the lapse rule all along, and must find a's lease renewed.
+      await assert.rejects(b.get({ timeout: 1000 }), mp.Empty);
+      await a.taskDone();
+      await b.join();
+    });
+
     it('Full, Empty, close(), and a Queue that travels through another Queue arrives live', async () => {
       const q = new ctx.Queue<unknown>(1);
       await q.put(1);
@@ -326,6 +382,47 @@ describe('cluster objects', { skip }, () => {
     }
   });
 
+  it('fencing tokens keep growing across a Redis restart that lost them and across unlink(), and stay safe integers', async () => {
+    const own = await startRedis();
+    const c = mp.getContext(own.url as `redis://${string}`);
+    try {
+      const lock = new c.Lock({ name: 'fenced' });
+      const tokens: number[] = [];
+      const take = async () => {
+        assert.equal(await lock.acquire({ timeout: 10_000 }), true);
+        tokens.push(lock.fencingToken!);
+        await lock.release();
+      };
+      await take();
+      await take();
+      await own.restart();
+      await take();
+      await lock.unlink();
+      await take();
+      for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i]! > tokens[i - 1]!, `token ${tokens[i]} after ${tokens[i - 1]}`);
+      assert.ok(tokens.every((t) => Number.isSafeInteger(t)), String(tokens));
+    } finally {
+      c.close();
+      await own.stop();
+    }
+  });
+
+  it('a refused password appears nowhere in the error, its causes included (util.inspect)', async () => {
+    const own = await startRedis({ password: 'right-one' });
+    const c = mp.getContext(`redis://:wrong-pass-XYZ@127.0.0.1:${own.port}/0`);
+    try {
+      const err = await new c.Lock().acquire().then(
+        () => assert.fail('acquired with a wrong password'),
+        (e: Error) => e,
+      );
+      assert.ok(err instanceof mp.ClusterError, String(err));
+      assert.ok(!inspect(err, { depth: 10 }).includes('wrong-pass-XYZ'), inspect(err, { depth: 10 }));
+    } finally {
+      c.close();
+      await own.stop();
+    }
+  });
+
   it('Redis restarting under a blocked get: the get completes after the reconnect; with Redis gone, a call rejects with a ClusterError in bounded time', async () => {
     const own = await startRedis();
     const c = mp.getContext(own.url as `redis://${string}`, { connectTimeoutMs: 1500 });
@@ -345,4 +442,11 @@ describe('cluster objects', { skip }, () => {
       await own.stop();
     }
   });
+});
+
+it('a cluster URL\'s passwords are masked in messages: the userinfo\'s and a query option\'s (?password=)', () => {
+  const shown = redact('redis://user:u-secret@h:6379/0?password=q-secret&sentinelPassword=s-secret&db=0&name=x');
+  assert.ok(!/u-secret|q-secret|s-secret/.test(shown), shown);
+  assert.match(shown, /name=x/);
+  assert.equal(redact('redis://h:6379/0?db=0'), 'redis://h:6379/0?db=0', 'a URL without a secret is left as it is');
 });

@@ -19,7 +19,7 @@ const SCHEMES = new Set(['redis:', 'rediss:']);
 export interface ClusterUrl {
   /** The URL as given (with its password), for the client. */
   readonly href: string;
-  /** The URL with its password replaced by `***`, for messages. */
+  /** The URL with its passwords (userinfo, and query options such as `?password=`) replaced by `***`, for messages. */
   readonly redacted: string;
 }
 
@@ -28,15 +28,25 @@ export function isClusterUrl(value: unknown): value is string {
   return typeof value === 'string' && /^rediss?:\/\//i.test(value);
 }
 
-/** The URL without its password. */
+/**
+ * Query options that hold secrets: ioredis takes every query option of the
+ * URL as a connection option (`?password=…`, `?sentinelPassword=…`).
+ */
+const SECRET_OPTION = /pass|secret|token/i;
+
+/** The URL without its passwords: the userinfo's, and query options that hold one. */
 export function redact(href: string): string {
   try {
     const url = new URL(href);
     if (url.password) url.password = '***';
+    // Rewritten only when there is one to mask: URLSearchParams re-encodes the rest of the query.
+    if ([...url.searchParams.keys()].some((key) => SECRET_OPTION.test(key))) {
+      for (const key of new Set(url.searchParams.keys())) if (SECRET_OPTION.test(key)) url.searchParams.set(key, '***');
+    }
     return url.toString();
   } catch {
-    // Unparseable: mask whatever sits between "//user:" and "@".
-    return href.replace(/(\/\/[^/@:]*:)[^/@]*@/, '$1***@');
+    // Unparseable: mask whatever sits between "//user:" and "@", and secret query options.
+    return href.replace(/(\/\/[^/@:]*:)[^/@]*@/, '$1***@').replace(/([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*/gi, '$1***');
   }
 }
 

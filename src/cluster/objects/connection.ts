@@ -213,10 +213,39 @@ export async function runScript(redis: Redis, script: Script, keys: readonly str
   }
 }
 
-/** Redis' own errors and ioredis' as `ClusterError`s that say which call failed where; ours pass through. */
+/**
+ * Redis' own errors and ioredis' as `ClusterError`s that say which call
+ * failed where; ours pass through. Either way no cause down the chain keeps
+ * the command it failed on (see `withoutCommand`).
+ */
 export function toClusterError(err: unknown, what: string, url: string): unknown {
-  if (!(err instanceof Error) || err.name === 'ClusterError' || !isRedisError(err)) return err;
-  return new ClusterError(`${what} on ${url}: ${err.message}`, { cause: err });
+  if (!(err instanceof Error)) return err;
+  if (err.name === 'ClusterError' || !isRedisError(err)) {
+    if (err.name === 'ClusterError') scrubCauses(err);
+    return err;
+  }
+  return new ClusterError(`${what} on ${url}: ${err.message}`, { cause: withoutCommand(err) });
+}
+
+/**
+ * A copy of an ioredis error without the command it failed on: ioredis
+ * attaches `command: { name, args }`, and the args of a refused `AUTH` are
+ * the password (`util.inspect(err)` and loggers print causes in full).
+ * Name, message, code and stack are kept; the cause chain is scrubbed too.
+ */
+export function withoutCommand(err: Error): Error {
+  const copy = new Error(err.message);
+  Object.defineProperty(copy, 'name', { value: err.name, writable: true, configurable: true });
+  copy.stack = err.stack;
+  const code = (err as { code?: unknown }).code;
+  if (code !== undefined) (copy as { code?: unknown }).code = code;
+  if (err.cause !== undefined) copy.cause = err.cause instanceof Error ? withoutCommand(err.cause) : err.cause;
+  return copy;
+}
+
+/** Replaces, in place, the cause chain of one of our errors by copies without commands. */
+function scrubCauses(err: Error): void {
+  if (err.cause instanceof Error) err.cause = withoutCommand(err.cause);
 }
 
 function isRedisError(err: Error): boolean {

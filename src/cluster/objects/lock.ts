@@ -5,10 +5,15 @@
  * - `…:holder`: the holder's token (random per acquisition), set with
  *   `SET … NX PX ttl`: at most one holder, and a holder that died frees
  *   the lock when its ttl runs out;
- * - `…:fence`: a counter `INCR`ed by every acquisition, in the same script:
- *   the fencing token (`lock.fencingToken`), strictly increasing, which a
- *   store guarded by the lock can use to refuse writes from a holder whose
- *   lock expired under it (paused past its ttl);
+ * - `…:fence`: the fencing token (`lock.fencingToken`), set by every
+ *   acquisition, in the same script, to the larger of the last token + 1
+ *   and Redis' clock in microseconds (`TIME`): strictly increasing, also
+ *   across a Redis restart that lost the key (no persistence) and
+ *   `unlink()`, as long as the server's clock does not step back past the
+ *   last token. A store guarded by the lock can use it to refuse writes
+ *   from a holder whose lock expired under it (paused past its ttl). The
+ *   tokens are large numbers (microseconds since 1970, about 1.8e15) but
+ *   safe integers (below 2^53 until the year 2255);
  * - channel `…:free`: published by the release script.
  *
  * A holder's process renews its ttl (a watchdog every third of it) for as
@@ -55,7 +60,12 @@ const ACQUIRE = new Script(
   'lock-acquire',
   2,
   `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  local t = redis.call('TIME')
+  local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  -- %.0f: Lua would write a number this large in exponent form, losing digits.
+  local text = string.format('%.0f', token)
+  redis.call('SET', KEYS[2], text)
+  return {1, text}
 end
 return {0, redis.call('PTTL', KEYS[1])}`,
 );
@@ -133,7 +143,7 @@ class Lease {
     const [won, n] = (await this.conn.script(`${this.label}.acquire()`, ACQUIRE, [this.holder, this.fenceKey], [token, ttl])) as [number, number];
     if (won !== 1) return Number(n);
     this.token = token;
-    this.fence = Number(n);
+    this.fence = Number(String(n));
     this.#lost = false;
     this.#startWatchdog(token, ttl);
     return true;
@@ -250,7 +260,9 @@ export class ClusterLock extends ClusterObject {
 
   /**
    * The fencing token of this object's latest acquisition (null before the
-   * first): a number that grows with every acquisition of the lock by anyone.
+   * first): a number that grows with every acquisition of the lock by anyone,
+   * also across a Redis restart that lost it; a large one (Redis' clock in
+   * microseconds, or the last token + 1), always a safe integer.
    */
   get fencingToken(): number | null {
     return this.#lease.fence;

@@ -14,28 +14,46 @@
  * A consumer `close()`d while it waits stops waiting at once; an item its
  * read still takes goes back to the head of the queue.
  *
- * JoinableQueue, at least once: `get()` moves the item into the consumer's
- * own processing list `…:proc:<consumer>` (atomically, `LMOVE`/`BLMOVE`),
- * and `taskDone()` removes the oldest item of that list and decrements
- * `…:unfinished` (incremented by every `put`); `join()` waits on channel
- * `…:done`, published when the count reaches 0. Each consumer (one per
- * queue object) keeps a lease `…:alive:<consumer>` (`leaseMs`, renewed
- * every third of it) while it holds items or waits for one, and is listed
- * in the set `…:consumers`. The rule: **the items of a consumer whose
- * lease lapsed go back to the head of the queue**, oldest first, for
- * another consumer; any consumer that is about to wait, and every
- * `join()`, applies it. A consumer that was only slow (its event loop
- * blocked past its lease) may then see its item processed twice: at least
- * once, never lost. (The processing lists and leases are reached by a
- * script that does not declare them; they share the queue's hash tag, so
- * on a Redis Cluster they sit in its slot.)
+ * JoinableQueue, at least once: `put()` tags each item with a random id
+ * (16 bytes before the packed item), so every stored item is unique, and
+ * increments `…:unfinished`. `get()` moves the item into the consumer's
+ * own processing list `…:proc:<consumer>` (atomically, `LMOVE`/`BLMOVE`);
+ * the queue object records, in the process, each item it holds and the
+ * async chain (async-context.ts) whose `get()` took it. `taskDone()` removes
+ * the item the caller finished (`LREM` of that exact item) and decrements
+ * the count; `join()` waits on channel `…:done`, published when the count
+ * reaches 0. Which item a `taskDone()` finished: the only one held; else
+ * the only one its own chain took (chains are told apart inside
+ * `withLock` callbacks and child targets). When neither tells (several
+ * items taken by one chain, e.g. `Promise.all([q.get(), q.get()])`), the
+ * done is counted in the process and no item is removed until every item
+ * the object holds is done: an item still being worked on is never
+ * removed, and if the consumer dies first all its items go back (the
+ * finished ones run twice). Use one queue object per concurrent consumer
+ * chain for exact acks (objects share their connections).
+ *
+ * Each consumer (one per queue object) keeps a lease `…:alive:<consumer>`
+ * (`leaseMs`, renewed every third of it) while it holds items (even after
+ * `close()`) or waits for one, and is listed in the set `…:consumers`. The
+ * rule: **the items of a consumer whose lease lapsed go back to the head
+ * of the queue**, oldest first, for another consumer; any consumer that is
+ * about to wait, and every `join()`, applies it. A consumer that was only
+ * slow (its event loop blocked past its lease) may then see its item
+ * processed twice: at least once, never lost. Its late `taskDone()` finds
+ * the item gone from its list, counts nothing (the consumer that has the
+ * item now counts it) and rejects with a `ClusterError` saying the lease
+ * lapsed. (The processing lists and leases are reached by a script that
+ * does not declare them; they share the queue's hash tag, so on a Redis
+ * Cluster they sit in its slot.)
  *
  * Items are copied at `put()` (a value that cannot be stored is refused
  * there, by its path); cluster objects inside items travel by name and
  * arrive live (codec.ts).
  */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { Empty, Full, StateError, ValueError } from '../../errors.js';
+import { currentFrame, type Frame } from '../../async-context.js';
+import { ClusterError, Empty, Full, StateError, ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { deadlineOf } from '../../sync/futex.js';
 import { remaining } from '../../sync/waiting.js';
@@ -98,15 +116,35 @@ if item and ARGV[3] == '1' then redis.call('PUBLISH', ARGV[4], '1') end
 return item`,
 );
 
+/** Bytes of the random id a JoinableQueue puts before each packed item. */
+const TAG_BYTES = 16;
+
+/**
+ * Marks done the items ARGV[2..] (exact stored items) of the processing
+ * list KEYS[1], or, with none named, one item counted done by a consumer
+ * that holds none (Python counts). Only items still in the list count:
+ * one that is gone was delivered again after the lease lapsed, and its new
+ * holder counts it. Returns {unfinished left (-1: nothing to count), items gone}.
+ */
 const TASK_DONE = new Script(
   'queue-task-done',
   2,
   `local u = tonumber(redis.call('GET', KEYS[2]) or '0')
-if u <= 0 then return -1 end
-redis.call('LPOP', KEYS[1])
-u = redis.call('DECR', KEYS[2])
-if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
-return u`,
+local named = #ARGV - 1
+if named == 0 then
+  if u <= 0 then return {-1, 0} end
+  u = redis.call('DECR', KEYS[2])
+  if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
+  return {u, 0}
+end
+local removed = 0
+for i = 2, #ARGV do removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+if removed > u then removed = math.max(u, 0) end
+if removed > 0 then
+  u = redis.call('DECRBY', KEYS[2], removed)
+  if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
+end
+return {u, named - removed}`,
 );
 
 /**
@@ -243,7 +281,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
   async put(item: T, options?: ClusterQueueWaitOptions): Promise<void> {
     this.#checkOpen();
     const { block, deadline } = waitOf(options, 'put()');
-    const bytes = pack(item, 'item');
+    const bytes = this.encode(pack(item, 'item'));
     const args = [this.maxsize, this.joinable ? '1' : '0', bytes];
     const once = async () => Number(await this.script('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
     if (await once()) return;
@@ -277,14 +315,14 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     this.#checkOpen();
     const { block, deadline } = waitOf(options, 'get()');
     const first = await this.takeNow(true);
-    if (first !== null) return this.#item(first);
+    if (first !== null) return this.accept(first);
     if (!block || remaining(deadline) === 0) throw new Empty(`${this.kind} '${this.name}' is empty`);
     for (;;) {
       const left = remaining(deadline);
       if (left === 0) throw new Empty(`get timed out: ${this.kind} '${this.name}' is empty`);
       const got = await this.untilClosed(this.takeBlocking(Math.min(left, SLICE_MS)));
       if (got === CLOSED) throw new ValueError(`${this.kind} '${this.name}' was closed while get() waited`);
-      if (got !== null) return this.#item(got);
+      if (got !== null) return this.accept(got);
     }
   }
 
@@ -293,8 +331,14 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     return this.get({ block: false });
   }
 
-  #item(bytes: Buffer): T {
-    return unpack(bytes, `an item of ${this.kind} '${this.name}'`, this.conn.clients) as T;
+  /** @internal The stored form of a packed item. */
+  protected encode(packed: Buffer): Buffer {
+    return packed;
+  }
+
+  /** @internal The item a stored one holds, as `get()` returns it. */
+  protected accept(stored: Buffer): T {
+    return unpack(stored, `an item of ${this.kind} '${this.name}'`, this.conn.clients) as T;
   }
 
   /** @internal Takes an item if there is one. */
@@ -400,8 +444,11 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   readonly #alive: string;
   readonly #consumers: string;
   readonly #done: string;
-  /** Items this consumer took and has not marked done, and gets in progress: the lease is renewed while either is > 0. */
-  #held = 0;
+  /** Items this consumer took and has not had removed, oldest first, with the chain whose get() took each: the lease is renewed while any is held. */
+  readonly #held: Array<{ readonly stored: Buffer; readonly chain: Frame | null }> = [];
+  /** taskDone() calls that could not tell which held item they finished: all held items are removed once this reaches their number. */
+  #doneUntold = 0;
+  /** Gets in progress: the lease is renewed while any waits. */
   #getting = 0;
   #renewal: NodeJS.Timeout | null = null;
 
@@ -436,9 +483,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
     this.#getting++;
     this.#renew();
     try {
-      const item = await super.get(options);
-      this.#held++;
-      return item;
+      return await super.get(options);
     } finally {
       this.#getting--;
       this.#renew();
@@ -447,7 +492,8 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
 
   /** Starts or stops the lease renewal as this consumer holds items or waits for one. */
   #renew(): void {
-    const needed = (this.#held > 0 || this.#getting > 0) && !this.closed;
+    // Held items keep their lease after close(): the consumer is still working on them.
+    const needed = this.#held.length > 0 || (this.#getting > 0 && !this.closed);
     if (needed && !this.#renewal) {
       this.#renewal = setInterval(() => {
         void this.conn.call('lease', (redis) => redis.set(this.#alive, '1', 'PX', this.leaseMs)).catch(() => {});
@@ -458,6 +504,16 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
       clearInterval(this.#renewal);
       this.#renewal = null;
     }
+  }
+
+  protected override encode(packed: Buffer): Buffer {
+    return Buffer.concat([randomBytes(TAG_BYTES), packed]);
+  }
+
+  protected override accept(stored: Buffer): T {
+    const item = super.accept(stored.subarray(TAG_BYTES));
+    this.#held.push({ stored, chain: currentFrame() });
+    return item;
   }
 
   protected override async takeNow(take: boolean): Promise<Buffer | null> {
@@ -496,16 +552,51 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   }
 
   /**
-   * Marks this consumer's oldest item taken by `get()` as processed (Python
-   * counts; so does this: a taskDone() from a consumer that holds nothing
-   * still counts one item done).
+   * Marks an item taken by `get()` through this object as processed: the
+   * only one it holds, else the only one the calling async chain took.
+   * When that does not tell (one chain holds several), the done is counted
+   * here and the items are removed once all of them are done (see the
+   * module doc; until then they would all be delivered again if this
+   * consumer died). A taskDone() on an object that holds nothing still
+   * counts one item done, as Python counts.
    * @throws ValueError when called more times than items were put.
+   * @throws ClusterError when the item was no longer this consumer's: its
+   *   lease lapsed (the process stalled past `leaseMs`) and the item was
+   *   delivered again; it is not counted done here.
    */
   async taskDone(): Promise<void> {
-    const left = Number(await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done]));
-    if (left < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
-    if (this.#held > 0) this.#held--;
-    this.#renew();
+    const finished = this.#finished();
+    if (finished === null) return;
+    try {
+      const [left, gone] = (await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
+      if (Number(left) < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
+      if (Number(gone) > 0) {
+        throw new ClusterError(
+          `taskDone() on JoinableQueue '${this.name}': ${gone === 1 ? 'the item was' : `${gone} items were`} no longer this consumer's: ` +
+            `its lease (${this.leaseMs} ms) lapsed (the process stalled or lost Redis, or Redis lost its data) and the item went back to the queue ` +
+            'for another consumer; it is not counted done here (its new holder counts it)',
+        );
+      }
+    } finally {
+      this.#renew();
+    }
+  }
+
+  /** The stored items a taskDone() now removes (none: it counts one done for a consumer that holds nothing); null when it must wait for the rest. */
+  #finished(): Buffer[] | null {
+    const held = this.#held;
+    if (held.length === 0) return [];
+    let at = held.length === 1 ? 0 : -1;
+    if (at < 0) {
+      const chain = currentFrame();
+      const mine = held.flatMap((h, i) => (h.chain === chain ? [i] : []));
+      if (mine.length === 1) at = mine[0]!;
+    }
+    if (at >= 0 && held.length - 1 > this.#doneUntold) return [held.splice(at, 1)[0]!.stored];
+    // Which one is unknown (or this was the last undone one): once every held item is done, all go.
+    if (at < 0 && ++this.#doneUntold < held.length) return null;
+    this.#doneUntold = 0;
+    return held.splice(0).map((h) => h.stored);
   }
 
   /**
