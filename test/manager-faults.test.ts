@@ -303,6 +303,24 @@ describe('manager security', () => {
     assert.throws(() => new mp.SyncManager({ maxArrayBytes: -1 }), (e: Error) => e instanceof mp.ValueError && /maxArrayBytes must be a number of bytes/.test(e.message));
   });
 
+  it('a throw of a value String() cannot convert (sync or async), or an error larger than a 1 KiB cap: each fails its call, the server serves on', async () => {
+    const server = new fx.ThrowerManager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 1024 }).getServer();
+    await server.listen();
+    const serving = server.serveForever();
+    try {
+      const client = new fx.ThrowerManager({ address: server.address!, authkey: 'k', maxMessageBytes: 1024 });
+      await client.connect();
+      const t = await client.Thrower();
+      await assert.rejects(t.throwNullProto(), /a non-Error was thrown: \[object Object\]/);
+      await assert.rejects(t.rejectNullProto(), /a non-Error was thrown: \[object Object\]/);
+      await assert.rejects(t.throwLong(2000), (e: Error) => e instanceof RangeError && /^x{160}… \(cut to fit the frame limit of 1024 bytes\)$/.test(e.message));
+      assert.equal(await t.ok(), 'ok');
+    } finally {
+      server.shutdown();
+      await serving;
+    }
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));

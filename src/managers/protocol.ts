@@ -404,10 +404,29 @@ export interface WireError {
 
 /** Any thrown value as a `WireError`. */
 export function toWireError(err: unknown): WireError {
-  if (err instanceof Error) {
-    return { name: String(err.name || err.constructor?.name || 'Error'), message: String(err.message), stack: String(err.stack ?? '') };
+  // Whatever was thrown is the user's: its name, message or conversion may throw too (a getter, an
+  // object without a prototype), and the server must answer anyway.
+  try {
+    if (err instanceof Error) {
+      return { name: String(err.name || err.constructor?.name || 'Error'), message: String(err.message), stack: String(err.stack ?? '') };
+    }
+  } catch {
+    return { name: 'Error', message: `an error was thrown that cannot be described (${safeString(err)})`, stack: '' };
   }
-  return { name: 'Error', message: `a non-Error was thrown: ${String(err)}`, stack: '' };
+  return { name: 'Error', message: `a non-Error was thrown: ${safeString(err)}`, stack: '' };
+}
+
+/** `String(value)`, or `[object Object]`-like when that throws. */
+function safeString(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    try {
+      return Object.prototype.toString.call(value);
+    } catch {
+      return 'an unprintable value';
+    }
+  }
 }
 
 /** Whether a value has the shape of a `WireError`. */
