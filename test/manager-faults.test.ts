@@ -292,6 +292,29 @@ describe('manager security', () => {
     }
   });
 
+  it('a server that hangs up during the handshake: EOFError, not AuthenticationError', async () => {
+    const net = await import('node:net');
+    const hangsUp = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => hangsUp.listen(0, '127.0.0.1', resolve));
+    try {
+      const address: mp.Address = ['127.0.0.1', (hangsUp.address() as import('node:net').AddressInfo).port];
+      await assert.rejects(new mp.SyncManager({ address, authkey: 'k' }).connect(), (e: Error) => e instanceof mp.EOFError && /hung up before the handshake was done/.test(e.message));
+      await assert.rejects(mp.Client(address, { authkey: 'k' }), mp.EOFError);
+    } finally {
+      hangsUp.close();
+    }
+  });
+
+  it('a wait with a timeout above setTimeout\'s largest delay (2^31 ms) waits, as with no timeout', async () => {
+    const lock = await manager.Lock();
+    await lock.acquire();
+    const long = lock.acquire({ timeout: 2 ** 31 });
+    assert.equal(await Promise.race([long, new Promise((r) => setTimeout(r, 100, 'still waiting'))]), 'still waiting');
+    await lock.release();
+    assert.equal(await long, true, 'it got the lock once released');
+    await lock.release();
+  });
+
   it("an Array larger than the server's maxArrayBytes is refused, naming its size and the limit", async () => {
     const fits = await manager.Array('d', 512);
     assert.equal(await fits.len(), 512);
@@ -361,6 +384,8 @@ for (const method of METHODS) {
       assert.equal(await held.wait(20_000), true);
       assert.equal(await lock.acquire({ block: false }), false, 'the child holds it');
       const waiting = lock.acquire({ timeout: 10_000 });
+      // Answered after the acquire was handled (one connection, handled in order): the server has a waiter when the holder dies.
+      assert.equal(await lock.locked(), true);
       p.kill();
       await p.join(10_000);
       assert.equal(await waiting, true, 'handed to the waiter once its holder was gone');
