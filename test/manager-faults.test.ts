@@ -344,6 +344,14 @@ describe('manager security', () => {
     }
   });
 
+  it('a second manager of the same address and key with a smaller maxMessageBytes keeps its own cap (a client of its own)', async () => {
+    const small = new mp.SyncManager({ address: manager.address!, authkey: 'k', maxMessageBytes: 16 * 1024 });
+    await small.connect();
+    const l = await small.list<unknown>();
+    await assert.rejects(l.append(new Uint8Array(32 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit \(16384 bytes\)/.test(e.message));
+    assert.equal(await l.len(), 0);
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));

@@ -66,9 +66,10 @@ interface Pending {
 
 const POOL = Symbol.for('multiprocessing-ts.manager-clients');
 /**
- * Clients by address and key, per isolate (on globalThis: two copies of the
- * package share connections). A client with a wrong key never displaces
- * one that works.
+ * Clients by address, key and settings, per isolate (on globalThis: two
+ * copies of the package share connections). A client with a wrong key
+ * never displaces one that works; two managers of one address with
+ * different settings (a smaller maxMessageBytes) get a client each.
  */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
 
@@ -83,8 +84,8 @@ function flushAtExit(): void {
   });
 }
 
-function poolKey(address: Address, key: Uint8Array): string {
-  return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
+function poolKey(address: Address, key: Uint8Array, maxFrame: number, handshakeTimeout: number, keepalive: number): string {
+  return `${showAddress(address)} ${Buffer.from(key).toString('hex')} ${maxFrame} ${handshakeTimeout} ${keepalive}`;
 }
 
 export class ManagerClient {
@@ -104,6 +105,8 @@ export class ManagerClient {
   #flushQueued = false;
   #nextReq = 1;
   #stopReading: (() => void) | null = null;
+  /** Its name in the pool. */
+  readonly #name: string;
 
   private constructor(address: Address, key: Uint8Array, settings: ClientSettings) {
     this.address = address;
@@ -111,6 +114,7 @@ export class ManagerClient {
     this.#maxFrame = settings.maxFrame ?? DEFAULT_MAX_FRAME;
     this.#handshakeTimeout = settings.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
     this.#keepalive = settings.keepalive ?? DEFAULT_KEEPALIVE;
+    this.#name = poolKey(address, key, this.#maxFrame, this.#handshakeTimeout, this.#keepalive);
   }
 
   /**
@@ -119,7 +123,13 @@ export class ManagerClient {
    * new ones use the new client).
    */
   static for(address: Address, key: Uint8Array, settings: ClientSettings = {}): ManagerClient {
-    const name = poolKey(address, key);
+    const name = poolKey(
+      address,
+      key,
+      settings.maxFrame ?? DEFAULT_MAX_FRAME,
+      settings.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
+      settings.keepalive ?? DEFAULT_KEEPALIVE,
+    );
     const known = pool.get(name);
     // A server that went away while nobody was waiting: notice it now (its EOF is buffered).
     if (known && known.#transport && !known.#failure) known.#drain();
@@ -247,8 +257,7 @@ export class ManagerClient {
 
   #end(): void {
     const error = this.#failure!;
-    const name = poolKey(this.address, this.key);
-    if (pool.get(name) === this) pool.delete(name);
+    if (pool.get(this.#name) === this) pool.delete(this.#name);
     this.#stopReading?.();
     this.#stopReading = null;
     this.#connection?.close();
