@@ -352,6 +352,26 @@ describe('manager security', () => {
     assert.equal(await l.len(), 0);
   });
 
+  it("a client's cap smaller than the server's: an answer over it fails that call with ValueError, the connection goes on", async () => {
+    const small = new mp.SyncManager({ address: manager.address!, authkey: 'k', maxMessageBytes: 16 * 1024 });
+    await small.connect();
+    const l = await small.list<unknown>();
+    for (let i = 0; i < 3; i++) await l.append(new Uint8Array(8 * 1024));
+    await assert.rejects(l.toArray(), (e: Error) => e instanceof mp.ValueError && /too large for this connection's frame limit \(16384 bytes\)/.test(e.message));
+    assert.equal(await l.len(), 3);
+  });
+
+  it("a child's first call, larger than the server's cap and made while its client connects, fails alone with SerializationError", async () => {
+    const l = await manager.list<unknown>();
+    const out = new mp.Queue<string[]>();
+    const p = new mp.Process({ target: fx.firstCallTooLarge, args: [l, out], module: fx.MANAGER_TARGETS });
+    p.start();
+    const [first, second] = (await out.get({ timeout: 20_000 }))!;
+    await p.join(20_000);
+    assert.match(first!, /^SerializationError: .*frame limit \(65536 bytes\)/);
+    assert.equal(second, '0', 'the connection goes on');
+  });
+
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
     const l = await manager.list<unknown>();
     await assert.rejects(l.append(new Uint8Array(100 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit/.test(e.message));

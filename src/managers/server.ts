@@ -30,6 +30,7 @@ import { Entry, ObjectTable, Ref, type Holder, type TypeInfo } from './object-ta
 import {
   DEFAULT_KEEPALIVE,
   DEFAULT_MAX_FRAME,
+  MIN_MAX_FRAME,
   Op,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -262,11 +263,14 @@ class Session implements Caller, Holder {
    */
   #messages: unknown[][] = [];
   #next = 0;
+  /** The largest frame sent to this client: the server's cap, or the client's if smaller (LIMIT). */
+  #answerCap: number;
 
   constructor(server: ManagerServer, connection: Connection) {
     this.#server = server;
     this.#connection = connection;
     this.#transport = connection.transportForWait() as SocketTransport;
+    this.#answerCap = server.maxFrame;
   }
 
   start(): void {
@@ -406,6 +410,12 @@ class Session implements Caller, Holder {
         this.#reply([Reply.OK, req, undefined, false]);
         // After the answer is on its way.
         this.#flush()?.finally(() => this.#server.shutdown());
+        return;
+      }
+      case Op.LIMIT: {
+        const [, maxFrame] = m;
+        if (!isId(maxFrame) || maxFrame < MIN_MAX_FRAME) throw bad(m);
+        this.#answerCap = Math.min(this.#server.maxFrame, maxFrame);
         return;
       }
       case Op.INFO: {
@@ -574,7 +584,7 @@ class Session implements Caller, Holder {
   /** Sends an answer; one that cannot be serialized (or is too large) becomes an error, and gives back what it handed out. */
   #reply(message: Message, handed: Entry[] = []): void {
     if (this.closed) return;
-    const cap = this.#server.maxFrame - 4;
+    const cap = this.#answerCap - 4;
     try {
       this.#writer.write(message, cap);
     } catch (err) {
@@ -614,7 +624,7 @@ class Session implements Caller, Holder {
     this.#flushQueued = false;
     if (this.#writer.length === 0 || this.closed) return undefined;
     let sent: Promise<void> | undefined;
-    for (const frame of this.#writer.take(this.#server.maxFrame)) {
+    for (const frame of this.#writer.take(this.#answerCap)) {
       const size = frame.length;
       this.#unsent += size;
       sent = this.#transport.send(frame).then(
