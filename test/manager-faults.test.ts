@@ -292,6 +292,29 @@ describe('manager security', () => {
     }
   });
 
+  it('a server that hangs up during the handshake: EOFError, not AuthenticationError', async () => {
+    const net = await import('node:net');
+    const hangsUp = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => hangsUp.listen(0, '127.0.0.1', resolve));
+    try {
+      const address: mp.Address = ['127.0.0.1', (hangsUp.address() as import('node:net').AddressInfo).port];
+      await assert.rejects(new mp.SyncManager({ address, authkey: 'k' }).connect(), (e: Error) => e instanceof mp.EOFError && /hung up before the handshake was done/.test(e.message));
+      await assert.rejects(mp.Client(address, { authkey: 'k' }), mp.EOFError);
+    } finally {
+      hangsUp.close();
+    }
+  });
+
+  it('a wait with a timeout above setTimeout\'s largest delay (2^31 ms) waits, as with no timeout', async () => {
+    const lock = await manager.Lock();
+    await lock.acquire();
+    const long = lock.acquire({ timeout: 2 ** 31 });
+    assert.equal(await Promise.race([long, new Promise((r) => setTimeout(r, 100, 'still waiting'))]), 'still waiting');
+    await lock.release();
+    assert.equal(await long, true, 'it got the lock once released');
+    await lock.release();
+  });
+
   it("an Array larger than the server's maxArrayBytes is refused, naming its size and the limit", async () => {
     const fits = await manager.Array('d', 512);
     assert.equal(await fits.len(), 512);
@@ -301,6 +324,52 @@ describe('manager security', () => {
     );
     await assert.rejects(manager.Array('b', new Array(4097).fill(1)), (e: Error) => e instanceof mp.ValueError && /4097 'b' items/.test(e.message));
     assert.throws(() => new mp.SyncManager({ maxArrayBytes: -1 }), (e: Error) => e instanceof mp.ValueError && /maxArrayBytes must be a number of bytes/.test(e.message));
+  });
+
+  it('a throw of a value String() cannot convert (sync or async), or an error larger than a 1 KiB cap: each fails its call, the server serves on', async () => {
+    const server = new fx.ThrowerManager({ address: ['127.0.0.1', 0], authkey: 'k', maxMessageBytes: 1024 }).getServer();
+    await server.listen();
+    const serving = server.serveForever();
+    try {
+      const client = new fx.ThrowerManager({ address: server.address!, authkey: 'k', maxMessageBytes: 1024 });
+      await client.connect();
+      const t = await client.Thrower();
+      await assert.rejects(t.throwNullProto(), /a non-Error was thrown: \[object Object\]/);
+      await assert.rejects(t.rejectNullProto(), /a non-Error was thrown: \[object Object\]/);
+      await assert.rejects(t.throwLong(2000), (e: Error) => e instanceof RangeError && /^x{160}… \(cut to fit the frame limit of 1024 bytes\)$/.test(e.message));
+      assert.equal(await t.ok(), 'ok');
+    } finally {
+      server.shutdown();
+      await serving;
+    }
+  });
+
+  it('a second manager of the same address and key with a smaller maxMessageBytes keeps its own cap (a client of its own)', async () => {
+    const small = new mp.SyncManager({ address: manager.address!, authkey: 'k', maxMessageBytes: 16 * 1024 });
+    await small.connect();
+    const l = await small.list<unknown>();
+    await assert.rejects(l.append(new Uint8Array(32 * 1024)), (e: Error) => e instanceof mp.SerializationError && /frame limit \(16384 bytes\)/.test(e.message));
+    assert.equal(await l.len(), 0);
+  });
+
+  it("a client's cap smaller than the server's: an answer over it fails that call with ValueError, the connection goes on", async () => {
+    const small = new mp.SyncManager({ address: manager.address!, authkey: 'k', maxMessageBytes: 16 * 1024 });
+    await small.connect();
+    const l = await small.list<unknown>();
+    for (let i = 0; i < 3; i++) await l.append(new Uint8Array(8 * 1024));
+    await assert.rejects(l.toArray(), (e: Error) => e instanceof mp.ValueError && /too large for this connection's frame limit \(16384 bytes\)/.test(e.message));
+    assert.equal(await l.len(), 3);
+  });
+
+  it("a child's first call, larger than the server's cap and made while its client connects, fails alone with SerializationError", async () => {
+    const l = await manager.list<unknown>();
+    const out = new mp.Queue<string[]>();
+    const p = new mp.Process({ target: fx.firstCallTooLarge, args: [l, out], module: fx.MANAGER_TARGETS });
+    p.start();
+    const [first, second] = (await out.get({ timeout: 20_000 }))!;
+    await p.join(20_000);
+    assert.match(first!, /^SerializationError: .*frame limit \(65536 bytes\)/);
+    assert.equal(second, '0', 'the connection goes on');
   });
 
   it('the frame cap: an oversized call is refused before it is sent, an oversized result with an error', async () => {
@@ -343,6 +412,8 @@ for (const method of METHODS) {
       assert.equal(await held.wait(20_000), true);
       assert.equal(await lock.acquire({ block: false }), false, 'the child holds it');
       const waiting = lock.acquire({ timeout: 10_000 });
+      // Answered after the acquire was handled (one connection, handled in order): the server has a waiter when the holder dies.
+      assert.equal(await lock.locked(), true);
       p.kill();
       await p.join(10_000);
       assert.equal(await waiting, true, 'handed to the waiter once its holder was gone');

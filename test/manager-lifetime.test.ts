@@ -175,6 +175,7 @@ describe('what waits for a late message is bounded (ObjectTable; for expiry, its
       const entry = table.entryFor({}, { typeid: 't', exposed: [], methodToTypeid: {}, proxytype: 'AutoProxy' }, []);
       table.own(sender, entry);
       table.claim(receiver, entry.id, 'early');
+      assert.equal(receiver.owned.get(entry), 1, 'a CLAIM before its INCREF, of an object still held, counts at once');
       table.claim(gone, entry.id, 'orphan');
       table.release(gone);
       table.incref(entry.id, 'late');
@@ -184,11 +185,12 @@ describe('what waits for a late message is bounded (ObjectTable; for expiry, its
       assert.deepEqual(table.info(), { objects: 1, tickets: 0, waiting: 4 });
       mock.timers.tick(WITHDRAWN_GRACE / 2);
       table.claim(receiver, entry.id, 'late');
-      assert.equal(receiver.owned.get(entry), 1, 'a CLAIM read late, within the grace, counts');
+      assert.equal(receiver.owned.get(entry), 2, 'a CLAIM read late, within the grace, counts');
       mock.timers.tick(PENDING_TTL);
       assert.deepEqual(table.info(), { objects: 1, tickets: 0, waiting: 0 }, 'all expired');
       table.incref(entry.id, 'early');
       assert.equal(table.info().tickets, 1, 'an INCREF after its claim expired is a ticket of its own');
+      assert.equal(receiver.owned.get(entry), 2, 'and counts nothing for the receiver');
     } finally {
       mock.timers.reset();
     }

@@ -528,6 +528,21 @@ for (const method of METHODS) {
       assert.deepEqual(await back.toArray(), ['made', 'child was here']);
     });
 
+    it('a proxy a child forwards from its args without using it, then exits before connecting, arrives live', async () => {
+      const out = new mp.Queue<mp.ListProxy<string>>();
+      const [p, mine] = await (async () => {
+        const list = await manager.list(['made']);
+        const child = new ctx.Process({ target: fx.forwardUnusedAndExit, args: [list, out], module: fx.MANAGER_TARGETS });
+        child.start();
+        return [child, new WeakRef(list)] as const;
+      })();
+      await p.join(30_000);
+      assert.equal(p.exitCode, 0);
+      await collected(mine);
+      const back = await out.get({ timeout: 10_000 });
+      assert.deepEqual(await back.toArray(), ['made']);
+    });
+
     it("with a non-default authkey, a proxy a child takes from a Queue while its args' proxy is still connecting uses that key", async () => {
       const own = new mp.SyncManager({ authkey: 'not the default', startMethod: method });
       await own.start();

@@ -17,7 +17,7 @@
  */
 import { crypto } from '../builtins.js';
 import { describe } from '../describe.js';
-import { AuthenticationError, ValueError } from '../errors.js';
+import { AuthenticationError, EOFError, ValueError } from '../errors.js';
 import { MAX_MESSAGE } from './framing.js';
 import { whenReady } from './ready.js';
 import type { SocketTransport } from './socket-transport.js';
@@ -79,7 +79,8 @@ type Receive = () => Promise<Buffer>;
 
 /**
  * Runs an exchange under the handshake's guards; any failure ends the
- * connection at once and is an AuthenticationError.
+ * connection at once and is an AuthenticationError, but for a hang-up
+ * before the verdict, an EOFError.
  */
 async function guarded(transport: SocketTransport, timeoutMs: number, exchange: (receive: Receive) => Promise<void>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -94,7 +95,8 @@ async function guarded(transport: SocketTransport, timeoutMs: number, exchange: 
           cause: err,
         });
       }
-      if (message === EOF) throw new AuthenticationError('handshake: the peer hung up (a wrong authkey, or none, on its side?)');
+      // No verdict came: the peer died, restarted or dropped this connection; a wrong key gets a verdict first.
+      if (message === EOF) throw new EOFError('handshake: the peer hung up before the handshake was done (it exited, restarted, or dropped this connection)');
       if (message !== null) return message as Buffer;
       const left = deadline - Date.now();
       if (left <= 0 || !(await whenReady(transport, left))) {
@@ -106,7 +108,7 @@ async function guarded(transport: SocketTransport, timeoutMs: number, exchange: 
     await exchange(receive);
   } catch (err) {
     transport.destroy();
-    if (err instanceof AuthenticationError) throw err;
+    if (err instanceof AuthenticationError || err instanceof EOFError) throw err;
     throw new AuthenticationError(`handshake failed: ${(err as Error).message}`, { cause: err });
   }
   transport.maxFrame = MAX_MESSAGE;

@@ -141,7 +141,7 @@ export class ConnectionListener {
    * does not keep it alive. To give up waiting (a timeout, a race lost),
    * pass a `signal` (`AbortSignal.timeout(ms)`) or `close()` the listener:
    * a promise merely dropped still waits, and keeps the process alive.
-   * @throws AuthenticationError for a client that failed the handshake; the listener goes on, call `accept()` again.
+   * @throws AuthenticationError for a client that failed the handshake, EOFError for one that hung up during it; the listener goes on, call `accept()` again.
    * @throws StateError once the listener is closed.
    * @throws `signal.reason` when `signal` aborts first.
    */

@@ -66,9 +66,10 @@ interface Pending {
 
 const POOL = Symbol.for('multiprocessing-ts.manager-clients');
 /**
- * Clients by address and key, per isolate (on globalThis: two copies of the
- * package share connections). A client with a wrong key never displaces
- * one that works.
+ * Clients by address, key and settings, per isolate (on globalThis: two
+ * copies of the package share connections). A client with a wrong key
+ * never displaces one that works; two managers of one address with
+ * different settings (a smaller maxMessageBytes) get a client each.
  */
 const pool: Map<string, ManagerClient> = ((globalThis as { [POOL]?: Map<string, ManagerClient> })[POOL] ??= new Map());
 
@@ -83,8 +84,8 @@ function flushAtExit(): void {
   });
 }
 
-function poolKey(address: Address, key: Uint8Array): string {
-  return `${showAddress(address)} ${Buffer.from(key).toString('hex')}`;
+function poolKey(address: Address, key: Uint8Array, maxFrame: number, handshakeTimeout: number, keepalive: number): string {
+  return `${showAddress(address)} ${Buffer.from(key).toString('hex')} ${maxFrame} ${handshakeTimeout} ${keepalive}`;
 }
 
 export class ManagerClient {
@@ -101,9 +102,13 @@ export class ManagerClient {
   #failure: Error | null = null;
   readonly #pending = new Map<number, Pending>();
   readonly #writer = new FrameWriter();
+  /** Each message in the writer, in order: its request number and what it sends (null: not a request). */
+  #written: ({ readonly req: number; readonly what: string } | null)[] = [];
   #flushQueued = false;
   #nextReq = 1;
   #stopReading: (() => void) | null = null;
+  /** Its name in the pool. */
+  readonly #name: string;
 
   private constructor(address: Address, key: Uint8Array, settings: ClientSettings) {
     this.address = address;
@@ -111,6 +116,7 @@ export class ManagerClient {
     this.#maxFrame = settings.maxFrame ?? DEFAULT_MAX_FRAME;
     this.#handshakeTimeout = settings.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
     this.#keepalive = settings.keepalive ?? DEFAULT_KEEPALIVE;
+    this.#name = poolKey(address, key, this.#maxFrame, this.#handshakeTimeout, this.#keepalive);
   }
 
   /**
@@ -119,7 +125,13 @@ export class ManagerClient {
    * new ones use the new client).
    */
   static for(address: Address, key: Uint8Array, settings: ClientSettings = {}): ManagerClient {
-    const name = poolKey(address, key);
+    const name = poolKey(
+      address,
+      key,
+      settings.maxFrame ?? DEFAULT_MAX_FRAME,
+      settings.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
+      settings.keepalive ?? DEFAULT_KEEPALIVE,
+    );
     const known = pool.get(name);
     // A server that went away while nobody was waiting: notice it now (its EOF is buffered).
     if (known && known.#transport && !known.#failure) known.#drain();
@@ -247,12 +259,12 @@ export class ManagerClient {
 
   #end(): void {
     const error = this.#failure!;
-    const name = poolKey(this.address, this.key);
-    if (pool.get(name) === this) pool.delete(name);
+    if (pool.get(this.#name) === this) pool.delete(this.#name);
     this.#stopReading?.();
     this.#stopReading = null;
     this.#connection?.close();
     this.#writer.take(Number.MAX_SAFE_INTEGER);
+    this.#written = [];
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(error);
@@ -279,7 +291,9 @@ export class ManagerClient {
       }
       this.#connection = connection;
       const transport = connection.transportForWait() as SocketTransport;
-      transport.maxFrame = this.#maxFrame;
+      // This side reads up to its own cap, whatever the greeting says (the LIMIT sent below).
+      const readCap = this.#maxFrame;
+      transport.maxFrame = readCap;
       // Bounded sending too: a call written to a server that vanished is never acknowledged.
       transport.keepAlive(this.#keepalive, true);
       this.#transport = transport;
@@ -292,6 +306,10 @@ export class ManagerClient {
         this.#drain();
       }
       if (this.#failure) throw this.#failure;
+      // First, the largest frame this side reads: the server's answers stay under it.
+      const capMessage = new FrameWriter();
+      capMessage.write([Op.LIMIT, readCap], 64);
+      for (const frame of capMessage.take(64)) transport.send(frame).catch((err) => this.fail(this.#goneError(err as Error)));
       // What was written before the greeting goes now. (A message for a proxy of an earlier server at
       // this address names an id this server never gave: servers start their ids at random.)
       this.#flush();
@@ -312,10 +330,11 @@ export class ManagerClient {
     const req = this.#nextReq++;
     try {
       this.#writer.write(build(req), this.#maxFrame - 4);
+      this.#written.push({ req, what });
     } catch (err) {
       return Promise.reject(
         err instanceof RangeError
-          ? new SerializationError(`${what} are too large for the connection's frame limit (${this.#maxFrame} bytes); send less at once, or raise maxMessageBytes on both sides`)
+          ? this.#tooLarge(what)
           : (err as Error)?.name === 'DataCloneError'
             ? cloneError(value, what, err as Error)
             : new SerializationError(`${what} cannot be sent: ${String((err as Error)?.message ?? err)}`),
@@ -327,10 +346,17 @@ export class ManagerClient {
     return promise;
   }
 
+  #tooLarge(what: string): SerializationError {
+    return new SerializationError(
+      `${what} are too large for the connection's frame limit (${this.#maxFrame} bytes); send less at once, or raise maxMessageBytes on both sides`,
+    );
+  }
+
   #post(message: Message, serverId: string): void {
     if (this.#failure) return;
     if (this.#serverId !== null && serverId !== this.#serverId) return;
     this.#writer.write(message, this.#maxFrame - 4);
+    this.#written.push(null);
     this.#scheduleFlush();
   }
 
@@ -347,6 +373,7 @@ export class ManagerClient {
     this.#flushQueued = false;
     const transport = this.#transport;
     if (!transport || this.#failure || this.#serverId === null || this.#writer.length === 0) return;
+    this.#written = [];
     for (const frame of this.#writer.take(this.#maxFrame)) {
       transport.send(frame).catch((err) => this.fail(this.#goneError(err as Error)));
     }
@@ -406,8 +433,18 @@ export class ManagerClient {
           return;
         }
         this.#serverId ??= serverId;
-        // A call larger than the server reads would close the connection every proxy shares: refuse it here.
-        if (isId(m[3])) this.#maxFrame = Math.min(this.#maxFrame, m[3]);
+        // A call larger than the server reads would close the connection every proxy shares: refuse it here,
+        // and fail those made before the greeting (checked against this side's cap only) instead of sending them.
+        if (isId(m[3]) && m[3] < this.#maxFrame) {
+          this.#maxFrame = m[3];
+          const written = this.#written;
+          const dropped = new Set(this.#writer.dropLarger(this.#maxFrame - 4));
+          this.#written = written.filter((_, i) => !dropped.has(i));
+          for (const i of dropped) {
+            const request = written[i];
+            if (request) this.#settle(request.req, undefined, this.#tooLarge(request.what));
+          }
+        }
         return;
       }
       case Reply.OK: {

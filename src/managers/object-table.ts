@@ -27,14 +27,20 @@
  *   from a Queue, whose reader may come hours later) keeps its object until
  *   the server ends.
  * - A CLAIM that overtakes its INCREF (two connections, no order between
- *   them) waits for it here. A DECREF of the proxy it made that also comes
- *   before the INCREF cancels it: the INCREF, when it comes, counts nothing
- *   (else the receiver's connection would own a reference its process gave
- *   back already). What waits is bounded in number (`MAX_PENDING`, the
- *   oldest going first) and in time (`PENDING_TTL`): a CLAIM whose INCREF
- *   never comes costs nothing after that; an INCREF later than that is a
- *   ticket nobody claims (its object kept until the server ends, never
- *   freed early).
+ *   them) counts a reference for its receiver at once, if the object is
+ *   still held (counted, or withdrawn within `WITHDRAWN_GRACE`), and its
+ *   ticket is remembered so that the INCREF, when it comes, counts nothing.
+ *   At once, because the INCREF may never come: a child that forwards a
+ *   proxy from its args and exits before its client has connected loses
+ *   it, and its sender then withdraws the args' ticket. A CLAIM of an object
+ *   not held waits for its INCREF instead; a DECREF of the proxy it made
+ *   that also comes before the INCREF cancels it (the INCREF then counts
+ *   nothing, else the receiver's connection would own a reference its
+ *   process gave back already). What waits is bounded in number
+ *   (`MAX_PENDING`, the oldest going first) and in time (`PENDING_TTL`): a
+ *   CLAIM whose INCREF never comes costs nothing after that; an INCREF
+ *   later than that is a ticket nobody claims (its object kept until the
+ *   server ends, never freed early).
  * - A proxy stored inside another object (a list item, a dict value) is a
  *   `Ref` there, which holds the object itself: an object with no counted
  *   reference left is out of the table (no client can name it) but stays
@@ -121,6 +127,8 @@ export class ObjectTable {
   readonly #tickets = new Map<string, Entry>();
   /** Tickets withdrawn (UNTICKET) less than `WITHDRAWN_GRACE` ago. */
   readonly #withdrawn = new Map<string, Withdrawn>();
+  /** The same by object id, with how many: an early CLAIM of another ticket of that object takes it up too. */
+  readonly #withdrawnIds = new Map<number, { entry: Entry; n: number }>();
   /** CLAIMs that came before their INCREF: ticket → who claimed (in arrival order, so the oldest is first). */
   readonly #early = new Map<string, EarlyClaim>();
   /** The same, per holder and object id: what a DECREF of that holder may cancel, and what goes when it goes. */
@@ -239,11 +247,19 @@ export class ObjectTable {
     const withdrawn = this.#withdrawn.get(ticket);
     if (withdrawn) {
       // Its receiver claimed it before it ended, and the sender's UNTICKET was read first.
-      this.#withdrawn.delete(ticket);
+      this.#unwithdraw(ticket);
       this.own(holder, withdrawn.entry);
       return;
     }
     if (this.#early.has(ticket) || this.#orphaned.has(ticket)) return; // a repeated CLAIM counts once
+    const held = this.#counted.get(id) ?? this.#withdrawnIds.get(id)?.entry;
+    if (held) {
+      // Counted now, its INCREF (if it ever comes) counting nothing: a sender that exited before it
+      // connected never sends it, and the object must not be freed under this receiver meanwhile.
+      this.own(holder, held);
+      this.#orphan(ticket);
+      return;
+    }
     this.#make(this.#early, ticket, { holder, id, until: Date.now() + PENDING_TTL }, (t) => this.#forgetEarly(t));
     let ids = this.#earlyOf.get(holder);
     if (!ids) this.#earlyOf.set(holder, (ids = new Map()));
@@ -262,8 +278,19 @@ export class ObjectTable {
     const entry = this.#tickets.get(ticket);
     if (!entry) return;
     this.#tickets.delete(ticket);
-    this.#make(this.#withdrawn, ticket, { entry, until: Date.now() + WITHDRAWN_GRACE }, (t) => this.#withdrawn.delete(t));
+    this.#make(this.#withdrawn, ticket, { entry, until: Date.now() + WITHDRAWN_GRACE }, (t) => this.#unwithdraw(t));
+    const ids = this.#withdrawnIds.get(entry.id);
+    if (ids) ids.n++;
+    else this.#withdrawnIds.set(entry.id, { entry, n: 1 });
     this.#drop(entry, 1);
+  }
+
+  #unwithdraw(ticket: string): void {
+    const withdrawn = this.#withdrawn.get(ticket);
+    if (!withdrawn) return;
+    this.#withdrawn.delete(ticket);
+    const ids = this.#withdrawnIds.get(withdrawn.entry.id);
+    if (ids && --ids.n === 0) this.#withdrawnIds.delete(withdrawn.entry.id);
   }
 
   /** Counts for tests and debugging. */
@@ -276,6 +303,7 @@ export class ObjectTable {
     this.#counted.clear();
     this.#tickets.clear();
     this.#withdrawn.clear();
+    this.#withdrawnIds.clear();
     this.#early.clear();
     this.#earlyOf.clear();
     this.#orphaned.clear();
@@ -324,7 +352,7 @@ export class ObjectTable {
     const now = Date.now();
     for (const [ticket, { until }] of this.#withdrawn) {
       if (until > now) break;
-      this.#withdrawn.delete(ticket);
+      this.#unwithdraw(ticket);
     }
     for (const [ticket, { until }] of this.#early) {
       if (until > now) break;

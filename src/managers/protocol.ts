@@ -16,6 +16,7 @@
  *     [UNTICKET, objectId, ticket]                 a handle this process sent will never arrive
  *     [SHUTDOWN, req]                              end the server
  *     [INFO, req]                                  counts, for tests and debugging
+ *     [LIMIT, maxFrame]                            first after the greeting: the largest frame this client reads
  *   server → client
  *     [HELLO, serverId, version, maxFrame]         first, once per connection
  *     [OK, req, value, proxies]                    a result
@@ -36,7 +37,7 @@
 import { v8 } from '../builtins.js';
 
 /** Bumped when messages change incompatibly; a client refuses a server that says another. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export const Op = {
   CALL: 1,
@@ -47,7 +48,11 @@ export const Op = {
   SHUTDOWN: 6,
   INFO: 7,
   UNTICKET: 8,
+  LIMIT: 9,
 } as const;
+
+/** The smallest frame cap either side may set (maxMessageBytes). */
+export const MIN_MAX_FRAME = 1024;
 
 export const Reply = {
   HELLO: 100,
@@ -174,6 +179,31 @@ export class FrameWriter {
       this.#length = start;
       throw err;
     }
+  }
+
+  /**
+   * Removes the messages larger than `cap` bytes (written under a larger
+   * cap that no longer holds); returns their places among the messages
+   * written since the last `take`.
+   */
+  dropLarger(cap: number): number[] {
+    const dropped: number[] = [];
+    const ends: number[] = [];
+    let from = 0;
+    let kept = 0;
+    this.#ends.forEach((end, i) => {
+      if (end - from - 4 > cap) {
+        dropped.push(i);
+      } else {
+        if (kept !== from) this.#buf.copy(this.#buf, kept, from, end);
+        kept += end - from;
+        ends.push(kept);
+      }
+      from = end;
+    });
+    this.#length = kept;
+    this.#ends = ends;
+    return dropped;
   }
 
   /**
@@ -404,10 +434,29 @@ export interface WireError {
 
 /** Any thrown value as a `WireError`. */
 export function toWireError(err: unknown): WireError {
-  if (err instanceof Error) {
-    return { name: String(err.name || err.constructor?.name || 'Error'), message: String(err.message), stack: String(err.stack ?? '') };
+  // Whatever was thrown is the user's: its name, message or conversion may throw too (a getter, an
+  // object without a prototype), and the server must answer anyway.
+  try {
+    if (err instanceof Error) {
+      return { name: String(err.name || err.constructor?.name || 'Error'), message: String(err.message), stack: String(err.stack ?? '') };
+    }
+  } catch {
+    return { name: 'Error', message: `an error was thrown that cannot be described (${safeString(err)})`, stack: '' };
   }
-  return { name: 'Error', message: `a non-Error was thrown: ${String(err)}`, stack: '' };
+  return { name: 'Error', message: `a non-Error was thrown: ${safeString(err)}`, stack: '' };
+}
+
+/** `String(value)`, or `[object Object]`-like when that throws. */
+function safeString(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    try {
+      return Object.prototype.toString.call(value);
+    } catch {
+      return 'an unprintable value';
+    }
+  }
 }
 
 /** Whether a value has the shape of a `WireError`. */

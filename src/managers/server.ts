@@ -30,6 +30,7 @@ import { Entry, ObjectTable, Ref, type Holder, type TypeInfo } from './object-ta
 import {
   DEFAULT_KEEPALIVE,
   DEFAULT_MAX_FRAME,
+  MIN_MAX_FRAME,
   Op,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -39,6 +40,7 @@ import {
   readMessages,
   toWireError,
   type Message,
+  type WireError,
 } from './protocol.js';
 import { decodeArgs, encodeResult, type ProxyDescription } from './values.js';
 import { DEFAULT_MAX_ARRAY_BYTES, isManaged, withLimits, type Caller, type CallerState, type ServerLimits } from './managed/base.js';
@@ -261,11 +263,14 @@ class Session implements Caller, Holder {
    */
   #messages: unknown[][] = [];
   #next = 0;
+  /** The largest frame sent to this client: the server's cap, or the client's if smaller (LIMIT). */
+  #answerCap: number;
 
   constructor(server: ManagerServer, connection: Connection) {
     this.#server = server;
     this.#connection = connection;
     this.#transport = connection.transportForWait() as SocketTransport;
+    this.#answerCap = server.maxFrame;
   }
 
   start(): void {
@@ -313,12 +318,15 @@ class Session implements Caller, Holder {
         return;
       }
       if (this.#next < this.#messages.length) {
+        const message = this.#messages[this.#next++]!;
         try {
-          this.#handle(this.#messages[this.#next++]!);
+          this.#handle(message);
         } catch (err) {
-          if (!(err instanceof ProtocolError)) throw err;
-          this.close();
-          return;
+          // Anything else thrown is this request's failure (or, not a request, this session's): never the server's.
+          if (err instanceof ProtocolError || !this.#failRequest(message, err)) {
+            this.close();
+            return;
+          }
         }
         continue;
       }
@@ -339,8 +347,7 @@ class Session implements Caller, Holder {
       try {
         this.#messages = readMessages(frame);
         this.#next = 0;
-      } catch (err) {
-        if (!(err instanceof ProtocolError)) throw err;
+      } catch {
         this.close();
         return;
       }
@@ -405,6 +412,12 @@ class Session implements Caller, Holder {
         this.#flush()?.finally(() => this.#server.shutdown());
         return;
       }
+      case Op.LIMIT: {
+        const [, maxFrame] = m;
+        if (!isId(maxFrame) || maxFrame < MIN_MAX_FRAME) throw bad(m);
+        this.#answerCap = Math.min(this.#server.maxFrame, maxFrame);
+        return;
+      }
       case Op.INFO: {
         const [, req] = m;
         if (!isId(req)) throw bad(m);
@@ -445,8 +458,8 @@ class Session implements Caller, Holder {
     }
     if (isThenable(result)) {
       Promise.resolve(result).then(
-        (value) => this.#done(req, entry, method, value),
-        (err) => this.#fail(req, err),
+        (value) => this.#guarded(req, () => this.#done(req, entry, method, value)),
+        (err) => this.#guarded(req, () => this.#fail(req, err)),
       );
     } else {
       this.#done(req, entry, method, result);
@@ -487,8 +500,14 @@ class Session implements Caller, Holder {
       // The description itself: the client's create() builds the proxy.
       this.#reply([Reply.OK, req, this.#hand(entry), false], [entry]);
     };
-    if (isThenable(made)) Promise.resolve(made).then(finish, (err) => this.#fail(req, err));
-    else finish(made);
+    if (isThenable(made)) {
+      Promise.resolve(made).then(
+        (obj) => this.#guarded(req, () => finish(obj)),
+        (err) => this.#guarded(req, () => this.#fail(req, err)),
+      );
+    } else {
+      finish(made);
+    }
   }
 
   /** The entry of an object the server now serves as `type`. */
@@ -541,22 +560,59 @@ class Session implements Caller, Holder {
     this.#reply([Reply.ERR, req, toWireError(err)]);
   }
 
+  /** Runs what answers `req` later (a settled promise's); what it throws fails that request, or else this session. */
+  #guarded(req: number, answer: () => void): void {
+    try {
+      answer();
+    } catch (err) {
+      if (!this.#failRequest([Op.CALL, req], err)) this.close();
+    }
+  }
+
+  /** Answers the request `message` was with `err`; false if it was no request, or the answer failed too. */
+  #failRequest(message: unknown[], err: unknown): boolean {
+    const [op, req] = message;
+    if ((op !== Op.CALL && op !== Op.CREATE && op !== Op.INFO && op !== Op.SHUTDOWN) || !isId(req)) return false;
+    try {
+      this.#fail(req, err);
+      return !this.closed;
+    } catch {
+      return false;
+    }
+  }
+
   /** Sends an answer; one that cannot be serialized (or is too large) becomes an error, and gives back what it handed out. */
   #reply(message: Message, handed: Entry[] = []): void {
     if (this.closed) return;
-    const cap = this.#server.maxFrame - 4;
+    const cap = this.#answerCap - 4;
     try {
       this.#writer.write(message, cap);
     } catch (err) {
       for (const entry of handed) this.#server.table.disown(this, entry, 1);
-      const error =
-        err instanceof RangeError
-          ? new ValueError(
-              `the result is too large for this connection's frame limit (${this.#server.maxFrame} bytes); ` +
-                `fetch it in parts (e.g. list.slice(start, end)), or raise maxMessageBytes on both sides`,
-            )
-          : cloneError(message[2], 'result', err as Error);
-      this.#writer.write([Reply.ERR, message[1], toWireError(error)], cap);
+      // An error too large to send keeps its name and the start of its message (below).
+      let wire = message[0] === Reply.ERR ? (message[2] as WireError) : undefined;
+      try {
+        if (wire) throw err;
+        wire = toWireError(
+          err instanceof RangeError
+            ? new ValueError(
+                `the result is too large for this connection's frame limit (${cap + 4} bytes); ` +
+                  `fetch it in parts (e.g. list.slice(start, end)), or raise maxMessageBytes on both sides`,
+              )
+            : cloneError(message[2], 'result', err as Error),
+        );
+        this.#writer.write([Reply.ERR, message[1], wire], cap);
+      } catch {
+        // Even that is too large (a small cap, a long message): a short one, without its stack.
+        const name = wire && wire.name.length <= 64 ? wire.name : 'ValueError';
+        const text = (wire?.message ?? 'the answer cannot be sent').slice(0, 160);
+        try {
+          this.#writer.write([Reply.ERR, message[1], { name, message: `${text}… (cut to fit the frame limit of ${cap + 4} bytes)`, stack: '' }], cap);
+        } catch {
+          this.close();
+          return;
+        }
+      }
     }
     if (!this.#flushQueued) {
       this.#flushQueued = true;
@@ -568,7 +624,7 @@ class Session implements Caller, Holder {
     this.#flushQueued = false;
     if (this.#writer.length === 0 || this.closed) return undefined;
     let sent: Promise<void> | undefined;
-    for (const frame of this.#writer.take(this.#server.maxFrame)) {
+    for (const frame of this.#writer.take(this.#answerCap)) {
       const size = frame.length;
       this.#unsent += size;
       sent = this.#transport.send(frame).then(

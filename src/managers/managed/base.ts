@@ -85,14 +85,21 @@ export function waitTime(options: unknown, what: string): number {
   return timeoutOf(timeout, what);
 }
 
-/** A timeout in milliseconds (undefined, null or Infinity: forever; negative: 0). */
+/**
+ * A timeout in milliseconds (undefined, null or Infinity: forever;
+ * negative: 0; above setTimeout's largest delay, ~24.8 days: forever, as
+ * setTimeout would fire such a timer at once).
+ */
 export function timeoutOf(timeout: unknown, what: string): number {
   if (timeout === undefined || timeout === null || timeout === Infinity) return Infinity;
   if (typeof timeout !== 'number' || Number.isNaN(timeout)) {
     throw new ValueError(`${what} timeout must be a number of milliseconds (or undefined for no limit), not ${describe(timeout)}`);
   }
-  return Math.max(0, timeout);
+  return timeout > MAX_TIMER_DELAY ? Infinity : Math.max(0, timeout);
 }
+
+/** The largest delay setTimeout keeps (a larger one fires after 1 ms). */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 interface Waiter<T, P> {
   readonly caller: Caller;
