@@ -1,7 +1,7 @@
 /**
  * The module a pool worker child imports for its target (`runWorker`, by
  * reference): the worker loop and the shared-object kinds its config holds
- * (two SimpleQueues, a RawArray), and nothing else of the package.
+ * (two SimpleQueues, a view of a segment), and nothing else of the package.
  *
  * Why: a worker used to load the whole package (the bundle's index.js,
  * ~350 KB) to revive its config, which was the largest part of its start.
@@ -15,6 +15,6 @@
  * worker-loop.ts).
  */
 import '../queue/queue.js';
-import '../sharedctypes/array.js';
+import '../serialize/views.js';
 
 export { runWorker } from './worker-loop.js';

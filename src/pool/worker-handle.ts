@@ -9,7 +9,7 @@ import { processClassFor } from '../process/context.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
-import { makeRawArray } from '../sharedctypes/array.js';
+import { Segment } from '../shm/segment.js';
 import { CONTROL_DOUBLES, FINISHED, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -52,6 +52,8 @@ export class WorkerHandle {
   /** Settles with the exit code when the child has ended. */
   readonly ended: Promise<number>;
   readonly method: StartMethod;
+  /** The memory of the control block. */
+  private readonly controlSegment: Segment;
   private readonly outstanding: Unit[] = [];
   private head = 0;
   /** The last seq handed over. */
@@ -89,7 +91,11 @@ export class WorkerHandle {
     try {
       this.tasks = new SimpleQueue<Uint8Array>();
       this.results = new SimpleQueue<unknown>();
-      const control = makeRawArray('d', CONTROL_DOUBLES) as unknown as Float64Array;
+      // A plain view of a segment, not a RawArray: a worker then needs no
+      // shared-array classes to revive it (worker-entry.ts), ~40 KB less
+      // to parse at its start. The segment is held here for the worker's life.
+      this.controlSegment = Segment.create(CONTROL_DOUBLES * 8);
+      const control = new Float64Array(this.controlSegment.sab, this.controlSegment.base, CONTROL_DOUBLES);
       ({ ints: this.ints, floats: this.floats } = controlViews(control));
       this.budget = options.budget;
       const Cls = processClassFor(options.method);
