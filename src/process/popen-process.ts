@@ -130,8 +130,10 @@ export function launchProcess(limits?: ChildLimits): ProcessLaunch {
     end() {
       if (taken) return;
       taken = true;
-      if (spare) spare.end();
-      else child.kill('SIGKILL');
+      if (spare) return spare.end();
+      // Nobody listens to it any more: a failed spawn's 'error' must not be an uncaught one.
+      child.on('error', () => {});
+      child.kill('SIGKILL');
     },
   };
 }

@@ -139,8 +139,10 @@ export function launchThread(limits?: ChildLimits): ThreadLaunch {
     end() {
       if (handed) return;
       handed = true;
-      if (spare) spare.end();
-      else void worker!.terminate();
+      if (spare) return spare.end();
+      // Nobody listens to it any more: an 'error' of it must not be an uncaught one.
+      worker!.on('error', () => {});
+      void worker!.terminate();
     },
   };
 }
