@@ -67,8 +67,12 @@ const MARKER_BYTES = Buffer.from(MARKER, 'latin1');
  */
 let packageLoaded = false;
 
-async function loadPackageFor(batch: Uint8Array): Promise<void> {
-  if (packageLoaded || Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength).indexOf(MARKER_BYTES) < 0) return;
+/** Whether a batch's bytes hold the marker key (then some task's arguments may hold a shared object). */
+function carriesShared(batch: Uint8Array): boolean {
+  return Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength).indexOf(MARKER_BYTES) >= 0;
+}
+
+async function loadPackage(): Promise<void> {
   await import('../index.js');
   packageLoaded = true;
 }
@@ -146,7 +150,7 @@ class Worker {
       let item = this.tasks.getSync(false, 0);
       if (item === NOTHING) item = await this.tasks.get(true, Infinity);
       if (!(item instanceof Uint8Array)) continue;
-      if (!packageLoaded) await loadPackageFor(item);
+      if (!packageLoaded && carriesShared(item)) await loadPackage();
       const batch = serializer().deserialize(copyBytes(item)) as unknown[];
       for (let i = 0; i < batch.length; ) {
         const op = batch[i++] as Op;
