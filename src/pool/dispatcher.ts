@@ -44,8 +44,7 @@ import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
 import { TaskQueue, UnitState, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
 import type { TaskFunction } from './functions.js';
-import { WorkerHandle, type WorkerOptions } from './worker-handle.js';
-import type { Launch } from '../process/popen.js';
+import { WorkerHandle } from './worker-handle.js';
 import { TimeLimits } from './time-limits.js';
 import { Balancer } from './balancer.js';
 
@@ -197,34 +196,14 @@ export class Dispatcher {
   }
 
   private ensureWorkers(): void {
-    const missing = this.wantsWorkers() ? this.processes - this.active.length : 0;
-    // Every missing worker's child is launched first: each boots while the
-    // shared memory of all is made (and, on first use, the tree's directory
-    // and its reaper), instead of after it.
-    const launches: Array<Launch | null> = [];
-    for (let i = 0; i < missing; i++) launches.push(WorkerHandle.launch(this.workerOptions()));
-    try {
-      while (launches.length > 0) {
-        const launch = launches.shift()!;
-        if (this.active.length < this.processes && this.wantsWorkers()) this.spawn(launch);
-        else launch?.end();
-      }
-    } finally {
-      // The first worker failing is the constructor's error: the others' children are not used.
-      for (const launch of launches) launch?.end();
-    }
-    while (this.active.length < this.processes && this.wantsWorkers()) this.spawn(null);
+    while (this.active.length < this.processes && this.wantsWorkers()) this.spawn();
   }
 
-  private workerOptions(): WorkerOptions {
+  private spawn(): void {
     const { method, initializer, initargs, maxtasksperchild, heapLimitMb } = this.options;
-    return { method, initializer, initargs, budget: maxtasksperchild ?? Infinity, heapLimitMb };
-  }
-
-  private spawn(launch: Launch | null): void {
     let w: WorkerHandle;
     try {
-      w = new WorkerHandle(this.workerOptions(), launch);
+      w = new WorkerHandle({ method, initializer, initargs, budget: maxtasksperchild ?? Infinity, heapLimitMb });
     } catch (err) {
       // The first start failing (a pool made where children may not be started) is the constructor's error.
       if (this.workersStarted === 0) throw err;

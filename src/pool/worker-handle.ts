@@ -81,13 +81,16 @@ export class WorkerHandle {
   failed = 0;
   busyMs = 0;
 
-  /**
-   * @param launch the child launched for it beforehand (`WorkerHandle.launch`),
-   *   which boots while the shared memory is made here; null to start one
-   *   now. Ended here when the worker cannot be made.
-   */
-  constructor(options: WorkerOptions, launch: Launch | null = null) {
+  constructor(options: WorkerOptions) {
     this.method = options.method;
+    // Its child is launched first: it boots while the parent makes what the
+    // spec will hold (the shared memory below; on a program's first pool
+    // the tree's directory and its reaper too), instead of after. Workers
+    // are made one after the other, so the next one's child boots while
+    // this one's is already on its way (launching all first measured no
+    // better: the children then compete with each other and the parent's
+    // set-up for the two cores).
+    const launch = WorkerHandle.launch(options);
     try {
       this.tasks = new SimpleQueue<Uint8Array>();
       this.results = new SimpleQueue<unknown>();
@@ -127,11 +130,11 @@ export class WorkerHandle {
   }
 
   /**
-   * A child for a worker of these options, launched now (see `constructor`);
-   * null where none could be (the worker's own start then fails as it
-   * would have, with its error).
+   * A child for a worker of these options, launched now; null where none
+   * could be (the worker's own start then fails as it would have, with its
+   * error).
    */
-  static launch(options: WorkerOptions): Launch | null {
+  private static launch(options: WorkerOptions): Launch | null {
     try {
       return launchChild(options.method, options.heapLimitMb);
     } catch {
