@@ -8,7 +8,6 @@
 import { ValueError } from '../errors.js';
 import type { InFlight } from '../shm/segment.js';
 import { AsyncResult, SETTLE } from './async-result.js';
-import type { Chunking } from './chunking.js';
 import type { Dispatcher, Source } from './dispatcher.js';
 import type { TaskFunction } from './functions.js';
 import { Op, monoNow } from './protocol.js';
@@ -145,7 +144,7 @@ export class MapCall<T> implements Call {
   }
 
   /** Packs every chunk (refusing what cannot travel before anything is submitted) and submits them. */
-  start(op: Op.Map | Op.Star, fn: TaskFunction, items: readonly unknown[], chunking: Chunking, signal: AbortSignal | undefined): void {
+  start(op: Op.Map | Op.Star, fn: TaskFunction, items: readonly unknown[], chunksize: number, signal: AbortSignal | undefined): void {
     if (this.settled) return;
     if (signal?.aborted) {
       this.finish(false, signal.reason);
@@ -165,14 +164,12 @@ export class MapCall<T> implements Call {
     const all: InFlight[] = [];
     const units: Unit[] = [];
     packing(this.label, all, () => {
-      for (let first = 0; first < items.length; ) {
-        const size = items.length - first <= chunking.tailItems ? chunking.tailSize : chunking.size;
+      for (let first = 0; first < items.length; first += chunksize) {
         const refs: InFlight[] = [];
-        const chunk = items.slice(first, first + size);
+        const chunk = items.slice(first, first + chunksize);
         const payload = packChunk(op, chunk, first, refs);
         all.push(...refs);
         units.push(this.engine.unit(this, op, fn, payload, packedSize(payload), refs, first, chunk.length));
-        first += chunk.length;
       }
     });
     this.units = units;

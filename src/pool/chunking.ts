@@ -14,34 +14,6 @@ export function defaultChunksize(n: number, processes: number): number {
   return Math.ceil(n / (processes * 4));
 }
 
-/** How a map's input is cut: `size` items a chunk, and its last `tailItems` items `tailSize` a chunk. */
-export interface Chunking {
-  readonly size: number;
-  readonly tailItems: number;
-  readonly tailSize: number;
-}
-
-/** Every chunk `size` items (the caller's chunksize, or Python's with maxtasksperchild, which counts chunks). */
-export function evenChunking(size: number): Chunking {
-  return { size, tailItems: 0, tailSize: size };
-}
-
-/**
- * Python's default (`defaultChunksize`: about four chunks per worker), with
- * its last round split: the last `processes` chunks' worth of items go in
- * chunks of half the size. Equal tasks on workers of equal speed end
- * together either way, but a worker slowed by anything else on the machine
- * finishes its last chunk alone while the others idle, and a chunk that
- * has started cannot be moved (balancer.ts): half-size chunks at the end
- * halve that tail, for `processes` more answers per map. (64 tasks on 2
- * workers: 6 chunks of 8, then 4 of 4.) The default chunksize, as Python
- * computes it, is unchanged; only the dispatch of the last round differs.
- */
-export function defaultChunking(n: number, processes: number): Chunking {
-  const size = Math.max(1, defaultChunksize(n, processes));
-  return size > 1 ? { size, tailItems: processes * size, tailSize: Math.ceil(size / 2) } : evenChunking(size);
-}
-
 /** A chunksize the caller gave: a positive integer. */
 export function checkChunksize(chunksize: unknown, label: string): number | undefined {
   if (chunksize === undefined || chunksize === null) return undefined;

@@ -12,7 +12,7 @@ import { abandon, encode, toBytes } from '../serialize/encode.js';
 import { AsyncResult, type ResultCallbacks } from './async-result.js';
 import { ApplyCall, MapCall, type CallLimits } from './calls.js';
 import { ImapCall } from './imap.js';
-import { checkChunksize, checkIterable, collect, defaultChunking, defaultChunksize, evenChunking, isSyncIterable } from './chunking.js';
+import { checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from './chunking.js';
 import { Dispatcher } from './dispatcher.js';
 import { FunctionRegistry, describeFunction } from './functions.js';
 import { Op } from './protocol.js';
@@ -141,8 +141,6 @@ function startMethodOf(context: PoolOptions['context']): StartMethod {
 export class Pool {
   readonly #engine: Dispatcher;
   readonly #functions: FunctionRegistry;
-  /** maxtasksperchild is set: a map's chunks are its tasks, so they are Python's exactly. */
-  readonly #countsChunks: boolean;
 
   /**
    * @param processes how many workers (default `mp.cpuCount()`).
@@ -179,7 +177,6 @@ export class Pool {
     // What cannot travel is refused here, by its own path, not by the first worker's start.
     abandon({ value: null, segments: encodeCheck(initargs) });
     const method = startMethodOf(opts.context);
-    this.#countsChunks = max !== undefined && max !== null;
     this.#functions = new FunctionRegistry(module);
     this.#engine = new Dispatcher({
       processes: n,
@@ -240,9 +237,7 @@ export class Pool {
    * `fn(item)` for every item, in a list in input order (Python's `map`).
    * The iterable (sync or async) is consumed at the call, cut into chunks
    * of `chunksize` items (default: about four chunks per worker, Python's
-   * rule, with the last round sent in half-size chunks so that no worker
-   * ends alone on a full chunk; with `maxtasksperchild`, which counts
-   * chunks, exactly Python's); the first error rejects the call.
+   * rule); the first error rejects the call.
    * @example `const squares = await pool.map(square, [1, 2, 3], undefined, { onProgress: (d, t) => console.log(d, '/', t) });`
    */
   async map<F extends (item: any) => unknown>(
@@ -301,13 +296,7 @@ export class Pool {
     const result = AsyncResult.make<unknown[]>(opts as ResultCallbacks<unknown[]>);
     const call = new MapCall<unknown>(this.#engine, label, limits, result, opts['onProgress'] as MapOptions['onProgress']);
     const begin = (items: unknown[]) => {
-      const processes = this.#engine.processes;
-      // maxtasksperchild counts chunks, as Python's does: then Python's chunks exactly.
-      const chunking =
-        size !== undefined ? evenChunking(size)
-        : this.#countsChunks ? evenChunking(Math.max(1, defaultChunksize(items.length, processes)))
-        : defaultChunking(items.length, processes);
-      call.start(op, task, items, chunking, limits.signal);
+      call.start(op, task, items, size ?? Math.max(1, defaultChunksize(items.length, this.#engine.processes)), limits.signal);
     };
     if (isSyncIterable(iterable)) {
       // Consumed at the call: what the iterable throws, or an argument that cannot travel, is this call's error.
