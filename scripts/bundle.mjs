@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * Bundles the runtime into dist/bundle/: `index.js` (the package entry, ES
- * module) and `bootstrap.cjs` (the first module of every child, CommonJS),
- * one self-contained file each. What both contain (runtime state, the shared-object registry) lives
+ * module) with `pool-worker.js` (a pool worker's entry) and the chunk they
+ * share, and `bootstrap.cjs` (the first module of every child, CommonJS),
+ * self-contained. What both contain (runtime state, the shared-object registry) lives
  * on `globalThis` under registered symbols, so the copies agree; the rest of
  * the bootstrap is stateless. Beside them, `cli.js` (the `multiprocessing-ts`
  * command, package.json `bin`), which imports `index.js`.
@@ -51,10 +52,23 @@ const packageEntryStaysExternal = {
   },
 };
 
+// The package entry and a pool worker's entry (pool/worker-entry.ts), split:
+// what both use goes to a chunk both import, so a worker loads about a
+// quarter of the package instead of all of it, and a module that imports
+// the package in that worker later shares the chunk's module instances
+// (one copy of each class and registry) rather than loading copies. The
+// chunks sit beside index.js: `import.meta.url`-relative files
+// (bootstrap.cjs, ts-hooks.mjs, pool-worker.js) resolve the same from either.
 await build({
   ...common,
-  entryPoints: { index: 'src/index.ts' },
-  define: { __MPTS_BOOTSTRAP_FILE__: JSON.stringify('./bootstrap.cjs'), __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs') },
+  entryPoints: { index: 'src/index.ts', 'pool-worker': 'src/pool/worker-entry.ts' },
+  splitting: true,
+  chunkNames: '[name]-[hash]',
+  define: {
+    __MPTS_BOOTSTRAP_FILE__: JSON.stringify('./bootstrap.cjs'),
+    __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs'),
+    __MPTS_POOL_WORKER_FILE__: JSON.stringify('./pool-worker.js'),
+  },
 });
 // The loader hooks of a child under tsx (process/ts-hooks.ts) run in Node's
 // loader thread, which loads them by URL: a file of their own, builtins only.

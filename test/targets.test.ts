@@ -5,12 +5,13 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freeVariables, functionExpressionSource } from '../src/process/free-variables.js';
-import { exportsFromText, moduleExports } from '../src/process/entry-exports.js';
+import { exportNameOf, exportsFromText, moduleExports } from '../src/process/entry-exports.js';
 import { compileTypeScript } from '../src/process/parsers.js';
 import * as mp from '../src/index.js';
 import { mark } from './fixtures/relative-module/lib.js';
@@ -119,6 +120,28 @@ describe('which export a by-reference target is', () => {
     assert.notEqual(compileTypeScript(path, withText, 'ts'), null, 'esbuild is at hand');
     assert.deepEqual(byLocal(path), want);
     assert.deepEqual(Object.fromEntries(exportsFromText('function f() {}\nexport default f;\n').byLocal), { f: 'default' });
+  });
+
+  it('takes an export declared where it is defined at its word, without loading a parser, and asks the parser for the rest (same answers)', () => {
+    const path = join(dir, 'd.mjs');
+    const source = [js, 'const doc = `', 'export function fake() {}', '`;', 'export async function* gen() {}', 'export class K {}'].join('\n');
+    writeFileSync(path, source);
+    const locals = ['f', 'g', 'h', 'x', 'fake', 'gen', 'K', 'nothing'];
+    const ts = join(dir, 'e.ts');
+    writeFileSync(ts, 'import type { T } from "./types.js";\nexport default async function work(xs: T[]): Promise<void> {}\n');
+    // Answers first, in a fresh process: the declared ones must not load acorn (or run esbuild for the .ts).
+    const script = [
+      `import { exportNameOf } from ${JSON.stringify(new URL('../src/process/entry-exports.js', import.meta.url).href)};`,
+      "import { createRequire } from 'node:module';",
+      `const declared = [exportNameOf(${JSON.stringify(path)}, 'f'), exportNameOf(${JSON.stringify(path)}, 'gen'), exportNameOf(${JSON.stringify(path)}, 'K'), exportNameOf(${JSON.stringify(ts)}, 'work')];`,
+      "const parser = Object.keys(createRequire(process.cwd() + '/').cache).some((key) => /[\\\\/]acorn[\\\\/]/.test(key));",
+      'console.log(JSON.stringify({ declared, parser }));',
+    ].join('\n');
+    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }));
+    assert.deepEqual(out, { declared: ['f', 'gen', 'K', 'default'], parser: false });
+    const parsed = byLocal(path);
+    for (const local of locals) assert.equal(exportNameOf(path, local), parsed[local], local);
+    assert.equal(exportNameOf(path, 'fake'), undefined, 'a declaration inside a template literal is text');
   });
 
   for (const method of METHODS) {

@@ -12,7 +12,7 @@
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isAbsolute } from 'node:path';
 import { describeTarget, type TargetSpec } from '../process/target.js';
-import { moduleExports } from '../process/entry-exports.js';
+import { exportNameOf } from '../process/entry-exports.js';
 
 export interface TaskFunction {
   readonly id: number;
@@ -37,7 +37,7 @@ function modulePath(module: string | URL): string | null {
 export function describeFunction(fn: unknown, module: string | URL | undefined, role: string): TargetSpec {
   if (typeof fn === 'function' && fn.name && module !== undefined) {
     const path = modulePath(module);
-    if (path === null || moduleExports(path).byLocal.has(fn.name)) return describeTarget(fn, module, role);
+    if (path === null || exportNameOf(path, fn.name) !== undefined) return describeTarget(fn, module, role);
   }
   return describeTarget(fn, undefined, role);
 }

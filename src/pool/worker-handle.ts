@@ -3,32 +3,30 @@
  * pool's start method), its two channels and control block, and the units
  * handed to it and not yet answered, in the order it runs them.
  */
-import { Process, limitHeap, watchEnd } from '../process/process.js';
+import { Process, adoptLaunch, launchChild, limitHeap, offerSpares, watchEnd } from '../process/process.js';
+import type { Launch } from '../process/popen.js';
 import { processClassFor } from '../process/context.js';
 import type { StartMethod } from '../process/start-method.js';
-import { markSelfContained, type TargetSpec } from '../process/target.js';
+import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
-import { makeRawArray } from '../sharedctypes/array.js';
+import { Segment } from '../shm/segment.js';
 import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
 import { UnitState, type Unit } from './task-queue.js';
-import { WORKER_MODULE, WORKER_RUNNER, type WorkerConfig } from './worker-loop.js';
+import { runWorker, type WorkerConfig } from './worker-loop.js';
 
+/** Set by the bundler: the worker's entry is a file of the bundle (scripts/bundle.mjs). */
+declare const __MPTS_POOL_WORKER_FILE__: string | undefined;
 
 /**
- * The worker's target: self-contained (it goes by source, with no parse of
- * the user's entry), it finds `runWorker` through `globalThis`, importing
- * the pool's worker module first when no copy of the package in the child
- * has offered it yet (reviving the config's queues loads the package, so
- * usually one has).
+ * The module that exports the worker's target, `runWorker`, by reference
+ * (worker-entry.ts: what a worker loads, a fraction of the package). Named
+ * as `module`, it is not read in the parent: the child finds the export by
+ * its fingerprint.
  */
-const WORKER_TARGET = new Function(
-  `return async function (config) {
-  const runner = Symbol.for(${JSON.stringify(WORKER_RUNNER.description)});
-  if (!globalThis[runner]) await import(${JSON.stringify(WORKER_MODULE)});
-  return globalThis[runner](config);
-};`,
-)() as (config: WorkerConfig) => Promise<void>;
-markSelfContained(WORKER_TARGET);
+const WORKER_ENTRY = new URL(
+  typeof __MPTS_POOL_WORKER_FILE__ === 'string' ? __MPTS_POOL_WORKER_FILE__ : './worker-entry.js',
+  import.meta.url,
+);
 
 export interface WorkerOptions {
   readonly method: StartMethod;
@@ -53,6 +51,9 @@ export class WorkerHandle {
   readonly floats: Float64Array;
   /** Settles with the exit code when the child has ended. */
   readonly ended: Promise<number>;
+  readonly method: StartMethod;
+  /** The memory of the control block. */
+  private readonly controlSegment: Segment;
   private readonly outstanding: Unit[] = [];
   private head = 0;
   /** The last seq handed over. */
@@ -83,24 +84,43 @@ export class WorkerHandle {
   busyMs = 0;
 
   constructor(options: WorkerOptions) {
-    this.tasks = new SimpleQueue<Uint8Array>();
-    this.results = new SimpleQueue<unknown>();
-    const control = makeRawArray('d', CONTROL_DOUBLES) as unknown as Float64Array;
-    ({ ints: this.ints, floats: this.floats } = controlViews(control));
-    this.budget = options.budget;
-    const Cls = processClassFor(options.method);
-    const config: WorkerConfig = {
-      tasks: this.tasks,
-      results: this.results,
-      control,
-      initializer: options.initializer,
-      initargs: options.initargs,
-    };
-    this.process = new Cls({ target: WORKER_TARGET, args: [config], daemon: true });
-    // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.
-    this.process.name = this.process.name.replace('Process', 'PoolWorker');
-    if (options.heapLimitMb) limitHeap(this.process, options.heapLimitMb);
-    this.process.start();
+    this.method = options.method;
+    // Its child is launched first: it boots while the parent makes what the
+    // spec will hold (the shared memory below; on a program's first pool
+    // the tree's directory and its reaper too), instead of after. Workers
+    // are made one after the other, so the next one's child boots while
+    // this one's is already on its way (launching all first measured no
+    // better: the children then compete with each other and the parent's
+    // set-up for the two cores).
+    const launch = WorkerHandle.launch(options);
+    try {
+      this.tasks = new SimpleQueue<Uint8Array>();
+      this.results = new SimpleQueue<unknown>();
+      // A plain view of a segment, not a RawArray: a worker then needs no
+      // shared-array classes to revive it (worker-entry.ts), ~40 KB less
+      // to parse at its start. The segment is held here for the worker's life.
+      this.controlSegment = Segment.create(CONTROL_DOUBLES * 8);
+      const control = new Float64Array(this.controlSegment.sab, this.controlSegment.base, CONTROL_DOUBLES);
+      ({ ints: this.ints, floats: this.floats } = controlViews(control));
+      this.budget = options.budget;
+      const Cls = processClassFor(options.method);
+      const config: WorkerConfig = {
+        tasks: this.tasks,
+        results: this.results,
+        control,
+        initializer: options.initializer,
+        initargs: options.initargs,
+      };
+      this.process = new Cls({ target: runWorker, args: [config], daemon: true, module: WORKER_ENTRY });
+      // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.
+      this.process.name = this.process.name.replace('Process', 'PoolWorker');
+      if (options.heapLimitMb) limitHeap(this.process, options.heapLimitMb);
+      if (launch) adoptLaunch(this.process, launch);
+      this.process.start();    } catch (err) {
+      launch?.end();
+      throw err;
+    }
+
     // Watching its end must not keep this process alive: pending results do that.
     const watch = watchEnd(this.process);
     watch.done();
@@ -109,6 +129,19 @@ export class WorkerHandle {
 
   get name(): string {
     return this.process.name;
+  }
+
+  /**
+   * A child for a worker of these options, launched now; null where none
+   * could be (the worker's own start then fails as it would have, with its
+   * error).
+   */
+  private static launch(options: WorkerOptions): Launch | null {
+    try {
+      return launchChild(options.method, options.heapLimitMb);
+    } catch {
+      return null;
+    }
   }
 
   /** Stand-ins of units taken back (takeBack), not yet answered Skipped. */
@@ -152,7 +185,11 @@ export class WorkerHandle {
     }
     if (unit.call.timeout !== undefined) this.timed--;
     if (unit.state === UnitState.Over) this.standIns--;
-    this.answered = true;
+    if (!this.answered) {
+      this.answered = true;
+      // Up and answering: spares for later starts (under tsx) no longer compete with its start (process.ts launchChild).
+      offerSpares(this.method);
+    }
     return unit;
   }
 

@@ -1,6 +1,6 @@
 /**
- * The pool worker's side: what a worker child runs (its target calls
- * `runWorker` through `globalThis`, see worker-handle.ts).
+ * The pool worker's side: what a worker child runs (its target is
+ * `runWorker`, by reference to worker-entry.ts).
  *
  * It runs the initializer, then takes batches from its task channel and
  * runs their units one at a time, in order, answering each with one item on
@@ -25,11 +25,12 @@ import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
 import { encode, abandon, cloneError } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
-import { EVERY_KIND } from '../serialize/shared.js';
+import { EVERY_KIND, MARKER } from '../serialize/shared.js';
 import type { SimpleQueue } from '../queue/queue.js';
 import { resolveTarget } from '../process/child.js';
 import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
+import { wake } from '../sync/futex.js';
 import { toRecord } from './remote-error.js';
 import {
   CLOSED,
@@ -61,11 +62,34 @@ export interface WorkerConfig {
   readonly initargs: unknown[];
 }
 
-/** The key under which a loaded copy of this module offers `runWorker` to the worker's target. */
-export const WORKER_RUNNER = Symbol.for('multiprocessing-ts.pool-worker');
+/**
+ * The key of a shared-object marker as V8 writes it (a one-byte string):
+ * found in a batch's bytes, some task's arguments hold a shared object.
+ */
+const MARKER_BYTES = Buffer.from(MARKER, 'latin1');
 
-/** This module's URL: the worker's target imports it when no copy of it is loaded yet. */
-export const WORKER_MODULE = import.meta.url;
+/**
+ * Whether this worker loaded the package for its tasks' arguments. It
+ * starts with its entry's kinds only (worker-entry.ts); a shared object of
+ * another kind in a task's arguments needs its class's module first, and
+ * decoding is synchronous, so a batch that may hold one waits for the
+ * package before its units run (a string that merely contains the marker
+ * costs a needless load, nothing else).
+ */
+let packageLoaded = false;
+
+/** Whether a batch's bytes hold the marker key (then some task's arguments may hold a shared object). */
+function carriesShared(batch: Uint8Array): boolean {
+  return Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength).indexOf(MARKER_BYTES) >= 0;
+}
+
+async function loadPackage(): Promise<void> {
+  await import('../index.js');
+  packageLoaded = true;
+}
+
+/** Wakes every waiter of a word. */
+const WAKE_ALL = 0x7fffffff;
 
 /** A long run of sync units yields to the event loop after this long. */
 const YIELD_MS = 10;
@@ -173,10 +197,13 @@ class Worker {
     process.on('unhandledRejection', (reason) => this.escaped(reason, 'an unhandled promise rejection'));
     if (!(await this.initialize())) return;
     Atomics.store(this.ints, STATE, WorkerState.Ready);
+    // The parent may be waiting for this worker to be up, to hand it units another still starting holds (balancer.ts).
+    wake(this.ints, STATE, WAKE_ALL);
     for (;;) {
       let item = this.tasks.getSync(false, 0);
       if (item === NOTHING) item = await this.tasks.get(true, Infinity);
       if (!(item instanceof Uint8Array)) continue;
+      if (!packageLoaded && carriesShared(item)) await loadPackage();
       const batch = serializer().deserialize(copyBytes(item)) as unknown[];
       for (let i = 0; i < batch.length; ) {
         const op = batch[i++] as Op;
@@ -394,5 +421,3 @@ class Worker {
 export async function runWorker(config: WorkerConfig): Promise<void> {
   await new Worker(config).run();
 }
-
-(globalThis as { [WORKER_RUNNER]?: typeof runWorker })[WORKER_RUNNER] ??= runWorker;

@@ -16,8 +16,12 @@ interface Received {
   readonly prepared?: Promise<void>;
 }
 
-/** A spare readies TypeScript while it waits; a failure is reported by runChild, under the child's name. */
-function prepareSpare(method: 'process' | 'thread', tsxApi: string): Promise<void> {
+/**
+ * A spare (or a thread launched before its spec, popen.ts `Launch`) readies
+ * TypeScript while it waits, under tsx; a failure is reported by runChild,
+ * under the child's name.
+ */
+function prepareSpare(method: 'process' | 'thread', tsxApi: string | null): Promise<void> {
   const prepared = prepareTs(method, tsxApi);
   prepared.catch(() => {});
   return prepared;

@@ -10,7 +10,7 @@ import { inspect } from 'node:util';
 import { v8 } from '../builtins.js';
 import { ProcessError } from '../errors.js';
 import { runtime } from '../runtime.js';
-import { decode, hasShared } from '../serialize/decode.js';
+import { decode, hasShared, hasUnknownKind } from '../serialize/decode.js';
 import { EVERY_KIND, settleRevived } from '../serialize/shared.js';
 import { sourceFingerprint } from './fingerprint.js';
 import type { ChildSpec } from './popen.js';
@@ -92,10 +92,12 @@ function report(name: string, err: unknown): void {
 /** Encoded args or fields as the parent sent them, revived (shared objects live: the parent is of this tree). */
 async function revive(wire: unknown, fallback: unknown): Promise<unknown> {
   const cloned = wire === null ? fallback : typeof wire === 'string' ? v8().deserialize(Buffer.from(wire, 'base64')) : wire;
-  // Shared-object classes register their revivers when the package loads;
-  // a child given none of them starts without loading it.
+  // Shared-object classes register their revivers when their modules load:
+  // a child given none of them starts without loading the package, and so
+  // does one whose target's module registered the kinds it is given (a pool
+  // worker's entry registers those of its config: pool/worker-entry.ts).
   if (!hasShared(cloned)) return decode(cloned, EVERY_KIND);
-  await import('../index.js');
+  if (hasUnknownKind(cloned)) await import('../index.js');
   const revived = decode(cloned, EVERY_KIND);
   await settleRevived();
   return revived;

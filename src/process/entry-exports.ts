@@ -32,6 +32,58 @@ export interface ModuleExports {
 
 const cache = new Map<string, ModuleExports>();
 
+/**
+ * The name under which the module at `path` exports its top-level binding
+ * `local`, or undefined when it does not.
+ *
+ * Most exports are declared where they are defined: `export function f`,
+ * `export default async function f`, `export const f =`, `export class C`.
+ * Such a declaration at the start of a line, outside comments, is taken
+ * at its word, without the parser: loading acorn and parsing the module
+ * (and, for TypeScript, running esbuild first) cost a program's first
+ * pool or child 10–30 ms of CPU while its workers boot. A line inside a
+ * template literal (an odd number of backticks before it) goes to the
+ * parser; only text built to look otherwise (a string holding a lone
+ * backtick before such a template) could mislead this, and then the
+ * child, which checks the export's fingerprint, fails the task with a
+ * clear error. Anything else (`export { f as g }`, re-exports, CommonJS)
+ * is read with the parser, as before.
+ */
+export function exportNameOf(path: string, local: string): string | undefined {
+  return declaredExport(path, local) ?? moduleExports(path).byLocal.get(local);
+}
+
+const texts = new Map<string, string | null>();
+
+function declaredExport(path: string, local: string): string | undefined {
+  if (!/^[A-Za-z_$][\w$]*$/.test(local)) return undefined;
+  let text = texts.get(path);
+  if (text === undefined) {
+    try {
+      text = withoutComments(readFileSync(path, 'utf8'));
+    } catch {
+      text = null;
+    }
+    texts.set(path, text);
+  }
+  if (text === null) return undefined;
+  const name = local.replace(/\$/g, '\\$');
+  const declaration = new RegExp(
+    `^export\\s+(default\\s+)?(?:(?:async\\s+)?function\\b\\s*\\*?\\s*${name}\\s*[(<]|(?:abstract\\s+)?class\\s+${name}(?![\\w$]))` +
+      `|^export\\s+(?:const|let|var)\\s+${name}\\s*[=:]`,
+    'm',
+  );
+  const m = declaration.exec(text);
+  // Inside a template literal (an odd number of backticks before it), it is text: ask the parser.
+  if (!m || (text.slice(0, m.index).match(/(?<!\\)`/g)?.length ?? 0) % 2 === 1) return undefined;
+  return m[1] ? 'default' : local;
+}
+
+/** Source text without its comments (a string that looks like one loses text too, which can only hide a declaration). */
+function withoutComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
+}
+
 /** The exports of the module at `path` (none when it cannot be read). */
 export function moduleExports(path: string): ModuleExports {
   let found = cache.get(path);
@@ -116,7 +168,7 @@ function commonJs(expr: any, found: Collector): void {
 
 /** Exports from source text that no parser at hand can read (TypeScript without esbuild). */
 export function exportsFromText(source: string): ModuleExports {
-  const text = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
+  const text = withoutComments(source);
   const found = new Collector();
   const id = '[A-Za-z_$][\\w$]*';
   const declaration = new RegExp(

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { childExecArgv } from './exec-argv.js';
 import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildLimits, type ChildSpec, type Popen } from './popen.js';
+import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildLimits, type ChildSpec, type Launch, type Popen } from './popen.js';
 import { forget, offerSpare, readied, takeSpare, type Spare } from './spares.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
@@ -91,14 +91,67 @@ function makeSpare(settings: string): ProcessSpare {
   return spare;
 }
 
+/** Makes a spare process for later starts, under tsx (spares.ts), up to the capacity. */
+export function offerProcessSpare(): void {
+  offerSpare('process', childExecArgvOnce(), makeSpare);
+}
+
+/** A process launched before its spec (popen.ts `Launch`). */
+export interface ProcessLaunch extends Launch {
+  readonly method: 'process';
+  /** Takes it over for its spec: it is a child now. */
+  take(): ChildProcess;
+}
+
+/**
+ * Launches a process child now (a ready spare, or a cold spawn, which waits
+ * for its spec over IPC as every process child does); `popenProcess` sends
+ * it its spec. A child with `limits` never takes a spare.
+ */
+export function launchProcess(limits?: ChildLimits): ProcessLaunch {
+  const spare = limits ? null : takeSpare<ProcessSpare>('process', childExecArgvOnce());
+  const child = spare?.child ?? spawnBootstrap([], limits);
+  if (!spare) {
+    // Until it has its spec it keeps nobody alive; if it never gets one, it
+    // exits when its channel closes (or by its parent-death signal).
+    child.unref();
+    child.channel?.unref();
+  }
+  let taken = false;
+  return {
+    method: 'process',
+    limits,
+    take() {
+      taken = true;
+      if (spare) spare.adopt();
+      else child.ref();
+      return child;
+    },
+    end() {
+      if (taken) return;
+      taken = true;
+      if (spare) return spare.end();
+      // Nobody listens to it any more: a failed spawn's 'error' must not be an uncaught one.
+      child.on('error', () => {});
+      child.kill('SIGKILL');
+    },
+  };
+}
+
 /**
  * `spawned(pid)` runs once the child exists and before it can receive its
- * spec. A child with `limits` is started cold: a spare was launched without them.
+ * spec. A child with `limits` is started cold: a spare was launched without
+ * them. `launched`: begun before (launchProcess).
  */
-export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined) => void, limits?: ChildLimits): Popen {
-  const spare = limits ? undefined : takeSpare<ProcessSpare>('process', childExecArgvOnce());
+export function popenProcess(
+  spec: ChildSpec,
+  spawned?: (pid: number | undefined) => void,
+  limits?: ChildLimits,
+  launched?: ProcessLaunch,
+): Popen {
+  const spare = launched || limits ? undefined : takeSpare<ProcessSpare>('process', childExecArgvOnce());
   spare?.adopt();
-  const child = spare?.child ?? spawnBootstrap([], limits);
+  const child = launched?.take() ?? spare?.child ?? spawnBootstrap([], limits);
   spawned?.(child.pid);
   const exited = new Promise<number>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signalExitCode(signal!)));
@@ -113,7 +166,8 @@ export function popenProcess(spec: ChildSpec, spawned?: (pid: number | undefined
   });
   // The channel is only for the spec: it must not keep either side alive.
   child.channel?.unref();
-  offerSpare('process', childExecArgvOnce(), makeSpare);
+  // A child launched ahead (the pool's) offers none: its launcher does, once the spare no longer competes with its start.
+  if (!launched) offerProcessSpare();
   return {
     pid: child.pid ?? -1,
     threadId: 0,

@@ -11,7 +11,7 @@ import { nodeOptionTokens } from './preloads.js';
 import { threadExecArgv, withoutOptions } from './exec-argv.js';
 import { deferFilePreloads, withoutTsx, type DeferredPreload } from './ts-children.js';
 import { tsxApi } from './tsx.js';
-import { BOOTSTRAP_URL, type ChildLimits, type ChildSpec, type Popen, type SpareData } from './popen.js';
+import { BOOTSTRAP_URL, type ChildLimits, type ChildSpec, type Launch, type Popen, type SpareData } from './popen.js';
 import { forget, offerSpare, takeSpare, type Spare } from './spares.js';
 
 /** undefined: the Worker inherits our execArgv (see threadExecArgv). */
@@ -135,10 +135,63 @@ function makeSpare(settings: string): ThreadSpare {
   return spare;
 }
 
-/** A child with `limits` is started cold: a spare was launched without them. */
-export function popenThread(spec: ChildSpec, limits?: ChildLimits): Popen {
+/** Makes a spare thread for later starts, under tsx (spares.ts), up to the capacity. */
+export function offerThreadSpare(): void {
+  offerSpare('thread', workerExecArgv(), makeSpare);
+}
+
+/** A thread launched before its spec (popen.ts `Launch`). */
+export interface ThreadLaunch extends Launch {
+  readonly method: 'thread';
+  /** Posts it its spec: it is a child now. */
+  hand(spec: ChildSpec): Worker;
+}
+
+/**
+ * Launches a thread child now (a ready spare, or a Worker that boots and
+ * waits for its spec as a spare does); `popenThread` hands it its spec.
+ * A child with `limits` never takes a spare: spares were launched without them.
+ */
+export function launchThread(limits?: ChildLimits): ThreadLaunch {
+  const spare = limits ? null : takeSpare<ThreadSpare>('thread', workerExecArgv());
+  let worker: Worker | null = null;
+  if (!spare) {
+    worker = newWorker({ spare: { tsxApi: tsxApi() } }, limits);
+    worker.unref();
+  }
+  let handed = false;
+  return {
+    method: 'thread',
+    limits,
+    hand(spec) {
+      handed = true;
+      if (spare) return spare.hand(spec);
+      try {
+        worker!.postMessage(spec);
+      } catch (err) {
+        // As for a spare: what cannot be cloned throws here, as it would from new Worker.
+        void worker!.terminate();
+        throw err;
+      }
+      worker!.ref();
+      return worker!;
+    },
+    end() {
+      if (handed) return;
+      handed = true;
+      if (spare) return spare.end();
+      // Nobody listens to it any more: an 'error' of it must not be an uncaught one.
+      worker!.on('error', () => {});
+      void worker!.terminate();
+    },
+  };
+}
+
+/** A child with `limits` is started cold: a spare was launched without them. `launched`: begun before (launchThread). */
+export function popenThread(spec: ChildSpec, limits?: ChildLimits, launched?: ThreadLaunch): Popen {
   spec = withPreloads(spec);
-  const worker = (limits ? undefined : takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec)) ?? newWorker(spec, limits);
+  const worker =
+    launched?.hand(spec) ?? (limits ? undefined : takeSpare<ThreadSpare>('thread', workerExecArgv())?.hand(spec)) ?? newWorker(spec, limits);
   let forcedCode: number | null = null;
   const exited = new Promise<number>((resolve) => {
     worker.once('exit', (code) => resolve(forcedCode ?? code));
@@ -153,7 +206,8 @@ export function popenThread(spec: ChildSpec, limits?: ChildLimits): Popen {
     forcedCode ??= code;
     void worker.terminate();
   };
-  offerSpare('thread', workerExecArgv(), makeSpare);
+  // A child launched ahead (the pool's) offers none: its launcher does, once the spare no longer competes with its start.
+  if (!launched) offerThreadSpare();
   return {
     pid: process.pid,
     threadId: worker.threadId,

@@ -60,9 +60,28 @@ export const PROCESS_CHILD_FLAG = '--multiprocessing-ts-child';
  */
 export const SPARE_FLAG = '--multiprocessing-ts-spare';
 
-/** A thread spare's `workerData`: what it may prepare before its spec comes (as a message). */
+/**
+ * The `workerData` of a thread whose spec comes later, as a message: a warm
+ * spare, or a child launched early (`Launch`). What it may prepare
+ * meanwhile: TypeScript hooks, under tsx.
+ */
 export interface SpareData {
-  readonly spare: { readonly tsxApi: string };
+  readonly spare: { readonly tsxApi: string | null };
+}
+
+/**
+ * A child launched before its spec exists, so that it boots while the
+ * parent makes what the spec will hold (the pool's workers: their shared
+ * memory, the tree's directory and reaper on first use). It is a cold start
+ * begun early, or a ready warm spare: the spec reaches it as it would reach
+ * a spare (a message to a thread; over IPC to a process, as for every
+ * process child). Until `start()` hands it its spec it keeps nobody alive.
+ */
+export interface Launch {
+  readonly method: 'process' | 'thread';
+  readonly limits: ChildLimits | undefined;
+  /** Ends it, if no spec was handed to it; once handed, it is the child's and this does nothing. */
+  end(): void;
 }
 
 /** Set by the bundler: the bundled bootstrap is CommonJS (see scripts/bundle.mjs). */

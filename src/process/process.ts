@@ -11,9 +11,9 @@ import { describe } from '../describe.js';
 import { resolveFromCaller } from '../caller-file.js';
 import { describeClass, describeTarget, entryPath, type TargetSpec } from './target.js';
 import { getStartMethod, validateStartMethod, type StartMethod } from './start-method.js';
-import { popenProcess } from './popen-process.js';
-import { popenThread } from './popen-thread.js';
-import type { ChildSpec, InstanceSpec, Popen } from './popen.js';
+import { launchProcess, offerProcessSpare, popenProcess, type ProcessLaunch } from './popen-process.js';
+import { launchThread, offerThreadSpare, popenThread, type ThreadLaunch } from './popen-thread.js';
+import type { ChildSpec, InstanceSpec, Launch, Popen } from './popen.js';
 import { liveChildren } from './registry.js';
 import { childChain } from './import-entry.js';
 import { tsxApi } from './tsx.js';
@@ -96,6 +96,8 @@ interface ProcessState {
   authkey: Uint8Array | null;
   /** The child's V8 old-generation heap limit in MiB (`limitHeap`); null: V8's default. */
   heapLimitMb?: number | null;
+  /** A child launched before this object was made, that `start()` hands the spec to (`adoptLaunch`). */
+  launch?: Launch | null;
 }
 
 const states = new WeakMap<object, ProcessState>();
@@ -298,13 +300,7 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     const self = openState(this);
     if (self.self) throw new StateError(`${self.name} is the running process itself; only its parent can start it`);
     if (self.popen) throw new StateError(`cannot start a process twice (${self.name} was started already)`);
-    const state = runtime();
-    if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
-    if (state.child) {
-      const chain = childChain();
-      if (chain !== 'target') throw new StateError(chain === 'import' ? GUARD_MESSAGE : OUTSIDE_TARGET_MESSAGE);
-    }
-    if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
+    checkMayStart();
     const method = validateStartMethod(this.startMethod());
     // A subclass's run() runs in the child on an instance rebuilt there; one
     // that keeps Process's run() only needs its target.
@@ -339,13 +335,19 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
       };
       const spec: ChildSpec = { identity, target, args, instance };
       const limits = self.heapLimitMb ? { heapLimitMb: self.heapLimitMb } : undefined;
+      const launched = self.launch?.method === method && self.launch.limits?.heapLimitMb === limits?.heapLimitMb ? self.launch : null;
       if (method === 'process') {
-        self.popen = popenProcess(spec, (pid) => ledger?.handed(pid), limits);
+        self.popen = popenProcess(spec, (pid) => ledger?.handed(pid), limits, (launched as ProcessLaunch | null) ?? undefined);
       } else {
         ledger?.handed();
-        self.popen = popenThread(spec, limits);
+        self.popen = popenThread(spec, limits, (launched as ThreadLaunch | null) ?? undefined);
       }
+      // A launch that did not fit (another method or limit) was not used.
+      self.launch?.end();
+      self.launch = null;
     } catch (err) {
+      self.launch?.end();
+      self.launch = null;
       ledger?.discard();
       payload.abandon();
       // A worker's clone of its data refuses what v8.serialize would have.
@@ -489,6 +491,17 @@ function moduleOption(module: unknown, cls: Function): string | URL | undefined 
   return resolveFromCaller(module, Process, subclasses);
 }
 
+/** Where a child may not be started from: a child's import of the entry, outside its target's chain, or a daemon. */
+function checkMayStart(): void {
+  const state = runtime();
+  if (state.importingEntry) throw new StateError(GUARD_MESSAGE);
+  if (state.child) {
+    const chain = childChain();
+    if (chain !== 'target') throw new StateError(chain === 'import' ? GUARD_MESSAGE : OUTSIDE_TARGET_MESSAGE);
+  }
+  if (state.child?.daemon) throw new StateError('daemonic processes are not allowed to have children');
+}
+
 function currentName(): string {
   return runtime().child?.name ?? 'MainProcess';
 }
@@ -503,6 +516,47 @@ export function limitHeap(p: Process, mb: number): void {
   const self = openState(p);
   if (self.popen) throw new StateError('limitHeap() must come before start()');
   self.heapLimitMb = mb;
+}
+
+/**
+ * @internal For the pool's workers: launches a child of `method` now,
+ * before the `Process` that will run in it exists (popen.ts `Launch`), so
+ * that it boots while the caller makes its arguments (shared memory, and
+ * the tree's directory and reaper on first use). Give it to that Process
+ * with `adoptLaunch` before `start()`; `end()` it if it is not used.
+ *
+ * Under tsx a start makes warm spares for later starts (spares.ts); one of
+ * a launched child does not, as spares booting beside the launched
+ * children would compete with them for the CPU (measured: a first pool's
+ * start under tsx took twice as long). Call `offerSpares` once they are up.
+ * @throws StateError where `start()` would refuse to start a child (nothing is launched).
+ */
+export function launchChild(method: StartMethod, heapLimitMb?: number): Launch {
+  checkMayStart();
+  const limits = heapLimitMb ? { heapLimitMb } : undefined;
+  return method === 'process' ? launchProcess(limits) : launchThread(limits);
+}
+
+/**
+ * @internal Makes warm spares of `method` for later starts, under tsx, up to
+ * the capacity (spares.ts); nothing otherwise. For whoever launched children
+ * with `launchChild`, once those are up.
+ */
+export function offerSpares(method: StartMethod): void {
+  if (method === 'process') offerProcessSpare();
+  else offerThreadSpare();
+}
+
+/**
+ * @internal The next `start()` of `p` hands its spec to `launch` instead of
+ * starting a child (one of another start method or heap limit is ended and
+ * the start goes cold). Before `start()`.
+ */
+export function adoptLaunch(p: Process, launch: Launch): void {
+  const self = openState(p);
+  if (self.popen) throw new StateError('adoptLaunch() must come before start()');
+  self.launch?.end();
+  self.launch = launch;
 }
 
 /**

@@ -20,7 +20,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ValueError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { describe } from '../describe.js';
-import { moduleExports } from './entry-exports.js';
+import { exportNameOf } from './entry-exports.js';
 import { runsStringInput } from './exec-argv.js';
 import { sourceFingerprint } from './fingerprint.js';
 import { freeVariables, functionExpressionSource } from './free-variables.js';
@@ -88,7 +88,7 @@ function byReference(fn: Function, module: string | URL | undefined, role: strin
     return { kind: 'ref', moduleUrl: moduleUrlOf(module, role), exportName: name, name, fingerprint: sourceFingerprint(fn) };
   }
   const entry = entryPath();
-  const exportName = entry && name ? moduleExports(entry).byLocal.get(name) : undefined;
+  const exportName = entry && name ? exportNameOf(entry, name) : undefined;
   if (!entry || !exportName) return null;
   return { kind: 'ref', moduleUrl: pathToFileURL(entry).href, exportName, name, fingerprint: sourceFingerprint(fn) };
 }
@@ -151,18 +151,6 @@ function privateMemberOf(cls: Function, base: Function): string | null {
   return null;
 }
 
-/** The package's own functions known to be self-contained (the pool's worker target): no parse needed. */
-const selfContained = new WeakSet<Function>();
-
-/**
- * @internal Marks a function of this package as self-contained, so it goes
- * by source without the free-variable check (whose parser costs ~40 ms to
- * load and warm up, on the pool's start path).
- */
-export function markSelfContained(fn: Function): void {
-  selfContained.add(fn);
-}
-
 /**
  * Decides how `fn` travels.
  * @param role what the function is, for messages ('target', 'initializer'…).
@@ -172,7 +160,6 @@ export function describeTarget(fn: unknown, module: string | URL | undefined, ro
   if (typeof fn !== 'function') {
     throw new ValueError(`${role} is ${describe(fn)}, not a function; pass the function the child should run`);
   }
-  if (selfContained.has(fn)) return { kind: 'source', source: Function.prototype.toString.call(fn), name: fn.name };
   const name = fn.name;
   const reference = byReference(fn, module, role);
   if (reference) return reference;

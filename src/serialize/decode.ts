@@ -7,7 +7,7 @@
  * what it imports are part of every child's bootstrap.
  */
 import { SerializationError } from '../errors.js';
-import { EVERY_KIND, MARKER, allowsKind, reviveShared, type HandleKinds, type SharedHandle } from './shared.js';
+import { EVERY_KIND, MARKER, allowsKind, isRegistered, reviveShared, type HandleKinds, type SharedHandle } from './shared.js';
 import { isLeaf } from './leaf.js';
 import { pathOf } from './path.js';
 import { DESCEND, Walk } from './walk.js';
@@ -30,6 +30,32 @@ export function hasShared(value: unknown): boolean {
         found = true;
         walk.stop();
         return v;
+      },
+    },
+    false,
+  );
+  return found;
+}
+
+/**
+ * Whether `value` holds a shared-object marker of a kind no loaded module
+ * has registered yet (so the package must be loaded before `decode`).
+ * Handles are looked into too: a kind's handle may carry another's.
+ */
+export function hasUnknownKind(value: unknown): boolean {
+  let found = false;
+  Walk.run(
+    value,
+    'args',
+    {
+      enter(v, walk) {
+        if (typeof v !== 'object' || v === null || isLeaf(v)) return v;
+        if (isMarker(v) && !isRegistered((v[MARKER] as { kind?: unknown } | null)?.kind)) {
+          found = true;
+          walk.stop();
+          return v;
+        }
+        return DESCEND;
       },
     },
     false,

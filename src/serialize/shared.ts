@@ -78,6 +78,11 @@ export function registerShared(kind: string, revive: Reviver): void {
   revivers.set(kind, revive);
 }
 
+/** Whether objects of `kind` can be revived here (the module of their class has loaded). */
+export function isRegistered(kind: unknown): boolean {
+  return typeof kind === 'string' && revivers.has(kind);
+}
+
 /** Rebuilds a shared object from its handle. */
 export function reviveShared(handle: SharedHandle): unknown {
   const revive = revivers.get(handle.kind);

@@ -7,6 +7,7 @@
  */
 import { StateError } from '../errors.js';
 import { describeTarget, type TargetSpec } from '../process/target.js';
+import { resolveTarget } from '../process/child.js';
 import { reviveLater } from '../serialize/shared.js';
 
 /** esbuild's and tsx's `__name` helper, which by-source functions may call. */
@@ -42,7 +43,7 @@ export class BarrierAction {
       // eslint-disable-next-line no-new-func
       action.fn = new Function('__name', `return (${spec.source});`)(nameShim) as Function;
     } else {
-      action.resolving = import('../process/child.js').then(({ resolveTarget }) => resolveTarget(spec));
+      action.resolving = resolveTarget(spec);
       // A child's target starts once this is done, so waitSync finds the action ready.
       reviveLater(
         action.resolving.then(
