@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as mp from 'multiprocessing-ts';
 import { eventually, fixture } from './helpers.js';
-import { redisUnavailable, startRedis, type RedisServer } from './redis.js';
+import { redisUnavailable, startRedis, type RedisOptions, type RedisServer } from './redis.js';
 import { add, fail, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -64,6 +64,38 @@ async function startWorker(url: string, extra: string[] = [], module = TASKS): P
 
 function markers(dir: string): string[] {
   return readdirSync(dir);
+}
+
+/**
+ * A redis-server, `n` worker CLIs on it, a context and a markers directory,
+ * all ended when disposed, however the test ended (a failed assertion too).
+ */
+async function cluster(n: number, options: RedisOptions = {}) {
+  const redis = await startRedis(options);
+  const workers: WorkerProc[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+  const end = async () => {
+    for (const w of workers) w.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    await redis.stop();
+  };
+  try {
+    workers.push(...(await Promise.all(Array.from({ length: n }, () => startWorker(redis.url)))));
+  } catch (err) {
+    await end();
+    throw err;
+  }
+  const ctx = mp.getContext(redis.url as `redis://${string}`);
+  return {
+    redis,
+    workers,
+    ctx,
+    dir,
+    async [Symbol.asyncDispose]() {
+      ctx.close();
+      await end();
+    },
+  };
 }
 
 describe('cluster Pool', { skip }, () => {
@@ -244,97 +276,63 @@ describe('cluster Pool', { skip }, () => {
 
 describe('cluster Pool faults', { skip }, () => {
   it('a worker SIGKILLed mid-task: its batch runs on the other worker, each result once to the caller', async () => {
-    await using redis = await startRedis();
-    const [a, b] = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
-    const ctx = mp.getContext(redis.url as `redis://${string}`);
-    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
-    try {
-      const pool2 = new ctx.Pool();
-      const running = pool2.starmap(marked, [0, 1, 2, 3].map((x) => [x, 1500, dir] as [number, number, string]), 1);
-      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
-      const victim = [a!, b!].find((w) => markers(dir).some((m) => m.endsWith(`-${w.pid}`)))!;
-      victim.child.kill('SIGKILL');
-      assert.deepEqual(await running, [0, 1, 2, 3]);
-      const ranOnVictim = markers(dir).filter((m) => m.endsWith(`-${victim.pid}`)).map((m) => m.split('-')[0]);
-      const survivor = victim === a ? b! : a!;
-      // Every task the victim had started ran again on the survivor.
-      for (const x of ranOnVictim) assert.ok(markers(dir).includes(`${x}-${survivor.pid}`), `task ${x} was not run again`);
-      assert.ok((await pool2.stats()).retried >= 1);
-      pool2.close();
-      await pool2.join();
-      survivor.child.kill('SIGKILL');
-    } finally {
-      ctx.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await using c = await cluster(2);
+    const [a, b] = c.workers as [WorkerProc, WorkerProc];
+    const pool = new c.ctx.Pool();
+    const running = pool.starmap(marked, [0, 1, 2, 3].map((x) => [x, 1500, c.dir] as [number, number, string]), 1);
+    await eventually(() => markers(c.dir).length >= 1, WAIT_MS, 'a task to start');
+    const victim = [a, b].find((w) => markers(c.dir).some((m) => m.endsWith(`-${w.pid}`)))!;
+    victim.child.kill('SIGKILL');
+    assert.deepEqual(await running, [0, 1, 2, 3]);
+    const ranOnVictim = markers(c.dir).filter((m) => m.endsWith(`-${victim.pid}`)).map((m) => m.split('-')[0]);
+    const survivor = victim === a ? b : a;
+    // Every task the victim had started ran again on the survivor.
+    for (const x of ranOnVictim) assert.ok(markers(c.dir).includes(`${x}-${survivor.pid}`), `task ${x} was not run again`);
+    assert.ok((await pool.stats()).retried >= 1);
+    pool.close();
+    await pool.join();
   });
 
   it('Redis restarted empty mid-map: no task lost', async () => {
-    await using redis = await startRedis({ persist: false });
-    const workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
-    const ctx = mp.getContext(redis.url as `redis://${string}`);
-    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
-    try {
-      const pool = new ctx.Pool();
-      const xs = [0, 1, 2, 3, 4, 5];
-      const running = pool.starmap(marked, xs.map((x) => [x, 400, dir] as [number, number, string]), 1);
-      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
-      await redis.restart();
-      assert.deepEqual(await running, xs);
-      // The workers kept serving through the restart.
-      assert.equal(await pool.apply(add, [1, 2]), 3);
-      pool.close();
-      await pool.join();
-    } finally {
-      ctx.close();
-      for (const w of workers) w.child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await using c = await cluster(2, { persist: false });
+    const pool = new c.ctx.Pool();
+    const xs = [0, 1, 2, 3, 4, 5];
+    const running = pool.starmap(marked, xs.map((x) => [x, 400, c.dir] as [number, number, string]), 1);
+    await eventually(() => markers(c.dir).length >= 1, WAIT_MS, 'a task to start');
+    await c.redis.restart();
+    assert.deepEqual(await running, xs);
+    // The workers kept serving through the restart.
+    assert.equal(await pool.apply(add, [1, 2]), 3);
+    pool.close();
+    await pool.join();
   });
 
   it("every client's connection dropped mid-map (CLIENT KILL): the caller and the workers reconnect and every result arrives once", async () => {
-    await using redis = await startRedis();
-    const workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
-    const ctx = mp.getContext(redis.url as `redis://${string}`);
-    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
-    try {
-      const pool = new ctx.Pool();
-      const xs = [0, 1, 2, 3, 4, 5];
-      const running = pool.starmap(marked, xs.map((x) => [x, 300, dir] as [number, number, string]), 1);
-      await eventually(() => markers(dir).length >= 1, WAIT_MS, 'a task to start');
-      const killed = spawnSync('redis-cli', ['-p', String(redis.port), 'CLIENT', 'KILL', 'TYPE', 'normal'], { encoding: 'utf8' });
-      assert.ok(Number(killed.stdout) >= 3, `connections dropped: ${killed.stdout}${killed.stderr}`);
-      assert.deepEqual(await running, xs);
-      pool.close();
-      await pool.join();
-    } finally {
-      ctx.close();
-      for (const w of workers) w.child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await using c = await cluster(2);
+    const pool = new c.ctx.Pool();
+    const xs = [0, 1, 2, 3, 4, 5];
+    const running = pool.starmap(marked, xs.map((x) => [x, 300, c.dir] as [number, number, string]), 1);
+    await eventually(() => markers(c.dir).length >= 1, WAIT_MS, 'a task to start');
+    const killed = spawnSync('redis-cli', ['-p', String(c.redis.port), 'CLIENT', 'KILL', 'TYPE', 'normal'], { encoding: 'utf8' });
+    assert.ok(Number(killed.stdout) >= 3, `connections dropped: ${killed.stdout}${killed.stderr}`);
+    assert.deepEqual(await running, xs);
+    pool.close();
+    await pool.join();
   });
 
   it('SIGTERM drains: the task it holds finishes and is delivered, then it exits 0', async () => {
-    await using redis = await startRedis();
-    const worker = await startWorker(redis.url);
-    const ctx = mp.getContext(redis.url as `redis://${string}`);
-    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
-    try {
-      const pool = new ctx.Pool();
-      const running = pool.apply(marked, [7, 800, dir]);
-      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
-      worker.child.kill('SIGTERM');
-      assert.equal(await running, 7);
-      assert.equal(await worker.exited, 0);
-      assert.match(worker.output(), /draining/);
-      assert.equal((await pool.stats()).workers.length, 0, 'a drained worker is no longer listed');
-      pool.close();
-      await pool.join();
-    } finally {
-      ctx.close();
-      worker.child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await using c = await cluster(1);
+    const worker = c.workers[0]!;
+    const pool = new c.ctx.Pool();
+    const running = pool.apply(marked, [7, 800, c.dir]);
+    await eventually(() => markers(c.dir).length === 1, WAIT_MS, 'the task to start');
+    worker.child.kill('SIGTERM');
+    assert.equal(await running, 7);
+    assert.equal(await worker.exited, 0);
+    assert.match(worker.output(), /draining/);
+    assert.equal((await pool.stats()).workers.length, 0, 'a drained worker is no longer listed');
+    pool.close();
+    await pool.join();
   });
 
   it("a signal to the worker's whole process group (Ctrl-C, a service stop) drains it: its 'process' children do not die with it, the task is delivered", async () => {
