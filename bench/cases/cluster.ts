@@ -27,6 +27,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
 import * as mp from 'multiprocessing-ts';
 import { startRedis, type RedisServer } from '../../test/redis.js';
 import { PACKAGE_ROOT } from '../paths.js';
@@ -36,6 +37,7 @@ import type { Case, CaseDefinition, Sample, Variant } from '../types.js';
 const WORKERS = 2;
 const BULK = 1000;
 const BULLMQ_WORKER = fileURLToPath(new URL('../fixtures/bullmq-worker.js', import.meta.url));
+const REDIS_ECHO = fileURLToPath(new URL('../fixtures/redis-echo.js', import.meta.url));
 const CLI = join(PACKAGE_ROOT, 'dist/bundle/cli.js');
 const TARGETS = fileURLToPath(TARGETS_URL);
 const nowS = (): number => performance.now() / 1e3;
@@ -205,11 +207,68 @@ async function oursRtt(reps: number, warm: number): Promise<Sample> {
       await pool.apply(noopTask, [i]);
       if (i >= warm) times.push((performance.now() - t0) * 1000);
     }
-    return { value: median(times), extra: { reps, warm } };
+    return { value: median(times), extra: { reps, warm, us: median(times) } };
   } finally {
     pool.close();
     await pool.join();
     await stopAll(workers, (w) => w.kill('SIGTERM'));
+  }
+}
+
+/**
+ * The floor of any round trip through Redis with this client: an `XADD`
+ * waking a blocked `XREADGROUP` in another process, whose `MULTI XADD XACK
+ * XDEL` wakes this process's blocked `XREAD` (fixtures/redis-echo.ts). No
+ * task runs: what ours adds to it is its own work (decoding, the local
+ * pool's hop to its child and back).
+ */
+async function redisFloorRtt(reps: number, warm: number): Promise<Sample> {
+  const r = await redis();
+  const stream = `bench-echo-${process.pid}-${queueSeq++}`;
+  const echo = fork(REDIS_ECHO, [String(r.port), stream], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  await new Promise<void>((resolve, reject) => {
+    echo.once('message', () => resolve());
+    echo.once('exit', (code) => reject(new Error(`the Redis echo process exited (${code}) before it was ready`)));
+  });
+  const command = new Redis(r.url, { enableAutoPipelining: true });
+  const reader = new Redis(r.url);
+  try {
+    const times: number[] = [];
+    let last = '0-0';
+    for (let i = 0; i < warm + reps; i++) {
+      const t0 = performance.now();
+      void command.xadd(stream, '*', 'c', 'caller', 'b', String(i));
+      for (;;) {
+        const reply = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', `${stream}:reply`, last)) as [string, [string, string[]][]][] | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        if (entries.length === 0) continue;
+        last = entries[entries.length - 1]![0];
+        break;
+      }
+      if (i >= warm) times.push((performance.now() - t0) * 1000);
+    }
+    return { value: median(times), extra: { reps, warm, us: median(times) } };
+  } finally {
+    echo.kill('SIGKILL');
+    command.disconnect();
+    reader.disconnect();
+  }
+}
+
+/** The local pool's share of ours: a lone `apply` on a `Pool(1)` at the same cadence. */
+async function localRtt(reps: number, warm: number): Promise<Sample> {
+  const pool = new mp.Pool(1, { module: TARGETS_URL });
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < warm + reps; i++) {
+      const t0 = performance.now();
+      await pool.apply(noopTask, [i]);
+      if (i >= warm) times.push((performance.now() - t0) * 1000);
+    }
+    return { value: median(times), extra: { reps, warm } };
+  } finally {
+    pool.close();
+    await pool.join();
   }
 }
 
@@ -256,8 +315,17 @@ export const clusterRoundTrip: CaseDefinition = {
           system: 'multiprocessing-ts',
           label: 'ours, await pool.apply(noop)',
           target: { anchor: 'bullmq.rtt', op: '<=', ratio: 0.5 },
+          views: [{ id: 'mpts.rtt.vs-floor', label: '  same, vs the Redis floor', metric: 'us', anchor: 'floor.rtt' }],
           sample: () => measured(() => oursRtt(reps, warm)),
         },
+        {
+          id: 'floor.rtt',
+          system: 'limit',
+          label: 'physical limit: XADD → XREADGROUP → MULTI XADD → XREAD, no task (ioredis)',
+          views: [{ id: 'floor.rtt.vs-bullmq', label: '  the floor alone, vs BullMQ', metric: 'us', anchor: 'bullmq.rtt' }],
+          sample: () => measured(() => redisFloorRtt(reps, warm)),
+        },
+        { id: 'local.rtt', system: 'multiprocessing-ts', label: 'local Pool(1), a lone apply (the local hop)', sample: () => localRtt(reps, warm) },
       ],
     };
   },
