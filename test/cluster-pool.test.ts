@@ -307,6 +307,33 @@ describe('cluster Pool faults', { skip }, () => {
     await pool.join();
   });
 
+  it('after a restart onto a server whose clock is behind, results (with smaller stream ids) still arrive', async () => {
+    await using c = await cluster(1, { persist: false });
+    const pool = new c.ctx.Pool();
+    assert.equal(await pool.apply(add, [1, 1]), 2);
+    // The caller has read an id from the old server 60 s ahead of the new one's
+    // clock (a failover target behind, a clock stepped back): a stale entry
+    // with such an id (its batch number matches no call) stands for it.
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(c.redis.url);
+    try {
+      const [key] = await admin.keys('*results*');
+      assert.ok(key, 'the caller has a results stream');
+      const [seconds] = await admin.time();
+      await admin.xadd(key, `${Number(seconds) * 1000 + 60_000}-0`, 'b', '999999', 'w', 'old-primary', 'n', '1', 'e', 'x');
+      // The caller has read past it: a call made after it completes.
+      assert.equal(await pool.apply(add, [2, 2]), 4);
+    } finally {
+      admin.disconnect();
+    }
+    await c.redis.restart();
+    const after = pool.apply(add, [3, 3]);
+    const outcome = await Promise.race([after, new Promise((resolve) => setTimeout(() => resolve('still pending'), 10_000).unref())]);
+    assert.equal(outcome, 6);
+    pool.close();
+    await pool.join();
+  });
+
   it("every client's connection dropped mid-map (CLIENT KILL): the caller and the workers reconnect and every result arrives once", async () => {
     await using c = await cluster(2);
     const pool = new c.ctx.Pool();

@@ -225,9 +225,17 @@ export class Submitter {
   /**
    * After a restart, writes again every pending batch whose entry the server
    * no longer has (a Redis without persistence comes back empty). First reads
-   * what results are there, so a batch that finished is not run again.
+   * what results are there, so a batch that finished is not run again, and
+   * delivers them.
+   *
+   * Reading starts again from the stream's beginning: entry ids are the
+   * server's clock, and a server whose clock is behind the old one's (a
+   * failover target, a clock stepped back) writes results with ids below
+   * the last one read, which a read after it would never return.
+   * Duplicates are ignored (`#deliver`).
    */
   async #rewriteLost(): Promise<void> {
+    this.#lastId = '0-0';
     if (this.#stopped || this.#pending.size === 0) return;
     try {
       const redis = await this.#clients.command();
@@ -237,8 +245,13 @@ export class Submitter {
       const exists = await Promise.all(
         batches.map(([, b]) => (b.id ? redis.xrange(this.#keys.tasks, b.id, b.id).then((r) => r.length > 0) : Promise.resolve(true))),
       );
-      const results = await redis.xrange(this.#keys.results(this.caller), '-', '+');
-      const finished = new Set(results.map(([, flat]) => Number(fieldsOf(flat).get('b')?.toString())));
+      const results = await redis.xrangeBuffer(this.#keys.results(this.caller), '-', '+');
+      const finished = new Set<number>();
+      for (const [, flat] of results) {
+        const fields = fieldsOf(flat);
+        finished.add(Number(fields.get('b')?.toString()));
+        this.#deliver(fields);
+      }
       batches.forEach(([seq, batch], i) => {
         if (exists[i] || finished.has(seq) || this.#pending.get(seq) !== batch) return;
         batch.id = null;
