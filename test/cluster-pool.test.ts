@@ -205,8 +205,33 @@ describe('cluster Pool', { skip }, () => {
     const signal = new AbortController().signal;
     await Promise.all(Array.from({ length: 50 }, (_, i) => pool.applyAsync(add, [i, 1], { signal })));
     await pool.map(square, [1, 2, 3], 1, { signal });
+    for (let i = 0; i < 3; i++) {
+      const got: number[] = [];
+      for await (const y of pool.imap(square, [1, 2], 1, { signal })) got.push(y);
+      assert.deepEqual(got, [1, 4]);
+    }
+    for await (const y of pool.imapUnordered(square, [3], 1, { signal })) assert.equal(y, 9);
     assert.equal(getEventListeners(signal, 'abort').length, 0);
     assert.throws(() => new ctx.Pool(1, { name: 'a}b:c' }), (e: Error) => e instanceof mp.ValueError && /name/.test(e.message));
+    pool.close();
+    await pool.join();
+  });
+
+  it("a throwing onProgress fails its map or imap with the callback's error; the pool keeps serving", async () => {
+    const pool = new ctx.Pool();
+    const bug = new Error('bug in my progress bar');
+    const thrower = () => {
+      throw bug;
+    };
+    await assert.rejects(pool.map(square, [1, 2, 3, 4], 1, { onProgress: thrower }), (e) => e === bug);
+    await assert.rejects(
+      (async () => {
+        for await (const _ of pool.imap(square, [1, 2, 3], 1, { onProgress: thrower }));
+      })(),
+      (e) => e === bug,
+    );
+    await assert.rejects(pool.map(square, [1], 1, { onProgress: 'yes' as never }), (e: Error) => e instanceof mp.ValueError && /onProgress must be a function/.test(e.message));
+    assert.equal(await pool.apply(add, [20, 22]), 42);
     pool.close();
     await pool.join();
   });

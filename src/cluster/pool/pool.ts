@@ -261,6 +261,10 @@ export class ClusterPool {
       throw new ValueError(`${call}: timeout must be a number of milliseconds, got ${describe(timeout)}`);
     }
     if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) throw new ValueError(`${call}: signal must be an AbortSignal, got ${describe(signal)}`);
+    for (const key of ['onProgress', 'callback', 'errorCallback'] as const) {
+      const value = (options as Record<string, unknown>)[key];
+      if (value !== undefined && value !== null && typeof value !== 'function') throw new ValueError(`${call}: ${key} must be a function, got ${describe(value)}`);
+    }
     return ['f', name, 'v', fingerprintOf(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
   }
 
@@ -341,7 +345,15 @@ export class ClusterPool {
       if (settled[i]) return;
       settled[i] = true;
       unlisten[i]?.();
-      sink(i, o);
+      try {
+        sink(i, o);
+      } catch (err) {
+        // The sinks guard the user's callbacks themselves: this is a bug of
+        // ours, made loud, without keeping the batch's other tasks from settling.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
     };
     const failAll = (error: unknown) => args.forEach((_, i) => give(i, { ok: false, value: error }));
     let payload: Buffer;
@@ -375,10 +387,21 @@ export class ClusterPool {
     return seq;
   }
 
+  /**
+   * Hands each task of a batch its outcome. Nothing read from Redis may
+   * throw out of here (a malformed record becomes that task's error): the
+   * results reader calls it, and a throw would leave the batch's other
+   * tasks unsettled.
+   */
   #settleBatch(result: BatchResult, n: number, give: (i: number, o: Outcome) => void): void {
     if (result.attempts > 1) this.#retried += n;
     if (result.error) {
-      const err = unpackError(result.error, 'a batch error');
+      let err: unknown;
+      try {
+        err = unpackError(result.error, 'a batch error');
+      } catch (unreadable) {
+        err = unreadable;
+      }
       for (let i = 0; i < n; i++) give(i, { ok: false, value: err });
       return;
     }
@@ -390,8 +413,16 @@ export class ClusterPool {
       for (let i = 0; i < n; i++) give(i, { ok: false, value: err });
       return;
     }
-    outcomes.forEach(([ok, value], i) => {
-      give(i, ok ? { ok: true, value } : { ok: false, value: unpackError(value as Buffer, 'a task error') });
+    outcomes.forEach((outcome, i) => {
+      let error: unknown;
+      try {
+        const [ok, value] = outcome;
+        if (ok) return give(i, { ok: true, value });
+        error = unpackError(value as Buffer, 'a task error');
+      } catch (unreadable) {
+        error = unreadable;
+      }
+      give(i, { ok: false, value: error });
     });
   }
 
@@ -459,7 +490,14 @@ export class ClusterPool {
             if (!outcome.ok) return fail(outcome.value);
             results[base + i] = outcome.value;
             done++;
-            if (onProgress) onProgress(done, argLists.length);
+            if (onProgress) {
+              // As the local Pool: a throwing progress callback fails the call with its error.
+              try {
+                onProgress(done, argLists.length);
+              } catch (err) {
+                return fail(err);
+              }
+            }
             if (done === argLists.length) {
               signal?.removeEventListener('abort', onAbort);
               resolve(results);
@@ -512,7 +550,15 @@ export class ClusterPool {
           ready.set(base + i, outcome);
           order.push(base + i);
           done++;
-          if (onProgress) onProgress(done, sourceDone ? total : (undefined as unknown as number));
+          if (onProgress) {
+            try {
+              onProgress(done, sourceDone ? total : (undefined as unknown as number));
+            } catch (err) {
+              // As the local Pool: the iteration fails with it at its next step.
+              progressError ??= { error: err };
+              notify();
+            }
+          }
           if (--left === 0) {
             if (--inFlight === 0) pool.#end();
             seqs.delete(seq);
@@ -526,6 +572,7 @@ export class ClusterPool {
     let queue: Promise<void> = Promise.resolve();
     const stop = () => {
       stopped = true;
+      signal?.removeEventListener('abort', stop);
       pool.#submitter.drop(seqs);
       if (inFlight > 0) {
         inFlight = 0;
@@ -535,6 +582,7 @@ export class ClusterPool {
     };
     signal?.addEventListener('abort', stop, { once: true });
     let sourceError: { error: unknown } | null = null;
+    let progressError: { error: unknown } | null = null;
     const iterator: AsyncIterableIterator<unknown> = {
       next(): Promise<IteratorResult<unknown>> {
         // Calls queue: each next() resolves in order, after the one before it.
@@ -566,6 +614,10 @@ export class ClusterPool {
             stop();
             throw signal.reason;
           }
+          if (progressError) {
+            stop();
+            throw progressError.error;
+          }
           if (stopped) return { done: true, value: undefined };
           let index: number | undefined;
           if (ordered) index = ready.has(nextIndex) ? nextIndex : undefined;
@@ -586,7 +638,11 @@ export class ClusterPool {
             stop();
             throw sourceError.error;
           }
-          if (sourceDone && inFlight === 0 && ready.size === 0) return { done: true, value: undefined };
+          if (sourceDone && inFlight === 0 && ready.size === 0) {
+            // Finished: a long-lived signal must not keep this iteration (see stop()).
+            signal?.removeEventListener('abort', stop);
+            return { done: true, value: undefined };
+          }
           const woken = new Promise<void>((r) => (wake = r));
           await fill().catch((e) => {
             sourceError ??= { error: e };
