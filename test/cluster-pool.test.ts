@@ -449,6 +449,70 @@ describe('cluster Pool faults', { skip }, () => {
     }
   });
 
+  it('SIGTERM with Redis gone: an idle worker exits 0, one holding a batch exits 1 once its result cannot be stored, both in bounded time', async () => {
+    const redis = await startRedis();
+    const extra = ['--connect-timeout', '300'];
+    const idle = await startWorker(redis.url, [...extra, '--pool', 'idle']);
+    const busy = await startWorker(redis.url, extra);
+    const ctx = mp.getContext(redis.url as `redis://${string}`, { connectTimeoutMs: 300 });
+    const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
+    try {
+      const pool = new ctx.Pool();
+      const pending = pool.apply(marked, [1, 1500, dir]);
+      pending.catch(() => {});
+      await eventually(() => markers(dir).length === 1, WAIT_MS, 'the task to start');
+      await redis.stop();
+      const t0 = Date.now();
+      idle.child.kill('SIGTERM');
+      busy.child.kill('SIGTERM');
+      const within = (p: Promise<number | string>) => Promise.race([p, new Promise((r) => setTimeout(() => r('still running'), 15_000).unref())]);
+      assert.equal(await within(idle.exited), 0, `idle worker: ${idle.errors()}`);
+      assert.equal(await within(busy.exited), 1, `busy worker: ${busy.errors()}`);
+      assert.match(busy.errors(), /could not be stored/);
+      assert.ok(Date.now() - t0 < 15_000, `exited after ${Date.now() - t0} ms`);
+      pool.terminate();
+    } finally {
+      ctx.close();
+      idle.child.kill('SIGKILL');
+      busy.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a dead worker's batch behind many held by live workers is taken over (the reclaim scan goes on from its cursor)", async () => {
+    await using redis = await startRedis();
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(redis.url);
+    const ctx = mp.getContext(redis.url as `redis://${string}`);
+    let refresher: NodeJS.Timeout | undefined;
+    let worker: WorkerProc | undefined;
+    try {
+      const tasks = '{mpts:pool:deep}:tasks';
+      await admin.xgroup('CREATE', tasks, 'workers', '0', 'MKSTREAM');
+      // 30 older batches held by a live worker, which keeps them fresh.
+      for (let i = 0; i < 30; i++) await admin.xadd(tasks, '*', 'junk', String(i));
+      const held = ((await admin.xreadgroup('GROUP', 'workers', 'live', 'COUNT', 30, 'STREAMS', tasks, '>')) as [string, [string, string[]][]][])[0]![1].map(([id]) => id);
+      refresher = setInterval(() => void admin.xclaim(tasks, 'workers', 'live', 0, ...held, 'JUSTID').catch(() => {}), 150);
+      // A real batch, taken by a worker that then died.
+      const pool = new ctx.Pool(1, { name: 'deep' });
+      const result = pool.apply(square, [9]);
+      for (const deadline = Date.now() + WAIT_MS; (await admin.xlen(tasks)) < 31; ) {
+        assert.ok(Date.now() < deadline, 'the batch is written');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await admin.xreadgroup('GROUP', 'workers', 'dead', 'COUNT', 1, 'STREAMS', tasks, '>');
+      worker = await startWorker(redis.url, ['--pool', 'deep']);
+      const outcome = await Promise.race([result, new Promise((r) => setTimeout(() => r('still pending'), 8_000).unref())]);
+      assert.equal(outcome, 81);
+      pool.terminate();
+    } finally {
+      clearInterval(refresher);
+      worker?.child.kill('SIGKILL');
+      admin.disconnect();
+      ctx.close();
+    }
+  });
+
   it('past its attempt limit a batch fails with WorkerLostError', async () => {
     await using redis = await startRedis();
     const first = await startWorker(redis.url);
@@ -512,6 +576,9 @@ describe('cluster Pool faults', { skip }, () => {
       assert.equal(await pool.apply(add, [1, 2]), 3);
       pool.close();
       await pool.join();
+      // A password on the command line is readable by every local user: the worker says so (the environment variable is the way).
+      assert.match(worker.errors(), /holds a password.*MULTIPROCESSING_TS_CLUSTER/);
+      assert.ok(!worker.errors().includes('s3cret'));
     } finally {
       right.close();
       worker.child.kill('SIGKILL');

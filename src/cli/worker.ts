@@ -21,8 +21,10 @@ taken finish, then it exits. A second signal ends it at once.
 
 Options:
   --cluster <url>               the Redis URL, e.g. redis://10.0.0.5:6379/0 or
-                                rediss://user:password@host:6380/0 (default: the
-                                MULTIPROCESSING_TS_CLUSTER environment variable)
+                                rediss://user@host:6380/0 (default: the
+                                MULTIPROCESSING_TS_CLUSTER environment variable;
+                                put a URL with a password there, not on the
+                                command line, which every local user can read)
   --module <module>             the JavaScript module whose exports are the task
                                 functions (a path, relative to the current directory);
                                 its guarded main code does not run here
@@ -33,10 +35,15 @@ Options:
   --visibility-timeout <ms>     how long a task taken by a worker that stopped
                                 answering waits before another worker runs it
                                 (default 30000)
+  --connect-timeout <ms>        how long one Redis call may wait for Redis
+                                (default 5000); a result Redis does not take
+                                within six of them is left to other workers
   -h, --help                    this text
 
 Exit codes: 0 drained and stopped; 1 what the command line names failed (Redis
-unreachable, the module does not import); 2 the command line itself is wrong.`;
+unreachable, the module does not import, results that could not be stored
+before it stopped: other workers run those tasks again); 2 the command line
+itself is wrong.`;
 
 const OPTIONS: OptionSpec = {
   cluster: { value: true },
@@ -45,6 +52,7 @@ const OPTIONS: OptionSpec = {
   'start-method': { value: true },
   pool: { value: true },
   'visibility-timeout': { value: true },
+  'connect-timeout': { value: true },
   help: { value: false },
 };
 
@@ -62,15 +70,21 @@ export async function worker(args: readonly string[]): Promise<number> {
     console.log(WORKER_USAGE);
     return 0;
   }
-  const cluster = (options.get('cluster') as string | undefined) ?? process.env['MULTIPROCESSING_TS_CLUSTER'];
+  const fromArgs = options.get('cluster') as string | undefined;
+  const cluster = fromArgs ?? process.env['MULTIPROCESSING_TS_CLUSTER'];
   if (!cluster) throw usageError('--cluster is missing (or set MULTIPROCESSING_TS_CLUSTER)', COMMAND);
   if (!mp.isClusterUrl(cluster)) throw usageError(`--cluster must be a redis:// or rediss:// URL, got ${JSON.stringify(mp.redactClusterUrl(cluster))}`, COMMAND);
+  if (fromArgs !== undefined && mp.redactClusterUrl(fromArgs) !== fromArgs) {
+    // As redis-cli warns for -a: a process's command line is readable by every local user (ps, /proc) for its whole life.
+    process.emitWarning('the --cluster URL holds a password, which every user of this machine can read in its command line; set MULTIPROCESSING_TS_CLUSTER instead');
+  }
   const module = options.get('module') as string | undefined;
   if (!module) throw usageError('--module is missing: the module that exports the task functions', COMMAND);
   const method = (options.get('start-method') as string | undefined) ?? 'process';
   if (method !== 'process' && method !== 'thread') throw usageError(`--start-method must be process or thread, got ${JSON.stringify(method)}`, COMMAND);
   const concurrency = positiveInteger(options.get('concurrency') as string | undefined, 'concurrency');
   const visibility = positiveInteger(options.get('visibility-timeout') as string | undefined, 'visibility-timeout', 100);
+  const connectTimeoutMs = positiveInteger(options.get('connect-timeout') as string | undefined, 'connect-timeout', 100);
   const pool = (options.get('pool') as string | undefined) ?? 'default';
   if (!/^[A-Za-z0-9_.\-/@]{1,200}$/.test(pool)) throw usageError(`--pool must be 1–200 letters, digits or _ . - / @, got ${JSON.stringify(pool)}`, COMMAND);
 
@@ -85,6 +99,7 @@ export async function worker(args: readonly string[]): Promise<number> {
       startMethod: method,
       pool,
       visibilityTimeoutMs: visibility,
+      ...(connectTimeoutMs === undefined ? {} : { client: { connectTimeoutMs } }),
     });
   } catch (err) {
     throw new CliError((err as Error)?.message ?? String(err), EXIT_FAILURE);
@@ -109,6 +124,12 @@ export async function worker(args: readonly string[]): Promise<number> {
   process.off('SIGINT', onSignal);
   if (running.failure) {
     throw new CliError(`worker ${running.id} stopped: its local pool cannot run tasks: ${running.failure.message}`, EXIT_FAILURE);
+  }
+  if (running.leftForOthers > 0) {
+    throw new CliError(
+      `worker ${running.id} stopped after ${running.completed} task(s); the results of ${running.leftForOthers} batch(es) could not be stored (Redis unreachable): other workers run them again`,
+      EXIT_FAILURE,
+    );
   }
   console.log(`multiprocessing-ts worker ${running.id}: stopped after ${running.completed} task(s)`);
   return 0;

@@ -31,7 +31,7 @@ import { Pool } from '../../pool/pool.js';
 import type { StartMethod } from '../../process/start-method.js';
 import { pack, packError, unpack } from '../codec.js';
 import { checkName, randomName } from '../keys.js';
-import { ClusterClients, type ClusterClientOptions } from '../redis.js';
+import { bounded, ClusterClients, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClientOptions } from '../redis.js';
 import { parseClusterUrl } from '../url.js';
 import { DEFAULT_VISIBILITY_MS, fieldsOf, fingerprint, GROUP, HEARTBEAT_MS, PoolKeys, RESULTS_TTL_MS } from './protocol.js';
 import { removeHeartbeat, writeHeartbeat } from './workers.js';
@@ -60,6 +60,11 @@ interface BufferCommands {
   xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
 }
 
+/** How long one blocking read of new entries waits before the loop looks again (at draining, say). */
+const READ_BLOCK_MS = 1000;
+/** Redis unreachable for this many call timeouts: a result that cannot be stored is left to other workers. */
+const UNREACHABLE_TIMEOUTS = 6;
+
 /** One batch held by this worker. */
 interface Held {
   readonly entry: string;
@@ -77,6 +82,12 @@ export class ClusterWorker {
   readonly #startMethod: StartMethod;
   readonly #visibilityMs: number;
   readonly #held = new Map<string, Held>();
+  /** The longest one Redis call may wait (the connect timeout): with Redis gone, a drain must still end. */
+  readonly #callTimeoutMs: number;
+  /** Batches whose results could not be stored: left to other workers (after the visibility timeout). */
+  #leftForOthers = 0;
+  /** Where the next XAUTOCLAIM scan starts: it walks the whole pending list over its ticks, not only its head. */
+  #reclaimCursor = '0-0';
   #accepting = true;
   #completed = 0;
   #timers: NodeJS.Timeout[] = [];
@@ -100,6 +111,7 @@ export class ClusterWorker {
     this.#concurrency = local.processes;
     this.#startMethod = options.startMethod ?? 'process';
     this.#visibilityMs = options.visibilityTimeoutMs ?? DEFAULT_VISIBILITY_MS;
+    this.#callTimeoutMs = options.client?.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   }
 
   /**
@@ -180,6 +192,11 @@ export class ClusterWorker {
     return this.#completed;
   }
 
+  /** Batches this worker ran but could not store the results of (Redis unreachable): other workers run them again. */
+  get leftForOthers(): number {
+    return this.#leftForOthers;
+  }
+
   /** Stops taking work, finishes what it holds, then lets go of everything. Resolves when done. */
   drain(): Promise<void> {
     this.#finished ??= this.#drain().finally(() => this.#markStopped());
@@ -200,16 +217,24 @@ export class ClusterWorker {
   async #drain(): Promise<void> {
     this.#accepting = false;
     this.#slotFree?.();
-    await this.#readLoop.catch(() => {});
+    // The read in progress returns within its block time, and what it took
+    // still runs. With Redis gone it would never return (ioredis queues the
+    // command for the reconnect): past its block time and one call timeout it
+    // is cut off, and what it may have taken is reclaimed elsewhere.
+    let cutOff: NodeJS.Timeout | undefined;
+    await Promise.race([this.#readLoop.catch(() => {}), new Promise<void>((r) => (cutOff = setTimeout(r, READ_BLOCK_MS + this.#callTimeoutMs)))]);
+    clearTimeout(cutOff);
+    this.#reader?.disconnect();
+    // Held batches end either way: stored, or left to others when Redis does not answer (#finish is bounded).
     while (this.#held.size > 0) await new Promise<void>((r) => (this.#slotFree = r));
     for (const t of this.#timers) clearInterval(t);
     this.#local.close();
     await this.#local.join();
     try {
       const redis = await this.#clients.command();
-      await removeHeartbeat(redis, this.#keys, this.id);
-      // It holds nothing now (all acknowledged): its consumer entry goes too.
-      await redis.xgroup('DELCONSUMER', this.#keys.tasks, GROUP, this.id);
+      await bounded(removeHeartbeat(redis, this.#keys, this.id), this.#callTimeoutMs, 'removing the heartbeat', this.#clients.url);
+      // It holds nothing now: its consumer entry goes too, unless it left batches to others (they are pending under its name until reclaimed).
+      if (this.#leftForOthers === 0) await bounded(redis.xgroup('DELCONSUMER', this.#keys.tasks, GROUP, this.id), this.#callTimeoutMs, 'leaving the group', this.#clients.url);
     } catch {
       // The heartbeat expires by itself; a stale consumer entry costs nothing.
     }
@@ -259,7 +284,7 @@ export class ClusterWorker {
           'COUNT',
           this.#capacity,
           'BLOCK',
-          1000,
+          READ_BLOCK_MS,
           'STREAMS',
           this.#keys.tasks,
           '>',
@@ -291,11 +316,19 @@ export class ClusterWorker {
     // so a gate would leave a dead worker's batches behind the whole backlog.
     if (!this.#accepting) return;
     const redis = await this.#clients.command();
-    const [, entries, deleted] = (await (redis as unknown as BufferCommands).xautoclaimBuffer(this.#keys.tasks, GROUP, this.id, this.#visibilityMs, '0-0', 'COUNT', Math.max(1, this.#capacity))) as unknown as [
-      Buffer,
-      [Buffer, Buffer[] | null][],
-      Buffer[] | undefined,
-    ];
+    const [next, entries, deleted] = (await (redis as unknown as BufferCommands).xautoclaimBuffer(
+      this.#keys.tasks,
+      GROUP,
+      this.id,
+      this.#visibilityMs,
+      this.#reclaimCursor,
+      'COUNT',
+      Math.max(1, this.#capacity),
+    )) as unknown as [Buffer, [Buffer, Buffer[] | null][], Buffer[] | undefined];
+    // Redis looks at 10 × COUNT pending entries per call: from the cursor it
+    // returned, the next tick goes on past entries held by live workers, so
+    // a dead worker's batch behind many of them is found within a few ticks.
+    this.#reclaimCursor = next?.toString() || '0-0';
     if (deleted?.length) await redis.xack(this.#keys.tasks, GROUP, ...deleted.map(String));
     for (const [rawId, flat] of entries) {
       const id = rawId.toString();
@@ -383,13 +416,20 @@ export class ClusterWorker {
       }
     }
     const results = this.#keys.results(caller);
-    await redis
-      .multi()
-      .xadd(results, '*', ...(reply as string[]))
-      .pexpire(results, RESULTS_TTL_MS)
-      .xack(this.#keys.tasks, GROUP, entry)
-      .xdel(this.#keys.tasks, entry)
-      .exec();
+    try {
+      await bounded(
+        redis.multi().xadd(results, '*', ...(reply as string[])).pexpire(results, RESULTS_TTL_MS).xack(this.#keys.tasks, GROUP, entry).xdel(this.#keys.tasks, entry).exec(),
+        UNREACHABLE_TIMEOUTS * this.#callTimeoutMs,
+        'storing a batch result',
+        this.#clients.url,
+      );
+    } catch (err) {
+      // Not stored: the entry stays pending and another worker runs it after
+      // the visibility timeout (if the write does land later, the caller
+      // takes the first result and ignores the other).
+      this.#leftForOthers++;
+      throw new LeftForOthers('its result could not be stored', { cause: err });
+    }
     this.#completed += tasks;
   }
 
