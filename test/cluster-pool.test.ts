@@ -184,6 +184,19 @@ describe('cluster Pool', { skip }, () => {
     await pool.join();
   });
 
+  it("a worker whose module is another version is refused even when the task function's own source is the same", async () => {
+    const { tax } = (await import(fixture('cluster-tax-v1.js'))) as typeof import('./fixtures/cluster-tax-v1.js');
+    const other = await startWorker(redis.url, ['--pool', 'versions'], fixture('cluster-tax-v2.js'));
+    try {
+      const pool = new ctx.Pool(1, { name: 'versions' });
+      await assert.rejects(pool.apply(tax, [100]), (e: Error) => e instanceof mp.ClusterError && /module that defines tax .*another version/.test(e.message));
+      pool.close();
+      await pool.join();
+    } finally {
+      other.child.kill('SIGKILL');
+    }
+  });
+
   it('a caller script that never closes its context ends by itself once its pool is joined', async () => {
     const child = spawn(process.execPath, [fixture('cluster-caller-exits.js'), redis.url], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

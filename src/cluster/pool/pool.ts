@@ -29,6 +29,7 @@ import { pack, unpack, unpackError } from '../codec.js';
 import { checkName, randomName } from '../keys.js';
 import { bounded, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
 import { DEFAULT_MAX_ATTEMPTS, fingerprint, MAX_COALESCED, PoolKeys, WORKER_TTL_MS } from './protocol.js';
+import { moduleFingerprint } from './module-fingerprint.js';
 import { Submitter, type BatchResult } from './submitter.js';
 import { readWorkers, type ClusterWorkerInfo } from './workers.js';
 
@@ -265,7 +266,7 @@ export class ClusterPool {
       const value = (options as Record<string, unknown>)[key];
       if (value !== undefined && value !== null && typeof value !== 'function') throw new ValueError(`${call}: ${key} must be a function, got ${describe(value)}`);
     }
-    return ['f', name, 'v', fingerprintOf(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
+    return ['f', name, 'v', fingerprintOf(fn), 'm', moduleFingerprint(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
   }
 
   #count(ok: boolean): void {

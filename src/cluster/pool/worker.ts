@@ -35,6 +35,7 @@ import { bounded, ClusterClients, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClient
 import { parseClusterUrl } from '../url.js';
 import { DEFAULT_VISIBILITY_MS, fieldsOf, fingerprint, GROUP, HEARTBEAT_MS, PoolKeys, RESULTS_TTL_MS } from './protocol.js';
 import { removeHeartbeat, writeHeartbeat } from './workers.js';
+import { moduleFingerprint } from './module-fingerprint.js';
 
 export interface ClusterWorkerOptions {
   /** The cluster's Redis URL. */
@@ -451,6 +452,14 @@ export class ClusterWorker {
     if (expected !== own) {
       return new ClusterError(
         `worker ${this.id}: its ${name} in ${this.#module} is another version than the caller's (fingerprint ${own}, the caller's ${expected}); restart the workers with the caller's version of the module`,
+      );
+    }
+    // The function may be the same and what it reads around it not (a constant, a helper): the module's source is compared too.
+    const callerModule = fields.get('m')?.toString() ?? '';
+    const ownModule = moduleFingerprint(fn);
+    if (callerModule !== '' && ownModule !== '' && callerModule !== ownModule) {
+      return new ClusterError(
+        `worker ${this.id}: the module that defines ${name} (${this.#module} or one it imports) is another version than the caller's (module fingerprint ${ownModule}, the caller's ${callerModule}): the function is the same, the code around it is not; run the same build of the module on the workers and the caller`,
       );
     }
     return null;
