@@ -37,9 +37,10 @@ interface WorkerProc {
 }
 
 /** Starts `multiprocessing-ts worker` and waits for its banner. */
-async function startWorker(url: string, extra: string[] = [], module = TASKS): Promise<WorkerProc> {
+async function startWorker(url: string, extra: string[] = [], module = TASKS, env: NodeJS.ProcessEnv = process.env): Promise<WorkerProc> {
   const child = spawn(process.execPath, [CLI, 'worker', '--cluster', url, '--module', module, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   });
   let out = '';
   let err = '';
@@ -551,15 +552,17 @@ describe('cluster Pool faults', { skip }, () => {
 
   it('a worker whose local pool cannot start stops with exit 1, and its batch runs on another worker', async () => {
     await using redis = await startRedis();
-    const broken = await startWorker(redis.url, [], fixture('cluster-tasks-broken.js'));
+    const module = fixture('cluster-tasks-broken.js');
+    const broken = await startWorker(redis.url, [], module, { ...process.env, MPTS_BREAK_LOCAL: '1' });
     const ctx = mp.getContext(redis.url as `redis://${string}`);
     let good: WorkerProc | null = null;
     try {
+      const { add } = (await import(module)) as typeof import('./fixtures/cluster-tasks-broken.js');
       const pool = new ctx.Pool();
       const result = pool.apply(add, [1, 2]);
       assert.equal(await broken.exited, 1);
       assert.match(broken.errors(), /local pool cannot run tasks/);
-      good = await startWorker(redis.url);
+      good = await startWorker(redis.url, [], module);
       assert.equal(await result, 3);
       pool.close();
       await pool.join();
