@@ -163,6 +163,17 @@ async function localE2E(n: number): Promise<Sample> {
   }
 }
 
+/** The median of `reps` sequential round trips (µs) after `warm` untimed ones; also as `extra.us`, for views. */
+async function roundTrips(reps: number, warm: number, once: (i: number) => Promise<unknown>): Promise<Sample> {
+  const times: number[] = [];
+  for (let i = 0; i < warm + reps; i++) {
+    const t0 = performance.now();
+    await once(i);
+    if (i >= warm) times.push((performance.now() - t0) * 1000);
+  }
+  return { value: median(times), extra: { reps, warm, us: median(times) } };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -178,14 +189,10 @@ async function bullmqRtt(reps: number, warm: number): Promise<Sample> {
   await events.waitUntilReady();
   const workers = await startBullWorkers(r.port, name, 1, 1);
   try {
-    const times: number[] = [];
-    for (let i = 0; i < warm + reps; i++) {
-      const t0 = performance.now();
+    return await roundTrips(reps, warm, async (i) => {
       const job = await queue.add('noop', { i });
       await job.waitUntilFinished(events, 10_000);
-      if (i >= warm) times.push((performance.now() - t0) * 1000);
-    }
-    return { value: median(times), extra: { reps, warm } };
+    });
   } finally {
     await stopAll(workers, (w) => w.send('stop'));
     await events.close();
@@ -201,13 +208,7 @@ async function oursRtt(reps: number, warm: number): Promise<Sample> {
   const ctx = mp.getContext(r.url as `redis://${string}`);
   const pool = new ctx.Pool(1, { name });
   try {
-    const times: number[] = [];
-    for (let i = 0; i < warm + reps; i++) {
-      const t0 = performance.now();
-      await pool.apply(noopTask, [i]);
-      if (i >= warm) times.push((performance.now() - t0) * 1000);
-    }
-    return { value: median(times), extra: { reps, warm, us: median(times) } };
+    return await roundTrips(reps, warm, (i) => pool.apply(noopTask, [i]));
   } finally {
     pool.close();
     await pool.join();
@@ -233,21 +234,17 @@ async function redisFloorRtt(reps: number, warm: number): Promise<Sample> {
   const command = new Redis(r.url, { enableAutoPipelining: true });
   const reader = new Redis(r.url);
   try {
-    const times: number[] = [];
     let last = '0-0';
-    for (let i = 0; i < warm + reps; i++) {
-      const t0 = performance.now();
+    return await roundTrips(reps, warm, async (i) => {
       void command.xadd(stream, '*', 'c', 'caller', 'b', String(i));
       for (;;) {
         const reply = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', `${stream}:reply`, last)) as [string, [string, string[]][]][] | null;
         const entries = reply?.[0]?.[1] ?? [];
         if (entries.length === 0) continue;
         last = entries[entries.length - 1]![0];
-        break;
+        return;
       }
-      if (i >= warm) times.push((performance.now() - t0) * 1000);
-    }
-    return { value: median(times), extra: { reps, warm, us: median(times) } };
+    });
   } finally {
     echo.kill('SIGKILL');
     command.disconnect();
@@ -259,13 +256,7 @@ async function redisFloorRtt(reps: number, warm: number): Promise<Sample> {
 async function localRtt(reps: number, warm: number): Promise<Sample> {
   const pool = new mp.Pool(1, { module: TARGETS_URL });
   try {
-    const times: number[] = [];
-    for (let i = 0; i < warm + reps; i++) {
-      const t0 = performance.now();
-      await pool.apply(noopTask, [i]);
-      if (i >= warm) times.push((performance.now() - t0) * 1000);
-    }
-    return { value: median(times), extra: { reps, warm } };
+    return await roundTrips(reps, warm, (i) => pool.apply(noopTask, [i]));
   } finally {
     pool.close();
     await pool.join();
