@@ -21,8 +21,10 @@ taken finish, then it exits. A second signal ends it at once.
 
 Options:
   --cluster <url>               the Redis URL, e.g. redis://10.0.0.5:6379/0 or
-                                rediss://user:password@host:6380/0 (default: the
-                                MULTIPROCESSING_TS_CLUSTER environment variable)
+                                rediss://user:password@host:6380/0; a Redis
+                                Cluster: redis-cluster://host:7000?seeds=host2:7000
+                                (default: the MULTIPROCESSING_TS_CLUSTER
+                                environment variable)
   --module <module>             the JavaScript module whose exports are the task
                                 functions (a path, relative to the current directory);
                                 its guarded main code does not run here
@@ -64,7 +66,7 @@ export async function worker(args: readonly string[]): Promise<number> {
   }
   const cluster = (options.get('cluster') as string | undefined) ?? process.env['MULTIPROCESSING_TS_CLUSTER'];
   if (!cluster) throw usageError('--cluster is missing (or set MULTIPROCESSING_TS_CLUSTER)', COMMAND);
-  if (!mp.isClusterUrl(cluster)) throw usageError(`--cluster must be a redis:// or rediss:// URL, got ${JSON.stringify(mp.redactClusterUrl(cluster))}`, COMMAND);
+  if (!mp.isClusterUrl(cluster)) throw usageError(`--cluster must be a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL, got ${JSON.stringify(mp.redactClusterUrl(cluster))}`, COMMAND);
   const module = options.get('module') as string | undefined;
   if (!module) throw usageError('--module is missing: the module that exports the task functions', COMMAND);
   const method = (options.get('start-method') as string | undefined) ?? 'process';
