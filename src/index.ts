@@ -203,7 +203,9 @@ const contexts = new Map<StartMethod, Context>();
 export function getContext(method?: StartMethod): Context;
 /**
  * A cluster context: the Pool, queues, locks, Event, Value and Manager on
- * Redis (`'cluster'` reads the URL from `MULTIPROCESSING_TS_CLUSTER`).
+ * Redis (`'cluster'` reads the URL from `MULTIPROCESSING_TS_CLUSTER`). A
+ * Redis Cluster (sharded) is named by `redis-cluster://host:port?seeds=host2:port2,…`
+ * (`rediss-cluster://` for TLS).
  * @example
  * ```ts
  * const ctx = mp.getContext('redis://10.0.0.5:6379/0');
@@ -211,7 +213,10 @@ export function getContext(method?: StartMethod): Context;
  * console.log(await pool.map(square, [1, 2, 3]));
  * ```
  */
-export function getContext(url: `redis://${string}` | `rediss://${string}` | 'cluster', options?: ClusterClientOptions): ClusterContext;
+export function getContext(
+  url: `redis://${string}` | `rediss://${string}` | `redis-cluster://${string}` | `rediss-cluster://${string}` | 'cluster',
+  options?: ClusterClientOptions,
+): ClusterContext;
 export function getContext(method?: StartMethod | string, options?: ClusterClientOptions): Context | ClusterContext {
   if (method === 'cluster' || isClusterUrl(method)) return clusterContext(method, options);
   const m = validateStartMethod(method ?? getStartMethod());

@@ -23,6 +23,10 @@ export function redisUnavailable(): string | null {
   if (probe.error || probe.status !== 0) {
     return `${REDIS_SERVER} is not installed (Debian: apt-get install redis-server; .ci/run installs it): the cluster tests need a real Redis`;
   }
+  const cli = spawnSync('redis-cli', ['--version'], { encoding: 'utf8' });
+  if (cli.error || cli.status !== 0) {
+    return 'redis-cli is not installed (Debian: apt-get install redis-tools; .ci/run installs it): the cluster tests start and join their servers with it';
+  }
   return null;
 }
 
@@ -45,6 +49,8 @@ export interface RedisOptions {
   readonly persist?: boolean;
   /** A network namespace (test/netns.ts) to run it in; `bind` should then be that host's IP. */
   readonly netns?: string;
+  /** Start it as a Redis Cluster node (`cluster-enabled`, its nodes.conf in its own directory); test/redis-cluster.ts joins such nodes. */
+  readonly clusterNode?: boolean;
 }
 
 export interface RedisServer {
@@ -86,6 +92,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     '--bind', host, '--port', String(port), '--dir', dir, '--save', '', '--daemonize', 'no',
     '--appendonly', options.persist ? 'yes' : 'no', '--appendfsync', 'always', '--protected-mode', 'no', '--loglevel', 'warning',
     ...(options.password ? ['--requirepass', options.password] : []),
+    ...(options.clusterNode ? ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] : []),
   ];
   let child: ChildProcess;
   const launch = async () => {

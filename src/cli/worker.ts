@@ -21,10 +21,12 @@ taken finish, then it exits. A second signal ends it at once.
 
 Options:
   --cluster <url>               the Redis URL, e.g. redis://10.0.0.5:6379/0 or
-                                rediss://user@host:6380/0 (default: the
-                                MULTIPROCESSING_TS_CLUSTER environment variable;
-                                put a URL with a password there, not on the
-                                command line, which every local user can read)
+                                rediss://user@host:6380/0; a Redis Cluster:
+                                redis-cluster://host:7000?seeds=host2:7000
+                                (default: the MULTIPROCESSING_TS_CLUSTER
+                                environment variable; put a URL with a password
+                                there, not on the command line, which every
+                                local user can read)
   --module <module>             the JavaScript module whose exports are the task
                                 functions (a path, relative to the current directory);
                                 its guarded main code does not run here
@@ -73,7 +75,7 @@ export async function worker(args: readonly string[]): Promise<number> {
   const fromArgs = options.get('cluster') as string | undefined;
   const cluster = fromArgs ?? process.env['MULTIPROCESSING_TS_CLUSTER'];
   if (!cluster) throw usageError('--cluster is missing (or set MULTIPROCESSING_TS_CLUSTER)', COMMAND);
-  if (!mp.isClusterUrl(cluster)) throw usageError(`--cluster must be a redis:// or rediss:// URL, got ${JSON.stringify(mp.redactClusterUrl(cluster))}`, COMMAND);
+  if (!mp.isClusterUrl(cluster)) throw usageError(`--cluster must be a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL, got ${JSON.stringify(mp.redactClusterUrl(cluster))}`, COMMAND);
   if (fromArgs !== undefined && mp.redactClusterUrl(fromArgs) !== fromArgs) {
     // As redis-cli warns for -a: a process's command line is readable by every local user (ps, /proc) for its whole life.
     process.emitWarning('the --cluster URL holds a password, which every user of this machine can read in its command line; set MULTIPROCESSING_TS_CLUSTER instead');

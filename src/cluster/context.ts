@@ -67,7 +67,7 @@ const clientsOf = new WeakMap<ClusterContext, ClusterClients>();
 /**
  * The cluster context of `url` (`'cluster'` reads `MULTIPROCESSING_TS_CLUSTER`).
  * No connection is made until an object needs one.
- * @throws ValueError for a URL that is not a redis:// or rediss:// URL.
+ * @throws ValueError for a URL that is not a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL.
  */
 export function clusterContext(url: string, options: ClusterClientOptions = {}): ClusterContext {
   let href = url;

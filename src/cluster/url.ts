@@ -2,11 +2,19 @@
  * A cluster's address: the Redis URL a cluster context, its workers and its
  * objects connect to.
  *
- * Accepted forms are ioredis' own (`redis://[user:password@]host[:port][/db]`,
- * `rediss://…` for TLS); anything else is refused here with the form to
- * use, so a typo fails at `getContext()` rather than as a connection error
- * later. Error messages name the URL with its password masked: URLs end up
- * in logs, and an error is the likeliest place for one to leak.
+ * Accepted forms are ioredis' own for one server or a Sentinel set
+ * (`redis://[user:password@]host[:port][/db]`, `rediss://…` for TLS), and
+ * ours for a Redis Cluster (sharded):
+ * `redis-cluster://[user:password@]host[:port][/0][?seeds=host2:port2,host3:port3]`
+ * (`rediss-cluster://…` for TLS). A WHATWG URL holds one host, so the other
+ * seed nodes go in the `seeds` query option; any one reachable seed is
+ * enough, the client learns the rest of the cluster from it. A cluster has
+ * only database 0, so another number is refused here.
+ *
+ * Anything else is refused here with the form to use, so a typo fails at
+ * `getContext()` rather than as a connection error later. Error messages
+ * name the URL with its password masked: URLs end up in logs, and an error
+ * is the likeliest place for one to leak.
  */
 import { ValueError } from '../errors.js';
 
@@ -14,6 +22,25 @@ import { ValueError } from '../errors.js';
 export const CLUSTER_ENV = 'MULTIPROCESSING_TS_CLUSTER';
 
 const SCHEMES = new Set(['redis:', 'rediss:']);
+/** The schemes of a Redis Cluster (sharded) URL, plain and TLS. */
+const SHARDED_SCHEMES = new Set(['redis-cluster:', 'rediss-cluster:']);
+const FORMS = "'redis://host:6379/0' ('rediss://' for TLS), or for a Redis Cluster 'redis-cluster://host:7000?seeds=host2:7000,host3:7000' ('rediss-cluster://' for TLS)";
+
+/** One node of a Redis Cluster to start from. */
+export interface SeedNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** What a Redis Cluster (sharded) URL says: where to start, and how to log in. */
+export interface ShardedUrl {
+  /** The node in the URL's authority first, then those of `?seeds=`. */
+  readonly seeds: readonly SeedNode[];
+  readonly username?: string;
+  readonly password?: string;
+  /** `rediss-cluster://`: every node is reached over TLS. */
+  readonly tls: boolean;
+}
 
 /** A parsed cluster URL. */
 export interface ClusterUrl {
@@ -21,11 +48,13 @@ export interface ClusterUrl {
   readonly href: string;
   /** The URL with its passwords (userinfo, and query options such as `?password=`) replaced by `***`, for messages. */
   readonly redacted: string;
+  /** For a `redis-cluster://` or `rediss-cluster://` URL, its nodes and credentials; null for one server or a Sentinel set. */
+  readonly sharded: ShardedUrl | null;
 }
 
-/** True for a string that names a cluster (a `redis://` or `rediss://` URL) rather than a start method. */
+/** True for a string that names a cluster (a `redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://` URL) rather than a start method. */
 export function isClusterUrl(value: unknown): value is string {
-  return typeof value === 'string' && /^rediss?:\/\//i.test(value);
+  return typeof value === 'string' && /^rediss?(-cluster)?:\/\//i.test(value);
 }
 
 /**
@@ -63,15 +92,50 @@ export function parseClusterUrl(href: unknown): ClusterUrl {
   try {
     url = new URL(href);
   } catch {
-    throw new ValueError(`${redacted} is not a URL; a cluster URL looks like 'redis://host:6379/0' (or 'rediss://' for TLS)`);
+    throw new ValueError(`${redacted} is not a URL; a cluster URL looks like ${FORMS}`);
   }
-  if (!SCHEMES.has(url.protocol)) {
-    throw new ValueError(`${redacted}: a cluster URL starts with redis:// or rediss://, not ${url.protocol}//`);
+  const sharded = SHARDED_SCHEMES.has(url.protocol);
+  if (!SCHEMES.has(url.protocol) && !sharded) {
+    throw new ValueError(`${redacted}: a cluster URL starts with redis://, rediss://, redis-cluster:// or rediss-cluster://, not ${url.protocol}//`);
   }
-  if (!url.hostname) throw new ValueError(`${redacted} names no host; a cluster URL looks like 'redis://host:6379/0'`);
+  if (!url.hostname) throw new ValueError(`${redacted} names no host; a cluster URL looks like ${FORMS}`);
   const db = url.pathname.replace(/^\//, '');
   if (db !== '' && !/^\d+$/.test(db)) {
     throw new ValueError(`${redacted}: the path must be a database number (e.g. /0), not /${db}`);
   }
-  return { href, redacted };
+  return { href, redacted, sharded: sharded ? shardedUrl(url, db, redacted) : null };
+}
+
+/** The nodes and credentials of a Redis Cluster URL. */
+function shardedUrl(url: URL, db: string, redacted: string): ShardedUrl {
+  if (db !== '' && Number(db) !== 0) {
+    throw new ValueError(`${redacted}: a Redis Cluster has only database 0, not /${db}; drop the path or write /0`);
+  }
+  for (const key of new Set(url.searchParams.keys())) {
+    if (key !== 'seeds') {
+      throw new ValueError(
+        `${redacted}: ?${key}= is not an option of a Redis Cluster URL (only ?seeds=host:port,…); pass client options as getContext(url, { redis: { … } })`,
+      );
+    }
+  }
+  const seeds = [seedOf(url.host, redacted)];
+  for (const list of url.searchParams.getAll('seeds')) {
+    for (const item of list.split(',')) if (item.trim() !== '') seeds.push(seedOf(item.trim(), redacted));
+  }
+  return {
+    seeds,
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    tls: url.protocol === 'rediss-cluster:',
+  };
+}
+
+/** `host[:port]` or `[v6]:port` as a seed node (port 6379 when none is given). */
+function seedOf(text: string, redacted: string): SeedNode {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]/@]+)(?::(\d{1,5}))?$/.exec(text);
+  const port = match?.[2] === undefined ? 6379 : Number(match[2]);
+  if (!match || port < 1 || port > 65535) {
+    throw new ValueError(`${redacted}: ${JSON.stringify(text)} is not a node address; a seed is host:port (or [IPv6]:port)`);
+  }
+  return { host: match[1]!.replace(/^\[(.*)\]$/, '$1'), port };
 }

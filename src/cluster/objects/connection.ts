@@ -19,9 +19,8 @@
  * Redis is back); the message says so.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { ClusterError } from '../../errors.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
+import { applyRef, DEFAULT_CONNECT_TIMEOUT_MS, onNewHandles, type ClusterClients, type RedisClient } from '../redis.js';
 import { Waker } from './wake.js';
 
 /** Blocking connections kept idle for the next blocking read (more are opened while more wait, and closed after). */
@@ -47,10 +46,10 @@ export class ObjectClients {
   /** The longest a call waits for an answer before it fails (ms). */
   readonly callTimeoutMs: number;
   readonly waker: Waker;
-  #command: Promise<Redis> | null = null;
-  readonly #idle: Redis[] = [];
+  #command: Promise<RedisClient> | null = null;
+  readonly #idle: RedisClient[] = [];
   /** Every socket of ours, to ref while calls are in flight and unref after. */
-  readonly #mine = new Set<Redis>();
+  readonly #mine = new Set<RedisClient>();
   #inFlight = 0;
   readonly #restartListeners = new Set<() => void>();
   /** Why calls fail once the clients are closed, when something else than the context closed them (a manager's shutdown). */
@@ -89,7 +88,7 @@ export class ObjectClients {
    * Runs `fn` on the command connection, keeping the process alive meanwhile,
    * and fails with a `ClusterError` naming `what` when Redis does not answer in time.
    */
-  call<T>(what: string, fn: (redis: Redis) => Promise<T>, extraMs = 0): Promise<T> {
+  call<T>(what: string, fn: (redis: RedisClient) => Promise<T>, extraMs = 0): Promise<T> {
     return this.#held(what, extraMs, async () => fn(await this.#commandClient()));
   }
 
@@ -103,7 +102,7 @@ export class ObjectClients {
    * failed the connection is closed (its state is unknown); otherwise it
    * goes back to the idle ones.
    */
-  blocking<T>(what: string, blockMs: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  blocking<T>(what: string, blockMs: number, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
     return this.#held(what, blockMs, async () => {
       const redis = this.#idle.pop() ?? (await this.#open('blocking'));
       let healthy = false;
@@ -148,7 +147,7 @@ export class ObjectClients {
     }
   }
 
-  #commandClient(): Promise<Redis> {
+  #commandClient(): Promise<RedisClient> {
     if (!this.#command) {
       this.#command = this.#open('objects');
       this.#command.catch(() => (this.#command = null));
@@ -156,12 +155,11 @@ export class ObjectClients {
     return this.#command;
   }
 
-  async #open(role: string): Promise<Redis> {
+  async #open(role: string): Promise<RedisClient> {
     const redis = await this.clients.blockingClient(role);
     this.#mine.add(redis);
     // ioredis makes a new socket at each reconnect, and a timer before it: give them the current state.
-    redis.on('connect', () => this.#apply(redis));
-    redis.on('reconnecting', () => this.#apply(redis));
+    onNewHandles(redis, () => this.#apply(redis));
     redis.once('end', () => {
       this.#mine.delete(redis);
       const i = this.#idle.indexOf(redis);
@@ -178,17 +176,12 @@ export class ObjectClients {
   }
 
   /**
-   * Refs or unrefs one connection's socket, and its reconnect timer while
+   * Refs or unrefs one connection's sockets, and its reconnect timers while
    * Redis is away, as the calls in flight say: an idle object whose Redis
    * went away must not keep its process alive retrying either.
    */
-  #apply(redis: Redis): void {
-    type Handle = { ref?: () => void; unref?: () => void } | null | undefined;
-    const { stream, reconnectTimeout } = redis as unknown as { stream?: Handle; reconnectTimeout?: Handle };
-    for (const handle of [stream, reconnectTimeout]) {
-      if (this.#inFlight > 0) handle?.ref?.();
-      else handle?.unref?.();
-    }
+  #apply(redis: RedisClient): void {
+    applyRef(redis, this.#inFlight > 0);
   }
 
   /** Counts a wait (a subscription) as a call in flight, so the process lives while it waits. */
@@ -204,7 +197,7 @@ export class ObjectClients {
 }
 
 /** `EVALSHA`, falling back to `EVAL` the first time Redis meets the script (or after it restarted). */
-export async function runScript(redis: Redis, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
+export async function runScript(redis: RedisClient, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
   try {
     return await redis.callBuffer('EVALSHA', script.sha, script.keys, ...keys, ...args);
   } catch (err) {

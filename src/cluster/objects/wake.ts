@@ -17,7 +17,7 @@
  * Sleeps are still cut into slices by their callers (a few seconds), so a
  * wake lost some other way costs a slice, never a hang.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 
 interface Channel {
   readonly watches: Set<Watch>;
@@ -79,9 +79,9 @@ export class Watch {
 
 /** The subscriber of one context in this process. */
 export class Waker {
-  readonly #open: () => Promise<Redis>;
+  readonly #open: () => Promise<RedisClient>;
   readonly #hold: () => () => void;
-  #subscriber: Promise<Redis> | null = null;
+  #subscriber: Promise<RedisClient> | null = null;
   readonly #channels = new Map<string, Channel>();
   /** Watches alive, and the hold that keeps the process alive while there are any. */
   #watching = 0;
@@ -91,7 +91,7 @@ export class Waker {
    * @param open makes the subscriber connection.
    * @param hold keeps the process alive until the function it returns is called.
    */
-  constructor(open: () => Promise<Redis>, hold: () => () => void) {
+  constructor(open: () => Promise<RedisClient>, hold: () => () => void) {
     this.#open = open;
     this.#hold = hold;
   }
@@ -124,7 +124,7 @@ export class Waker {
     for (const entry of this.#channels.values()) for (const watch of entry.watches) watch.notify();
   }
 
-  #subscriberClient(): Promise<Redis> {
+  #subscriberClient(): Promise<RedisClient> {
     if (!this.#subscriber) {
       this.#subscriber = this.#open().then((redis) => {
         redis.on('message', (channel: string) => {

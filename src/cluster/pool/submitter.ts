@@ -15,9 +15,8 @@
  * stall the shared one), runs while batches are pending and stops when
  * none are, so an idle pool keeps nothing alive.
  */
-import type { Redis } from 'ioredis';
 import { ClusterError } from '../../errors.js';
-import { bounded, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients } from '../redis.js';
+import { bounded, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClients, type RedisClient } from '../redis.js';
 import { fieldsOf, GROUP, PoolKeys } from './protocol.js';
 
 /** A batch's fate, as the reader hands it over. */
@@ -56,7 +55,7 @@ export class Submitter {
   /** The last results-stream id read: reading resumes after it, also across reconnects. */
   #lastId = '0-0';
   #reader: Promise<void> | null = null;
-  #readerClient: Redis | null = null;
+  #readerClient: RedisClient | null = null;
   #stopped = false;
   readonly #unlistenRestart: () => void;
   readonly #unlistenClose: () => void;
@@ -154,7 +153,7 @@ export class Submitter {
   }
 
   async #read(): Promise<void> {
-    let redis: Redis;
+    let redis: RedisClient;
     try {
       redis = this.#readerClient ??= await this.#clients.blockingClient('results');
     } catch (err) {

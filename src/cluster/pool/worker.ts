@@ -24,14 +24,13 @@
  */
 import { hostname } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import type { Redis } from 'ioredis';
 import { BrokenPoolError, ClusterError, SerializationError, ValueError, WorkerLostError } from '../../errors.js';
 import { importAsTaskModule } from '../../process/current.js';
 import { Pool } from '../../pool/pool.js';
 import type { StartMethod } from '../../process/start-method.js';
 import { pack, packError, unpack } from '../codec.js';
 import { checkName, randomName } from '../keys.js';
-import { bounded, ClusterClients, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClientOptions } from '../redis.js';
+import { bounded, ClusterClients, DEFAULT_CONNECT_TIMEOUT_MS, type ClusterClientOptions, type RedisClient } from '../redis.js';
 import { parseClusterUrl } from '../url.js';
 import { DEFAULT_VISIBILITY_MS, fieldsOf, fingerprint, GROUP, HEARTBEAT_MS, PoolKeys, RESULTS_TTL_MS } from './protocol.js';
 import { removeHeartbeat, writeHeartbeat } from './workers.js';
@@ -59,6 +58,11 @@ export interface ClusterWorkerOptions {
  */
 interface BufferCommands {
   xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
+}
+
+/** `XCLAIM … JUSTID` as one signature (ioredis types it for `Redis` and `Cluster` apart). */
+interface ClaimCommand {
+  xclaim(...args: (string | number)[]): Promise<unknown>;
 }
 
 /** How long one blocking read of new entries waits before the loop looks again (at draining, say). */
@@ -94,7 +98,7 @@ export class ClusterWorker {
   #timers: NodeJS.Timeout[] = [];
   #slotFree: (() => void) | null = null;
   #readLoop: Promise<void> = Promise.resolve();
-  #reader: Redis | null = null;
+  #reader: RedisClient | null = null;
   #finished: Promise<void> | null = null;
   #markStopped!: () => void;
   /** Lets the connections stop keeping the process alive (at the end). */
@@ -248,7 +252,7 @@ export class ClusterWorker {
     return 2 * this.#concurrency - this.#held.size;
   }
 
-  async #ensureGroup(redis: Redis): Promise<void> {
+  async #ensureGroup(redis: RedisClient): Promise<void> {
     try {
       // From 0: entries written before the group existed (after a Redis restart) are work too.
       await redis.xgroup('CREATE', this.#keys.tasks, GROUP, '0', 'MKSTREAM');
@@ -308,7 +312,8 @@ export class ClusterWorker {
   async #refresh(): Promise<void> {
     if (this.#held.size === 0) return;
     const redis = await this.#clients.command();
-    await redis.xclaim(this.#keys.tasks, GROUP, this.id, 0, ...this.#held.keys(), 'JUSTID');
+    // The overloads of xclaim resolve on one client class, not on the union of both.
+    await (redis as unknown as ClaimCommand).xclaim(this.#keys.tasks, GROUP, this.id, 0, ...this.#held.keys(), 'JUSTID');
   }
 
   /** Takes over batches whose worker went silent past the visibility timeout. */

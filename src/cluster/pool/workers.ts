@@ -3,7 +3,7 @@
  * `workers` sorted set and its own hash (which expires) every second;
  * readers list those heard from within `WORKER_TTL_MS`.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 import { HEARTBEAT_MS, PoolKeys, WORKER_TTL_MS } from './protocol.js';
 
 /** One live worker, as `pool.stats()` lists it. */
@@ -39,12 +39,12 @@ export interface WorkerRecord {
  * Redis' clock, in ms: heartbeats are scored and read by it, so a worker
  * whose clock is off by seconds is still listed (and counted for chunking).
  */
-async function serverNow(redis: Redis): Promise<number> {
+async function serverNow(redis: RedisClient): Promise<number> {
   const [seconds, micros] = await redis.time();
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
-export async function writeHeartbeat(redis: Redis, keys: PoolKeys, id: string, record: WorkerRecord): Promise<void> {
+export async function writeHeartbeat(redis: RedisClient, keys: PoolKeys, id: string, record: WorkerRecord): Promise<void> {
   const now = await serverNow(redis);
   await redis
     .multi()
@@ -56,11 +56,11 @@ export async function writeHeartbeat(redis: Redis, keys: PoolKeys, id: string, r
     .exec();
 }
 
-export async function removeHeartbeat(redis: Redis, keys: PoolKeys, id: string): Promise<void> {
+export async function removeHeartbeat(redis: RedisClient, keys: PoolKeys, id: string): Promise<void> {
   await redis.multi().zrem(keys.workers, id).del(keys.worker(id)).exec();
 }
 
-export async function readWorkers(redis: Redis, keys: PoolKeys): Promise<ClusterWorkerInfo[]> {
+export async function readWorkers(redis: RedisClient, keys: PoolKeys): Promise<ClusterWorkerInfo[]> {
   const now = await serverNow(redis);
   const flat = await redis.zrangebyscore(keys.workers, now - WORKER_TTL_MS, '+inf', 'WITHSCORES');
   const ids: [string, number][] = [];
