@@ -3,7 +3,8 @@
  * (test/netns.ts), a worker CLI on each of two other hosts, and the caller
  * on a fourth, all reaching each other by IP only. Tasks run on both
  * workers; a worker SIGKILLed mid-task has its task finished by the other,
- * each result once to the caller; a caller with a wrong password is refused.
+ * each result once to the caller; Redis restarted empty mid-map loses no
+ * task; a caller with a wrong password is refused.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,7 +41,7 @@ function banner(child: ChildProcess, label: string): Promise<void> {
 }
 
 describe('a cluster pool across hosts (network namespaces)', { skip: netnsUnavailable() ?? redisUnavailable() ?? false }, () => {
-  it('Redis on one host, workers on two others, the caller on a fourth: tasks run on both workers; a worker SIGKILLed mid-task has its task finished by the other, each result once; a wrong password is refused', async () => {
+  it('Redis on one host, workers on two others, the caller on a fourth: tasks run on both workers; a worker SIGKILLed mid-task has its task finished by the other, each result once; Redis restarted empty mid-map loses no task; a wrong password is refused', async () => {
     const net = await makeNetwork({ hosts: ['redis', 'w1', 'w2', 'caller'] });
     const dir = mkdtempSync(join(tmpdir(), 'mpts-netns-cluster-'));
     const children: ChildProcess[] = [];
@@ -74,6 +75,12 @@ describe('a cluster pool across hosts (network namespaces)', { skip: netnsUnavai
       for (const m of readdirSync(dir).filter((m) => m.endsWith(`-${victim.pid}`))) {
         assert.ok(readdirSync(dir).includes(`${m.split('-')[0]}-${survivor.pid}`), `task ${m} ran again on the survivor`);
       }
+
+      // Redis restarted empty mid-map: no task lost.
+      await out.next((e) => e.ready2 === true, 'a task of the second map to start');
+      await redis.restart();
+      const { results2 } = (await out.next((e) => 'results2' in e, 'the second results')) as { results2: number[] };
+      assert.deepEqual(results2, [10, 11, 12, 13]);
       assert.equal(await ending(client, 'the caller', WAIT_MS), 0);
 
       const wrong = caller.exec(process.execPath, [fixture('netns-cluster-caller.js'), `redis://:not-the-password@${redisHost.ip}:${redis.port}/0`, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
