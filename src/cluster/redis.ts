@@ -17,12 +17,22 @@
  * by its `run_id`; `onRestart` lets the layers above re-submit what they
  * know was lost.
  */
+import { Socket } from 'node:net';
 import type { Redis, RedisOptions } from 'ioredis';
+import { keepAlive } from '../connection/keepalive.js';
 import { ClusterError } from '../errors.js';
 import { type ClusterUrl } from './url.js';
 
 /** How long the first connection may take before a call fails. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+/**
+ * How long a connection whose Redis stopped answering TCP keepalive probes
+ * lives on (connection/keepalive.ts): a NAT or firewall that dropped an
+ * idle socket answers nothing, and a subscriber or a blocked read on it
+ * would wait for good. A connection the caller configured (`redis.keepAlive`)
+ * is left as configured.
+ */
+const KEEPALIVE_DEAD_AFTER_MS = 30_000;
 
 /** Options of a cluster context that reach the client. */
 export interface ClusterClientOptions {
@@ -49,6 +59,7 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
   const Redis = await loadRedis();
   const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const client = new Redis(url.href, {
+    keepAlive: KEEPALIVE_DEAD_AFTER_MS / 2,
     ...options.redis,
     lazyConnect: true,
     connectTimeout: timeout,
@@ -58,6 +69,8 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     enableAutoPipelining: role === 'command',
     connectionName: `mpts-${role}-${process.pid}`,
   });
+  // ioredis sets only when the first probe goes; the system's defaults then take some 11 minutes to give up.
+  if (options.redis?.keepAlive === undefined) client.on('connect', () => tuneKeepAlive(client));
   // Errors also reach the commands that were waiting; without a listener
   // ioredis would print each reconnect attempt's error.
   let lastError: Error | null = null;
@@ -240,6 +253,12 @@ export function sanitized(err: unknown): unknown {
   copy.name = err.name;
   copy.stack = err.stack;
   return copy;
+}
+
+/** Gives a connection's new socket our keepalive timing (probes, their interval, the bound on unacknowledged data). */
+function tuneKeepAlive(client: Redis): void {
+  const stream = (client as unknown as { stream?: unknown }).stream;
+  if (stream instanceof Socket) keepAlive(stream, KEEPALIVE_DEAD_AFTER_MS, true);
 }
 
 /** Refs or unrefs a connection's socket and its reconnect timer (an idle client whose Redis went away must not keep the process alive retrying). */
