@@ -26,12 +26,22 @@
  * know was lost. On a Redis Cluster that is watched per master node (see
  * `#watchNodes`).
  */
+import { Socket } from 'node:net';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { keepAlive } from '../connection/keepalive.js';
 import { ClusterError, ValueError } from '../errors.js';
 import { type ClusterUrl, type ShardedUrl } from './url.js';
 
 /** How long the first connection may take before a call fails. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+/**
+ * How long a connection whose Redis stopped answering TCP keepalive probes
+ * lives on (connection/keepalive.ts): a NAT or firewall that dropped an
+ * idle socket answers nothing, and a subscriber or a blocked read on it
+ * would wait for good. A connection the caller configured (`redis.keepAlive`)
+ * is left as configured.
+ */
+const KEEPALIVE_DEAD_AFTER_MS = 30_000;
 
 /**
  * A connection as the layers above use it: one server's (`Redis`) or a
@@ -76,6 +86,7 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
   const lib = await loadIoRedis();
   const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const connection: RedisOptions = {
+    keepAlive: KEEPALIVE_DEAD_AFTER_MS / 2,
     ...options.redis,
     connectTimeout: timeout,
     // A command waits for a reconnect instead of failing after 20 tries:
@@ -93,6 +104,8 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
         },
       )
     : new lib.Redis(url.href, { ...connection, lazyConnect: true, enableAutoPipelining: role === 'command' });
+  // ioredis sets only when the first probe goes; the system's defaults then take some 11 minutes to give up.
+  if (options.redis?.keepAlive === undefined) onNewSockets(client, tuneKeepAlive);
   // Errors also reach the commands that were waiting; without a listener
   // ioredis would print each reconnect attempt's error. A Cluster reports
   // its nodes' errors (a refused AUTH among them) as 'node error', and
@@ -400,6 +413,23 @@ export function onNewHandles(client: RedisClient, apply: () => void): void {
     node.on('connect', apply);
     node.on('reconnecting', apply);
   };
+  for (const node of client.nodes('all')) watch(node);
+  client.on('+node', watch);
+}
+
+/** Gives a server connection's new socket our keepalive timing (probes, their interval, the bound on unacknowledged data). */
+function tuneKeepAlive(server: Redis): void {
+  const stream = (server as unknown as { stream?: unknown }).stream;
+  if (stream instanceof Socket) keepAlive(stream, KEEPALIVE_DEAD_AFTER_MS, true);
+}
+
+/** Calls `fn` with each server connection of `client` whenever it has made a new socket (every node of a Cluster, those added later too). */
+function onNewSockets(client: RedisClient, fn: (server: Redis) => void): void {
+  if (!isCluster(client)) {
+    client.on('connect', () => fn(client));
+    return;
+  }
+  const watch = (node: Redis) => node.on('connect', () => fn(node));
   for (const node of client.nodes('all')) watch(node);
   client.on('+node', watch);
 }

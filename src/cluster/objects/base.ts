@@ -24,7 +24,7 @@ import { describe } from '../../describe.js';
 import { SHARED, registerShared, type SharedHandle } from '../../serialize/shared.js';
 import { checkName, objectKey, randomName } from '../keys.js';
 import type { ClusterClientOptions, ClusterClients } from '../redis.js';
-import { ObjectClients, type Script } from './connection.js';
+import { ObjectClients, type Late, type Script } from './connection.js';
 
 /** The kinds of cluster objects, as descriptors name them. */
 export type ClusterKind =
@@ -173,9 +173,9 @@ export abstract class ClusterObject {
     return { kind: 'cluster-object', url: this.conn.clients.url.href, client, object: this[DESCRIBE]() };
   }
 
-  /** Runs one of its scripts. */
-  protected script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
-    return this.conn.script(`${this.kind}('${this.name}').${what}`, script, keys, args);
+  /** Runs one of its scripts; `late` gets a result that comes after the call was given up (connection.ts). */
+  protected script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[], late?: Late<unknown>): Promise<unknown> {
+    return this.conn.script(`${this.kind}('${this.name}').${what}`, script, keys, args, late);
   }
 
   /** Its keys, for `unlink()`. */

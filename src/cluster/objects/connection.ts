@@ -16,7 +16,11 @@
  * got no answer within `callTimeoutMs` (the context's connect timeout, 5 s
  * by default; blocking reads add their own block time) rejects with a
  * `ClusterError`. What such a call did is then unknown (it may run once
- * Redis is back); the message says so.
+ * Redis is back); the message says so. A call that takes something (a
+ * queue's `BLPOP`, `BLMOVE` or take script) says what to do with what it
+ * returns after it was given up (`late`): its caller is gone, so the item
+ * is put back, or it would be lost; the process is kept alive a while for
+ * that answer.
  */
 import { createHash } from 'node:crypto';
 import { ClusterError } from '../../errors.js';
@@ -25,6 +29,16 @@ import { Waker } from './wake.js';
 
 /** Blocking connections kept idle for the next blocking read (more are opened while more wait, and closed after). */
 const IDLE_BLOCKING = 4;
+/** Tries at putting back what a given-up call took, a second apart, before giving up with a warning. */
+const PUT_BACK_TRIES = 10;
+const PUT_BACK_PAUSE_MS = 1_000;
+
+/**
+ * What to do with the result of a call that arrives after the call was
+ * given up at its time limit (its caller already has a `ClusterError`):
+ * put back what it took. Retried while it fails (Redis away).
+ */
+export type Late<T> = (result: T) => Promise<unknown> | void;
 
 /** A Lua script, loaded by its hash (`EVALSHA`) and sent whole only when Redis does not know it yet. */
 export class Script {
@@ -58,7 +72,12 @@ export class ObjectClients {
   private constructor(clients: ClusterClients) {
     this.clients = clients;
     this.callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    this.waker = new Waker(() => this.#open('subscriber'), () => this.hold());
+    this.waker = new Waker(
+      () => this.#open('subscriber'),
+      () => this.hold(),
+      this.callTimeoutMs,
+      () => this.clients.closed,
+    );
     // A server that came back empty has lost every key: waiters look again (their state may be gone).
     clients.onRestart(() => {
       this.waker.wakeAll();
@@ -88,13 +107,13 @@ export class ObjectClients {
    * Runs `fn` on the command connection, keeping the process alive meanwhile,
    * and fails with a `ClusterError` naming `what` when Redis does not answer in time.
    */
-  call<T>(what: string, fn: (redis: RedisClient) => Promise<T>, extraMs = 0): Promise<T> {
-    return this.#held(what, extraMs, async () => fn(await this.#commandClient()));
+  call<T>(what: string, fn: (redis: RedisClient) => Promise<T>, extraMs = 0, late?: Late<T>): Promise<T> {
+    return this.#held(what, extraMs, async () => fn(await this.#commandClient()), late);
   }
 
   /** Runs one script (by its hash; whole when Redis does not know it). Bulk replies are Buffers. */
-  script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
-    return this.call(what, (redis) => runScript(redis, script, keys, args));
+  script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[], late?: Late<unknown>): Promise<unknown> {
+    return this.call(what, (redis) => runScript(redis, script, keys, args), 0, late);
   }
 
   /**
@@ -102,7 +121,7 @@ export class ObjectClients {
    * failed the connection is closed (its state is unknown); otherwise it
    * goes back to the idle ones.
    */
-  blocking<T>(what: string, blockMs: number, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
+  blocking<T>(what: string, blockMs: number, fn: (redis: RedisClient) => Promise<T>, late?: Late<T>): Promise<T> {
     return this.#held(what, blockMs, async () => {
       const redis = this.#idle.pop() ?? (await this.#open('blocking'));
       let healthy = false;
@@ -114,27 +133,33 @@ export class ObjectClients {
         if (healthy && this.#idle.length < IDLE_BLOCKING && redis.status === 'ready' && !this.clients.closed) this.#idle.push(redis);
         else redis.disconnect();
       }
-    });
+    }, late);
   }
 
-  /** Keeps the process alive and bounds the wait while `fn` runs. */
-  async #held<T>(what: string, extraMs: number, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Keeps the process alive and bounds the wait while `fn` runs; a result
+   * that comes after the bound goes to `late`.
+   */
+  async #held<T>(what: string, extraMs: number, fn: () => Promise<T>, late?: Late<T>): Promise<T> {
     if (this.clients.closed) throw new ClusterError(`${what}: ${this.closedReason ?? `the cluster context for ${this.url} is closed`}`);
     this.#ref(+1);
     let timer: NodeJS.Timeout | undefined;
     const limit = this.callTimeoutMs + extraMs;
+    const running = fn();
     try {
       return await Promise.race([
-        fn(),
+        running,
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () =>
+            () => {
+              if (late) this.#awaitLate(what, running, limit, late);
               reject(
                 new ClusterError(
                   `${what}: ${this.url} did not answer within ${limit} ms (restarting, failing over or unreachable); ` +
                     'what the call did is unknown: it may still take effect once Redis is back',
                 ),
-              ),
+              );
+            },
             limit,
           );
         }),
@@ -145,6 +170,37 @@ export class ObjectClients {
       clearTimeout(timer);
       this.#ref(-1);
     }
+  }
+
+  /**
+   * Hands the result of a call given up at its time limit to `late` (which
+   * puts back what it took), keeping the process alive for it up to another
+   * `limit` ms; `late` is tried again while it fails.
+   */
+  #awaitLate<T>(what: string, running: Promise<T>, limit: number, late: Late<T>): void {
+    const release = this.hold();
+    const cap = setTimeout(release, limit);
+    cap.unref();
+    running
+      .then(async (result) => {
+        for (let tries = 1; ; tries++) {
+          try {
+            await late(result);
+            return;
+          } catch (err) {
+            if (this.clients.closed || tries >= PUT_BACK_TRIES) {
+              process.emitWarning(`multiprocessing-ts: ${what}: could not put back what the call took after it was given up: ${(err as Error)?.message ?? err}`);
+              return;
+            }
+          }
+          await new Promise((resolve) => setTimeout(resolve, PUT_BACK_PAUSE_MS));
+        }
+      })
+      .catch(() => {})
+      .finally(() => {
+        clearTimeout(cap);
+        release();
+      });
   }
 
   #commandClient(): Promise<RedisClient> {
@@ -176,13 +232,14 @@ export class ObjectClients {
   }
 
   /**
-   * Refs or unrefs one connection's sockets, and its reconnect timers while
+   * Refs or unrefs one connection's socket, and its reconnect timer while
    * Redis is away, as the calls in flight say: an idle object whose Redis
    * went away must not keep its process alive retrying either.
    */
   #apply(redis: RedisClient): void {
     applyRef(redis, this.#inFlight > 0);
   }
+
 
   /** Counts a wait (a subscription) as a call in flight, so the process lives while it waits. */
   hold(): () => void {

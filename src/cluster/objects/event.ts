@@ -80,9 +80,10 @@ export class ClusterEvent extends ClusterObject {
     const [set] = await this.#read();
     if (set) return true;
     if (remaining(deadline) === 0) return false;
-    const watch = await this.conn.waker.watch(this.#channel);
+    const watch = await this.conn.waker.watch(this.#channel, deadline);
     try {
-      // Read again once subscribed: a set() before the subscription was confirmed published to nobody.
+      // Read again once subscribed: a set() before the subscription was confirmed published to nobody
+      // (a watch still unconfirmed is woken by its confirmation, and the loop reads again).
       const [flag, start] = await this.#read();
       if (flag) return true;
       for (;;) {

@@ -123,7 +123,7 @@ class Lease {
     let pttl = await this.#try(token, ttl);
     if (pttl === true) return true;
     if (!block || remaining(deadline) === 0) return false;
-    const watch = await this.conn.waker.watch(this.channel);
+    const watch = await this.conn.waker.watch(this.channel, deadline);
     try {
       for (;;) {
         pttl = await this.#try(token, ttl);
@@ -140,7 +140,10 @@ class Lease {
 
   /** One attempt: true when taken, else the holder's remaining ttl (ms; negative when unknown). */
   async #try(token: string, ttl: number): Promise<true | number> {
-    const [won, n] = (await this.conn.script(`${this.label}.acquire()`, ACQUIRE, [this.holder, this.fenceKey], [token, ttl])) as [number, number];
+    const [won, n] = (await this.conn.script(`${this.label}.acquire()`, ACQUIRE, [this.holder, this.fenceKey], [token, ttl], (late) => {
+      // Taken after the acquire() gave up (Redis was that slow): nobody here holds it, so it goes now, not after its ttl.
+      if (Number((late as [number])[0]) === 1) return this.conn.script(`${this.label} give back`, RELEASE, [this.holder], [token, this.channel]);
+    })) as [number, number];
     if (won !== 1) return Number(n);
     this.token = token;
     this.fence = Number(String(n));

@@ -12,7 +12,12 @@
  * blocks in Redis itself (`BLPOP`, for a JoinableQueue `BLMOVE`) on a
  * connection lent to it alone (connection.ts), in slices of a few seconds.
  * A consumer `close()`d while it waits stops waiting at once; an item its
- * read still takes goes back to the head of the queue.
+ * read still takes goes back to the head of the queue. So does an item
+ * that a read or take script returns after its call was given up at its
+ * time limit (`get()` rejected with a `ClusterError`; Redis, or the
+ * network, was that slow): its caller is gone, and nobody else would ever
+ * get it. (A bounded queue may then hold more than `maxsize` until its
+ * consumers catch up: the item must not be lost.)
  *
  * JoinableQueue, at least once: `put()` tags each item with a random id
  * (16 bytes before the packed item), so every stored item is unique, and
@@ -39,7 +44,12 @@
  * of the queue**, oldest first, for another consumer; any consumer that is
  * about to wait, and every `join()`, applies it. A consumer that was only
  * slow (its event loop blocked past its lease) may then see its item
- * processed twice: at least once, never lost. Its late `taskDone()` finds
+ * processed twice: at least once, never lost. A consumer also puts back,
+ * before it waits, the items of its own list that the object does not
+ * hold, when no other `get()` of the object is in flight: ones a given-up
+ * read moved there whose answer never came (a dropped connection), which
+ * its lease, renewed all along, would otherwise keep from everyone for the
+ * consumer's whole life. Its late `taskDone()` finds
  * the item gone from its list, counts nothing (the consumer that has the
  * item now counts it) and rejects with a `ClusterError` saying the lease
  * lapsed. (The processing lists and leases are reached by a script that
@@ -116,6 +126,24 @@ if item and ARGV[3] == '1' then redis.call('PUBLISH', ARGV[4], '1') end
 return item`,
 );
 
+/**
+ * Puts the exact items ARGV[1..] (taken by calls whose caller is gone) from
+ * the processing list KEYS[2] back to the head of KEYS[1], in their order;
+ * one no longer in the list (put back already, or recovered) is left alone.
+ */
+const PUT_BACK = new Script(
+  'queue-put-back',
+  2,
+  `local moved = 0
+for i = #ARGV, 1, -1 do
+  if redis.call('LREM', KEYS[2], -1, ARGV[i]) > 0 then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved`,
+);
+
 /** Bytes of the random id a JoinableQueue puts before each packed item. */
 const TAG_BYTES = 16;
 
@@ -152,12 +180,27 @@ return {u, named - removed}`,
  * head, oldest first. Returns how many moved, and the soonest a live
  * consumer holding items may lapse (ms, -1 for none): a waiter wakes then
  * to apply the rule again, so a dead consumer's items wait about a lease.
+ * With ARGV[2] (the caller's consumer id), the items of the caller's own
+ * list other than ARGV[3..] (the ones it holds) go back too, oldest first.
  */
 const RECOVER = new Script(
   'queue-recover',
   2,
   `local moved = 0
 local soonest = -1
+if ARGV[2] then
+  local held = {}
+  for i = 3, #ARGV do held[ARGV[i]] = true end
+  local own = ARGV[1] .. ':proc:' .. ARGV[2]
+  local items = redis.call('LRANGE', own, 0, -1)
+  for i = #items, 1, -1 do
+    if not held[items[i]] then
+      redis.call('LREM', own, -1, items[i])
+      redis.call('LPUSH', KEYS[1], items[i])
+      moved = moved + 1
+    end
+  end
+end
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local proc = ARGV[1] .. ':proc:' .. id
   local ttl = redis.call('PTTL', ARGV[1] .. ':alive:' .. id)
@@ -286,7 +329,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     const once = async () => Number(await this.script('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
     if (await once()) return;
     if (!block || remaining(deadline) === 0) throw new Full(`${this.kind} '${this.name}' is full (maxsize ${this.maxsize})`);
-    const watch = await this.conn.waker.watch(this.#room);
+    const watch = await this.conn.waker.watch(this.#room, deadline);
     try {
       for (;;) {
         if (await once()) return;
@@ -343,17 +386,34 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
 
   /** @internal Takes an item if there is one. */
   protected async takeNow(_take: boolean): Promise<Buffer | null> {
-    const got = await this.script('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room]);
+    const got = await this.script('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room], (late) => {
+      if (Buffer.isBuffer(late)) return this.putBack(late);
+    });
     return Buffer.isBuffer(got) ? got : null;
   }
 
-  /** @internal Waits in Redis up to `ms` for an item; one taken after `close()` goes back to the head. */
+  /**
+   * @internal Puts an item taken for a caller that is gone (given up at its
+   * time limit, or the object closed) back to the head of the queue.
+   */
+  protected async putBack(item: Buffer): Promise<void> {
+    await this.conn.call(`${this.kind}('${this.name}') put back`, (redis) => redis.lpush(this.items, item));
+  }
+
+  /** @internal Waits in Redis up to `ms` for an item; one taken after `close()` or after the call was given up goes back to the head. */
   protected async takeBlocking(ms: number): Promise<Buffer | null> {
-    const got = await this.conn.blocking(`${this.kind}('${this.name}').get()`, ms, (redis) => redis.blpopBuffer(this.items, Math.max(1, ms) / 1000));
+    const got = await this.conn.blocking(
+      `${this.kind}('${this.name}').get()`,
+      ms,
+      (redis) => redis.blpopBuffer(this.items, Math.max(1, ms) / 1000),
+      (late) => {
+        if (late) return this.putBack(late[1]);
+      },
+    );
     const item = got ? got[1] : null;
     if (item === null) return null;
     if (this.#closed) {
-      await this.conn.call(`${this.kind}('${this.name}') close()`, (redis) => redis.lpush(this.items, item));
+      await this.putBack(item);
       return null;
     }
     if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
@@ -448,6 +508,8 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   readonly #held: Array<{ readonly stored: Buffer; readonly chain: Frame | null }> = [];
   /** taskDone() calls that could not tell which held item they finished: all held items are removed once this reaches their number. */
   #doneUntold = 0;
+  /** Items whose taskDone() is on its way (no longer in #held, still in the list). */
+  readonly #finishing = new Set<Buffer>();
   /** Gets in progress: the lease is renewed while any waits. */
   #getting = 0;
   #renewal: NodeJS.Timeout | null = null;
@@ -517,37 +579,52 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   }
 
   protected override async takeNow(take: boolean): Promise<Buffer | null> {
-    const got = await this.script('get()', TAKE_HELD, [this.items, this.#proc, this.#consumers, this.#alive], [
-      this.consumer,
-      this.leaseMs,
-      this.maxsize > 0 ? '1' : '0',
-      `${this.prefix}:room`,
-      take ? '1' : '0',
-    ]);
+    const keys = [this.items, this.#proc, this.#consumers, this.#alive];
+    const args = [this.consumer, this.leaseMs, this.maxsize > 0 ? '1' : '0', `${this.prefix}:room`, take ? '1' : '0'];
+    const got = await this.script('get()', TAKE_HELD, keys, args, (late) => {
+      if (Buffer.isBuffer(late)) return this.putBack(late);
+    });
     return Buffer.isBuffer(got) ? got : null;
+  }
+
+  /** @internal Moves the exact item back from this consumer's list to the head of the queue (nothing if it is no longer there). */
+  protected override async putBack(item: Buffer): Promise<void> {
+    await this.conn.script(`JoinableQueue('${this.name}') put back`, PUT_BACK, [this.items, this.#proc], [item]);
   }
 
   protected override async takeBlocking(ms: number): Promise<Buffer | null> {
     // Registered with a fresh lease before the item can land in our list; dead consumers' items first.
     await this.takeNow(false);
-    const soonest = await this.#recover();
+    // The only get() in flight: what is in our list and not held was taken for a caller that is gone.
+    const soonest = await this.#recover(this.#getting === 1);
     // Wake when a consumer holding items may have lapsed, to put its items back.
     const slice = soonest >= 0 ? Math.min(ms, soonest + 10) : ms;
-    const item = await this.conn.blocking(`JoinableQueue('${this.name}').get()`, slice, (redis) =>
-      redis.blmoveBuffer(this.items, this.#proc, 'LEFT', 'RIGHT', Math.max(1, slice) / 1000),
+    const item = await this.conn.blocking(
+      `JoinableQueue('${this.name}').get()`,
+      slice,
+      (redis) => redis.blmoveBuffer(this.items, this.#proc, 'LEFT', 'RIGHT', Math.max(1, slice) / 1000),
+      (late) => {
+        if (late) return this.putBack(late);
+      },
     );
     if (item === null) return null;
     if (this.closed) {
-      await this.conn.call(`JoinableQueue('${this.name}') close()`, (redis) => redis.lmove(this.#proc, this.items, 'RIGHT', 'LEFT'));
+      await this.putBack(item);
       return null;
     }
     if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(`${this.prefix}:room`, '1')).catch(() => {});
     return item;
   }
 
-  /** Applies the rule (see RECOVER); returns the soonest a live consumer holding items may lapse (ms, -1: none). */
-  async #recover(): Promise<number> {
-    const [, soonest] = (await this.script('recovery', RECOVER, [this.items, this.#consumers], [this.prefix])) as [number, number];
+  /**
+   * Applies the rule (see RECOVER), and with `own` puts back the items of
+   * this consumer's list it does not hold; returns the soonest a live
+   * consumer holding items may lapse (ms, -1: none).
+   */
+  async #recover(own = false): Promise<number> {
+    const args: (string | Buffer)[] = [this.prefix];
+    if (own) args.push(this.consumer, ...this.#held.map((h) => h.stored), ...this.#finishing);
+    const [, soonest] = (await this.script('recovery', RECOVER, [this.items, this.#consumers], args)) as [number, number];
     return Number(soonest);
   }
 
@@ -567,6 +644,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   async taskDone(): Promise<void> {
     const finished = this.#finished();
     if (finished === null) return;
+    for (const item of finished) this.#finishing.add(item);
     try {
       const [left, gone] = (await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
       if (Number(left) < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
@@ -578,6 +656,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
         );
       }
     } finally {
+      for (const item of finished) this.#finishing.delete(item);
       this.#renew();
     }
   }
@@ -604,7 +683,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
    * consumers that died are put back for others meanwhile (see the module doc).
    */
   async join(): Promise<void> {
-    const watch = await this.conn.waker.watch(this.#done);
+    const watch = await this.conn.waker.watch(this.#done, Infinity);
     try {
       for (;;) {
         const left = Number((await this.conn.call(`JoinableQueue('${this.name}').join()`, (redis) => redis.get(this.unfinishedKey))) ?? 0);

@@ -110,7 +110,14 @@ export class ClusterSemaphore extends ClusterObject {
   }
 
   async #try(): Promise<boolean> {
-    return Number(await this.script('acquire()', ACQUIRE, [this.prefix], this.#args())) === 1;
+    return (
+      Number(
+        await this.script('acquire()', ACQUIRE, [this.prefix], this.#args(), (late) => {
+          // A unit taken after the acquire() gave up has no holder: it would be gone for good.
+          if (Number(late) === 1) return this.script('give back', RELEASE, [this.prefix], this.#args());
+        }),
+      ) === 1
+    );
   }
 
   /**
@@ -121,7 +128,7 @@ export class ClusterSemaphore extends ClusterObject {
     const deadline = deadlineOfOptions(options, `${this.kind}.acquire()`);
     if (await this.#try()) return true;
     if (!blocks(options ?? {}) || remaining(deadline) === 0) return false;
-    const watch = await this.conn.waker.watch(this.#channel);
+    const watch = await this.conn.waker.watch(this.#channel, deadline);
     try {
       for (;;) {
         if (await this.#try()) return true;

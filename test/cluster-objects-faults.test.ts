@@ -1,0 +1,194 @@
+/**
+ * Cluster objects when the network to Redis fails under them: a subscriber
+ * connection dropped without a word, a blocking read whose answer comes
+ * after its call gave up, or never comes. A real redis-server, reached
+ * through a TCP proxy the test controls (tcp-proxy.ts) to make the fault
+ * happen at a chosen moment; skipped, saying why, without redis-server.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import { startRedis, redisUnavailable, type RedisServer } from './redis.js';
+import { Redis } from 'ioredis';
+import { TcpProxy } from './tcp-proxy.js';
+
+const skip = redisUnavailable() ?? false;
+
+/** `p`'s outcome, or a failure saying it was still pending after `ms` (the defects these tests are for are hangs). */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves once `check()` holds (looked at every 10 ms), or fails after `ms`. */
+function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  return within(
+    (async () => {
+      while (!(await check())) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    ms,
+    what,
+  );
+}
+
+describe('cluster objects under network faults', { skip }, () => {
+  let redis: RedisServer;
+  let direct: mp.ClusterContext;
+
+  before(async () => {
+    redis = await startRedis();
+    direct = mp.getContext(redis.url as `redis://${string}`);
+  });
+
+  after(async () => {
+    direct?.close();
+    await redis?.stop();
+  });
+
+  /** Runs `body` with a context whose connections go through a new proxy, with a short connect timeout (the calls' time limit). */
+  async function throughProxy(body: (proxy: TcpProxy, ctx: mp.ClusterContext) => Promise<void>): Promise<void> {
+    const proxy = await TcpProxy.start(redis.port);
+    const ctx = mp.getContext(`redis://127.0.0.1:${proxy.port}/0`, { connectTimeoutMs: 500 });
+    try {
+      await body(proxy, ctx);
+    } finally {
+      ctx.close();
+      await proxy.close();
+    }
+  }
+
+  it('a subscriber connection dropped silently: Lock.acquire sees a release, and Event.wait, a full Queue.put and join() end, each within its time; a new subscriber is made', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `dead-sub-${process.pid}`;
+      // The subscriber is opened by a first wait (woken by a message), then its connection goes silent.
+      const first = new ctx.Event();
+      const firstWait = first.wait(20_000);
+      await until(() => proxy.connections(/mpts-subscriber[\s\S]*SUBSCRIBE/i).length > 0, 5000, 'the subscriber subscribing');
+      await new direct.Event({ name: first.name }).set();
+      assert.equal(await within(firstWait, 5000, 'the first wait'), true);
+      const subscribers = proxy.connections(/mpts-subscriber/);
+      assert.equal(subscribers.length, 1);
+      subscribers[0]!.drop();
+
+      const holder = new direct.Lock({ name });
+      assert.equal(await holder.acquire(), true);
+      const acquiring = new ctx.Lock({ name }).acquire({ timeout: 8000 });
+      // The waiter is subscribing (to nobody) when the holder lets go: the release is published to no one.
+      await until(() => subscribers[0]!.sent.includes(`${name}}:free`), 5000, 'the waiter subscribing');
+      await holder.release();
+      const released = performance.now();
+      assert.equal(await within(acquiring, 6000, 'Lock.acquire({ timeout: 8000 })'), true);
+      assert.ok(performance.now() - released < 2000, `taken ${Math.round(performance.now() - released)} ms after the release: it looked again, not at its deadline`);
+
+      let start = performance.now();
+      assert.equal(await within(new ctx.Event().wait(600), 4000, 'Event.wait(600)'), false);
+      assert.ok(performance.now() - start < 2000, 'Event.wait(600) returned about its timeout');
+
+      const full = new ctx.Queue<number>(1);
+      await full.put(1);
+      start = performance.now();
+      await within(assert.rejects(full.put(2, { timeout: 600 }), mp.Full), 4000, 'a full Queue.put({ timeout: 600 })');
+      assert.ok(performance.now() - start < 2000, 'put() gave up about its timeout');
+
+      const jqName = `dead-sub-jq-${process.pid}`;
+      const worker = new direct.JoinableQueue<string>(0, { name: jqName });
+      await worker.put('job');
+      assert.equal(await worker.get(), 'job');
+      const joining = new ctx.JoinableQueue<string>(0, { name: jqName }).join();
+      await worker.taskDone();
+      await within(joining, 4000, 'join() after the last taskDone()');
+
+      // The silent one was replaced: a later wait is woken by a message on the new connection.
+      assert.ok(proxy.connections(/mpts-subscriber/).length >= 2, 'a new subscriber connection was made');
+      const event = new ctx.Event();
+      const waiting = event.wait(20_000);
+      const probe = new Redis(redis.url);
+      try {
+        const channel = `{mpts:Event:${event.name}}:set`;
+        await until(async () => Number(((await probe.pubsub('NUMSUB', channel)) as [string, number])[1]) > 0, 5000, 'the new subscriber subscribing');
+      } finally {
+        probe.disconnect();
+      }
+      await new direct.Event({ name: event.name }).set();
+      assert.equal(await within(waiting, 4000, 'Event.wait() after set()'), true);
+    }));
+
+  for (const kind of ['Queue', 'SimpleQueue', 'JoinableQueue'] as const) {
+    it(`${kind}: an item a get()'s blocking read takes after the get() gave up goes back to the queue`, () =>
+      throughProxy(async (proxy, ctx) => {
+        const name = `late-${kind}-${process.pid}`;
+        const make = (c: mp.ClusterContext) =>
+          kind === 'Queue' ? new c.Queue<string>(0, { name }) : kind === 'SimpleQueue' ? new c.SimpleQueue<string>({ name }) : new c.JoinableQueue<string>(0, { name });
+        const consumer = make(ctx);
+        const other = make(direct);
+        // The network stalls right after the read goes out: Redis takes the item, its answer is held back.
+        const stalled = proxy.onSent(kind === 'JoinableQueue' ? /BLMOVE/i : /BLPOP/i, 'hold answers');
+        const getting = consumer.get({ timeout: 300 });
+        const conn = await within(stalled, 5000, 'the blocking read going out');
+        await other.put('X');
+        await within(assert.rejects(getting, (e: Error) => e instanceof mp.ClusterError && /did not answer within/.test(e.message)), 5000, 'the get() giving up');
+        // The answer, with the item, now reaches the process whose get() gave up.
+        conn.release();
+        assert.equal(await other.get({ timeout: 3000 }), 'X', 'the item went back to the queue');
+        assert.equal(await other.qsize(), 0, 'once');
+        if (other instanceof mp.ClusterJoinableQueue) {
+          await other.taskDone();
+          await within(other.join(), 3000, 'join()');
+        }
+      }));
+  }
+
+  it('Lock and Semaphore: what an acquire() takes after it gave up (Redis answered late) is given back at once', () =>
+    throughProxy(async (proxy, ctx) => {
+      const lockName = `late-lock-${process.pid}`;
+      const semName = `late-sem-${process.pid}`;
+      const lock = new direct.Lock({ name: lockName });
+      const sem = new direct.Semaphore(1, { name: semName });
+      // Scripts known to Redis already: the acquire runs at once, only its answer is late.
+      assert.equal(await lock.acquire(), true);
+      await lock.release();
+      assert.equal(await sem.acquire(), true);
+      await sem.release();
+      for (const [name, acquire] of [
+        [lockName, () => new ctx.Lock({ name: lockName }).acquire({ timeout: 100 })],
+        [semName, () => new ctx.Semaphore(1, { name: semName }).acquire({ timeout: 100 })],
+      ] as const) {
+        const stalled = proxy.onSent(new RegExp(name), 'hold answers');
+        const acquiring = acquire();
+        const conn = await within(stalled, 5000, 'the acquire going out');
+        await within(assert.rejects(acquiring, (e: Error) => e instanceof mp.ClusterError && /did not answer within/.test(e.message)), 5000, 'the acquire giving up');
+        conn.release();
+      }
+      // The lock's ttl is 30 s, and a semaphore's unit never comes back by itself.
+      assert.equal(await lock.acquire({ timeout: 3000 }), true, 'the lock was given back');
+      await lock.release();
+      assert.equal(await sem.acquire({ timeout: 3000 }), true, 'the unit was given back');
+      await sem.release();
+    }));
+
+  it('JoinableQueue: an item a given-up read moved into the consumer\'s list, whose answer never came, is put back by the consumer\'s next get(); join() then resolves', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `stranded-${process.pid}`;
+      const consumer = new ctx.JoinableQueue<string>(0, { name });
+      const producer = new direct.JoinableQueue<string>(0, { name });
+      // The connection drops the answer of the read: the item is in the consumer's list, the consumer never hears of it.
+      const dropped = proxy.onSent(/BLMOVE/i, 'drop answers');
+      const first = consumer.get({ timeout: 300 });
+      await within(dropped, 5000, 'the blocking read going out');
+      await producer.put('X');
+      await within(assert.rejects(first, mp.ClusterError), 5000, 'the get() giving up');
+      // Its lease is renewed while it keeps getting: only the consumer itself can give the item back.
+      assert.equal(await consumer.get({ timeout: 3000 }), 'X', 'the consumer\'s next get() found the item');
+      await consumer.taskDone();
+      await within(producer.join(), 3000, 'join()');
+    }));
+});
