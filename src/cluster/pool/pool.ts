@@ -35,13 +35,6 @@ import { readWorkers, type ClusterWorkerInfo } from './workers.js';
 
 type TaskFn = (...args: any[]) => unknown;
 
-/** Fingerprints by function: hashing the source once per function, not per call. */
-const fingerprints = new WeakMap<Function, string>();
-function fingerprintOf(fn: Function): string {
-  let f = fingerprints.get(fn);
-  if (f === undefined) fingerprints.set(fn, (f = fingerprint(fn)));
-  return f;
-}
 
 function isPrimitive(value: unknown): boolean {
   return value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol');
@@ -266,7 +259,7 @@ export class ClusterPool {
       const value = (options as Record<string, unknown>)[key];
       if (value !== undefined && value !== null && typeof value !== 'function') throw new ValueError(`${call}: ${key} must be a function, got ${describe(value)}`);
     }
-    return ['f', name, 'v', fingerprintOf(fn), 'm', moduleFingerprint(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
+    return ['f', name, 'v', fingerprint(fn), 'm', moduleFingerprint(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
   }
 
   #count(ok: boolean): void {

@@ -63,13 +63,19 @@ export const DEFAULT_VISIBILITY_MS = 30_000;
 export const MAX_COALESCED = 512;
 
 /**
- * A function's fingerprint: a hash of its source text. The worker compares
- * it with its own export's, so a worker running another version of the
- * module refuses the task instead of running different code.
+ * A function's fingerprint: a hash of its source text (once per function).
+ * The worker compares it with its own export's, so a worker running
+ * another version of the function refuses the task instead of running
+ * different code (module-fingerprint.ts covers the code around it).
  */
 export function fingerprint(fn: Function): string {
-  return createHash('sha256').update(Function.prototype.toString.call(fn)).digest('hex').slice(0, 16);
+  let hash = fingerprints.get(fn);
+  if (hash === undefined) fingerprints.set(fn, (hash = createHash('sha256').update(Function.prototype.toString.call(fn)).digest('hex').slice(0, 16)));
+  return hash;
 }
+
+/** Per function: a caller hashes each function it sends once, a worker each export it runs once. */
+const fingerprints = new WeakMap<Function, string>();
 
 /** A stream entry's fields as a record (ioredis gives a flat [k, v, k, v…] list). */
 export function fieldsOf(flat: readonly (string | Buffer)[] | null): Map<string, Buffer> {
