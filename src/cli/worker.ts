@@ -127,11 +127,12 @@ export async function worker(args: readonly string[]): Promise<number> {
   if (running.failure) {
     throw new CliError(`worker ${running.id} stopped: its local pool cannot run tasks: ${running.failure.message}`, EXIT_FAILURE);
   }
-  if (running.leftForOthers > 0) {
-    throw new CliError(
-      `worker ${running.id} stopped after ${running.completed} task(s); the results of ${running.leftForOthers} batch(es) could not be stored (Redis unreachable): other workers run them again`,
-      EXIT_FAILURE,
-    );
+  if (running.leftForOthers > 0 || running.leftUnknown) {
+    const parts: string[] = [];
+    if (running.leftForOthers > 0) parts.push(`${running.leftForOthers} batch(es) it took are unfinished (Redis was unreachable)`);
+    if (running.leftUnknown) parts.push(`${parts.length ? 'more ' : ''}batches it took may be unfinished (its last read was cut off with Redis unreachable)`);
+    const left = parts.join('; ');
+    throw new CliError(`worker ${running.id} stopped after ${running.completed} task(s); ${left}: other workers run them after the visibility timeout`, EXIT_FAILURE);
   }
   console.log(`multiprocessing-ts worker ${running.id}: stopped after ${running.completed} task(s)`);
   return 0;

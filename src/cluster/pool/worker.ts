@@ -91,6 +91,7 @@ export class ClusterWorker {
   readonly #callTimeoutMs: number;
   /** Batches whose results could not be stored: left to other workers (after the visibility timeout). */
   #leftForOthers = 0;
+  #leftUnknown = false;
   /** Where the next XAUTOCLAIM scan starts: it walks the whole pending list over its ticks, not only its head. */
   #reclaimCursor = '0-0';
   #accepting = true;
@@ -197,9 +198,19 @@ export class ClusterWorker {
     return this.#completed;
   }
 
-  /** Batches this worker ran but could not store the results of (Redis unreachable): other workers run them again. */
+  /**
+   * Batches this worker took and did not finish (their results could not be
+   * stored, or a read cut off at a drain took them unseen): other workers run
+   * them after the visibility timeout. After a drain, what Redis lists under
+   * its name; `leftUnknown` when Redis could not be asked.
+   */
   get leftForOthers(): number {
     return this.#leftForOthers;
+  }
+
+  /** True after a drain that could not tell whether it left batches (Redis gone while a read was cut off). */
+  get leftUnknown(): boolean {
+    return this.#leftUnknown;
   }
 
   /** Stops taking work, finishes what it holds, then lets go of everything. Resolves when done. */
@@ -227,7 +238,11 @@ export class ClusterWorker {
     // command for the reconnect): past its block time and one call timeout it
     // is cut off, and what it may have taken is reclaimed elsewhere.
     let cutOff: NodeJS.Timeout | undefined;
-    await Promise.race([this.#readLoop.catch(() => {}), new Promise<void>((r) => (cutOff = setTimeout(r, READ_BLOCK_MS + this.#callTimeoutMs)))]);
+    let readEnded = false;
+    await Promise.race([
+      this.#readLoop.catch(() => {}).then(() => (readEnded = true)),
+      new Promise<void>((r) => (cutOff = setTimeout(r, READ_BLOCK_MS + this.#callTimeoutMs))),
+    ]);
     clearTimeout(cutOff);
     this.#reader?.disconnect();
     // Held batches end either way: stored, or left to others when Redis does not answer (#finish is bounded).
@@ -235,14 +250,22 @@ export class ClusterWorker {
     for (const t of this.#timers) clearInterval(t);
     this.#local.close();
     await this.#local.join();
+    // What is still pending under this worker's name (a cut-off read may have
+    // taken entries it never saw; results it could not store left theirs)
+    // must stay there for other workers to reclaim: DELCONSUMER would delete
+    // those entries with the consumer, and nobody would ever run them.
+    let pending: number | null = null;
     try {
       const redis = await this.#clients.command();
+      pending = ((await bounded(redis.xpending(this.#keys.tasks, GROUP, '-', '+', 10_000, this.id), this.#callTimeoutMs, 'looking at what it holds', this.#clients.url)) as unknown[]).length;
+      if (pending === 0) await bounded(redis.xgroup('DELCONSUMER', this.#keys.tasks, GROUP, this.id), this.#callTimeoutMs, 'leaving the group', this.#clients.url);
       await bounded(removeHeartbeat(redis, this.#keys, this.id), this.#callTimeoutMs, 'removing the heartbeat', this.#clients.url);
-      // It holds nothing now: its consumer entry goes too, unless it left batches to others (they are pending under its name until reclaimed).
-      if (this.#leftForOthers === 0) await bounded(redis.xgroup('DELCONSUMER', this.#keys.tasks, GROUP, this.id), this.#callTimeoutMs, 'leaving the group', this.#clients.url);
     } catch {
       // The heartbeat expires by itself; a stale consumer entry costs nothing.
     }
+    if (pending !== null) this.#leftForOthers = pending;
+    // Unverified (Redis gone): a cut-off read may have taken entries.
+    else if (!readEnded) this.#leftUnknown = true;
     this.#reader?.disconnect();
     this.#clients.close();
     this.#release();
