@@ -65,7 +65,7 @@ export interface ClusterClientOptions {
 }
 
 interface IoRedis {
-  readonly Redis: new (url: string, options: RedisOptions) => Redis;
+  readonly Redis: { new (url: string, options: RedisOptions): Redis; new (port: number, host: string, options: RedisOptions): Redis };
   readonly Cluster: new (seeds: { host: string; port: number }[], options: ClusterOptions) => Cluster;
 }
 let loaded: Promise<IoRedis> | null = null;
@@ -81,8 +81,12 @@ async function loadIoRedis(): Promise<IoRedis> {
 /** Credential errors: a refused AUTH, or a server that wants one. */
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|ERR AUTH/i;
 
-/** Opens one connection and waits until it is ready, or fails within the timeout. */
-export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command'): Promise<RedisClient> {
+/**
+ * Opens one connection and waits until it is ready, or fails within the
+ * timeout. For a Redis Cluster URL that is a `Cluster` (every node), or with
+ * `node`, a plain connection to that one node of it.
+ */
+export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command', node?: NodeAddress): Promise<RedisClient> {
   const lib = await loadIoRedis();
   const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const connection: RedisOptions = {
@@ -94,7 +98,9 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     maxRetriesPerRequest: null,
     connectionName: `mpts-${role}-${process.pid}`,
   };
-  const client: RedisClient = url.sharded
+  const client: RedisClient = url.sharded && node
+    ? new lib.Redis(node.port, node.host, { ...nodeOptions(connection, url.sharded, url.redacted), lazyConnect: true, enableAutoPipelining: false })
+    : url.sharded
     ? new lib.Cluster(
         url.sharded.seeds.map(({ host, port }) => ({ host, port })),
         {
@@ -172,6 +178,12 @@ function nodeOptions(connection: RedisOptions, sharded: ShardedUrl, redacted: st
   };
 }
 
+/** One node of a Redis Cluster. */
+export interface NodeAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
 /** The shared connections of one URL in this process. */
 export class ClusterClients {
   readonly url: ClusterUrl;
@@ -221,6 +233,38 @@ export class ClusterClients {
     return this.#open(role);
   }
 
+  /**
+   * A connection for pub/sub wake-ups (objects/wake.ts). On a Redis Cluster,
+   * a plain connection to one node, taken in turn among the masters known
+   * (the seeds at first): classic pub/sub reaches every node over the
+   * cluster bus, and on a connection of its own the waker's checks (a PING,
+   * its close, TCP keepalive) are about the very socket its subscriptions
+   * ride on. A `Cluster`'s own subscriber is a hidden connection that
+   * ioredis replaces silently, losing what was published meanwhile.
+   */
+  subscriberClient(): Promise<RedisClient> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    const sharded = this.url.sharded;
+    if (!sharded) return this.#open('subscriber');
+    return this.#nodeForSubscriber().then((node) => this.#open('subscriber', node));
+  }
+
+  #subscriberTurn = 0;
+
+  async #nodeForSubscriber(): Promise<NodeAddress> {
+    let nodes: readonly NodeAddress[] = this.url.sharded!.seeds;
+    try {
+      const command = await Promise.race([this.command(), new Promise<null>((r) => setTimeout(() => r(null), 0))]);
+      if (command && isCluster(command)) {
+        const masters = command.nodes('master').map((n) => ({ host: n.options.host!, port: n.options.port! }));
+        if (masters.length > 0) nodes = masters;
+      }
+    } catch {
+      // The seeds, then.
+    }
+    return nodes[this.#subscriberTurn++ % nodes.length]!;
+  }
+
   /** Calls `listener` whenever the server (on a Redis Cluster: one of its masters) is found to have restarted (a new run_id). */
   onRestart(listener: () => void): () => void {
     this.#restartListeners.add(listener);
@@ -263,8 +307,8 @@ export class ClusterClients {
     return this.#closed;
   }
 
-  async #open(role: string): Promise<RedisClient> {
-    const client = await openClient(this.url, this.options, role);
+  async #open(role: string, node?: NodeAddress): Promise<RedisClient> {
+    const client = await openClient(this.url, this.options, role, node);
     if (this.#closed) {
       client.disconnect();
       throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);

@@ -73,7 +73,7 @@ export class ObjectClients {
     this.clients = clients;
     this.callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.waker = new Waker(
-      () => this.#open('subscriber'),
+      () => this.#open('subscriber', () => this.clients.subscriberClient()),
       () => this.hold(),
       this.callTimeoutMs,
       () => this.clients.closed,
@@ -211,8 +211,8 @@ export class ObjectClients {
     return this.#command;
   }
 
-  async #open(role: string): Promise<RedisClient> {
-    const redis = await this.clients.blockingClient(role);
+  async #open(role: string, open = () => this.clients.blockingClient(role)): Promise<RedisClient> {
+    const redis = await open();
     this.#mine.add(redis);
     // ioredis makes a new socket at each reconnect, and a timer before it: give them the current state.
     onNewHandles(redis, () => this.#apply(redis));
