@@ -54,6 +54,8 @@ export class Submitter {
   #nextBatch = 1;
   /** The last results-stream id read: reading resumes after it, also across reconnects. */
   #lastId = '0-0';
+  /** Bumped at each restart notice, when reading starts again from the stream's beginning. */
+  #generation = 0;
   #reader: Promise<void> | null = null;
   #readerClient: RedisClient | null = null;
   #stopped = false;
@@ -168,6 +170,8 @@ export class Submitter {
     const giveUpMs = UNREACHABLE_TIMEOUTS * this.#callTimeoutMs;
     while (!this.#stopped && this.#pending.size > 0) {
       let reply: [string, [string, Buffer[]][]][] | null;
+      // A read issued before a restart notice must not move #lastId past the reset (#rewriteLost).
+      const generation = this.#generation;
       try {
         reply = (await bounded(
           redis.xreadBuffer('COUNT', 1000, 'BLOCK', READ_BLOCK_MS, 'STREAMS', key, this.#lastId),
@@ -199,7 +203,7 @@ export class Submitter {
       for (const [, entries] of reply) {
         for (const [rawId, flat] of entries) {
           const id = rawId.toString();
-          this.#lastId = id;
+          if (generation === this.#generation) this.#lastId = id;
           done.push(id);
           this.#deliver(fieldsOf(flat));
         }
@@ -235,6 +239,7 @@ export class Submitter {
    */
   async #rewriteLost(): Promise<void> {
     this.#lastId = '0-0';
+    this.#generation++;
     if (this.#stopped || this.#pending.size === 0) return;
     try {
       const redis = await this.#clients.command();
