@@ -193,6 +193,12 @@ describe('cluster Pool', { skip }, () => {
       await assert.rejects(pool.apply(tax, [100]), (e: Error) => e instanceof mp.ClusterError && /module that defines tax .*another version/.test(e.message));
       pool.close();
       await pool.join();
+      // Asked not to (a caller running a bundle of the same code): only the function's own source counts.
+      const unchecked = new ctx.Pool(1, { name: 'versions', checkModule: false });
+      assert.equal(await unchecked.apply(tax, [100]), 30);
+      unchecked.close();
+      await unchecked.join();
+      assert.throws(() => new ctx.Pool(1, { checkModule: 'no' as never }), (e: Error) => e instanceof mp.ValueError && /checkModule/.test(e.message));
     } finally {
       other.child.kill('SIGKILL');
     }

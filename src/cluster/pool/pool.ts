@@ -47,6 +47,14 @@ export interface ClusterPoolOptions {
   readonly name?: string;
   /** Deliveries per batch before its tasks fail with `WorkerLostError` (default 3). */
   readonly maxAttempts?: number;
+  /**
+   * Whether workers compare the whole script that defines a task function
+   * with the caller's (default true), beside the function's own source. Turn
+   * it off when callers run the same code in another layout than the
+   * workers (a bundle against the module file): only the function's own
+   * source is compared then.
+   */
+  readonly checkModule?: boolean;
 }
 
 /** Per-call options (as the local Pool's). */
@@ -99,6 +107,8 @@ export class ClusterPool {
   #slotsCache: { at: number; slots: number } | null = null;
   /** The longest one Redis call of this pool waits (the context's connect timeout). */
   readonly #callTimeoutMs: number;
+  /** Send the module fingerprint (`checkModule`). */
+  readonly #checkModule: boolean;
 
   /** @internal Made by a cluster context. */
   constructor(clients: ClusterClients, processes?: number | null, options: ClusterPoolOptions = {}) {
@@ -119,6 +129,8 @@ export class ClusterPool {
     this.#keys = new PoolKeys(checkName(options.name ?? 'default', 'a cluster Pool'));
     this.#processes = processes ?? null;
     this.#maxAttempts = maxAttempts;
+    if (options.checkModule !== undefined && typeof options.checkModule !== 'boolean') throw new ValueError(`checkModule must be true or false, got ${describe(options.checkModule)}`);
+    this.#checkModule = options.checkModule ?? true;
     this.#submitter = new Submitter(clients, this.#keys, randomName());
     this.#callTimeoutMs = clients.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   }
@@ -259,7 +271,7 @@ export class ClusterPool {
       const value = (options as Record<string, unknown>)[key];
       if (value !== undefined && value !== null && typeof value !== 'function') throw new ValueError(`${call}: ${key} must be a function, got ${describe(value)}`);
     }
-    return ['f', name, 'v', fingerprint(fn), 'm', moduleFingerprint(fn), 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
+    return ['f', name, 'v', fingerprint(fn), 'm', this.#checkModule ? moduleFingerprint(fn) : '', 'a', String(this.#maxAttempts), 't', timeout === undefined || timeout === null ? '' : String(Math.max(0, timeout))];
   }
 
   #count(ok: boolean): void {

@@ -487,7 +487,7 @@ export class ClusterWorker {
     const ownModule = moduleFingerprint(fn);
     if (callerModule !== '' && ownModule !== '' && callerModule !== ownModule) {
       return new ClusterError(
-        `worker ${this.id}: the module that defines ${name} (${this.#module} or one it imports) is another version than the caller's (module fingerprint ${ownModule}, the caller's ${callerModule}): the function is the same, the code around it is not; run the same build of the module on the workers and the caller`,
+        `worker ${this.id}: the module that defines ${name} (${this.#module} or one it imports) is another version than the caller's, or the same code in another layout (module fingerprint ${ownModule}, the caller's ${callerModule}): the function is the same, the script around it is not; run the same build of the module on the workers and the caller (a caller that runs a bundle of the same code can pass { checkModule: false } to its Pool)`,
       );
     }
     return null;
