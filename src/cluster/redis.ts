@@ -78,6 +78,14 @@ async function loadIoRedis(): Promise<IoRedis> {
   return loaded;
 }
 
+/**
+ * Commands the shared connection writes at once rather than in the tick's
+ * pipeline (ioredis defers that to a `setImmediate`): a pool's batches,
+ * which are already one command per chunk or per tick of `applyAsync`
+ * calls, so the pipeline would only delay a lone task's round trip.
+ */
+const UNPIPELINED = ['xadd'];
+
 /** Credential errors: a refused AUTH, or a server that wants one. */
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|ERR AUTH/i;
 
@@ -106,10 +114,11 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
         {
           lazyConnect: true,
           enableAutoPipelining: role === 'command',
+          autoPipeliningIgnoredCommands: UNPIPELINED,
           redisOptions: nodeOptions(connection, url.sharded, url.redacted),
         },
       )
-    : new lib.Redis(url.href, { ...connection, lazyConnect: true, enableAutoPipelining: role === 'command' });
+    : new lib.Redis(url.href, { ...connection, lazyConnect: true, enableAutoPipelining: role === 'command', autoPipeliningIgnoredCommands: UNPIPELINED });
   // ioredis sets only when the first probe goes; the system's defaults then take some 11 minutes to give up.
   if (options.redis?.keepAlive === undefined) onNewSockets(client, tuneKeepAlive);
   // Errors also reach the commands that were waiting; without a listener
