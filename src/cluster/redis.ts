@@ -82,7 +82,7 @@ async function loadIoRedis(): Promise<IoRedis> {
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|ERR AUTH/i;
 
 /** Opens one connection and waits until it is ready, or fails within the timeout. */
-export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command'): Promise<RedisClient> {
+export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command', resend = true): Promise<RedisClient> {
   const lib = await loadIoRedis();
   const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const connection: RedisOptions = {
@@ -93,6 +93,9 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     // the layers above bound their own waits.
     maxRetriesPerRequest: null,
     connectionName: `mpts-${role}-${process.pid}`,
+    // Off for connections whose commands must not run twice: a command
+    // Redis ran whose answer the dropped connection lost would be sent again.
+    ...(resend ? {} : { autoResendUnfulfilledCommands: false }),
   };
   const client: RedisClient = url.sharded
     ? new lib.Cluster(
@@ -215,10 +218,14 @@ export class ClusterClients {
     return this.#command;
   }
 
-  /** A connection of its own, for a blocking reader; closed with this object or by the caller. */
-  blockingClient(role: string): Promise<RedisClient> {
+  /**
+   * A connection of its own, for a blocking reader; closed with this object
+   * or by the caller. `resend: false`: commands in flight when it drops are
+   * not sent again after the reconnect (their calls get no answer).
+   */
+  blockingClient(role: string, resend = true): Promise<RedisClient> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    return this.#open(role);
+    return this.#open(role, resend);
   }
 
   /** Calls `listener` whenever the server (on a Redis Cluster: one of its masters) is found to have restarted (a new run_id). */
@@ -263,8 +270,8 @@ export class ClusterClients {
     return this.#closed;
   }
 
-  async #open(role: string): Promise<RedisClient> {
-    const client = await openClient(this.url, this.options, role);
+  async #open(role: string, resend = true): Promise<RedisClient> {
+    const client = await openClient(this.url, this.options, role, resend);
     if (this.#closed) {
       client.disconnect();
       throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);
