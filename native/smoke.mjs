@@ -4,14 +4,15 @@
 // (node -e ...) and worker_threads sharing /dev/shm segments, blocking and
 // asynchronous futex waits across process boundaries, wakes passed on from
 // terminated workers' async waits, timeouts too long to represent, thread
-// liveness probes and the parent-death signal. Every wait is bounded; each
-// child is killed after a deadline. Prints PASS/FAIL lines, a few INFO
-// measurements, and a final "N passed, M failed" line; exits non-zero on any
-// failure.
+// liveness probes and the parent-death signal. Every wait is bounded and
+// named (a wait that runs out says which step it was and what the threads
+// involved were doing); each child is killed after a deadline; the whole run
+// has one too. Prints PASS/FAIL lines, a few INFO measurements, and a final
+// "N passed, M failed" line; exits non-zero on any failure.
 //
 //   node native/smoke.mjs            # tests + measurements
 //   node native/smoke.mjs --no-bench # tests only
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -115,36 +116,211 @@ function startChild(code, args = {}, { timeoutMs = 20000 } = {}) {
   return { child, done, line };
 }
 
-function startWorker(code, workerData) {
-  return new Worker(PRELUDE.replace('JSON.parse(process.env.MPTS_ARGS)', 'require("worker_threads").workerData') + code, {
-    eval: true,
-    workerData,
-    env: { ...process.env, MPTS_ADDON: ADDON, MPTS_ARGS: '{}' },
-  });
+// ---------------------------------------------------------------------------
+// Bounded, named waits
+//
+// Every wait names its step, and one that runs out reports what the threads
+// it waited for were doing. A worker stuck in native code can neither post a
+// message nor be stopped: worker.terminate() and process.exit() only
+// interrupt JavaScript (and Atomics.wait), so an unbounded await on such a
+// worker hangs the run without a clue, and process.exit() would hang too,
+// joining its thread. So worker waits are bounded, the workers still alive
+// at the end are reported (and the process is then SIGKILLed rather than
+// exited), and a whole-run deadline below the test's limit reports whatever
+// is still pending.
+
+// Bounded waits in progress (token -> step name), and the last one to
+// settle: where a section or the run is when it runs out of time.
+const pendingSteps = new Map();
+let lastSettled = '(none yet)';
+
+function whereWeAre(exceptToken) {
+  const pending = [...pendingSteps].filter(([token]) => token !== exceptToken).map(([, step]) => step);
+  return `waiting on: ${pending.length > 0 ? pending.join('; ') : 'no bounded step'}; last step settled: ${lastSettled}`;
 }
 
-function nextMessage(worker, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('worker message timeout')), ms);
-    worker.once('message', (m) => {
-      clearTimeout(t);
-      resolve(m);
-    });
-    worker.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-  });
+// Every worker started here: Worker -> { name, tid (its kernel thread id,
+// stored by the worker itself as soon as the addon is loaded), gone, exited }.
+const workers = new Map();
+
+// One gdb dump per run (of the first wait to run out, the likeliest cause):
+// each stops the process for seconds, and the run has a deadline.
+let gdbDumpsLeft = 1;
+
+function readProc(path) {
+  try {
+    return fs.readFileSync(path, 'utf8').trim();
+  } catch (e) {
+    return `(${e.code ?? e.message})`;
+  }
 }
 
-function withTimeout(promise, ms, what) {
-  let t;
+// The kernel's view of one thread of this process: its state, wait channel
+// and the system call it is in (number and arguments; on x86-64 202 is
+// futex, with the operation as the second argument, and 449 futex_waitv),
+// plus its kernel stack where that is readable (root).
+function describeThread(tid) {
+  const dir = `/proc/self/task/${tid}`;
+  const stat = readProc(`${dir}/stat`);
+  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  let out = `tid ${tid} "${readProc(`${dir}/comm`)}" state=${state} wchan=${readProc(`${dir}/wchan`)} syscall=${readProc(`${dir}/syscall`)}`;
+  const kernelStack = readProc(`${dir}/stack`);
+  if (!kernelStack.startsWith('(') && kernelStack !== '') out += `\n${kernelStack.replace(/^/gm, '      ')}`;
+  return out;
+}
+
+// User-space stacks of the given threads, by gdb where it is installed and
+// allowed to attach (ptrace); a short reason otherwise.
+function userStacks(tids) {
+  if (gdbDumpsLeft <= 0) return '(gdb: no more dumps this run)';
+  gdbDumpsLeft--;
+  const r = spawnSync('gdb', ['-p', String(process.pid), '-batch', '-ex', 'thread apply all bt 25'], { encoding: 'utf8', timeout: 15000 });
+  if (r.error) return `(no gdb stacks: ${r.error.code ?? r.error.message})`;
+  const blocks = r.stdout.split(/\n(?=Thread \d+ )/).filter((b) => tids.some((tid) => b.includes(`(LWP ${tid})`)));
+  return blocks.length > 0 ? blocks.join('\n') : `(gdb showed none of ${tids.join(', ')}: ${r.stderr.trim().split('\n').slice(-2).join(' / ')})`;
+}
+
+// What the given workers' threads and the addon's waiter threads are doing.
+function threadReport(involved) {
+  const lines = [];
+  const tids = [];
+  for (const worker of involved) {
+    const record = workers.get(worker);
+    const tid = Atomics.load(record.tid, 0);
+    if (record.gone) {
+      lines.push(`  worker '${record.name}' has exited`);
+    } else if (tid === 0) {
+      lines.push(`  worker '${record.name}' has not loaded the addon yet`);
+    } else {
+      lines.push(`  worker '${record.name}': ${describeThread(tid)}`);
+      tids.push(tid);
+    }
+  }
+  let tasks = [];
+  try {
+    tasks = fs.readdirSync('/proc/self/task');
+  } catch {}
+  for (const tid of tasks) {
+    if (readProc(`/proc/self/task/${tid}/comm`) === 'mpts-futex-wait') {
+      lines.push(`  waiter thread: ${describeThread(tid)}`);
+      tids.push(Number(tid));
+    }
+  }
+  if (tids.length > 0) lines.push(userStacks(tids).replace(/^/gm, '  '));
+  return lines.join('\n');
+}
+
+function liveWorkers() {
+  return [...workers].filter(([, record]) => !record.gone).map(([worker]) => worker);
+}
+
+// Settles like `promise`, or rejects after `ms` naming `step` and reporting
+// the threads of `involved` (workers).
+function bounded(promise, ms, step, involved = []) {
+  const token = {};
+  pendingSteps.set(token, step);
+  let timer;
   return Promise.race([
     promise,
     new Promise((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+      timer = setTimeout(() => {
+        const report = threadReport(involved);
+        reject(new Error(`${step}: not settled after ${ms} ms (${whereWeAre(token)})${report ? `\n${report}` : ''}`));
+      }, ms);
     }),
-  ]).finally(() => clearTimeout(t));
+  ]).finally(() => {
+    clearTimeout(timer);
+    pendingSteps.delete(token);
+    lastSettled = step;
+  });
+}
+
+// Workers run PRELUDE + code with ARGS = workerData; the first thing they do
+// is store their kernel thread id, so that a wait on them that runs out can
+// say what that thread is doing.
+const WORKER_PRELUDE = PRELUDE.replace('JSON.parse(process.env.MPTS_ARGS)', 'require("worker_threads").workerData') +
+  'Atomics.store(new Int32Array(ARGS.tidWord), 0, native.gettid());\n';
+
+function startWorker(name, code, workerData) {
+  const tid = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(WORKER_PRELUDE + code, {
+    eval: true,
+    workerData: { ...workerData, tidWord: tid.buffer },
+    env: { ...process.env, MPTS_ADDON: ADDON, MPTS_ARGS: '{}' },
+  });
+  const record = { name, tid, gone: false, error: null };
+  record.exited = new Promise((resolve) => {
+    worker.once('exit', (code) => {
+      record.gone = true;
+      resolve(code);
+    });
+  });
+  // Kept for the next wait on this worker to report; an error event with
+  // no listener would crash the run instead.
+  worker.on('error', (e) => {
+    record.error = e;
+  });
+  workers.set(worker, record);
+  return worker;
+}
+
+// The worker's next message; rejects at once if it fails or exits first.
+function nextMessage(worker, what, ms = 10000) {
+  const record = workers.get(worker);
+  const step = `worker '${record.name}': ${what}`;
+  if (record.error) return Promise.reject(record.error);
+  if (record.gone) return Promise.reject(new Error(`${step}: the worker had exited`));
+  const message = new Promise((resolve, reject) => {
+    const off = () => {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+    };
+    const onMessage = (m) => {
+      off();
+      resolve(m);
+    };
+    const onError = (e) => {
+      off();
+      reject(e);
+    };
+    const onExit = (code) => {
+      off();
+      reject(new Error(`${step}: the worker exited (code ${code}) without posting`));
+    };
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+  });
+  return bounded(message, ms, step, [worker]);
+}
+
+// Resolves with the exit code once the worker has ended by itself. Its
+// listener is the one startWorker added: Node emits 'exit' right after the
+// worker's last messages, in the same turn (Worker[kOnExit] drains the port
+// first), so a listener added after awaiting one of them can miss it.
+function workerExit(worker, ms = 10000) {
+  const record = workers.get(worker);
+  return bounded(record.exited, ms, `worker '${record.name}': exit`, [worker]);
+}
+
+// Blocks this thread (its event loop does not turn meanwhile) until the
+// worker's thread has ended, or `ms` pass; true if it ended.
+function blockUntilThreadEnded(worker, ms = 10000) {
+  const record = workers.get(worker);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  const end = Date.now() + ms;
+  for (;;) {
+    const tid = Atomics.load(record.tid, 0);
+    if (tid !== 0 && !fs.existsSync(`/proc/self/task/${tid}`)) return true;
+    if (Date.now() > end) return false;
+    Atomics.wait(nap, 0, 0, 1);
+  }
+}
+
+function terminate(worker, ms = 10000) {
+  const record = workers.get(worker);
+  return bounded(worker.terminate(), ms, `worker '${record.name}': terminate`, [worker]);
 }
 
 // Polls `predicate` every 5 ms until true or `ms` elapse.
@@ -244,15 +420,22 @@ async function testSegments() {
   check('child process sees the same bytes', r.code === 0 && fromChild?.len === 4096 && JSON.stringify(fromChild.bytes) === expected, r.stderr);
   check('parent sees the child\'s write', Atomics.load(words, 20) === 4242);
 
-  const w = startWorker(`
+  const w = startWorker('segment reader', `
     const { parentPort } = require('worker_threads');
     const sab = native.openSegment(ARGS.path, 0, false);
     parentPort.postMessage({ bytes: Array.from(new Uint8Array(sab, 0, 64)), posted: Atomics.load(new Int32Array(ARGS.sab), 20) });
     Atomics.store(new Int32Array(sab), 21, 777);
   `, { path, sab });
-  const m = await nextMessage(w);
-  await new Promise((resolve) => w.once('exit', resolve));
+  // This worker posts and ends without waiting for us. Hold this thread
+  // until it has ended, so that its message and its exit reach us in the
+  // same turn of the loop, as they do whenever this thread is late (a loaded
+  // machine). Node then emits both at once, and a listener for 'exit' added
+  // after awaiting the message missed it: this step used to hang there.
+  const ended = blockUntilThreadEnded(w);
+  const m = await nextMessage(w, 'the bytes it sees');
+  await workerExit(w);
   check('worker thread sees the same bytes (own mapping and posted SAB)', JSON.stringify(m.bytes) === expected && m.posted === 4242);
+  check('a worker\'s message and exit that arrive together are both seen', ended, 'the worker thread had not ended after 10 s');
   check('parent sees the worker\'s write', Atomics.load(words, 21) === 777);
 
   Atomics.store(words, 32, 0);
@@ -364,7 +547,7 @@ async function testAsyncFutex() {
   const t0 = Date.now();
   const pending = native.futexWaitAsync(sab, 0, 0, 10000);
   Atomics.store(w, 1, 1);
-  const r = await pending;
+  const r = await bounded(pending, 15000, 'async wait woken by another process');
   clearInterval(interval);
   const cr = await c.done;
   check('futexWaitAsync is woken by another process', r === 0 && cr.stdout.trim() === '1', `r=${r} child=${cr.stdout.trim()} ${cr.stderr}`);
@@ -386,7 +569,7 @@ async function testAsyncFutex() {
     console.log(woken);
   `, { path, n: N, base });
   const t1 = Date.now();
-  const all = await withTimeout(Promise.all(waits), 10000, '200 async waits');
+  const all = await bounded(Promise.all(waits), 10000, '200 async waits');
   const c2r = await c2.done;
   check(`${N} concurrent async waits all resolve 0 when woken`, all.length === N && all.every((x) => x === 0), `results=${JSON.stringify(all.filter((x) => x !== 0))}`);
   info(`${N} waits resolved in ${Date.now() - t1} ms; kernel-reported wakes ${c2r.stdout.trim()}/${N}`);
@@ -407,7 +590,7 @@ async function testAsyncFutex() {
       native.futexWake(w.buffer, (ARGS.base + i) * 4, 1);
     }
   `, { path, m: M, base: base2 });
-  const mres = await withTimeout(Promise.all(mixed), 10000, 'mixed async waits');
+  const mres = await bounded(Promise.all(mixed), 10000, 'mixed async waits');
   await c3.done;
   const evenOk = mres.filter((_, i) => i % 2 === 0).every((x) => x.res === 0);
   const odd = mres.filter((_, i) => i % 2 === 1);
@@ -418,7 +601,7 @@ async function testAsyncFutex() {
   // Staggered timeouts resolve 2 each at (not before) its own deadline.
   const timeouts = [50, 120, 200, 330, 500];
   const t2 = Date.now();
-  const tres = await Promise.all(timeouts.map((ms) => native.futexWaitAsync(sab, 8, 0, ms).then((res) => ({ res, ms: Date.now() - t2, want: ms }))));
+  const tres = await bounded(Promise.all(timeouts.map((ms) => native.futexWaitAsync(sab, 8, 0, ms).then((res) => ({ res, ms: Date.now() - t2, want: ms })))), 5000, 'staggered async timeouts');
   check('async timeouts resolve 2 at their own deadlines', tres.every((x) => x.res === 2 && x.ms >= x.want - 2 && x.ms < x.want + 300), JSON.stringify(tres));
 
   Atomics.store(w, 3, 9);
@@ -432,7 +615,7 @@ async function testAsyncFutex() {
     Atomics.store(new Int32Array(local), 1, 1);
     native.futexWake(local, 4, 1);
   }, 20);
-  check('async wait on a plain SharedArrayBuffer, woken in-process', (await lp) === 0);
+  check('async wait on a plain SharedArrayBuffer, woken in-process', (await bounded(lp, 10000, 'async wait on a plain SharedArrayBuffer')) === 0);
 
   // A process exits by itself when nothing is pending, and not before.
   const c4 = startChild(`
@@ -478,9 +661,11 @@ async function testAsyncFutex() {
           workers.push(wk);
           await new Promise((res, rej) => { wk.once('message', res); wk.once('error', rej); });
         }
+        console.error('round ' + round + ': workers waiting');  // where it is, if it hangs
         // Wake half of the words while terminating the workers.
         const wakes = (async () => { for (let i = 0; i < 12; i += 2) { Atomics.store(w, i, 1); native.futexWake(sab, i * 4, 1); await null; } })();
         await Promise.all([wakes, ...workers.map((wk) => wk.terminate())]);
+        console.error('round ' + round + ': workers terminated');
       }
       // The pool still serves this thread afterwards.
       const p = native.futexWaitAsync(sab, 100 * 4, 0, 5000);
@@ -490,16 +675,16 @@ async function testAsyncFutex() {
   `, { wpath }, { timeoutMs: 30000 });
   const c6r = await c6.done;
   check('terminating workers with pending async waits does not crash', c6r.code === 0 && c6r.signal === null && c6r.stdout.trim() === 'after 0 0',
-    `code=${c6r.code} signal=${c6r.signal} out=${c6r.stdout.trim()} ${c6r.stderr.slice(0, 500)}`);
+    `code=${c6r.code} signal=${c6r.signal} timedOut=${c6r.timedOut} out=${c6r.stdout.trim()} ${c6r.stderr.slice(-800)}`);
 
   // The same in this process: a terminated worker's wait must be forgotten.
-  const tw = startWorker(`
+  const tw = startWorker('pending async wait', `
     const { parentPort } = require('worker_threads');
     native.futexWaitAsync(ARGS.sab, 4000, 0, Infinity);
     parentPort.postMessage(native.gettid());
   `, { sab });
-  await nextMessage(tw);
-  await tw.terminate();
+  await nextMessage(tw, 'its wait is registered');
+  await terminate(tw);
   await sleep(20);
   check('a terminated worker\'s pending wait is cancelled', native.futexWake(sab, 4000, Infinity) === 0);
 }
@@ -520,7 +705,7 @@ function wchan(pid, tid = pid) {
 // then blocks its JS for good: it never sees a completion, so any wake the
 // kernel charges to its wait is held by it until it is terminated.
 function startDecoy(sab, offset) {
-  return startWorker(`
+  return startWorker(`decoy on byte ${offset}`, `
     const { parentPort } = require('worker_threads');
     native.futexWaitAsync(ARGS.sab, ARGS.offset, 0, Infinity);
     parentPort.postMessage('waiting');
@@ -553,9 +738,9 @@ async function testLostWakes() {
   // Here that wake is the only thing that can end the sleeper's wait early.
   {
     const decoy = startDecoy(sab, 0);
-    await nextMessage(decoy);
+    await nextMessage(decoy, 'its wait is registered');
     const sleeper = await startSleeper(path, 0, 1);
-    await decoy.terminate();
+    await terminate(decoy);
     const r = await sleeper.done;
     const o = JSON.parse(r.stdout.trim() || '{}');
     check('a cancelled async wait the kernel had queued passes one wake on (to another process)', sleeper.asleep && o.r === 0, `asleep=${sleeper.asleep} ${r.stdout}${r.stderr}`);
@@ -566,12 +751,12 @@ async function testLostWakes() {
   // must hand the wake on to the sleeper, which got none of its own.
   {
     const decoy = startDecoy(sab, 8);
-    await nextMessage(decoy);
+    await nextMessage(decoy, 'its wait is registered');
     const sleeper = await startSleeper(path, 2, 3);
     Atomics.store(w, 2, 1);
     const woken = native.futexWake(sab, 8, 1);
     const terminatedAt = Date.now();
-    await decoy.terminate();
+    await terminate(decoy);
     const r = await sleeper.done;
     const o = JSON.parse(r.stdout.trim() || '{}');
     check('a wake charged to a terminated worker\'s unseen async wait reaches another process\'s waiter',
@@ -584,35 +769,43 @@ async function testLostWakes() {
   const huge = [9.2e12, 9.3e12, 1e13, 1e14, 9.99e14, 1e15, 1e300];
   const settled = huge.map(() => false);
   const waits = huge.map((ms, i) => native.futexWaitAsync(sab, (16 + i) * 4, 0, ms).then((r) => ((settled[i] = true), r)));
-  const short = await native.futexWaitAsync(sab, 60, 0, 50);  // lets the waiter thread look at its deadlines
+  const short = await bounded(native.futexWaitAsync(sab, 60, 0, 50), 5000, '50 ms async wait');  // lets the waiter thread look at its deadlines
   const early = settled.some(Boolean);
   huge.forEach((_, i) => {
     Atomics.store(w, 16 + i, 1);
     native.futexWake(sab, (16 + i) * 4, 1);
   });
-  const results = await withTimeout(Promise.all(waits), 5000, 'huge-timeout async waits');
+  const results = await bounded(Promise.all(waits), 5000, 'huge-timeout async waits');
   check('futexWaitAsync with a timeout of 9.2e12..1e300 ms waits until woken', short === 2 && !early && results.every((x) => x === 0), `early=${early} results=${results}`);
 
   for (const [i, ms] of [9.2e12, 1e13].entries()) {
     const word = 30 + i;
-    const blocker = startWorker(`
+    const blocker = startWorker(`blocked futexWait, timeout ${ms}`, `
       const { parentPort } = require('worker_threads');
       parentPort.postMessage(native.gettid());
       parentPort.postMessage(native.futexWait(ARGS.sab, ARGS.word * 4, 0, ARGS.ms));
     `, { sab, word, ms });
-    const tid = await nextMessage(blocker);
-    const result = nextMessage(blocker);
-    let returned = false;
-    result.then(() => (returned = true), () => (returned = true));
-    // (The old overflow made the kernel reject the timeout: an instant,
-    // spurious "woken".)
-    const asleep = await until(() => returned || /futex/.test(wchan(process.pid, tid)), 5000);
-    const returnedAtOnce = returned;
-    Atomics.store(w, word, 1);
-    native.futexWake(sab, word * 4, 1);
-    const r = await result;
-    await blocker.terminate();
-    check(`futexWait with a timeout of ${ms.toExponential()} ms blocks until woken`, asleep && !returnedAtOnce && r === 0, `asleep=${asleep} returnedAtOnce=${returnedAtOnce} r=${r}`);
+    try {
+      const tid = await nextMessage(blocker, 'its tid');
+      const result = nextMessage(blocker, 'the result of futexWait');
+      let returned = false;
+      result.then(() => (returned = true), () => (returned = true));
+      // (The old overflow made the kernel reject the timeout: an instant,
+      // spurious "woken".)
+      const asleep = await until(() => returned || /futex/.test(wchan(process.pid, tid)), 5000);
+      const returnedAtOnce = returned;
+      Atomics.store(w, word, 1);
+      native.futexWake(sab, word * 4, 1);
+      const r = await result;
+      check(`futexWait with a timeout of ${ms.toExponential()} ms blocks until woken`, asleep && !returnedAtOnce && r === 0, `asleep=${asleep} returnedAtOnce=${returnedAtOnce} r=${r}`);
+    } finally {
+      // A blocking futexWait cannot be interrupted by terminate(): release
+      // it on every path, or the worker (and process.exit) would hang.
+      Atomics.store(w, word, 1);
+      native.futexWake(sab, word * 4, Infinity);
+      // (Reported as its own failure: a throw here would hide the first one.)
+      await terminate(blocker).catch((e) => check(`the blocked worker ends once released (timeout ${ms})`, false, e.message));
+    }
   }
 }
 
@@ -621,18 +814,17 @@ async function testLostWakes() {
 
 async function testThreads() {
   check('gettid() on the main thread is the pid', native.gettid() === process.pid);
-  const worker = startWorker(`
+  const worker = startWorker('exits when told', `
     const { parentPort } = require('worker_threads');
     parentPort.postMessage(native.gettid());
     parentPort.once('message', () => parentPort.close());
   `, {});
-  const tid = await nextMessage(worker);
+  const tid = await nextMessage(worker, 'its tid');
   check('gettid() in a worker differs from the pid', Number.isInteger(tid) && tid !== process.pid, `tid=${tid}`);
   const alive = (t) => { try { process.kill(t, 0); return true; } catch (e) { return e.code === 'EPERM'; } };
   check('kill(live worker tid, 0) finds the thread', alive(tid));
-  const exited = new Promise((resolve) => worker.once('exit', resolve));
   worker.postMessage('exit');
-  await withTimeout(exited, 10000, 'worker exit');
+  await workerExit(worker);
   const gone = await until(() => !alive(tid), 3000);
   check('kill(tid of an exited worker, 0) fails with ESRCH', gone);
 
@@ -697,7 +889,7 @@ async function bench() {
   const ps = new Array(n);
   for (let i = 0; i < n; i++) ps[i] = native.futexWaitAsync(sab, 4, 0, 1000);
   const callNs = Number(process.hrtime.bigint() - t) / n;
-  await Promise.all(ps);
+  await bounded(Promise.all(ps), 10000, 'bench: not-equal waits');
   t = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await native.futexWaitAsync(sab, 4, 0, 1000);
   const awaitNs = Number(process.hrtime.bigint() - t) / n;
@@ -712,7 +904,7 @@ async function bench() {
   const regNs = Number(process.hrtime.bigint() - t) / n;
   Atomics.store(w, 2, 1);
   native.futexWake(sab, 8, Infinity);
-  const regRes = await withTimeout(Promise.all(regs), 10000, 'bench registrations');
+  const regRes = await bounded(Promise.all(regs), 10000, 'bench registrations');
   info(`futexWaitAsync registering a real wait: ${(regNs / 1000).toFixed(2)} us/call (${n} pending, all woken: ${regRes.every((x) => x === 0)})`);
 
   // Ping-pong: this process awaits futexWaitAsync, the child blocks in futexWait.
@@ -765,17 +957,45 @@ const sections = [
 ];
 if (!process.argv.includes('--no-bench')) sections.push(['bench', bench]);
 
+// Below the 90 s that test/native.test.ts allows, so that a hang is reported
+// here, naming the waits still pending, instead of the run being killed
+// without a word. (A normal run takes a few seconds.)
+const RUN_DEADLINE_MS = process.argv.includes('--no-bench') ? 75000 : 240000;
+const runDeadline = setTimeout(() => {
+  check(`the run ends within ${RUN_DEADLINE_MS} ms`, false, `${whereWeAre()}\n${threadReport(liveWorkers())}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  removeSegments();
+  // Not process.exit(): it joins every worker thread, and would wait for
+  // good on one stuck in native code.
+  process.kill(process.pid, 'SIGKILL');
+}, RUN_DEADLINE_MS);
+
 check('version is 3', native.version === 3);
+const stuck = [];
 try {
   for (const [name, fn] of sections) {
     try {
-      await withTimeout(fn(), 120000, name);
+      await bounded(fn(), name === 'bench' ? 150000 : 45000, `section ${name}`);
     } catch (e) {
       check(`${name}: no exception`, false, e?.stack ?? String(e));
     }
   }
+  // Every path above ends the workers it starts; one still running means a
+  // step failed, and one that cannot be terminated is stuck in native code.
+  const left = liveWorkers();
+  for (const worker of left) {
+    try {
+      await terminate(worker, 5000);
+    } catch {
+      stuck.push(worker);
+    }
+  }
+  check('no worker thread is left running', left.length === 0,
+    `left: ${left.map((w) => workers.get(w).name).join(', ')}; cannot be terminated: ${stuck.length}\n${threadReport(stuck)}`);
 } finally {
   removeSegments();
 }
+clearTimeout(runDeadline);
 console.log(`${passed} passed, ${failed} failed`);
+if (stuck.length > 0) process.kill(process.pid, 'SIGKILL');  // process.exit() would join them forever
 process.exit(failed === 0 ? 0 : 1);
