@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as mp from 'multiprocessing-ts';
 import { eventually, fixture } from './helpers.js';
-import { redisUnavailable, startRedis, type RedisOptions, type RedisServer } from './redis.js';
+import { DIE_WITH_PARENT, redisUnavailable, startRedis, type RedisOptions, type RedisServer } from './redis.js';
 import { add, fail, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -38,10 +38,12 @@ interface WorkerProc {
 
 /** Starts `multiprocessing-ts worker` and waits for its banner. */
 async function startWorker(url: string, extra: string[] = [], module = TASKS, env: NodeJS.ProcessEnv = process.env): Promise<WorkerProc> {
-  const child = spawn(process.execPath, [CLI, 'worker', '--cluster', url, '--module', module, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const child = spawn(process.execPath, ['--import', DIE_WITH_PARENT, CLI, 'worker', '--cluster', url, '--module', module, '--concurrency', '1', '--start-method', 'thread', '--visibility-timeout', '1000', ...extra], {
+    stdio: ['pipe', 'pipe', 'pipe'],
     env,
   });
+  // Never written: the pipe only has to close with this process, and must not keep it alive.
+  (child.stdin as { unref?: () => void } | null)?.unref?.();
   let out = '';
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
@@ -411,10 +413,11 @@ describe('cluster Pool faults', { skip }, () => {
     await using redis = await startRedis();
     const dir = mkdtempSync(join(tmpdir(), 'mpts-cluster-'));
     // Its own group, as a terminal's foreground job or a service is.
-    const child = spawn(process.execPath, [CLI, 'worker', '--cluster', redis.url, '--module', TASKS, '--concurrency', '1', '--start-method', 'process'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const child = spawn(process.execPath, ['--import', DIE_WITH_PARENT, CLI, 'worker', '--cluster', redis.url, '--module', TASKS, '--concurrency', '1', '--start-method', 'process'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     });
+    (child.stdin as { unref?: () => void } | null)?.unref?.();
     const ctx = mp.getContext(redis.url as `redis://${string}`);
     try {
       let out = '';

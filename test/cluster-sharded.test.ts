@@ -22,7 +22,7 @@ import { inspect } from 'node:util';
 import * as mp from '../src/index.js';
 import { redact } from '../src/cluster/url.js';
 import { eventually, fixture } from './helpers.js';
-import { redisUnavailable } from './redis.js';
+import { DIE_WITH_PARENT, redisUnavailable } from './redis.js';
 import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
 import * as fx from './fixtures/cluster-objects.js';
 import { add, marked, square } from './fixtures/cluster-tasks.js';
@@ -34,16 +34,6 @@ const WAIT_MS = 20_000;
 const PASSWORD = 'shard-secret';
 const skip = redisUnavailable() ?? false;
 
-/**
- * Preloaded into each worker: it dies when its stdin closes, which the
- * kernel does when this test process ends, however it ends (a file-level
- * timeout runs no `after` hook). Its local pool's threads and children get
- * the flag too (execArgv), hence the main-thread, this-process guard.
- */
-const DIE_WITH_PARENT =
-  'data:text/javascript,import{isMainThread}from"node:worker_threads";' +
-  'if(isMainThread&&process.env.MPTS_TEST_WORKER_PID===undefined){process.env.MPTS_TEST_WORKER_PID=String(process.pid);' +
-  'process.stdin.on("end",()=>process.kill(process.pid,"SIGKILL"));process.stdin.resume();process.stdin.unref();}';
 
 /** Starts `multiprocessing-ts worker` on `pool` and waits for its banner (which names the URL redacted). */
 async function startWorker(url: string, pool: string): Promise<{ child: ChildProcess; banner: string }> {

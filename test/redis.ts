@@ -145,3 +145,15 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   };
   return server;
 }
+
+/**
+ * Preloaded (`node --import`) into each worker CLI a test starts: it dies
+ * when its stdin (a pipe from the test) closes, which the kernel does when
+ * the test process ends, however it ends (a file-level
+ * timeout runs no `after` hook). Its local pool's threads and children get
+ * the flag too (execArgv), hence the main-thread, this-process guard.
+ */
+export const DIE_WITH_PARENT =
+  'data:text/javascript,import{isMainThread}from"node:worker_threads";' +
+  'if(isMainThread&&process.env.MPTS_TEST_WORKER_PID===undefined){process.env.MPTS_TEST_WORKER_PID=String(process.pid);' +
+  'process.stdin.on("end",()=>process.kill(process.pid,"SIGKILL"));process.stdin.resume();process.stdin.unref();}';
