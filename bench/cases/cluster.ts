@@ -164,9 +164,10 @@ async function localE2E(n: number): Promise<Sample> {
 }
 
 /** The median of `reps` sequential round trips (µs) after `warm` untimed ones; also as `extra.us`, for views. */
-async function roundTrips(reps: number, warm: number, once: (i: number) => Promise<unknown>): Promise<Sample> {
+async function roundTrips(reps: number, warm: number, once: (i: number) => Promise<unknown>, pause?: () => Promise<unknown>): Promise<Sample> {
   const times: number[] = [];
   for (let i = 0; i < warm + reps; i++) {
+    if (pause) await pause();
     const t0 = performance.now();
     await once(i);
     if (i >= warm) times.push((performance.now() - t0) * 1000);
@@ -252,11 +253,16 @@ async function redisFloorRtt(reps: number, warm: number): Promise<Sample> {
   }
 }
 
-/** The local pool's share of ours: a lone `apply` on a `Pool(1)` at the same cadence. */
+/**
+ * The local pool's share of ours: a lone `apply` on a `Pool(1)` at about
+ * the cadence the cluster worker sees (a pause of a millisecond before each,
+ * untimed), so its child and its parent wake from sleep as they do there;
+ * back to back, both would still be spinning.
+ */
 async function localRtt(reps: number, warm: number): Promise<Sample> {
   const pool = new mp.Pool(1, { module: TARGETS_URL });
   try {
-    return await roundTrips(reps, warm, (i) => pool.apply(noopTask, [i]));
+    return await roundTrips(reps, warm, (i) => pool.apply(noopTask, [i]), () => new Promise((resolve) => setTimeout(resolve, 1)));
   } finally {
     pool.close();
     await pool.join();
@@ -316,7 +322,7 @@ export const clusterRoundTrip: CaseDefinition = {
           views: [{ id: 'floor.rtt.vs-bullmq', label: '  the floor alone, vs BullMQ', metric: 'us', anchor: 'bullmq.rtt' }],
           sample: () => measured(() => redisFloorRtt(reps, warm)),
         },
-        { id: 'local.rtt', system: 'multiprocessing-ts', label: 'local Pool(1), a lone apply (the local hop)', sample: () => localRtt(reps, warm) },
+        { id: 'local.rtt', system: 'multiprocessing-ts', label: 'local Pool(1), a lone apply after a 1 ms pause (the local hop)', sample: () => localRtt(reps, warm) },
       ],
     };
   },
