@@ -11,26 +11,11 @@ import * as mp from '../src/index.js';
 import { redact } from '../src/cluster/url.js';
 import { startRedis, redisUnavailable, type RedisServer } from './redis.js';
 import * as fx from './fixtures/cluster-objects.js';
+import { child, joined } from './cluster-children.js';
 
 const module = fx.CLUSTER_OBJECTS;
 const skip = redisUnavailable() ?? false;
 
-/** Starts a child of `method` running `target(...args)` from the fixture module. */
-function child(method: mp.StartMethod, target: (...a: any[]) => unknown, args: unknown[]): mp.Process {
-  const p = new (mp.getContext(method).Process)({ target, args, module });
-  p.start();
-  return p;
-}
-
-async function joined(p: mp.Process, ms = 30_000): Promise<number | null> {
-  await p.join(ms);
-  if (p.isAlive()) {
-    p.kill();
-    await p.join(5000);
-    throw new Error(`child ${p.name} did not end within ${ms} ms`);
-  }
-  return p.exitCode;
-}
 
 describe('cluster objects', { skip }, () => {
   let redis: RedisServer;

@@ -25,6 +25,7 @@ import { eventually, fixture } from './helpers.js';
 import { DIE_WITH_PARENT, redisUnavailable } from './redis.js';
 import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
 import * as fx from './fixtures/cluster-objects.js';
+import { child, joined } from './cluster-children.js';
 import { add, marked, square } from './fixtures/cluster-tasks.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -58,23 +59,6 @@ async function startWorker(url: string, pool: string): Promise<{ child: ChildPro
   return { child, banner };
 }
 
-/** Starts a child process running `target(...args)` from the cluster-objects fixture. */
-function child(method: mp.StartMethod, target: (...a: any[]) => unknown, args: unknown[]): mp.Process {
-  const p = new (mp.getContext(method).Process)({ target, args, module: fx.CLUSTER_OBJECTS });
-  p.start();
-  return p;
-}
-
-/** Its exit code; a child still alive after `ms` (a socket kept it?) is killed and fails the test. */
-async function joined(p: mp.Process, ms = 30_000): Promise<number | null> {
-  await p.join(ms);
-  if (p.isAlive()) {
-    p.kill();
-    await p.join(5000);
-    throw new Error(`child ${p.name} did not end within ${ms} ms`);
-  }
-  return p.exitCode;
-}
 
 /** The port of the master serving each slot, from `CLUSTER NODES`. */
 function slotOwners(cluster: RedisCluster): (slot: number) => number {
