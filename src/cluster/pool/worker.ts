@@ -89,8 +89,9 @@ export class ClusterWorker {
   readonly #held = new Map<string, Held>();
   /** The longest one Redis call may wait (the connect timeout): with Redis gone, a drain must still end. */
   readonly #callTimeoutMs: number;
-  /** Batches whose results could not be stored: left to other workers (after the visibility timeout). */
+  /** Batches left to other workers (after the visibility timeout): results not stored, then, after a drain, what Redis lists under its name. */
   #leftForOthers = 0;
+  /** A drain could not ask Redis what it left (see `leftUnknown`). */
   #leftUnknown = false;
   /** Where the next XAUTOCLAIM scan starts: it walks the whole pending list over its ticks, not only its head. */
   #reclaimCursor = '0-0';
@@ -245,7 +246,7 @@ export class ClusterWorker {
     ]);
     clearTimeout(cutOff);
     this.#reader?.disconnect();
-    // Held batches end either way: stored, or left to others when Redis does not answer (#finish is bounded).
+    // Held batches end either way: stored, or left to others when Redis does not answer (#runBatch's write is bounded).
     while (this.#held.size > 0) await new Promise<void>((r) => (this.#slotFree = r));
     for (const t of this.#timers) clearInterval(t);
     this.#local.close();
