@@ -89,20 +89,12 @@ const UNPIPELINED = ['xadd'];
 /** Credential errors: a refused AUTH, or a server that wants one. */
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|ERR AUTH/i;
 
-/** Where and how `openClient` connects, beside the URL. */
-export interface OpenOptions {
-  /** On a Redis Cluster URL: a plain connection to this one node instead of a `Cluster`. */
-  readonly node?: NodeAddress;
-  /** False for connections whose commands must not run twice: a command Redis ran whose answer a dropped connection lost is not sent again. */
-  readonly resend?: boolean;
-}
-
 /**
  * Opens one connection and waits until it is ready, or fails within the
  * timeout. For a Redis Cluster URL that is a `Cluster` (every node), or with
  * `node`, a plain connection to that one node of it.
  */
-export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command', { node, resend = true }: OpenOptions = {}): Promise<RedisClient> {
+export async function openClient(url: ClusterUrl, options: ClusterClientOptions = {}, role = 'command', node?: NodeAddress): Promise<RedisClient> {
   const lib = await loadIoRedis();
   const timeout = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const connection: RedisOptions = {
@@ -113,9 +105,6 @@ export async function openClient(url: ClusterUrl, options: ClusterClientOptions 
     // the layers above bound their own waits.
     maxRetriesPerRequest: null,
     connectionName: `mpts-${role}-${process.pid}`,
-    // Off for connections whose commands must not run twice: a command
-    // Redis ran whose answer the dropped connection lost would be sent again.
-    ...(resend ? {} : { autoResendUnfulfilledCommands: false }),
   };
   const client: RedisClient = url.sharded && node
     ? new lib.Redis(node.port, node.host, { ...nodeOptions(connection, url.sharded, url.redacted), lazyConnect: true, enableAutoPipelining: false })
@@ -247,14 +236,10 @@ export class ClusterClients {
     return this.#command;
   }
 
-  /**
-   * A connection of its own, for a blocking reader; closed with this object
-   * or by the caller. `resend: false`: commands in flight when it drops are
-   * not sent again after the reconnect (their calls get no answer).
-   */
-  blockingClient(role: string, resend = true): Promise<RedisClient> {
+  /** A connection of its own, for a blocking reader; closed with this object or by the caller. */
+  blockingClient(role: string): Promise<RedisClient> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    return this.#open(role, { resend });
+    return this.#open(role);
   }
 
   /**
@@ -270,7 +255,7 @@ export class ClusterClients {
     if (this.#closed) return Promise.reject(this.#closedError());
     const sharded = this.url.sharded;
     if (!sharded) return this.#open('subscriber');
-    return this.#nodeForSubscriber().then((node) => this.#open('subscriber', { node }));
+    return this.#nodeForSubscriber().then((node) => this.#open('subscriber', node));
   }
 
   #subscriberTurn = 0;
@@ -331,8 +316,8 @@ export class ClusterClients {
     return this.#closed;
   }
 
-  async #open(role: string, how: OpenOptions = {}): Promise<RedisClient> {
-    const client = await openClient(this.url, this.options, role, how);
+  async #open(role: string, node?: NodeAddress): Promise<RedisClient> {
+    const client = await openClient(this.url, this.options, role, node);
     if (this.#closed) {
       client.disconnect();
       throw new ClusterError(`the cluster context for ${this.url.redacted} is closed`);

@@ -178,11 +178,6 @@ export abstract class ClusterObject {
     return this.conn.script(`${this.kind}('${this.name}').${what}`, script, keys, args, late);
   }
 
-  /** Runs one of its scripts that must not run twice on the connection that never resends (connection.ts). */
-  protected scriptOnce(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
-    return this.conn.scriptOnce(`${this.kind}('${this.name}').${what}`, script, keys, args);
-  }
-
   /** Its keys, for `unlink()`. */
   protected abstract redisKeys(): string[];
 

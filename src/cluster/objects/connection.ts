@@ -21,19 +21,6 @@
  * returns after it was given up (`late`): its caller is gone, so the item
  * is put back, or it would be lost; the process is kept alive a while for
  * that answer.
- *
- * A command Redis ran whose answer a dropped connection lost: ioredis
- * sends it again after the reconnect (`autoResendUnfulfilledCommands`),
- * so it runs twice. The command connection keeps that resend for what may
- * run twice: reads, writes of a value, and the scripts that take something
- * (a Lock's or Semaphore's acquire and release, a Queue's take), which are
- * idempotent per call: each call carries an id and a repeat returns the
- * first run's result (see lock.ts, semaphore.ts, queue.ts). The changes
- * that cannot be told apart from a second call of their own (`Value.add`,
- * a queue's `put`, a list's `append`, a dict's `pop`…) go through `once`
- * instead: a connection that does not resend, where a call in flight when
- * the connection drops fails at once with a `ClusterError` saying its
- * outcome is unknown (it ran once or not at all, never twice).
  */
 import { createHash } from 'node:crypto';
 import { ClusterError } from '../../errors.js';
@@ -74,7 +61,6 @@ export class ObjectClients {
   readonly callTimeoutMs: number;
   readonly waker: Waker;
   #command: Promise<RedisClient> | null = null;
-  #once: Promise<RedisClient> | null = null;
   readonly #idle: RedisClient[] = [];
   /** Every socket of ours, to ref while calls are in flight and unref after. */
   readonly #mine = new Set<RedisClient>();
@@ -123,38 +109,6 @@ export class ObjectClients {
    */
   call<T>(what: string, fn: (redis: RedisClient) => Promise<T>, extraMs = 0, late?: Late<T>): Promise<T> {
     return this.#held(what, extraMs, async () => fn(await this.#commandClient()), late);
-  }
-
-  /**
-   * Runs `fn` on the connection that never sends a command twice (for
-   * changes a repeat would apply again): when the connection drops before
-   * the answer, the call fails at once, its outcome unknown.
-   */
-  callOnce<T>(what: string, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
-    return this.#held(what, 0, async () => {
-      const redis = await this.#onceClient();
-      let onClose!: () => void;
-      const dropped = new Promise<never>((_, reject) => {
-        onClose = () =>
-          reject(
-            new ClusterError(
-              `${what}: the connection to ${this.url} dropped before the answer came; ` +
-                'what the call did is unknown: it took effect once or not at all (it is not sent again)',
-            ),
-          );
-      });
-      redis.once('close', onClose);
-      try {
-        return await Promise.race([fn(redis), dropped]);
-      } finally {
-        redis.removeListener('close', onClose);
-      }
-    });
-  }
-
-  /** `script` on the connection that never sends a command twice (see `callOnce`). */
-  scriptOnce(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
-    return this.callOnce(what, (redis) => runScript(redis, script, keys, args));
   }
 
   /** Runs one script (by its hash; whole when Redis does not know it). Bulk replies are Buffers. */
@@ -255,14 +209,6 @@ export class ObjectClients {
       this.#command.catch(() => (this.#command = null));
     }
     return this.#command;
-  }
-
-  #onceClient(): Promise<RedisClient> {
-    if (!this.#once) {
-      this.#once = this.#open('objects-once', () => this.clients.blockingClient('objects-once', false));
-      this.#once.catch(() => (this.#once = null));
-    }
-    return this.#once;
   }
 
   async #open(role: string, open = () => this.clients.blockingClient(role)): Promise<RedisClient> {

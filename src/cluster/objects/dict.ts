@@ -202,7 +202,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes `key`; whether it was there. */
   async delete(key: K): Promise<boolean> {
-    return Buffer.isBuffer(await this.scriptOnce('delete()', REMOVE, this.redisKeys(), [keyField(key)]));
+    return Buffer.isBuffer(await this.script('delete()', REMOVE, this.redisKeys(), [keyField(key)]));
   }
 
   async #entries(): Promise<Array<[Buffer, Buffer]>> {
@@ -237,7 +237,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes `key` and returns its value; `KeyError` when it is missing and no fallback was given. */
   async pop(key: K, ...fallback: [V?]): Promise<V> {
-    const bytes = await this.scriptOnce('pop()', REMOVE, this.redisKeys(), [keyField(key)]);
+    const bytes = await this.script('pop()', REMOVE, this.redisKeys(), [keyField(key)]);
     if (Buffer.isBuffer(bytes)) return this.#value(bytes);
     if (fallback.length > 0) return fallback[0] as V;
     throw new KeyError(`pop(${describe(key)}): no such key`);
@@ -245,7 +245,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes and returns the last entry added. */
   async popitem(): Promise<[K, V]> {
-    const got = (await this.scriptOnce('popitem()', POPITEM, this.redisKeys(), [])) as [Buffer, Buffer] | null;
+    const got = (await this.script('popitem()', POPITEM, this.redisKeys(), [])) as [Buffer, Buffer] | null;
     if (!got) throw new KeyError('popitem(): the dict is empty');
     return [fieldKey(got[0], this.conn) as K, this.#value(got[1])];
   }

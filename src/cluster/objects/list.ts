@@ -168,13 +168,13 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   }
 
   async append(value: T): Promise<void> {
-    await this.scriptOnce('append()', PUSH, this.#keys(), [this.#pack(value, 'value')]);
+    await this.script('append()', PUSH, this.#keys(), [this.#pack(value, 'value')]);
   }
 
   /** Appends each of `values` (an iterable; for another list, pass `await other.toArray()`). */
   async extend(values: Iterable<T>): Promise<void> {
     const items = itemsOf(values, 'extend()').map((v, i) => this.#pack(v, `values[${i}]`));
-    if (items.length) await this.scriptOnce('extend()', PUSH, this.#keys(), items);
+    if (items.length) await this.script('extend()', PUSH, this.#keys(), items);
   }
 
   insert(index: number, value: T): Promise<void> {
@@ -187,7 +187,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   async pop(index = -1): Promise<T> {
     checkIndex(index, 'pop()');
     if (index === -1 || index === 0) {
-      const bytes = await this.scriptOnce('pop()', POP_END, this.#keys(), [index === 0 ? 'left' : 'right']);
+      const bytes = await this.script('pop()', POP_END, this.#keys(), [index === 0 ? 'left' : 'right']);
       if (!Buffer.isBuffer(bytes)) throw new IndexError('pop from empty list');
       return this.#unpack(bytes);
     }
@@ -263,7 +263,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
       const { version, list } = await this.#snapshot();
       const result = change(list);
       const items = list.items.map((v, i) => this.#pack(v, `list[${i}]`));
-      if (Number(await this.scriptOnce(call, REPLACE, this.#keys(), [version, ...items])) === 1) return result;
+      if (Number(await this.script(call, REPLACE, this.#keys(), [version, ...items])) === 1) return result;
     }
     throw new StateError(`list '${this.name}'.${call}: the list kept changing under ${MAX_ATTEMPTS} attempts; try again`);
   }

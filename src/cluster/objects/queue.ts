@@ -9,21 +9,8 @@
  *   producers waiting for room (wake.ts).
  *
  * Taking: a script takes an item if there is one; otherwise the consumer
- * blocks in Redis itself (`BLMOVE`) on a connection lent to it alone
- * (connection.ts), in slices of a few seconds.
- *
- * A plain queue's (Queue, SimpleQueue) take moves the item into a landing
- * list of that call's own, `…:taking:<call id>`, never straight to the
- * caller: ioredis sends a command again when the connection dropped before
- * its answer, and a repeated `LPOP`/`BLPOP` would take a second item and
- * lose the first. A repeated take script finds the item in its landing
- * list and returns it again; a repeated `BLMOVE` moves a second item into
- * the same list, which the settling after the answer puts back to the head
- * (the item delivered is the last one moved: the answer that came is the
- * repeat's). The cost stays one round trip per get: the take script's
- * landing list expires by itself and is dropped by the object's next take;
- * a blocking take's (a `BLMOVE` cannot set an expiry) is settled by a
- * script sent after the answer, not waited for.
+ * blocks in Redis itself (`BLPOP`, for a JoinableQueue `BLMOVE`) on a
+ * connection lent to it alone (connection.ts), in slices of a few seconds.
  * A consumer `close()`d while it waits stops waiting at once; an item its
  * read still takes goes back to the head of the queue. So does an item
  * that a read or take script returns after its call was given up at its
@@ -119,46 +106,13 @@ if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
 return n`,
 );
 
-/** How long a plain queue's take keeps its item for a repeat of the call (ms), unless the next take drops it sooner. */
-const LANDING_MS = 300_000;
-
-/** Puts back to the head of KEYS[1] what the landing lists of ARGV[from..] (pairs: landing, the item delivered from it or '') hold besides the item delivered. */
-const SETTLE_LUA = (from: string) => `for i = ${from}, #ARGV, 2 do
-  if ARGV[i + 1] ~= '' then redis.call('LREM', ARGV[i], -1, ARGV[i + 1]) end
-  while true do
-    local item = redis.call('RPOP', ARGV[i])
-    if not item then break end
-    redis.call('LPUSH', KEYS[1], item)
-  end
-end`;
-
-/**
- * A plain queue's take, idempotent per call: the item moves into the
- * call's own landing list KEYS[2] (kept LANDING_MS), and a repeat of the
- * call (sent again after a dropped connection) returns the item there
- * instead of taking another. ARGV[3] landing lists of earlier takes, whose
- * answers came, are dropped first (ARGV[4..]).
- */
 const TAKE = new Script(
   'queue-take',
-  2,
-  `for i = 4, 3 + tonumber(ARGV[3]) do redis.call('DEL', ARGV[i]) end
-local again = redis.call('LINDEX', KEYS[2], -1)
-if again then return again end
-local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-if item then
-  redis.call('PEXPIRE', KEYS[2], ${LANDING_MS})
-  if ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
-end
+  1,
+  `local item = redis.call('LPOP', KEYS[1])
+if item and ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
 return item`,
 );
-
-/** Settles the landing lists of blocking takes (see SETTLE_LUA); idempotent. */
-const SETTLE = new Script('queue-settle', 1, `${SETTLE_LUA('1')}
-return 1`);
-
-/** Tries at settling a blocking take's landing list, a second apart. */
-const SETTLE_TRIES = 10;
 
 /** Registers the consumer, renews its lease, and takes an item into its processing list if there is one. */
 const TAKE_HELD = new Script(
@@ -372,7 +326,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     const { block, deadline } = waitOf(options, 'put()');
     const bytes = this.encode(pack(item, 'item'));
     const args = [this.maxsize, this.joinable ? '1' : '0', bytes];
-    const once = async () => Number(await this.scriptOnce('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
+    const once = async () => Number(await this.script('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
     if (await once()) return;
     if (!block || remaining(deadline) === 0) throw new Full(`${this.kind} '${this.name}' is full (maxsize ${this.maxsize})`);
     const watch = await this.conn.waker.watch(this.#room, deadline);
@@ -430,31 +384,12 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     return unpack(stored, `an item of ${this.kind} '${this.name}'`, this.conn.clients) as T;
   }
 
-  /** Landing lists of this object's takes whose answers came, to drop with the next take (see TAKE). */
-  #landed: string[] = [];
-
-  /** A fresh landing list for one take call. */
-  #landing(): string {
-    return `${this.prefix}:taking:${randomName()}`;
-  }
-
   /** @internal Takes an item if there is one. */
   protected async takeNow(_take: boolean): Promise<Buffer | null> {
-    const landing = this.#landing();
-    const drop = this.#landed.splice(0, 100);
-    let got: unknown;
-    try {
-      got = await this.script('get()', TAKE, [this.items, landing], [this.maxsize > 0 ? '1' : '0', this.#room, drop.length, ...drop], (late) => {
-        // Its caller is gone: the item goes back to the head.
-        if (Buffer.isBuffer(late)) return this.#settleOnce(landing, null);
-      });
-    } catch (err) {
-      this.#landed.push(...drop);
-      throw err;
-    }
-    if (!Buffer.isBuffer(got)) return null;
-    this.#landed.push(landing);
-    return got;
+    const got = await this.script('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room], (late) => {
+      if (Buffer.isBuffer(late)) return this.putBack(late);
+    });
+    return Buffer.isBuffer(got) ? got : null;
   }
 
   /**
@@ -465,42 +400,22 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     await this.conn.call(`${this.kind}('${this.name}') put back`, (redis) => redis.lpush(this.items, item));
   }
 
-  /** Puts back what a blocking take's landing list holds besides `given` (all of it for null). */
-  async #settleOnce(landing: string, given: Buffer | null): Promise<void> {
-    await this.conn.script(`${this.kind}('${this.name}') settle`, SETTLE, [this.items], [landing, given ?? '']);
-  }
-
-  /** `#settleOnce`, tried again a while when Redis is away (not waited for by get()). */
-  async #settle(landing: string, given: Buffer | null): Promise<void> {
-    for (let tries = 1; ; tries++) {
-      try {
-        return await this.#settleOnce(landing, given);
-      } catch (err) {
-        if (this.conn.clients.closed || tries >= SETTLE_TRIES) {
-          process.emitWarning(`multiprocessing-ts: ${this.kind}('${this.name}'): could not settle a take's landing list ${landing}: ${(err as Error)?.message ?? err}`);
-          return;
-        }
-      }
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
-    }
-  }
-
   /** @internal Waits in Redis up to `ms` for an item; one taken after `close()` or after the call was given up goes back to the head. */
   protected async takeBlocking(ms: number): Promise<Buffer | null> {
-    const landing = this.#landing();
-    const item = await this.conn.blocking(
+    const got = await this.conn.blocking(
       `${this.kind}('${this.name}').get()`,
       ms,
-      (redis) => redis.blmoveBuffer(this.items, landing, 'LEFT', 'RIGHT', Math.max(1, ms) / 1000),
-      () => this.#settleOnce(landing, null),
+      (redis) => redis.blpopBuffer(this.items, Math.max(1, ms) / 1000),
+      (late) => {
+        if (late) return this.putBack(late[1]);
+      },
     );
+    const item = got ? got[1] : null;
+    if (item === null) return null;
     if (this.#closed) {
-      await this.#settle(landing, null);
+      await this.putBack(item);
       return null;
     }
-    // Also after no item: a repeated BLMOVE may have come back empty after the first run moved one.
-    void this.#settle(landing, item);
-    if (item === null) return null;
     if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
     return item;
   }
@@ -731,7 +646,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
     if (finished === null) return;
     for (const item of finished) this.#finishing.add(item);
     try {
-      const [left, gone] = (await this.scriptOnce('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
+      const [left, gone] = (await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
       if (Number(left) < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
       if (Number(gone) > 0) {
         throw new ClusterError(

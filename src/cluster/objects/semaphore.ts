@@ -13,20 +13,10 @@
  * As the local Semaphore (and Python's), it has no owner: any process may
  * release, and a holder that dies without releasing keeps its unit. Use a
  * Lock (whose hold expires) where that matters.
- *
- * Acquire and release change the count, so a repeat of one (ioredis sends
- * a command again when the connection dropped before its answer) would
- * take a second unit (gone for good: one is released) or give back two.
- * So each call carries a random id, and a call that changed the count
- * records that under `…:call:<id>` (same hash tag) for `REMEMBER_MS`; a
- * repeat finds the record and answers as the first run did without
- * changing anything. (A repeat that reaches Redis later than that, after
- * an outage that long, is not recognised.)
  */
 import { ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { blocks, deadlineOfOptions, remaining, type BlockOptions } from '../../sync/waiting.js';
-import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
 import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
@@ -34,8 +24,6 @@ import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type
 const MAX_VALUE = 0x7fffffff;
 /** The longest one sleep of a waiter lasts before it looks again. */
 const SLICE_MS = 5_000;
-/** How long the record of a call that changed the count is kept, for a repeat of it (ms). */
-const REMEMBER_MS = 300_000;
 
 const INIT = `local v = redis.call('HGET', KEYS[1], 'v')
 if not v then
@@ -44,18 +32,12 @@ if not v then
 end
 v = tonumber(v)`;
 
-/** A repeat of a call recorded in KEYS[2] answers as the first run did. */
-const REPEAT = `local done = redis.call('GET', KEYS[2])
-if done then return cjson.decode(done) end`;
-
 const ACQUIRE = new Script(
   'semaphore-acquire',
-  2,
-  `${REPEAT}
-${INIT}
+  1,
+  `${INIT}
 if v > 0 then
   redis.call('HINCRBY', KEYS[1], 'v', -1)
-  redis.call('SET', KEYS[2], '1', 'PX', ${REMEMBER_MS})
   return 1
 end
 return 0`,
@@ -63,13 +45,11 @@ return 0`,
 
 const RELEASE = new Script(
   'semaphore-release',
-  2,
-  `${REPEAT}
-${INIT}
+  1,
+  `${INIT}
 local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '-1')
 if (m >= 0 and v >= m) or v >= ${MAX_VALUE} then return {0, v, m} end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('SET', KEYS[2], cjson.encode({1, v + 1, m}), 'PX', ${REMEMBER_MS})
 redis.call('PUBLISH', ARGV[3], '1')
 return {1, v + 1, m}`,
 );
@@ -129,17 +109,12 @@ export class ClusterSemaphore extends ClusterObject {
     return [this.initialValue, this.bound, this.#channel];
   }
 
-  /** The keys of one acquire or release call: the semaphore and the record of this call (a fresh id). */
-  #callKeys(): string[] {
-    return [this.prefix, `${this.prefix}:call:${randomName()}`];
-  }
-
   async #try(): Promise<boolean> {
     return (
       Number(
-        await this.script('acquire()', ACQUIRE, this.#callKeys(), this.#args(), (late) => {
+        await this.script('acquire()', ACQUIRE, [this.prefix], this.#args(), (late) => {
           // A unit taken after the acquire() gave up has no holder: it would be gone for good.
-          if (Number(late) === 1) return this.script('give back', RELEASE, this.#callKeys(), this.#args());
+          if (Number(late) === 1) return this.script('give back', RELEASE, [this.prefix], this.#args());
         }),
       ) === 1
     );
@@ -171,7 +146,7 @@ export class ClusterSemaphore extends ClusterObject {
    * @throws ValueError for a BoundedSemaphore already at its initial value (released too many times).
    */
   async release(): Promise<void> {
-    const [ok, v, m] = (await this.script('release()', RELEASE, this.#callKeys(), this.#args())) as [number, number, number];
+    const [ok, v, m] = (await this.script('release()', RELEASE, [this.prefix], this.#args())) as [number, number, number];
     if (Number(ok) === 1) return;
     throw new ValueError(
       Number(m) >= 0

@@ -138,14 +138,12 @@ export class ClusterValue<E extends number | bigint = number> extends ClusterObj
   }
 
   protected redisKeys(): string[] {
-    return [this.prefix, `${this.prefix}:lock:holder`, `${this.prefix}:lock:fence`, `${this.prefix}:lock:freed`];
+    return [this.prefix, `${this.prefix}:lock:holder`, `${this.prefix}:lock:fence`];
   }
 
   /** Runs a script and checks the stored typecode; returns the value's bytes after it. */
-  async #run(what: string, script: Script, extra: (string | number | Buffer)[] = [], once = false): Promise<E> {
-    const args = [this.#info.code, this.#init, ...extra];
-    // add() must not run twice (a resent command would add again): it goes where nothing is resent.
-    const [ok, bytes] = (await (once ? this.scriptOnce(what, script, [this.prefix], args) : this.script(what, script, [this.prefix], args))) as [number, Buffer];
+  async #run(what: string, script: Script, extra: (string | number | Buffer)[] = []): Promise<E> {
+    const [ok, bytes] = (await this.script(what, script, [this.prefix], [this.#info.code, this.#init, ...extra])) as [number, Buffer];
     if (Number(ok) !== 1) {
       throw new ValueError(
         `Value '${this.name}' holds typecode '${bytes.toString()}' in Redis, but this object was made with '${this.#info.code}'; ` +
@@ -175,12 +173,12 @@ export class ClusterValue<E extends number | bigint = number> extends ClusterObj
     const d = toElement(info, delta, 'the delta');
     if (info.bigint) {
       const bits = BigInt.asUintN(64, BigInt(d));
-      return this.#run('add()', ADD, [String(Number(bits & 0xffffffffn)), String(Number(bits >> 32n))], true);
+      return this.#run('add()', ADD, [String(Number(bits & 0xffffffffn)), String(Number(bits >> 32n))]);
     }
-    if (info.float) return this.#run('add()', ADD, [String(d)], true);
+    if (info.float) return this.#run('add()', ADD, [String(d)]);
     const [fmt, width, signed] = SMALL[info.code]!;
     // Only the low bits of the delta matter to a wrapping add (and keep Lua's doubles exact).
-    return this.#run('add()', ADD, [String(Number(d) % 2 ** width), fmt, width, signed ? '1' : '0'], true);
+    return this.#run('add()', ADD, [String(Number(d) % 2 ** width), fmt, width, signed ? '1' : '0']);
   }
 
   /** The cluster RLock that guards longer updates of this value (one per value, shared by every handle). */
