@@ -16,6 +16,8 @@ export interface ProxiedConnection {
   drop(): void;
   /** Forwards the answers held back (see `TcpProxy.onSent`) and goes on forwarding. */
   release(): void;
+  /** Closes the client's socket: the client sees its connection drop (and reconnects). */
+  cut(): void;
 }
 
 /** What happens to a connection when its client sends what a trigger waits for. */
@@ -39,6 +41,10 @@ class Connection implements ProxiedConnection {
 
   drop(): void {
     this.dropped = true;
+  }
+
+  cut(): void {
+    this.client.destroy();
   }
 
   release(): void {

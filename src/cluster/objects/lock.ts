@@ -2,9 +2,12 @@
  * Lock and RLock on Redis.
  *
  * Keys, under the lock's hash tag `{mpts:Lock:<name>}` (RLock: `RLock`):
- * - `…:holder`: the holder's token (random per acquisition), set with
- *   `SET … NX PX ttl`: at most one holder, and a holder that died frees
- *   the lock when its ttl runs out;
+ * - `…:holder`: the holder's token (random per acquire() call), set
+ *   only when the key is free, with a ttl: at most one holder, and a holder
+ *   that died frees the lock when its ttl runs out. A repeat of an acquire
+ *   (ioredis sends a command again when the connection dropped before its
+ *   answer) that finds its own token there answers as the first run did;
+ * - `…:freed`: the tokens released last (64, for a few minutes), for a repeat of a release;
  * - `…:fence`: the fencing token (`lock.fencingToken`), set by every
  *   acquisition, in the same script, to the larger of the last token + 1
  *   and Redis' clock in microseconds (`TIME`): strictly increasing, also
@@ -56,10 +59,26 @@ export interface ClusterLockOptions extends ClusterObjectOptions {
   readonly ttl?: number;
 }
 
+/** How long releases are remembered, for a repeat of one (ms; see RELEASE). */
+const REMEMBER_MS = 300_000;
+/** How many of the latest releases are remembered. */
+const FREED_KEPT = 64;
+
+/**
+ * Takes the lock for the token ARGV[1] (one per acquire() call), or finds
+ * it taken by that token already: a repeat of this call, sent again after
+ * a dropped connection lost the first run's answer, answers as the first
+ * run did (won, with the fencing token it issued: no acquisition came
+ * since, or the holder would be another token). Without this the repeat
+ * found the lock held and the caller waited for itself until the ttl.
+ */
 const ACQUIRE = new Script(
   'lock-acquire',
   2,
-  `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  `local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return {1, redis.call('GET', KEYS[2]) or '0'} end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   local t = redis.call('TIME')
   local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
   -- %.0f: Lua would write a number this large in exponent form, losing digits.
@@ -70,15 +89,26 @@ end
 return {0, redis.call('PTTL', KEYS[1])}`,
 );
 
+/**
+ * Releases the hold of token ARGV[1]. The tokens released last (up to
+ * FREED_KEPT, for a while) are kept in the list KEYS[2], so a repeat of a
+ * release (sent again after a dropped connection) answers "released"
+ * rather than "lost", also when others took and released the lock in
+ * between.
+ */
 const RELEASE = new Script(
   'lock-release',
-  1,
+  2,
   `local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LTRIM', KEYS[2], 0, ${FREED_KEPT - 1})
+  redis.call('PEXPIRE', KEYS[2], ${REMEMBER_MS})
   redis.call('PUBLISH', ARGV[2], '1')
   return 1
 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then return 1 end
 if v then return -1 end
 return 0`,
 );
@@ -105,6 +135,7 @@ class Lease {
   #lost = false;
   readonly holder: string;
   readonly fenceKey: string;
+  readonly freedKey: string;
   readonly channel: string;
 
   constructor(
@@ -114,6 +145,7 @@ class Lease {
   ) {
     this.holder = `${prefix}:holder`;
     this.fenceKey = `${prefix}:fence`;
+    this.freedKey = `${prefix}:freed`;
     this.channel = `${prefix}:free`;
   }
 
@@ -142,7 +174,7 @@ class Lease {
   async #try(token: string, ttl: number): Promise<true | number> {
     const [won, n] = (await this.conn.script(`${this.label}.acquire()`, ACQUIRE, [this.holder, this.fenceKey], [token, ttl], (late) => {
       // Taken after the acquire() gave up (Redis was that slow): nobody here holds it, so it goes now, not after its ttl.
-      if (Number((late as [number])[0]) === 1) return this.conn.script(`${this.label} give back`, RELEASE, [this.holder], [token, this.channel]);
+      if (Number((late as [number])[0]) === 1) return this.conn.script(`${this.label} give back`, RELEASE, [this.holder, this.freedKey], [token, this.channel]);
     })) as [number, number];
     if (won !== 1) return Number(n);
     this.token = token;
@@ -182,7 +214,7 @@ class Lease {
     if (token === null) throw new ValueError(`${this.label}.release(): not held`);
     this.token = null;
     this.#stopWatchdog();
-    const outcome = Number(await this.conn.script(`${this.label}.release()`, RELEASE, [this.holder], [token, this.channel]));
+    const outcome = Number(await this.conn.script(`${this.label}.release()`, RELEASE, [this.holder, this.freedKey], [token, this.channel]));
     if (outcome === 1) return;
     throw new ClusterError(
       `${this.label}.release(): the hold had been lost before this release (${outcome === -1 ? 'another holder has the lock now' : 'the lock was free'}${this.#lost ? '; its renewal had failed' : ''}): ` +
@@ -232,7 +264,7 @@ export class ClusterLock extends ClusterObject {
   }
 
   protected redisKeys(): string[] {
-    return [this.#lease.holder, this.#lease.fenceKey];
+    return [this.#lease.holder, this.#lease.fenceKey, this.#lease.freedKey];
   }
 
   /**
@@ -375,7 +407,7 @@ export class ClusterRLock extends ClusterObject {
   }
 
   protected redisKeys(): string[] {
-    return [this.#hold.lease.holder, this.#hold.lease.fenceKey];
+    return [this.#hold.lease.holder, this.#hold.lease.fenceKey, this.#hold.lease.freedKey];
   }
 
   /**
