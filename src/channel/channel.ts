@@ -471,12 +471,14 @@ export class Channel {
    * `waitItemSync` without blocking the event loop; `close()` of this
    * object ends the wait, as does `stop`. (What either leaves is the native
    * sleep, until its slice or the deadline ends; a wait that runs to its
-   * deadline leaves nothing.)
+   * deadline leaves nothing.) `spin: false` skips the short spin, for a
+   * caller that knows the next item is far off: the spin would only take
+   * a core from whoever is producing it.
    */
-  async waitItem(deadline: number, stop?: AbortSignal): Promise<boolean> {
+  async waitItem(deadline: number, stop?: AbortSignal, spin = true): Promise<boolean> {
     const tail = Atomics.load(this.w, TAIL);
     if (tail !== Atomics.load(this.w, HEAD)) return true;
-    if (remaining(deadline) > 0 && !this.spinWhile(TAIL, tail)) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline, stop);
+    if (remaining(deadline) > 0 && !(spin && this.spinWhile(TAIL, tail))) await this.sleepAsync(GET_WAITERS, TAIL, tail, deadline, stop);
     return !this.empty();
   }
 

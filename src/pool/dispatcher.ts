@@ -76,6 +76,8 @@ export const STARTUP_KILLS = 10;
 const OUTSIDE_SIGNALS: ReadonlySet<number> = new Set([1, 2, 9, 15]);
 /** A drain that finds answers for this long yields to the event loop. */
 const YIELD_MS = 10;
+/** Units that run longer than this on average (ms): the reader sleeps without spinning first. */
+const SPIN_RUN_MS = 0.5;
 
 export const enum PoolState {
   Running = 0,
@@ -364,7 +366,9 @@ export class Dispatcher {
         // nothing is queued.
         if (this.queue.size === 0 || this.refillDue()) this.dispatch();
         if (w.inFlight === 0 || w.dead) return;
-        await channel.waitItem(Infinity);
+        // Units that run for milliseconds answer long after a spin's few µs,
+        // which would only take a core from the workers producing them.
+        await channel.waitItem(Infinity, undefined, !(this.meanRunMs > SPIN_RUN_MS));
         since = performance.now();
       }
     } finally {
