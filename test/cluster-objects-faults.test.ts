@@ -122,6 +122,27 @@ describe('cluster objects under network faults', { skip }, () => {
       assert.equal(await within(waiting, 4000, 'Event.wait() after set()'), true);
     }));
 
+  it('a confirmed waiter whose subscriber dies silently sees a later set() within a couple of seconds (a PING each second of silence), not at the end of its sleep', () =>
+    throughProxy(async (proxy, ctx) => {
+      const event = new ctx.Event();
+      const waiting = event.wait(30_000);
+      const channel = `{mpts:Event:${event.name}}:set`;
+      const probe = new Redis(redis.url);
+      try {
+        await until(async () => Number(((await probe.pubsub('NUMSUB', channel)) as [string, number])[1]) > 0, 5000, 'the waiter subscribing');
+      } finally {
+        probe.disconnect();
+      }
+      const subscribers = proxy.connections(/mpts-subscriber/);
+      assert.equal(subscribers.length, 1);
+      subscribers[0]!.drop();
+      await new direct.Event({ name: event.name }).set();
+      const set = performance.now();
+      assert.equal(await within(waiting, 8000, 'Event.wait() after set()'), true);
+      // Its sleep slice is 5 s: found by the liveness PING (1 s of silence, then the 500 ms time limit) and looking again.
+      assert.ok(performance.now() - set < 3000, `woken ${Math.round(performance.now() - set)} ms after set()`);
+    }));
+
   for (const kind of ['Queue', 'SimpleQueue', 'JoinableQueue'] as const) {
     it(`${kind}: an item a get()'s blocking read takes after the get() gave up goes back to the queue`, () =>
       throughProxy(async (proxy, ctx) => {

@@ -29,9 +29,12 @@
  *   replaced the same way and every watch looks again (as on a server
  *   restart, `wakeAll`);
  * - a connection that dies after its confirmations is noticed by a PING
- *   (when a watch slept a second or more without a message) that gets no
- *   answer within the connect timeout, or by TCP keepalive (redis.ts), and
- *   replaced the same way.
+ *   (sent while watches wait and the connection has said nothing for a
+ *   second: one PING at a time per process, whatever the number of
+ *   watches) that gets no answer within the connect timeout, or by TCP
+ *   keepalive (redis.ts), and replaced the same way: a waiter learns of
+ *   it within about a second and the time limit, not at the end of its
+ *   sleep.
  * Sleeps are still cut into slices by their callers (a few seconds), so a
  * wake lost some other way costs a slice, never a hang.
  */
@@ -59,7 +62,6 @@ export class Watch {
   constructor(
     readonly channel: string,
     private readonly onClose: (watch: Watch) => void,
-    private readonly onSilence: () => void,
   ) {}
 
   /** Whether Redis confirmed the subscription on the current connection (messages reach it). */
@@ -123,8 +125,6 @@ export class Watch {
     return new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.#wake = null;
-        // A long sleep with no message at all: make sure the connection still answers.
-        if (this.#confirmed && sleep >= CHECK_AFTER_MS) this.onSilence();
         resolve(false);
       }, Math.max(0, Math.min(sleep, 2 ** 31 - 1)));
       this.#wake = () => {
@@ -154,6 +154,8 @@ class Subscriber {
   retired = false;
   /** A PING is on its way (see `Waker.#check`). */
   checking = false;
+  /** When the connection was last heard from (a message, a confirmation, a PING's answer; `performance.now()`). */
+  heard = performance.now();
   constructor(readonly ready: Promise<RedisClient>) {}
 }
 
@@ -170,6 +172,8 @@ export class Waker {
   /** Watches alive, and the hold that keeps the process alive while there are any. */
   #watching = 0;
   #release: (() => void) | null = null;
+  /** The check of a silent connection, running while there are watches. */
+  #liveness: NodeJS.Timeout | undefined;
 
   /**
    * @param open makes a subscriber connection.
@@ -192,8 +196,16 @@ export class Waker {
    * connect leaves the waiter polling, and its own calls report Redis' state.
    */
   async watch(channel: string, deadline: number): Promise<Watch> {
-    const watch = new Watch(channel, (w) => this.#unwatch(w), () => this.#check());
-    if (this.#watching++ === 0) this.#release = this.#hold();
+    const watch = new Watch(channel, (w) => this.#unwatch(w));
+    if (this.#watching++ === 0) {
+      this.#release = this.#hold();
+      // While anyone waits: a connection silent for a second is asked whether it still answers (#check).
+      this.#liveness = setInterval(() => {
+        const current = this.#current;
+        if (current?.redis && current.confirmed.size > 0 && performance.now() - current.heard >= CHECK_AFTER_MS) this.#check();
+      }, CHECK_AFTER_MS);
+      this.#liveness.unref();
+    }
     let watches = this.#channels.get(channel);
     if (!watches) this.#channels.set(channel, (watches = new Set()));
     watches.add(watch);
@@ -223,6 +235,7 @@ export class Waker {
           return;
         }
         redis.on('message', (channel: string) => {
+          subscriber.heard = performance.now();
           const watches = this.#channels.get(channel);
           if (watches) for (const watch of watches) watch.notify();
         });
@@ -257,6 +270,7 @@ export class Waker {
             return;
           }
           subscriber.confirmed.add(channel);
+          subscriber.heard = performance.now();
           for (const watch of watches) watch.confirm();
         },
         () => {
@@ -282,6 +296,7 @@ export class Waker {
     // PING is allowed in subscriber mode; a failure closes the connection, which retires it.
     redis
       .ping()
+      .then(() => (subscriber.heard = performance.now()))
       .catch(() => {})
       .finally(() => {
         clearTimeout(timer);
@@ -324,6 +339,8 @@ export class Waker {
     if (--this.#watching === 0) {
       this.#release?.();
       this.#release = null;
+      clearInterval(this.#liveness);
+      this.#liveness = undefined;
     }
   }
 }
