@@ -3,10 +3,10 @@
  * before the answer arrived: ioredis sends the command again after the
  * reconnect, so Redis sees it twice. A real redis-server behind a TCP
  * proxy (tcp-proxy.ts) that drops Redis's answer to the chosen command,
- * then closes the client's socket once Redis has run it. The Lock's
- * acquire and release answer as their first run did. (The other objects
- * do not yet: README, "Cluster objects".) Skipped, saying why, without
- * redis-server.
+ * then closes the client's socket once Redis has run it. The Lock's and
+ * the Semaphore's acquire and release answer as their first run did. (The
+ * other objects do not yet: README, "Cluster objects".) Skipped, saying
+ * why, without redis-server.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -84,5 +84,25 @@ describe('cluster objects when an answer is lost with its connection (resent com
       await drop(new RegExp(`Lock:${name}`), async () => (await raw.exists(holder)) === 0);
       await releasing;
       assert.equal(await new direct.Lock({ name }).acquire({ block: false }), true, 'the lock is free for another');
+    }));
+
+  it('Semaphore: an acquire run twice takes one unit, a release run twice gives back one', () =>
+    throughProxy(async (ctx, drop) => {
+      const name = `resend-sem-${process.pid}`;
+      const value = async () => Number(await raw.hget(`{mpts:Semaphore:${name}}`, 'v'));
+      const warm = new direct.Semaphore(1, { name: `${name}-warm` });
+      await warm.acquire();
+      await warm.release();
+      const sem = new ctx.Semaphore(3, { name });
+      await sem.getValue();
+      const acquiring = sem.acquire({ timeout: 8000 });
+      await drop(new RegExp(`Semaphore:${name}`), async () => (await value()) === 2);
+      assert.equal(await acquiring, true);
+      assert.equal(await value(), 2);
+      await sem.acquire();
+      const releasing = sem.release();
+      await drop(new RegExp(`Semaphore:${name}`), async () => (await value()) === 2);
+      await releasing;
+      assert.equal(await value(), 2);
     }));
 });

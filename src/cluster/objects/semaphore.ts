@@ -17,6 +17,7 @@
 import { ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { blocks, deadlineOfOptions, remaining, type BlockOptions } from '../../sync/waiting.js';
+import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
 import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
@@ -32,12 +33,33 @@ if not v then
 end
 v = tonumber(v)`;
 
+/** How long a change is remembered for a repeat of its call, at most (ms): the hash expires this long after its last write. */
+const REMEMBER_MS = 300_000;
+
+/**
+ * Every change carries its call's id (ARGV[4]). A call that changed the
+ * count is recorded in the hash KEYS[2] (id → 1), so a repeat of it (ioredis
+ * sends a command again when the connection dropped before its answer)
+ * answers as the first run did instead of taking or giving a second unit.
+ * The records of calls whose answers came are dropped by the object's next
+ * call (ARGV[5] ids from ARGV[6]): the hash holds about one per object.
+ */
+const CALL = `for i = 6, 5 + tonumber(ARGV[5]) do redis.call('HDEL', KEYS[2], ARGV[i]) end
+local repeated = redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1
+local function record()
+  redis.call('HSET', KEYS[2], ARGV[4], '1')
+  redis.call('PEXPIRE', KEYS[2], ${REMEMBER_MS})
+end`;
+
 const ACQUIRE = new Script(
   'semaphore-acquire',
-  1,
-  `${INIT}
+  2,
+  `${CALL}
+if repeated then return 1 end
+${INIT}
 if v > 0 then
   redis.call('HINCRBY', KEYS[1], 'v', -1)
+  record()
   return 1
 end
 return 0`,
@@ -45,12 +67,15 @@ return 0`,
 
 const RELEASE = new Script(
   'semaphore-release',
-  1,
-  `${INIT}
+  2,
+  `${CALL}
+${INIT}
 local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '-1')
+if repeated then return {1, v, m} end
 if (m >= 0 and v >= m) or v >= ${MAX_VALUE} then return {0, v, m} end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('PUBLISH', ARGV[3], '1')
+record()
 return {1, v + 1, m}`,
 );
 
@@ -77,6 +102,8 @@ export class ClusterSemaphore extends ClusterObject {
   /** The value it was made with (used when it does not exist in Redis yet). */
   readonly initialValue: number;
   readonly #channel: string;
+  /** The records of recent changes, for repeats of their calls (see CALL). */
+  readonly #calls: string;
 
   /** @internal Made by a cluster context (`new ctx.Semaphore(value, options)`). */
   constructor(conn: ObjectClients, value: number = 1, options?: ClusterObjectOptions) {
@@ -86,6 +113,7 @@ export class ClusterSemaphore extends ClusterObject {
     super(conn, kind, objectOptions(options, kind).name);
     this.initialValue = value;
     this.#channel = `${this.prefix}:released`;
+    this.#calls = `${this.prefix}:calls`;
   }
 
   get kind(): ClusterKind {
@@ -102,19 +130,40 @@ export class ClusterSemaphore extends ClusterObject {
   }
 
   protected redisKeys(): string[] {
-    return [this.prefix];
+    return [this.prefix, this.#calls];
   }
 
   #args(): (string | number)[] {
     return [this.initialValue, this.bound, this.#channel];
   }
 
+  /** Ids of this object's calls whose answers came: their records go with its next call (see CALL). */
+  #answered: string[] = [];
+
+  /** Runs a change with a call id of its own (see CALL); the id is forgotten once the answer came. */
+  async #change(what: string, script: Script, late?: (result: unknown) => Promise<unknown> | void): Promise<unknown> {
+    const id = randomName();
+    const forget = this.#answered.splice(0, 100);
+    let result: unknown;
+    try {
+      result = await this.script(what, script, [this.prefix, this.#calls], [...this.#args(), id, forget.length, ...forget], late && ((r) => {
+        this.#answered.push(id);
+        return late(r);
+      }));
+    } catch (err) {
+      this.#answered.push(...forget);
+      throw err;
+    }
+    this.#answered.push(id);
+    return result;
+  }
+
   async #try(): Promise<boolean> {
     return (
       Number(
-        await this.script('acquire()', ACQUIRE, [this.prefix], this.#args(), (late) => {
+        await this.#change('acquire()', ACQUIRE, (late) => {
           // A unit taken after the acquire() gave up has no holder: it would be gone for good.
-          if (Number(late) === 1) return this.script('give back', RELEASE, [this.prefix], this.#args());
+          if (Number(late) === 1) return this.#change('give back', RELEASE);
         }),
       ) === 1
     );
@@ -146,7 +195,7 @@ export class ClusterSemaphore extends ClusterObject {
    * @throws ValueError for a BoundedSemaphore already at its initial value (released too many times).
    */
   async release(): Promise<void> {
-    const [ok, v, m] = (await this.script('release()', RELEASE, [this.prefix], this.#args())) as [number, number, number];
+    const [ok, v, m] = (await this.#change('release()', RELEASE)) as [number, number, number];
     if (Number(ok) === 1) return;
     throw new ValueError(
       Number(m) >= 0
