@@ -21,6 +21,8 @@ import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
 import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
+/** Tries of a change that ioredis aborted (see #change). */
+const ABORT_TRIES = 3;
 /** The largest count (as the local Semaphore's). */
 const MAX_VALUE = 0x7fffffff;
 /** The longest one sleep of a waiter lasts before it looks again. */
@@ -33,21 +35,30 @@ if not v then
 end
 v = tonumber(v)`;
 
-/** How long a change is remembered for a repeat of its call, at most (ms): the hash expires this long after its last write. */
-const REMEMBER_MS = 300_000;
+/**
+ * How long a change is remembered for a repeat of its call (ms): a repeat
+ * comes when the connection is back, so an outage longer than this makes
+ * a repeat count again.
+ */
+const REMEMBER_MS = 120_000;
 
 /**
  * Every change carries its call's id (ARGV[4]). A call that changed the
- * count is recorded in the hash KEYS[2] (id → 1), so a repeat of it (ioredis
- * sends a command again when the connection dropped before its answer)
- * answers as the first run did instead of taking or giving a second unit.
- * The records of calls whose answers came are dropped by the object's next
- * call (ARGV[5] ids from ARGV[6]): the hash holds about one per object.
+ * count is recorded in the sorted set KEYS[2] (score: Redis' clock in ms),
+ * so a repeat of it (ioredis sends a command again when the connection
+ * dropped before its answer) answers as the first run did instead of taking
+ * or giving a second unit. Records go when the object's next call says its
+ * earlier answers came (ARGV[5] ids from ARGV[6]), or REMEMBER_MS after
+ * they were made: a handle that made one call and was dropped (one revived
+ * per task) leaves a record for that long, not for good.
  */
-const CALL = `for i = 6, 5 + tonumber(ARGV[5]) do redis.call('HDEL', KEYS[2], ARGV[i]) end
-local repeated = redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1
+const CALL = `for i = 6, 5 + tonumber(ARGV[5]) do redis.call('ZREM', KEYS[2], ARGV[i]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ${REMEMBER_MS})
+local repeated = redis.call('ZSCORE', KEYS[2], ARGV[4]) ~= false
 local function record()
-  redis.call('HSET', KEYS[2], ARGV[4], '1')
+  redis.call('ZADD', KEYS[2], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ${REMEMBER_MS})
 end`;
 
@@ -140,30 +151,38 @@ export class ClusterSemaphore extends ClusterObject {
   /** Ids of this object's calls whose answers came: their records go with its next call (see CALL). */
   #answered: string[] = [];
 
-  /** Runs a change with a call id of its own (see CALL); the id is forgotten once the answer came. */
-  async #change(what: string, script: Script, late?: (result: unknown) => Promise<unknown> | void): Promise<unknown> {
-    const id = randomName();
-    const forget = this.#answered.splice(0, 100);
-    let result: unknown;
-    try {
-      result = await this.script(what, script, [this.prefix, this.#calls], [...this.#args(), id, forget.length, ...forget], late && ((r) => {
+  /**
+   * Runs a change with a call id of its own (see CALL), or `id` when the
+   * same change is tried again; the id is forgotten once the answer came. A
+   * change that ioredis aborted rather than resent (a pipeline cut by a
+   * dropped connection: Redis may have run it) is sent again with its id,
+   * which makes that safe.
+   */
+  async #change(what: string, script: Script, late?: (result: unknown) => Promise<unknown> | void, id = randomName()): Promise<unknown> {
+    for (let tries = 1; ; tries++) {
+      const forget = this.#answered.splice(0, 100);
+      try {
+        const result = await this.script(what, script, [this.prefix, this.#calls], [...this.#args(), id, forget.length, ...forget], late && ((r) => {
+          this.#answered.push(id);
+          return late(r);
+        }));
         this.#answered.push(id);
-        return late(r);
-      }));
-    } catch (err) {
-      this.#answered.push(...forget);
-      throw err;
+        return result;
+      } catch (err) {
+        this.#answered.push(...forget);
+        if ((err as Error)?.name !== 'AbortError' || tries >= ABORT_TRIES) throw err;
+      }
     }
-    this.#answered.push(id);
-    return result;
   }
 
   async #try(): Promise<boolean> {
+    // One id for the give-back, however often it is tried: a try that timed out may still run.
+    let backId: string | undefined;
     return (
       Number(
         await this.#change('acquire()', ACQUIRE, (late) => {
           // A unit taken after the acquire() gave up has no holder: it would be gone for good.
-          if (Number(late) === 1) return this.#change('give back', RELEASE);
+          if (Number(late) === 1) return this.#change('give back', RELEASE, undefined, (backId ??= randomName()));
         }),
       ) === 1
     );
