@@ -199,11 +199,11 @@ export class Waker {
     const watch = new Watch(channel, (w) => this.#unwatch(w));
     if (this.#watching++ === 0) {
       this.#release = this.#hold();
-      // While anyone waits: a connection silent for a second is asked whether it still answers (#check).
+      // While anyone waits: a connection silent for a second is asked whether it still answers (#check), looked at twice a second.
       this.#liveness = setInterval(() => {
         const current = this.#current;
         if (current?.redis && current.confirmed.size > 0 && performance.now() - current.heard >= CHECK_AFTER_MS) this.#check();
-      }, CHECK_AFTER_MS);
+      }, CHECK_AFTER_MS / 2);
       this.#liveness.unref();
     }
     let watches = this.#channels.get(channel);
