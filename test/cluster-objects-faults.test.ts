@@ -152,7 +152,7 @@ describe('cluster objects under network faults', { skip }, () => {
         const consumer = make(ctx);
         const other = make(direct);
         // The network stalls right after the read goes out: Redis takes the item, its answer is held back.
-        const stalled = proxy.onSent(kind === 'JoinableQueue' ? /BLMOVE/i : /BLPOP/i, 'hold answers');
+        const stalled = proxy.onSent(/BLMOVE/i, 'hold answers');
         const getting = consumer.get({ timeout: 300 });
         const conn = await within(stalled, 5000, 'the blocking read going out');
         await other.put('X');

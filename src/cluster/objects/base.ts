@@ -25,6 +25,19 @@ import { SHARED, registerShared, type SharedHandle } from '../../serialize/share
 import { checkName, objectKey, randomName } from '../keys.js';
 import type { ClusterClientOptions, ClusterClients } from '../redis.js';
 import { ObjectClients, type Late, type Script } from './connection.js';
+import { AnsweredCalls, newCallKey, type ChangeScript } from './call-records.js';
+
+/** Tries of a change that ioredis aborted (see `change`). */
+const ABORT_TRIES = 3;
+
+/** Whether ioredis aborted the command (ours wrap its error as the cause of a `ClusterError`). */
+function abortedByClient(err: unknown): boolean {
+  const e = err as { name?: unknown; cause?: { name?: unknown } } | null;
+  return e?.name === 'AbortError' || e?.cause?.name === 'AbortError';
+}
+
+/** The answered calls of each context's objects in this process (call-records.ts). */
+const answeredBy = new WeakMap<ObjectClients, AnsweredCalls>();
 
 /** The kinds of cluster objects, as descriptors name them. */
 export type ClusterKind =
@@ -176,6 +189,46 @@ export abstract class ClusterObject {
   /** Runs one of its scripts; `late` gets a result that comes after the call was given up (connection.ts). */
   protected script(what: string, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[], late?: Late<unknown>): Promise<unknown> {
     return this.conn.script(`${this.kind}('${this.name}').${what}`, script, keys, args, late);
+  }
+
+  /**
+   * Runs one of its change scripts (call-records.ts) with a call id of its
+   * own, or `id` when the same change is tried again: a repeat of the call
+   * (ioredis resending it after a dropped connection) answers as its first
+   * run did. The id is marked answered once the answer came, also when it
+   * comes late (to `late`). A change that ioredis aborted rather than
+   * resent (a pipeline cut by a dropped connection: Redis may have run it)
+   * is sent again with its id, which makes that safe.
+   */
+  protected async change(
+    what: string,
+    script: ChangeScript,
+    keys: readonly string[],
+    args: readonly (string | Buffer | number)[],
+    late?: Late<unknown>,
+    callKey = this.newCallKey(),
+  ): Promise<unknown> {
+    let answered = answeredBy.get(this.conn);
+    if (!answered) answeredBy.set(this.conn, (answered = new AnsweredCalls()));
+    for (let tries = 1; ; tries++) {
+      const forget = answered.take(this.prefix);
+      try {
+        const result = await this.script(what, script, keys, [...args, callKey, ...forget, forget.length], late && ((r) => {
+          answered.add(this.prefix, [callKey]);
+          return late(r);
+        }));
+        answered.add(this.prefix, [callKey]);
+        return result;
+      } catch (err) {
+        answered.add(this.prefix, forget);
+        if (!abortedByClient(err) || tries >= ABORT_TRIES) throw err;
+      }
+    }
+  }
+
+  /** A new call's record key (pass it to `change` to try one change again as the same call). */
+  protected newCallKey(): string {
+    return newCallKey(this.prefix);
   }
 
   /** Its keys, for `unlink()`. */

@@ -2,7 +2,7 @@
  * The connections cluster objects (locks, queues, Event, Value, manager
  * proxies) use, per cluster URL and process: one command connection, one
  * subscriber for wake-ups (wake.ts), and blocking connections lent to one
- * blocking read (`BLPOP`/`BLMOVE`) at a time.
+ * blocking read (`BLMOVE`) at a time.
  *
  * They are not the pool's shared command connection, for one reason: a
  * child whose target used a cluster Lock must still end when its target
@@ -17,7 +17,7 @@
  * by default; blocking reads add their own block time) rejects with a
  * `ClusterError`. What such a call did is then unknown (it may run once
  * Redis is back); the message says so. A call that takes something (a
- * queue's `BLPOP`, `BLMOVE` or take script) says what to do with what it
+ * queue's `BLMOVE` or take script) says what to do with what it
  * returns after it was given up (`late`): its caller is gone, so the item
  * is put back, or it would be lost; the process is kept alive a while for
  * that answer.
@@ -182,25 +182,37 @@ export class ObjectClients {
     const cap = setTimeout(release, limit);
     cap.unref();
     running
-      .then(async (result) => {
-        for (let tries = 1; ; tries++) {
-          try {
-            await late(result);
-            return;
-          } catch (err) {
-            if (this.clients.closed || tries >= PUT_BACK_TRIES) {
-              process.emitWarning(`multiprocessing-ts: ${what}: could not put back what the call took after it was given up: ${(err as Error)?.message ?? err}`);
-              return;
-            }
-          }
-          await new Promise((resolve) => setTimeout(resolve, PUT_BACK_PAUSE_MS));
-        }
-      })
+      .then((result) => this.#retried(what, () => late(result)))
       .catch(() => {})
       .finally(() => {
         clearTimeout(cap);
         release();
       });
+  }
+
+  /**
+   * Runs `task` (a put-back or a clean-up that must happen although its
+   * caller is gone) in the background, keeping the process alive meanwhile,
+   * and tries it again while it fails (Redis away), up to PUT_BACK_TRIES.
+   */
+  background(what: string, task: () => Promise<unknown>): void {
+    const release = this.hold();
+    void this.#retried(what, task).finally(release);
+  }
+
+  async #retried(what: string, task: () => Promise<unknown> | void): Promise<void> {
+    for (let tries = 1; ; tries++) {
+      try {
+        await task();
+        return;
+      } catch (err) {
+        if (this.clients.closed || tries >= PUT_BACK_TRIES) {
+          process.emitWarning(`multiprocessing-ts: ${what}: could not put back what the call took after it was given up: ${(err as Error)?.message ?? err}`);
+          return;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, PUT_BACK_PAUSE_MS));
+    }
   }
 
   #commandClient(): Promise<RedisClient> {

@@ -12,7 +12,9 @@
  * - `…:order` and `…:seq`: a sorted set of the fields by insertion number,
  *   so keys, values and items come in insertion order and `popitem()`
  *   takes the last one added, as Python's dict does.
- * Every change is one Lua script that keeps the hash and its order together.
+ * Every change is one Lua script that keeps the hash and its order
+ * together, and a change script (call-records.ts): one that ioredis sends
+ * twice runs once.
  *
  * Namespace: one hash `{mpts:Namespace:<name>}`, field = the name.
  */
@@ -20,50 +22,75 @@ import { KeyError, ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { pack, unpack } from '../codec.js';
 import { ObjectClients, Script } from './connection.js';
+import { ChangeScript } from './call-records.js';
 import { ClusterObject, isClusterObject, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions } from './base.js';
 
 /** Stores field/value pairs from ARGV[from..], each new field at the end of the order. */
-const STORE = (from: number) => `for i = ${from}, #ARGV, 2 do
+const STORE = (from: number) => `for i = ${from}, OWN, 2 do
   if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[i])
   end
 end`;
 
-const SET = new Script('dict-set', 3, `${STORE(1)}
-return 1`);
-
-const FILL = new Script('dict-fill', 3, `redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+const SET = new ChangeScript('dict-set', 3, `if REPEATED then return 1 end
 ${STORE(1)}
+RECORD()
 return 1`);
 
-const REMOVE = new Script(
+const FILL = new ChangeScript('dict-fill', 3, `if REPEATED then return 1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+${STORE(1)}
+RECORD()
+return 1`);
+
+const REMOVE = new ChangeScript(
   'dict-remove',
   3,
-  `local v = redis.call('HGET', KEYS[1], ARGV[1])
+  `if REPEATED then return ANSWER end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+RECORD(v)
 return v`,
 );
 
-const POPITEM = new Script(
+/** Its answer is recorded as the field's length (4 bytes), the field, then the value. */
+const POPITEM = new ChangeScript(
   'dict-popitem',
   3,
-  `local last = redis.call('ZRANGE', KEYS[2], -1, -1)[1]
+  `if REPEATED then
+  local n = struct.unpack('>I4', ANSWER)
+  return {string.sub(ANSWER, 5, 4 + n), string.sub(ANSWER, 5 + n)}
+end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1)[1]
 if not last then return false end
 local v = redis.call('HGET', KEYS[1], last)
 redis.call('HDEL', KEYS[1], last)
 redis.call('ZREM', KEYS[2], last)
+RECORD(struct.pack('>I4', #last) .. last .. v)
 return {last, v}`,
 );
 
-const SETDEFAULT = new Script(
+const SETDEFAULT = new ChangeScript(
   'dict-setdefault',
   3,
-  `local v = redis.call('HGET', KEYS[1], ARGV[1])
+  `if REPEATED then return ANSWER end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then return v end
 ${STORE(1)}
+RECORD(ARGV[2])
 return ARGV[2]`,
+);
+
+/** Namespace: removes one name (KEYS[1] its hash); 1 when it was there. */
+const NAMESPACE_DELETE = new ChangeScript(
+  'namespace-delete',
+  1,
+  `if REPEATED then return 1 end
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n == 1 then RECORD() end
+return n`,
 );
 
 const ITEMS = new Script(
@@ -183,7 +210,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** @internal Replaces the contents (a manager's `dict(init)`). */
   async fill(entries: unknown): Promise<void> {
-    await this.script('dict()', FILL, this.redisKeys(), this.#pairs(entriesOf(entries, 'dict()')));
+    await this.change('dict()', FILL, this.redisKeys(), this.#pairs(entriesOf(entries, 'dict()')));
   }
 
   /** The value under `key`, or `fallback` (undefined) when there is none. */
@@ -193,7 +220,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
   }
 
   async set(key: K, value: V): Promise<void> {
-    await this.script('set()', SET, this.redisKeys(), this.#pairs([[key, value]]));
+    await this.change('set()', SET, this.redisKeys(), this.#pairs([[key, value]]));
   }
 
   async has(key: K): Promise<boolean> {
@@ -202,7 +229,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes `key`; whether it was there. */
   async delete(key: K): Promise<boolean> {
-    return Buffer.isBuffer(await this.script('delete()', REMOVE, this.redisKeys(), [keyField(key)]));
+    return Buffer.isBuffer(await this.change('delete()', REMOVE, this.redisKeys(), [keyField(key)]));
   }
 
   async #entries(): Promise<Array<[Buffer, Buffer]>> {
@@ -232,12 +259,12 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
   /** Adds the entries of an object, a Map, or an array of `[key, value]` pairs. */
   async update(entries: Record<string, V> | Map<K, V> | Array<[K, V]>): Promise<void> {
     const pairs = this.#pairs(entriesOf(entries, 'update()'));
-    if (pairs.length) await this.script('update()', SET, this.redisKeys(), pairs);
+    if (pairs.length) await this.change('update()', SET, this.redisKeys(), pairs);
   }
 
   /** Removes `key` and returns its value; `KeyError` when it is missing and no fallback was given. */
   async pop(key: K, ...fallback: [V?]): Promise<V> {
-    const bytes = await this.script('pop()', REMOVE, this.redisKeys(), [keyField(key)]);
+    const bytes = await this.change('pop()', REMOVE, this.redisKeys(), [keyField(key)]);
     if (Buffer.isBuffer(bytes)) return this.#value(bytes);
     if (fallback.length > 0) return fallback[0] as V;
     throw new KeyError(`pop(${describe(key)}): no such key`);
@@ -245,14 +272,14 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes and returns the last entry added. */
   async popitem(): Promise<[K, V]> {
-    const got = (await this.script('popitem()', POPITEM, this.redisKeys(), [])) as [Buffer, Buffer] | null;
+    const got = (await this.change('popitem()', POPITEM, this.redisKeys(), [])) as [Buffer, Buffer] | null;
     if (!got) throw new KeyError('popitem(): the dict is empty');
     return [fieldKey(got[0], this.conn) as K, this.#value(got[1])];
   }
 
   /** The value under `key`; when there is none, stores `fallback` (undefined by default) and returns it. */
   async setdefault(key: K, fallback?: V): Promise<V> {
-    const bytes = (await this.script('setdefault()', SETDEFAULT, this.redisKeys(), this.#pairs([[key, fallback]]))) as Buffer;
+    const bytes = (await this.change('setdefault()', SETDEFAULT, this.redisKeys(), this.#pairs([[key, fallback]]))) as Buffer;
     return this.#value(bytes);
   }
 
@@ -332,7 +359,7 @@ export class ClusterNamespace extends ClusterObject {
   }
 
   async delete(name: string): Promise<boolean> {
-    return (await this.conn.call(`Namespace('${this.name}').delete()`, (redis) => redis.hdel(this.prefix, this.#name(name, 'delete')))) === 1;
+    return Number(await this.change('delete()', NAMESPACE_DELETE, [this.prefix], [this.#name(name, 'delete')])) === 1;
   }
 
   async toObject(): Promise<Record<string, unknown>> {

@@ -13,7 +13,8 @@
  * rebuild the list) runs here on a snapshot read with its version, with
  * the local manager's own list code, and is written back by a script only
  * if the version is still the one read; otherwise it runs again on a fresh
- * snapshot (optimistic concurrency). Each such call moves the whole list
+ * snapshot (optimistic concurrency). Every change is a change script
+ * (call-records.ts): one that ioredis sends twice runs once. Each such call moves the whole list
  * twice: it suits lists of the size a manager's list has, not millions.
  */
 import { IndexError, StateError, ValueError } from '../../errors.js';
@@ -22,6 +23,7 @@ import { ManagedList } from '../../managers/managed/list.js';
 import type { Caller } from '../../managers/managed/base.js';
 import { pack, unpack } from '../codec.js';
 import { ObjectClients, Script } from './connection.js';
+import { ChangeScript } from './call-records.js';
 import { ClusterObject, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions } from './base.js';
 
 /** Items fetched per step of `for await`. */
@@ -31,52 +33,67 @@ const MAX_ATTEMPTS = 100;
 /** The managed list's methods take their caller first; these calls have none. */
 const NO_CALLER = undefined as unknown as Caller;
 
-/** Pushes ARGV[from..] in chunks (Lua's unpack has a stack limit). */
-const PUSH_ARGS = (from: number) => `for i = ${from}, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+/** Pushes the script's own arguments from ARGV[from] in chunks (Lua's unpack has a stack limit). */
+const PUSH_ARGS = (from: number) => `for i = ${from}, OWN, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, OWN)))
 end`;
 
-const PUSH = new Script('list-push', 2, `${PUSH_ARGS(1)}
+const PUSH = new ChangeScript('list-push', 2, `if REPEATED then return tonumber(ANSWER) end
+${PUSH_ARGS(1)}
 redis.call('INCR', KEYS[2])
-return redis.call('LLEN', KEYS[1])`);
+local n = redis.call('LLEN', KEYS[1])
+RECORD(n)
+return n`);
 
-const SET = new Script(
+const SET = new ChangeScript(
   'list-set',
   2,
-  `local r = redis.pcall('LSET', KEYS[1], ARGV[1], ARGV[2])
+  `if REPEATED then return {1, 0} end
+local r = redis.pcall('LSET', KEYS[1], ARGV[1], ARGV[2])
 if type(r) == 'table' and r.err then return {0, redis.call('LLEN', KEYS[1])} end
 redis.call('INCR', KEYS[2])
+RECORD()
 return {1, 0}`,
 );
 
-const POP_END = new Script(
+const POP_END = new ChangeScript(
   'list-pop-end',
   2,
-  `local item
+  `if REPEATED then return ANSWER end
+local item
 if ARGV[1] == 'left' then item = redis.call('LPOP', KEYS[1]) else item = redis.call('RPOP', KEYS[1]) end
-if item then redis.call('INCR', KEYS[2]) end
+if item then
+  redis.call('INCR', KEYS[2])
+  RECORD(item)
+end
 return item`,
 );
 
 const READ = new Script('list-read', 2, `return {redis.call('GET', KEYS[2]) or '0', redis.call('LRANGE', KEYS[1], 0, -1)}`);
 
-const REPLACE = new Script(
+const REPLACE = new ChangeScript(
   'list-replace',
   2,
-  `if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+  `if REPEATED then return 1 end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 ${PUSH_ARGS(2)}
 redis.call('INCR', KEYS[2])
+RECORD()
 return 1`,
 );
 
-const FILL = new Script('list-fill', 2, `redis.call('DEL', KEYS[1])
+const FILL = new ChangeScript('list-fill', 2, `if REPEATED then return 1 end
+redis.call('DEL', KEYS[1])
 ${PUSH_ARGS(1)}
 redis.call('INCR', KEYS[2])
+RECORD()
 return 1`);
 
-const CLEAR = new Script('list-clear', 2, `redis.call('DEL', KEYS[1])
+const CLEAR = new ChangeScript('list-clear', 2, `if REPEATED then return 1 end
+redis.call('DEL', KEYS[1])
 redis.call('INCR', KEYS[2])
+RECORD()
 return 1`);
 
 function checkIndex(index: unknown, call: string): number {
@@ -141,7 +158,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   /** @internal Replaces the contents (a manager's `list(init)`). */
   async fill(values: Iterable<T>): Promise<void> {
     const items = itemsOf(values, 'list()').map((v, i) => this.#pack(v, `list()[${i}]`));
-    await this.script('list()', FILL, this.#keys(), items);
+    await this.change('list()', FILL, this.#keys(), items);
   }
 
   async get(index: number): Promise<T> {
@@ -153,7 +170,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
 
   async set(index: number, value: T): Promise<void> {
     checkIndex(index, 'set()');
-    const [ok, length] = (await this.script('set()', SET, this.#keys(), [index, this.#pack(value, 'value')])) as [number, number];
+    const [ok, length] = (await this.change('set()', SET, this.#keys(), [index, this.#pack(value, 'value')])) as [number, number];
     if (Number(ok) !== 1) throw new IndexError(`list assignment index ${index} out of range (length ${length})`);
   }
 
@@ -168,13 +185,13 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   }
 
   async append(value: T): Promise<void> {
-    await this.script('append()', PUSH, this.#keys(), [this.#pack(value, 'value')]);
+    await this.change('append()', PUSH, this.#keys(), [this.#pack(value, 'value')]);
   }
 
   /** Appends each of `values` (an iterable; for another list, pass `await other.toArray()`). */
   async extend(values: Iterable<T>): Promise<void> {
     const items = itemsOf(values, 'extend()').map((v, i) => this.#pack(v, `values[${i}]`));
-    if (items.length) await this.script('extend()', PUSH, this.#keys(), items);
+    if (items.length) await this.change('extend()', PUSH, this.#keys(), items);
   }
 
   insert(index: number, value: T): Promise<void> {
@@ -187,7 +204,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   async pop(index = -1): Promise<T> {
     checkIndex(index, 'pop()');
     if (index === -1 || index === 0) {
-      const bytes = await this.script('pop()', POP_END, this.#keys(), [index === 0 ? 'left' : 'right']);
+      const bytes = await this.change('pop()', POP_END, this.#keys(), [index === 0 ? 'left' : 'right']);
       if (!Buffer.isBuffer(bytes)) throw new IndexError('pop from empty list');
       return this.#unpack(bytes);
     }
@@ -239,7 +256,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
 
   /** Empties the list (which removes its items' key from Redis). */
   async clear(): Promise<void> {
-    await this.script('clear()', CLEAR, this.#keys(), []);
+    await this.change('clear()', CLEAR, this.#keys(), []);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
@@ -263,7 +280,7 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
       const { version, list } = await this.#snapshot();
       const result = change(list);
       const items = list.items.map((v, i) => this.#pack(v, `list[${i}]`));
-      if (Number(await this.script(call, REPLACE, this.#keys(), [version, ...items])) === 1) return result;
+      if (Number(await this.change(call, REPLACE, this.#keys(), [version, ...items])) === 1) return result;
     }
     throw new StateError(`list '${this.name}'.${call}: the list kept changing under ${MAX_ATTEMPTS} attempts; try again`);
   }

@@ -9,7 +9,7 @@
  *   producers waiting for room (wake.ts).
  *
  * Taking: a script takes an item if there is one; otherwise the consumer
- * blocks in Redis itself (`BLPOP`, for a JoinableQueue `BLMOVE`) on a
+ * blocks in Redis itself (`BLMOVE`, see `takeBlocking`) on a
  * connection lent to it alone (connection.ts), in slices of a few seconds.
  * A consumer `close()`d while it waits stops waiting at once; an item its
  * read still takes goes back to the head of the queue. So does an item
@@ -60,7 +60,7 @@
  * there, by its path); cluster objects inside items travel by name and
  * arrive live (codec.ts).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { currentFrame, type Frame } from '../../async-context.js';
 import { ClusterError, Empty, Full, StateError, ValueError } from '../../errors.js';
@@ -70,6 +70,7 @@ import { remaining } from '../../sync/waiting.js';
 import { pack, unpack } from '../codec.js';
 import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
+import { ChangeScript } from './call-records.js';
 import { ClusterObject, checkMs, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
 /** The longest one blocking read or sleep lasts before the waiter looks again. */
@@ -96,33 +97,82 @@ export interface ClusterJoinableQueueOptions extends ClusterObjectOptions {
   readonly leaseMs?: number;
 }
 
-const PUT = new Script(
+const PUT = new ChangeScript(
   'queue-put',
   2,
-  `local max = tonumber(ARGV[1])
+  `if REPEATED then return tonumber(ANSWER) end
+local max = tonumber(ARGV[1])
 if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -1 end
 local n = redis.call('RPUSH', KEYS[1], ARGV[3])
 if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
+RECORD(n)
 return n`,
 );
 
-const TAKE = new Script(
+const TAKE = new ChangeScript(
   'queue-take',
   1,
-  `local item = redis.call('LPOP', KEYS[1])
-if item and ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
+  `if REPEATED then return ANSWER end
+local item = redis.call('LPOP', KEYS[1])
+if item then
+  if ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
+  RECORD(item)
+end
 return item`,
 );
 
+/** Puts an item taken for a caller that is gone back to the head of the queue. */
+const PUT_BACK_HEAD = new ChangeScript(
+  'queue-put-back-head',
+  1,
+  `if REPEATED then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+RECORD()
+return 1`,
+);
+
+/**
+ * Settles a blocking take (\`BLMOVE\` of the head into KEYS[2], a list of
+ * the call's own): its caller received one item (ARGV[1] '1') or none. The
+ * list holds one item unless the \`BLMOVE\` ran twice (resent after a
+ * dropped connection), and then the caller holds the second run's. Every
+ * item in it but the one received goes back to the head of KEYS[1], in
+ * order, and the list goes. With more than one and no digest ARGV[2] of
+ * the received item, nothing changes and -1 asks for it (so the item is
+ * sent back only on that rare path). Running twice changes nothing.
+ */
+const SETTLE_TAKE = new Script(
+  'queue-settle-take',
+  2,
+  `local got = redis.call('LRANGE', KEYS[2], 0, -1)
+local keep = ARGV[1] == '1'
+if keep and #got > 1 and not ARGV[2] then return -1 end
+local back = 0
+for i = #got, 1, -1 do
+  if keep and (#got == 1 or redis.sha1hex(got[i]) == ARGV[2]) then
+    keep = false
+  else
+    redis.call('LPUSH', KEYS[1], got[i])
+    back = back + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+return back`,
+);
+
 /** Registers the consumer, renews its lease, and takes an item into its processing list if there is one. */
-const TAKE_HELD = new Script(
+const TAKE_HELD = new ChangeScript(
   'queue-take-held',
   4,
   `redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
 if ARGV[5] == '0' then return false end
+if REPEATED then return ANSWER end
 local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-if item and ARGV[3] == '1' then redis.call('PUBLISH', ARGV[4], '1') end
+if item then
+  if ARGV[3] == '1' then redis.call('PUBLISH', ARGV[4], '1') end
+  RECORD(item)
+end
 return item`,
 );
 
@@ -154,23 +204,29 @@ const TAG_BYTES = 16;
  * one that is gone was delivered again after the lease lapsed, and its new
  * holder counts it. Returns {unfinished left (-1: nothing to count), items gone}.
  */
-const TASK_DONE = new Script(
+const TASK_DONE = new ChangeScript(
   'queue-task-done',
   2,
-  `local u = tonumber(redis.call('GET', KEYS[2]) or '0')
-local named = #ARGV - 1
+  `if REPEATED then
+  local u, gone = string.match(ANSWER, '^(-?%d+) (%d+)$')
+  return {tonumber(u), tonumber(gone)}
+end
+local u = tonumber(redis.call('GET', KEYS[2]) or '0')
+local named = OWN - 1
 if named == 0 then
   if u <= 0 then return {-1, 0} end
   u = redis.call('DECR', KEYS[2])
   if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
+  RECORD(u .. ' 0')
   return {u, 0}
 end
 local removed = 0
-for i = 2, #ARGV do removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+for i = 2, OWN do removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
 if removed > u then removed = math.max(u, 0) end
 if removed > 0 then
   u = redis.call('DECRBY', KEYS[2], removed)
   if u == 0 then redis.call('PUBLISH', ARGV[1], '0') end
+  RECORD(u .. ' ' .. (named - removed))
 end
 return {u, named - removed}`,
 );
@@ -219,13 +275,14 @@ end
 return {moved, soonest}`,
 );
 
+/** Deletes the queue's keys (KEYS; the consumers' set third) and its consumers' lists and leases. */
 const UNLINK = new Script(
   'queue-unlink',
   3,
   `for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. ':proc:' .. id, ARGV[1] .. ':alive:' .. id)
 end
-return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])`,
+return redis.call('DEL', unpack(KEYS))`,
 );
 
 /** The waits a queue's options ask for. */
@@ -326,7 +383,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     const { block, deadline } = waitOf(options, 'put()');
     const bytes = this.encode(pack(item, 'item'));
     const args = [this.maxsize, this.joinable ? '1' : '0', bytes];
-    const once = async () => Number(await this.script('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
+    const once = async () => Number(await this.change('put()', PUT, [this.items, this.unfinishedKey], args)) >= 0;
     if (await once()) return;
     if (!block || remaining(deadline) === 0) throw new Full(`${this.kind} '${this.name}' is full (maxsize ${this.maxsize})`);
     const watch = await this.conn.waker.watch(this.#room, deadline);
@@ -386,9 +443,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
 
   /** @internal Takes an item if there is one. */
   protected async takeNow(_take: boolean): Promise<Buffer | null> {
-    const got = await this.script('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room], (late) => {
-      if (Buffer.isBuffer(late)) return this.putBack(late);
-    });
+    const got = await this.change('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room], this.#putBackLate());
     return Buffer.isBuffer(got) ? got : null;
   }
 
@@ -396,28 +451,59 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
    * @internal Puts an item taken for a caller that is gone (given up at its
    * time limit, or the object closed) back to the head of the queue.
    */
-  protected async putBack(item: Buffer): Promise<void> {
-    await this.conn.call(`${this.kind}('${this.name}') put back`, (redis) => redis.lpush(this.items, item));
+  protected async putBack(item: Buffer, callKey = this.newCallKey()): Promise<void> {
+    await this.change('put back', PUT_BACK_HEAD, [this.items], [item], undefined, callKey);
   }
 
-  /** @internal Waits in Redis up to `ms` for an item; one taken after `close()` or after the call was given up goes back to the head. */
+  /** What a given-up take does with the item it took: puts it back, with one call id however often that is tried. */
+  #putBackLate(): (late: unknown) => Promise<void> | undefined {
+    let callKey: string | undefined;
+    return (late) => (Buffer.isBuffer(late) ? this.putBack(late, (callKey ??= this.newCallKey())) : undefined);
+  }
+
+  /**
+   * @internal Waits in Redis up to `ms` for an item; one taken after
+   * `close()` or after the call was given up goes back to the head.
+   *
+   * The read moves the head into a list of the call's own (`BLMOVE`), not
+   * out of Redis (as `BLPOP` would): a read that ioredis sends twice (the connection
+   * dropped before the first answer came) takes a second item, and then
+   * the list still holds the first, which SETTLE_TAKE puts back.
+   */
   protected async takeBlocking(ms: number): Promise<Buffer | null> {
+    const taken = `${this.newCallKey()}:taken`;
     const got = await this.conn.blocking(
       `${this.kind}('${this.name}').get()`,
       ms,
-      (redis) => redis.blpopBuffer(this.items, Math.max(1, ms) / 1000),
-      (late) => {
-        if (late) return this.putBack(late[1]);
-      },
+      (redis) =>
+        redis.blmoveBuffer(this.items, taken, 'LEFT', 'RIGHT', Math.max(1, ms) / 1000).catch((err: unknown) => {
+          // The read failed (not merely timed out: ioredis gave up on it), after it may have run.
+          this.#settleLater(taken, null);
+          throw err;
+        }),
+      () => this.#settleTake(taken, null),
     );
-    const item = got ? got[1] : null;
-    if (item === null) return null;
-    if (this.#closed) {
-      await this.putBack(item);
-      return null;
-    }
-    if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
+    const item = this.#closed ? null : got;
+    await this.#settleTake(taken, item).catch(() => this.#settleLater(taken, item));
+    if (item !== null && this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
     return item;
+  }
+
+  /** Puts back what a blocking take moved into `taken` but `received` (see SETTLE_TAKE). */
+  async #settleTake(taken: string, received: Buffer | null): Promise<void> {
+    const what = `${this.kind}('${this.name}').get() settling`;
+    const keys = [this.items, taken];
+    if (received === null) {
+      await this.conn.script(what, SETTLE_TAKE, keys, ['0']);
+      return;
+    }
+    if (Number(await this.conn.script(what, SETTLE_TAKE, keys, ['1'])) >= 0) return;
+    await this.conn.script(what, SETTLE_TAKE, keys, ['1', createHash('sha1').update(received).digest('hex')]);
+  }
+
+  /** Settles a blocking take whose settling failed (Redis went away), in the background. */
+  #settleLater(taken: string, received: Buffer | null): void {
+    this.conn.background(`${this.kind}('${this.name}').get() settling`, () => this.#settleTake(taken, received));
   }
 
   /** How many items are in it (approximate while others put and get, as in Python). */
@@ -581,14 +667,14 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   protected override async takeNow(take: boolean): Promise<Buffer | null> {
     const keys = [this.items, this.#proc, this.#consumers, this.#alive];
     const args = [this.consumer, this.leaseMs, this.maxsize > 0 ? '1' : '0', `${this.prefix}:room`, take ? '1' : '0'];
-    const got = await this.script('get()', TAKE_HELD, keys, args, (late) => {
+    const got = await this.change('get()', TAKE_HELD, keys, args, (late) => {
       if (Buffer.isBuffer(late)) return this.putBack(late);
     });
     return Buffer.isBuffer(got) ? got : null;
   }
 
   /** @internal Moves the exact item back from this consumer's list to the head of the queue (nothing if it is no longer there). */
-  protected override async putBack(item: Buffer): Promise<void> {
+  protected override async putBack(item: Buffer, _callKey?: string): Promise<void> {
     await this.conn.script(`JoinableQueue('${this.name}') put back`, PUT_BACK, [this.items, this.#proc], [item]);
   }
 
@@ -646,7 +732,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
     if (finished === null) return;
     for (const item of finished) this.#finishing.add(item);
     try {
-      const [left, gone] = (await this.script('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
+      const [left, gone] = (await this.change('taskDone()', TASK_DONE, [this.#proc, this.unfinishedKey], [this.#done, ...finished])) as [number, number];
       if (Number(left) < 0) throw new ValueError(`taskDone() called too many times on JoinableQueue '${this.name}' (more than items were put)`);
       if (Number(gone) > 0) {
         throw new ClusterError(

@@ -17,12 +17,10 @@
 import { ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { blocks, deadlineOfOptions, remaining, type BlockOptions } from '../../sync/waiting.js';
-import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
+import { ChangeScript } from './call-records.js';
 import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
-/** Tries of a change that ioredis aborted (see #change). */
-const ABORT_TRIES = 3;
 /** The largest count (as the local Semaphore's). */
 const MAX_VALUE = 0x7fffffff;
 /** The longest one sleep of a waiter lasts before it looks again. */
@@ -36,57 +34,32 @@ end
 v = tonumber(v)`;
 
 /**
- * How long a change is remembered for a repeat of its call (ms): a repeat
- * comes when the connection is back, so an outage longer than this makes
- * a repeat count again.
+ * Acquire and release are changes (call-records.ts): a repeat of a call
+ * that took or gave a unit answers as it did, and takes or gives none.
  */
-const REMEMBER_MS = 120_000;
-
-/**
- * Every change carries its call's id (ARGV[4]). A call that changed the
- * count is recorded in the sorted set KEYS[2] (score: Redis' clock in ms),
- * so a repeat of it (ioredis sends a command again when the connection
- * dropped before its answer) answers as the first run did instead of taking
- * or giving a second unit. Records go when the object's next call says its
- * earlier answers came (ARGV[5] ids from ARGV[6]), or REMEMBER_MS after
- * they were made: a handle that made one call and was dropped (one revived
- * per task) leaves a record for that long, not for good.
- */
-const CALL = `for i = 6, 5 + tonumber(ARGV[5]) do redis.call('ZREM', KEYS[2], ARGV[i]) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ${REMEMBER_MS})
-local repeated = redis.call('ZSCORE', KEYS[2], ARGV[4]) ~= false
-local function record()
-  redis.call('ZADD', KEYS[2], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ${REMEMBER_MS})
-end`;
-
-const ACQUIRE = new Script(
+const ACQUIRE = new ChangeScript(
   'semaphore-acquire',
-  2,
-  `${CALL}
-if repeated then return 1 end
+  1,
+  `if REPEATED then return 1 end
 ${INIT}
 if v > 0 then
   redis.call('HINCRBY', KEYS[1], 'v', -1)
-  record()
+  RECORD()
   return 1
 end
 return 0`,
 );
 
-const RELEASE = new Script(
+const RELEASE = new ChangeScript(
   'semaphore-release',
-  2,
-  `${CALL}
-${INIT}
+  1,
+  `${INIT}
 local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '-1')
-if repeated then return {1, v, m} end
+if REPEATED then return {1, v, m} end
 if (m >= 0 and v >= m) or v >= ${MAX_VALUE} then return {0, v, m} end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('PUBLISH', ARGV[3], '1')
-record()
+RECORD()
 return {1, v + 1, m}`,
 );
 
@@ -113,8 +86,6 @@ export class ClusterSemaphore extends ClusterObject {
   /** The value it was made with (used when it does not exist in Redis yet). */
   readonly initialValue: number;
   readonly #channel: string;
-  /** The records of recent changes, for repeats of their calls (see CALL). */
-  readonly #calls: string;
 
   /** @internal Made by a cluster context (`new ctx.Semaphore(value, options)`). */
   constructor(conn: ObjectClients, value: number = 1, options?: ClusterObjectOptions) {
@@ -124,7 +95,6 @@ export class ClusterSemaphore extends ClusterObject {
     super(conn, kind, objectOptions(options, kind).name);
     this.initialValue = value;
     this.#channel = `${this.prefix}:released`;
-    this.#calls = `${this.prefix}:calls`;
   }
 
   get kind(): ClusterKind {
@@ -141,38 +111,11 @@ export class ClusterSemaphore extends ClusterObject {
   }
 
   protected redisKeys(): string[] {
-    return [this.prefix, this.#calls];
+    return [this.prefix];
   }
 
   #args(): (string | number)[] {
     return [this.initialValue, this.bound, this.#channel];
-  }
-
-  /** Ids of this object's calls whose answers came: their records go with its next call (see CALL). */
-  #answered: string[] = [];
-
-  /**
-   * Runs a change with a call id of its own (see CALL), or `id` when the
-   * same change is tried again; the id is forgotten once the answer came. A
-   * change that ioredis aborted rather than resent (a pipeline cut by a
-   * dropped connection: Redis may have run it) is sent again with its id,
-   * which makes that safe.
-   */
-  async #change(what: string, script: Script, late?: (result: unknown) => Promise<unknown> | void, id = randomName()): Promise<unknown> {
-    for (let tries = 1; ; tries++) {
-      const forget = this.#answered.splice(0, 100);
-      try {
-        const result = await this.script(what, script, [this.prefix, this.#calls], [...this.#args(), id, forget.length, ...forget], late && ((r) => {
-          this.#answered.push(id);
-          return late(r);
-        }));
-        this.#answered.push(id);
-        return result;
-      } catch (err) {
-        this.#answered.push(...forget);
-        if ((err as Error)?.name !== 'AbortError' || tries >= ABORT_TRIES) throw err;
-      }
-    }
   }
 
   async #try(): Promise<boolean> {
@@ -180,9 +123,9 @@ export class ClusterSemaphore extends ClusterObject {
     let backId: string | undefined;
     return (
       Number(
-        await this.#change('acquire()', ACQUIRE, (late) => {
+        await this.change('acquire()', ACQUIRE, [this.prefix], this.#args(), (late) => {
           // A unit taken after the acquire() gave up has no holder: it would be gone for good.
-          if (Number(late) === 1) return this.#change('give back', RELEASE, undefined, (backId ??= randomName()));
+          if (Number(late) === 1) return this.change('give back', RELEASE, [this.prefix], this.#args(), undefined, (backId ??= this.newCallKey()));
         }),
       ) === 1
     );
@@ -214,7 +157,7 @@ export class ClusterSemaphore extends ClusterObject {
    * @throws ValueError for a BoundedSemaphore already at its initial value (released too many times).
    */
   async release(): Promise<void> {
-    const [ok, v, m] = (await this.#change('release()', RELEASE)) as [number, number, number];
+    const [ok, v, m] = (await this.change('release()', RELEASE, [this.prefix], this.#args())) as [number, number, number];
     if (Number(ok) === 1) return;
     throw new ValueError(
       Number(m) >= 0

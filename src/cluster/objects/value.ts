@@ -11,6 +11,10 @@
  * refuses a caller whose typecode differs from the stored one (its bytes
  * would mean something else).
  *
+ * `set(v)` and `add(delta)` are changes (call-records.ts): a repeat of
+ * the call (a command resent after a dropped connection) answers as the
+ * first run did and changes nothing.
+ *
  * `get()` and `set(v)` are single steps; a read-modify-write over a
  * network needs one step too, so there is `add(delta)`, a Lua script that
  * adds with the typecode's arithmetic (Redis' Lua unpacks and packs the
@@ -22,6 +26,7 @@ import { ClusterError, ValueError } from '../../errors.js';
 import { describe } from '../../describe.js';
 import { toElement, typeInfo, type ElementOf, type TypeInfo, type Typecode } from '../../sharedctypes/typecodes.js';
 import { ObjectClients, Script } from './connection.js';
+import { ChangeScript } from './call-records.js';
 import { ClusterObject, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 import { ClusterRLock } from './lock.js';
 
@@ -35,8 +40,10 @@ if t ~= ARGV[1] then return {0, t} end`;
 const READ = new Script('value-read', 1, `${INIT}
 return {1, redis.call('HGET', KEYS[1], 'v')}`);
 
-const WRITE = new Script('value-write', 1, `${INIT}
+const WRITE = new ChangeScript('value-write', 1, `${INIT}
+if REPEATED then return {1, ANSWER} end
 redis.call('HSET', KEYS[1], 'v', ARGV[3])
+RECORD(ARGV[3])
 return {1, ARGV[3]}`);
 
 /** struct formats of the codes of at most 32 bits, and their widths. */
@@ -50,10 +57,11 @@ const SMALL: Record<string, [string, number, boolean]> = {
   I: ['<I4', 32, false],
 };
 
-const ADD = new Script(
+const ADD = new ChangeScript(
   'value-add',
   1,
   `${INIT}
+if REPEATED then return {1, ANSWER} end
 local v = redis.call('HGET', KEYS[1], 'v')
 local code = ARGV[1]
 local out
@@ -75,6 +83,7 @@ else
   out = struct.pack(fmt, x)
 end
 redis.call('HSET', KEYS[1], 'v', out)
+RECORD(out)
 return {1, out}`,
 );
 
@@ -143,7 +152,10 @@ export class ClusterValue<E extends number | bigint = number> extends ClusterObj
 
   /** Runs a script and checks the stored typecode; returns the value's bytes after it. */
   async #run(what: string, script: Script, extra: (string | number | Buffer)[] = []): Promise<E> {
-    const [ok, bytes] = (await this.script(what, script, [this.prefix], [this.#info.code, this.#init, ...extra])) as [number, Buffer];
+    const args = [this.#info.code, this.#init, ...extra];
+    const [ok, bytes] = (
+      script instanceof ChangeScript ? await this.change(what, script, [this.prefix], args) : await this.script(what, script, [this.prefix], args)
+    ) as [number, Buffer];
     if (Number(ok) !== 1) {
       throw new ValueError(
         `Value '${this.name}' holds typecode '${bytes.toString()}' in Redis, but this object was made with '${this.#info.code}'; ` +
