@@ -168,6 +168,32 @@ describe('cluster objects under network faults', { skip }, () => {
       }));
   }
 
+  it('list and dict: what a pop() takes after it gave up (Redis answered late) goes back', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `late-pop-${process.pid}`;
+      const warm = await (await direct.Manager()).list([1], { name: `${name}-warm` });
+      await warm.pop();
+      const warmDict = await (await direct.Manager()).dict([['a', 1]], { name: `${name}-warm` });
+      await warmDict.pop('a');
+      const manager = await ctx.Manager();
+      const xs = await manager.list(['a', 'b'], { name });
+      const d = await manager.dict([['k', 'v']], { name });
+      for (const [pattern, pop] of [
+        [new RegExp(`list:${name}`), () => xs.pop()],
+        [new RegExp(`dict:${name}`), () => d.pop('k')],
+      ] as const) {
+        const stalled = proxy.onSent(pattern, 'hold answers');
+        const popping = pop();
+        const conn = await within(stalled, 5000, 'the pop going out');
+        await within(assert.rejects(popping, (e: Error) => e instanceof mp.ClusterError && /did not answer within/.test(e.message)), 5000, 'the pop giving up');
+        conn.release();
+      }
+      const [directList, directDict] = [await (await direct.Manager()).list(undefined, { name }), await (await direct.Manager()).dict(undefined, { name })];
+      await until(async () => (await directList.len()) === 2 && (await directDict.len()) === 1, 5000, 'the popped item and entry put back');
+      assert.deepEqual(await directList.toArray(), ['a', 'b']);
+      assert.deepEqual(await directDict.items(), [['k', 'v']]);
+    }));
+
   it('Lock and Semaphore: what an acquire() takes after it gave up (Redis answered late) is given back at once', () =>
     throughProxy(async (proxy, ctx) => {
       const lockName = `late-lock-${process.pid}`;

@@ -83,6 +83,22 @@ RECORD(ARGV[2])
 return ARGV[2]`,
 );
 
+/**
+ * Puts back an entry (ARGV[1] field, ARGV[2] value) a pop took for a caller
+ * that gave up waiting: at the end of the order, and only if nobody set the
+ * key meanwhile.
+ */
+const RESTORE = new ChangeScript(
+  'dict-restore',
+  3,
+  `if REPEATED then return 0 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+end
+RECORD()
+return 1`,
+);
+
 /** Namespace: removes one name (KEYS[1] its hash); 1 when it was there. */
 const NAMESPACE_DELETE = new ChangeScript(
   'namespace-delete',
@@ -264,7 +280,8 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes `key` and returns its value; `KeyError` when it is missing and no fallback was given. */
   async pop(key: K, ...fallback: [V?]): Promise<V> {
-    const bytes = await this.change('pop()', REMOVE, this.redisKeys(), [keyField(key)]);
+    const field = keyField(key);
+    const bytes = await this.change('pop()', REMOVE, this.redisKeys(), [field], this.#restoreLate((late) => (Buffer.isBuffer(late) ? [field, late] : null)));
     if (Buffer.isBuffer(bytes)) return this.#value(bytes);
     if (fallback.length > 0) return fallback[0] as V;
     throw new KeyError(`pop(${describe(key)}): no such key`);
@@ -272,9 +289,24 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Removes and returns the last entry added. */
   async popitem(): Promise<[K, V]> {
-    const got = (await this.change('popitem()', POPITEM, this.redisKeys(), [])) as [Buffer, Buffer] | null;
+    const got = (await this.change('popitem()', POPITEM, this.redisKeys(), [], this.#restoreLate((late) => (Array.isArray(late) ? (late as [Buffer, Buffer]) : null)))) as
+      | [Buffer, Buffer]
+      | null;
     if (!got) throw new KeyError('popitem(): the dict is empty');
     return [fieldKey(got[0], this.conn) as K, this.#value(got[1])];
+  }
+
+  /**
+   * What a pop given up at its time limit does with the entry Redis
+   * answers with later (its caller is gone): puts it back, as one call
+   * however often that is tried.
+   */
+  #restoreLate(entryOf: (late: unknown) => [Buffer, Buffer] | null): (late: unknown) => Promise<unknown> | undefined {
+    let callKey: string | undefined;
+    return (late) => {
+      const entry = entryOf(late);
+      if (entry) return this.change('put back', RESTORE, this.redisKeys(), entry, undefined, (callKey ??= this.newCallKey()));
+    };
   }
 
   /** The value under `key`; when there is none, stores `fallback` (undefined by default) and returns it. */

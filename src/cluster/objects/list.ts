@@ -69,6 +69,17 @@ end
 return item`,
 );
 
+/** Puts back at its end (ARGV[1] 'left' or 'right') an item a pop took for a caller that gave up waiting. */
+const PUSH_BACK = new ChangeScript(
+  'list-push-back',
+  2,
+  `if REPEATED then return 0 end
+if ARGV[1] == 'left' then redis.call('LPUSH', KEYS[1], ARGV[2]) else redis.call('RPUSH', KEYS[1], ARGV[2]) end
+redis.call('INCR', KEYS[2])
+RECORD()
+return 1`,
+);
+
 const READ = new Script('list-read', 2, `return {redis.call('GET', KEYS[2]) or '0', redis.call('LRANGE', KEYS[1], 0, -1)}`);
 
 const REPLACE = new ChangeScript(
@@ -204,7 +215,12 @@ export class ClusterList<T = unknown> extends ClusterObject implements AsyncIter
   async pop(index = -1): Promise<T> {
     checkIndex(index, 'pop()');
     if (index === -1 || index === 0) {
-      const bytes = await this.change('pop()', POP_END, this.#keys(), [index === 0 ? 'left' : 'right']);
+      const end = index === 0 ? 'left' : 'right';
+      let callKey: string | undefined;
+      // An item taken after the caller gave up waiting goes back to its end (as one call however often that is tried).
+      const bytes = await this.change('pop()', POP_END, this.#keys(), [end], (late) => {
+        if (Buffer.isBuffer(late)) return this.change('put back', PUSH_BACK, this.#keys(), [end, late], undefined, (callKey ??= this.newCallKey()));
+      });
       if (!Buffer.isBuffer(bytes)) throw new IndexError('pop from empty list');
       return this.#unpack(bytes);
     }
