@@ -221,5 +221,34 @@ for (const method of METHODS) {
       }, 10_000, 'the pool\'s segments to be removed');
       assert.equal(Atomics.load(new Int32Array(where.buffer, 0, 1), 0), 1, "the tasks' references to the array were given back");
     });
+
+    describe('a map read lazily (long chunks, no onProgress: the parent sleeps until the last answer of a share)', () => {
+      it('answers that fill the result ring wake the parent: the worker never waits on a sleeping parent for room', async (t) => {
+        const pool = ended(t, new mp.Pool(2, { context: method, module }));
+        // Run times known and over 0.5 ms: the next map goes out in whole shares and is read lazily.
+        await pool.starmap(fx.spinThenPad, [2, 2, 2, 2].map(() => [2, 2] as [number, number]), 1);
+        // 96 answers of 60 KB: each worker's 2.9 MB is over five times its 512 KB ring.
+        const started = performance.now();
+        const out = await pool.starmap(fx.spinThenPad, range(96).map(() => [1, 60_000] as [number, number]), 1);
+        const took = performance.now() - started;
+        assert.equal(out.length, 96);
+        assert.ok(out.every((s) => s.length === 60_000));
+        // Had the parent slept through a full ring, each fill would have cost a 1 s sleep slice.
+        assert.ok(took < 3000, `took ${Math.round(took)} ms`);
+      });
+
+      it('a worker killed mid-map fails the map with WorkerLostError, and the pool goes on', async (t) => {
+        const pool = ended(t, new mp.Pool(2, { context: method, module }));
+        await pool.starmap(fx.spinThenPad, [2, 2, 2, 2].map(() => [2, 2] as [number, number]), 1);
+        const where = mp.RawArray('i', 3);
+        const mapping = pool.starmap(fx.reportOrSpin, range(16).map((i) => [i, where, 60_000] as [number, Int32Array, number]), 1);
+        await started(where);
+        const victim = workerAt(where);
+        if (method === 'process') process.kill(where[0]!, 'SIGKILL');
+        else victim.kill();
+        await assert.rejects(mapping, (e: Error) => e instanceof mp.WorkerLostError);
+        assert.deepEqual(await pool.map(fx.square, [1, 2, 3]), [1, 4, 9]);
+      });
+    });
   });
 }

@@ -573,6 +573,15 @@ export class Channel {
     return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, GETS)) | 0);
   }
 
+  /**
+   * Whether committed, unread frames fill a quarter of the ring or more: a
+   * reader that lets answers pile up (the pool's lazy wakes) reads before
+   * its producer could block for room.
+   */
+  filling(): boolean {
+    return ((Atomics.load(this.w, TAIL) - Atomics.load(this.w, HEAD)) >>> 0) >= this.capacity >>> 2;
+  }
+
   /** Whether no committed item is waiting (approximate while others work). */
   empty(): boolean {
     return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD);

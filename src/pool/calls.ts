@@ -179,6 +179,11 @@ export class MapCall<T> implements Call {
     for (const unit of units) this.engine.submit(unit);
   }
 
+  /** Without `onProgress`, its results are wanted only all at once. */
+  get bulk(): boolean {
+    return this.onProgress === undefined;
+  }
+
   unitDone(unit: Unit, values: unknown): void {
     const list = values as T[];
     for (let k = 0; k < list.length; k++) this.results[unit.index + k] = list[k]!;

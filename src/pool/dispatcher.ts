@@ -42,6 +42,19 @@
  * STARTUP_KILLS of those in a row (the kernel's OOM killer ending each
  * new worker, say) break the pool.
  *
+ * Lazy answers. When units run for a while (SPIN_RUN_MS) and are all of
+ * calls that want their results only all at once (`Call.bulk`: a map
+ * without `onProgress`), each worker takes its whole share of the queue at
+ * once, and the reader sleeps until the answer it needs: the last one
+ * handed, or, while units are queued, the one that leaves half a window
+ * (protocol.ts WAKE_AT). The answers before it wait in the ring (a ring a
+ * quarter full wakes the reader too). So a map of n chunks on k workers
+ * wakes the parent about k times, not n: each wake (the futex wait's
+ * registration and delivery) takes a core from the workers for about
+ * 0.1 ms. A worker that runs out first takes units back from another
+ * (balancer.ts), woken by its own last answer. Units with a time limit
+ * keep eager reads.
+ *
  * Time limits are time-limits.ts; moving units away from a stuck worker is
  * balancer.ts.
  */
@@ -76,8 +89,14 @@ export const STARTUP_KILLS = 10;
 const OUTSIDE_SIGNALS: ReadonlySet<number> = new Set([1, 2, 9, 15]);
 /** A drain that finds answers for this long yields to the event loop. */
 const YIELD_MS = 10;
-/** Units that run longer than this on average (ms): the reader sleeps without spinning first. */
+/**
+ * Units that run longer than this on average (ms): the reader sleeps
+ * without spinning first, and a map's units go out in whole shares and are
+ * read lazily (see "Lazy answers").
+ */
 const SPIN_RUN_MS = 0.5;
+/** The longest one lazy sleep on a worker's answers lasts before the reader looks again (a guard). */
+const LAZY_SLICE_MS = 1_000;
 
 export const enum PoolState {
   Running = 0,
@@ -284,9 +303,34 @@ export class Dispatcher {
     this.stopIdle();
   }
 
+  /**
+   * The window of a dispatch round: a map's chunks that run for a while,
+   * with no progress callback and no time limit, go out as whole shares
+   * (see "Lazy answers").
+   */
+  private shareWindow(): number {
+    const window = this.window();
+    const next = this.queue.peek();
+    if (!(this.meanRunMs > SPIN_RUN_MS) || !next?.call.bulk || next.call.timeout !== undefined || this.active.length === 0) return window;
+    let inFlight = 0;
+    for (const w of this.active) inFlight += w.inFlight;
+    return Math.min(MAX_WINDOW, Math.max(window, Math.ceil((this.queue.size + inFlight) / this.active.length)));
+  }
+
+  /**
+   * The answer of `w` the reader may sleep until (0: wake at each answer):
+   * see "Lazy answers".
+   */
+  private lazyWakeAt(w: WorkerHandle): number {
+    if (!(this.meanRunMs > SPIN_RUN_MS) || w.timed > 0 || !w.onlyBulkInFlight()) return 0;
+    const last = w.lastHanded;
+    if (this.queue.size === 0) return last;
+    return Math.max(last - w.inFlight + 1, last - Math.floor(this.window() / 2));
+  }
+
   /** One round of dispatch: the queue shared evenly among workers with room, fewest in flight first; how many were handed. */
   private shareOut(): number {
-    const window = this.window();
+    const window = this.shareWindow();
     const order = this.active.length > 1 ? [...this.active].sort((a, b) => a.inFlight - b.inFlight) : [...this.active];
     const open = (w: WorkerHandle) => !w.blocked && !w.stopping && !w.dead && w.inFlight < window && w.budget > 0;
     let left = order.filter(open).length;
@@ -366,9 +410,11 @@ export class Dispatcher {
         // nothing is queued.
         if (this.queue.size === 0 || this.refillDue()) this.dispatch();
         if (w.inFlight === 0 || w.dead) return;
+        const wakeAt = this.lazyWakeAt(w);
+        if (wakeAt > 0) await w.sleepUntilAnswer(wakeAt, LAZY_SLICE_MS);
         // Units that run for milliseconds answer long after a spin's few µs,
         // which would only take a core from the workers producing them.
-        await channel.waitItem(Infinity, undefined, !(this.meanRunMs > SPIN_RUN_MS));
+        else await channel.waitItem(Infinity, undefined, !(this.meanRunMs > SPIN_RUN_MS));
         since = performance.now();
       }
     } finally {
@@ -484,6 +530,7 @@ export class Dispatcher {
     const at = this.active.indexOf(w);
     if (at >= 0) this.active.splice(at, 1);
     w.results.channel.interrupt();
+    w.interruptSleep();
     w.tasks.channel.interrupt();
     this.drainAnswers(w);
     this.disown(w, w.deliberate!.seq, -1);
@@ -540,6 +587,7 @@ export class Dispatcher {
   private onExit(w: WorkerHandle, code: number): void {
     w.dead = true;
     w.results.channel.interrupt();
+    w.interruptSleep();
     w.tasks.channel.interrupt();
     this.all.delete(w);
     const at = this.active.indexOf(w);

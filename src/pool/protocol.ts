@@ -34,6 +34,14 @@
  *             waits at the gate), so the kill ends unit seq and no other.
  *             Had seq finished meanwhile (FINISHED), the parent opens the
  *             gate again (stores seq) instead of killing.
+ *   WAKE_AT   0, or, while the parent sleeps on the answers lazily, the
+ *             seq whose answer wakes it (the worker then bumps NOTIFY and
+ *             wakes it, and sets WAKE_AT back to 0); also a result ring a
+ *             quarter full wakes it. The worker stores FINISHED and then
+ *             reads WAKE_AT; the parent stores WAKE_AT and then reads
+ *             FINISHED (sequentially consistent), so either the parent sees
+ *             the answer and does not sleep, or the worker wakes it.
+ *   NOTIFY    a sequence the parent sleeps on while it waits lazily.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -58,6 +66,8 @@ export const ITEM = 2;
 export const FINISHED = 3;
 export const LOADING = 4;
 export const GATE = 5;
+export const WAKE_AT = 6;
+export const NOTIFY = 7;
 /** GATE while the parent ends the worker because of the unit it is in. */
 export const CLOSED = -1;
 export const CANCEL = 16;

@@ -16,6 +16,12 @@ export interface Call {
   readonly timeout: number | undefined;
   /** Settled calls ignore further outcomes; their remaining units are dropped. */
   readonly settled: boolean;
+  /**
+   * Its results are wanted only all at once (a `map` without `onProgress`):
+   * the pool may hand its units out in larger shares and hear of their
+   * answers late (dispatcher.ts, lazy wakes).
+   */
+  readonly bulk?: boolean;
   unitDone(unit: Unit, value: unknown): void;
   unitFailed(unit: Unit, error: unknown): void;
 }
@@ -86,6 +92,12 @@ export class TaskQueue {
     this.items = units.concat(this.items.slice(this.head));
     this.head = 0;
     this.size += units.length;
+  }
+
+  /** The next live unit, left in place, or undefined. */
+  peek(): Unit | undefined {
+    for (let i = this.head; i < this.items.length; i++) if (this.items[i]!.state === UnitState.Queued) return this.items[i];
+    return undefined;
   }
 
   /** The next live unit, or undefined. */

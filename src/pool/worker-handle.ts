@@ -10,7 +10,8 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, STARTED, cancelSlot, controlViews, serializer } from './protocol.js';
+import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, NOTIFY, STARTED, WAKE_AT, cancelSlot, controlViews, serializer } from './protocol.js';
+import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
 
@@ -160,6 +161,41 @@ export class WorkerHandle {
   /** The oldest unanswered unit: the running one, or the next to run. */
   front(): Unit | undefined {
     return this.head < this.outstanding.length ? this.outstanding[this.head] : undefined;
+  }
+
+  /** The seq of the last unit handed over. */
+  get lastHanded(): number {
+    return this.sentSeq;
+  }
+
+  /** Whether every unit it holds unanswered is of a call that wants its results only all at once (`Call.bulk`). */
+  onlyBulkInFlight(): boolean {
+    for (let i = this.head; i < this.outstanding.length; i++) if (!this.outstanding[i]!.call.bulk) return false;
+    return true;
+  }
+
+  /**
+   * Sleeps until the worker answers unit `wakeAt`, its result ring fills,
+   * or `interruptSleep()`, without being woken by the answers before it
+   * (protocol.ts WAKE_AT); at most `sliceMs`. Returns at once when that
+   * answer is in already.
+   */
+  async sleepUntilAnswer(wakeAt: number, sliceMs: number): Promise<void> {
+    const ints = this.ints;
+    const seen = Atomics.load(ints, NOTIFY);
+    Atomics.store(ints, WAKE_AT, wakeAt);
+    try {
+      if (this.dead || this.released || Atomics.load(ints, FINISHED) >= wakeAt || this.results.channel.filling()) return;
+      await waitAsync(ints, NOTIFY, seen, sliceMs);
+    } finally {
+      Atomics.store(ints, WAKE_AT, 0);
+    }
+  }
+
+  /** Ends a `sleepUntilAnswer` now (the worker ended, or is being ended). */
+  interruptSleep(): void {
+    Atomics.add(this.ints, NOTIFY, 1);
+    wake(this.ints, NOTIFY, 1 << 30);
   }
 
   /** Records `unit` as handed over; its seq follows the last. */

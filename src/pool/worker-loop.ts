@@ -39,6 +39,7 @@ import {
   ITEM,
   ITEM_START,
   LOADING,
+  NOTIFY,
   Op,
   STARTED,
   STATE,
@@ -49,6 +50,7 @@ import {
   monoNow,
   serializer,
   timeSlot,
+  WAKE_AT,
 } from './protocol.js';
 
 
@@ -295,6 +297,7 @@ class Worker {
     if (Atomics.load(ints, cancelSlot(seq)) === seq) {
       this.post(Status.Skipped, null, 0);
       Atomics.store(ints, FINISHED, seq);
+      this.wakeParent(seq);
       return undefined;
     }
     this.floats[timeSlot(seq)] = start;
@@ -335,6 +338,7 @@ class Worker {
     else if (ok) this.postValue(value, op !== Op.Apply);
     else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
+    this.wakeParent(seq);
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
     return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       this.lastYield = performance.now();
@@ -400,6 +404,20 @@ class Worker {
       return;
     }
     this.put(bytes);
+  }
+
+  /**
+   * Wakes a parent that sleeps on the answers lazily (protocol.ts WAKE_AT)
+   * when it asked to hear of answer `seq`, or when the result ring fills.
+   * (A parent that reads eagerly is woken by the ring's own commit.)
+   */
+  private wakeParent(seq: number): void {
+    const ints = this.ints;
+    const at = Atomics.load(ints, WAKE_AT);
+    if (at === 0 || (seq < at && !this.results.filling())) return;
+    if (Atomics.compareExchange(ints, WAKE_AT, at, 0) !== at) return;
+    Atomics.add(ints, NOTIFY, 1);
+    wake(ints, NOTIFY, 1);
   }
 
   private post(status: Status, payload: unknown, item: number): void {
