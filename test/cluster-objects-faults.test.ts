@@ -168,6 +168,70 @@ describe('cluster objects under network faults', { skip }, () => {
       }));
   }
 
+  it('Queue: close() while a blocking get() settles its take puts the item back (it is not lost)', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `close-settle-${process.pid}`;
+      const probe = new Redis(redis.url);
+      try {
+        const q = new ctx.Queue<string>(0, { name });
+        await q.qsize();
+        const getting = q.get({ timeout: 8000 });
+        await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the read blocking');
+        // The read's answer comes; the settling script after it gets no answer until released.
+        const settling = proxy.onSent(/queue-settle|:taken/, 'hold answers');
+        await new direct.Queue<string>(0, { name }).put('A');
+        const conn = await within(settling, 5000, 'the settling going out');
+        q.close();
+        await within(assert.rejects(getting, (e: Error) => e instanceof mp.ValueError && /closed/.test(e.message)), 5000, 'get() ending on close()');
+        conn.release();
+        assert.equal(await new direct.Queue<string>(0, { name }).get({ timeout: 5000 }), 'A', 'the item went back to the queue');
+      } finally {
+        probe.disconnect();
+      }
+    }));
+
+  it('Queue: an item a blocking read took for a consumer that never settled it (gone) goes back once its take is overdue; unlink() removes such takes; a context closed under a blocked get() warns of nothing', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `stranded-${process.pid}`;
+      const tag = `{mpts:Queue:${name}}`;
+      const probe = new Redis(redis.url);
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => warnings.push(w.message);
+      process.on('warning', onWarning);
+      try {
+        const strand = async (item: string) => {
+          const c = mp.getContext(`redis://127.0.0.1:${proxy.port}/0`, { connectTimeoutMs: 3000 });
+          const q = new c.Queue<string>(0, { name });
+          await q.qsize();
+          const held = proxy.onSent(/BLMOVE/i, 'hold answers');
+          const getting = q.get({ timeout: 8000 }).catch((e: Error) => e);
+          await within(held, 5000, 'the read going out');
+          await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the read blocking');
+          await new direct.Queue<string>(0, { name }).put(item);
+          await until(async () => (await probe.keys(`${tag}:call:*:taken`)).length === 1, 5000, 'the read taking the item');
+          // The consumer goes away between its read and the settling.
+          c.close();
+          assert.ok((await getting) instanceof mp.ClusterError);
+        };
+        await strand('A');
+        assert.equal(await probe.zcard(`${tag}:taking`), 1, 'the take is listed');
+        // Its time is up (the grace after the read is a minute; the test moves its deadline instead of waiting).
+        const [key] = await probe.zrange(`${tag}:taking`, '0', '-1');
+        await probe.zadd(`${tag}:taking`, '0', key!);
+        // The next consumer's blocking take settles, and puts A back.
+        const consumer = new direct.Queue<string>(0, { name });
+        assert.equal(await consumer.get({ timeout: 5000 }), 'A');
+        assert.deepEqual(await probe.keys(`${tag}:call:*:taken`), []);
+        await strand('B');
+        await consumer.unlink();
+        assert.deepEqual(await probe.keys(`${tag}*`), [], 'unlink() left nothing');
+        assert.deepEqual(warnings.filter((w) => /multiprocessing-ts/.test(w)), []);
+      } finally {
+        process.off('warning', onWarning);
+        probe.disconnect();
+      }
+    }));
+
   it('list and dict: what a pop() takes after it gave up (Redis answered late) goes back', () =>
     throughProxy(async (proxy, ctx) => {
       const name = `late-pop-${process.pid}`;

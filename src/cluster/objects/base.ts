@@ -200,6 +200,11 @@ export abstract class ClusterObject {
    * resent (a pipeline cut by a dropped connection: Redis may have run it)
    * is sent again with its id, which makes that safe.
    */
+  /** The record keys of this process's answered calls of it, forgotten here: `unlink()` deletes them with its keys. */
+  protected answeredRecords(): string[] {
+    return answeredBy.get(this.conn)?.takeAll(this.prefix) ?? [];
+  }
+
   protected async change(
     what: string,
     script: ChangeScript,
@@ -210,10 +215,11 @@ export abstract class ClusterObject {
   ): Promise<unknown> {
     let answered = answeredBy.get(this.conn);
     if (!answered) answeredBy.set(this.conn, (answered = new AnsweredCalls()));
+    if (keys.length !== script.ownKeys) throw new Error(`internal: ${script.name} takes ${script.ownKeys} keys, got ${keys.length}`);
     for (let tries = 1; ; tries++) {
       const forget = answered.take(this.prefix);
       try {
-        const result = await this.script(what, script, keys, [...args, callKey, ...forget, forget.length], late && ((r) => {
+        const result = await this.script(what, script, [...keys, callKey, ...forget], [...args, forget.length], late && ((r) => {
           answered.add(this.prefix, [callKey]);
           return late(r);
         }));
@@ -241,7 +247,7 @@ export abstract class ClusterObject {
    * any process may attach later.
    */
   async unlink(): Promise<void> {
-    const keys = this.redisKeys();
+    const keys = [...this.redisKeys(), ...this.answeredRecords()];
     await this.conn.call(`${this.kind}('${this.name}').unlink()`, (redis) => redis.del(...keys));
   }
 

@@ -24,13 +24,11 @@
  * A repeat that arrives after `REMEMBER_MS` (an outage that long with the
  * command still queued in ioredis) is taken for a new call.
  *
- * The scripts' arguments: their own first, then the call's record key,
- * then the record keys of answered calls, then how many of those there
- * are. The prelude reads them from the end, so a script with a variable
- * number of its own arguments loops to `OWN`, not `#ARGV`. The record keys
- * are not declared among the script's keys (their names are per call);
- * they share the object's hash tag, so on a Redis Cluster they sit in the
- * slot of the keys that are.
+ * The record keys are declared among the script's keys, after its own:
+ * the call's, then those of answered calls (so on a Redis Cluster a slot
+ * being migrated answers ASK or TRYAGAIN, which the client follows, rather
+ * than failing the script). The last argument says how many answered keys
+ * there are; the script's own arguments come before it (`OWN` of them).
  */
 import { randomName } from '../keys.js';
 import { Script } from './connection.js';
@@ -53,9 +51,9 @@ const DROP_PER_CALL = 100;
  * - `RECORD(answer)`: records this call, with `answer` (a string or number) when given.
  */
 const PRELUDE = `local ANSWERED = tonumber(ARGV[#ARGV])
-local OWN = #ARGV - ANSWERED - 2
-local CALL_KEY = ARGV[OWN + 1]
-if ANSWERED > 0 then redis.call('DEL', unpack(ARGV, OWN + 2, OWN + 1 + ANSWERED)) end
+local OWN = #ARGV - 1
+local CALL_KEY = KEYS[#KEYS - ANSWERED]
+if ANSWERED > 0 then redis.call('DEL', unpack(KEYS, #KEYS - ANSWERED + 1, #KEYS)) end
 local ANSWER = redis.call('GET', CALL_KEY)
 local REPEATED = ANSWER ~= false
 local function RECORD(answer)
@@ -70,33 +68,65 @@ end
  * something, and check `REPEATED` before changing anything.
  */
 export class ChangeScript extends Script {
+  /** The keys of the object's own (the record keys follow them). */
+  readonly ownKeys: number;
+
   constructor(name: string, keys: number, body: string) {
-    super(name, keys, PRELUDE + body);
+    super(name, -1, PRELUDE + body);
+    this.ownKeys = keys;
   }
 }
 
 /**
  * The record keys of one context's answered calls in one process, per
- * object, to be dropped by the object's next call (any handle's).
+ * object, to be dropped by the object's next call (any handle's). An
+ * object not called again for REMEMBER_MS is forgotten here (its records
+ * have expired in Redis by then), so objects used once (one per task) do
+ * not pile up.
  */
 export class AnsweredCalls {
-  readonly #byPrefix = new Map<string, string[]>();
+  readonly #byPrefix = new Map<string, { keys: string[]; at: number }>();
+  /** When objects idle past REMEMBER_MS were last forgotten. */
+  #swept = performance.now();
 
   /** Takes up to a call's share of the answered record keys of the object at `prefix`. */
   take(prefix: string): string[] {
-    const keys = this.#byPrefix.get(prefix);
-    if (!keys) return [];
-    const taken = keys.splice(0, DROP_PER_CALL);
-    if (keys.length === 0) this.#byPrefix.delete(prefix);
+    const entry = this.#byPrefix.get(prefix);
+    if (!entry) return [];
+    const taken = entry.keys.splice(0, DROP_PER_CALL);
+    if (entry.keys.length === 0) this.#byPrefix.delete(prefix);
     return taken;
   }
 
   /** Adds record keys whose answers came (or that `take` handed to a call that failed). */
   add(prefix: string, keys: readonly string[]): void {
     if (keys.length === 0) return;
-    const list = this.#byPrefix.get(prefix);
-    if (list) list.push(...keys);
-    else this.#byPrefix.set(prefix, [...keys]);
+    const now = performance.now();
+    const entry = this.#byPrefix.get(prefix);
+    if (entry) {
+      entry.keys.push(...keys);
+      entry.at = now;
+    } else {
+      this.#byPrefix.set(prefix, { keys: [...keys], at: now });
+    }
+    if (now - this.#swept > REMEMBER_MS) this.#sweep(now);
+  }
+
+  #sweep(now: number): void {
+    this.#swept = now;
+    for (const [prefix, entry] of this.#byPrefix) if (now - entry.at > REMEMBER_MS) this.#byPrefix.delete(prefix);
+  }
+
+  /** Takes every answered record key of the object at `prefix` (it is being unlinked). */
+  takeAll(prefix: string): string[] {
+    const entry = this.#byPrefix.get(prefix);
+    this.#byPrefix.delete(prefix);
+    return entry?.keys ?? [];
+  }
+
+  /** Objects it holds keys for (for tests). */
+  get size(): number {
+    return this.#byPrefix.size;
   }
 }
 

@@ -45,6 +45,7 @@ export class Script {
   readonly sha: string;
   constructor(
     readonly name: string,
+    /** How many keys it declares; -1 when that varies (a change script's record keys follow its own). */
     readonly keys: number,
     readonly source: string,
   ) {
@@ -267,11 +268,12 @@ export class ObjectClients {
 
 /** `EVALSHA`, falling back to `EVAL` the first time Redis meets the script (or after it restarted). */
 export async function runScript(redis: RedisClient, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
+  if (script.keys >= 0 && keys.length !== script.keys) throw new Error(`internal: script ${script.name} takes ${script.keys} keys, got ${keys.length}`);
   try {
-    return await redis.callBuffer('EVALSHA', script.sha, script.keys, ...keys, ...args);
+    return await redis.callBuffer('EVALSHA', script.sha, keys.length, ...keys, ...args);
   } catch (err) {
     if (!/NOSCRIPT/.test((err as Error)?.message ?? '')) throw err;
-    return redis.callBuffer('EVAL', script.source, script.keys, ...keys, ...args);
+    return redis.callBuffer('EVAL', script.source, keys.length, ...keys, ...args);
   }
 }
 

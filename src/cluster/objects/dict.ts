@@ -55,6 +55,11 @@ RECORD(v)
 return v`,
 );
 
+const CLEAR = new ChangeScript('dict-clear', 3, `if REPEATED then return 1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+RECORD()
+return 1`);
+
 /** Its answer is recorded as the field's length (4 bytes), the field, then the value. */
 const POPITEM = new ChangeScript(
   'dict-popitem',
@@ -317,7 +322,7 @@ export class ClusterDict<K = unknown, V = unknown> extends ClusterObject impleme
 
   /** Empties the dict (which removes its keys from Redis). */
   async clear(): Promise<void> {
-    await this.conn.call(`dict('${this.name}').clear()`, (redis) => redis.del(...this.redisKeys()));
+    await this.change('clear()', CLEAR, this.redisKeys(), []);
   }
 
   /** A copy as a Map (keys keep their types): Python's `d.copy()`. */

@@ -132,18 +132,39 @@ return 1`,
 );
 
 /**
- * Settles a blocking take (\`BLMOVE\` of the head into KEYS[2], a list of
- * the call's own): its caller received one item (ARGV[1] '1') or none. The
- * list holds one item unless the \`BLMOVE\` ran twice (resent after a
- * dropped connection), and then the caller holds the second run's. Every
- * item in it but the one received goes back to the head of KEYS[1], in
- * order, and the list goes. With more than one and no digest ARGV[2] of
- * the received item, nothing changes and -1 asks for it (so the item is
- * sent back only on that rare path). Running twice changes nothing.
+ * How long after its read's block time a blocking take's list may stay
+ * unsettled before any other consumer puts its items back (TAKE_SETTLE):
+ * its consumer settles right after the read, unless it died (or its
+ * event loop stalled this long: then an item may be delivered twice).
+ */
+const TAKE_GRACE_MS = 60_000;
+
+/**
+ * Lists a blocking take's own list KEYS[2] in the queue's set of takes in
+ * progress KEYS[1] (score: by when it must be settled, on Redis' clock),
+ * sent in one go with the read (so it costs no round trip).
+ */
+const REGISTER_TAKE = `local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]), KEYS[2])
+return 1`;
+
+/**
+ * Settles a blocking take (\`BLMOVE\` of the head of KEYS[1] into KEYS[2], a
+ * list of the call's own, listed in KEYS[3]): its caller received one item
+ * (ARGV[1] '1') or none. The list holds one item unless the \`BLMOVE\` ran
+ * twice (resent after a dropped connection), and then the caller holds
+ * the second run's. Every item in it but the one received goes back to the
+ * head of KEYS[1], in order, and the list goes. With more than one and no
+ * digest ARGV[2] of the received item, nothing changes and -1 asks for it
+ * (so the item is sent back only on that rare path). Running twice changes
+ * nothing. Then the items of takes whose consumer never settled them in
+ * time (it died between its read and this) go back to the head too: those
+ * lists are reached without being declared (they share the queue's hash
+ * tag), so on a Redis Cluster a slot in migration skips them for now.
  */
 const SETTLE_TAKE = new Script(
   'queue-settle-take',
-  2,
+  3,
   `local got = redis.call('LRANGE', KEYS[2], 0, -1)
 local keep = ARGV[1] == '1'
 if keep and #got > 1 and not ARGV[2] then return -1 end
@@ -157,7 +178,26 @@ for i = #got, 1, -1 do
   end
 end
 redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], KEYS[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, stale in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 16)) do
+  local items = redis.pcall('LRANGE', stale, 0, -1)
+  if type(items) == 'table' and not items.err then
+    for i = #items, 1, -1 do redis.call('LPUSH', KEYS[1], items[i]) end
+    redis.pcall('DEL', stale)
+    redis.call('ZREM', KEYS[3], stale)
+  end
+end
 return back`,
+);
+
+/** Deletes a plain queue's items (KEYS[1]), its set of takes in progress (KEYS[2]) and their lists, and KEYS[3..] (its call records). */
+const UNLINK_PLAIN = new Script(
+  'queue-unlink-plain',
+  -1,
+  `for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.pcall('DEL', key) end
+return redis.call('DEL', unpack(KEYS))`,
 );
 
 /** Registers the consumer, renews its lease, and takes an item into its processing list if there is one. */
@@ -278,7 +318,7 @@ return {moved, soonest}`,
 /** Deletes the queue's keys (KEYS; the consumers' set third) and its consumers' lists and leases. */
 const UNLINK = new Script(
   'queue-unlink',
-  3,
+  -1,
   `for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. ':proc:' .. id, ARGV[1] .. ':alive:' .. id)
 end
@@ -319,6 +359,8 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
   readonly maxsize: number;
   /** @internal */ readonly items: string;
   readonly #room: string;
+  /** The blocking takes in progress (see SETTLE_TAKE). */
+  readonly #taking: string;
   #closed = false;
   #markClosed!: (value: typeof CLOSED) => void;
   /** Settles when `close()` is called: pending waits race it. */
@@ -332,6 +374,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     this.maxsize = maxsize;
     this.items = `${this.prefix}:items`;
     this.#room = `${this.prefix}:room`;
+    this.#taking = `${this.prefix}:taking`;
   }
 
   /** @internal The kind of its keys and descriptor. */
@@ -347,6 +390,11 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
 
   protected redisKeys(): string[] {
     return [this.items];
+  }
+
+  /** Removes its keys, and the lists of blocking takes in progress (see SETTLE_TAKE). */
+  override async unlink(): Promise<void> {
+    await this.script('unlink()', UNLINK_PLAIN, [this.items, this.#taking, ...this.answeredRecords()], []);
   }
 
   /** @internal Whether puts count unfinished tasks. */
@@ -475,16 +523,32 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     const got = await this.conn.blocking(
       `${this.kind}('${this.name}').get()`,
       ms,
-      (redis) =>
-        redis.blmoveBuffer(this.items, taken, 'LEFT', 'RIGHT', Math.max(1, ms) / 1000).catch((err: unknown) => {
-          // The read failed (not merely timed out: ioredis gave up on it), after it may have run.
-          this.#settleLater(taken, null);
+      async (redis) => {
+        // Listed in the takes in progress in the same round trip as the read (two commands written at
+        // once, each resent by itself after a reconnect, in order): if this process dies after Redis ran
+        // the read and before the settling, the next consumer to settle puts the item back.
+        // (Should the listing fail, only a crash right after the read would leave its item aside.)
+        redis.eval(REGISTER_TAKE, 2, this.#taking, taken, Math.max(1, ms) + TAKE_GRACE_MS).catch(() => {});
+        try {
+          return await redis.blmoveBuffer(this.items, taken, 'LEFT', 'RIGHT', Math.max(1, ms) / 1000);
+        } catch (err) {
+          // A failover ends a blocked read with UNBLOCKED: nothing was taken; the caller reads again.
+          if (/^UNBLOCKED/.test((err as Error)?.message ?? '')) return null;
+          // Otherwise the read may have run before it failed.
+          if (!this.conn.clients.closed) this.#settleLater(taken, null);
           throw err;
-        }),
+        }
+      },
       () => this.#settleTake(taken, null),
     );
     const item = this.#closed ? null : got;
     await this.#settleTake(taken, item).catch(() => this.#settleLater(taken, item));
+    if (item !== null && this.#closed) {
+      // close() came while the take settled: its get() is gone, so the item goes back.
+      const callKey = this.newCallKey();
+      await this.putBack(item, callKey).catch(() => this.conn.background(`${this.kind}('${this.name}') put back`, () => this.putBack(item, callKey)));
+      return null;
+    }
     if (item !== null && this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
     return item;
   }
@@ -492,7 +556,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
   /** Puts back what a blocking take moved into `taken` but `received` (see SETTLE_TAKE). */
   async #settleTake(taken: string, received: Buffer | null): Promise<void> {
     const what = `${this.kind}('${this.name}').get() settling`;
-    const keys = [this.items, taken];
+    const keys = [this.items, taken, this.#taking];
     if (received === null) {
       await this.conn.script(what, SETTLE_TAKE, keys, ['0']);
       return;
@@ -503,7 +567,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
 
   /** Settles a blocking take whose settling failed (Redis went away), in the background. */
   #settleLater(taken: string, received: Buffer | null): void {
-    this.conn.background(`${this.kind}('${this.name}').get() settling`, () => this.#settleTake(taken, received));
+    this.conn.background(`${this.kind}('${this.name}').get() settling (${taken})`, () => this.#settleTake(taken, received));
   }
 
   /** How many items are in it (approximate while others put and get, as in Python). */
@@ -624,7 +688,7 @@ export class ClusterJoinableQueue<T = unknown> extends ClusterQueue<T> {
   }
 
   override async unlink(): Promise<void> {
-    await this.script('unlink()', UNLINK, this.redisKeys(), [this.prefix]);
+    await this.script('unlink()', UNLINK, [...this.redisKeys(), ...this.answeredRecords()], [this.prefix]);
   }
 
   override async get(options?: ClusterQueueWaitOptions): Promise<T> {
