@@ -19,6 +19,7 @@
         "native/src/net.cc",
         "native/src/proc.cc",
         "native/src/segment.cc",
+        "native/src/spawn.cc",
         "native/src/waiter.cc"
       ],
       # Node's common.gypi already adds -std=gnu++17, -fno-exceptions and

@@ -52,6 +52,45 @@ const packageEntryStaysExternal = {
   },
 };
 
+// Node's built-ins reach the ES module bundle through `require`, not
+// `import … from 'node:fs'`: in an ES module each built-in imported is a
+// module of its own for the loader to resolve, wrap (every export) and link,
+// ~0.2 ms apiece in a fresh worker thread, where a pool worker loads the
+// chunk below on its way to its first task (measured: a worker's import of
+// its entry took ~1 ms less with the chunk's seven built-ins required).
+// The source keeps ordinary imports; the bundle reads each from a shim
+// that requires it. Only built-ins that every thread has loaded anyway (or
+// nearly: os) go this way: a shim the chunk shares with index.js is
+// evaluated in a worker whether or not the worker uses it (crypto, say,
+// which costs 1–3 ms to load), where an unused import was dropped.
+const REQUIRED_BUILTINS = new Set(['node:fs', 'node:path', 'node:url', 'node:os', 'node:timers', 'node:async_hooks', 'node:util']);
+const builtinsThroughRequire = {
+  name: 'builtins-through-require',
+  setup(b) {
+    // Anything else (the shim's own node:module too) is left to esbuild, which
+    // drops an import of a built-in whose bindings go unused.
+    b.onResolve({ filter: /^node:/ }, (args) =>
+      args.namespace !== 'builtin' && REQUIRED_BUILTINS.has(args.path) ? { path: args.path, namespace: 'builtin' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'builtin' }, async (args) => {
+      const names = Object.keys(await import(args.path)).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
+      const lines = names.map((n) => `export const ${n} = /* @__PURE__ */ pick(${JSON.stringify(n)});`);
+      // Pure: a built-in none of whose exports is used is not loaded at all, as an unused import was dropped.
+      return {
+        contents: [
+          `import { createRequire } from 'node:module';`,
+          `function load() { return createRequire(import.meta.url)(${JSON.stringify(args.path)}); }`,
+          `const m = /* @__PURE__ */ load();`,
+          `function pick(name) { return m[name]; }`,
+          `export default m;`,
+          ...lines,
+        ].join('\n'),
+        loader: 'js',
+      };
+    });
+  },
+};
+
 // The package entry and a pool worker's entry (pool/worker-entry.ts), split:
 // what both use goes to a chunk both import, so a worker loads about a
 // quarter of the package instead of all of it, and a module that imports
@@ -64,6 +103,7 @@ await build({
   entryPoints: { index: 'src/index.ts', 'pool-worker': 'src/pool/worker-entry.ts' },
   splitting: true,
   chunkNames: '[name]-[hash]',
+  plugins: [builtinsThroughRequire],
   define: {
     __MPTS_BOOTSTRAP_FILE__: JSON.stringify('./bootstrap.cjs'),
     __MPTS_TS_HOOKS_FILE__: JSON.stringify('./ts-hooks.mjs'),

@@ -20,6 +20,8 @@
 //   tuneTcpKeepalive(fd, intervalSeconds, probes, userTimeoutMs) -> boolean
 //     (added within ABI 3: the loader treats it as optional, so a build
 //     from before it still loads)
+//   spawnDetached(file, argv, cwd)                  -> { pid, stdin }
+//     (added within ABI 3, optional as tuneTcpKeepalive)
 //   version                                         -> 1 (ABI of this file)
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
 #include <node.h>
@@ -76,6 +78,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "asyncContextGet", AsyncContextGet, 0);
   SetFunction(context, exports, "asyncContextSwap", AsyncContextSwap, 1);
   SetFunction(context, exports, "tuneTcpKeepalive", TuneTcpKeepalive, 4);
+  SetFunction(context, exports, "spawnDetached", SpawnDetached, 3);
   exports
       ->Set(context,
             v8::String::NewFromUtf8Literal(isolate, "version",

@@ -7,6 +7,7 @@
 //   proc.cc      gettid, setParentDeathSignal
 //   context.cc   asyncContextGet, asyncContextSwap
 //   net.cc       tuneTcpKeepalive
+//   spawn.cc     spawnDetached
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -30,6 +31,7 @@ void SetParentDeathSignal(const Callback& args);
 void AsyncContextGet(const Callback& args);
 void AsyncContextSwap(const Callback& args);
 void TuneTcpKeepalive(const Callback& args);
+void SpawnDetached(const Callback& args);
 
 }  // namespace mpts
 

@@ -55,6 +55,16 @@ export interface NativeAddon {
    * fd; false when it refused. Absent from builds made before it (same ABI).
    */
   tuneTcpKeepalive?(fd: number, intervalSeconds: number, probes: number, userTimeoutMs: number): boolean;
+  /**
+   * Starts `file` with `argv` (its name first) in a session of its own, in
+   * `cwd`, with a new pipe as its standard input and /dev/null for the rest;
+   * returns its pid and the pipe's write end (close-on-exec). posix_spawn:
+   * unlike a fork, it does not copy this process's page tables (see
+   * native/src/spawn.cc). Nothing reaps the child. Absent from builds made
+   * before it (same ABI).
+   * @throws an fs-style error (`code`) when the program cannot be started.
+   */
+  spawnDetached?(file: string, argv: string[], cwd: string): { pid: number; stdin: number };
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */

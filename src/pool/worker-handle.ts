@@ -20,9 +20,9 @@ declare const __MPTS_POOL_WORKER_FILE__: string | undefined;
 
 /**
  * The module that exports the worker's target, `runWorker`, by reference
- * (worker-entry.ts: what a worker loads, a fraction of the package). Named
- * as `module`, it is not read in the parent: the child finds the export by
- * its fingerprint.
+ * (worker-entry.ts: what a worker loads, a fraction of the package), and
+ * that a `'thread'` worker is launched on. Named as `module`, it is not
+ * read in the parent: the child finds the export by its fingerprint.
  */
 const WORKER_ENTRY = new URL(
   typeof __MPTS_POOL_WORKER_FILE__ === 'string' ? __MPTS_POOL_WORKER_FILE__ : './worker-entry.js',
@@ -117,7 +117,8 @@ export class WorkerHandle {
       this.process.name = this.process.name.replace('Process', 'PoolWorker');
       if (options.heapLimitMb) limitHeap(this.process, options.heapLimitMb);
       if (launch) adoptLaunch(this.process, launch);
-      this.process.start();    } catch (err) {
+      this.process.start();
+    } catch (err) {
       launch?.end();
       throw err;
     }
@@ -139,7 +140,7 @@ export class WorkerHandle {
    */
   private static launch(options: WorkerOptions): Launch | null {
     try {
-      return launchChild(options.method, options.heapLimitMb);
+      return launchChild(options.method, options.heapLimitMb, WORKER_ENTRY);
     } catch {
       return null;
     }

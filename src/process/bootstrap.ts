@@ -6,36 +6,9 @@
  * (No top-level await: the bundle ships this module as CommonJS.)
  */
 import { native } from '../native/addon.js';
-import { PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec, type SpareData } from './popen.js';
-import { workerThreads } from '../builtins.js';
-import { prepareTs, runChild } from './child.js';
-
-interface Received {
-  readonly spec: ChildSpec;
-  /** A spare's preparation, begun before the spec came. */
-  readonly prepared?: Promise<void>;
-}
-
-/**
- * A spare (or a thread launched before its spec, popen.ts `Launch`) readies
- * TypeScript while it waits, under tsx; a failure is reported by runChild,
- * under the child's name.
- */
-function prepareSpare(method: 'process' | 'thread', tsxApi: string | null): Promise<void> {
-  const prepared = prepareTs(method, tsxApi);
-  prepared.catch(() => {});
-  return prepared;
-}
-
-async function receiveThread(): Promise<Received> {
-  const { workerData, parentPort } = workerThreads();
-  const spare = (workerData as Partial<SpareData>).spare;
-  if (!spare) return { spec: workerData as ChildSpec };
-  // Listening first: the spec may be posted while the hooks are being registered.
-  const message = new Promise<ChildSpec>((resolve) => parentPort!.once('message', resolve));
-  const prepared = prepareSpare('thread', spare.tsxApi);
-  return { spec: await message, prepared };
-}
+import { PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildSpec } from './popen.js';
+import { runChild } from './child.js';
+import { prepareSpare, receiveThread, type Received } from './thread-child.js';
 
 /**
  * The signals a terminal or a service manager sends a whole process group

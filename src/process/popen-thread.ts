@@ -80,19 +80,20 @@ function threadResourceLimits(heapLimitMb: number | undefined): ResourceLimits |
   return processHeapMb === null ? undefined : { maxOldGenerationSizeMb: processHeapMb };
 }
 
-function newWorker(workerData: ChildSpec | SpareData, limits?: ChildLimits): Worker {
+/** A Worker running `main` (default: the bootstrap). */
+function newWorker(workerData: ChildSpec | SpareData, limits?: ChildLimits, main: URL = BOOTSTRAP_URL): Worker {
   const { Worker } = workerThreads();
   const resourceLimits = threadResourceLimits(limits?.heapLimitMb);
   const options = (): WorkerOptions => ({ workerData, execArgv: workerExecArgv(), resourceLimits });
   try {
-    return new Worker(BOOTSTRAP_URL, options());
+    return new Worker(main, options());
   } catch (err) {
     if ((err as NodeJS.ErrnoException)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV' || !execArgv) throw err;
     // A Worker refuses, by name, process-wide options (V8's, --title…) in an
     // explicit list; they are in effect for every thread of the process anyway.
     const refused = /flags: (.*)$/.exec((err as Error).message)?.[1]?.split(', ') ?? [];
     execArgv = withoutOptions(execArgv, new Set(refused));
-    return new Worker(BOOTSTRAP_URL, options());
+    return new Worker(main, options());
   }
 }
 
@@ -151,12 +152,20 @@ export interface ThreadLaunch extends Launch {
  * Launches a thread child now (a ready spare, or a Worker that boots and
  * waits for its spec as a spare does); `popenThread` hands it its spec.
  * A child with `limits` never takes a spare: spares were launched without them.
+ *
+ * `entry`: a module that runs `runThreadChild` itself (thread-child.ts) and
+ * that the target will be imported from (the pool's worker entry). A cold
+ * launch runs it instead of the bootstrap, which would only have loaded it
+ * after a CommonJS file of its own. Not under tsx: there the bootstrap
+ * must register the TypeScript hooks before anything of the program
+ * loads, and the entry may be a `.ts` file.
  */
-export function launchThread(limits?: ChildLimits): ThreadLaunch {
+export function launchThread(limits?: ChildLimits, entry?: URL): ThreadLaunch {
   const spare = limits ? null : takeSpare<ThreadSpare>('thread', workerExecArgv());
   let worker: Worker | null = null;
   if (!spare) {
-    worker = newWorker({ spare: { tsxApi: tsxApi() } }, limits);
+    const tsx = tsxApi();
+    worker = newWorker({ spare: { tsxApi: tsx } }, limits, entry && !tsx ? entry : BOOTSTRAP_URL);
     worker.unref();
   }
   let handed = false;

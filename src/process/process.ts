@@ -529,12 +529,17 @@ export function limitHeap(p: Process, mb: number): void {
  * a launched child does not, as spares booting beside the launched
  * children would compete with them for the CPU (measured: a first pool's
  * start under tsx took twice as long). Call `offerSpares` once they are up.
+ *
+ * `threadEntry`: for a `'thread'` child, a module that starts the thread
+ * itself as the bootstrap would (process/thread-child.ts), and that the
+ * child's target will be imported from: the thread is launched on it, one
+ * module load fewer (see `launchThread`).
  * @throws StateError where `start()` would refuse to start a child (nothing is launched).
  */
-export function launchChild(method: StartMethod, heapLimitMb?: number): Launch {
+export function launchChild(method: StartMethod, heapLimitMb?: number, threadEntry?: URL): Launch {
   checkMayStart();
   const limits = heapLimitMb ? { heapLimitMb } : undefined;
-  return method === 'process' ? launchProcess(limits) : launchThread(limits);
+  return method === 'process' ? launchProcess(limits) : launchThread(limits, threadEntry);
 }
 
 /**

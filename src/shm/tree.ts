@@ -10,12 +10,24 @@
  * marked names and the directory. It runs in its own session so a Ctrl-C to
  * the terminal's process group cannot stop it before it has cleaned up.
  *
- * If the reaper cannot run (no shell: a failed spawn is reported
- * asynchronously, by an 'error' event, after `spawn()` has returned a child
- * with pipes), or if it dies, the main process removes the same things
- * itself when it exits normally. That cleanup is armed from the start and
- * disarmed once the reaper has spawned, so an exit before the spawn is
- * known to have worked is covered too.
+ * The main thread starts the reaper with the native addon's posix_spawn
+ * (`spawnDetached`), not `child_process.spawn`: a fork copies this
+ * process's page tables under its memory map's lock, stalling the page
+ * faults of every other thread meanwhile, and the tree is usually made
+ * while a pool's first workers boot (measured: 3–5 ms of a first pool's
+ * start to its first result). Elsewhere (a Worker of the program's own
+ * that makes a tree: its reaper must see the end of that isolate, which
+ * closes its pipe) and with an addon built before `spawnDetached`,
+ * `child_process.spawn` starts it as before.
+ *
+ * If the reaper cannot run (no shell), or if it dies, the main process
+ * removes the same things itself when it exits normally. Through the addon
+ * a failed start throws at once, and a reaper that died is found at exit
+ * (nothing reaps it, so it stays a zombie until then). Through
+ * `child_process` a failed spawn is reported asynchronously, by an 'error'
+ * event after `spawn()` has returned a child with pipes; so that cleanup is
+ * armed from the start and disarmed once the reaper has spawned, and an
+ * exit before the spawn is known to have worked is covered too.
  *
  * `ledgers/` holds the children's ledgers (ledger.ts).
  */
@@ -23,6 +35,8 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
 import { childProcess, randomHex } from '../builtins.js';
 import { ExitStage, atExit } from '../finalize.js';
+import { processGone, startTimeOf } from '../liveness.js';
+import { native } from '../native/addon.js';
 import { runtime } from '../runtime.js';
 
 /** Where POSIX shared memory lives on Linux. */
@@ -47,6 +61,8 @@ function reaperShell(): string {
 
 /** Held so the pipe stays open for as long as this process lives. */
 let reaper: ChildProcess | null = null;
+/** The write end of a reaper's pipe started through the addon: never closed, so it closes with this process. */
+let reaperPipe: number | null = null;
 
 /**
  * The tree's directory, created (with its reaper) on first use in the main
@@ -68,6 +84,12 @@ export function treeDir(): string {
 }
 
 function startReaper(dir: string): void {
+  const addon = native();
+  // The main thread's id is the pid: only its pipe lasts as long as the process.
+  if (addon?.spawnDetached && addon.gettid() === process.pid) {
+    spawnReaper(addon.spawnDetached, dir);
+    return;
+  }
   // Without a reaper, clean what a normal exit lets us clean.
   let disarm: (() => void) | null = atExit(ExitStage.Tree, () => removeTree(dir));
   const rearm = () => void (disarm ??= atExit(ExitStage.Tree, () => removeTree(dir)));
@@ -92,6 +114,23 @@ function startReaper(dir: string): void {
   reaper.unref();
   // The pipe must not keep this process alive; it only has to exist.
   (reaper.stdin as unknown as { unref(): void }).unref();
+}
+
+/** Starts the reaper through the addon; at exit, cleans up itself when it could not, or when the reaper is gone. */
+function spawnReaper(spawnDetached: NonNullable<ReturnType<typeof native>>['spawnDetached'] & {}, dir: string): void {
+  const shell = reaperShell();
+  let pid: number;
+  try {
+    ({ pid, stdin: reaperPipe } = spawnDetached(shell, [shell, '-c', REAPER_SCRIPT, 'mpts-reaper', dir], '/'));
+  } catch {
+    atExit(ExitStage.Tree, () => removeTree(dir));
+    return;
+  }
+  const start = startTimeOf(pid);
+  atExit(ExitStage.Tree, () => {
+    // Killed by someone (a zombie now), or unknown to /proc: nobody is left to clean after us.
+    if (start === null || processGone(pid, start)) removeTree(dir);
+  });
 }
 
 /** What the reaper does, for a tree without one: the marked top-level names, then the directory. */
