@@ -178,13 +178,14 @@ describe('cluster objects under network faults', { skip }, () => {
         const getting = q.get({ timeout: 8000 });
         await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the read blocking');
         // The read's answer comes; the settling script after it gets no answer until released.
-        const settling = proxy.onSent(/queue-settle|:taken/, 'hold answers');
+        const settling = proxy.onSent(/:taken/, 'hold answers');
         await new direct.Queue<string>(0, { name }).put('A');
         const conn = await within(settling, 5000, 'the settling going out');
         q.close();
         await within(assert.rejects(getting, (e: Error) => e instanceof mp.ValueError && /closed/.test(e.message)), 5000, 'get() ending on close()');
         conn.release();
         assert.equal(await new direct.Queue<string>(0, { name }).get({ timeout: 5000 }), 'A', 'the item went back to the queue');
+        assert.equal(await new direct.Queue<string>(0, { name }).qsize(), 0, 'once');
       } finally {
         probe.disconnect();
       }
@@ -231,6 +232,49 @@ describe('cluster objects under network faults', { skip }, () => {
         probe.disconnect();
       }
     }));
+
+  it('Queue: a consumer whose take went overdue before it settled does not deliver the item another consumer took meanwhile (once, not twice); a non-blocking get() recovers overdue takes', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `overdue-${process.pid}`;
+      const tag = `{mpts:Queue:${name}}`;
+      const probe = new Redis(redis.url);
+      try {
+        const slow = new ctx.Queue<string>(0, { name });
+        await slow.qsize();
+        const held = proxy.onSent(/BLMOVE/i, 'hold answers');
+        const getting = slow.get({ timeout: 4000 }).then(
+          (x) => x,
+          (e: Error) => e,
+        );
+        const conn = await within(held, 5000, 'the read going out');
+        await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the read blocking');
+        await new direct.Queue<string>(0, { name }).put('X');
+        await until(async () => (await probe.keys(`${tag}:call:*:taken`)).length === 1, 5000, 'the read taking X');
+        // The slow consumer's grace runs out (moved rather than waited for) and another consumer takes X.
+        const [key] = await probe.zrange(`${tag}:taking`, '0', '-1');
+        await probe.zadd(`${tag}:taking`, '0', key!);
+        assert.equal(await new direct.Queue<string>(0, { name }).getNowait(), 'X');
+        // Now the read's answer reaches the slow consumer: it must not deliver X too.
+        conn.release();
+        const got = await within(getting, 8000, 'the slow get() ending');
+        assert.ok(got instanceof mp.Empty, `the slow consumer got ${String(got)}`);
+      } finally {
+        probe.disconnect();
+      }
+    }));
+
+  it('unlink() of a queue with thousands of call records pending removes everything', async () => {
+    const name = `many-records-${process.pid}`;
+    const q = new direct.Queue<number>(0, { name });
+    await Promise.all(Array.from({ length: 10_000 }, (_, i) => q.put(i)));
+    await q.unlink();
+    const probe = new Redis(redis.url);
+    try {
+      assert.deepEqual(await probe.keys(`{mpts:Queue:${name}}*`), []);
+    } finally {
+      probe.disconnect();
+    }
+  });
 
   it('list and dict: what a pop() takes after it gave up (Redis answered late) goes back', () =>
     throughProxy(async (proxy, ctx) => {

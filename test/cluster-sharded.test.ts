@@ -241,6 +241,55 @@ describe('cluster context on a Redis Cluster (sharded)', { skip }, () => {
     await manager.shutdown();
   });
 
+  /**
+   * Sets the slot of `tag` migrating to another master, runs `during()`
+   * (calls on objects there; the keys are all still on the source), moves
+   * the keys after 2.5 s and gives the slot to the target. `during`'s
+   * promise must settle only after that.
+   */
+  async function migrating<T>(tag: string, during: () => Promise<T>): Promise<T> {
+    const slot = Number(cluster.cli(['cluster', 'keyslot', tag]).trim());
+    const owns = (port: number) => Number(cluster.cli(['cluster', 'countkeysinslot', String(slot)], port).trim()) > 0;
+    const source = cluster.nodes.find((n) => owns(n.port))!;
+    const target = cluster.nodes.find((n) => n !== source)!;
+    const id = (port: number) => cluster.cli(['cluster', 'myid'], port).trim();
+    const [sourceId, targetId] = [id(source.port), id(target.port)];
+    cluster.cli(['cluster', 'setslot', String(slot), 'importing', sourceId], target.port);
+    cluster.cli(['cluster', 'setslot', String(slot), 'migrating', targetId], source.port);
+    let moved = false;
+    try {
+      const running = during().then((x) => (moved ? x : Promise.reject(new Error(`the calls ended before the keys moved (${inspect(x)})`))));
+      running.catch(() => {});
+      // Longer than ioredis' own retries of TRYAGAIN (16 redirections 100 ms apart).
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const keys = cluster.cli(['cluster', 'getkeysinslot', String(slot), '1000'], source.port).split('\n').filter(Boolean);
+      cluster.cli(['migrate', '127.0.0.1', String(target.port), '', '0', '5000', 'AUTH', PASSWORD, 'KEYS', ...keys], source.port);
+      moved = true;
+      for (const node of cluster.nodes) cluster.cli(['cluster', 'setslot', String(slot), 'node', targetId], node.port);
+      return await running;
+    } finally {
+      if (!moved) for (const node of cluster.nodes) cluster.cli(['cluster', 'setslot', String(slot), 'stable'], node.port);
+    }
+  }
+
+  it("a slot in migration: a Value's add() and a Queue's put() and getNowait() wait for the keys to move and then run once (each call's record key is missing, so Redis answers TRYAGAIN until then)", async () => {
+    const name = `moving-${process.pid}`;
+    const v = new ctx.Value('i', 0, { name });
+    await v.add(1);
+    assert.equal(await migrating(`{mpts:Value:${name}}`, () => v.add(1)), 2);
+    assert.equal(await v.get(), 2, 'added once');
+    const q = new ctx.Queue<number>(0, { name });
+    await q.put(1);
+    assert.deepEqual(await migrating(`{mpts:Queue:${name}}`, async () => {
+      await q.put(2);
+      return q.getNowait();
+    }), 1);
+    assert.equal(await q.getNowait(), 2, 'put once');
+    await assert.rejects(q.getNowait(), mp.Empty);
+    await v.unlink();
+    await q.unlink();
+  });
+
   it('a wrong password is refused within the connect timeout with a ClusterError naming the URL, password masked', async () => {
     const wrong = cluster.url.replace(PASSWORD, 'not-the-password');
     const bad = mp.getContext(wrong as `redis-cluster://${string}`);

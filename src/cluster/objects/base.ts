@@ -24,11 +24,13 @@ import { describe } from '../../describe.js';
 import { SHARED, registerShared, type SharedHandle } from '../../serialize/shared.js';
 import { checkName, objectKey, randomName } from '../keys.js';
 import type { ClusterClientOptions, ClusterClients } from '../redis.js';
-import { ObjectClients, type Late, type Script } from './connection.js';
+import { ObjectClients, SLOT_MOVING_PAUSE_MS, slotMoving, type Late, type Script } from './connection.js';
 import { AnsweredCalls, newCallKey, type ChangeScript } from './call-records.js';
 
 /** Tries of a change that ioredis aborted (see `change`). */
 const ABORT_TRIES = 3;
+/** How long a change refused by a slot in migration is tried again (a slot's keys move in seconds). */
+const SLOT_MOVING_MAX_MS = 30_000;
 
 /** Whether ioredis aborted the command (ours wrap its error as the cause of a `ClusterError`). */
 function abortedByClient(err: unknown): boolean {
@@ -216,6 +218,7 @@ export abstract class ClusterObject {
     let answered = answeredBy.get(this.conn);
     if (!answered) answeredBy.set(this.conn, (answered = new AnsweredCalls()));
     if (keys.length !== script.ownKeys) throw new Error(`internal: ${script.name} takes ${script.ownKeys} keys, got ${keys.length}`);
+    const started = performance.now();
     for (let tries = 1; ; tries++) {
       const forget = answered.take(this.prefix);
       try {
@@ -227,7 +230,13 @@ export abstract class ClusterObject {
         return result;
       } catch (err) {
         answered.add(this.prefix, forget);
-        if (!abortedByClient(err) || tries >= ABORT_TRIES) throw err;
+        if (abortedByClient(err) && tries < ABORT_TRIES) continue;
+        // A slot in migration (Redis Cluster) refuses the call until its keys have moved: the same call again.
+        if (slotMoving(err) && performance.now() - started < SLOT_MOVING_MAX_MS) {
+          await new Promise((resolve) => setTimeout(resolve, SLOT_MOVING_PAUSE_MS));
+          continue;
+        }
+        throw err;
       }
     }
   }

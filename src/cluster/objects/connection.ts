@@ -266,6 +266,20 @@ export class ObjectClients {
   }
 }
 
+/** Pause before a call a slot in migration refused is tried again (ms). */
+export const SLOT_MOVING_PAUSE_MS = 100;
+
+/**
+ * Whether a Redis Cluster refused a call because its slot is being moved
+ * (TRYAGAIN while the keys a script declares are split between nodes, or
+ * ioredis giving up after its redirections): the call did not run, and the
+ * same call may be sent again.
+ */
+export function slotMoving(err: unknown): boolean {
+  const messages = [(err as Error)?.message, ((err as Error)?.cause as Error | undefined)?.message];
+  return messages.some((m) => typeof m === 'string' && /TRYAGAIN|Too many Cluster redirections|non local key/.test(m));
+}
+
 /** `EVALSHA`, falling back to `EVAL` the first time Redis meets the script (or after it restarted). */
 export async function runScript(redis: RedisClient, script: Script, keys: readonly string[], args: readonly (string | Buffer | number)[]): Promise<unknown> {
   if (script.keys >= 0 && keys.length !== script.keys) throw new Error(`internal: script ${script.name} takes ${script.keys} keys, got ${keys.length}`);

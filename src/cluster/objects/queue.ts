@@ -71,6 +71,7 @@ import { pack, unpack } from '../codec.js';
 import { randomName } from '../keys.js';
 import { ObjectClients, Script } from './connection.js';
 import { ChangeScript } from './call-records.js';
+import { SLOT_MOVING_PAUSE_MS, slotMoving } from './connection.js';
 import { ClusterObject, checkMs, notOverNetwork, objectOptions, registerClusterKind, type ClusterKind, type ClusterObjectOptions, type Settings } from './base.js';
 
 /** The longest one blocking read or sleep lasts before the waiter looks again. */
@@ -109,10 +110,32 @@ RECORD(n)
 return n`,
 );
 
+/**
+ * Lua: puts back at the head of KEYS[1] the items of up to `limit` takes
+ * listed in \`taking\` whose consumer never settled them in time (it died
+ * between its read and its settling). Their lists are reached without
+ * being declared (they share the queue's hash tag), so on a Redis Cluster
+ * a slot in migration skips them for now.
+ */
+const RECOVER_TAKES = (taking: string, limit: number) => `do
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, stale in ipairs(redis.call('ZRANGEBYSCORE', ${taking}, '-inf', now, 'LIMIT', 0, ${limit})) do
+    local items = redis.pcall('LRANGE', stale, 0, -1)
+    if type(items) == 'table' and not items.err then
+      for i = #items, 1, -1 do redis.call('LPUSH', KEYS[1], items[i]) end
+      redis.pcall('DEL', stale)
+      redis.call('ZREM', ${taking}, stale)
+    end
+  end
+end`;
+
+/** Takes the head of KEYS[1]; first puts back overdue takes' items (KEYS[2], see RECOVER_TAKES). */
 const TAKE = new ChangeScript(
   'queue-take',
-  1,
+  2,
   `if REPEATED then return ANSWER end
+${RECOVER_TAKES('KEYS[2]', 4)}
 local item = redis.call('LPOP', KEYS[1])
 if item then
   if ARGV[1] == '1' then redis.call('PUBLISH', ARGV[2], '1') end
@@ -133,16 +156,17 @@ return 1`,
 
 /**
  * How long after its read's block time a blocking take's list may stay
- * unsettled before any other consumer puts its items back (TAKE_SETTLE):
- * its consumer settles right after the read, unless it died (or its
- * event loop stalled this long: then an item may be delivered twice).
+ * unsettled before any other consumer puts its items back (RECOVER_TAKES),
+ * at least: its consumer settles right after the read unless it died.
+ * (A consumer that settles later finds the list gone and does not deliver
+ * the item: it went to another consumer.)
  */
 const TAKE_GRACE_MS = 60_000;
 
 /**
  * Lists a blocking take's own list KEYS[2] in the queue's set of takes in
  * progress KEYS[1] (score: by when it must be settled, on Redis' clock),
- * sent in one go with the read (so it costs no round trip).
+ * written together with the read (so it costs no round trip).
  */
 const REGISTER_TAKE = `local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]), KEYS[2])
@@ -156,40 +180,33 @@ return 1`;
  * the second run's. Every item in it but the one received goes back to the
  * head of KEYS[1], in order, and the list goes. With more than one and no
  * digest ARGV[2] of the received item, nothing changes and -1 asks for it
- * (so the item is sent back only on that rare path). Running twice changes
- * nothing. Then the items of takes whose consumer never settled them in
- * time (it died between its read and this) go back to the head too: those
- * lists are reached without being declared (they share the queue's hash
- * tag), so on a Redis Cluster a slot in migration skips them for now.
+ * (so the item is sent back only on that rare path). Answers 1 when the
+ * received item was there (the caller may deliver it), 0 when not: the
+ * take was overdue and another consumer put it back, so it is theirs. A
+ * change script: a repeat answers as the first run. Then overdue takes of
+ * others are recovered (RECOVER_TAKES).
  */
-const SETTLE_TAKE = new Script(
+const SETTLE_TAKE = new ChangeScript(
   'queue-settle-take',
   3,
-  `local got = redis.call('LRANGE', KEYS[2], 0, -1)
+  `if REPEATED then return tonumber(ANSWER) end
+local got = redis.call('LRANGE', KEYS[2], 0, -1)
 local keep = ARGV[1] == '1'
-if keep and #got > 1 and not ARGV[2] then return -1 end
-local back = 0
+if keep and #got > 1 and OWN < 2 then return -1 end
+local kept = 0
 for i = #got, 1, -1 do
   if keep and (#got == 1 or redis.sha1hex(got[i]) == ARGV[2]) then
     keep = false
+    kept = 1
   else
     redis.call('LPUSH', KEYS[1], got[i])
-    back = back + 1
   end
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], KEYS[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, stale in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 16)) do
-  local items = redis.pcall('LRANGE', stale, 0, -1)
-  if type(items) == 'table' and not items.err then
-    for i = #items, 1, -1 do redis.call('LPUSH', KEYS[1], items[i]) end
-    redis.pcall('DEL', stale)
-    redis.call('ZREM', KEYS[3], stale)
-  end
-end
-return back`,
+if #got > 0 then RECORD(kept) end
+${RECOVER_TAKES('KEYS[3]', 16)}
+return kept`,
 );
 
 /** Deletes a plain queue's items (KEYS[1]), its set of takes in progress (KEYS[2]) and their lists, and KEYS[3..] (its call records). */
@@ -197,7 +214,9 @@ const UNLINK_PLAIN = new Script(
   'queue-unlink-plain',
   -1,
   `for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.pcall('DEL', key) end
-return redis.call('DEL', unpack(KEYS))`,
+local n = 0
+for i = 1, #KEYS, 1000 do n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, #KEYS))) end
+return n`,
 );
 
 /** Registers the consumer, renews its lease, and takes an item into its processing list if there is one. */
@@ -322,7 +341,9 @@ const UNLINK = new Script(
   `for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. ':proc:' .. id, ARGV[1] .. ':alive:' .. id)
 end
-return redis.call('DEL', unpack(KEYS))`,
+local n = 0
+for i = 1, #KEYS, 1000 do n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, #KEYS))) end
+return n`,
 );
 
 /** The waits a queue's options ask for. */
@@ -491,7 +512,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
 
   /** @internal Takes an item if there is one. */
   protected async takeNow(_take: boolean): Promise<Buffer | null> {
-    const got = await this.change('get()', TAKE, [this.items], [this.maxsize > 0 ? '1' : '0', this.#room], this.#putBackLate());
+    const got = await this.change('get()', TAKE, [this.items, this.#taking], [this.maxsize > 0 ? '1' : '0', this.#room], this.#putBackLate());
     return Buffer.isBuffer(got) ? got : null;
   }
 
@@ -528,46 +549,93 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
         // once, each resent by itself after a reconnect, in order): if this process dies after Redis ran
         // the read and before the settling, the next consumer to settle puts the item back.
         // (Should the listing fail, only a crash right after the read would leave its item aside.)
-        redis.eval(REGISTER_TAKE, 2, this.#taking, taken, Math.max(1, ms) + TAKE_GRACE_MS).catch(() => {});
+        redis.eval(REGISTER_TAKE, 2, this.#taking, taken, Math.max(1, ms) + this.#graceMs).catch(() => {});
         try {
           return await redis.blmoveBuffer(this.items, taken, 'LEFT', 'RIGHT', Math.max(1, ms) / 1000);
         } catch (err) {
-          // A failover ends a blocked read with UNBLOCKED: nothing was taken; the caller reads again.
+          // A failover ends a blocked read with UNBLOCKED, a slot in migration answers TRYAGAIN: nothing was taken; the caller reads again.
           if (/^UNBLOCKED/.test((err as Error)?.message ?? '')) return null;
+          if (slotMoving(err)) {
+            await new Promise((resolve) => setTimeout(resolve, SLOT_MOVING_PAUSE_MS));
+            return null;
+          }
           // Otherwise the read may have run before it failed.
           if (!this.conn.clients.closed) this.#settleLater(taken, null);
           throw err;
         }
       },
-      () => this.#settleTake(taken, null),
+      () => this.#settleLater(taken, null),
     );
     const item = this.#closed ? null : got;
-    await this.#settleTake(taken, item).catch(() => this.#settleLater(taken, item));
-    if (item !== null && this.#closed) {
+    const settle = this.#settling(taken, item);
+    let kept: boolean;
+    try {
+      kept = await settle();
+    } catch (err) {
+      // Whether it settled is unknown: it goes on in the background, and an item it finds kept goes back
+      // (its caller gets this error, not the item); one it does not find went to another consumer.
+      this.#settleLater(taken, item, settle);
+      throw err;
+    }
+    if (item === null) return null;
+    // Overdue (this process was that slow): another consumer put the item back, and it is theirs now.
+    if (!kept) return null;
+    if (this.#closed) {
       // close() came while the take settled: its get() is gone, so the item goes back.
-      const callKey = this.newCallKey();
-      await this.putBack(item, callKey).catch(() => this.conn.background(`${this.kind}('${this.name}') put back`, () => this.putBack(item, callKey)));
+      await this.#putBackOnce(item, settle).catch(() => this.conn.background(`${this.kind}('${this.name}') put back`, () => this.#putBackOnce(item, settle)));
       return null;
     }
-    if (item !== null && this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
+    if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
     return item;
   }
 
-  /** Puts back what a blocking take moved into `taken` but `received` (see SETTLE_TAKE). */
-  async #settleTake(taken: string, received: Buffer | null): Promise<void> {
-    const what = `${this.kind}('${this.name}').get() settling`;
-    const keys = [this.items, taken, this.#taking];
-    if (received === null) {
-      await this.conn.script(what, SETTLE_TAKE, keys, ['0']);
-      return;
-    }
-    if (Number(await this.conn.script(what, SETTLE_TAKE, keys, ['1'])) >= 0) return;
-    await this.conn.script(what, SETTLE_TAKE, keys, ['1', createHash('sha1').update(received).digest('hex')]);
+  /** Time a consumer has to settle a take, after the read's own block time. */
+  get #graceMs(): number {
+    return Math.max(TAKE_GRACE_MS, 3 * this.conn.callTimeoutMs);
   }
 
-  /** Settles a blocking take whose settling failed (Redis went away), in the background. */
-  #settleLater(taken: string, received: Buffer | null): void {
-    this.conn.background(`${this.kind}('${this.name}').get() settling (${taken})`, () => this.#settleTake(taken, received));
+  /**
+   * The settling of one blocking take (see SETTLE_TAKE), as a function that
+   * may be run again as the same calls: true when the caller may deliver
+   * `received`.
+   */
+  #settling(taken: string, received: Buffer | null): (() => Promise<boolean>) & { readonly backKey: string } {
+    const what = 'get() settling';
+    const keys = [this.items, taken, this.#taking];
+    const first = this.newCallKey();
+    const second = this.newCallKey();
+    const backKey = this.newCallKey();
+    const run = async (): Promise<boolean> => {
+      if (received === null) {
+        await this.change(what, SETTLE_TAKE, keys, ['0'], undefined, first);
+        return false;
+      }
+      // An answer that comes after the settling was given up: a kept item's caller is gone, so it goes back.
+      const late = (r: unknown) => (Number(r) === 1 ? this.putBack(received, backKey) : undefined);
+      let kept = Number(await this.change(what, SETTLE_TAKE, keys, ['1'], late, first));
+      if (kept === -1) kept = Number(await this.change(what, SETTLE_TAKE, keys, ['1', createHash('sha1').update(received).digest('hex')], late, second));
+      return kept === 1;
+    };
+    return Object.assign(run, { backKey });
+  }
+
+  /** Puts back an item whose take was settled (as one call, however often tried). */
+  #putBackOnce(item: Buffer, settle: { readonly backKey: string }): Promise<void> {
+    return this.putBack(item, settle.backKey);
+  }
+
+  /**
+   * Settles a blocking take in the background (its caller is gone, or does
+   * not get the item): a received item found kept goes back to the queue.
+   * Nothing is tried once the context is closed: the take stays listed,
+   * and the next consumer to settle after its grace puts its items back.
+   */
+  #settleLater(taken: string, received: Buffer | null, settle = this.#settling(taken, received)): void {
+    if (this.conn.clients.closed) return;
+    this.conn.background(`${this.kind}('${this.name}').get() settling ${taken}`, async () => {
+      if (this.conn.clients.closed) return;
+      if ((await settle()) && received !== null) await this.#putBackOnce(received, settle);
+    });
   }
 
   /** How many items are in it (approximate while others put and get, as in Python). */
