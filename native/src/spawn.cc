@@ -15,7 +15,10 @@
 // The child gets what Node's spawn would give it: default signal
 // dispositions (Node ignores SIGPIPE, which an exec would otherwise pass on)
 // and an empty signal mask, /dev/null as stdout and stderr, `cwd` as its
-// working directory, and this process's environment. The pipe's write end is
+// working directory (with glibc 2.29 or later, which has the file action
+// for it; before, the parent's: the reaper's script changes directory
+// itself), and this process's environment; `file` is looked up in PATH
+// when it has no slash, as Node's spawn does. The pipe's write end is
 // close-on-exec, so no other child inherits it: only this process's end
 // keeps the reaper waiting. Nothing watches the child: a reaper that dies
 // stays a zombie until this process exits (the caller checks /proc).
@@ -119,7 +122,9 @@ void SpawnDetached(const Callback& args) {
                                           0);
   }
   if (rc == 0) rc = posix_spawn_file_actions_adddup2(actions, 1, 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
   if (rc == 0) rc = posix_spawn_file_actions_addchdir_np(actions, cwd.c_str());
+#endif
   if (rc == 0) rc = posix_spawnattr_setsigmask(attr, &none);
   if (rc == 0) rc = posix_spawnattr_setsigdefault(attr, &all);
   if (rc == 0) {
@@ -129,8 +134,8 @@ void SpawnDetached(const Callback& args) {
   }
   pid_t pid = -1;
   if (rc == 0) {
-    rc = posix_spawn(&pid, file.c_str(), actions, attr, argv_ptrs.data(),
-                     environ);
+    rc = posix_spawnp(&pid, file.c_str(), actions, attr, argv_ptrs.data(),
+                      environ);
   }
   close(fds[0]);
   if (rc != 0) {

@@ -52,8 +52,12 @@
  * wakes the parent about k times, not n: each wake (the futex wait's
  * registration and delivery) takes a core from the workers for about
  * 0.1 ms. A worker that runs out first takes units back from another
- * (balancer.ts), woken by its own last answer. Units with a time limit
- * keep eager reads.
+ * (balancer.ts), woken by its own last answer. An error answer, or one
+ * spilled to a file, wakes the reader at once (the first error settles
+ * the map and its handed units are skipped; spill files must not pile up
+ * in /dev/shm), and a sleep lasts LAZY_SLICE_MS at most, so `stats()` lags
+ * by no more. Units with a time limit, and units over SHARE_UNIT_BYTES
+ * (their payloads are spilled), keep windows and eager reads.
  *
  * Time limits are time-limits.ts; moving units away from a stuck worker is
  * balancer.ts.
@@ -95,8 +99,14 @@ const YIELD_MS = 10;
  * read lazily (see "Lazy answers").
  */
 const SPIN_RUN_MS = 0.5;
-/** The longest one lazy sleep on a worker's answers lasts before the reader looks again (a guard). */
-const LAZY_SLICE_MS = 1_000;
+/**
+ * The longest one lazy sleep on a worker's answers lasts: the reader then
+ * takes what has come, so `stats()` and `onProgress`-less maps' counts lag
+ * by at most this.
+ */
+const LAZY_SLICE_MS = 100;
+/** Units larger than this (bytes) never go out in whole shares (see shareWindow). */
+const SHARE_UNIT_BYTES = 16 * 1024;
 
 export const enum PoolState {
   Running = 0,
@@ -311,7 +321,8 @@ export class Dispatcher {
   private shareWindow(): number {
     const window = this.window();
     const next = this.queue.peek();
-    if (!(this.meanRunMs > SPIN_RUN_MS) || !next?.call.bulk || next.call.timeout !== undefined || this.active.length === 0) return window;
+    // Large payloads go to spill files in /dev/shm: those are handed out a window at a time, not a share.
+    if (!(this.meanRunMs > SPIN_RUN_MS) || !next?.call.bulk || next.call.timeout !== undefined || next.size > SHARE_UNIT_BYTES || this.active.length === 0) return window;
     let inFlight = 0;
     for (const w of this.active) inFlight += w.inFlight;
     return Math.min(MAX_WINDOW, Math.max(window, Math.ceil((this.queue.size + inFlight) / this.active.length)));

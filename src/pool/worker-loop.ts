@@ -413,14 +413,25 @@ class Worker {
    */
   private wakeParent(seq: number): void {
     const ints = this.ints;
+    const urgent = this.urgent;
+    this.urgent = false;
     const at = Atomics.load(ints, WAKE_AT);
-    if (at === 0 || (seq < at && !this.results.filling())) return;
+    if (at === 0 || (seq < at && !urgent && !this.results.filling())) return;
     if (Atomics.compareExchange(ints, WAKE_AT, at, 0) !== at) return;
     Atomics.add(ints, NOTIFY, 1);
     wake(ints, NOTIFY, 1);
   }
 
+  /**
+   * The answer just sent must reach a lazily sleeping parent now: an error
+   * (the first error settles its call, whose other units are then dropped)
+   * or one spilled to a file (files the parent has not read would pile up
+   * in /dev/shm while the ring stays nearly empty).
+   */
+  private urgent = false;
+
   private post(status: Status, payload: unknown, item: number): void {
+    if (status !== Status.Ok) this.urgent = true;
     const bytes = serializer().serialize([status, payload, item]);
     this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   }
@@ -431,6 +442,8 @@ class Worker {
    * practice: the parent drains whenever its event loop turns).
    */
   private put(item: unknown): void {
+    const size = item instanceof Uint8Array ? item.byteLength : typeof item === 'string' ? item.length * 3 : 0;
+    if (size > this.results.spillThreshold) this.urgent = true;
     this.results.putSync(item, true, Infinity, false);
   }
 }

@@ -43,6 +43,8 @@ import { runtime } from '../runtime.js';
 export const SHM_ROOT = '/dev/shm';
 
 const REAPER_SCRIPT = [
+  // (Its spawn sets the directory too, but not with a glibc older than 2.29: see native/src/spawn.cc.)
+  'cd /',
   "trap '' INT TERM HUP QUIT",
   'cat >/dev/null',
   'for f in "$1"/names/*; do [ -e "$f" ] && rm -f "/dev/shm/${f##*/}"; done',
@@ -122,7 +124,9 @@ function spawnReaper(spawnDetached: NonNullable<ReturnType<typeof native>>['spaw
   let pid: number;
   try {
     ({ pid, stdin: reaperPipe } = spawnDetached(shell, [shell, '-c', REAPER_SCRIPT, 'mpts-reaper', dir], '/'));
-  } catch {
+  } catch (err) {
+    // Without a reaper, a SIGKILL of this process would leave the tree's shared memory behind.
+    process.emitWarning(`multiprocessing-ts: could not start the shared-memory reaper (${shell}): ${(err as Error)?.message ?? err}; /dev/shm is cleaned at a normal exit only`);
     atExit(ExitStage.Tree, () => removeTree(dir));
     return;
   }
