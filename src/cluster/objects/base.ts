@@ -200,7 +200,9 @@ export abstract class ClusterObject {
    * run did. The id is marked answered once the answer came, also when it
    * comes late (to `late`). A change that ioredis aborted rather than
    * resent (a pipeline cut by a dropped connection: Redis may have run it)
-   * is sent again with its id, which makes that safe.
+   * is sent again with its id, which makes that safe; so is one a Redis
+   * Cluster refused while its slot migrates (it did not run), for up to
+   * SLOT_MOVING_MAX_MS.
    */
   /** The record keys of this process's answered calls of it, forgotten here: `unlink()` deletes them with its keys. */
   protected answeredRecords(): string[] {
