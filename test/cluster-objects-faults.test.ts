@@ -191,6 +191,35 @@ describe('cluster objects under network faults', { skip }, () => {
       }
     }));
 
+  it('Queue: a context closed while a blocking get() settles its take hands the item to that get() (it ran in Redis and is nowhere else)', () =>
+    throughProxy(async (proxy, ctx) => {
+      const name = `ctx-close-settle-${process.pid}`;
+      const probe = new Redis(redis.url);
+      try {
+        const q = new ctx.Queue<string>(0, { name });
+        const other = new direct.Queue<string>(0, { name });
+        // The settling script known to Redis already: the faulty call is one EVALSHA that runs.
+        const warm = q.get({ timeout: 5000 });
+        await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the warm-up read blocking');
+        await other.put('warm');
+        assert.equal(await warm, 'warm');
+        const held = proxy.onSent(/EVALSHA[\s\S]*:taken/, 'hold answers');
+        const getting = q.get({ timeout: 5000 }).then(
+          (x) => x,
+          (e: Error) => e,
+        );
+        await until(async () => (await probe.info('clients')).includes('blocked_clients:1'), 5000, 'the read blocking');
+        await other.put('precious');
+        await within(held, 5000, 'the settling going out');
+        // The settling ran in Redis (its list is gone); its answer never comes: the context closes.
+        await until(async () => (await probe.keys(`{mpts:Queue:${name}}:call:*:taken`)).length === 0, 5000, 'the settling running');
+        ctx.close();
+        assert.equal(await within(getting, 5000, 'the get() ending'), 'precious');
+      } finally {
+        probe.disconnect();
+      }
+    }));
+
   it('Queue: an item a blocking read took for a consumer that never settled it (gone) goes back once its take is overdue; unlink() removes such takes; a context closed under a blocked get() warns of nothing', () =>
     throughProxy(async (proxy, ctx) => {
       const name = `stranded-${process.pid}`;

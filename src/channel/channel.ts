@@ -573,11 +573,6 @@ export class Channel {
     return Math.max(0, (Atomics.load(this.w, PUTS) - Atomics.load(this.w, GETS)) | 0);
   }
 
-  /** Items whose payload is larger than this many bytes go to a spill file, not the ring. */
-  get spillThreshold(): number {
-    return this.spillAbove;
-  }
-
   /**
    * Whether committed, unread frames fill a quarter of the ring or more: a
    * reader that lets answers pile up (the pool's lazy wakes) reads before

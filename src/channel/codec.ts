@@ -183,6 +183,11 @@ export function prepareSkip(): void {
 /** What `readFrame` leaves in `readValue` for a Skip frame. */
 export const SKIPPED: unique symbol = Symbol('skipped');
 
+/** Whether the item prepared last went to a spill file (until the next `prepare`: also once committed). */
+export function preparedSpilled(): boolean {
+  return spilled !== null;
+}
+
 /** Payload bytes the prepared item needs at most. */
 export function preparedSize(): number {
   return size;

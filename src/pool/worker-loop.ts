@@ -23,6 +23,7 @@
  */
 import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
+import { preparedSpilled } from '../channel/codec.js';
 import { encode, abandon, cloneError } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND, MARKER } from '../serialize/shared.js';
@@ -442,9 +443,8 @@ class Worker {
    * practice: the parent drains whenever its event loop turns).
    */
   private put(item: unknown): void {
-    const size = item instanceof Uint8Array ? item.byteLength : typeof item === 'string' ? item.length * 3 : 0;
-    if (size > this.results.spillThreshold) this.urgent = true;
     this.results.putSync(item, true, Infinity, false);
+    if (preparedSpilled()) this.urgent = true;
   }
 }
 

@@ -572,6 +572,10 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     try {
       kept = await settle();
     } catch (err) {
+      // The context was closed under the settling: nothing can ask Redis again, and the settling may
+      // have run (the item is then nowhere else). So the caller gets the item; had the settling not
+      // reached Redis, the item is also delivered again once the take is overdue (at least once).
+      if (item !== null && this.conn.clients.closed) return item;
       // Whether it settled is unknown: it goes on in the background, and an item it finds kept goes back
       // (its caller gets this error, not the item); one it does not find went to another consumer.
       this.#settleLater(taken, item, settle);
