@@ -204,9 +204,16 @@ export abstract class ClusterObject {
    * Cluster refused while its slot migrates (it did not run), for up to
    * SLOT_MOVING_MAX_MS.
    */
+  /** The answered calls of its context in this process. */
+  #answered(): AnsweredCalls {
+    let answered = answeredBy.get(this.conn);
+    if (!answered) answeredBy.set(this.conn, (answered = new AnsweredCalls()));
+    return answered;
+  }
+
   /** The record keys of this process's answered calls of it, forgotten here: `unlink()` deletes them with its keys. */
   protected answeredRecords(): string[] {
-    return answeredBy.get(this.conn)?.takeAll(this.prefix) ?? [];
+    return this.#answered().takeAll(this.prefix);
   }
 
   protected async change(
@@ -217,8 +224,7 @@ export abstract class ClusterObject {
     late?: Late<unknown>,
     callKey = this.newCallKey(),
   ): Promise<unknown> {
-    let answered = answeredBy.get(this.conn);
-    if (!answered) answeredBy.set(this.conn, (answered = new AnsweredCalls()));
+    const answered = this.#answered();
     if (keys.length !== script.ownKeys) throw new Error(`internal: ${script.name} takes ${script.ownKeys} keys, got ${keys.length}`);
     const started = performance.now();
     for (let tries = 1; ; tries++) {

@@ -123,11 +123,6 @@ export class AnsweredCalls {
     this.#byPrefix.delete(prefix);
     return entry?.keys ?? [];
   }
-
-  /** Objects it holds keys for (for tests). */
-  get size(): number {
-    return this.#byPrefix.size;
-  }
 }
 
 /** This process's part of call ids: random, so ids of different processes differ. */

@@ -208,7 +208,7 @@ export class ObjectClients {
         return;
       } catch (err) {
         if (this.clients.closed || tries >= PUT_BACK_TRIES) {
-          process.emitWarning(`multiprocessing-ts: ${what}: could not put back what the call took after it was given up: ${(err as Error)?.message ?? err}`);
+          process.emitWarning(`multiprocessing-ts: ${what}: not done after ${tries} tries (what it was to give back may be lost): ${(err as Error)?.message ?? err}`);
           return;
         }
       }

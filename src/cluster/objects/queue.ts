@@ -586,7 +586,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     if (!kept) return null;
     if (this.#closed) {
       // close() came while the take settled: its get() is gone, so the item goes back.
-      await this.#putBackOnce(item, settle).catch(() => this.conn.background(`${this.kind}('${this.name}') put back`, () => this.#putBackOnce(item, settle)));
+      await this.putBack(item, settle.backKey).catch(() => this.conn.background(`${this.kind}('${this.name}') put back`, () => this.putBack(item, settle.backKey)));
       return null;
     }
     if (this.maxsize > 0) void this.conn.call('room', (redis) => redis.publish(this.#room, '1')).catch(() => {});
@@ -623,11 +623,6 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     return Object.assign(run, { backKey });
   }
 
-  /** Puts back an item whose take was settled (as one call, however often tried). */
-  #putBackOnce(item: Buffer, settle: { readonly backKey: string }): Promise<void> {
-    return this.putBack(item, settle.backKey);
-  }
-
   /**
    * Settles a blocking take in the background (its caller is gone, or does
    * not get the item): a received item found kept goes back to the queue.
@@ -638,7 +633,7 @@ export class ClusterQueue<T = unknown> extends ClusterObject implements AsyncIte
     if (this.conn.clients.closed) return;
     this.conn.background(`${this.kind}('${this.name}').get() settling ${taken}`, async () => {
       if (this.conn.clients.closed) return;
-      if ((await settle()) && received !== null) await this.#putBackOnce(received, settle);
+      if ((await settle()) && received !== null) await this.putBack(received, settle.backKey);
     });
   }
 
