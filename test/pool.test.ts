@@ -88,6 +88,22 @@ for (const method of METHODS) {
       assert.deepEqual(await pool.mapAsync(fx.square, range(10)).get(), range(10).map((x) => x * x));
     });
 
+    it('a chunk of numbers comes back exactly (-0, NaN, ±Infinity, 2^53 + 2, the smallest subnormal); chunks of other values, typed arrays and bare values are unchanged', async () => {
+      const numbers = [-0, NaN, Infinity, -Infinity, 2 ** 53 + 2, 5e-324, 1 / 3, 0, -7];
+      const back = await pool.map(fx.identity, numbers, 3);
+      assert.equal(back.length, numbers.length);
+      back.forEach((v, i) => assert.ok(Object.is(v, numbers[i]), `item ${i}: ${String(v)} is not ${String(numbers[i])}`));
+      assert.ok(Array.isArray(back) && back.every((v) => typeof v === 'number'), 'plain numbers in a plain array');
+      // A chunk that mixes numbers with other values, and values that are themselves Float64Arrays, take the envelope.
+      const mixed = [1, '2', 3, 4n, null, 6];
+      assert.deepStrictEqual(await pool.map(fx.identity, mixed, 3), mixed);
+      const arrays = [new Float64Array([1, 2]), new Float64Array([3]), new Float64Array(0)];
+      assert.deepStrictEqual(await pool.map(fx.identity, arrays, 3), arrays);
+      assert.deepStrictEqual(await pool.map(fx.identity, arrays, 1), arrays);
+      assert.deepStrictEqual(await pool.apply(fx.identity, [new Float64Array([5, 6])]), new Float64Array([5, 6]));
+      assert.deepStrictEqual(await pool.starmap(fx.mul, [[1, 2], [3, 4], [5, -0]], 3), [2, 12, -0]);
+    });
+
     it('test_map_async_callbacks: the callback gets the list, the errorCallback the error, before wait() resolves', async () => {
       const calls: unknown[] = [];
       await pool.mapAsync(fx.square, [1], undefined, { callback: (r) => calls.push(r), errorCallback: (e) => calls.push(e) }).wait();

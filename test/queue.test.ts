@@ -85,7 +85,8 @@ describe('Queue in one process', () => {
   it('carries numbers, bigints, strings, bytes and structured-cloneable values unchanged', async () => {
     const q = new mp.Queue();
     const items = [0, -0, 1, -1, 2 ** 31, 2.5, NaN, Infinity, 5n, -(2n ** 63n), 2n ** 100n, '', 'héllo ✓', 'x'.repeat(5000), true, false, null, undefined,
-      new Uint8Array([1, 2, 3]), new Uint8Array(100_000).fill(9), [1, [2]], { a: { b: 1 } }, new Map([[1, 'a']]), new Set([2]), new Date(5), new Float64Array([1.5]), new RangeError('boom')];
+      new Uint8Array([1, 2, 3]), new Uint8Array(100_000).fill(9), [1, [2]], { a: { b: 1 } }, new Map([[1, 'a']]), new Set([2]), new Date(5), new Float64Array([1.5]), new RangeError('boom'),
+      new Float64Array(0), new Float64Array([-0, NaN, Infinity, -Infinity, 2 ** 53 + 2, 5e-324]), new Float64Array(8).fill(3).subarray(2, 5), new Float64Array(50_000).map((_, i) => i / 3)];
     for (const item of items) await q.put(item);
     assert.equal(q.qsize(), items.length);
     for (const item of items) {
@@ -95,20 +96,47 @@ describe('Queue in one process', () => {
         assert.equal((got as Error).message, 'boom');
       } else {
         assert.deepStrictEqual(got, item);
+        if (item instanceof Float64Array) {
+          // Its own copy, whole: a view of a larger buffer arrives as just its elements.
+          assert.equal((got as Float64Array).byteOffset, 0);
+          assert.equal((got as Float64Array).buffer.byteLength, item.byteLength);
+          if (item.length > 0) assert.ok(Object.is((got as Float64Array)[0], item[0]));
+        }
       }
     }
+  });
+
+  it('refuses a Uint8Array or Float64Array whose buffer was detached with a SerializationError at put(); nothing is enqueued and the queue keeps working', async () => {
+    const q = new mp.Queue();
+    for (const make of [() => new Uint8Array(4), () => new Float64Array(4)]) {
+      const array = make();
+      structuredClone(array.buffer, { transfer: [array.buffer] });
+      const refused = (e: Error) => e instanceof mp.SerializationError && /whose ArrayBuffer was detached/.test(e.message) && e.message.includes(array.constructor.name);
+      assert.throws(() => q.putSync(array), refused);
+      await assert.rejects(q.put(array), refused);
+      assert.equal(q.qsize(), 0);
+      // Before the fix, the failed copy left the ring's slot taken: the next put hung.
+      q.putSync('next');
+      assert.equal(await q.get({ timeout: 5000 }), 'next');
+    }
+    assert.deepStrictEqual(await (async () => { await q.put(new Float64Array(0)); return q.get({ timeout: 5000 }); })(), new Float64Array(0));
   });
 
   it('copies the item at put(): later mutation does not leak', async () => {
     const q = new mp.Queue();
     const list = [1, 2];
     const bytes = new Uint8Array([1, 2, 3]);
+    const floats = new Float64Array([1, 2]);
     await q.put(list);
     q.putSync(bytes);
+    const pending = q.put(floats);
     list.push(3);
     bytes[0] = 99;
+    floats[0] = 99;
+    await pending;
     assert.deepEqual(await q.get(), [1, 2]);
     assert.deepEqual(q.getSync(), new Uint8Array([1, 2, 3]));
+    assert.deepStrictEqual(q.getSync(), new Float64Array([1, 2]));
   });
 
   it('refuses an uncloneable item at put() with its path; nothing is enqueued and the queue keeps working', async () => {

@@ -8,7 +8,8 @@
  * fast path: no `v8.serialize`, no allocation on the way in): int32 and
  * float64 numbers, bigints that fit 64 bits, well-formed strings (UTF-8; one
  * with a lone surrogate takes the serializer, which keeps it), booleans,
- * null, undefined, and plain Uint8Arrays. Everything else goes through the
+ * null, undefined, plain Uint8Arrays and plain Float64Arrays (a chunk's
+ * numeric results, pool/worker-loop.ts). Everything else goes through the
  * project's serializer: `encode` (shared objects become handles, what cannot
  * travel is refused with its path) and then `v8.serialize`. A payload larger
  * than the ring's spill threshold goes to a spill file (spill.ts) and the
@@ -19,6 +20,7 @@
  * than an object, to allocate nothing per small item.
  */
 import { v8 } from '../builtins.js';
+import { SerializationError } from '../errors.js';
 import { abandon, encode, toBytes, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
@@ -36,10 +38,12 @@ export const enum Tag {
   String = 9,
   Bytes = 10,
   V8 = 11,
-  /** Second word: the inner tag (String, Bytes or V8); payload: the spill file's name. */
+  /** Second word: the inner tag (String, Bytes, Floats or V8); payload: the spill file's name. */
   Spill = 12,
   /** No item: a frame that only moves TAIL, to wake sleeping consumers (`Channel.poke`); taken and dropped. */
   Skip = 13,
+  /** A Float64Array's elements as they are in memory (both ends share the machine; payloads start 8-aligned). */
+  Floats = 14,
 }
 
 /** Strings up to this many UTF-16 units are written straight into the ring (room reserved for 3 bytes each). */
@@ -142,7 +146,13 @@ export function prepare(item: unknown, spillAbove: number): void {
         return;
       }
       if (Object.getPrototypeOf(item) === Uint8Array.prototype && !((item as Uint8Array).buffer instanceof SharedArrayBuffer)) {
+        refuseDetached(item as Uint8Array, 'Uint8Array');
         return payload(Tag.Bytes, item as Uint8Array, spillAbove);
+      }
+      if (Object.getPrototypeOf(item) === Float64Array.prototype && !((item as Float64Array).buffer instanceof SharedArrayBuffer)) {
+        const floats = item as Float64Array;
+        refuseDetached(floats, 'Float64Array');
+        return payload(Tag.Floats, new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength), spillAbove);
       }
       break;
   }
@@ -155,6 +165,24 @@ export function prepare(item: unknown, spillAbove: number): void {
     throw err;
   }
   if (value.segments.length > 0) encoded = value;
+}
+
+/**
+ * Throws a SerializationError for an array whose buffer was detached
+ * (transferred): its bytes cannot be read, and copying them into the ring
+ * would fail half-way through a put, with the slot taken. V8's serializer
+ * refuses one likewise. (Node 20 has no `ArrayBuffer.prototype.detached`;
+ * a detached buffer is the one that cannot be viewed.)
+ */
+function refuseDetached(array: Uint8Array | Float64Array, kind: string): void {
+  if (array.byteLength > 0) return;
+  try {
+    new Uint8Array(array.buffer);
+  } catch {
+    throw new SerializationError(
+      `item is a ${kind} whose ArrayBuffer was detached (transferred, e.g. by postMessage or structuredClone with transfer); put a copy made before the transfer`,
+    );
+  }
 }
 
 function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
@@ -200,7 +228,7 @@ export function preparedSize(): number {
  * and the item's buffer is not shared (shared ones take the V8 path).
  */
 export function keepPrepared(copyBytes: boolean): Prepared {
-  const own = bytes && (copyBytes && tag === Tag.Bytes ? bytes.slice() : bytes);
+  const own = bytes && (copyBytes && (tag === Tag.Bytes || tag === Tag.Floats) ? bytes.slice() : bytes);
   return { tag, size, num, big, str, bytes: own, spillTag, encoded, spilled };
 }
 
@@ -241,6 +269,7 @@ export function writeFrame(v: Views, at: number): number {
       else v.bulk.set(bytes, p);
       break;
     case Tag.Bytes:
+    case Tag.Floats:
     case Tag.V8:
       v.bulk.set(bytes!, p);
       break;
@@ -304,6 +333,9 @@ export function readFrame(v: Views, at: number, header: number): Pending {
     case Tag.Bytes:
       readValue = copyOut(v, p, length);
       return Pending.None;
+    case Tag.Floats:
+      readValue = floatsOf(v.bulk.subarray(p, p + length));
+      return Pending.None;
     case Tag.V8:
       // A copy: V8's deserializer makes typed arrays that view its input.
       readValue = v.bulk.slice(p, p + length);
@@ -315,6 +347,13 @@ export function readFrame(v: Views, at: number, header: number): Pending {
     default:
       throw new Error(`corrupt queue frame (header ${header}); please report this`);
   }
+}
+
+/** A Float64Array of its own holding a copy of `bytes` (a whole number of elements). */
+function floatsOf(bytes: Uint8Array): Float64Array {
+  const out = new Float64Array(bytes.byteLength >> 3);
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
 }
 
 /**
@@ -368,6 +407,7 @@ export function finish(pending: Pending, value: unknown, spillTag: Tag, raw = fa
   const data = unspill(value as string);
   if (spillTag === Tag.String) return data.toString('utf8');
   if (spillTag === Tag.Bytes) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (spillTag === Tag.Floats) return floatsOf(data);
   return raw ? new Serialized(data) : decode(v8().deserialize(data), EVERY_KIND);
 }
 

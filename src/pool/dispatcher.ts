@@ -151,6 +151,13 @@ export class Dispatcher {
   private meanRunMs = NaN;
   private dispatchQueued = false;
   private dispatching = false;
+  /**
+   * Workers handed units in this dispatch round whose readers start when
+   * the round ends: a reader decides how long it may sleep (lazyWakeAt)
+   * from what is still queued, and a reader started before the round had
+   * shared out the rest would see it queued and wake needlessly early.
+   */
+  private readonly toRead: WorkerHandle[] = [];
   private readonly timeLimits: TimeLimits;
   private readonly balancer: Balancer;
   private brokenError: Error | null = null;
@@ -309,6 +316,7 @@ export class Dispatcher {
     } finally {
       this.dispatching = false;
     }
+    for (let w = this.toRead.pop(); w; w = this.toRead.pop()) if (!w.reading) void this.read(w);
     if (this.queue.size === 0) this.balancer.watch();
     this.stopIdle();
   }
@@ -381,7 +389,7 @@ export class Dispatcher {
       w.holdUntilEnd();
     }
     if (entries.length > 0) w.send(entries, () => this.dispatch());
-    if (handed > 0 && !w.reading) void this.read(w);
+    if (handed > 0 && !w.reading) this.toRead.push(w);
     return handed;
   }
 
@@ -484,8 +492,14 @@ export class Dispatcher {
     if (unreadable === undefined) {
       try {
         if (status === Status.Ok) {
-          // A chunk of one item answers with its bare value (protocol.ts).
-          value = enveloped ? decode(payload, EVERY_KIND) : unit.op === Op.Apply ? payload : [payload];
+          // A chunk of one item answers with its bare value, a chunk of numbers with a Float64Array (protocol.ts).
+          value = enveloped
+            ? decode(payload, EVERY_KIND)
+            : unit.op === Op.Apply
+              ? payload
+              : payload instanceof Float64Array
+                ? Array.from(payload)
+                : [payload];
         } else if (!unit.call.settled) {
           error = fromRecord(payload as ErrorRecord);
         }

@@ -105,8 +105,11 @@ export const enum Op {
 /**
  * A result item is either the unit's value itself, when it is a primitive
  * the channel carries without a serializer (number, string, boolean, null,
- * undefined, bigint) — for a chunk of one item, that item's value — or a
- * Uint8Array: the V8 bytes of an envelope `[Status, payload, item]`.
+ * undefined, bigint) — for a chunk of one item, that item's value — or, for
+ * a chunk of several items whose values are all numbers, a Float64Array of
+ * them, or a Uint8Array: the V8 bytes of an envelope `[Status, payload,
+ * item]`. (No unit's own value arrives as a Float64Array: only bare
+ * primitives skip the envelope.)
  */
 export const enum Status {
   /** payload: the encoded value (a chunk: the array of its values). */

@@ -10,8 +10,8 @@
  * handed over. Sync task functions run back to back with no await between
  * them; an async one is awaited. Waiting for work never blocks the event
  * loop (a short spin, then an async futex wait), and a long run of sync
- * units yields to it every few milliseconds, so timers and a thread's
- * `terminate()` are served.
+ * units yields to it every YIELD_MS, so timers of a task's async work are
+ * served.
  *
  * An error that escapes from a task's async work (an uncaught exception
  * in a timer or callback, a rejection nobody handles) would end a Node
@@ -94,8 +94,14 @@ async function loadPackage(): Promise<void> {
 /** Wakes every waiter of a word. */
 const WAKE_ALL = 0x7fffffff;
 
-/** A long run of sync units yields to the event loop after this long. */
-const YIELD_MS = 10;
+/**
+ * A long run of sync units yields to the event loop after this long (for
+ * timers and callbacks a task's async work left behind; a thread's
+ * `terminate()` interrupts sync code by itself). Each yield is a turn of the
+ * event loop, ~80 µs after a long unit has left the caches cold: at 10 ms
+ * it cost a map of 13 ms chunks ~0.6% of its run.
+ */
+const YIELD_MS = 50;
 
 
 /**
@@ -171,6 +177,12 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
+/** Whether every value of a chunk is a number (it then travels as a Float64Array). */
+function allNumbers(values: unknown[]): boolean {
+  for (let k = 0; k < values.length; k++) if (typeof values[k] !== 'number') return false;
+  return true;
+}
+
 /** Results the channel carries by hand: no envelope, no serializer. */
 function isBare(value: unknown): boolean {
   const t = typeof value;
@@ -204,7 +216,11 @@ class Worker {
     wake(this.ints, STATE, WAKE_ALL);
     for (;;) {
       let item = this.tasks.getSync(false, 0);
-      if (item === NOTHING) item = await this.tasks.get(true, Infinity);
+      if (item === NOTHING) {
+        item = await this.tasks.get(true, Infinity);
+        // The event loop ran while this worker waited: no yield is due yet.
+        this.lastYield = performance.now();
+      }
       if (!(item instanceof Uint8Array)) continue;
       if (!packageLoaded && carriesShared(item)) await loadPackage();
       const batch = serializer().deserialize(copyBytes(item)) as unknown[];
@@ -334,8 +350,11 @@ class Worker {
   /** Records the end, sends the answer, and now and then lets the event loop run. */
   private answer(seq: number, op: Op, ok: boolean, value: unknown): Promise<void> | undefined {
     this.floats[timeSlot(seq) + 1] = monoNow();
-    // A chunk of one item answers with its value alone, bare when it can be (the parent knows the chunk's size).
+    // A chunk of one item answers with its value alone, bare when it can be
+    // (the parent knows the chunk's size); a chunk of numbers, as a
+    // Float64Array (protocol.ts: no envelope, no serializer on either side).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
+    else if (ok && op !== Op.Apply && allNumbers(value as unknown[])) this.put(Float64Array.from(value as number[]));
     else if (ok) this.postValue(value, op !== Op.Apply);
     else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
