@@ -343,9 +343,5 @@ export class WorkerHandle {
     if (this.dead) return;
     this.deliberate ??= { seq, error };
     this.process.kill();
-    // An idle worker may be blocked on its task ring (worker-loop.ts
-    // IDLE_BLOCKING_MS): a thread ends only once it is back in JavaScript,
-    // so wake it (after the kill: woken first, it would sleep again).
-    this.tasks.channel.poke();
   }
 }

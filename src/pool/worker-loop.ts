@@ -8,10 +8,10 @@
  * says which one (STARTED, then ITEM per item of a chunk), so the parent can
  * tell, if this worker dies, which unit was running and which were only
  * handed over. Sync task functions run back to back with no await between
- * them; an async one is awaited. A long run of sync units yields to the
- * event loop every YIELD_MS, so timers of a task's async work are served;
- * waiting for work blocks the thread a slice at a time for a while, then
- * not at all (IDLE_BLOCKING_MS).
+ * them; an async one is awaited. Waiting for work never blocks the event
+ * loop (a short spin, then an async futex wait), and a long run of sync
+ * units yields to it every YIELD_MS, so timers of a task's async work are
+ * served.
  *
  * An error that escapes from a task's async work (an uncaught exception
  * in a timer or callback, a rejection nobody handles) would end a Node
@@ -90,20 +90,6 @@ async function loadPackage(): Promise<void> {
   await import('../index.js');
   packageLoaded = true;
 }
-
-/**
- * How long an idle worker waits for its next batch blocking its own thread
- * (in slices of YIELD_MS, with a turn of the event loop between them)
- * before it waits without blocking. The parent's commit then wakes this
- * thread itself. A wait that does not block goes through the addon's
- * waiter thread, which wakes the event loop: two wake-ups per batch, and a
- * third to re-arm the waiter when the worker goes idle again, each one
- * taking a core from workers still running (a small map after a pause
- * came back 0.1–0.25 ms sooner blocking, medians of 120). A pool used in
- * bursts stays in this window; timers of a task's async work wait up to a
- * slice meanwhile, as during a long run of sync units.
- */
-const IDLE_BLOCKING_MS = 1000;
 
 /** Wakes every waiter of a word. */
 const WAKE_ALL = 0x7fffffff;
@@ -231,7 +217,7 @@ class Worker {
     for (;;) {
       let item = this.tasks.getSync(false, 0);
       if (item === NOTHING) {
-        item = await this.nextBatch();
+        item = await this.tasks.get(true, Infinity);
         // The event loop ran while this worker waited: no yield is due yet.
         this.lastYield = performance.now();
       }
@@ -260,21 +246,6 @@ class Worker {
         if (pending) await pending;
       }
     }
-  }
-
-  /**
-   * Waits for the next batch (see IDLE_BLOCKING_MS): blocking this thread
-   * in slices, with a turn of the event loop between them, then, once idle
-   * for long, without blocking it.
-   */
-  private async nextBatch(): Promise<unknown> {
-    const idleSince = performance.now();
-    while (performance.now() - idleSince < IDLE_BLOCKING_MS) {
-      const item = this.tasks.getSync(true, performance.now() + YIELD_MS);
-      if (item !== NOTHING) return item;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    return this.tasks.get(true, Infinity);
   }
 
   /** An error that escaped from async work: it fails the async unit being awaited, or is reported. */
