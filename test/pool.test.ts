@@ -472,6 +472,20 @@ describe('Pool, one per test', () => {
       await p.join();
     });
 
+    it(`a timer a task left fires on time while its worker waits for work (the wait does not block its event loop) (${method})`, async (t) => {
+      const p = new mp.Pool(1, { context: method, module });
+      t.after(() => p.terminate());
+      await p.apply(fx.square, [2]);
+      const flag = mp.RawArray('i', 1);
+      const returned = performance.now();
+      assert.equal(await p.apply(fx.flagLater, [flag, 20]), 1);
+      await eventually(() => Atomics.load(flag, 0) === 1, 10_000, 'the timer to fire');
+      // A wait that blocked the worker's thread (even in slices) would hold the timer back.
+      const late = performance.now() - returned;
+      assert.ok(late < 700, `the timer fired ${late.toFixed(0)} ms after the task returned`);
+      assert.equal(await p.apply(fx.square, [3]), 9, 'the worker serves on');
+    });
+
     it(`while a long task runs alone, with nothing to move, the balancer arms no timer (${method})`, async (t) => {
       const p = new mp.Pool(2, { context: method, module });
       t.after(() => p.terminate());
