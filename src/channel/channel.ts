@@ -88,7 +88,7 @@
  */
 import { native } from '../native/addon.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
-import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
+import { WaitResult, releaseHeldWakes, remaining, waitAsync, waitSync, wake, wakeSoon } from '../sync/futex.js';
 import {
   Pending,
   SKIPPED,
@@ -494,6 +494,7 @@ export class Channel {
    * allows. True when that much room came within the spin budget.
    */
   private awaitRoom(deadline: number): boolean {
+    releaseHeldWakes();
     const w = this.w;
     const want = this.capacity >> 2;
     const tail = Atomics.load(w, TAIL);
@@ -507,6 +508,7 @@ export class Channel {
 
   /** Spins a few µs while word `index` holds `seen`; true when it changed. */
   private spinWhile(index: number, seen: number): boolean {
+    releaseHeldWakes();
     const w = this.w;
     let pause = 1;
     for (let spent = 0; spent < SPIN_STEPS; spent += pause + 1) {
@@ -654,5 +656,5 @@ export class Channel {
  * next commit pays one needless wake and clears it.
  */
 function wakeRegistered(w: Int32Array, waiters: number, word: number): void {
-  if (Atomics.load(w, waiters) !== 0 && Atomics.exchange(w, waiters, 0) !== 0) wake(w, word, 1 << 30);
+  if (Atomics.load(w, waiters) !== 0 && Atomics.exchange(w, waiters, 0) !== 0) wakeSoon(w, word, 1 << 30);
 }

@@ -17,7 +17,7 @@
  * liveness is checked). An uncontended release makes no syscall.
  */
 import { isAlive, selfTid } from '../liveness.js';
-import { WaitResult, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
+import { WaitResult, releaseHeldWakes, remaining, waitAsync, waitSync, wake } from '../sync/futex.js';
 
 const SLEEPERS = 1 << 30;
 const OWNER = SLEEPERS - 1;
@@ -47,6 +47,7 @@ export function tryTake(w: Int32Array, i: number): boolean {
 
 /** Spins a few µs for the slot. */
 function spinTake(w: Int32Array, i: number): boolean {
+  releaseHeldWakes();
   const me = selfTid();
   let pause = 1;
   for (let spent = 0; spent < 4_000; spent += pause + 1) {

@@ -65,6 +65,7 @@
 import { constants } from 'node:os';
 import { BrokenPoolError, SerializationError, StateError, ValueError, WorkerLostError } from '../errors.js';
 import { NOTHING } from '../channel/channel.js';
+import { holdingWakes } from '../sync/futex.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { StartMethod } from '../process/start-method.js';
@@ -310,15 +311,18 @@ export class Dispatcher {
     // Not reentrant: a fill starts a reader, which dispatches when it finds nothing yet.
     if (this.state >= PoolState.Terminated || this.dispatching) return;
     this.dispatching = true;
-    try {
-      // Again when a round handed units and some are left: a worker with less room than its share left them to others.
-      for (let handed = 1; handed > 0 && this.queue.size > 0; ) handed = this.shareOut();
-    } finally {
-      this.dispatching = false;
-    }
-    for (let w = this.toRead.pop(); w; w = this.toRead.pop()) if (!w.reading) void this.read(w);
-    if (this.queue.size === 0) this.balancer.watch();
-    this.stopIdle();
+    // The workers are woken last, once their readers wait (holdingWakes).
+    holdingWakes(() => {
+      try {
+        // Again when a round handed units and some are left: a worker with less room than its share left them to others.
+        for (let handed = 1; handed > 0 && this.queue.size > 0; ) handed = this.shareOut();
+      } finally {
+        this.dispatching = false;
+      }
+      for (let w = this.toRead.pop(); w; w = this.toRead.pop()) if (!w.reading) void this.read(w);
+      if (this.queue.size === 0) this.balancer.watch();
+      this.stopIdle();
+    });
   }
 
   /**

@@ -43,6 +43,7 @@ const RESULT: Record<string, WaitResult> = {
  * forever). May return `Ok` spuriously: re-check (see the module comment).
  */
 export function waitSync(view: Int32Array, index: number, expected: number, timeoutMs: number): WaitResult {
+  releaseHeldWakes();
   const addon = native();
   if (addon) return addon.futexWait(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, expected, timeoutMs);
   return RESULT[Atomics.wait(view, index, expected, timeoutMs)]!;
@@ -73,6 +74,47 @@ export function wake(view: Int32Array, index: number, count: number): number {
   const addon = native();
   if (addon) return addon.futexWake(view.buffer as SharedArrayBuffer, view.byteOffset + index * 4, count);
   return Atomics.notify(view, index, count);
+}
+
+/** Wakes `holdingWakes` owes, in triples: the view, the index, the count. */
+let heldWakes: (Int32Array | number)[] | null = null;
+
+/**
+ * Runs `fn`, issuing the wakes it asks for with `wakeSoon` only when it
+ * returns, one after the other, or before this thread first blocks or
+ * spins on a word meanwhile (so no waiter is held back by a thread that
+ * is itself waiting; an async wait does not hold the thread, and arming
+ * one first is the point: see below). The pool's dispatch round fills several workers'
+ * task rings: woken as each is filled, the first worker starts while the
+ * parent still fills the next and arms its readers, and the next wake
+ * must then find a core (perf sched showed a worker queued 3.4 ms behind
+ * the first one for a scheduler tick); woken together, at the end, after
+ * the parent's own waits are armed, they find it about to sleep, and one
+ * sweep of a process's waiter thread sees them all.
+ */
+export function holdingWakes<T>(fn: () => T): T {
+  if (heldWakes) return fn();
+  heldWakes = [];
+  try {
+    return fn();
+  } finally {
+    releaseHeldWakes();
+    heldWakes = null;
+  }
+}
+
+/** `wake`, or, inside `holdingWakes`, a wake owed until its end; the word must already hold its new value. */
+export function wakeSoon(view: Int32Array, index: number, count: number): void {
+  if (heldWakes) heldWakes.push(view, index, count);
+  else wake(view, index, count);
+}
+
+/** Issues the wakes `holdingWakes` owes now (a thread about to wait or spin calls it). */
+export function releaseHeldWakes(): void {
+  const owed = heldWakes;
+  if (!owed || owed.length === 0) return;
+  heldWakes = [];
+  for (let i = 0; i < owed.length; i += 3) wake(owed[i] as Int32Array, owed[i + 1] as number, owed[i + 2] as number);
 }
 
 /** Milliseconds left until `deadline` (a `performance.now()` time), never negative. */
