@@ -94,9 +94,13 @@ export class TaskQueue {
     this.size += units.length;
   }
 
-  /** The next live unit, left in place, or undefined. */
+  /** The next live unit, left in place, or undefined (dropped ones before it leave the queue). */
   peek(): Unit | undefined {
-    for (let i = this.head; i < this.items.length; i++) if (this.items[i]!.state === UnitState.Queued) return this.items[i];
+    while (this.head < this.items.length) {
+      const unit = this.items[this.head]!;
+      if (unit.state === UnitState.Queued) return unit;
+      this.advance();
+    }
     return undefined;
   }
 
@@ -104,17 +108,22 @@ export class TaskQueue {
   shift(): Unit | undefined {
     while (this.head < this.items.length) {
       const unit = this.items[this.head]!;
-      this.items[this.head++] = undefined as unknown as Unit;
-      if (this.head > 1024 && this.head * 2 > this.items.length) {
-        this.items = this.items.slice(this.head);
-        this.head = 0;
-      }
+      this.advance();
       if (unit.state === UnitState.Queued) {
         this.size--;
         return unit;
       }
     }
     return undefined;
+  }
+
+  /** Moves the head past its unit, letting go of it; compacts once the dead head is most of the array. */
+  private advance(): void {
+    this.items[this.head++] = undefined as unknown as Unit;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
   }
 
   /** Marks a queued unit dropped (it is skipped when it reaches the head). */
