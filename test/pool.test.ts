@@ -472,18 +472,33 @@ describe('Pool, one per test', () => {
       await p.join();
     });
 
-    it(`a timer a task left fires on time while its worker waits for work (the wait does not block its event loop) (${method})`, async (t) => {
+    it(`a 1 ms interval a task left ticks freely while its worker waits for work (the wait does not block the worker's event loop) (${method})`, async (t) => {
       const p = new mp.Pool(1, { context: method, module });
       t.after(() => p.terminate());
       await p.apply(fx.square, [2]);
-      const flag = mp.RawArray('i', 1);
-      const returned = performance.now();
-      assert.equal(await p.apply(fx.flagLater, [flag, 20]), 1);
-      await eventually(() => Atomics.load(flag, 0) === 1, 10_000, 'the timer to fire');
-      // A wait that blocked the worker's thread (even in slices) would hold the timer back.
-      const late = performance.now() - returned;
-      assert.ok(late < 700, `the timer fired ${late.toFixed(0)} ms after the task returned`);
+      const counter = mp.RawArray('i', 1);
+      await p.apply(fx.tickFor, [counter, 300]);
+      // The interval ends itself after 300 ms; a wait blocking the thread (even in 50 ms slices) lets it tick a few times only.
+      await eventually(() => Atomics.load(counter, 0) > 100, 5_000, 'the interval to tick 100 times');
       assert.equal(await p.apply(fx.square, [3]), 9, 'the worker serves on');
+    });
+
+    it(`a 0 ms timer a task left fires within ~50 ms while sync tasks keep its worker busy (${method})`, async (t) => {
+      const p = new mp.Pool(1, { context: method, module });
+      t.after(() => p.terminate());
+      await p.apply(fx.busy, [0, 0]);
+      let worst = 0;
+      for (let round = 0; round < 3; round++) {
+        const cell = mp.RawArray('d', 1);
+        const first = p.applyAsync(fx.timerAt, [cell]);
+        const rest = p.starmap(fx.busy, range(300).map((i) => [i, 1] as [number, number]), 1);
+        const set = await first.get();
+        await rest;
+        await eventually(() => cell[0] !== 0, 10_000, 'the timer to fire');
+        worst = Math.max(worst, cell[0]! - set);
+      }
+      // The worker yields to its event loop every 50 ms of sync tasks, through a timers phase (one immediate alone skipped it: ~100 ms).
+      assert.ok(worst < 80, `the timer fired ${worst.toFixed(1)} ms late`);
     });
 
     it(`while a long task runs alone, with nothing to move, the balancer arms no timer (${method})`, async (t) => {

@@ -106,6 +106,38 @@ describe('Queue in one process', () => {
     }
   });
 
+  it('refuses a Uint8Array whose resizable buffer shrank below it (out of bounds) with a SerializationError at put(); the queue keeps working, and a Pipe sends its 0 bytes', async () => {
+    const q = new mp.Queue();
+    const rab = new ArrayBuffer(64, { maxByteLength: 128 });
+    const view = new Uint8Array(rab, 8, 16);
+    rab.resize(4);
+    const refused = (e: Error) => e instanceof mp.SerializationError && /resized below it/.test(e.message);
+    assert.throws(() => q.putSync(view), refused);
+    await assert.rejects(q.put(view), refused);
+    // Before the fix, the copy threw inside the ring's writer slot, which stayed taken: this put timed out.
+    q.putSync('next', { timeout: 2000 });
+    assert.equal(q.getSync({ timeout: 2000 }), 'next');
+    // sendBytes reads the bytes the view reports (none), as it reads any offset and size given.
+    const [a, b] = mp.Pipe();
+    await a.sendBytes(view);
+    assert.deepEqual(await b.recvBytes(), new Uint8Array(0));
+    await a.sendBytes(new Uint8Array([1]));
+    assert.deepEqual(await b.recvBytes(), new Uint8Array([1]));
+    a.close();
+    b.close();
+  });
+
+  it('an async put of a Float64Array that waits for room sends the array as it was at put()', async () => {
+    const q = new mp.Queue(1);
+    q.putSync(0);
+    const floats = new Float64Array([1, 2, 3]);
+    const pending = q.put(floats);
+    floats[0] = 99;
+    assert.equal(q.getSync(), 0);
+    await pending;
+    assert.deepStrictEqual(q.getSync(), new Float64Array([1, 2, 3]));
+  });
+
   it('refuses a Uint8Array or Float64Array whose buffer was detached with a SerializationError at put(); nothing is enqueued and the queue keeps working', async () => {
     const q = new mp.Queue();
     for (const make of [() => new Uint8Array(4), () => new Float64Array(4)]) {

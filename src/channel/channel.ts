@@ -265,7 +265,15 @@ export class Channel {
       this.views.i32[(this.ring + off) >> 2] = Tag.Wrap;
       start = (tail + toEnd) | 0;
     }
-    const next = (start + writeFrame(this.views, this.ring + (start & this.mask))) | 0;
+    let written: number;
+    try {
+      written = writeFrame(this.views, this.ring + (start & this.mask));
+    } catch (err) {
+      // Nothing was published (TAIL is where it was): the slot goes back, so the ring goes on.
+      give(w, WRITER);
+      throw err;
+    }
+    const next = (start + written) | 0;
     w[NEXT_PUTS] = (puts + 1) | 0;
     Atomics.store(w, NEXT_TAIL, next);
     Atomics.store(w, PUTS, (puts + 1) | 0);

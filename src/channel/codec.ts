@@ -146,12 +146,12 @@ export function prepare(item: unknown, spillAbove: number): void {
         return;
       }
       if (Object.getPrototypeOf(item) === Uint8Array.prototype && !((item as Uint8Array).buffer instanceof SharedArrayBuffer)) {
-        refuseDetached(item as Uint8Array, 'Uint8Array');
+        refuseUnreadable(item as Uint8Array, 'Uint8Array');
         return payload(Tag.Bytes, item as Uint8Array, spillAbove);
       }
       if (Object.getPrototypeOf(item) === Float64Array.prototype && !((item as Float64Array).buffer instanceof SharedArrayBuffer)) {
         const floats = item as Float64Array;
-        refuseDetached(floats, 'Float64Array');
+        refuseUnreadable(floats, 'Float64Array');
         return payload(Tag.Floats, new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength), spillAbove);
       }
       break;
@@ -168,22 +168,25 @@ export function prepare(item: unknown, spillAbove: number): void {
 }
 
 /**
- * Throws a SerializationError for an array whose buffer was detached
- * (transferred): its bytes cannot be read, and copying them into the ring
- * would fail half-way through a put, with the slot taken. V8's serializer
- * refuses one likewise. (Node 20 has no `ArrayBuffer.prototype.detached`;
- * a detached buffer is the one that cannot be viewed.)
+ * Throws a SerializationError for an array whose bytes cannot be read: its
+ * buffer was detached (transferred), or, resizable, shrunk below it (out of
+ * bounds). Such an array reports no bytes, and copying it throws; the
+ * structured clone refuses both likewise. (Node 20 has neither
+ * `ArrayBuffer.prototype.detached` nor a bounds getter: the copy of an
+ * empty one is the test.)
  */
-function refuseDetached(array: Uint8Array | Float64Array, kind: string): void {
+function refuseUnreadable(array: Uint8Array | Float64Array, kind: string): void {
   if (array.byteLength > 0) return;
   try {
-    new Uint8Array(array.buffer);
+    NO_BYTES.set(array);
   } catch {
     throw new SerializationError(
-      `item is a ${kind} whose ArrayBuffer was detached (transferred, e.g. by postMessage or structuredClone with transfer); put a copy made before the transfer`,
+      `item is a ${kind} whose ArrayBuffer was detached (transferred, e.g. by postMessage or structuredClone with transfer) or resized below it; put a copy made before`,
     );
   }
 }
+
+const NO_BYTES = new Uint8Array(0);
 
 function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
   if (b.byteLength <= spillAbove) {

@@ -91,6 +91,9 @@ async function loadPackage(): Promise<void> {
   packageLoaded = true;
 }
 
+/** A chunk of small integers up to this long travels as a Float64Array (see `asFloats`). */
+const FLOATS_SMALL_INTS = 1024;
+
 /** Wakes every waiter of a word. */
 const WAKE_ALL = 0x7fffffff;
 
@@ -175,12 +178,6 @@ function unpack(packed: unknown): unknown {
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
-}
-
-/** Whether every value of a chunk is a number (it then travels as a Float64Array). */
-function allNumbers(values: unknown[]): boolean {
-  for (let k = 0; k < values.length; k++) if (typeof values[k] !== 'number') return false;
-  return true;
 }
 
 /** Results the channel carries by hand: no envelope, no serializer. */
@@ -354,15 +351,26 @@ class Worker {
     // (the parent knows the chunk's size); a chunk of numbers, as a
     // Float64Array (protocol.ts: no envelope, no serializer on either side).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
-    else if (ok && op !== Op.Apply && allNumbers(value as unknown[])) this.put(Float64Array.from(value as number[]));
+    else if (ok && op !== Op.Apply && this.asFloats(value as unknown[])) this.put(Float64Array.from(value as number[]));
     else if (ok) this.postValue(value, op !== Op.Apply);
     else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
     this.wakeParent(seq);
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
-    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      this.lastYield = performance.now();
-    });
+    return this.yieldToLoop();
+  }
+
+  /**
+   * Lets the event loop run its due timers and callbacks. Units run inside
+   * a callback of the poll phase (the wait for a batch) or of another
+   * phase; an immediate queued there runs in the same turn's check phase,
+   * before any timer, so a second one is what passes a timers phase (with
+   * one, a leftover timer waited two yields).
+   */
+  private async yieldToLoop(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.lastYield = performance.now();
   }
 
   /** A chunk's values, in order; a promise once an item's value is one. */
@@ -389,6 +397,23 @@ class Worker {
     }
     const arg = unpack(packed);
     return star ? fn(...(arg as unknown[])) : fn(arg);
+  }
+
+  /**
+   * Whether a chunk's values travel as a Float64Array: all numbers, and no
+   * larger that way than in the envelope. V8 writes a small integer in 1–5
+   * bytes, so a long chunk of them would cost 8 per item and cross the
+   * ring's spill threshold sooner (a spill file each answer); other
+   * numbers take 9 bytes in V8's format.
+   */
+  private asFloats(values: unknown[]): boolean {
+    let small = true;
+    for (let k = 0; k < values.length; k++) {
+      const v = values[k];
+      if (typeof v !== 'number') return false;
+      if (small && (v | 0) !== v) small = false;
+    }
+    return !small || values.length <= FLOATS_SMALL_INTS;
   }
 
   /**
