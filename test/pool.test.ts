@@ -102,6 +102,11 @@ for (const method of METHODS) {
       assert.deepStrictEqual(await pool.map(fx.identity, arrays, 1), arrays);
       assert.deepStrictEqual(await pool.apply(fx.identity, [new Float64Array([5, 6])]), new Float64Array([5, 6]));
       assert.deepStrictEqual(await pool.starmap(fx.mul, [[1, 2], [3, 4], [5, -0]], 3), [2, 12, -0]);
+      // Long chunks: small integers keep V8's envelope (smaller than floats), other numbers go as floats.
+      const ints = range(5000).map((i) => i - 2500);
+      assert.deepStrictEqual(await pool.map(fx.identity, ints, 5000), ints);
+      const fractions = ints.map((i) => i / 7);
+      assert.deepStrictEqual(await pool.map(fx.identity, fractions, 5000), fractions);
     });
 
     it('test_map_async_callbacks: the callback gets the list, the errorCallback the error, before wait() resolves', async () => {
