@@ -81,16 +81,18 @@ let heldWakes: (Int32Array | number)[] | null = null;
 
 /**
  * Runs `fn`, issuing the wakes it asks for with `wakeSoon` only when it
- * returns, one after the other, or before this thread first blocks or
- * spins on a word meanwhile (so no waiter is held back by a thread that
- * is itself waiting; an async wait does not hold the thread, and arming
- * one first is the point: see below). The pool's dispatch round fills several workers'
- * task rings: woken as each is filled, the first worker starts while the
- * parent still fills the next and arms its readers, and the next wake
- * must then find a core (perf sched showed a worker queued 3.4 ms behind
- * the first one for a scheduler tick); woken together, at the end, after
- * the parent's own waits are armed, they find it about to sleep, and one
- * sweep of a process's waiter thread sees them all.
+ * returns, one after the other, or earlier, before this thread blocks or
+ * spins on a word (so no waiter is held back by a thread that is itself
+ * waiting; an async wait holds no thread, and arming those first is the
+ * point).
+ *
+ * Why: the pool's dispatch round fills several workers' task rings. Woken
+ * as each was filled, the first worker started while the parent still
+ * filled the next ring and armed its readers, and the next wake found no
+ * free core (perf sched showed that worker queued 3.4 ms behind the first
+ * for a scheduler tick). Woken together at the end, after the parent's own
+ * waits are armed, they find it about to sleep, and one sweep of a
+ * process's waiter thread sees them all.
  */
 export function holdingWakes<T>(fn: () => T): T {
   if (heldWakes) return fn();
