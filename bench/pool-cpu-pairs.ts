@@ -1,9 +1,10 @@
 /**
  * Ours against the raw Workers, paired: per round one `map` of the `h`
  * workload (64 tasks, default chunks) on a `'process'` and a `'thread'`
- * Pool(2), then the same 64 tasks on 2 raw Workers (32 each in one
- * message), then the serial loop on this thread (as `pool-cpu` takes its
- * rounds after the serial row). Prints the medians over the rounds and the
+ * Pool(2) and the same 64 tasks on 2 raw Workers (32 each in one
+ * message), in an order that rotates each round (the one right after the
+ * serial loop runs slower), then the serial loop on this thread (as
+ * `pool-cpu` takes its rounds after the serial row). Prints the medians over the rounds and the
  * median of each pool's map minus the raw Workers' of the same round: a
  * difference taken within a round cancels most of the machine's swings,
  * which move `pool-cpu`'s single rounds by 15–20%.
@@ -41,10 +42,15 @@ for (const pool of Object.values(pools)) await pool.map(cpuTask, [N, N, N, N], 1
 
 const maps = { process: [] as number[], thread: [] as number[], raw: [] as number[], serial: [] as number[] };
 const gaps = { process: [] as number[], thread: [] as number[] };
+const ORDER = ['process', 'thread', 'raw'] as const;
 for (let r = 0; r < rounds; r++) {
   const ours = { process: 0, thread: 0 };
-  for (const method of ['process', 'thread'] as const) ours[method] = await timed(() => pools[method].map(cpuTask, Array(TASKS).fill(N)));
-  const rawMs = await timed(() => raw(TASKS / 2));
+  let rawMs = 0;
+  for (let k = 0; k < ORDER.length; k++) {
+    const row = ORDER[(r + k) % ORDER.length]!;
+    if (row === 'raw') rawMs = await timed(() => raw(TASKS / 2));
+    else ours[row] = await timed(() => pools[row].map(cpuTask, Array(TASKS).fill(N)));
+  }
   const serialMs = await timed(async () => { for (let i = 0; i < TASKS; i++) cpuTask(N); });
   maps.raw.push(rawMs);
   maps.serial.push(serialMs);

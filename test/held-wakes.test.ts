@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { native } from '../src/native/addon.js';
-import { WaitResult, holdingWakes, waitSync, wake, wakeSoon } from '../src/sync/futex.js';
+import { WaitResult, holdingWakes, resumeHeldWakes, suspendHeldWakes, waitSync, wake, wakeSoon } from '../src/sync/futex.js';
 import * as fx from './fixtures/held-wakes.js';
 import { eventually } from './helpers.js';
 
@@ -26,13 +26,13 @@ function inFutex(tid: number): boolean {
   }
 }
 
-it('a wake asked for inside holdingWakes is issued when it ends, and before a blocking wait inside it', { skip: native() ? false : 'needs the native addon' }, async (t) => {
+it('a wake asked for inside holdingWakes is issued when it ends, before a blocking wait inside it, and at once while the hold is lifted', { skip: native() ? false : 'needs the native addon' }, async (t) => {
   const words = mp.RawArray('i', 3);
   const p = new (mp.getContext('thread').Process)({ target: fx.waiter, args: [words], module: fx.HELD_WAKES });
   p.start();
   t.after(() => {
     // A thread asleep in a native call cannot be terminated: let it finish first.
-    Atomics.store(words, fx.GO, 2);
+    Atomics.store(words, fx.GO, 3);
     wake(words, fx.GO, 1);
     p.terminate();
   });
@@ -58,6 +58,23 @@ it('a wake asked for inside holdingWakes is issued when it ends, and before a bl
   });
   assert.notEqual(result, WaitResult.TimedOut, 'the blocking wait inside holdingWakes timed out: its wake was still held');
   assert.equal(Atomics.load(words, fx.ANSWER), 2);
+
+  // User code run with the hold lifted (the pool's callbacks): its wakes go out at once.
+  await eventually(() => inFutex(tid), 10_000, 'the waiter to sleep a third time');
+  const answered = holdingWakes(() => {
+    const held = suspendHeldWakes();
+    try {
+      Atomics.store(words, fx.GO, 3);
+      wakeSoon(words, fx.GO, 1);
+    } finally {
+      resumeHeldWakes(held);
+    }
+    // A spin of this test's own, which releases nothing: only a wake already issued is answered.
+    const until = performance.now() + 10_000;
+    while (Atomics.load(words, fx.ANSWER) !== 3 && performance.now() < until);
+    return Atomics.load(words, fx.ANSWER) === 3;
+  });
+  assert.equal(answered, true, 'a wake asked for while the hold was lifted was held');
   await p.join(10_000);
   assert.equal(p.exitCode, 0);
 });

@@ -488,22 +488,24 @@ describe('Pool, one per test', () => {
       assert.equal(await p.apply(fx.square, [3]), 9, 'the worker serves on');
     });
 
-    it(`a 0 ms timer a task left fires within ~50 ms while sync tasks keep its worker busy (${method})`, async (t) => {
+    it(`a 0 ms timer a task left fires within ~50 ms while sync tasks keep its worker busy (median of 5) (${method})`, async (t) => {
       const p = new mp.Pool(1, { context: method, module });
       t.after(() => p.terminate());
       await p.apply(fx.busy, [0, 0]);
-      let worst = 0;
-      for (let round = 0; round < 3; round++) {
+      const lateness: number[] = [];
+      for (let round = 0; round < 5; round++) {
         const cell = mp.RawArray('d', 1);
         const first = p.applyAsync(fx.timerAt, [cell]);
         const rest = p.starmap(fx.busy, range(300).map((i) => [i, 1] as [number, number]), 1);
         const set = await first.get();
         await rest;
         await eventually(() => cell[0] !== 0, 10_000, 'the timer to fire');
-        worst = Math.max(worst, cell[0]! - set);
+        lateness.push(cell[0]! - set);
       }
       // The worker yields to its event loop every 50 ms of sync tasks, through a timers phase (one immediate alone skipped it: ~100 ms).
-      assert.ok(worst < 80, `the timer fired ${worst.toFixed(1)} ms late`);
+      // The median: a round preempted on a loaded machine is no yield missed.
+      const median = lateness.sort((a, b) => a - b)[2]!;
+      assert.ok(median < 75, `the timer fired ${median.toFixed(1)} ms late (median of 5: ${lateness.map((x) => x.toFixed(1)).join(', ')})`);
     });
 
     it(`while a long task runs alone, with nothing to move, the balancer arms no timer (${method})`, async (t) => {

@@ -127,6 +127,26 @@ describe('Queue in one process', () => {
     b.close();
   });
 
+  it('a Uint8Array whose own byteLength lies is copied by its real length (no unread item overwritten); a Proxy of one is a SerializationError; the queue keeps working', () => {
+    // 16 bytes free, right before the oldest unread frame: a frame reserved by
+    // the lie (1 byte) and written by the real length (16) would overrun it.
+    const ch = Channel.create(0, 1024);
+    for (let i = 0; i < 2; i++) {
+      ch.putSync(-1, false, 0, false);
+      ch.getSync(false, 0);
+    }
+    for (let i = 0; i < 126; i++) assert.equal(ch.putSync(i, false, 0, false), true);
+    const liar = new Uint8Array(new Int32Array([7, 7, 2, 999]).buffer);
+    Object.defineProperty(liar, 'byteLength', { value: 1 });
+    assert.equal(ch.putSync(liar, false, 0, false), false, 'its real 16 bytes do not fit');
+    assert.throws(() => ch.putSync(new Proxy(new Uint8Array([1, 2, 3]), {}), false, 0, false), mp.SerializationError);
+    for (let i = 0; i < 126; i++) assert.equal(ch.getSync(false, 0), i);
+    assert.equal(ch.putSync(liar, false, 0, false), true);
+    assert.deepEqual(ch.getSync(false, 0), new Uint8Array(new Int32Array([7, 7, 2, 999]).buffer));
+    assert.equal(ch.putSync('next', false, 0, false), true);
+    assert.equal(ch.getSync(false, 0), 'next');
+  });
+
   it('an async put of a Float64Array that waits for room sends the array as it was at put()', async () => {
     const q = new mp.Queue(1);
     q.putSync(0);

@@ -145,14 +145,10 @@ export function prepare(item: unknown, spillAbove: number): void {
         size = 0;
         return;
       }
-      if (Object.getPrototypeOf(item) === Uint8Array.prototype && !((item as Uint8Array).buffer instanceof SharedArrayBuffer)) {
-        refuseUnreadable(item as Uint8Array, 'Uint8Array');
-        return payload(Tag.Bytes, item as Uint8Array, spillAbove);
-      }
-      if (Object.getPrototypeOf(item) === Float64Array.prototype && !((item as Float64Array).buffer instanceof SharedArrayBuffer)) {
-        const floats = item as Float64Array;
-        refuseUnreadable(floats, 'Float64Array');
-        return payload(Tag.Floats, new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength), spillAbove);
+      {
+        const proto = Object.getPrototypeOf(item);
+        const view = proto === Uint8Array.prototype || proto === Float64Array.prototype ? ownBytes(item as Uint8Array | Float64Array) : null;
+        if (view) return payload(proto === Uint8Array.prototype ? Tag.Bytes : Tag.Floats, view, spillAbove);
       }
       break;
   }
@@ -167,26 +163,50 @@ export function prepare(item: unknown, spillAbove: number): void {
   if (value.segments.length > 0) encoded = value;
 }
 
+/** The built-in getters of every typed array (own properties of an array can shadow them; a Proxy of one has no slots for them). */
+const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const bufferOf = Object.getOwnPropertyDescriptor(TYPED_ARRAY, 'buffer')!.get!;
+const byteOffsetOf = Object.getOwnPropertyDescriptor(TYPED_ARRAY, 'byteOffset')!.get!;
+const byteLengthOf = Object.getOwnPropertyDescriptor(TYPED_ARRAY, 'byteLength')!.get!;
+
+const NO_BYTES = new Uint8Array(0);
+
 /**
- * Throws a SerializationError for an array whose bytes cannot be read: its
- * buffer was detached (transferred), or, resizable, shrunk below it (out of
- * bounds). Such an array reports no bytes, and copying it throws; the
- * structured clone refuses both likewise. (Node 20 has neither
+ * A plain Uint8Array over the bytes of a plain Uint8Array or Float64Array,
+ * read through the built-in getters, so what is reserved in the ring is
+ * what is copied (an own `byteLength` that lies would overrun the frame
+ * into unread ones; a Proxy's traps would run inside the writer slot).
+ * Null for what must take the serializer instead: a Proxy, or an array over
+ * shared memory. Throws a SerializationError for an array whose bytes
+ * cannot be read: its buffer detached (transferred), or, resizable, shrunk
+ * below it; both report no bytes and cannot be copied, and the structured
+ * clone refuses them likewise (Node 20 has neither
  * `ArrayBuffer.prototype.detached` nor a bounds getter: the copy of an
- * empty one is the test.)
+ * empty one is the test).
  */
-function refuseUnreadable(array: Uint8Array | Float64Array, kind: string): void {
-  if (array.byteLength > 0) return;
+function ownBytes(array: Uint8Array | Float64Array): Uint8Array | null {
+  let buffer: ArrayBufferLike;
+  let offset: number;
+  let length: number;
+  try {
+    buffer = Reflect.apply(bufferOf, array, []) as ArrayBufferLike;
+    offset = Reflect.apply(byteOffsetOf, array, []) as number;
+    length = Reflect.apply(byteLengthOf, array, []) as number;
+  } catch {
+    return null;
+  }
+  if (buffer instanceof SharedArrayBuffer) return null;
+  if (length > 0) return new Uint8Array(buffer, offset, length);
   try {
     NO_BYTES.set(array);
   } catch {
+    const kind = Object.getPrototypeOf(array) === Float64Array.prototype ? 'Float64Array' : 'Uint8Array';
     throw new SerializationError(
       `item is a ${kind} whose ArrayBuffer was detached (transferred, e.g. by postMessage or structuredClone with transfer) or resized below it; put a copy made before`,
     );
   }
+  return NO_BYTES;
 }
-
-const NO_BYTES = new Uint8Array(0);
 
 function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
   if (b.byteLength <= spillAbove) {

@@ -65,7 +65,7 @@
 import { constants } from 'node:os';
 import { BrokenPoolError, SerializationError, StateError, ValueError, WorkerLostError } from '../errors.js';
 import { NOTHING } from '../channel/channel.js';
-import { holdingWakes, releaseHeldWakes } from '../sync/futex.js';
+import { holdingWakes, resumeHeldWakes, suspendHeldWakes } from '../sync/futex.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { StartMethod } from '../process/start-method.js';
@@ -520,16 +520,20 @@ export class Dispatcher {
       refused.stack = refused.stack?.replace(refused.message, message);
       refused.message = message;
     }
-    // A call's settling runs the user's callbacks (AsyncResult's, onProgress), which may block in ways no held wake knows of.
-    releaseHeldWakes();
-    if (status === Status.Ok && unreadable === undefined) {
-      w.completed++;
-      this.completed++;
-      if (!unit.call.settled) unit.call.unitDone(unit, value);
-    } else {
-      w.failed++;
-      this.failed++;
-      if (!unit.call.settled) unit.call.unitFailed(unit, error);
+    // A call's settling runs the user's callbacks (AsyncResult's, onProgress): no wake may wait for them.
+    const held = suspendHeldWakes();
+    try {
+      if (status === Status.Ok && unreadable === undefined) {
+        w.completed++;
+        this.completed++;
+        if (!unit.call.settled) unit.call.unitDone(unit, value);
+      } else {
+        w.failed++;
+        this.failed++;
+        if (!unit.call.settled) unit.call.unitFailed(unit, error);
+      }
+    } finally {
+      resumeHeldWakes(held);
     }
   }
 

@@ -111,6 +111,23 @@ export function wakeSoon(view: Int32Array, index: number, count: number): void {
   else wake(view, index, count);
 }
 
+/**
+ * Lifts `holdingWakes`' hold for user code (a callback may block in ways
+ * this module never sees): issues what is owed, and until
+ * `resumeHeldWakes` wakes go out at once. True when a hold was on.
+ */
+export function suspendHeldWakes(): boolean {
+  if (!heldWakes) return false;
+  releaseHeldWakes();
+  heldWakes = null;
+  return true;
+}
+
+/** Puts back the hold `suspendHeldWakes` lifted (`held`: what it returned). */
+export function resumeHeldWakes(held: boolean): void {
+  if (held) heldWakes = [];
+}
+
 /** Issues the wakes `holdingWakes` owes now (a thread about to wait or spin calls it). */
 export function releaseHeldWakes(): void {
   const owed = heldWakes;
