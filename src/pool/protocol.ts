@@ -107,8 +107,8 @@ export const enum Op {
  * the channel carries without a serializer (number, string, boolean, null,
  * undefined, bigint) — for a chunk of one item, that item's value — or, for
  * a chunk of several items whose values are all numbers, a Float64Array of
- * them, or a Uint8Array: the V8 bytes of an envelope `[Status, payload,
- * item]`. (No unit's own value arrives as a Float64Array: only bare
+ * them (worker-loop.ts `asFloats` says when), or a Uint8Array: the V8 bytes
+ * of an envelope `[Status, payload, item]`. (No unit's own value arrives as a Float64Array: only bare
  * primitives skip the envelope.)
  */
 export const enum Status {
