@@ -88,7 +88,7 @@
  */
 import { native } from '../native/addon.js';
 import { Segment, type SegmentHandle } from '../shm/segment.js';
-import { WaitResult, releaseHeldWakes, remaining, waitAsync, waitSync, wake, wakeSoon } from '../sync/futex.js';
+import { WaitResult, releaseHeldWakes, remaining, waitAsync, waitSync, wakeSoon } from '../sync/futex.js';
 import {
   Pending,
   SKIPPED,

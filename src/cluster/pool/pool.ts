@@ -297,14 +297,6 @@ export class ClusterPool {
     }
   }
 
-  #track(p: Promise<unknown>): void {
-    this.#begin();
-    void p.then(
-      () => this.#end(),
-      () => this.#end(),
-    );
-  }
-
   #asyncResult<T>(call: Promise<T>, callbacks: ResultCallbacks<T> = {}): AsyncResult<T> {
     const result = AsyncResult.make<T>(callbacks);
     call.then(
