@@ -10,6 +10,8 @@
 //   openSegment(path, size, create)                 -> SharedArrayBuffer
 //   aliasSegment(sab)                               -> ArrayBuffer (same memory)
 //   mapFile(path)                                   -> ArrayBuffer (the file, mapped)
+//   mappedFileBytes()                               -> bytes mapFile holds mapped
+//     (added within ABI 3, optional as tuneTcpKeepalive)
 //   futexWait(sab, byteOffset, expected, timeoutMs) -> 0 | 1 | 2
 //   futexWake(sab, byteOffset, count)               -> number woken
 //   futexWaitAsync(sab, byteOffset, expected, timeoutMs) -> Promise<0|1|2>
@@ -67,6 +69,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "openSegment", OpenSegment, 3);
   SetFunction(context, exports, "aliasSegment", AliasSegment, 1);
   SetFunction(context, exports, "mapFile", MapFile, 1);
+  SetFunction(context, exports, "mappedFileBytes", MappedFileBytes, 0);
   SetFunction(context, exports, "futexWait", FutexWait, 4);
   SetFunction(context, exports, "futexWake", FutexWake, 3);
   EnvWaits* waits = InstallEnvWaits(isolate, context);

@@ -1,7 +1,8 @@
 // bindings.h — the JavaScript-callable entry points of mpts_native.
 //
 // Each function is implemented next to the concern it exposes:
-//   segment.cc   openSegment, aliasSegment, mapFile
+//   segment.cc   openSegment, aliasSegment, mapFile,
+//                mappedFileBytes
 //   futex_js.cc  futexWait, futexWake
 //   async_wait.cc futexWaitAsync (plus the per-environment state it needs)
 //   proc.cc      gettid, setParentDeathSignal
@@ -23,6 +24,7 @@ using Callback = v8::FunctionCallbackInfo<v8::Value>;
 void OpenSegment(const Callback& args);
 void AliasSegment(const Callback& args);
 void MapFile(const Callback& args);
+void MappedFileBytes(const Callback& args);
 void FutexWait(const Callback& args);
 void FutexWake(const Callback& args);
 void FutexWaitAsync(const Callback& args);  // data(): the EnvWaits External

@@ -2,7 +2,7 @@
 // exposed to JavaScript as a genuine SharedArrayBuffer; aliasSegment(sab): a
 // plain ArrayBuffer over the same memory, for bulk copies; mapFile(path): a
 // whole file mapped as a plain ArrayBuffer (a large queue item, received
-// without a copy).
+// without a copy); mappedFileBytes(): how much of those is still mapped.
 //
 // Design:
 //  * The segment is an ordinary file (normally on the /dev/shm tmpfs). The
@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -49,6 +50,19 @@ constexpr double kMaxSafeInteger = 9007199254740991.0;
 
 void UnmapBackingStore(void* data, size_t length, void* /*deleter_data*/) {
   munmap(data, length);
+}
+
+// Bytes of mapFile mappings not yet unmapped, over every isolate of the
+// process. A mapping of an unlinked spill file still holds its tmpfs pages,
+// and V8 frees it only when it collects the ArrayBuffer (a GC it triggers by
+// its own external-memory rule, tens of MiB later), so the reader checks
+// this against a budget before mapping another (src/channel/spill.ts).
+// Deleters may run on V8's sweeper thread: hence atomic.
+std::atomic<size_t> g_mapped_file_bytes{0};
+
+void UnmapFile(void* data, size_t length, void* /*deleter_data*/) {
+  munmap(data, length);
+  g_mapped_file_bytes.fetch_sub(length, std::memory_order_relaxed);
 }
 
 // Closes a descriptor on every path out of OpenSegment.
@@ -219,9 +233,15 @@ void MapFile(const Callback& args) {
   }
   void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) return ThrowErrno(isolate, errno, "mmap", path.c_str());
+  g_mapped_file_bytes.fetch_add(size, std::memory_order_relaxed);
   std::shared_ptr<v8::BackingStore> store =
-      v8::ArrayBuffer::NewBackingStore(data, size, UnmapBackingStore, nullptr);
+      v8::ArrayBuffer::NewBackingStore(data, size, UnmapFile, nullptr);
   args.GetReturnValue().Set(v8::ArrayBuffer::New(isolate, std::move(store)));
+}
+
+void MappedFileBytes(const Callback& args) {
+  args.GetReturnValue().Set(static_cast<double>(
+      g_mapped_file_bytes.load(std::memory_order_relaxed)));
 }
 
 }  // namespace mpts

@@ -12,6 +12,17 @@
  * consumer maps the file instead of reading it (`mapFile`, with the addon),
  * so its item is the file's own pages, unmapped when the item is collected.
  *
+ * Mapped garbage: a mapping holds its tmpfs pages after the unlink, until
+ * V8 collects the ArrayBuffer, and V8 collects for external memory only
+ * tens of MiB later. A consumer that drops each 1 MiB item it gets thus
+ * filled a 16 MiB /dev/shm by itself, and the producers' next spill failed
+ * with ENOSPC. So a process maps while what it holds mapped (live items
+ * and garbage alike, `mappedFileBytes`) is under MAP_SHARE of the file
+ * system's size, and reads the file into its own memory past that (about
+ * 3× slower for 1 MiB than mapping, measured: the copy and the new pages'
+ * faults). What sits in /dev/shm is then the items in queues, plus at most
+ * that share (and one item) per process.
+ *
  * Ownership: the file belongs to the channel from `put()` until one
  * consumer takes its frame; that consumer reads and removes it. A file
  * whose frame is never taken (a queue dropped with items inside, a consumer
@@ -26,12 +37,31 @@
  * every handle (connection/objects.ts), and a layer that allows some kinds
  * over sockets must not allow these (`HandleKinds` in serialize/shared.ts).
  */
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { native } from '../native/addon.js';
 import { treeDir } from '../shm/tree.js';
 
 let prefix = '';
 let counter = 0;
+
+/** The share of the tree directory's file system one process may hold mapped (see "Mapped garbage"). */
+const MAP_SHARE = 1 / 8;
+/** The budget when the file system's size cannot be read. */
+const FALLBACK_MAP_BUDGET = 8 * 1024 * 1024;
+let mapBudget = -1;
+
+/** Bytes this process may hold mapped before it reads spill files instead (see "Mapped garbage"). */
+function mapBudgetBytes(): number {
+  if (mapBudget < 0) {
+    try {
+      const fs = statfsSync(treeDir());
+      mapBudget = fs.blocks * fs.bsize * MAP_SHARE;
+    } catch {
+      mapBudget = FALLBACK_MAP_BUDGET;
+    }
+  }
+  return mapBudget;
+}
 
 /** Writes `bytes` to a new spill file; returns its name inside the tree directory. */
 export function spill(bytes: Uint8Array): string {
@@ -61,14 +91,16 @@ export function spill(bytes: Uint8Array): string {
 
 /**
  * Reads a spill file and removes it (the one consumer that took its frame).
- * With the addon the file is mapped rather than read: the item's bytes are
- * the file's pages, never copied again (the file is unlinked at once, so
- * nobody else can reach them).
+ * With the addon, and while this process holds less than its budget mapped,
+ * the file is mapped rather than read: the item's bytes are the file's
+ * pages, never copied again (the file is unlinked at once, so nobody else
+ * can reach them).
  */
 export function unspill(name: string): Buffer {
   const path = `${treeDir()}/${name}`;
   const addon = native();
-  const bytes = addon ? Buffer.from(addon.mapFile(path)) : readFileSync(path);
+  const map = addon?.mappedFileBytes !== undefined && addon.mappedFileBytes() < mapBudgetBytes();
+  const bytes = map ? Buffer.from(addon!.mapFile(path)) : readFileSync(path);
   unlinkQuietly(name);
   return bytes;
 }

@@ -35,6 +35,12 @@ export interface NativeAddon {
   /** A whole regular file mapped (MAP_SHARED) as a plain ArrayBuffer, for its only reader (see native/src/segment.cc). */
   mapFile(path: string): ArrayBuffer;
   /**
+   * Bytes of `mapFile` mappings in this process (every thread) not yet
+   * unmapped: those of ArrayBuffers V8 has not collected yet included.
+   * Absent from builds made before it (same ABI).
+   */
+  mappedFileBytes?(): number;
+  /**
    * Blocks while the word holds `expected`. `timeoutMs` <= 0 only checks;
    * NaN, Infinity and anything too large for a 64-bit nanosecond deadline
    * (about 292 years) wait forever. Wakers must change the word before
