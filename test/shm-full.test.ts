@@ -28,5 +28,26 @@ describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the
       assert.equal(out.value, 42);
       assert.equal(out.exitCode, 0);
     });
+
+    it(`a pool task whose arguments or result do not fit fails with ENOSPC naming the task and the fix; the pool and a Queue go on (${method})`, async () => {
+      const script = `mount -t tmpfs -o size=3m tmpfs /dev/shm && exec "$0" "$1"`;
+      const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, process.execPath, fixture('pool-shm-full.js')], {
+        env: { MULTIPROCESSING_TS_START_METHOD: method },
+        timeoutMs: 60_000,
+      });
+      assert.equal(r.signal, null, `not killed by a signal: ${r.stderr}`);
+      assert.equal(r.code, 0, `the parent died: ${r.stderr.slice(0, 2000)}`);
+      const out = JSON.parse(r.stdout);
+      assert.deepEqual(out.warm, [1, 2]);
+      assert.equal(out.args.code, 'ENOSPC', JSON.stringify(out.args));
+      assert.match(out.args.message, /^pool\.map\(length\) item \d+ could not be handed to a worker: ENOSPC: .*\/dev\/shm\/.*--shm-size/);
+      assert.deepEqual(out.small, [3, [1, 2, 3]]);
+      assert.equal(out.result.code, 'ENOSPC', JSON.stringify(out.result));
+      assert.match(out.result.message, /^the result could not be sent back to the pool: ENOSPC: .*4194304-byte item/);
+      assert.deepEqual(out.after, [1, 2, 3, 4]);
+      assert.equal(out.failed, 2, 'one unit of the map and the apply failed');
+      assert.equal(out.put.code, 'ENOSPC', JSON.stringify(out.put));
+      assert.equal(out.got, 'small');
+    });
   }
 });

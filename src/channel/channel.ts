@@ -343,9 +343,19 @@ export class Channel {
     }
   }
 
-  /** `putSync` without blocking the event loop; `close()` of this object ends the wait (false). */
-  async put(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
+  /**
+   * `putSync` without blocking the event loop; `close()` of this object ends
+   * the wait (false). An item that cannot be prepared (it cannot travel, or
+   * its spill file cannot be written) throws here, synchronously, before
+   * anything is committed: a caller that has already counted the item as
+   * sent can take it back at once (the pool's dispatcher does).
+   */
+  put(item: unknown, block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
     prepare(item, this.spillAbove);
+    return this.putPrepared(block, deadline, joinable, giveUp);
+  }
+
+  private async putPrepared(block: boolean, deadline: number, joinable: boolean, giveUp?: () => boolean): Promise<boolean> {
     let head = Atomics.load(this.w, HEAD);
     if (tryTake(this.w, WRITER) && this.commitHeld(Taken.Yes, joinable) === Commit.Done) return true;
     const kept = keepPrepared(true);

@@ -38,6 +38,7 @@
  * over sockets must not allow these (`HandleKinds` in serialize/shared.ts).
  */
 import { closeSync, openSync, readFileSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { restated } from '../errno.js';
 import { native } from '../native/addon.js';
 import { treeDir } from '../shm/tree.js';
 
@@ -73,7 +74,7 @@ export function spill(bytes: Uint8Array): string {
       fd = openSync(`${treeDir()}/${name}`, 'wx', 0o600);
     } catch (err) {
       // Left by a dead process whose random prefix we drew again.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === 5) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === 5) throw full(err, bytes.byteLength);
       prefix = '';
       continue;
     }
@@ -81,12 +82,31 @@ export function spill(bytes: Uint8Array): string {
       for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done);
     } catch (err) {
       unlinkQuietly(name);
-      throw err;
+      throw full(err, bytes.byteLength);
     } finally {
       closeSync(fd);
     }
     return name;
   }
+}
+
+/**
+ * A write that found the file system full, restated with the item's size,
+ * the directory, and the fix; the errno fields stay, so `code` is still
+ * ENOSPC (or EDQUOT). Any other error is returned as it is.
+ */
+function full(err: unknown, size: number): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err;
+  const dir = treeDir();
+  const error = restated(
+    `${code}: no space left on device, write of a ${size}-byte item to ${dir}: ` +
+      `items over an eighth of their ring travel in files there, in the shared-memory file system; ` +
+      `free space in it or make it larger (Docker: --shm-size), or send smaller items`,
+    err,
+  );
+  error.path = dir;
+  return error;
 }
 
 /**

@@ -65,6 +65,7 @@
 import { constants } from 'node:os';
 import { BrokenPoolError, SerializationError, StateError, ValueError, WorkerLostError } from '../errors.js';
 import { NOTHING } from '../channel/channel.js';
+import { restated } from '../errno.js';
 import { holdingWakes, resumeHeldWakes, suspendHeldWakes } from '../sync/futex.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
@@ -367,34 +368,81 @@ export class Dispatcher {
     return handed;
   }
 
-  /** Hands up to `room` queued units to `w`, in one batch; how many it handed. */
+  /**
+   * Hands up to `room` queued units to `w`, in one batch; how many it
+   * handed. A batch that cannot be sent (its spill file does not fit in
+   * /dev/shm) fails its units with the reason, and `w` is as before.
+   */
   private fill(w: WorkerHandle, room: number): number {
     const entries: unknown[] = [];
+    const units: Unit[] = [];
+    const defined: number[] = [];
     let bytes = 0;
-    let handed = 0;
-    while (handed < room && bytes < BATCH_BYTES) {
+    while (units.length < room && bytes < BATCH_BYTES) {
       const unit = this.queue.shift();
       if (!unit) break;
       if (!w.defined.has(unit.fn.id)) {
         entries.push(Op.Define, unit.fn.id, unit.fn.spec);
         w.defined.add(unit.fn.id);
+        defined.push(unit.fn.id);
       }
       entries.push(unit.op, unit.fn.id, unit.payload);
       unit.worker = w;
       w.hand(unit);
-      handed++;
+      units.push(unit);
       bytes += unit.size;
-      if (unit.call.timeout !== undefined) this.timeLimits.watch(monoNow() + unit.call.timeout);
     }
-    if (w.budget <= 0) {
-      entries.push(Op.Stop);
+    const last = w.budget <= 0;
+    if (last) entries.push(Op.Stop);
+    if (entries.length > 0) {
+      try {
+        w.send(entries, () => this.dispatch());
+      } catch (err) {
+        w.unhand(units);
+        for (const id of defined) w.defined.delete(id);
+        this.unsent(units, err);
+        return 0;
+      }
+    }
+    if (last) {
       this.retire(w);
       // Its replacement starts when it has exited: until then nothing else may keep this process alive.
       w.holdUntilEnd();
     }
-    if (entries.length > 0) w.send(entries, () => this.dispatch());
-    if (handed > 0 && !w.reading) this.toRead.push(w);
-    return handed;
+    for (const unit of units) if (unit.call.timeout !== undefined) this.timeLimits.watch(monoNow() + unit.call.timeout);
+    if (units.length > 0 && !w.reading) this.toRead.push(w);
+    return units.length;
+  }
+
+  /**
+   * Deals with units whose batch could not be sent. Only a batch holding a
+   * unit larger than a batch goes to a spill file, so those large units
+   * are what did not fit: they fail with the reason, and are not queued
+   * again (a full /dev/shm would most likely refuse them again, and a map
+   * retrying forever is a hang). The small units beside them go back to
+   * the head of the queue. (Should no unit be large, all of them fail.)
+   */
+  private unsent(units: readonly Unit[], err: unknown): void {
+    const large = units.filter((unit) => unit.size > BATCH_BYTES);
+    const failing = large.length > 0 ? large : units;
+    if (failing !== units) {
+      const again = units.filter((unit) => unit.size <= BATCH_BYTES);
+      for (const unit of again) unit.state = UnitState.Queued;
+      this.queue.pushFront(again);
+    }
+    // A callback below may submit work while this dispatch round runs, and a round that hands nothing ends: look again.
+    queueMicrotask(() => this.dispatch());
+    const held = suspendHeldWakes();
+    try {
+      for (const unit of failing) {
+        unit.state = UnitState.Over;
+        releaseUnit(unit);
+        this.failed++;
+        if (!unit.call.settled) unit.call.unitFailed(unit, unsentError(unit, err));
+      }
+    } finally {
+      resumeHeldWakes(held);
+    }
   }
 
   /** Whether some worker that takes units has half its window or more free while units are queued. */
@@ -789,6 +837,11 @@ export class Dispatcher {
       workers,
     };
   }
+}
+
+/** Why a unit never reached a worker: its label, then the cause (whose `code`, ENOSPC, it keeps). */
+function unsentError(unit: Unit, cause: unknown): Error {
+  return restated(`${unitLabel(unit)} could not be handed to a worker: ${(cause as Error)?.message ?? String(cause)}`, cause);
 }
 
 function releaseUnitIf(unit: Unit, yes: boolean): void {

@@ -301,11 +301,42 @@ export class WorkerHandle {
     const item = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     const channel = this.tasks.channel;
     if (channel.putSync(item, false, 0, false)) return;
+    // A batch that cannot be written (its spill file, on a full /dev/shm)
+    // throws from put() itself, synchronously, like putSync above: the
+    // caller takes its units back (`unhand`). Past that, nothing of put()
+    // is known to fail; if it ever did, the batch would be lost and its
+    // units would wait forever, so the worker is ended instead: its units
+    // fail with WorkerLostError, and a replacement starts.
+    const waiting = channel.put(item, true, Infinity, false, () => this.dead);
     this.blocked = true;
-    void channel.put(item, true, Infinity, false, () => this.dead).then(() => {
-      this.blocked = false;
-      then();
-    });
+    waiting.then(
+      () => {
+        this.blocked = false;
+        then();
+      },
+      (err: unknown) => {
+        this.blocked = false;
+        process.emitWarning(`a pool worker's batch could not be written (${String(err)}); the worker is ended`);
+        this.process.kill();
+      },
+    );
+  }
+
+  /**
+   * Takes back the units handed last, `units` in the order they were
+   * handed: the batch carrying them could not be sent (`send` threw), so
+   * the worker never saw them and the seqs they had are its next again.
+   */
+  unhand(units: readonly Unit[]): void {
+    for (let i = units.length - 1; i >= 0; i--) {
+      const unit = this.outstanding.pop();
+      if (unit !== units[i]) throw new Error('pool: unhand() called with units other than the last handed; please report this');
+      this.sentSeq--;
+      this.budget++;
+      if (unit.call.timeout !== undefined) this.timed--;
+      unit.seq = 0;
+      unit.worker = null;
+    }
   }
 
   /**

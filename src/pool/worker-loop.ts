@@ -21,6 +21,7 @@
  * none, it is written to stderr and the worker goes on, as Python's
  * worker reports an error of a thread a task left behind and goes on.
  */
+import { restated } from '../errno.js';
 import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
 import { preparedSpilled } from '../channel/codec.js';
@@ -487,7 +488,16 @@ class Worker {
    * practice: the parent drains whenever its event loop turns).
    */
   private put(item: unknown): void {
-    this.results.putSync(item, true, Infinity, false);
+    try {
+      this.results.putSync(item, true, Infinity, false);
+    } catch (err) {
+      // Nothing was committed. The one failure a prepared answer meets is
+      // its spill file not fitting in /dev/shm: the unit fails with that
+      // instead, in an answer small enough for the ring (were that one to
+      // fail too, the worker would die, and the unit fail with WorkerLostError).
+      this.post(Status.Error, safeRecord(restated(`the result could not be sent back to the pool: ${(err as Error)?.message ?? String(err)}`, err)), Atomics.load(this.ints, ITEM));
+      return;
+    }
     if (preparedSpilled()) this.urgent = true;
   }
 }
