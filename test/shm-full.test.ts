@@ -41,11 +41,16 @@ describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the
       assert.deepEqual(out.warm, [1, 2]);
       assert.equal(out.args.code, 'ENOSPC', JSON.stringify(out.args));
       assert.match(out.args.message, /^pool\.map\(length\) item \d+ could not be handed to a worker: ENOSPC: .*\/dev\/shm\/.*--shm-size/);
+      assert.deepEqual(out.beside[0], { ok: 3 }, 'the small task sent with the large one ran');
+      assert.equal(out.beside[1].code, 'ENOSPC', JSON.stringify(out.beside[1]));
+      assert.match(out.beside[1].message, /^pool\.apply\(length\) could not be handed to a worker: ENOSPC/);
+      assert.deepEqual(out.beside[2], { ok: 2 });
       assert.deepEqual(out.small, [3, [1, 2, 3]]);
       assert.equal(out.result.code, 'ENOSPC', JSON.stringify(out.result));
-      assert.match(out.result.message, /^the result could not be sent back to the pool: ENOSPC: .*4194304-byte item/);
+      assert.match(out.result.message, /^pool\.apply\(text\): the result could not be sent back to the pool: ENOSPC: .*4194304-byte item/);
       assert.deepEqual(out.after, [1, 2, 3, 4]);
-      assert.equal(out.failed, 2, 'one unit of the map and the apply failed');
+      assert.equal(out.failed, 3, 'one unit of the map, the large apply and the apply of a large result failed');
+      assert.deepEqual(out.spills, [], 'no spill file is left in /dev/shm');
       assert.equal(out.put.code, 'ENOSPC', JSON.stringify(out.put));
       assert.equal(out.got, 'small');
     });

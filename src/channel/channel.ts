@@ -182,6 +182,14 @@ export class Channel {
   private lastTail = NaN;
   /** HEAD as this consumer's last take left it (NaN: none yet); `seenTail` is trusted only while HEAD still is this. */
   private lastHead = NaN;
+  /**
+   * Whether this consumer may map a spill file rather than read it (see
+   * spill.ts). A consumer that copies every item it takes anyway (the
+   * pool's two sides) turns it off: mapping would only leave the file's
+   * pages pinned in /dev/shm until a collection, saving no copy.
+   * @internal
+   */
+  mapsSpills = true;
   /** Wakes this object's pending async waits (close). */
   private readonly interrupters = new Set<() => void>();
   /** `interrupt()` was called: this object's async puts and gets wait no more (sticky: a put between two sleeps would miss it). */
@@ -431,7 +439,7 @@ export class Channel {
     give(w, READER);
     wakeRegistered(w, PUT_WAITERS, HEAD);
     if (value === SKIPPED) value = NOTHING;
-    return pending === Pending.None ? value : finish(pending, value, spillTag, raw);
+    return pending === Pending.None ? value : finish(pending, value, spillTag, raw, this.mapsSpills);
   }
 
   /**

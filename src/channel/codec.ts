@@ -78,6 +78,8 @@ let spillTag: Tag = Tag.Undefined;
 let encoded: Encoded | null = null;
 /** The spill file holding the payload, if any. */
 let spilled: string | null = null;
+/** The bytes written to that file (0: none). */
+let spilledBytes = 0;
 
 /** A prepared item kept aside (a producer's backlog; see channel.ts). */
 export interface Prepared {
@@ -90,6 +92,7 @@ export interface Prepared {
   readonly spillTag: Tag;
   readonly encoded: Encoded | null;
   readonly spilled: string | null;
+  readonly spilledBytes: number;
 }
 
 /**
@@ -101,6 +104,7 @@ export function prepare(item: unknown, spillAbove: number): void {
   bytes = null;
   encoded = null;
   spilled = null;
+  spilledBytes = 0;
   switch (typeof item) {
     case 'number':
       num = item;
@@ -218,6 +222,7 @@ function payload(t: Tag, b: Uint8Array, spillAbove: number): void {
   tag = Tag.Spill;
   spillTag = t;
   spilled = spill(b);
+  spilledBytes = b.byteLength;
   bytes = Buffer.from(spilled, 'latin1');
   size = bytes.byteLength;
 }
@@ -227,6 +232,7 @@ export function prepareSkip(): void {
   bytes = null;
   encoded = null;
   spilled = null;
+  spilledBytes = 0;
   tag = Tag.Skip;
   size = 0;
 }
@@ -234,9 +240,9 @@ export function prepareSkip(): void {
 /** What `readFrame` leaves in `readValue` for a Skip frame. */
 export const SKIPPED: unique symbol = Symbol('skipped');
 
-/** Whether the item prepared last went to a spill file (until the next `prepare`: also once committed). */
-export function preparedSpilled(): boolean {
-  return spilled !== null;
+/** The bytes the item prepared last wrote to a spill file, 0 for none (until the next `prepare`: also once committed). */
+export function preparedSpillBytes(): number {
+  return spilledBytes;
 }
 
 /** Payload bytes the prepared item needs at most. */
@@ -252,12 +258,12 @@ export function preparedSize(): number {
  */
 export function keepPrepared(copyBytes: boolean): Prepared {
   const own = bytes && (copyBytes && (tag === Tag.Bytes || tag === Tag.Floats) ? bytes.slice() : bytes);
-  return { tag, size, num, big, str, bytes: own, spillTag, encoded, spilled };
+  return { tag, size, num, big, str, bytes: own, spillTag, encoded, spilled, spilledBytes };
 }
 
 /** Makes `p` the prepared item again. */
 export function restorePrepared(p: Prepared): void {
-  ({ tag, size, num, big, str, bytes, spillTag, encoded, spilled } = p);
+  ({ tag, size, num, big, str, bytes, spillTag, encoded, spilled, spilledBytes } = p);
 }
 
 /** Gives back what a prepared item that will never be committed holds: its spill file, its references. */
@@ -422,12 +428,14 @@ export class Serialized {
  * tree (the channel is reached only through handles it gave out), so every
  * kind of shared object is revived (see `HandleKinds` in serialize/shared.ts).
  * @param raw leave a serialized item undecoded (a `Serialized`).
+ * @param mayMap a spill file may be mapped rather than read (Channel `mapsSpills`).
  */
-export function finish(pending: Pending, value: unknown, spillTag: Tag, raw = false): unknown {
+export function finish(pending: Pending, value: unknown, spillTag: Tag, raw = false, mayMap = true): unknown {
   if (pending === Pending.Decode) {
     return raw ? new Serialized(value as Uint8Array) : decode(v8().deserialize(value as Uint8Array), EVERY_KIND);
   }
-  const data = unspill(value as string);
+  // A string or a Float64Array is copied out of the file's bytes anyway: only the others may keep them mapped.
+  const data = unspill(value as string, mayMap && spillTag !== Tag.String && spillTag !== Tag.Floats);
   if (spillTag === Tag.String) return data.toString('utf8');
   if (spillTag === Tag.Bytes) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (spillTag === Tag.Floats) return floatsOf(data);

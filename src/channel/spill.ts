@@ -21,7 +21,12 @@
  * system's size, and reads the file into its own memory past that (about
  * 3× slower for 1 MiB than mapping, measured: the copy and the new pages'
  * faults). What sits in /dev/shm is then the items in queues, plus at most
- * that share (and one item) per process.
+ * that share (and one item) per process consuming them. Items copied out
+ * of the file anyway (strings, Float64Arrays) are read, and so are the
+ * items of consumers that copy everything they take (the pool's channels,
+ * Channel `mapsSpills`): mapping would save them nothing, and their
+ * garbage, in a pool of many workers idle after a burst, held /dev/shm
+ * full until they worked again.
  *
  * Ownership: the file belongs to the channel from `put()` until one
  * consumer takes its frame; that consumer reads and removes it. A file
@@ -37,7 +42,7 @@
  * every handle (connection/objects.ts), and a layer that allows some kinds
  * over sockets must not allow these (`HandleKinds` in serialize/shared.ts).
  */
-import { closeSync, openSync, readFileSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { restated } from '../errno.js';
 import { native } from '../native/addon.js';
 import { treeDir } from '../shm/tree.js';
@@ -47,22 +52,35 @@ let counter = 0;
 
 /** The share of the tree directory's file system one process may hold mapped (see "Mapped garbage"). */
 const MAP_SHARE = 1 / 8;
-/** The budget when the file system's size cannot be read. */
-const FALLBACK_MAP_BUDGET = 8 * 1024 * 1024;
-let mapBudget = -1;
+/** What the file system's size is taken to be when it cannot be read (Docker's default /dev/shm). */
+const FALLBACK_FS_BYTES = 64 * 1024 * 1024;
+let fsBytes = -1;
+
+/**
+ * The size of the file system spill files go to (the tree directory's:
+ * /dev/shm), read once: what shares of it (mapped items here, unread
+ * answers of a pool worker) are measured against.
+ */
+export function spillFsBytes(): number {
+  if (fsBytes < 0) {
+    try {
+      const fs = statfsSync(treeDir());
+      // A tmpfs mounted with size=0 has no limit, and says 0 blocks.
+      fsBytes = fs.blocks > 0 ? fs.blocks * fs.bsize : Infinity;
+    } catch {
+      fsBytes = FALLBACK_FS_BYTES;
+    }
+  }
+  return fsBytes;
+}
 
 /** Bytes this process may hold mapped before it reads spill files instead (see "Mapped garbage"). */
 function mapBudgetBytes(): number {
-  if (mapBudget < 0) {
-    try {
-      const fs = statfsSync(treeDir());
-      mapBudget = fs.blocks * fs.bsize * MAP_SHARE;
-    } catch {
-      mapBudget = FALLBACK_MAP_BUDGET;
-    }
-  }
-  return mapBudget;
+  return spillFsBytes() * MAP_SHARE;
 }
+
+/** The largest file `readFileSync` reads (2 GiB less a page, to be safe); a larger one is mapped. */
+const READ_MAX_BYTES = 2 ** 31 - 4096;
 
 /** Writes `bytes` to a new spill file; returns its name inside the tree directory. */
 export function spill(bytes: Uint8Array): string {
@@ -111,18 +129,25 @@ function full(err: unknown, size: number): unknown {
 
 /**
  * Reads a spill file and removes it (the one consumer that took its frame).
- * With the addon, and while this process holds less than its budget mapped,
- * the file is mapped rather than read: the item's bytes are the file's
- * pages, never copied again (the file is unlinked at once, so nobody else
- * can reach them).
+ * With the addon, when the caller allows it (`mayMap`: the item's bytes
+ * may be the file's own) and this process holds less than its budget
+ * mapped, the file is mapped rather than read: the item's bytes are the
+ * file's pages, never copied again (the file is unlinked at once, so nobody
+ * else can reach them). A file over READ_MAX_BYTES is always mapped, since
+ * `readFileSync` refuses it. The file is removed whatever happens: the
+ * frame that named it is taken already.
  */
-export function unspill(name: string): Buffer {
+export function unspill(name: string, mayMap: boolean): Buffer {
   const path = `${treeDir()}/${name}`;
-  const addon = native();
-  const map = addon?.mappedFileBytes !== undefined && addon.mappedFileBytes() < mapBudgetBytes();
-  const bytes = map ? Buffer.from(addon!.mapFile(path)) : readFileSync(path);
-  unlinkQuietly(name);
-  return bytes;
+  try {
+    const addon = native();
+    const map =
+      addon !== null &&
+      (statSync(path).size > READ_MAX_BYTES || (mayMap && addon.mappedFileBytes !== undefined && addon.mappedFileBytes() < mapBudgetBytes()));
+    return map ? Buffer.from(addon!.mapFile(path)) : readFileSync(path);
+  } finally {
+    unlinkQuietly(name);
+  }
 }
 
 /** Removes a spill file whose item will never be read. */

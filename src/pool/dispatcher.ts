@@ -56,7 +56,7 @@
  * spilled to a file, wakes the reader at once (the first error settles
  * the map and its handed units are skipped; spill files must not pile up
  * in /dev/shm), and a sleep lasts LAZY_SLICE_MS at most, so `stats()` lags
- * by no more. Units with a time limit, and units over SHARE_UNIT_BYTES
+ * by no more. Units with a time limit, and units over LARGE_UNIT_BYTES
  * (their payloads are spilled), keep windows and eager reads.
  *
  * Time limits are time-limits.ts; moving units away from a stuck worker is
@@ -71,7 +71,8 @@ import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
-import { ITEM, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
+import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, UNREAD_SPILL_SHARE, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
+import { spillFsBytes } from '../channel/spill.js';
 import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
 import { TaskQueue, UnitState, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
@@ -107,8 +108,6 @@ const SPIN_RUN_MS = 0.5;
  * by at most this.
  */
 const LAZY_SLICE_MS = 100;
-/** Units larger than this (bytes) never go out in whole shares (see shareWindow). */
-const SHARE_UNIT_BYTES = 16 * 1024;
 
 export const enum PoolState {
   Running = 0,
@@ -168,6 +167,8 @@ export class Dispatcher {
   private readonly waitTimes = new Histogram();
   private completed = 0;
   private failed = 0;
+  /** A batch found /dev/shm full while units were in flight: large units wait for the next answer (see `unsent`). */
+  private spillWait = false;
   private workersStarted = 0;
   private workersLost = 0;
   private endedBusyMs = 0;
@@ -202,7 +203,7 @@ export class Dispatcher {
   }
 
   unit(call: Call, op: Op.Apply | Op.Map | Op.Star, fn: TaskFunction, payload: unknown, size: number, refs: Unit['refs'], index: number, count: number): Unit {
-    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null };
+    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null, handed: 0 };
   }
 
   /** Queues a unit (while `accepting`). */
@@ -335,7 +336,7 @@ export class Dispatcher {
     const window = this.window();
     const next = this.queue.peek();
     // Large payloads go to spill files in /dev/shm: those are handed out a window at a time, not a share.
-    if (!(this.meanRunMs > SPIN_RUN_MS) || !next?.call.bulk || next.call.timeout !== undefined || next.size > SHARE_UNIT_BYTES || this.active.length === 0) return window;
+    if (!(this.meanRunMs > SPIN_RUN_MS) || !next?.call.bulk || next.call.timeout !== undefined || next.size > LARGE_UNIT_BYTES || this.active.length === 0) return window;
     let inFlight = 0;
     for (const w of this.active) inFlight += w.inFlight;
     return Math.min(MAX_WINDOW, Math.max(window, Math.ceil((this.queue.size + inFlight) / this.active.length)));
@@ -378,9 +379,13 @@ export class Dispatcher {
     const units: Unit[] = [];
     const defined: number[] = [];
     let bytes = 0;
+    // Payloads in spill files are the parent's to bound: the worker frees them as it reads its batches.
+    const largeLimit = spillFsBytes() * UNREAD_SPILL_SHARE;
     while (units.length < room && bytes < BATCH_BYTES) {
-      const unit = this.queue.shift();
-      if (!unit) break;
+      const next = this.queue.peek();
+      if (!next) break;
+      if (next.size > LARGE_UNIT_BYTES && (this.spillWait || (w.largeInFlight > 0 && w.largeInFlight + next.size > largeLimit))) break;
+      const unit = this.queue.shift()!;
       if (!w.defined.has(unit.fn.id)) {
         entries.push(Op.Define, unit.fn.id, unit.fn.spec);
         w.defined.add(unit.fn.id);
@@ -415,21 +420,32 @@ export class Dispatcher {
   }
 
   /**
-   * Deals with units whose batch could not be sent. Only a batch holding a
-   * unit larger than a batch goes to a spill file, so those large units
-   * are what did not fit: they fail with the reason, and are not queued
-   * again (a full /dev/shm would most likely refuse them again, and a map
-   * retrying forever is a hang). The small units beside them go back to
-   * the head of the queue. (Should no unit be large, all of them fail.)
+   * Deals with units whose batch could not be sent: its spill file did not
+   * fit in /dev/shm (nothing else is known to fail there).
+   *
+   * While units of this pool are in flight, the files of their batches and
+   * answers take part of /dev/shm, and each answer taken frees some: the
+   * units go back to the head of the queue, and large ones are not tried
+   * again before the next answer (`spillWait`). With nothing in flight,
+   * nothing of ours will free space: the units that made the batch spill
+   * (those larger than a batch; if none is, the largest) fail with the
+   * reason, and are not queued again (a map retrying forever is a hang);
+   * the small ones beside them go back to the queue.
    */
   private unsent(units: readonly Unit[], err: unknown): void {
-    const large = units.filter((unit) => unit.size > BATCH_BYTES);
-    const failing = large.length > 0 ? large : units;
-    if (failing !== units) {
-      const again = units.filter((unit) => unit.size <= BATCH_BYTES);
-      for (const unit of again) unit.state = UnitState.Queued;
-      this.queue.pushFront(again);
+    const code = (err as NodeJS.ErrnoException | null)?.code;
+    let inFlight = false;
+    for (const w of this.all) if (w.inFlight > 0 && !w.dead && !w.released) inFlight = true;
+    let failing: readonly Unit[] = [];
+    if (!(inFlight && (code === 'ENOSPC' || code === 'EDQUOT'))) {
+      failing = units.filter((unit) => unit.size > BATCH_BYTES);
+      if (failing.length === 0) failing = [units.reduce((a, b) => (b.size > a.size ? b : a))];
+    } else {
+      this.spillWait = true;
     }
+    const again = units.filter((unit) => !failing.includes(unit));
+    for (const unit of again) unit.state = UnitState.Queued;
+    this.queue.pushFront(again);
     // A callback below may submit work while this dispatch round runs, and a round that hands nothing ends: look again.
     queueMicrotask(() => this.dispatch());
     const held = suspendHeldWakes();
@@ -524,6 +540,9 @@ export class Dispatcher {
     }
     const unit = w.answer();
     if (!unit) return;
+    w.taken(unit.seq);
+    // An answer taken frees its spill file, if it had one, and its batch's was read: large units may try again.
+    this.spillWait = false;
     unit.state = UnitState.Over;
     unit.worker = null;
     this.startupFailures = 0;

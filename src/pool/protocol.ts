@@ -42,6 +42,14 @@
  *             FINISHED (sequentially consistent), so either the parent sees
  *             the answer and does not sleep, or the worker wakes it.
  *   NOTIFY    a sequence the parent sleeps on while it waits lazily.
+ *   TAKEN     seq of the answer the parent took last. A worker whose
+ *             answers in spill files not yet taken pass its share of
+ *             /dev/shm (UNREAD_SPILL_SHARE) waits for it to grow before
+ *             it runs on: the parent's reading is what frees those files.
+ *   TAKEN_WAITER 1 while the worker waits on TAKEN. The worker stores it
+ *             and then reads TAKEN; the parent stores TAKEN and then
+ *             reads it (sequentially consistent), so either the worker
+ *             sees the answer taken or the parent wakes it.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -68,6 +76,21 @@ export const LOADING = 4;
 export const GATE = 5;
 export const WAKE_AT = 6;
 export const NOTIFY = 7;
+export const TAKEN = 8;
+export const TAKEN_WAITER = 9;
+/**
+ * The share of /dev/shm one worker's untaken spilled answers may hold
+ * before it waits for the parent to take them (and the share of in-flight
+ * spilled task payloads the parent hands one worker).
+ */
+export const UNREAD_SPILL_SHARE = 1 / 16;
+/**
+ * Units whose payload is larger than this (bytes) are counted as going to
+ * spill files (a task ring spills frames over an eighth of its 512 KiB;
+ * counting from lower is on the safe side): they never go out in whole
+ * shares, and the parent bounds how many bytes of them one worker holds.
+ */
+export const LARGE_UNIT_BYTES = 16 * 1024;
 /** GATE while the parent ends the worker because of the unit it is in. */
 export const CLOSED = -1;
 export const CANCEL = 16;

@@ -56,5 +56,8 @@ export function packedSize(packed: unknown): number {
     for (const v of packed) n += packedSize(v);
     return n;
   }
-  return typeof packed === 'string' ? packed.length * 3 + 8 : 16;
+  if (typeof packed === 'string') return packed.length * 3 + 8;
+  // A bigint travels as its magnitude's bytes (a 1 MiB one spills as surely as a 1 MiB array).
+  if (typeof packed === 'bigint') return (packed < 0n ? -packed : packed).toString(16).length / 2 + 16;
+  return 16;
 }

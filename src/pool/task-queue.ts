@@ -55,6 +55,12 @@ export interface Unit {
   seq: number;
   /** The worker holding it, while handed. */
   worker: WorkerHandle | null;
+  /**
+   * When it was last handed to a worker (protocol.ts `monoNow`), for a
+   * unit over LARGE_UNIT_BYTES only (0 otherwise): the balancer leaves it
+   * where it is while its batch may still be on its way (balancer.ts).
+   */
+  handed: number;
 }
 
 /** Gives back the references a unit's payload holds (it will never be attached). */

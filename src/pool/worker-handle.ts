@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, NOTIFY, STARTED, WAKE_AT, cancelSlot, controlViews, serializer } from './protocol.js';
+import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -76,6 +76,8 @@ export class WorkerHandle {
   released = false;
   /** Units handed to it that carry a timeout. */
   timed = 0;
+  /** Payload bytes of the units over LARGE_UNIT_BYTES it holds (a stand-in counts until answered). */
+  largeInFlight = 0;
   /** The initializer's error, when it sent one. */
   initError: unknown = undefined;
   /** It answered at least one unit. */
@@ -97,6 +99,8 @@ export class WorkerHandle {
     try {
       this.tasks = new SimpleQueue<Uint8Array>();
       this.results = new SimpleQueue<unknown>();
+      // Answers are copied out as they are taken (dispatcher `take`): a mapped spill file would only stay pinned.
+      this.results.channel.mapsSpills = false;
       // A plain view of a segment, not a RawArray: a worker then needs no
       // shared-array classes to revive it (worker-entry.ts), ~40 KB less
       // to parse at its start. The segment is held here for the worker's life.
@@ -202,10 +206,21 @@ export class WorkerHandle {
   /** Records `unit` as handed over; its seq follows the last. */
   hand(unit: Unit): void {
     unit.seq = ++this.sentSeq;
+    if (unit.size > LARGE_UNIT_BYTES) unit.handed = monoNow();
     unit.state = UnitState.Handed;
     this.outstanding.push(unit);
     this.budget--;
     if (unit.call.timeout !== undefined) this.timed++;
+    if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight += unit.size;
+  }
+
+  /** Records that the parent took the answer of unit `seq`, and wakes the worker if it waits for that (protocol.ts TAKEN). */
+  taken(seq: number): void {
+    const ints = this.ints;
+    Atomics.store(ints, TAKEN, seq);
+    if (Atomics.load(ints, TAKEN_WAITER) === 0) return;
+    Atomics.store(ints, TAKEN_WAITER, 0);
+    wake(ints, TAKEN, 1);
   }
 
   /** The unit its next answer is for, taken off the list. */
@@ -221,6 +236,7 @@ export class WorkerHandle {
       this.head = 0;
     }
     if (unit.call.timeout !== undefined) this.timed--;
+    if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight -= unit.size;
     if (unit.state === UnitState.Over) this.standIns--;
     if (!this.answered) {
       this.answered = true;
@@ -251,6 +267,7 @@ export class WorkerHandle {
     this.outstanding.length = 0;
     this.head = 0;
     this.timed = 0;
+    this.largeInFlight = 0;
     this.standIns = 0;
     return rest;
   }
@@ -260,7 +277,7 @@ export class WorkerHandle {
     return this.outstanding.slice(this.head);
   }
 
-  /** FINISHED as last seen, and when it was seen to change (or units came to an idle worker). */
+  /** FINISHED as last seen, and when it was seen to change. */
   private progress = { finished: 0, at: 0 };
 
   /**
@@ -334,6 +351,7 @@ export class WorkerHandle {
       this.sentSeq--;
       this.budget++;
       if (unit.call.timeout !== undefined) this.timed--;
+      if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight -= unit.size;
       unit.seq = 0;
       unit.worker = null;
     }

@@ -24,7 +24,8 @@
 import { restated } from '../errno.js';
 import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
-import { preparedSpilled } from '../channel/codec.js';
+import { preparedSpillBytes } from '../channel/codec.js';
+import { spillFsBytes } from '../channel/spill.js';
 import { encode, abandon, cloneError } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND, MARKER } from '../serialize/shared.js';
@@ -32,7 +33,7 @@ import type { SimpleQueue } from '../queue/queue.js';
 import { resolveTarget } from '../process/child.js';
 import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
-import { wake } from '../sync/futex.js';
+import { waitAsync, wake } from '../sync/futex.js';
 import { toRecord } from './remote-error.js';
 import {
   CLOSED,
@@ -46,6 +47,9 @@ import {
   STARTED,
   STATE,
   Status,
+  TAKEN,
+  TAKEN_WAITER,
+  UNREAD_SPILL_SHARE,
   WorkerState,
   cancelSlot,
   controlViews,
@@ -196,11 +200,21 @@ class Worker {
   private readonly fns = new Map<number, Function | { failed: unknown }>();
   private seq = 0;
   private lastYield = performance.now();
+  /**
+   * Answers that went to spill files and that the parent may not have
+   * taken yet, oldest first: seq, bytes, seq, bytes… (see TAKEN).
+   */
+  private readonly untaken: number[] = [];
+  private untakenBytes = 0;
+  /** Bytes of spill files the answer being sent wrote. */
+  private answerSpill = 0;
   /** Fails the async unit being awaited (an error escaped from async work); null when none is. */
   private failRunning: ((error: unknown) => void) | null = null;
 
   constructor(private readonly config: WorkerConfig) {
     this.tasks = config.tasks.channel;
+    // Batches are copied out as they are taken (`copyBytes`): a mapped spill file would only stay pinned.
+    this.tasks.mapsSpills = false;
     this.results = config.results.channel;
     ({ ints: this.ints, floats: this.floats } = controlViews(config.control));
   }
@@ -357,8 +371,40 @@ class Worker {
     else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     Atomics.store(this.ints, FINISHED, seq);
     this.wakeParent(seq);
+    if (this.answerSpill > 0) {
+      this.untaken.push(seq, this.answerSpill);
+      this.untakenBytes += this.answerSpill;
+      this.answerSpill = 0;
+      if (this.untakenBytes > spillFsBytes() * UNREAD_SPILL_SHARE) return this.awaitTaken();
+    }
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
     return this.yieldToLoop();
+  }
+
+  /**
+   * Waits, without blocking the thread, until the parent has taken enough
+   * of this worker's spilled answers that those left untaken are within
+   * its share of /dev/shm. The parent takes a spilled answer at once
+   * (it is urgent, see `urgent`), so this waits only while the parent
+   * lags (its event loop busy with other work), and then bounds the files
+   * that pile up in /dev/shm.
+   */
+  private async awaitTaken(): Promise<void> {
+    const ints = this.ints;
+    const limit = spillFsBytes() * UNREAD_SPILL_SHARE;
+    for (;;) {
+      const taken = Atomics.load(ints, TAKEN);
+      while (this.untaken.length > 0 && this.untaken[0]! <= taken) {
+        this.untakenBytes -= this.untaken[1]!;
+        this.untaken.splice(0, 2);
+      }
+      if (this.untakenBytes <= limit) break;
+      Atomics.store(ints, TAKEN_WAITER, 1);
+      if (Atomics.load(ints, TAKEN) !== taken) continue;
+      await waitAsync(ints, TAKEN, taken, Infinity);
+    }
+    // The event loop ran while this worker waited: no yield is due yet.
+    this.lastYield = performance.now();
   }
 
   /**
@@ -479,7 +525,7 @@ class Worker {
   private post(status: Status, payload: unknown, item: number): void {
     if (status !== Status.Ok) this.urgent = true;
     const bytes = serializer().serialize([status, payload, item]);
-    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status);
   }
 
   /**
@@ -487,18 +533,26 @@ class Worker {
    * reading; then it waits, blocking this thread (a few slices at most in
    * practice: the parent drains whenever its event loop turns).
    */
-  private put(item: unknown): void {
+  private put(item: unknown, status = Status.Ok): void {
     try {
       this.results.putSync(item, true, Infinity, false);
     } catch (err) {
       // Nothing was committed. The one failure a prepared answer meets is
-      // its spill file not fitting in /dev/shm: the unit fails with that
-      // instead, in an answer small enough for the ring (were that one to
-      // fail too, the worker would die, and the unit fail with WorkerLostError).
-      this.post(Status.Error, safeRecord(restated(`the result could not be sent back to the pool: ${(err as Error)?.message ?? String(err)}`, err)), Atomics.load(this.ints, ITEM));
+      // its spill file not fitting in /dev/shm: the answer says that
+      // instead, small enough for the ring (were that to fail too, the
+      // worker would die, and the unit fail with WorkerLostError). A
+      // result becomes Unsendable, which the parent names by its task; an
+      // error keeps its status (an initializer's still breaks the pool).
+      const what = status === Status.Ok ? 'the result' : status === Status.InitFailed ? "the initializer's error" : "the task's error";
+      const error = restated(`${what} could not be sent back to the pool: ${(err as Error)?.message ?? String(err)}`, err);
+      this.post(status === Status.Ok ? Status.Unsendable : status, safeRecord(error), status === Status.Ok ? -1 : Atomics.load(this.ints, ITEM));
       return;
     }
-    if (preparedSpilled()) this.urgent = true;
+    const spilled = preparedSpillBytes();
+    if (spilled > 0) {
+      this.urgent = true;
+      this.answerSpill += spilled;
+    }
   }
 }
 
