@@ -35,6 +35,10 @@ describe('a pool under a small /dev/shm', { skip: mp.nativeAvailable() ? canMoun
       await underSmallShm('large', method, '64m');
     });
 
+    it(`16 MiB: an initializer whose error does not fit still breaks its pool with BrokenPoolError (${method})`, async () => {
+      await underSmallShm('init', method);
+    });
+
     it(`16 MiB: rounds of 1 MiB arguments on 4 workers, then an idle second: no round fails (what workers read is not left mapped) (${method})`, async () => {
       await underSmallShm('rounds', method);
     });
