@@ -35,6 +35,10 @@ describe('a pool under a small /dev/shm', { skip: mp.nativeAvailable() ? canMoun
       await underSmallShm('large', method, '64m');
     });
 
+    it(`16 MiB: a map of 120 arguments of 1 MiB with the default chunksize (15) completes: chunks are cut at 1 MiB of arguments (${method})`, async () => {
+      await underSmallShm('chunks', method);
+    });
+
     it(`16 MiB: an initializer whose error does not fit still breaks its pool with BrokenPoolError (${method})`, async () => {
       await underSmallShm('init', method);
     });

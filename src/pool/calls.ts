@@ -6,7 +6,7 @@
  * `imap` in imap.ts.
  */
 import { ValueError } from '../errors.js';
-import type { InFlight } from '../shm/segment.js';
+import { Segment, type InFlight } from '../shm/segment.js';
 import { AsyncResult, SETTLE } from './async-result.js';
 import type { Dispatcher, Source } from './dispatcher.js';
 import type { TaskFunction } from './functions.js';
@@ -32,16 +32,59 @@ export function onAbort(signal: AbortSignal | undefined, abort: (reason: unknown
   return () => signal.removeEventListener('abort', listener);
 }
 
-/** Packs a chunk's items for `op` (Map: each item; Star: each argument tuple). */
-export function packChunk(op: Op.Map | Op.Star, items: readonly unknown[], first: number, refs: InFlight[]): unknown[] {
-  return items.map((item, k) => {
-    const path = `iterable[${first + k}]`;
-    if (op === Op.Map) return packValue(item, path, refs);
-    if (!Array.isArray(item)) {
-      throw new ValueError(`${path} is not an array of arguments; starmap calls fn(...item) for each item`);
+/**
+ * The most payload bytes (roughly, `packedSize`) one chunk carries: a
+ * chunk is cut there, whatever its chunksize. A chunk's arguments travel
+ * as one item of the task ring, and past an eighth of the ring as one
+ * file in /dev/shm; a chunk of tens of MiB filled Docker's 64 MiB on its
+ * own. Below a MiB a file per chunk costs little next to its copy.
+ */
+export const CHUNK_BYTES = 1 << 20;
+
+/** One chunk's packed items, its references in flight, and where it sits in the call. */
+export interface PackedChunk {
+  readonly payload: unknown[];
+  readonly size: number;
+  readonly refs: InFlight[];
+  /** Index of its first item in the call. */
+  readonly index: number;
+}
+
+/** One item packed for `op` (Map: the item; Star: its argument tuple). */
+function packItem(op: Op.Map | Op.Star, item: unknown, index: number, refs: InFlight[]): unknown {
+  const path = `iterable[${index}]`;
+  if (op === Op.Map) return packValue(item, path, refs);
+  if (!Array.isArray(item)) {
+    throw new ValueError(`${path} is not an array of arguments; starmap calls fn(...item) for each item`);
+  }
+  return packArgs(item, path, refs);
+}
+
+/**
+ * Packs `items` (the call's items from index `first`, one chunksize's
+ * worth) for `op`: one chunk, or several when their payload passes
+ * CHUNK_BYTES (each holds one item at least). What throws gives back the
+ * references these chunks took.
+ */
+export function packChunks(op: Op.Map | Op.Star, items: readonly unknown[], first: number): PackedChunk[] {
+  const chunks: { payload: unknown[]; size: number; refs: InFlight[]; index: number }[] = [];
+  let chunk: (typeof chunks)[number] | null = null;
+  try {
+    for (let k = 0; k < items.length; k++) {
+      if (!chunk) {
+        chunk = { payload: [], size: 16, refs: [], index: first + k };
+        chunks.push(chunk);
+      }
+      const packed = packItem(op, items[k], first + k, chunk.refs);
+      chunk.payload.push(packed);
+      chunk.size += packedSize(packed);
+      if (chunk.size >= CHUNK_BYTES) chunk = null;
     }
-    return packArgs(item, path, refs);
-  });
+  } catch (err) {
+    for (const c of chunks) Segment.abandonAll(c.refs);
+    throw err;
+  }
+  return chunks;
 }
 
 /**
@@ -168,11 +211,10 @@ export class MapCall<T> implements Call {
     const units: Unit[] = [];
     packing(this.label, all, () => {
       for (let first = 0; first < items.length; first += chunksize) {
-        const refs: InFlight[] = [];
-        const chunk = items.slice(first, first + chunksize);
-        const payload = packChunk(op, chunk, first, refs);
-        all.push(...refs);
-        units.push(this.engine.unit(this, op, fn, payload, packedSize(payload), refs, first, chunk.length));
+        for (const chunk of packChunks(op, items.slice(first, first + chunksize), first)) {
+          all.push(...chunk.refs);
+          units.push(this.engine.unit(this, op, fn, chunk.payload, chunk.size, chunk.refs, chunk.index, chunk.payload.length));
+        }
       }
     });
     this.units = units;

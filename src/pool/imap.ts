@@ -7,9 +7,9 @@ import { ChunkSource } from './chunking.js';
 import type { Dispatcher, Source } from './dispatcher.js';
 import type { TaskFunction } from './functions.js';
 import type { Op } from './protocol.js';
-import { packedSize, packing } from './task-payload.js';
+import { packing } from './task-payload.js';
 import type { Call, Unit } from './task-queue.js';
-import { onAbort, packChunk, type CallLimits } from './calls.js';
+import { onAbort, packChunks, type CallLimits, type PackedChunk } from './calls.js';
 
 /** The most chunks per worker an imap has pulled from its input and not yet yielded. */
 export const IMAP_CHUNKS_PER_WORKER = 8;
@@ -252,18 +252,19 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
         if (this.settled) return;
         if (items.length === 0) break;
         this.pulled += items.length;
-        const refs: InFlight[] = [];
-        let payload: unknown[];
+        let chunks: PackedChunk[];
         try {
-          payload = packing(this.label, refs, () => packChunk(this.op, items, first, refs));
+          chunks = packing(this.label, [], () => packChunks(this.op, items, first));
         } catch (err) {
           this.inputError = { error: err, at: first };
           this.pulled = first;
           break;
         }
-        const unit = this.engine.unit(this, this.op, this.fn, payload, packedSize(payload), refs, first, items.length);
-        this.pending.add(unit);
-        this.engine.submit(unit);
+        for (const chunk of chunks) {
+          const unit = this.engine.unit(this, this.op, this.fn, chunk.payload, chunk.size, chunk.refs, chunk.index, chunk.payload.length);
+          this.pending.add(unit);
+          this.engine.submit(unit);
+        }
       }
     } finally {
       this.pumping = false;
