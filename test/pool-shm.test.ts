@@ -39,6 +39,10 @@ describe('a pool under a small /dev/shm', { skip: mp.nativeAvailable() ? canMoun
       await underSmallShm('chunks', method);
     });
 
+    it(`16 MiB: a task that does not fit while another runs fails with ENOSPC once that one's worker dies (no answer to wait for), and the task behind it runs (${method})`, async () => {
+      await underSmallShm('dies', method);
+    });
+
     it(`16 MiB: an initializer whose error does not fit still breaks its pool with BrokenPoolError (${method})`, async () => {
       await underSmallShm('init', method);
     });

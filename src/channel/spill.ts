@@ -74,6 +74,16 @@ export function spillFsBytes(): number {
   return fsBytes;
 }
 
+/** Bytes free for an unprivileged writer in the tree directory's file system (Infinity when that cannot be read: the write will tell). */
+function freeBytes(): number {
+  try {
+    const fs = statfsSync(treeDir());
+    return fs.blocks > 0 ? fs.bavail * fs.bsize : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
 /** Bytes this process may hold mapped before it reads spill files instead (see "Mapped garbage"). */
 function mapBudgetBytes(): number {
   return spillFsBytes() * MAP_SHARE;
@@ -84,6 +94,12 @@ const READ_MAX_BYTES = 2 ** 31 - 4096;
 
 /** Writes `bytes` to a new spill file; returns its name inside the tree directory. */
 export function spill(bytes: Uint8Array): string {
+  // Refused up front when it cannot fit: written until the file system is
+  // full, it would make every other writer there fail meanwhile (a pool's
+  // workers answering), and then be removed anyway.
+  if (bytes.byteLength > freeBytes()) {
+    throw full(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }), bytes.byteLength);
+  }
   for (let attempt = 1; ; attempt++) {
     if (!prefix) prefix = Math.floor(Math.random() * 36 ** 8).toString(36);
     const name = `q${prefix}.${++counter}`;

@@ -33,9 +33,10 @@ import type { WorkerHandle } from './worker-handle.js';
 const STUCK_MS = 10;
 /**
  * Bytes of a large unit's payload that are taken to travel per ms (written
- * to its spill file, read, deserialized: 200 MB/s, low on purpose).
+ * to its spill file, read, deserialized: 100 MB/s, a quarter or less of
+ * what a 40 MiB unit was measured at on this loaded machine).
  */
-const TRANSIT_BYTES_PER_MS = 200_000;
+const TRANSIT_BYTES_PER_MS = 100_000;
 
 /**
  * Whether a large unit's batch may still be on its way to its worker. Such

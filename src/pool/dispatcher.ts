@@ -71,7 +71,7 @@ import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
-import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, UNREAD_SPILL_SHARE, WorkerState, monoNow, serializer, timeSlot } from './protocol.js';
+import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, spillPart, monoNow, serializer, timeSlot } from './protocol.js';
 import { spillFsBytes } from '../channel/spill.js';
 import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
@@ -269,7 +269,14 @@ export class Dispatcher {
     const { method, initializer, initargs, maxtasksperchild, heapLimitMb } = this.options;
     let w: WorkerHandle;
     try {
-      w = new WorkerHandle({ method, initializer, initargs, budget: maxtasksperchild ?? Infinity, heapLimitMb });
+      w = new WorkerHandle({
+        method,
+        initializer,
+        initargs,
+        budget: maxtasksperchild ?? Infinity,
+        heapLimitMb,
+        untakenLimit: spillPart(spillFsBytes(), this.processes),
+      });
     } catch (err) {
       // The first start failing (a pool made where children may not be started) is the constructor's error.
       if (this.workersStarted === 0) throw err;
@@ -380,7 +387,7 @@ export class Dispatcher {
     const defined: number[] = [];
     let bytes = 0;
     // Payloads in spill files are the parent's to bound: the worker frees them as it reads its batches.
-    const largeLimit = spillFsBytes() * UNREAD_SPILL_SHARE;
+    const largeLimit = spillPart(spillFsBytes(), this.processes);
     while (units.length < room && bytes < BATCH_BYTES) {
       const next = this.queue.peek();
       if (!next) break;
@@ -441,6 +448,8 @@ export class Dispatcher {
       failing = units.filter((unit) => unit.size > BATCH_BYTES);
       if (failing.length === 0) failing = [units.reduce((a, b) => (b.size > a.size ? b : a))];
     } else {
+      // Larger than the whole file system: no answer will make room for it.
+      failing = units.filter((unit) => unit.size > spillFsBytes());
       this.spillWait = true;
     }
     const again = units.filter((unit) => !failing.includes(unit));
@@ -636,6 +645,8 @@ export class Dispatcher {
     w.tasks.channel.interrupt();
     this.drainAnswers(w);
     this.disown(w, w.deliberate!.seq, -1);
+    // No answer of its will free a spill file now: large units decide again (`unsent`).
+    this.spillWait = false;
     this.ensureWorkers();
     this.dispatch();
   }
@@ -706,6 +717,8 @@ export class Dispatcher {
       const blamed = this.disown(w, started, code);
       if (!expected && !blamed && !w.answered) this.diedStarting(w, code);
     }
+    // No answer of its will free a spill file now: large units decide again (`unsent`).
+    this.spillWait = false;
     this.ensureWorkers();
     this.dispatch();
   }

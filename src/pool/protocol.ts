@@ -43,9 +43,9 @@
  *             the answer and does not sleep, or the worker wakes it.
  *   NOTIFY    a sequence the parent sleeps on while it waits lazily.
  *   TAKEN     seq of the answer the parent took last. A worker whose
- *             answers in spill files not yet taken pass its share of
- *             /dev/shm (UNREAD_SPILL_SHARE) waits for it to grow before
- *             it runs on: the parent's reading is what frees those files.
+ *             answers in spill files not yet taken pass its part of
+ *             /dev/shm (`spillPart`) waits for it to grow before it runs
+ *             on: the parent's reading is what frees those files.
  *   TAKEN_WAITER 1 while the worker waits on TAKEN. The worker stores it
  *             and then reads TAKEN; the parent stores TAKEN and then
  *             reads it (sequentially consistent), so either the worker
@@ -79,11 +79,17 @@ export const NOTIFY = 7;
 export const TAKEN = 8;
 export const TAKEN_WAITER = 9;
 /**
- * The share of /dev/shm one worker's untaken spilled answers may hold
- * before it waits for the parent to take them (and the share of in-flight
- * spilled task payloads the parent hands one worker).
+ * The share of /dev/shm a pool's spilled answers not yet taken may hold,
+ * and, apart, the share its large task payloads in flight may: each worker
+ * gets its part (`spillPart`) and waits, or is handed no more, past it
+ * (one answer, or one unit, it always may).
  */
-export const UNREAD_SPILL_SHARE = 1 / 16;
+export const POOL_SPILL_SHARE = 1 / 4;
+
+/** One worker's part (bytes) of POOL_SPILL_SHARE of a file system of `fsBytes`, in a pool of `processes`. */
+export function spillPart(fsBytes: number, processes: number): number {
+  return (fsBytes * POOL_SPILL_SHARE) / processes;
+}
 /**
  * Units whose payload is larger than this (bytes) are counted as going to
  * spill files (a task ring spills frames over an eighth of its 512 KiB;

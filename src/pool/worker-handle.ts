@@ -36,6 +36,8 @@ export interface WorkerOptions {
   /** Units it may run before it is replaced (maxtasksperchild), or Infinity. */
   readonly budget: number;
   readonly heapLimitMb: number | undefined;
+  /** Bytes of its spilled answers not yet taken past which the worker waits (protocol.ts `spillPart`). */
+  readonly untakenLimit: number;
 }
 
 /** Why the pool ended a worker on purpose: the unit it meant to end, and what that unit fails with. */
@@ -115,6 +117,7 @@ export class WorkerHandle {
         control,
         initializer: options.initializer,
         initargs: options.initargs,
+        untakenLimit: options.untakenLimit,
       };
       this.process = new Cls({ target: runWorker, args: [config], daemon: true, module: WORKER_ENTRY });
       // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.

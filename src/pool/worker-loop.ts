@@ -25,7 +25,6 @@ import { restated } from '../errno.js';
 import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
 import { preparedSpillBytes } from '../channel/codec.js';
-import { spillFsBytes } from '../channel/spill.js';
 import { encode, abandon, cloneError } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND, MARKER } from '../serialize/shared.js';
@@ -49,7 +48,6 @@ import {
   Status,
   TAKEN,
   TAKEN_WAITER,
-  UNREAD_SPILL_SHARE,
   WorkerState,
   cancelSlot,
   controlViews,
@@ -68,6 +66,8 @@ export interface WorkerConfig {
   readonly control: Float64Array;
   readonly initializer: TargetSpec | null;
   readonly initargs: unknown[];
+  /** Bytes of spilled answers not yet taken past which it waits (protocol.ts `spillPart`). */
+  readonly untakenLimit: number;
 }
 
 /**
@@ -202,12 +202,16 @@ class Worker {
   private lastYield = performance.now();
   /**
    * Answers that went to spill files and that the parent may not have
-   * taken yet, oldest first: seq, bytes, seq, bytes… (see TAKEN).
+   * taken yet, oldest first from `untakenHead`: seq, bytes, seq, bytes…
+   * (see TAKEN).
    */
-  private readonly untaken: number[] = [];
+  private untaken: number[] = [];
+  private untakenHead = 0;
   private untakenBytes = 0;
   /** Bytes of spill files the answer being sent wrote. */
   private answerSpill = 0;
+  /** `put` is sending the stand-in for an answer that could not be sent. */
+  private restating = false;
   /** Fails the async unit being awaited (an error escaped from async work); null when none is. */
   private failRunning: ((error: unknown) => void) | null = null;
 
@@ -375,7 +379,8 @@ class Worker {
       this.untaken.push(seq, this.answerSpill);
       this.untakenBytes += this.answerSpill;
       this.answerSpill = 0;
-      if (this.untakenBytes > spillFsBytes() * UNREAD_SPILL_SHARE) return this.awaitTaken();
+      this.forgetTaken();
+      if (this.untakenBytes > this.config.untakenLimit) return this.awaitTaken();
     }
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
     return this.yieldToLoop();
@@ -391,20 +396,35 @@ class Worker {
    */
   private async awaitTaken(): Promise<void> {
     const ints = this.ints;
-    const limit = spillFsBytes() * UNREAD_SPILL_SHARE;
     for (;;) {
-      const taken = Atomics.load(ints, TAKEN);
-      while (this.untaken.length > 0 && this.untaken[0]! <= taken) {
-        this.untakenBytes -= this.untaken[1]!;
-        this.untaken.splice(0, 2);
-      }
-      if (this.untakenBytes <= limit) break;
+      const taken = this.forgetTaken();
+      if (this.untakenBytes <= this.config.untakenLimit) break;
       Atomics.store(ints, TAKEN_WAITER, 1);
       if (Atomics.load(ints, TAKEN) !== taken) continue;
       await waitAsync(ints, TAKEN, taken, Infinity);
     }
     // The event loop ran while this worker waited: no yield is due yet.
     this.lastYield = performance.now();
+  }
+
+  /** Drops from `untaken` the answers the parent has taken (TAKEN); returns TAKEN as read. */
+  private forgetTaken(): number {
+    const taken = Atomics.load(this.ints, TAKEN);
+    const list = this.untaken;
+    let head = this.untakenHead;
+    while (head < list.length && list[head]! <= taken) {
+      this.untakenBytes -= list[head + 1]!;
+      head += 2;
+    }
+    if (head === list.length) {
+      this.untaken = [];
+      head = 0;
+    } else if (head > 1024 && head * 2 > list.length) {
+      this.untaken = list.slice(head);
+      head = 0;
+    }
+    this.untakenHead = head;
+    return taken;
   }
 
   /**
@@ -537,6 +557,8 @@ class Worker {
     try {
       this.results.putSync(item, true, Infinity, false);
     } catch (err) {
+      // Already the small stand-in answer: nothing smaller to send.
+      if (this.restating) throw err;
       // Nothing was committed. The one failure a prepared answer meets is
       // its spill file not fitting in /dev/shm: the answer says that
       // instead, small enough for the ring (were that to fail too, the
@@ -545,7 +567,12 @@ class Worker {
       // error keeps its status (an initializer's still breaks the pool).
       const what = status === Status.Ok ? 'the result' : status === Status.InitFailed ? "the initializer's error" : "the task's error";
       const error = restated(`${what} could not be sent back to the pool: ${(err as Error)?.message ?? String(err)}`, err);
-      this.post(status === Status.Ok ? Status.Unsendable : status, safeRecord(error), status === Status.Ok ? -1 : Atomics.load(this.ints, ITEM));
+      this.restating = true;
+      try {
+        this.post(status === Status.Ok ? Status.Unsendable : status, safeRecord(error), status === Status.Ok ? -1 : Atomics.load(this.ints, ITEM));
+      } finally {
+        this.restating = false;
+      }
       return;
     }
     const spilled = preparedSpillBytes();
