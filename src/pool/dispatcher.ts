@@ -378,8 +378,10 @@ export class Dispatcher {
 
   /**
    * Hands up to `room` queued units to `w`, in one batch; how many it
-   * handed. A batch that cannot be sent (its spill file does not fit in
-   * /dev/shm) fails its units with the reason, and `w` is as before.
+   * handed. Large units stop the batch while `w` holds its part of them,
+   * or while they wait for room (`spillWait`). A batch that cannot be sent
+   * (its spill file does not fit in /dev/shm) leaves `w` as it was, and
+   * its units to `unsent`.
    */
   private fill(w: WorkerHandle, room: number): number {
     const entries: unknown[] = [];
