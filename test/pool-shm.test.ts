@@ -39,6 +39,10 @@ describe('a pool under a small /dev/shm', { skip: mp.nativeAvailable() ? canMoun
       await underSmallShm('chunks', method);
     });
 
+    it(`16 MiB: a map whose chunks answer 10 MiB each (80 results of 1 MiB, default chunksize) completes, each result in its place: chunks answer in parts (${method})`, async () => {
+      await underSmallShm('parts', method);
+    });
+
     it(`16 MiB: a task that does not fit while another runs fails with ENOSPC once that one's worker dies (no answer to wait for), and the task behind it runs (${method})`, async () => {
       await underSmallShm('dies', method);
     });

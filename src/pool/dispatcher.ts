@@ -527,6 +527,8 @@ export class Dispatcher {
    * of the reading loop.
    */
   private take(w: WorkerHandle, item: unknown): void {
+    // Taken: its spill file, if it had one, is gone (the worker may be waiting for that).
+    w.taken();
     let status = Status.Ok;
     let payload = item;
     let enveloped = false;
@@ -548,10 +550,20 @@ export class Dispatcher {
         }
         return;
       }
+      if (status === Status.Part && unreadable === undefined) {
+        // The first values of the running chunk: kept until its answer.
+        this.spillWait = false;
+        try {
+          w.addPart(decode(payload, EVERY_KIND) as unknown[]);
+        } catch (err) {
+          w.addPart(null, err);
+        }
+        return;
+      }
     }
+    const parts = w.takeParts();
     const unit = w.answer();
     if (!unit) return;
-    w.taken(unit.seq);
     // An answer taken frees its spill file, if it had one, and its batch's was read: large units may try again.
     this.spillWait = false;
     unit.state = UnitState.Over;
@@ -571,6 +583,7 @@ export class Dispatcher {
     this.meanRunMs = Number.isNaN(this.meanRunMs) ? run : this.meanRunMs * 0.875 + run * 0.125;
     let value: unknown;
     let error: unknown;
+    if (unreadable === undefined && parts?.unreadable !== undefined) unreadable = parts.unreadable;
     if (unreadable === undefined) {
       try {
         if (status === Status.Ok) {
@@ -582,6 +595,8 @@ export class Dispatcher {
               : payload instanceof Float64Array
                 ? Array.from(payload)
                 : [payload];
+          // A chunk answered in parts: theirs are its first values.
+          if (parts) value = parts.values.concat(value as unknown[]);
         } else if (!unit.call.settled) {
           error = fromRecord(payload as ErrorRecord);
         }

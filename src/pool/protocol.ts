@@ -42,10 +42,11 @@
  *             FINISHED (sequentially consistent), so either the parent sees
  *             the answer and does not sleep, or the worker wakes it.
  *   NOTIFY    a sequence the parent sleeps on while it waits lazily.
- *   TAKEN     seq of the answer the parent took last. A worker whose
- *             answers in spill files not yet taken pass its part of
- *             /dev/shm (`spillPart`) waits for it to grow before it runs
- *             on: the parent's reading is what frees those files.
+ *   TAKEN     how many answer items (Part ones included) the parent
+ *             has taken from the worker's result ring, modulo 2^32. A
+ *             worker whose answers in spill files not yet taken pass its
+ *             part of /dev/shm (`spillPart`) waits for it to grow before
+ *             it runs on: the parent's reading is what frees those files.
  *   TAKEN_WAITER 1 while the worker waits on TAKEN. The worker stores it
  *             and then reads TAKEN; the parent stores TAKEN and then
  *             reads it (sequentially consistent), so either the worker
@@ -151,6 +152,14 @@ export const enum Status {
   InitFailed = 3,
   /** payload: the SerializationError record of a result that cannot travel back (the parent names the task). */
   Unsendable = 4,
+  /**
+   * payload: the encoded values of the next items of the running chunk, in
+   * order; its answer (Ok: the values of the items after them) follows. A
+   * chunk whose answer is larger than the worker's part of /dev/shm
+   * (`spillPart`) answers in parts, each one spill file, with a wait for
+   * the parent to take them between (TAKEN).
+   */
+  Part = 5,
 }
 
 let v8Module: typeof import('node:v8') | undefined;

@@ -217,10 +217,32 @@ export class WorkerHandle {
     if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight += unit.size;
   }
 
-  /** Records that the parent took the answer of unit `seq`, and wakes the worker if it waits for that (protocol.ts TAKEN). */
-  taken(seq: number): void {
+  /** Answer items taken from its result ring (protocol.ts TAKEN). */
+  private itemsTaken = 0;
+  /** Values of Part answers of the unit it is running (protocol.ts Status.Part), or why one could not be read. */
+  private parts: unknown[] = [];
+  private partsUnreadable: unknown = undefined;
+
+  /** Values a Part answer brought for the unit it is running, or why they could not be read. */
+  addPart(values: unknown[] | null, unreadable?: unknown): void {
+    if (values === null) this.partsUnreadable ??= unreadable;
+    else for (const v of values) this.parts.push(v);
+  }
+
+  /** What Part answers brought for the unit just answered (null: none), then none. */
+  takeParts(): { values: unknown[]; unreadable: unknown } | null {
+    if (this.parts.length === 0 && this.partsUnreadable === undefined) return null;
+    const out = { values: this.parts, unreadable: this.partsUnreadable };
+    this.parts = [];
+    this.partsUnreadable = undefined;
+    return out;
+  }
+
+  /** Records that the parent took one more answer item, and wakes the worker if it waits for that (protocol.ts TAKEN). */
+  taken(): void {
     const ints = this.ints;
-    Atomics.store(ints, TAKEN, seq);
+    this.itemsTaken = (this.itemsTaken + 1) | 0;
+    Atomics.store(ints, TAKEN, this.itemsTaken);
     if (Atomics.load(ints, TAKEN_WAITER) === 0) return;
     Atomics.store(ints, TAKEN_WAITER, 0);
     wake(ints, TAKEN, 1);
@@ -266,6 +288,7 @@ export class WorkerHandle {
 
   /** Every unanswered unit, in order, emptying the list (the worker is gone). */
   takeUnanswered(): Unit[] {
+    this.takeParts();
     const rest = this.outstanding.slice(this.head);
     this.outstanding.length = 0;
     this.head = 0;

@@ -25,7 +25,7 @@ import { restated } from '../errno.js';
 import { SerializationError, UncaughtError } from '../errors.js';
 import { NOTHING, type Channel } from '../channel/channel.js';
 import { preparedSpillBytes } from '../channel/codec.js';
-import { encode, abandon, cloneError } from '../serialize/encode.js';
+import { encode, abandon, cloneError, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND, MARKER } from '../serialize/shared.js';
 import type { SimpleQueue } from '../queue/queue.js';
@@ -134,19 +134,24 @@ function safeRecord(thrown: unknown): ReturnType<typeof toRecord> {
 const STOPPED_GRACE_MS = 500;
 
 /** The V8 bytes of an Ok envelope of `value`; throws a SerializationError naming `path` when it cannot travel. */
-function okEnvelope(value: unknown, path: string): Uint8Array {
+/**
+ * The V8 bytes of `[status, value]`, and what encoding `value` holds (the
+ * references in flight of its shared objects: the bytes carry them, and
+ * bytes never sent must give them back with `abandon`).
+ */
+function envelope(status: Status, value: unknown, path: string): { bytes: Uint8Array; encoded: Encoded } {
   const encoded = encode(value, path, { crossProcess: true });
   let bytes: Uint8Array;
   try {
-    bytes = serializer().serialize([Status.Ok, encoded.value]);
+    bytes = serializer().serialize([status, encoded.value]);
   } catch (err) {
     abandon(encoded);
     throw cloneError(encoded.value, path, err as Error);
   }
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), encoded };
 }
 
-/** Throws what `okEnvelope` would for `value`, keeping nothing (its references are given back). */
+/** Throws what `envelope` would for `value`, keeping nothing (its references are given back). */
 function checkTravels(value: unknown, path: string): void {
   const encoded = encode(value, path, { crossProcess: true });
   try {
@@ -201,15 +206,15 @@ class Worker {
   private seq = 0;
   private lastYield = performance.now();
   /**
-   * Answers that went to spill files and that the parent may not have
-   * taken yet, oldest first from `untakenHead`: seq, bytes, seq, bytes…
-   * (see TAKEN).
+   * Answer items that went to spill files and that the parent may not have
+   * taken yet, oldest first from `untakenHead`: their number (`itemsPut`
+   * once committed), bytes, number, bytes… (see TAKEN).
    */
   private untaken: number[] = [];
   private untakenHead = 0;
   private untakenBytes = 0;
-  /** Bytes of spill files the answer being sent wrote. */
-  private answerSpill = 0;
+  /** Answer items committed to the result ring, modulo 2^32 (what TAKEN counts on the parent's side). */
+  private itemsPut = 0;
   /** `put` is sending the stand-in for an answer that could not be sent. */
   private restating = false;
   /** Fails the async unit being awaited (an error escaped from async work); null when none is. */
@@ -371,19 +376,59 @@ class Worker {
     // Float64Array (protocol.ts: no envelope, no serializer on either side).
     if (ok && op !== Op.Apply && (value as unknown[]).length === 1 && isBare((value as unknown[])[0])) this.put((value as unknown[])[0]);
     else if (ok && op !== Op.Apply && this.asFloats(value as unknown[])) this.put(Float64Array.from(value as number[]));
-    else if (ok) this.postValue(value, op !== Op.Apply);
-    else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
+    else if (ok) {
+      const whole = this.postValue(value, op !== Op.Apply);
+      if (whole) return this.answerInParts(seq, value as unknown[], whole);
+    } else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
+    return this.answered(seq);
+  }
+
+  /** After a unit's answer: FINISHED, the parent woken if it asked, a wait while too much is untaken, and now and then a yield. */
+  private answered(seq: number): Promise<void> | undefined {
     Atomics.store(this.ints, FINISHED, seq);
     this.wakeParent(seq);
-    if (this.answerSpill > 0) {
-      this.untaken.push(seq, this.answerSpill);
-      this.untakenBytes += this.answerSpill;
-      this.answerSpill = 0;
-      this.forgetTaken();
-      if (this.untakenBytes > this.config.untakenLimit) return this.awaitTaken();
-    }
+    if (this.tooMuchUntaken()) return this.awaitTaken();
     if (performance.now() - this.lastYield <= YIELD_MS) return undefined;
     return this.yieldToLoop();
+  }
+
+  /** Whether its spilled answers not yet taken pass its part of /dev/shm. */
+  private tooMuchUntaken(): boolean {
+    if (this.untakenBytes <= this.config.untakenLimit) return false;
+    this.forgetTaken();
+    return this.untakenBytes > this.config.untakenLimit;
+  }
+
+  /**
+   * Answers a chunk whose whole answer (`whole`, given back here) is larger
+   * than its part of /dev/shm: in Part answers of as many of its values as
+   * fit (one at least), each followed by a wait while too much is
+   * untaken, then the answer of the rest (protocol.ts Status.Part). The
+   * values all travel (the whole did), so their subsets do.
+   */
+  private async answerInParts(seq: number, values: unknown[], whole: Encoded): Promise<void> {
+    abandon(whole);
+    const limit = this.config.untakenLimit;
+    let start = 0;
+    for (;;) {
+      let n = values.length - start;
+      let part = envelope(Status.Ok, values.slice(start, start + n), 'the results');
+      while (part.bytes.byteLength > limit && n > 1) {
+        abandon(part.encoded);
+        n = Math.ceil(n / 2);
+        part = envelope(start + n === values.length ? Status.Ok : Status.Part, values.slice(start, start + n), 'the results');
+      }
+      if (start + n === values.length) {
+        this.put(part.bytes);
+        break;
+      }
+      // A part that does not fit answers the unit (Unsendable): nothing more of it then.
+      if (!this.put(part.bytes)) break;
+      this.wakeParent(seq);
+      if (this.tooMuchUntaken()) await this.awaitTaken();
+      start += n;
+    }
+    await this.answered(seq);
   }
 
   /**
@@ -412,7 +457,7 @@ class Worker {
     const taken = Atomics.load(this.ints, TAKEN);
     const list = this.untaken;
     let head = this.untakenHead;
-    while (head < list.length && list[head]! <= taken) {
+    while (head < list.length && ((taken - list[head]!) | 0) >= 0) {
       this.untakenBytes -= list[head + 1]!;
       head += 2;
     }
@@ -490,14 +535,14 @@ class Worker {
    * (the parent names the task by its index in the whole call) and the
    * path inside that item's result.
    */
-  private postValue(value: unknown, chunk: boolean): void {
+  private postValue(value: unknown, chunk: boolean): Encoded | null {
     if (isBare(value)) {
       this.put(value);
-      return;
+      return null;
     }
-    let bytes: Uint8Array;
+    let sent: { bytes: Uint8Array; encoded: Encoded };
     try {
-      bytes = okEnvelope(value, chunk ? 'the results' : 'the result');
+      sent = envelope(Status.Ok, value, chunk ? 'the results' : 'the result');
     } catch (err) {
       let refused = err;
       let item = -1;
@@ -513,9 +558,12 @@ class Worker {
         }
       }
       this.post(Status.Unsendable, safeRecord(asSerializationError(refused)), item);
-      return;
+      return null;
     }
-    this.put(bytes);
+    // Too large for its part of /dev/shm: the caller sends it in parts.
+    if (chunk && (value as unknown[]).length > 1 && sent.bytes.byteLength > this.config.untakenLimit) return sent.encoded;
+    this.put(sent.bytes);
+    return null;
   }
 
   /**
@@ -553,7 +601,7 @@ class Worker {
    * reading; then it waits, blocking this thread (a few slices at most in
    * practice: the parent drains whenever its event loop turns).
    */
-  private put(item: unknown, status = Status.Ok): void {
+  private put(item: unknown, status = Status.Ok): boolean {
     try {
       this.results.putSync(item, true, Infinity, false);
     } catch (err) {
@@ -573,13 +621,16 @@ class Worker {
       } finally {
         this.restating = false;
       }
-      return;
+      return false;
     }
+    this.itemsPut = (this.itemsPut + 1) | 0;
     const spilled = preparedSpillBytes();
     if (spilled > 0) {
       this.urgent = true;
-      this.answerSpill += spilled;
+      this.untaken.push(this.itemsPut, spilled);
+      this.untakenBytes += spilled;
     }
+    return true;
   }
 }
 
