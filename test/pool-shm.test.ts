@@ -39,7 +39,7 @@ describe('a pool under a small /dev/shm', { skip: mp.nativeAvailable() ? canMoun
       await underSmallShm('chunks', method);
     });
 
-    it(`16 MiB: a map whose chunks answer 10 MiB each (80 results of 1 MiB, default chunksize) completes, each result in its place: chunks answer in parts (${method})`, async () => {
+    it(`16 MiB: a map whose chunks answer 10 MiB each (80 results of 1 MiB, default chunksize, a 400 ms limit per task, the parent busy for a second) completes, each result in its place: chunks answer in parts (${method})`, async () => {
       await underSmallShm('parts', method);
     });
 

@@ -541,6 +541,11 @@ export class Dispatcher {
         [status, payload, at] = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number];
       } catch (err) {
         unreadable = err;
+        // A Part must not be taken for its unit's answer: that would shift every later answer onto the wrong unit.
+        if (envelopeStatus(item) === Status.Part) {
+          w.addPart(null, err);
+          return;
+        }
       }
       if (status === Status.InitFailed && unreadable === undefined) {
         try {
@@ -886,6 +891,28 @@ export class Dispatcher {
       workers,
     };
   }
+}
+
+/**
+ * The status of an answer envelope read from its first bytes, without
+ * deserializing it (-1 when they are not what V8 writes for
+ * `[status, …]`): a version header (0xFF, a varint), a dense array
+ * ('A', its length), then the status as a zigzag int32 ('I').
+ */
+function envelopeStatus(bytes: Uint8Array): number {
+  let i = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 0; shift < 35 && i < bytes.length; shift += 7) {
+      const b = bytes[i++]!;
+      value |= (b & 0x7f) << shift;
+      if (b < 0x80) return value >>> 0;
+    }
+    return -1;
+  };
+  if (bytes[i++] !== 0xff || varint() < 0 || bytes[i++] !== 0x41 || varint() < 0 || bytes[i++] !== 0x49) return -1;
+  const zigzag = varint();
+  return zigzag < 0 ? -1 : (zigzag >>> 1) ^ -(zigzag & 1);
 }
 
 /** Why a unit never reached a worker: its label, then the cause (whose `code`, ENOSPC, it keeps). */

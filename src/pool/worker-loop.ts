@@ -378,7 +378,7 @@ class Worker {
     else if (ok && op !== Op.Apply && this.asFloats(value as unknown[])) this.put(Float64Array.from(value as number[]));
     else if (ok) {
       const whole = this.postValue(value, op !== Op.Apply);
-      if (whole) return this.answerInParts(seq, value as unknown[], whole);
+      if (whole) return this.answerInParts(seq, value as unknown[], whole.bytes.byteLength);
     } else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
     return this.answered(seq);
   }
@@ -400,30 +400,38 @@ class Worker {
   }
 
   /**
-   * Answers a chunk whose whole answer (`whole`, given back here) is larger
-   * than its part of /dev/shm: in Part answers of as many of its values as
-   * fit (one at least), each followed by a wait while too much is
-   * untaken, then the answer of the rest (protocol.ts Status.Part). The
-   * values all travel (the whole did), so their subsets do.
+   * Answers a chunk whose whole answer (`wholeBytes` long) is larger than
+   * its part of /dev/shm: in Part answers of as many of its values as fit
+   * by their mean size (one at least; halved while one does not), each
+   * followed by a wait while too much is untaken, then the answer of the
+   * rest (protocol.ts Status.Part). Its items are done: no time limit runs
+   * while it answers (ITEM_START is Infinity), since the waits are the
+   * parent's. A value that no longer travels (changed by leftover async
+   * work meanwhile) makes the answer an Unsendable one.
    */
-  private async answerInParts(seq: number, values: unknown[], whole: Encoded): Promise<void> {
-    abandon(whole);
+  private async answerInParts(seq: number, values: unknown[], wholeBytes: number): Promise<void> {
+    this.floats[ITEM_START] = Infinity;
     const limit = this.config.untakenLimit;
+    const perPart = Math.max(1, Math.floor((limit * values.length) / wholeBytes));
     let start = 0;
     for (;;) {
-      let n = values.length - start;
-      let part = envelope(Status.Ok, values.slice(start, start + n), 'the results');
-      while (part.bytes.byteLength > limit && n > 1) {
-        abandon(part.encoded);
-        n = Math.ceil(n / 2);
-        part = envelope(start + n === values.length ? Status.Ok : Status.Part, values.slice(start, start + n), 'the results');
-      }
-      if (start + n === values.length) {
-        this.put(part.bytes);
+      let n = Math.min(perPart, values.length - start);
+      let part: { bytes: Uint8Array; encoded: Encoded };
+      try {
+        for (;;) {
+          part = envelope(start + n === values.length ? Status.Ok : Status.Part, values.slice(start, start + n), 'the results');
+          if (part.bytes.byteLength <= limit || n === 1) break;
+          abandon(part.encoded);
+          n = Math.ceil(n / 2);
+        }
+      } catch (err) {
+        this.post(Status.Unsendable, safeRecord(asSerializationError(err)), -1);
         break;
       }
-      // A part that does not fit answers the unit (Unsendable): nothing more of it then.
-      if (!this.put(part.bytes)) break;
+      const sent = this.put(part.bytes);
+      if (!sent) abandon(part.encoded);
+      // The last, or a part that did not fit (then answered Unsendable): nothing more of it.
+      if (start + n === values.length || !sent) break;
       this.wakeParent(seq);
       if (this.tooMuchUntaken()) await this.awaitTaken();
       start += n;
@@ -535,7 +543,7 @@ class Worker {
    * (the parent names the task by its index in the whole call) and the
    * path inside that item's result.
    */
-  private postValue(value: unknown, chunk: boolean): Encoded | null {
+  private postValue(value: unknown, chunk: boolean): { bytes: Uint8Array; encoded: Encoded } | null {
     if (isBare(value)) {
       this.put(value);
       return null;
@@ -561,8 +569,11 @@ class Worker {
       return null;
     }
     // Too large for its part of /dev/shm: the caller sends it in parts.
-    if (chunk && (value as unknown[]).length > 1 && sent.bytes.byteLength > this.config.untakenLimit) return sent.encoded;
-    this.put(sent.bytes);
+    if (chunk && (value as unknown[]).length > 1 && sent.bytes.byteLength > this.config.untakenLimit) {
+      abandon(sent.encoded);
+      return sent;
+    }
+    if (!this.put(sent.bytes)) abandon(sent.encoded);
     return null;
   }
 
