@@ -50,7 +50,10 @@
  *   TAKEN_WAITER 1 while the worker waits on TAKEN. The worker stores it
  *             and then reads TAKEN; the parent stores TAKEN and then
  *             reads it (sequentially consistent), so either the worker
- *             sees the answer taken or the parent wakes it.
+ *             sees the answer taken or the parent wakes it. The worker
+ *             then reads WAKE_AT and wakes a lazily sleeping parent; the
+ *             parent stores WAKE_AT and then reads TAKEN_WAITER, and does
+ *             not sleep when it is set.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag

@@ -193,7 +193,8 @@ export class WorkerHandle {
     const seen = Atomics.load(ints, NOTIFY);
     Atomics.store(ints, WAKE_AT, wakeAt);
     try {
-      if (this.dead || this.released || Atomics.load(ints, FINISHED) >= wakeAt || this.results.channel.filling()) return;
+      // Nor while the worker waits for it to take answers (TAKEN_WAITER): it stores that and then reads WAKE_AT.
+      if (this.dead || this.released || Atomics.load(ints, FINISHED) >= wakeAt || this.results.channel.filling() || Atomics.load(ints, TAKEN_WAITER) !== 0) return;
       await waitAsync(ints, NOTIFY, seen, sliceMs);
     } finally {
       Atomics.store(ints, WAKE_AT, 0);

@@ -453,9 +453,16 @@ class Worker {
       const taken = this.forgetTaken();
       if (this.untakenBytes <= this.config.untakenLimit) break;
       Atomics.store(ints, TAKEN_WAITER, 1);
+      // A parent asleep on these answers lazily may not know they are in (a Part is no unit's answer): it must take them.
+      if (Atomics.load(ints, WAKE_AT) !== 0) {
+        Atomics.add(ints, NOTIFY, 1);
+        wake(ints, NOTIFY, 1);
+      }
       if (Atomics.load(ints, TAKEN) !== taken) continue;
       await waitAsync(ints, TAKEN, taken, Infinity);
     }
+    // Not waiting any more: a lazily reading parent may sleep again (worker-handle.ts `sleepUntilAnswer`).
+    Atomics.store(ints, TAKEN_WAITER, 0);
     // The event loop ran while this worker waited: no yield is due yet.
     this.lastYield = performance.now();
   }
