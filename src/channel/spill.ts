@@ -157,10 +157,10 @@ export function unspill(name: string, mayMap: boolean): Buffer {
   const path = `${treeDir()}/${name}`;
   try {
     const addon = native();
-    const map =
-      addon !== null &&
-      (statSync(path).size > READ_MAX_BYTES || (mayMap && addon.mappedFileBytes !== undefined && addon.mappedFileBytes() < mapBudgetBytes()));
-    return map ? Buffer.from(addon!.mapFile(path)) : readFileSync(path);
+    if (!addon) return readFileSync(path);
+    // The size is looked up only when the file would be read: mapping takes any size.
+    const map = (mayMap && addon.mappedFileBytes !== undefined && addon.mappedFileBytes() < mapBudgetBytes()) || statSync(path).size > READ_MAX_BYTES;
+    return map ? Buffer.from(addon.mapFile(path)) : readFileSync(path);
   } finally {
     unlinkQuietly(name);
   }

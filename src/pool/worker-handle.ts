@@ -210,12 +210,14 @@ export class WorkerHandle {
   /** Records `unit` as handed over; its seq follows the last. */
   hand(unit: Unit): void {
     unit.seq = ++this.sentSeq;
-    if (unit.size > LARGE_UNIT_BYTES) unit.handed = monoNow();
     unit.state = UnitState.Handed;
     this.outstanding.push(unit);
     this.budget--;
     if (unit.call.timeout !== undefined) this.timed++;
-    if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight += unit.size;
+    if (unit.size > LARGE_UNIT_BYTES) {
+      unit.handed = monoNow();
+      this.largeInFlight += unit.size;
+    }
   }
 
   /** Answer items taken from its result ring (protocol.ts TAKEN). */
