@@ -29,7 +29,7 @@ describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the
       assert.equal(out.exitCode, 0);
     });
 
-    it(`a pool task whose arguments or result do not fit fails with ENOSPC naming the task and the fix; the pool and a Queue go on (${method})`, async () => {
+    it(`a pool task whose arguments or result do not fit fails with ENOSPC naming the task and the fix; a task's error too large comes back cut down, ENOSPC its cause; the pool and a Queue go on (${method})`, async () => {
       const script = `mount -t tmpfs -o size=3m tmpfs /dev/shm && exec "$0" "$1"`;
       const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, process.execPath, fixture('pool-shm-full.js')], {
         env: { MULTIPROCESSING_TS_START_METHOD: method },
@@ -48,8 +48,17 @@ describe('a full /dev/shm', { skip: mp.nativeAvailable() ? canMount : 'needs the
       assert.deepEqual(out.small, [3, [1, 2, 3]]);
       assert.equal(out.result.code, 'ENOSPC', JSON.stringify(out.result));
       assert.match(out.result.message, /^pool\.apply\(text\): the result could not be sent back to the pool: ENOSPC: .*4194304-byte item/);
+      // A task's error too large to come back: its class and the start of its message, cut down, the ENOSPC as its cause.
+      assert.equal(out.huge.cls, 'HugeError', JSON.stringify(out.huge));
+      assert.equal(out.huge.start, 'zzzzz');
+      assert.ok(out.huge.length < 20_000, `a message of ${out.huge.length} characters came back`);
+      assert.match(out.huge.message, /\(4177920 more characters\) \[cut down: the whole error could not be sent back to the pool; see its cause\]$/);
+      assert.match(out.huge.stack, /^\s+at .*throwsHuge/, 'the stack keeps its frames');
+      assert.equal(out.huge.code, undefined, 'its own properties are dropped');
+      assert.equal(out.huge.cause.code, 'ENOSPC', JSON.stringify(out.huge.cause));
+      assert.match(out.huge.cause.message, /^the task's error could not be sent back to the pool: ENOSPC/);
       assert.deepEqual(out.after, [1, 2, 3, 4]);
-      assert.equal(out.failed, 3, 'one unit of the map, the large apply and the apply of a large result failed');
+      assert.equal(out.failed, 4, "one unit of the map, the large apply, the apply of a large result and the one of a large error failed");
       assert.deepEqual(out.spills, [], 'no spill file is left in /dev/shm');
       assert.equal(out.put.code, 'ENOSPC', JSON.stringify(out.put));
       assert.equal(out.got, 'small');

@@ -103,6 +103,30 @@ export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
   return record;
 }
 
+/** Characters of a message (and of a stack) `cutDown` keeps: a record that small always fits a result ring. */
+const CUT_CHARS = 16 * 1024;
+
+/**
+ * A stand-in for the error `record` when it could not be sent whole (its
+ * spill file did not fit in /dev/shm): the same class and name, its message
+ * and stack cut to CUT_CHARS and marked so, without its own properties, and
+ * with `why` as its cause. Anything else is replaced by `why`.
+ */
+export function cutDown(record: unknown, why: ErrorRecord): ErrorRecord {
+  const r = record as Partial<Extract<ErrorRecord, { kind: 'error' }>> | null | undefined;
+  if (r?.kind !== 'error' || typeof r.message !== 'string' || typeof r.className !== 'string' || typeof r.name !== 'string') return why;
+  const whole = r.message;
+  const message =
+    (whole.length <= CUT_CHARS ? whole : `${whole.slice(0, CUT_CHARS)}… (${whole.length - CUT_CHARS} more characters)`) +
+    ' [cut down: the whole error could not be sent back to the pool; see its cause]';
+  let stack = r.stack;
+  if (stack !== undefined && stack.length > CUT_CHARS) {
+    // A V8 stack starts with the message: keep the frames after it.
+    stack = stack.replace(whole, () => message);
+    if (stack.length > 2 * CUT_CHARS) stack = stack.slice(0, 2 * CUT_CHARS);
+  }
+  return { kind: 'error', className: r.className.slice(0, 256), name: r.name.slice(0, 256), message, stack, props: {}, cause: why };
+}
 
 /** This package's error classes, by name. */
 const OURS = new Map<string, new (message?: string) => Error>();

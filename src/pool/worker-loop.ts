@@ -33,7 +33,7 @@ import { resolveTarget } from '../process/child.js';
 import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
 import { remaining, waitAsync, wake } from '../sync/futex.js';
-import { toRecord } from './remote-error.js';
+import { cutDown, toRecord } from './remote-error.js';
 import {
   CLOSED,
   FINISHED,
@@ -693,7 +693,7 @@ class Worker {
   private post(status: Status, payload: unknown, item: number): void {
     if (status !== Status.Ok) this.urgent = true;
     const bytes = serializer().serialize([status, payload, item]);
-    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status);
+    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status, payload);
   }
 
   /**
@@ -701,7 +701,7 @@ class Worker {
    * reading; then it waits, blocking this thread (a few slices at most in
    * practice: the parent drains whenever its event loop turns).
    */
-  private put(item: unknown, status = Status.Ok): boolean {
+  private put(item: unknown, status = Status.Ok, record?: unknown): boolean {
     try {
       this.results.putSync(item, true, Infinity, false);
     } catch (err) {
@@ -712,12 +712,16 @@ class Worker {
       // instead, small enough for the ring (were that to fail too, the
       // worker would die, and the unit fail with WorkerLostError). A
       // result becomes Unsendable, which the parent names by its task; an
-      // error keeps its status (an initializer's still breaks the pool).
+      // error keeps its status (an initializer's still breaks the pool),
+      // and its class, name and the start of its message and stack
+      // (`cutDown`), with why as its cause.
       const what = status === Status.Ok ? 'the result' : status === Status.InitFailed ? "the initializer's error" : "the task's error";
       const error = restated(`${what} could not be sent back to the pool: ${(err as Error)?.message ?? String(err)}`, err);
       this.restating = true;
       try {
-        this.post(status === Status.Ok ? Status.Unsendable : status, safeRecord(error), status === Status.Ok ? -1 : Atomics.load(this.ints, ITEM));
+        const why = safeRecord(error);
+        if (status === Status.Ok) this.post(Status.Unsendable, why, -1);
+        else this.post(status, cutDown(record, why), Atomics.load(this.ints, ITEM));
       } finally {
         this.restating = false;
       }
