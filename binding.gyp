@@ -27,7 +27,14 @@
       # default to -O3 there; -O2 is plenty for code that is mostly syscalls.
       "cflags!": [ "-O3" ],
       "cflags": [ "-O2", "-fvisibility=hidden" ],
-      "cflags_cc": [ "-std=gnu++17" ]
+      "cflags_cc": [ "-std=gnu++17" ],
+      # Never unloaded. Node dlcloses an addon when the last environment that
+      # loaded it ends; a worker thread that loaded it alone would then run
+      # V8's teardown of its SharedArrayBuffers, whose deleters (munmap) are
+      # code of this library, after the library was gone (SIGSEGV in
+      # ArrayBufferSweeper::ReleaseAll), and the waiter threads that serve
+      # futexWaitAsync, which never exit, would run unmapped code too.
+      "ldflags": [ "-Wl,-z,nodelete" ]
     }
   ]
 }

@@ -8,7 +8,7 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import * as mp from '../src/index.js';
-import { run } from './helpers.js';
+import { fixture, run } from './helpers.js';
 
 const smoke = fileURLToPath(new URL('../../native/smoke.mjs', import.meta.url));
 
@@ -22,3 +22,13 @@ it('native addon smoke checks pass', { skip: mp.nativeAvailable() ? false : `no 
   assert.doesNotMatch(r.stdout, /^FAIL/m);
   assert.match(r.stdout, /\d+ passed, 0 failed/);
 });
+
+for (const how of ['terminate', 'return'] as const) {
+  it(`a worker thread that alone loaded the package (shared memory, an async Queue.get) ends by ${how === 'terminate' ? 'terminate()' : 'returning'} without crashing the process (the addon is never unloaded)`, { skip: mp.nativeAvailable() ? false : 'needs the native addon' }, async () => {
+    const r = await run(process.execPath, [fixture('addon-in-worker-only.js'), how], { timeoutMs: 30_000 });
+    assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'ended\n');
+  });
+}
+
