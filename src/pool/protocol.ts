@@ -54,14 +54,6 @@
  *             then reads WAKE_AT and wakes a lazily sleeping parent; the
  *             parent stores WAKE_AT and then reads TAKEN_WAITER, and does
  *             not sleep when it is set.
- *   ENDING    1 once the parent is about to end the worker, or its own
- *             thread is exiting: an idle worker blocks its thread on the
- *             task ring (worker-loop.ts `idleWait`), which a thread's
- *             `terminate()` cannot interrupt, so from then on it waits in
- *             its event loop instead. The parent stores it and then commits
- *             a Skip frame to the ring (`Channel.poke`, which moves TAIL, so
- *             its wake cannot be missed); the worker reads it before and
- *             after each blocking wait.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -90,7 +82,6 @@ export const WAKE_AT = 6;
 export const NOTIFY = 7;
 export const TAKEN = 8;
 export const TAKEN_WAITER = 9;
-export const ENDING = 10;
 /**
  * The share of /dev/shm a pool's spilled answers not yet taken may hold,
  * and, apart, the share its large task payloads in flight may: each worker

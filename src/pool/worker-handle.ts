@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { CLOSED, CONTROL_DOUBLES, ENDING, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
+import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -44,25 +44,6 @@ export interface WorkerOptions {
 export interface Deliberate {
   readonly seq: number;
   readonly error: unknown;
-}
-
-/**
- * The `'thread'` workers alive in this thread. When a thread exits, Node
- * ends and joins its Workers after its 'exit' event; one blocked while idle
- * (worker-loop.ts `idleWait`) would hold that exit up for a slice, so the
- * event unblocks them all first.
- */
-const liveThreadWorkers = new Set<WorkerHandle>();
-let exitListening = false;
-
-function unblockAtExit(w: WorkerHandle): void {
-  liveThreadWorkers.add(w);
-  void w.ended.then(() => liveThreadWorkers.delete(w));
-  if (exitListening) return;
-  exitListening = true;
-  process.on('exit', () => {
-    for (const live of liveThreadWorkers) live.unblock();
-  });
 }
 
 export class WorkerHandle {
@@ -153,7 +134,6 @@ export class WorkerHandle {
     const watch = watchEnd(this.process);
     watch.done();
     this.ended = watch.ended.then(() => this.process.exitCode ?? 1);
-    if (this.method === 'thread') unblockAtExit(this);
   }
 
   get name(): string {
@@ -383,7 +363,6 @@ export class WorkerHandle {
       (err: unknown) => {
         this.blocked = false;
         process.emitWarning(`a pool worker's batch could not be written (${String(err)}); the worker is ended`);
-        this.unblock();
         this.process.kill();
       },
     );
@@ -441,19 +420,6 @@ export class WorkerHandle {
   end(seq: number, error: unknown): void {
     if (this.dead) return;
     this.deliberate ??= { seq, error };
-    this.unblock();
     this.process.kill();
-  }
-
-  /**
-   * Tells the worker not to block its thread while idle any more
-   * (protocol.ts ENDING), and wakes it if it does: a thread's `terminate()`
-   * cannot interrupt a futex wait.
-   */
-  unblock(): void {
-    if (this.dead || Atomics.exchange(this.ints, ENDING, 1) !== 0) return;
-    // Moves TAIL, so the wake cannot be missed; a full ring holds unread
-    // frames, and then the worker is not idle.
-    this.tasks.channel.poke();
   }
 }

@@ -8,10 +8,10 @@
  * says which one (STARTED, then ITEM per item of a chunk), so the parent can
  * tell, if this worker dies, which unit was running and which were only
  * handed over. Sync task functions run back to back with no await between
- * them; an async one is awaited. A long run of sync units yields to the
- * event loop every YIELD_MS, so timers of a task's async work are served.
- * Waiting for work blocks the thread only while the event loop has nothing
- * of a task's to run (see `idleWait`).
+ * them; an async one is awaited. Waiting for work never blocks the event
+ * loop (a short spin, then an async futex wait), and a long run of sync
+ * units yields to it every YIELD_MS, so timers of a task's async work are
+ * served.
  *
  * An error that escapes from a task's async work (an uncaught exception
  * in a timer or callback, a rejection nobody handles) would end a Node
@@ -32,7 +32,7 @@ import type { SimpleQueue } from '../queue/queue.js';
 import { resolveTarget } from '../process/child.js';
 import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
-import { remaining, waitAsync, wake } from '../sync/futex.js';
+import { waitAsync, wake } from '../sync/futex.js';
 import { cutDown, toRecord } from './remote-error.js';
 import {
   CLOSED,
@@ -48,7 +48,6 @@ import {
   Status,
   TAKEN,
   TAKEN_WAITER,
-  ENDING,
   WorkerState,
   cancelSlot,
   controlViews,
@@ -111,49 +110,6 @@ const WAKE_ALL = 0x7fffffff;
  * it cost a map of 13 ms chunks ~0.6% of its run.
  */
 const YIELD_MS = 50;
-
-/**
- * An idle worker whose event loop holds nothing of a task's blocks its
- * thread on the task ring (a futex wait the parent's commit ends) for this
- * long at most, then lets the loop turn once and blocks again.
- *
- * Why block: waited for in the event loop, a batch's wake goes through the
- * process's futex-waiter thread (native/src/waiter.h), which then wakes the
- * worker thread from its own core. Two workers woken that way for one map
- * land on the same core, and one waits there for the scheduler's load
- * balancing (perf sched: 4–8 ms, while the other core idled; 'thread'
- * workers share one waiter thread, and 'process' ones fared alike). Woken by
- * the parent itself, each goes back to the core it ran on, as a bare
- * Worker woken by postMessage does. Maps of 64 CPU-bound tasks alternated
- * between two pools, after pauses of 30 ms to 1 s: maps whose last worker
- * started over 2 ms late fell from 9–12 in 40 to 2–6, under both start
- * methods (docs/ARCHITECTURE.md). Python's and piscina's (`atomics:
- * 'sync'`) workers block as well.
- *
- * The slice bounds what blocking delays of what the loop cannot show as
- * pending: an unref'd timer, a finalizer, an async wait of the package's
- * own left pending by a task, a `'thread'` worker's `terminate()` by
- * anyone but its pool (the pool first sets ENDING: protocol.ts).
- */
-const IDLE_SLICE_MS = sliceFromEnv(process.env['MULTIPROCESSING_TS_IDLE_SLICE_MS']) ?? 100;
-
-/** For tests: a slice of their own (ms), so a missing wake shows as a hang. */
-function sliceFromEnv(text: string | undefined): number | null {
-  const ms = Number(text);
-  return text && Number.isFinite(ms) && ms > 0 ? ms : null;
-}
-
-/** Resolves in the event loop's next check phase: ticks, microtasks and due callbacks run first. */
-function nextTurn(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve));
-}
-
-/** How many active resources of each type `process.getActiveResourcesInfo()` lists. */
-function countByType(resources: readonly string[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const type of resources) counts.set(type, (counts.get(type) ?? 0) + 1);
-  return counts;
-}
 
 
 /**
@@ -281,7 +237,11 @@ class Worker {
     wake(this.ints, STATE, WAKE_ALL);
     for (;;) {
       let item = this.tasks.getSync(false, 0);
-      if (item === NOTHING) item = await this.idleWait();
+      if (item === NOTHING) {
+        item = await this.tasks.get(true, Infinity);
+        // The event loop ran while this worker waited: no yield is due yet.
+        this.lastYield = performance.now();
+      }
       if (!(item instanceof Uint8Array)) continue;
       if (!packageLoaded && carriesShared(item)) await loadPackage();
       const batch = serializer().deserialize(copyBytes(item)) as unknown[];
@@ -307,48 +267,6 @@ class Worker {
         if (pending) await pending;
       }
     }
-  }
-
-  /**
-   * The next item of the task ring, once there is one. While the event
-   * loop is idle (`loopIsIdle`) the thread blocks on the ring, a slice at
-   * a time (IDLE_SLICE_MS); otherwise, or once the parent is ending this
-   * worker, it waits in the event loop.
-   */
-  private async idleWait(): Promise<unknown> {
-    let item: unknown = NOTHING;
-    for (;;) {
-      // What the last unit left (ticks, rejections, due callbacks) runs first.
-      await nextTurn();
-      item = this.tasks.getSync(false, 0);
-      if (item !== NOTHING || !this.loopIsIdle()) break;
-      // The ring's own sleeps are shorter (it looks again every 200 ms).
-      const sliceEnd = performance.now() + IDLE_SLICE_MS;
-      while (!this.tasks.waitItemSync(sliceEnd) && remaining(sliceEnd) > 0);
-      // A Skip frame (the parent's poke) is read as nothing.
-      item = this.tasks.getSync(false, 0);
-      if (item !== NOTHING) break;
-    }
-    if (item === NOTHING) item = await this.tasks.get(true, Infinity);
-    // The event loop ran while this worker waited: no yield is due yet.
-    this.lastYield = performance.now();
-    return item;
-  }
-
-  /** Active resources of the event loop by type when this worker started: the runtime's own. */
-  private readonly ownResources = countByType(process.getActiveResourcesInfo());
-
-  /**
-   * Whether the event loop holds nothing it did not hold at the start (a
-   * task's timer, socket or pending request would need it to turn), and
-   * the parent is not ending this worker (ENDING).
-   */
-  private loopIsIdle(): boolean {
-    if (Atomics.load(this.ints, ENDING) !== 0) return false;
-    const resources = process.getActiveResourcesInfo();
-    if (resources.length === 0) return true;
-    for (const [type, n] of countByType(resources)) if (n > (this.ownResources.get(type) ?? 0)) return false;
-    return true;
   }
 
   /** An error that escaped from async work: it fails the async unit being awaited, or is reported. */
