@@ -12,6 +12,7 @@
         "native/src/addon.cc",
         "native/src/args.cc",
         "native/src/async_wait.cc",
+        "native/src/children.cc",
         "native/src/context.cc",
         "native/src/errors.cc",
         "native/src/futex.cc",

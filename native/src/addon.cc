@@ -82,6 +82,11 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "asyncContextSwap", AsyncContextSwap, 1);
   SetFunction(context, exports, "tuneTcpKeepalive", TuneTcpKeepalive, 4);
   SetFunction(context, exports, "spawnDetached", SpawnDetached, 3);
+  EnvChildren* children = InstallEnvChildren(isolate);
+  SetFunction(context, exports, "watchChild", WatchChild, 1,
+              v8::External::New(isolate, children));
+  SetFunction(context, exports, "unwatchChild", UnwatchChild, 1,
+              v8::External::New(isolate, children));
   exports
       ->Set(context,
             v8::String::NewFromUtf8Literal(isolate, "version",

@@ -9,6 +9,7 @@
 //   context.cc   asyncContextGet, asyncContextSwap
 //   net.cc       tuneTcpKeepalive
 //   spawn.cc     spawnDetached
+//   children.cc  watchChild, unwatchChild (plus the per-environment list)
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -34,6 +35,11 @@ void AsyncContextGet(const Callback& args);
 void AsyncContextSwap(const Callback& args);
 void TuneTcpKeepalive(const Callback& args);
 void SpawnDetached(const Callback& args);
+void WatchChild(const Callback& args);    // data(): the EnvChildren External
+void UnwatchChild(const Callback& args);  // data(): the EnvChildren External
+
+class EnvChildren;
+EnvChildren* InstallEnvChildren(v8::Isolate* isolate);
 
 }  // namespace mpts
 

@@ -71,6 +71,16 @@ export interface NativeAddon {
    * @throws an fs-style error (`code`) when the program cannot be started.
    */
   spawnDetached?(file: string, argv: string[], cwd: string): { pid: number; stdin: number };
+  /**
+   * Watches child `pid` of this thread (a pidfd): if this thread's
+   * environment ends before `unwatchChild(pid)`, the child is reaped by a
+   * thread of the addon once it exits, instead of staying a zombie (see
+   * native/src/children.cc). Call right after spawning it. False when it
+   * cannot be watched. Absent from builds made before it (same ABI).
+   */
+  watchChild?(pid: number): boolean;
+  /** Forgets child `pid`: its exit was seen here. */
+  unwatchChild?(pid: number): void;
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */

@@ -18,6 +18,7 @@ import { withoutTsx } from './ts-children.js';
 import { tsxApi } from './tsx.js';
 import { BOOTSTRAP_URL, PROCESS_CHILD_FLAG, SPARE_FLAG, type ChildLimits, type ChildSpec, type Launch, type Popen } from './popen.js';
 import { forget, offerSpare, readied, takeSpare, type Spare } from './spares.js';
+import { reapAfterThisThread } from './thread-children.js';
 
 const BOOTSTRAP_PATH = fileURLToPath(BOOTSTRAP_URL);
 
@@ -40,9 +41,11 @@ function childExecArgvOnce(): string[] {
 function spawnBootstrap(extra: readonly string[], limits?: ChildLimits): ChildProcess {
   // After the inherited options: V8 takes the last of a repeated flag.
   const limitArgs = limits?.heapLimitMb ? [`--max-old-space-size=${limits.heapLimitMb}`] : [];
-  return childProcess().spawn(process.execPath, [...childExecArgvOnce(), ...limitArgs, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG, ...extra], {
+  const child = childProcess().spawn(process.execPath, [...childExecArgvOnce(), ...limitArgs, BOOTSTRAP_PATH, PROCESS_CHILD_FLAG, ...extra], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+  reapAfterThisThread(child);
+  return child;
 }
 
 /** An OS process that waits for its spec; it keeps nobody alive until taken. */

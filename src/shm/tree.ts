@@ -38,6 +38,7 @@ import { ExitStage, atExit } from '../finalize.js';
 import { processGone, startTimeOf } from '../liveness.js';
 import { native } from '../native/addon.js';
 import { runtime } from '../runtime.js';
+import { reapAfterThisThread } from '../process/thread-children.js';
 
 /** Where POSIX shared memory lives on Linux. */
 export const SHM_ROOT = '/dev/shm';
@@ -105,6 +106,7 @@ function startReaper(dir: string): void {
   } catch {
     reaper = null;
   }
+  if (reaper) reapAfterThisThread(reaper);
   if (!reaper?.stdin) return;
   reaper.once('spawn', () => {
     disarm?.();
