@@ -970,7 +970,7 @@ const runDeadline = setTimeout(() => {
   process.kill(process.pid, 'SIGKILL');
 }, RUN_DEADLINE_MS);
 
-check('version is 3', native.version === 3);
+check('version is 4', native.version === 4);
 const stuck = [];
 try {
   for (const [name, fn] of sections) {

@@ -28,7 +28,7 @@ for (const how of ['terminate', 'return'] as const) {
     const r = await run(process.execPath, [fixture('addon-in-worker-only.js'), how], { timeoutMs: 30_000 });
     assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, 'ended\n');
+    assert.equal(r.stdout, 'ended mapped\n');
   });
 }
 

@@ -4,7 +4,8 @@
 // for every environment (main thread, each worker_thread) that loads the
 // addon, so everything tied to an isolate is created here, per environment,
 // and reached through the functions' data. There are no static v8 handles;
-// the only process-global state is the V8-free waiter pool (waiter.cc).
+// the only process-global state is V8-free: the waiter pool (waiter.cc)
+// and the reaper of orphaned children (children.cc).
 //
 // Exports:
 //   openSegment(path, size, create)                 -> SharedArrayBuffer
@@ -24,7 +25,9 @@
 //     from before it still loads)
 //   spawnDetached(file, argv, cwd)                  -> { pid, stdin }
 //     (added within ABI 3, optional as tuneTcpKeepalive)
-//   version                                         -> 1 (ABI of this file)
+//   watchChild(pid)                                 -> boolean (ABI 4)
+//   unwatchChild(pid)                               -> undefined (ABI 4)
+//   version                                         -> kAbiVersion
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
 #include <node.h>
 
@@ -36,8 +39,10 @@ namespace mpts {
 namespace {
 
 // Bumped whenever an export changes name, arguments or semantics, so the
-// TypeScript loader can refuse a stale build instead of misbehaving.
-constexpr int kAbiVersion = 3;
+// TypeScript loader can refuse a stale build instead of misbehaving. 4: the
+// library is never unloaded (binding.gyp; an older build crashed a process
+// whose worker thread alone had loaded it), watchChild and unwatchChild.
+constexpr int kAbiVersion = 4;
 
 void SetFunction(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
                  const char* name, v8::FunctionCallback callback, int length,

@@ -76,15 +76,15 @@ export interface NativeAddon {
    * environment ends before `unwatchChild(pid)`, the child is reaped by a
    * thread of the addon once it exits, instead of staying a zombie (see
    * native/src/children.cc). Call right after spawning it. False when it
-   * cannot be watched. Absent from builds made before it (same ABI).
+   * cannot be watched.
    */
-  watchChild?(pid: number): boolean;
+  watchChild(pid: number): boolean;
   /** Forgets child `pid`: its exit was seen here. */
-  unwatchChild?(pid: number): void;
+  unwatchChild(pid: number): void;
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */
-const ABI_VERSION = 3;
+const ABI_VERSION = 4;
 
 function load(): { addon: NativeAddon | null; error: Error | null } {
   if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {

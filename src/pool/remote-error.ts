@@ -16,7 +16,7 @@
 import { describe } from '../describe.js';
 import * as errors from '../errors.js';
 import { BUILTIN_ERRORS } from '../errors.js';
-import { abandon, encode } from '../serialize/encode.js';
+import { abandon, encode, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 
@@ -39,8 +39,12 @@ export type ErrorRecord =
 /** How deep causes are followed (a cycle of causes stops here too). */
 const MAX_DEPTH = 8;
 
-/** Encodes one value for a record; one that cannot travel becomes a description of it. */
-function travelling(value: unknown, path: string): unknown {
+/**
+ * Encodes one value for a record; one that cannot travel becomes a
+ * description of it. What it holds in flight (shared-object references)
+ * goes to `held`, for the sender to give back if the record is never sent.
+ */
+function travelling(value: unknown, path: string, held: Encoded[]): unknown {
   try {
     const encoded = encode(value, path, { crossProcess: true });
     // Leave no reference in flight if V8 refuses it after all.
@@ -50,16 +54,20 @@ function travelling(value: unknown, path: string): unknown {
       abandon(encoded);
       return `[${describe(value)}: cannot be copied to another process]`;
     }
+    held.push(encoded);
     return encoded.value;
   } catch {
     return `[${describe(value)}: cannot be copied to another process]`;
   }
 }
 
-/** The record of `thrown`, for a worker to send. */
-export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
+/**
+ * The record of `thrown`, for a worker to send. `held` collects what its
+ * values hold in flight: give it back (`abandon`) if the record is not sent.
+ */
+export function toRecord(thrown: unknown, held: Encoded[] = [], depth = 0): ErrorRecord {
   if (!(thrown instanceof Error)) {
-    const value = travelling(thrown, 'the thrown value');
+    const value = travelling(thrown, 'the thrown value', held);
     return typeof value === 'string' && value.startsWith('[') && typeof thrown !== 'string'
       ? { kind: 'opaque', text: value }
       : { kind: 'value', value };
@@ -73,7 +81,7 @@ export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
     } catch (err) {
       value = `[a getter that threw: ${String(err)}]`;
     }
-    props[key] = travelling(value, `error.${key}`);
+    props[key] = travelling(value, `error.${key}`, held);
   }
   let name: string;
   let message: string;
@@ -96,36 +104,51 @@ export function toRecord(thrown: unknown, depth = 0): ErrorRecord {
     cause?: ErrorRecord;
     errors?: ErrorRecord[];
   } = { kind: 'error', className: thrown.constructor?.name || 'Error', name, message, stack, props };
-  if (depth < MAX_DEPTH && 'cause' in thrown && thrown.cause !== undefined) record.cause = toRecord(thrown.cause, depth + 1);
+  if (depth < MAX_DEPTH && 'cause' in thrown && thrown.cause !== undefined) record.cause = toRecord(thrown.cause, held, depth + 1);
   if (depth < MAX_DEPTH && thrown instanceof AggregateError && Array.isArray(thrown.errors)) {
-    record.errors = thrown.errors.map((e: unknown) => toRecord(e, depth + 1));
+    record.errors = thrown.errors.map((e: unknown) => toRecord(e, held, depth + 1));
   }
   return record;
 }
 
-/** Characters of a message (and of a stack) `cutDown` keeps: a record that small always fits a result ring. */
-const CUT_CHARS = 16 * 1024;
+/**
+ * Characters of a message, and of a stack, that `cutDown` keeps. V8 writes
+ * a string that is not Latin-1 at two bytes a character: both, with the
+ * rest of the record, stay well under the 64 KiB over which a result
+ * ring sends an item through a file in /dev/shm, which is full then.
+ */
+const CUT_CHARS = 4 * 1024;
+
+/** The first `n` characters of `text`, without splitting a surrogate pair. */
+function head(text: string, n: number): string {
+  if (text.length <= n) return text;
+  const code = text.charCodeAt(n - 1);
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? n - 1 : n);
+}
 
 /**
  * A stand-in for the error `record` when it could not be sent whole (its
  * spill file did not fit in /dev/shm): the same class and name, its message
- * and stack cut to CUT_CHARS and marked so, without its own properties, and
- * with `why` as its cause. Anything else is replaced by `why`.
+ * and stack cut to CUT_CHARS and marked so, without its own properties, its
+ * `cause` or an AggregateError's `errors`, and with `why` as its cause.
+ * Anything else is replaced by `why`.
  */
 export function cutDown(record: unknown, why: ErrorRecord): ErrorRecord {
   const r = record as Partial<Extract<ErrorRecord, { kind: 'error' }>> | null | undefined;
   if (r?.kind !== 'error' || typeof r.message !== 'string' || typeof r.className !== 'string' || typeof r.name !== 'string') return why;
   const whole = r.message;
+  const name = head(r.name, 256);
   const message =
-    (whole.length <= CUT_CHARS ? whole : `${whole.slice(0, CUT_CHARS)}… (${whole.length - CUT_CHARS} more characters)`) +
+    (whole.length <= CUT_CHARS ? whole : `${head(whole, CUT_CHARS)}... (${whole.length - CUT_CHARS} more characters)`) +
     ' [cut down: the whole error could not be sent back to the pool; see its cause]';
   let stack = r.stack;
-  if (stack !== undefined && stack.length > CUT_CHARS) {
-    // A V8 stack starts with the message: keep the frames after it.
-    stack = stack.replace(whole, () => message);
-    if (stack.length > 2 * CUT_CHARS) stack = stack.slice(0, 2 * CUT_CHARS);
+  if (typeof stack === 'string') {
+    // A V8 stack starts with "name: message": keep the frames after it.
+    const header = `${r.name}: ${whole}`;
+    const frames = stack.startsWith(header) ? stack.slice(header.length) : null;
+    stack = frames === null ? head(stack, CUT_CHARS) : `${name}: ${message}${head(frames, CUT_CHARS)}`;
   }
-  return { kind: 'error', className: r.className.slice(0, 256), name: r.name.slice(0, 256), message, stack, props: {}, cause: why };
+  return { kind: 'error', className: head(r.className, 256), name, message, stack, props: {}, cause: why };
 }
 
 /** This package's error classes, by name. */

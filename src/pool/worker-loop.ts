@@ -116,10 +116,11 @@ const YIELD_MS = 50;
  * `toRecord`, never throwing: a thrown object whose getters throw (a Proxy,
  * a `constructor` getter) must fail its task, not kill the worker.
  */
-function safeRecord(thrown: unknown): ReturnType<typeof toRecord> {
+function safeRecord(thrown: unknown, held: Encoded[] = []): ReturnType<typeof toRecord> {
   try {
-    return toRecord(thrown);
+    return toRecord(thrown, held);
   } catch (err) {
+    for (const encoded of held.splice(0)) abandon(encoded);
     let why: string;
     try {
       why = String((err as Error)?.message ?? err);
@@ -299,7 +300,7 @@ class Worker {
       if (isThenable(done)) await done;
       return true;
     } catch (err) {
-      this.post(Status.InitFailed, toRecord(err), -1);
+      this.postError(Status.InitFailed, err, -1);
       Atomics.store(this.ints, STATE, WorkerState.InitFailed);
       return false;
     }
@@ -379,7 +380,7 @@ class Worker {
     else if (ok) {
       const whole = this.postValue(value, op !== Op.Apply);
       if (whole) return this.answerInParts(seq, value as unknown[], whole.bytes.byteLength);
-    } else this.post(Status.Error, safeRecord(value), Atomics.load(this.ints, ITEM));
+    } else this.postError(Status.Error, value, Atomics.load(this.ints, ITEM));
     return this.answered(seq);
   }
 
@@ -608,10 +609,16 @@ class Worker {
    */
   private urgent = false;
 
-  private post(status: Status, payload: unknown, item: number): void {
+  private post(status: Status, payload: unknown, item: number): boolean {
     if (status !== Status.Ok) this.urgent = true;
     const bytes = serializer().serialize([status, payload, item]);
-    this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status, payload);
+    return this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status, payload);
+  }
+
+  /** Answers with the record of `thrown`; what it holds in flight (shared objects in its properties) is given back if it was not sent. */
+  private postError(status: Status, thrown: unknown, item: number): void {
+    const held: Encoded[] = [];
+    if (!this.post(status, safeRecord(thrown, held), item)) for (const encoded of held) abandon(encoded);
   }
 
   /**
@@ -638,8 +645,16 @@ class Worker {
       this.restating = true;
       try {
         const why = safeRecord(error);
+        const item = Atomics.load(this.ints, ITEM);
         if (status === Status.Ok) this.post(Status.Unsendable, why, -1);
-        else this.post(status, cutDown(record, why), Atomics.load(this.ints, ITEM));
+        else {
+          try {
+            this.post(status, cutDown(record, why), item);
+          } catch {
+            // Even the cut-down error did not go: why alone, smaller still.
+            this.post(status, why, item);
+          }
+        }
       } finally {
         this.restating = false;
       }

@@ -16,7 +16,7 @@ import { native } from '../native/addon.js';
 export function reapAfterThisThread(child: ChildProcess): void {
   const pid = child.pid;
   const addon = native();
-  if (pid === undefined || !addon?.watchChild || workerThreads().isMainThread) return;
+  if (pid === undefined || !addon || workerThreads().isMainThread) return;
   if (!addon.watchChild(pid)) return;
-  child.once('exit', () => addon.unwatchChild!(pid));
+  child.once('exit', () => addon.unwatchChild(pid));
 }
