@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
 #include <node.h>
@@ -62,42 +63,55 @@ Orphans& TheOrphans() {
   return *orphans;
 }
 
+// How often a child that has exited but cannot be reaped yet (a tracer
+// holds it) is tried again: its pidfd stays readable, so polling it would spin.
+constexpr int kRetryMs = 100;
+
 void* ReapOrphans(void* arg) {
   Orphans& o = *static_cast<Orphans*>(arg);
   std::vector<struct pollfd> fds;
+  std::vector<int> ready;
+  std::vector<int> held;  // exited, not reapable yet: not polled, retried
   for (;;) {
     fds.clear();
     fds.push_back({o.wake, POLLIN, 0});
     {
       std::lock_guard<std::mutex> lock(o.mu);
-      for (int fd : o.pidfds) fds.push_back({fd, POLLIN, 0});
-    }
-    if (poll(fds.data(), fds.size(), -1) < 0) continue;  // EINTR
-    if (fds[0].revents & POLLIN) {
-      uint64_t count;
-      if (read(o.wake, &count, sizeof(count)) < 0) {
-        // Drained by nobody else: nothing to do.
-      }
-    }
-    std::lock_guard<std::mutex> lock(o.mu);
-    for (size_t i = 1; i < fds.size(); ++i) {
-      if (fds[i].revents == 0) continue;
-      siginfo_t info = {};
-      const int rc = waitid(static_cast<idtype_t>(P_PIDFD),
-                            static_cast<id_t>(fds[i].fd), &info,
-                            WEXITED | WNOHANG);
-      // Not exited after all: poll again. Reaped now, or already (ECHILD):
-      // done with it.
-      if (rc == 0 && info.si_pid == 0) continue;
-      close(fds[i].fd);
-      for (size_t j = 0; j < o.pidfds.size(); ++j) {
-        if (o.pidfds[j] == fds[i].fd) {
-          o.pidfds[j] = o.pidfds.back();
-          o.pidfds.pop_back();
-          break;
+      for (int fd : o.pidfds) {
+        if (std::find(held.begin(), held.end(), fd) == held.end()) {
+          fds.push_back({fd, POLLIN, 0});
         }
       }
     }
+    if (poll(fds.data(), fds.size(), held.empty() ? -1 : kRetryMs) < 0) {
+      continue;  // EINTR
+    }
+    if (fds[0].revents & POLLIN) {
+      uint64_t count;
+      if (read(o.wake, &count, sizeof(count)) < 0) {
+        // Nothing to drain: the next poll tells.
+      }
+    }
+    ready.swap(held);
+    held.clear();
+    for (size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) ready.push_back(fds[i].fd);
+    }
+    std::lock_guard<std::mutex> lock(o.mu);
+    for (int fd : ready) {
+      siginfo_t info = {};
+      const int rc = waitid(static_cast<idtype_t>(P_PIDFD),
+                            static_cast<id_t>(fd), &info, WEXITED | WNOHANG);
+      // Not reapable yet (exited, but a tracer holds it): later. Reaped
+      // now, or already (ECHILD), or never (any other error): done with it.
+      if (rc == 0 && info.si_pid == 0) {
+        held.push_back(fd);
+        continue;
+      }
+      close(fd);
+      o.pidfds.erase(std::find(o.pidfds.begin(), o.pidfds.end(), fd));
+    }
+    ready.clear();
   }
   return nullptr;
 }
@@ -109,7 +123,7 @@ void Orphan(const std::vector<int>& pidfds) {
   Orphans& o = TheOrphans();
   std::lock_guard<std::mutex> lock(o.mu);
   if (!o.started) {
-    o.wake = eventfd(0, EFD_CLOEXEC);
+    if (o.wake < 0) o.wake = eventfd(0, EFD_CLOEXEC);
     pthread_t thread;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -165,16 +179,18 @@ void WatchChild(const Callback& args) {
   auto* self = static_cast<EnvChildren*>(args.Data().As<v8::External>()->Value());
   int64_t pid;
   if (!IntegerArg(isolate, args[0], "pid", 1, 0x7fffffff, &pid)) return;
-  if (self->pidfds_.count(static_cast<int32_t>(pid)) != 0) {
-    args.GetReturnValue().Set(true);
-    return;
-  }
   const long fd = syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
   if (fd < 0) {
     args.GetReturnValue().Set(false);
     return;
   }
-  // pidfd_open sets close-on-exec: later children do not inherit it.
+  // pidfd_open sets close-on-exec: later children do not inherit it. An
+  // entry of the same pid is stale (two live processes never share one).
+  const auto stale = self->pidfds_.find(static_cast<int32_t>(pid));
+  if (stale != self->pidfds_.end()) {
+    close(stale->second);
+    self->pidfds_.erase(stale);
+  }
   self->pidfds_.emplace(static_cast<int32_t>(pid), static_cast<int>(fd));
   args.GetReturnValue().Set(true);
 }
