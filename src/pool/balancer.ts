@@ -12,9 +12,10 @@
  * workers: the later half of what a worker holds at once, and everything a
  * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
  * task ahead of them), or one that is not up yet (still starting, or in its
- * initializer). A large unit stays while its batch may still be on its way
- * (`inTransit`). A free worker that is still starting is no better a place:
- * then the check waits for it, on its STATE word, which the worker wakes
+ * initializer). A large unit stays while its worker is reading the batch
+ * that carries it (`WorkerHandle.inTransit`): it starts it next. A free
+ * worker that is still starting is no better a place: then the check waits
+ * for it, on its STATE word, which the worker wakes
  * when it is up — so at a pool's start the first task runs on whichever
  * worker is up first, not on the one it was handed to.
  *
@@ -31,23 +32,6 @@ import type { WorkerHandle } from './worker-handle.js';
 
 /** How long a worker holding units may answer nothing before they move. */
 const STUCK_MS = 10;
-/**
- * Bytes of a large unit's payload that are taken to travel per ms (written
- * to its spill file, read, deserialized: 100 MB/s, a quarter or less of
- * what a 40 MiB unit was measured at on this loaded machine).
- */
-const TRANSIT_BYTES_PER_MS = 100_000;
-
-/**
- * Whether a large unit's batch may still be on its way to its worker. Such
- * a unit's worker has not started it yet without being stuck; moved then,
- * a unit of tens of MiB went back and forth between two workers for ever,
- * never started, each move writing its payload to /dev/shm again.
- */
-function inTransit(unit: Unit, now: number): boolean {
-  return unit.handed > 0 && now - unit.handed < STUCK_MS + unit.size / TRANSIT_BYTES_PER_MS;
-}
-
 export class Balancer {
   private timer: NodeJS.Timeout | null = null;
   /** Bumped by every wait for a worker's start and by stop(): a wait that settles after another began, or after stop(), does nothing. */
@@ -140,7 +124,7 @@ export class Balancer {
       // Not up yet (starting, or in its initializer): it runs nothing before it is, so all it holds may go.
       const stuck = Atomics.load(w.ints, STATE) !== WorkerState.Ready || w.stuckSince(now, STUCK_MS);
       const held = w.unanswered().filter((u) => u.state === UnitState.Handed && !u.call.settled && !w.isRunning(u));
-      const arrived = held.filter((u) => !inTransit(u, now));
+      const arrived = held.filter((u) => !w.inTransit(u));
       // A unit still on its way may be movable once it has arrived: look again then.
       if (arrived.length < held.length) waiting = true;
       // The later ones: the least likely to have started meanwhile.

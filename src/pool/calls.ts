@@ -104,7 +104,7 @@ export class ApplyCall<T> implements Call, Unit {
   readonly submitted: number;
   state = UnitState.Queued;
   seq = 0;
-  handed = 0;
+  batch = 0;
   worker: Unit['worker'] = null;
   // The call.
   settled = false;

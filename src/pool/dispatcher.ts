@@ -203,7 +203,7 @@ export class Dispatcher {
   }
 
   unit(call: Call, op: Op.Apply | Op.Map | Op.Star, fn: TaskFunction, payload: unknown, size: number, refs: Unit['refs'], index: number, count: number): Unit {
-    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null, handed: 0 };
+    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null, batch: 0 };
   }
 
   /** Queues a unit (while `accepting`). */

@@ -54,6 +54,14 @@
  *             then reads WAKE_AT and wakes a lazily sleeping parent; the
  *             parent stores WAKE_AT and then reads TAKEN_WAITER, and does
  *             not sleep when it is set.
+ *   BATCH_READING  the number (from 1, modulo 2^32) of the batch the worker
+ *             is taking from its task ring or waiting for: it stores
+ *             BATCHES_READ + 1 before it looks for its next batch.
+ *   BATCHES_READ  batches it has taken and deserialized. While the two
+ *             differ, the units of batch BATCH_READING are on their way
+ *             (a large one's spill file being read): the balancer leaves
+ *             the large ones where they are. The parent numbers its batches to a
+ *             worker in the order it commits them (`WorkerHandle.send`).
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -82,6 +90,8 @@ export const WAKE_AT = 6;
 export const NOTIFY = 7;
 export const TAKEN = 8;
 export const TAKEN_WAITER = 9;
+export const BATCH_READING = 10;
+export const BATCHES_READ = 11;
 /**
  * The share of /dev/shm a pool's spilled answers not yet taken may hold,
  * and, apart, the share its large task payloads in flight may: each worker

@@ -56,11 +56,11 @@ export interface Unit {
   /** The worker holding it, while handed. */
   worker: WorkerHandle | null;
   /**
-   * When it was last handed to a worker (protocol.ts `monoNow`), for a
-   * unit over LARGE_UNIT_BYTES only (0 otherwise): the balancer leaves it
-   * where it is while its batch may still be on its way (balancer.ts).
+   * The number of the batch that carries it to its worker, while handed
+   * (0 otherwise): the balancer leaves it where it is while that batch is
+   * being read (protocol.ts BATCH_READING).
    */
-  handed: number;
+  batch: number;
 }
 
 /** Gives back the references a unit's payload holds (it will never be attached). */

@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
+import { BATCHES_READ, BATCH_READING, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -214,10 +214,26 @@ export class WorkerHandle {
     this.outstanding.push(unit);
     this.budget--;
     if (unit.call.timeout !== undefined) this.timed++;
-    if (unit.size > LARGE_UNIT_BYTES) {
-      unit.handed = monoNow();
-      this.largeInFlight += unit.size;
-    }
+    // In the batch `send` commits next.
+    unit.batch = (this.batchesSent + 1) | 0;
+    if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight += unit.size;
+  }
+
+  /** Batches committed (or being committed) to its task ring, modulo 2^32: the worker counts them likewise (protocol.ts BATCHES_READ). */
+  private batchesSent = 0;
+
+  /**
+   * Whether `unit`, a large one (over LARGE_UNIT_BYTES), is in the batch the
+   * worker is reading now (protocol.ts BATCH_READING): it will start it
+   * next. Moved then, a unit of tens of MiB went back and forth between two
+   * workers for ever, never started, each move writing its payload to
+   * /dev/shm again, since reading it took longer than the balancer waited.
+   * A small unit may move any time: that costs little.
+   */
+  inTransit(unit: Unit): boolean {
+    if (unit.size <= LARGE_UNIT_BYTES) return false;
+    const reading = Atomics.load(this.ints, BATCH_READING);
+    return unit.batch === reading && Atomics.load(this.ints, BATCHES_READ) !== reading;
   }
 
   /** Answer items taken from its result ring (protocol.ts TAKEN). */
@@ -286,6 +302,7 @@ export class WorkerHandle {
     this.standIns++;
     unit.state = UnitState.Queued;
     unit.seq = 0;
+    unit.batch = 0;
     unit.worker = null;
   }
 
@@ -346,7 +363,10 @@ export class WorkerHandle {
     const buf = serializer().serialize(entries);
     const item = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     const channel = this.tasks.channel;
-    if (channel.putSync(item, false, 0, false)) return;
+    if (channel.putSync(item, false, 0, false)) {
+      this.batchesSent = (this.batchesSent + 1) | 0;
+      return;
+    }
     // A batch that cannot be written (its spill file, on a full /dev/shm)
     // throws from put() itself, synchronously, like putSync above: the
     // caller takes its units back (`unhand`). Past that, nothing of put()
@@ -354,6 +374,8 @@ export class WorkerHandle {
     // units would wait forever, so the worker is ended instead: its units
     // fail with WorkerLostError, and a replacement starts.
     const waiting = channel.put(item, true, Infinity, false, () => this.dead);
+    // Committed later, but before any other batch (nothing else is sent meanwhile).
+    this.batchesSent = (this.batchesSent + 1) | 0;
     this.blocked = true;
     waiting.then(
       () => {
@@ -382,6 +404,7 @@ export class WorkerHandle {
       if (unit.call.timeout !== undefined) this.timed--;
       if (unit.size > LARGE_UNIT_BYTES) this.largeInFlight -= unit.size;
       unit.seq = 0;
+      unit.batch = 0;
       unit.worker = null;
     }
   }

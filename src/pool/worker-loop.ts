@@ -48,6 +48,8 @@ import {
   Status,
   TAKEN,
   TAKEN_WAITER,
+  BATCH_READING,
+  BATCHES_READ,
   WorkerState,
   cancelSlot,
   controlViews,
@@ -205,6 +207,8 @@ class Worker {
   /** Task functions by id, or why one could not be had. */
   private readonly fns = new Map<number, Function | { failed: unknown }>();
   private seq = 0;
+  /** Batches taken from the task ring and deserialized, modulo 2^32 (protocol.ts BATCHES_READ). */
+  private batchesRead = 0;
   private lastYield = performance.now();
   /**
    * Answer items that went to spill files and that the parent may not have
@@ -237,6 +241,8 @@ class Worker {
     // The parent may be waiting for this worker to be up, to hand it units another still starting holds (balancer.ts).
     wake(this.ints, STATE, WAKE_ALL);
     for (;;) {
+      // The batch it takes next is on its way until read (protocol.ts BATCH_READING).
+      Atomics.store(this.ints, BATCH_READING, (this.batchesRead + 1) | 0);
       let item = this.tasks.getSync(false, 0);
       if (item === NOTHING) {
         item = await this.tasks.get(true, Infinity);
@@ -246,6 +252,8 @@ class Worker {
       if (!(item instanceof Uint8Array)) continue;
       if (!packageLoaded && carriesShared(item)) await loadPackage();
       const batch = serializer().deserialize(copyBytes(item)) as unknown[];
+      this.batchesRead = (this.batchesRead + 1) | 0;
+      Atomics.store(this.ints, BATCHES_READ, this.batchesRead);
       for (let i = 0; i < batch.length; ) {
         const op = batch[i++] as Op;
         if (op === Op.Stop) {
