@@ -544,6 +544,26 @@ describe('Pool, one per test', () => {
       await p.join();
     });
 
+    it(`a large task handed to a worker whose event loop is busy (a task's leftover timer) moves to a free worker: only a batch being read stays (${method})`, async (t) => {
+      const p = new mp.Pool(2, { context: method, module });
+      t.after(() => p.terminate());
+      await p.map(fx.square, [1, 2]); // both workers up
+      const flags = mp.RawArray('i', 2);
+      // Submitted together, one to each worker: one leaves its loop busy for 5 s, the other works 300 ms.
+      const blocking = p.apply(fx.blockLoopLater, [flags, 5_000]);
+      const working = p.apply(fx.busy, [0, 300]);
+      const blocked = await blocking;
+      await eventually(() => Atomics.load(flags, 0) === 1, 10_000, 'the leftover timer to start');
+      // While the other still works, the large task (1 MiB: its batch goes through a file) goes to the blocked worker.
+      const taken = await p.apply(fx.whoTakes, [new Uint8Array(1 << 20)]);
+      assert.equal(taken.length, 1 << 20);
+      assert.equal(Atomics.load(flags, 1), 0, 'it ran before the busy loop ended');
+      assert.notEqual(taken.name, blocked, 'it moved to the other worker');
+      assert.equal(await working, 0);
+      p.terminate();
+      await p.join();
+    });
+
     it(`tasks handed to a worker still starting go to the first worker up (${method})`, async (t) => {
       const order = mp.RawArray('i', 1);
       const p = new mp.Pool(2, { context: method, module, initializer: fx.slowFirstInitializer, initargs: [order, 5_000] });

@@ -610,6 +610,14 @@ export class Channel {
     return ((Atomics.load(this.w, TAIL) - Atomics.load(this.w, HEAD)) >>> 0) >= this.capacity >>> 2;
   }
 
+  /**
+   * Items ever taken, modulo 2^32 (Skip frames count): stored as a take
+   * moves HEAD, before the item is revived or its spill file read.
+   */
+  taken(): number {
+    return Atomics.load(this.w, GETS);
+  }
+
   /** Whether no committed item is waiting (approximate while others work). */
   empty(): boolean {
     return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD);

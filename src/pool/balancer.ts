@@ -12,8 +12,8 @@
  * workers: the later half of what a worker holds at once, and everything a
  * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
  * task ahead of them), or one that is not up yet (still starting, or in its
- * initializer). A large unit stays while its worker is reading the batch
- * that carries it (`WorkerHandle.inTransit`): it starts it next. A free
+ * initializer). A large unit stays while its worker has taken the batch
+ * that carries it and is reading it (`WorkerHandle.inTransit`). A free
  * worker that is still starting is no better a place: then the check waits
  * for it, on its STATE word, which the worker wakes
  * when it is up — so at a pool's start the first task runs on whichever

@@ -54,14 +54,13 @@
  *             then reads WAKE_AT and wakes a lazily sleeping parent; the
  *             parent stores WAKE_AT and then reads TAKEN_WAITER, and does
  *             not sleep when it is set.
- *   BATCH_READING  the number (from 1, modulo 2^32) of the batch the worker
- *             is taking from its task ring or waiting for: it stores
- *             BATCHES_READ + 1 before it looks for its next batch.
- *   BATCHES_READ  batches it has taken and deserialized. While the two
- *             differ, the units of batch BATCH_READING are on their way
- *             (a large one's spill file being read): the balancer leaves
- *             the large ones where they are. The parent numbers its batches to a
- *             worker in the order it commits them (`WorkerHandle.send`).
+ *   BATCHES_READ  batches the worker has taken from its task ring and
+ *             deserialized (modulo 2^32). The parent numbers a worker's
+ *             batches in the order it commits them (`WorkerHandle.send`),
+ *             and the ring counts the items taken (its GETS word, stored
+ *             before a spill file is read), so a batch the ring counts as
+ *             taken and BATCHES_READ not yet is being read: the balancer
+ *             leaves its large units where they are.
  *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
  *             the worker skips it. The parent stores the flag and then reads
  *             STARTED; the worker stores STARTED and then reads the flag
@@ -90,8 +89,7 @@ export const WAKE_AT = 6;
 export const NOTIFY = 7;
 export const TAKEN = 8;
 export const TAKEN_WAITER = 9;
-export const BATCH_READING = 10;
-export const BATCHES_READ = 11;
+export const BATCHES_READ = 10;
 /**
  * The share of /dev/shm a pool's spilled answers not yet taken may hold,
  * and, apart, the share its large task payloads in flight may: each worker

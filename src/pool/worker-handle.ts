@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { BATCHES_READ, BATCH_READING, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
+import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -224,16 +224,19 @@ export class WorkerHandle {
 
   /**
    * Whether `unit`, a large one (over LARGE_UNIT_BYTES), is in the batch the
-   * worker is reading now (protocol.ts BATCH_READING): it will start it
-   * next. Moved then, a unit of tens of MiB went back and forth between two
-   * workers for ever, never started, each move writing its payload to
-   * /dev/shm again, since reading it took longer than the balancer waited.
-   * A small unit may move any time: that costs little.
+   * worker has taken from its ring and is reading now (protocol.ts
+   * BATCHES_READ): it runs it without the parent. Moved then, a unit of
+   * tens of MiB went back and forth between two workers for ever, never
+   * started, each move writing its payload to /dev/shm again, since
+   * reading it took longer than the balancer waited. One still in the ring
+   * may move (its worker may not be taking anything: its event loop busy
+   * with a task's leftover timer, say), and so may a small unit any time.
    */
   inTransit(unit: Unit): boolean {
     if (unit.size <= LARGE_UNIT_BYTES) return false;
-    const reading = Atomics.load(this.ints, BATCH_READING);
-    return unit.batch === reading && Atomics.load(this.ints, BATCHES_READ) !== reading;
+    // BATCHES_READ first: a batch read between the two loads then reads as in transit, the safe side.
+    const read = Atomics.load(this.ints, BATCHES_READ);
+    return this.tasks.channel.taken() === unit.batch && read !== unit.batch;
   }
 
   /** Answer items taken from its result ring (protocol.ts TAKEN). */

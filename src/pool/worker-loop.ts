@@ -48,7 +48,6 @@ import {
   Status,
   TAKEN,
   TAKEN_WAITER,
-  BATCH_READING,
   BATCHES_READ,
   WorkerState,
   cancelSlot,
@@ -241,8 +240,6 @@ class Worker {
     // The parent may be waiting for this worker to be up, to hand it units another still starting holds (balancer.ts).
     wake(this.ints, STATE, WAKE_ALL);
     for (;;) {
-      // The batch it takes next is on its way until read (protocol.ts BATCH_READING).
-      Atomics.store(this.ints, BATCH_READING, (this.batchesRead + 1) | 0);
       let item = this.tasks.getSync(false, 0);
       if (item === NOTHING) {
         item = await this.tasks.get(true, Infinity);
