@@ -15,9 +15,9 @@
  * initializer). A large unit stays while its worker has taken the batch
  * that carries it and is reading it (`WorkerHandle.inTransit`). A free
  * worker that is still starting is no better a place: then the check waits
- * for it, on its STATE word, which the worker wakes
- * when it is up — so at a pool's start the first task runs on whichever
- * worker is up first, not on the one it was handed to.
+ * for it, on its STATE word, which the worker wakes when it is up — so at
+ * a pool's start the first task runs on whichever worker is up first, not
+ * on the one it was handed to.
  *
  * It looks again only while that can change something: a free worker is
  * still starting, or a holder's one unit not started may become stuck.

@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment } from '../shm/segment.js';
-import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, monoNow, serializer } from './protocol.js';
+import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
