@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import * as mp from 'multiprocessing-ts';
 import { eventually, fixture } from './helpers.js';
 import { DIE_WITH_PARENT, redisUnavailable, startRedis, type RedisOptions, type RedisServer } from './redis.js';
-import { add, fail, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
+import { add, fail, failHolding, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['multiprocessing-ts']!);
@@ -152,10 +152,17 @@ describe('cluster Pool', { skip }, () => {
     await pool.join();
   });
 
-  it("a task's error keeps its class name, message and own properties", async () => {
+  it("a task's error keeps its class name, message and own properties (a shared object among them described)", async () => {
     const pool = new ctx.Pool();
     await assert.rejects(pool.apply(fail, ['boom']), (err: any) => err.constructor.name === 'Custom' && err.message === 'boom' && err.code === 42 && /fail/.test(err.stack));
     await assert.rejects(pool.apply(uncloneableResult, []), (err: Error) => err.name === 'SerializationError');
+    // A shared object on the error cannot go through Redis: the error still arrives, that property described.
+    await assert.rejects(pool.apply(failHolding, ['held']), (err: any) => {
+      assert.equal(err.constructor.name, 'Custom', inspect(err));
+      assert.equal(err.message, 'held');
+      assert.match(String(err.raw), /cannot be copied to another process/);
+      return true;
+    });
     pool.close();
     await pool.join();
   });

@@ -123,9 +123,14 @@ export function unpack(bytes: Buffer | Uint8Array, what: string, clients?: Clust
   return reviveClusterObjects(decode(value, NO_KIND, { root: what, why: WHY }), what, clients);
 }
 
-/** The bytes of a thrown value, as a record (class name, message, stack, own properties). */
+/**
+ * The bytes of a thrown value, as a record (class name, message, stack, own
+ * properties). A shared object in it is described, as any value that
+ * cannot be stored: Redis takes none (`unpack` would refuse the record),
+ * and encoded it would hold references nobody gives back.
+ */
 export function packError(thrown: unknown): Buffer {
-  return serialize(toRecord(thrown));
+  return serialize(toRecord(thrown, [], 0, { crossProcess: true, only: { kinds: NO_KIND, why: WHY } }));
 }
 
 /** The error an error record's bytes describe. */

@@ -16,7 +16,7 @@
 import { describe } from '../describe.js';
 import * as errors from '../errors.js';
 import { BUILTIN_ERRORS } from '../errors.js';
-import { abandon, encode, type Encoded } from '../serialize/encode.js';
+import { abandon, encode, type EncodeOptions, type Encoded } from '../serialize/encode.js';
 import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 
@@ -44,9 +44,9 @@ const MAX_DEPTH = 8;
  * description of it. What it holds in flight (shared-object references)
  * goes to `held`, for the sender to give back if the record is never sent.
  */
-function travelling(value: unknown, path: string, held: Encoded[]): unknown {
+function travelling(value: unknown, path: string, held: Encoded[], options: EncodeOptions): unknown {
   try {
-    const encoded = encode(value, path, { crossProcess: true });
+    const encoded = encode(value, path, options);
     // Leave no reference in flight if V8 refuses it after all.
     try {
       structuredClone(encoded.value);
@@ -64,10 +64,12 @@ function travelling(value: unknown, path: string, held: Encoded[]): unknown {
 /**
  * The record of `thrown`, for a worker to send. `held` collects what its
  * values hold in flight: give it back (`abandon`) if the record is not sent.
+ * `options`: how its values are encoded (the cluster's records take no
+ * shared object: `only` no kind, so each is described instead).
  */
-export function toRecord(thrown: unknown, held: Encoded[] = [], depth = 0): ErrorRecord {
+export function toRecord(thrown: unknown, held: Encoded[] = [], depth = 0, options: EncodeOptions = { crossProcess: true }): ErrorRecord {
   if (!(thrown instanceof Error)) {
-    const value = travelling(thrown, 'the thrown value', held);
+    const value = travelling(thrown, 'the thrown value', held, options);
     return typeof value === 'string' && value.startsWith('[') && typeof thrown !== 'string'
       ? { kind: 'opaque', text: value }
       : { kind: 'value', value };
@@ -81,7 +83,7 @@ export function toRecord(thrown: unknown, held: Encoded[] = [], depth = 0): Erro
     } catch (err) {
       value = `[a getter that threw: ${String(err)}]`;
     }
-    props[key] = travelling(value, `error.${key}`, held);
+    props[key] = travelling(value, `error.${key}`, held, options);
   }
   let name: string;
   let message: string;
@@ -104,9 +106,9 @@ export function toRecord(thrown: unknown, held: Encoded[] = [], depth = 0): Erro
     cause?: ErrorRecord;
     errors?: ErrorRecord[];
   } = { kind: 'error', className: thrown.constructor?.name || 'Error', name, message, stack, props };
-  if (depth < MAX_DEPTH && 'cause' in thrown && thrown.cause !== undefined) record.cause = toRecord(thrown.cause, held, depth + 1);
+  if (depth < MAX_DEPTH && 'cause' in thrown && thrown.cause !== undefined) record.cause = toRecord(thrown.cause, held, depth + 1, options);
   if (depth < MAX_DEPTH && thrown instanceof AggregateError && Array.isArray(thrown.errors)) {
-    record.errors = thrown.errors.map((e: unknown) => toRecord(e, held, depth + 1));
+    record.errors = thrown.errors.map((e: unknown) => toRecord(e, held, depth + 1, options));
   }
   return record;
 }
