@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import * as mp from 'multiprocessing-ts';
 import { eventually, fixture } from './helpers.js';
 import { DIE_WITH_PARENT, redisUnavailable, startRedis, type RedisOptions, type RedisServer } from './redis.js';
-import { add, fail, failHolding, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
+import { add, fail, failHolding, failWithMarkerKey, mainRanHere, marked, noop, square, uncloneableResult } from './fixtures/cluster-tasks.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['multiprocessing-ts']!);
@@ -152,7 +152,7 @@ describe('cluster Pool', { skip }, () => {
     await pool.join();
   });
 
-  it("a task's error keeps its class name, message and own properties (a shared object among them described)", async () => {
+  it("a task's error keeps its class name, message and own properties (a shared object among them described; plain data under the cluster's reserved key kept)", async () => {
     const pool = new ctx.Pool();
     await assert.rejects(pool.apply(fail, ['boom']), (err: any) => err.constructor.name === 'Custom' && err.message === 'boom' && err.code === 42 && /fail/.test(err.stack));
     await assert.rejects(pool.apply(uncloneableResult, []), (err: Error) => err.name === 'SerializationError');
@@ -161,6 +161,12 @@ describe('cluster Pool', { skip }, () => {
       assert.equal(err.constructor.name, 'Custom', inspect(err));
       assert.equal(err.message, 'held');
       assert.match(String(err.raw), /cannot be copied to another process/);
+      return true;
+    });
+    // Plain data on the error with the key cluster objects are stored under is data: it arrives as it was.
+    await assert.rejects(pool.apply(failWithMarkerKey, ['marked']), (err: any) => {
+      assert.equal(err.constructor.name, 'Custom', inspect(err));
+      assert.deepEqual(err.detail, { __multiprocessing_ts_cluster__: 'plain data' });
       return true;
     });
     pool.close();

@@ -135,7 +135,15 @@ export function packError(thrown: unknown): Buffer {
 
 /** The error an error record's bytes describe. */
 export function unpackError(bytes: Buffer | Uint8Array, what: string): unknown {
-  const record = unpack(bytes, what) as ErrorRecord;
+  // Not `unpack`: packError leaves no cluster object live in a record (toRecord
+  // describes them), so a marker key in one is the task's own plain data.
+  // Revived, it would fail the call with a SerializationError in place of the error.
+  let record: ErrorRecord;
+  try {
+    record = decode(deserialize(bytes), NO_KIND, { root: what, why: WHY }) as ErrorRecord;
+  } catch (err) {
+    return new SerializationError(`${what} read from Redis is not an error record: ${(err as Error).message}`, { cause: err });
+  }
   if (typeof record !== 'object' || record === null || !['error', 'value', 'opaque'].includes((record as { kind?: string }).kind ?? '')) {
     return new SerializationError(`${what} read from Redis is not an error record`);
   }
