@@ -198,6 +198,33 @@ for (const method of METHODS) {
       );
     });
 
+    it('an item of imap that cannot travel: the results of every item before it (its chunk\'s too), then its SerializationError, nothing after it, and the input read no further', async () => {
+      const BAD = { cb: () => 1 };
+      for (const chunksize of [1, 4]) {
+        for (const ordered of [true, false]) {
+          let pulled = 0;
+          const items = function* (): Generator<number> {
+            for (const x of [0, 1, 2, 3, 4, 5, BAD as unknown as number, 7, 8, 9, 10, 11, 12, 13]) {
+              pulled++;
+              yield x;
+            }
+          };
+          const got: number[] = [];
+          const what = `${ordered ? 'imap' : 'imapUnordered'}, chunksize ${chunksize}`;
+          await assert.rejects(
+            (async () => {
+              for await (const v of ordered ? pool.imap(fx.square, items(), chunksize) : pool.imapUnordered(fx.square, items(), chunksize)) got.push(v as number);
+            })(),
+            (e: Error) => e instanceof mp.SerializationError && /iterable\[6\]\.cb is a function/.test(e.message),
+            what,
+          );
+          const before = [0, 1, 4, 9, 16, 25];
+          assert.deepEqual(ordered ? got : got.sort((a, b) => a - b), before, what);
+          assert.ok(pulled <= 8, `${what}: pulled ${pulled} items, past the one that cannot travel`);
+        }
+      }
+    });
+
     it('a task error in imap comes after the results before it; in map it rejects the call', async () => {
       const chunks = pool.imap(fx.validate, [0, 1, -2, 3], 1);
       assert.equal((await chunks.next()).value, 0);
@@ -428,6 +455,45 @@ describe('Pool, one per test', () => {
       await assert.rejects(running.join(), mp.ValueError, 'join() of a running pool');
       running.terminate();
       await running.join();
+    });
+
+    it(`close() and join() (and await using) end a pool whose imap was left unconsumed: the rest of its input runs, its results kept for a later read (${method})`, async () => {
+      const p = new mp.Pool(2, { context: method, module });
+      const it = p.imap(fx.square, range(300), 1);
+      assert.deepEqual(await it.next(), { done: false, value: 0 });
+      p.close();
+      await within(p.join(), 20_000, 'join() with an imap left unconsumed');
+      const rest: number[] = [];
+      for await (const v of it) rest.push(v);
+      assert.deepEqual(rest, range(300).slice(1).map((x) => x * x));
+      // The same through await using, left by an exception between two next() calls.
+      const pulled = { count: 0, closed: false };
+      const left = within(
+        (async () => {
+          await using q = new (mp.getContext(method).Pool)(2, { module });
+          const endless = q.imap(fx.square, fx.naturals(pulled), 1);
+          await endless.next();
+          const finite = q.imap(fx.square, range(100), 1);
+          await finite.next();
+          await endless.return!();
+          throw new Error('the caller failed');
+        })(),
+        20_000,
+        'await using with an imap left unconsumed',
+      );
+      await assert.rejects(left, /the caller failed/);
+      assert.equal(pulled.closed, true, "the returned imap's generator was closed");
+    });
+
+    it(`AsyncResult get() and wait() with a timeout past 2^31-1 ms wait for the result, as forever (${method})`, async () => {
+      const p = new mp.Pool(1, { context: method, module });
+      const r = p.applyAsync(fx.sqr, [3, 300]);
+      assert.equal(await within(r.get(2 ** 31), 20_000, 'get(2 ** 31)'), 9);
+      const s = p.applyAsync(fx.sqr, [4, 300]);
+      await within(s.wait(1e10), 20_000, 'wait(1e10)');
+      assert.equal(s.ready(), true, 'wait(1e10) returned once the result was ready, not before');
+      p.terminate();
+      await p.join();
     });
 
     it(`_TestPoolWorkerLifetime: maxtasksperchild replaces workers; closing early still runs every task (${method})`, async () => {

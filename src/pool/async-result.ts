@@ -30,10 +30,14 @@ function runCallback(fn: ((arg: never) => void) | undefined, arg: unknown): void
   }
 }
 
+/** The longest delay a Node timer honours: past it, one fires after 1 ms (with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function timer(timeoutMs: number): { promise: Promise<void>; cancel: () => void } {
   let handle: NodeJS.Timeout | undefined;
+  // Past 2^31-1 ms (24.8 days) a wait is taken as forever, as the package's other waits do.
   const promise = new Promise<void>((resolve) => {
-    handle = setTimeout(resolve, Math.max(0, timeoutMs));
+    if (timeoutMs <= MAX_TIMER_MS) handle = setTimeout(resolve, Math.max(0, timeoutMs));
   });
   return { promise, cancel: () => clearTimeout(handle) };
 }
@@ -121,7 +125,8 @@ export class AsyncResult<T> implements PromiseLike<T> {
   /**
    * The result, once ready; rejects with the task's error. With a timeout
    * (ms) it rejects with `TimeoutError` if the result is not ready by then
-   * (the task goes on).
+   * (the task goes on). A timeout past 2^31-1 ms (~24.8 days, the longest
+   * a Node timer keeps) waits forever, as `Infinity` does.
    */
   get(timeoutMs?: number): Promise<T> {
     try {
@@ -139,7 +144,7 @@ export class AsyncResult<T> implements PromiseLike<T> {
     ]).finally(t.cancel);
   }
 
-  /** Waits until the result is ready, or `timeoutMs` passes; never rejects. */
+  /** Waits until the result is ready, or `timeoutMs` passes (past 2^31-1 ms: forever); never rejects. */
   async wait(timeoutMs?: number): Promise<void> {
     checkTimeout(timeoutMs);
     if (this.#done) return;

@@ -60,31 +60,46 @@ function packItem(op: Op.Map | Op.Star, item: unknown, index: number, refs: InFl
   return packArgs(item, path, refs);
 }
 
+/** Chunks packed from the front of some items; `failed`: the first item that could not be packed, and why. */
+export interface PackedPrefix {
+  readonly chunks: PackedChunk[];
+  readonly failed: { readonly at: number; readonly error: unknown } | null;
+}
+
 /**
  * Packs `items` (the call's items from index `first`, one chunksize's
  * worth) for `op`: one chunk, or several when their payload passes
- * CHUNK_BYTES (each holds one item at least). What throws gives back the
- * references these chunks took.
+ * CHUNK_BYTES (each holds one item at least). It stops at the first item
+ * that cannot be packed, keeping the items before it packed (and their
+ * references taken): an imap still runs them and yields their results
+ * before that item's error.
  */
-export function packChunks(op: Op.Map | Op.Star, items: readonly unknown[], first: number): PackedChunk[] {
+export function packChunksUntilFailure(op: Op.Map | Op.Star, items: readonly unknown[], first: number): PackedPrefix {
   const chunks: { payload: unknown[]; size: number; refs: InFlight[]; index: number }[] = [];
   let chunk: (typeof chunks)[number] | null = null;
-  try {
-    for (let k = 0; k < items.length; k++) {
-      if (!chunk) {
-        chunk = { payload: [], size: 16, refs: [], index: first + k };
-        chunks.push(chunk);
-      }
-      const packed = packItem(op, items[k], first + k, chunk.refs);
-      chunk.payload.push(packed);
-      chunk.size += packedSize(packed);
-      if (chunk.size >= CHUNK_BYTES) chunk = null;
+  for (let k = 0; k < items.length; k++) {
+    if (!chunk) chunk = { payload: [], size: 16, refs: [], index: first + k };
+    let packed: unknown;
+    try {
+      // An item's references join `chunk.refs` only once it is packed whole (task-payload.ts).
+      packed = packItem(op, items[k], first + k, chunk.refs);
+    } catch (error) {
+      return { chunks, failed: { at: first + k, error } };
     }
-  } catch (err) {
-    for (const c of chunks) Segment.abandonAll(c.refs);
-    throw err;
+    if (chunk.payload.length === 0) chunks.push(chunk);
+    chunk.payload.push(packed);
+    chunk.size += packedSize(packed);
+    if (chunk.size >= CHUNK_BYTES) chunk = null;
   }
-  return chunks;
+  return { chunks, failed: null };
+}
+
+/** As `packChunksUntilFailure`, all or nothing: what throws gives back the references these chunks took. */
+export function packChunks(op: Op.Map | Op.Star, items: readonly unknown[], first: number): PackedChunk[] {
+  const { chunks, failed } = packChunksUntilFailure(op, items, first);
+  if (!failed) return chunks;
+  for (const c of chunks) Segment.abandonAll(c.refs);
+  throw failed.error;
 }
 
 /**
@@ -254,7 +269,8 @@ export class MapCall<T> implements Call {
    * even while a read of the input is still pending.
    */
   collecting(input: Promise<unknown[]>, begin: (items: unknown[]) => void): void {
-    const source: Source = { stop: (error) => this.fail(error) };
+    // It reads its whole input anyway: nothing to drain.
+    const source: Source = { stop: (error) => this.fail(error), drain: () => {} };
     this.input = source;
     this.engine.addSource(source);
     input

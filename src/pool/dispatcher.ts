@@ -129,6 +129,8 @@ export interface DispatcherOptions {
 export interface Source {
   /** The pool was terminated or broke: fail with `error`. */
   stop(error: unknown): void;
+  /** join() waits for it: pull the rest of the input now, whatever the consumer takes. */
+  drain(): void;
 }
 
 function signalName(n: number): string {
@@ -243,7 +245,26 @@ export class Dispatcher {
 
   removeSource(source: Source): void {
     this.sources.delete(source);
+    if (this.sources.size === 0) this.sourcesGone();
     this.stopIdle();
+  }
+
+  /** What join() calls await while calls still pull input; settled once none does. */
+  private sourcesEmpty: { promise: Promise<void>; resolve: () => void } | null = null;
+
+  private whenSourcesGone(): Promise<void> {
+    if (!this.sourcesEmpty) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.sourcesEmpty = { promise, resolve };
+    }
+    return this.sourcesEmpty.promise;
+  }
+
+  private sourcesGone(): void {
+    const empty = this.sourcesEmpty;
+    this.sourcesEmpty = null;
+    empty?.resolve();
   }
 
   // ---------------------------------------------------------------------------
@@ -828,6 +849,7 @@ export class Dispatcher {
     }
     for (const source of [...this.sources]) source.stop(error);
     this.sources.clear();
+    this.sourcesGone();
   }
 
   // ---------------------------------------------------------------------------
@@ -850,7 +872,17 @@ export class Dispatcher {
     if (this.state === PoolState.Running) {
       throw new ValueError('join() of a running pool: call close() (or terminate()) first, as in Python');
     }
-    while (this.all.size > 0) {
+    // A call still pulling input (an imap not consumed to its end) would
+    // hold its workers for ever if nobody reads it: from now on it pulls
+    // the rest, keeping the results for its consumer, as Python's imap,
+    // which takes its whole input at the call.
+    for (const source of [...this.sources]) source.drain();
+    while (this.sources.size > 0 || this.all.size > 0) {
+      if (this.sources.size > 0) {
+        // Its chunks may yet need workers (after every worker ended, submit() starts more).
+        await this.whenSourcesGone();
+        continue;
+      }
       await Promise.all(
         [...this.all].map(async (w) => {
           await w.process.join();

@@ -7,9 +7,9 @@ import { ChunkSource } from './chunking.js';
 import type { Dispatcher, Source } from './dispatcher.js';
 import type { TaskFunction } from './functions.js';
 import type { Op } from './protocol.js';
-import { packing } from './task-payload.js';
+import { namedFor } from './task-payload.js';
 import type { Call, Unit } from './task-queue.js';
-import { onAbort, packChunks, type CallLimits, type PackedChunk } from './calls.js';
+import { onAbort, packChunksUntilFailure, type CallLimits } from './calls.js';
 
 /** The most chunks per worker an imap has pulled from its input and not yet yielded. */
 export const IMAP_CHUNKS_PER_WORKER = 8;
@@ -48,6 +48,8 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
   /** No more values will come (once `ready` is read). */
   private ended = false;
   private pumping = false;
+  /** join() waits for this call: the bound no longer applies (`drain`). */
+  private draining = false;
   private wake: (() => void) | null = null;
   /** `next()` calls not yet settled, and the last of them (the next one waits for it). */
   private asking = 0;
@@ -151,6 +153,11 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     void this.source.close();
   }
 
+  drain(): void {
+    this.draining = true;
+    void this.pump();
+  }
+
   unitDone(unit: Unit, values: unknown): void {
     this.pending.delete(unit);
     const list = values as unknown[];
@@ -239,7 +246,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (!this.settled && !this.source.done && this.pulled - this.consumed < this.bound) {
+      while (!this.settled && !this.inputError && !this.source.done && (this.draining || this.pulled - this.consumed < this.bound)) {
         if (!this.engine.accepting) return;
         const first = this.pulled;
         let items: unknown[];
@@ -252,18 +259,17 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
         if (this.settled) return;
         if (items.length === 0) break;
         this.pulled += items.length;
-        let chunks: PackedChunk[];
-        try {
-          chunks = packing(this.label, [], () => packChunks(this.op, items, first));
-        } catch (err) {
-          this.inputError = { error: err, at: first };
-          this.pulled = first;
-          break;
-        }
+        const { chunks, failed } = packChunksUntilFailure(this.op, items, first);
         for (const chunk of chunks) {
           const unit = this.engine.unit(this, this.op, this.fn, chunk.payload, chunk.size, chunk.refs, chunk.index, chunk.payload.length);
           this.pending.add(unit);
           this.engine.submit(unit);
+        }
+        if (failed) {
+          // The items before it still run; the input ends at it, as if it had thrown there.
+          this.inputError = { error: namedFor(this.label, failed.error), at: failed.at };
+          this.pulled = failed.at;
+          break;
         }
       }
     } finally {

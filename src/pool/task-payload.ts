@@ -43,9 +43,13 @@ export function packing<T>(label: string, refs: InFlight[], pack: () => T): T {
   } catch (err) {
     Segment.abandonAll(refs);
     refs.length = 0;
-    if (err instanceof SerializationError) throw new SerializationError(`${label}: ${err.message}`, { cause: err });
-    throw err;
+    throw namedFor(label, err);
   }
+}
+
+/** `err`, a SerializationError naming the call `label` (other errors as they are). */
+export function namedFor(label: string, err: unknown): unknown {
+  return err instanceof SerializationError ? new SerializationError(`${label}: ${err.message}`, { cause: err }) : err;
 }
 
 /** Rough bytes of a packed payload in a batch, to keep batches small enough for the ring. */
