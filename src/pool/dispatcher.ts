@@ -129,7 +129,7 @@ export interface DispatcherOptions {
 export interface Source {
   /** The pool was terminated or broke: fail with `error`. */
   stop(error: unknown): void;
-  /** join() waits for it: pull the rest of the input now, whatever the consumer takes. */
+  /** join() waits for it: pull the rest of the input as the workers answer, whatever the consumer takes. */
   drain(): void;
 }
 
@@ -874,8 +874,8 @@ export class Dispatcher {
     }
     // A call still pulling input (an imap not consumed to its end) would
     // hold its workers for ever if nobody reads it: from now on it pulls
-    // the rest, keeping the results for its consumer, as Python's imap,
-    // which takes its whole input at the call.
+    // the rest as its workers answer, keeping the results for its
+    // consumer, as Python's imap, which takes its whole input at the call.
     for (const source of [...this.sources]) source.drain();
     while (this.sources.size > 0 || this.all.size > 0) {
       if (this.sources.size > 0) {

@@ -48,7 +48,11 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
   /** No more values will come (once `ready` is read). */
   private ended = false;
   private pumping = false;
-  /** join() waits for this call: the bound no longer applies (`drain`). */
+  /**
+   * join() waits for this call (`drain`): the bound counts what is pulled
+   * and not yet answered, not yet consumed, so the input goes on at the
+   * workers' pace whoever reads (never faster: the event loop keeps turning).
+   */
   private draining = false;
   private wake: (() => void) | null = null;
   /** `next()` calls not yet settled, and the last of them (the next one waits for it). */
@@ -164,6 +168,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     if (this.ordered) this.early.set(unit.index, list);
     else this.ready.push(...list);
     this.doneItems += unit.count;
+    if (this.draining) void this.pump();
     if (this.onProgress) {
       try {
         this.onProgress(this.doneItems, this.source.done && !this.source.failing ? this.pulled : undefined);
@@ -246,7 +251,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (!this.settled && !this.inputError && !this.source.done && (this.draining || this.pulled - this.consumed < this.bound)) {
+      while (!this.settled && !this.inputError && !this.source.done && this.pulled - (this.draining ? this.doneItems : this.consumed) < this.bound) {
         if (!this.engine.accepting) return;
         const first = this.pulled;
         let items: unknown[];

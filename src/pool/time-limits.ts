@@ -22,6 +22,9 @@ import type { WorkerHandle } from './worker-handle.js';
 /** Ends `w` because of `unit` (failing it with `error`) if `w` is still in that unit; whether it did. */
 export type EndWorker = (w: WorkerHandle, unit: Unit, error: unknown) => boolean;
 
+/** The longest delay a Node timer honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class TimeLimits {
   private timer: NodeJS.Timeout | null = null;
   private at = Infinity;
@@ -44,7 +47,8 @@ export class TimeLimits {
       this.timer = null;
       this.at = Infinity;
       this.check();
-    }, Math.max(0, at - monoNow()));
+      // A Node timer keeps at most 2^31-1 ms (a longer one fires after 1 ms): the check then arms the rest.
+    }, Math.min(MAX_TIMER_MS, Math.max(0, at - monoNow())));
     // The pending answers keep the process alive, not this.
     this.timer.unref();
   }
