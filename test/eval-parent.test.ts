@@ -6,12 +6,13 @@
  *
  * The eval code marks itself in the environment, which children inherit,
  * so a child that re-runs it says so and starts nothing: the test sees the
- * defect instead of a fork bomb.
+ * defect instead of a fork bomb. The same holds for a Pool's workers, whose
+ * by-source task functions must work through every kind of call.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { childExecArgv, runsStringInput, threadExecArgv } from '../src/process/exec-argv.js';
-import { METHODS, run } from './helpers.js';
+import { METHODS, nothingLeftInShm, run, shmEntries } from './helpers.js';
 
 const PACKAGE_URL = new URL('../src/index.js', import.meta.url).href;
 
@@ -62,6 +63,79 @@ describe('a parent run from eval code', () => {
         assert.match(report.outerVariable, /^ValueError: target usesOuter uses outer variable 'k'.*code given to node -e/, method);
         assert.match(report.evalModule, /^ValueError: module .*\[eval\d*\].*code given to node -e/, method);
         assert.equal(r.code, 0, `${method}: ${r.stderr}`);
+      }
+    });
+  }
+});
+
+/**
+ * The eval program for a Pool: by-source task functions through map, apply,
+ * applyAsync and imap, two refused ones (an outer variable), the pool still
+ * serving after them, then close() and join().
+ */
+function poolProgram(): string {
+  return `
+if (process.env.MPTS_EVAL_POOL_TEST_RAN) {
+  console.log('eval re-ran in a child');
+} else {
+  process.env.MPTS_EVAL_POOL_TEST_RAN = '1';
+  console.log('eval ran');
+  import(${JSON.stringify(PACKAGE_URL)}).then(async (mp) => {
+    const { readdirSync } = await import('node:fs');
+    const refusal = (err) => err.name + ': ' + err.message;
+    const pool = new mp.Pool(2);
+    const report = { pid: process.pid };
+    report.map = await pool.map((x) => x * x, [1, 2, 3, 4, 5]);
+    report.apply = await pool.apply((a, b) => a + b, [2, 3]);
+    const tenfold = async (x) => { await new Promise((r) => setTimeout(r, 1)); return x * 10; };
+    report.applyAsync = await Promise.all([1, 2, 3].map((x) => pool.applyAsync(tenfold, [x])));
+    report.imap = [];
+    for await (const y of pool.imap((x) => -x, [1, 2, 3])) report.imap.push(y);
+    const k = 3;
+    try {
+      pool.applyAsync(function usesOuter(x) { return x + k; }, [1]);
+      report.outerApplyAsync = 'accepted';
+    } catch (err) {
+      report.outerApplyAsync = refusal(err);
+    }
+    report.outerMap = await pool.map(function usesOuter(x) { return x * k; }, [1]).then(() => 'accepted', refusal);
+    report.after = await pool.map((x) => x + 1, [1, 2, 3]);
+    report.treeDirs = readdirSync('/dev/shm').filter((name) => name.startsWith('mpts-' + process.pid + '-')).length;
+    pool.close();
+    await pool.join();
+    report.alive = mp.activeChildren().length;
+    console.log(JSON.stringify(report));
+  });
+}`;
+}
+
+const poolRunners: Array<[string, string[]]> = [
+  ['node -e', ['-e', poolProgram()]],
+  ['node --expose-gc --input-type=module -e', ['--expose-gc', '--input-type=module', '-e', poolProgram()]],
+];
+
+describe('a Pool in a parent run from eval code', () => {
+  for (const [runner, argv] of poolRunners) {
+    it(`runs by-source task functions through map, apply, applyAsync and imap, refuses one that uses an outer variable by name (and goes on), ends with exit code 0 and leaves nothing in /dev/shm (${runner})`, async () => {
+      for (const method of METHODS) {
+        const before = shmEntries();
+        const r = await run(process.execPath, argv, { env: { MULTIPROCESSING_TS_START_METHOD: method }, timeoutMs: 30_000 });
+        const lines = r.stdout.trim().split('\n');
+        assert.deepEqual(lines.filter((l) => l.startsWith('eval ')), ['eval ran'], `${method}: ${r.stdout}${r.stderr}`);
+        const report = JSON.parse(lines.at(-1)!);
+        assert.deepEqual(report.map, [1, 4, 9, 16, 25], method);
+        assert.equal(report.apply, 5, method);
+        assert.deepEqual(report.applyAsync, [10, 20, 30], method);
+        assert.deepEqual(report.imap, [-1, -2, -3], method);
+        const outer = /^ValueError: pool\.\w+\(usesOuter\): the task function usesOuter uses outer variable 'k'.*code given to node -e/;
+        assert.match(report.outerApplyAsync, outer, method);
+        assert.match(report.outerMap, outer, method);
+        assert.deepEqual(report.after, [2, 3, 4], `${method}: the pool serves after the refusals`);
+        assert.equal(report.treeDirs, 1, `${method}: the pool's segments were in the run's tree directory`);
+        assert.equal(report.alive, 0, `${method}: join() waited for every worker`);
+        assert.equal(r.code, 0, `${method}: ${r.stderr}`);
+        assert.equal(r.stderr, '', method);
+        await nothingLeftInShm(report.pid, before, `${method}, ${runner}`);
       }
     });
   }

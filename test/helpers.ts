@@ -1,5 +1,6 @@
 /** Shared helpers of the test suite: start methods, bounded waits, child scripts. */
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
@@ -23,6 +24,24 @@ export async function eventually(check: () => boolean, ms: number, what: string)
 /** Waits until a shared value becomes `expected` (a child's signal), bounded. */
 export async function waitForValue(v: mp.SynchronizedValue, expected: number, ms = 20_000): Promise<void> {
   await eventually(() => v.value === expected, ms, `a child to set the value to ${expected}`);
+}
+
+/** The entries of /dev/shm the package makes: named blocks (`psm_…`) and trees' directories (`mpts-<pid>-…`). */
+export function shmEntries(): Set<string> {
+  return new Set(readdirSync('/dev/shm').filter((name) => name.startsWith('psm_') || name.startsWith('mpts-')));
+}
+
+/**
+ * Waits (bounded) until a run whose main process was `pid` has left nothing
+ * in /dev/shm: no directory of its tree (`mpts-<pid>-…`, where every segment
+ * it made lives) and no named block beyond those in `before` (taken before
+ * the run). The tree's reaper removes them just after the main process ends.
+ */
+export async function nothingLeftInShm(pid: number, before: Set<string>, what: string): Promise<void> {
+  const left = () => [...shmEntries()].filter((name) => (name.startsWith('psm_') ? !before.has(name) : name.startsWith(`mpts-${pid}-`)));
+  await eventually(() => left().length === 0, 10_000, `${what}: its /dev/shm entries to go`).catch((err: Error) => {
+    throw new Error(`${err.message}; left: ${left().join(', ')}`);
+  });
 }
 
 export function pidAlive(pid: number): boolean {

@@ -325,6 +325,19 @@ for (const method of METHODS) {
       assert.ok(s.workers.every((w) => w.name.startsWith('PoolWorker-') && w.pid !== null));
     });
 
+    it('1,000 applyAsync calls of an async task issued at once, beside an imapUnordered on the same pool: each result arrives once and is right', async () => {
+      const n = 1_000;
+      const callbacks = new Int32Array(n);
+      // Odd ones await a 1 ms timer, even ones only a resolved promise.
+      const results = range(n).map((i) => pool.applyAsync(fx.sqr, [i, i % 2], { callback: () => callbacks[i]!++ }));
+      const others = range(500).map((i) => n + i);
+      const unordered = all(pool.imapUnordered(fx.sqr, others));
+      const [applied, streamed] = await within(Promise.all([Promise.all(results), unordered]), 30_000, 'the calls');
+      assert.deepEqual(applied, range(n).map((i) => i * i));
+      assert.deepEqual([...callbacks].filter((c) => c !== 1), [], 'each callback ran once');
+      assert.deepEqual(streamed.sort((a, b) => a - b), others.map((x) => x * x));
+    });
+
     it('concurrent next() calls on an imap queue up and resolve in order', async () => {
       const it = pool.imap(fx.square, range(4));
       const first = await within(Promise.all([it.next(), it.next(), it.next()]), 10_000, 'three concurrent next()');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { METHODS, eventually, fixture, pidAlive, run } from './helpers.js';
+import { METHODS, eventually, fixture, nothingLeftInShm, pidAlive, run, shmEntries } from './helpers.js';
 
 interface TreeReport {
   treeDir: string;
@@ -89,6 +89,34 @@ describe('process tree', () => {
         env: { MULTIPROCESSING_TS_START_METHOD: method },
       });
       assert.match(r.stdout, /^main exitCode 0 grandchild 1$/m, `${method}: ${r.stderr}`);
+    }
+  });
+
+  it('an entry script whose unguarded async main() makes a Pool gets its map\'s results, while each worker\'s copy of main() is refused with the guard\'s StateError (bounded, exit code 0, nothing left in /dev/shm)', async () => {
+    for (const method of METHODS) {
+      for (const mode of ['sync', 'after-await', 'unhandled']) {
+        const what = `${method} ${mode}`;
+        const before = shmEntries();
+        const r = await run(process.execPath, [fixture('pool-unguarded.js'), mode], {
+          env: { MULTIPROCESSING_TS_START_METHOD: method },
+          timeoutMs: 30_000,
+        });
+        const lines = r.stdout.trim().split('\n');
+        const mains = lines.filter((l) => l.startsWith('main '));
+        // The parent's main(), then one per worker that imported the script: a pool of 2, none replaced.
+        assert.ok(mains.length >= 2 && mains.length <= 3, `${what}: main() ran ${mains.length} times:\n${r.stdout}${r.stderr}`);
+        assert.equal(new Set(mains).size, mains.length, `${what}: each in a process or thread of its own`);
+        assert.deepEqual(lines.filter((l) => l.startsWith('results ')), ['results [1,4,9,16,25,36,49,64]'], `${what}: ${r.stderr}`);
+        const guard = /^StateError: a child process tried to start another child from code that its import of the entry module ran.*mp\.isMainProcess\(\)/;
+        const refusals = mode === 'unhandled'
+          ? r.stderr.split('\n').filter((l) => l.startsWith('StateError: '))
+          : lines.filter((l) => l.startsWith('refused ')).map((l) => l.slice('refused '.length));
+        assert.equal(refusals.length, mains.length - 1, `${what}: every worker's new Pool was refused:\n${r.stdout}${r.stderr}`);
+        for (const refusal of refusals) assert.match(refusal, guard, what);
+        assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+        // The parent's line comes first: its workers start after it.
+        await nothingLeftInShm(Number(/^main (\d+):0$/.exec(mains[0]!)![1]), before, what);
+      }
     }
   });
 
