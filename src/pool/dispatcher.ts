@@ -296,7 +296,7 @@ export class Dispatcher {
         initargs,
         budget: maxtasksperchild ?? Infinity,
         heapLimitMb,
-        untakenLimit: spillPart(spillFsBytes(), this.processes),
+        untakenLimit: () => spillPart(spillFsBytes(), this.processes),
       });
     } catch (err) {
       // The first start failing (a pool made where children may not be started) is the constructor's error.

@@ -36,8 +36,13 @@ export interface WorkerOptions {
   /** Units it may run before it is replaced (maxtasksperchild), or Infinity. */
   readonly budget: number;
   readonly heapLimitMb: number | undefined;
-  /** Bytes of its spilled answers not yet taken past which the worker waits (protocol.ts `spillPart`). */
-  readonly untakenLimit: number;
+  /**
+   * Bytes of its spilled answers not yet taken past which the worker waits
+   * (protocol.ts `spillPart`). Asked for once the child is launched: on a
+   * program's first pool it makes the tree's directory and starts its
+   * reaper (~2.5 ms), which the child's boot then overlaps.
+   */
+  readonly untakenLimit: () => number;
 }
 
 /** Why the pool ended a worker on purpose: the unit it meant to end, and what that unit fails with. */
@@ -117,7 +122,7 @@ export class WorkerHandle {
         control,
         initializer: options.initializer,
         initargs: options.initargs,
-        untakenLimit: options.untakenLimit,
+        untakenLimit: options.untakenLimit(),
       };
       this.process = new Cls({ target: runWorker, args: [config], daemon: true, module: WORKER_ENTRY });
       // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.
