@@ -13,6 +13,7 @@ import * as fx from './fixtures/pool-targets.js';
 import { createHook } from 'node:async_hooks';
 import { METHODS, eventually, fixture, run } from './helpers.js';
 
+const gc = (globalThis as { gc?: () => void }).gc;
 const module = fx.POOL_TARGETS;
 
 /** Every item of an async iterable. */
@@ -224,6 +225,39 @@ for (const method of METHODS) {
           assert.equal(pulled, chunksize === 1 ? 7 : 8, `${what}: items pulled`);
         }
       }
+    });
+
+    it('an imap whose iterator is dropped without break or return() is let go once collected: its input is closed', { skip: gc ? false : 'run node with --expose-gc' }, async () => {
+      const inputs = range(20).map(() => ({ count: 0, closed: false }));
+      for (const pulled of inputs) {
+        // Read once, then dropped: only this function's frame held the iterator.
+        await (async () => {
+          const it = pool.imap(fx.square, fx.naturals(pulled), 1);
+          assert.equal((await it.next()).value, 0);
+        })();
+      }
+      await eventually(
+        () => {
+          gc!();
+          return inputs.every((pulled) => pulled.closed);
+        },
+        10_000,
+        'the dropped imaps\' inputs to be closed',
+      );
+      assert.ok(inputs.every((pulled) => pulled.count <= 8 * pool.processes + 2), `each pulled within its bound: ${inputs.map((p) => p.count)}`);
+      // A dropped iterator whose next() is still awaited gets that value first.
+      const late = { count: 0, closed: false };
+      const first = pool.imap(fx.square, fx.naturals(late), 1).next();
+      gc!();
+      assert.deepEqual(await first, { done: false, value: 0 });
+      await eventually(
+        () => {
+          gc!();
+          return late.closed;
+        },
+        10_000,
+        'the input of an imap dropped with a next() pending to be closed',
+      );
     });
 
     it('a task error in imap comes after the results before it; in map it rejects the call', async () => {

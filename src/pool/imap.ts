@@ -57,6 +57,8 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
   private wake: (() => void) | null = null;
   /** `next()` calls not yet settled, and the last of them (the next one waits for it). */
   private asking = 0;
+  /** Its iterator was garbage-collected: nobody can ask again, so it is returned once the last `next()` settles. */
+  private orphaned = false;
   private lastAsked: Promise<IteratorResult<T>> | null = null;
   private readonly unlisten: () => void;
 
@@ -98,8 +100,17 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     try {
       return await this.takeNow();
     } finally {
-      if (--this.asking === 0) this.lastAsked = null;
+      if (--this.asking === 0) {
+        this.lastAsked = null;
+        if (this.orphaned) void this.return();
+      }
     }
+  }
+
+  /** Its iterator is gone (`ImapIterator`): what it pulled and holds is let go, as after `break`. */
+  abandon(): void {
+    this.orphaned = true;
+    if (this.asking === 0) void this.return();
   }
 
   private async takeNow(): Promise<IteratorResult<T>> {
@@ -281,5 +292,40 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
       this.pumping = false;
     }
     this.advance();
+  }
+}
+
+/**
+ * Let go of the calls whose iterator nobody holds any more: such an imap
+ * would keep what it pulled ahead, its input, and its place among the
+ * pool's sources (which keep the workers of a closed pool) for as long as
+ * the pool lives.
+ */
+const abandoned = new FinalizationRegistry<ImapCall<unknown>>((call) => call.abandon());
+
+/**
+ * What `imap` returns: the caller's handle on an `ImapCall`. The pool
+ * holds the call (its units answer into it), never this, so once the
+ * caller drops it (stops reading without `break` or `return()`) it can be
+ * collected, and the call is let go (`abandon`).
+ */
+export class ImapIterator<T> implements AsyncIterableIterator<T> {
+  readonly #call: ImapCall<T>;
+
+  constructor(call: ImapCall<T>) {
+    this.#call = call;
+    abandoned.register(this, call as ImapCall<unknown>);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    return this.#call.next();
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    return this.#call.return();
   }
 }

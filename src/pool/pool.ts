@@ -11,7 +11,7 @@ import type { TargetSpec } from '../process/target.js';
 import { abandon, encode, toBytes } from '../serialize/encode.js';
 import { AsyncResult, type ResultCallbacks } from './async-result.js';
 import { ApplyCall, MapCall, type CallLimits } from './calls.js';
-import { ImapCall } from './imap.js';
+import { ImapCall, ImapIterator } from './imap.js';
 import { checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from './chunking.js';
 import { Dispatcher } from './dispatcher.js';
 import { FunctionRegistry, describeFunction } from './functions.js';
@@ -363,7 +363,7 @@ export class Pool {
     const limits = checkLimits(opts, label);
     checkCallback(opts['onProgress'], 'onProgress', label);
     const task = this.#functions.get(fn, label);
-    return new ImapCall<unknown>(
+    const call = new ImapCall<unknown>(
       this.#engine,
       label,
       limits,
@@ -374,6 +374,7 @@ export class Pool {
       ordered,
       opts['onProgress'] as ImapOptions['onProgress'],
     );
+    return new ImapIterator(call);
   }
 
   /** Counters, run- and wait-time percentiles, utilization and the workers (see `PoolStats`). */
