@@ -124,6 +124,51 @@ for (const method of METHODS) {
       assert.equal(pool.stats().workersStarted, 3);
     });
 
+    it("stats() count a task ended by its time limit or an abort: a failure, its run time, its worker's busy time (listed as ending until it exits) and utilization", async (t) => {
+      const t0 = performance.now();
+      const pool = ended(t, new mp.Pool(2, { context: method, module }));
+      const elapsed = () => performance.now() - t0;
+      await assert.rejects(pool.apply(fx.sqr, [1, 30_000], { timeout: 300 }), mp.TimeoutError);
+      // Synchronously after the rejection: the ended worker's exit cannot have been handled yet.
+      let s = pool.stats();
+      assert.equal(s.failed, 1);
+      assert.equal(s.completed, 0);
+      assert.equal(s.runTime.count, 1, 'the task cut at its limit has a run time');
+      assert.ok(s.runTime.max >= 299, `it ran ${s.runTime.max} ms, cut at 300`);
+      assert.equal(s.waitTime.count, 1);
+      let ending = s.workers.filter((w) => w.ending);
+      assert.equal(ending.length, 1, `the worker being ended is listed as ending: ${JSON.stringify(s.workers)}`);
+      assert.equal(ending[0]!.failed, 1);
+      assert.ok(ending[0]!.busyMs >= 299, `its busy time: ${ending[0]!.busyMs} ms`);
+      assert.equal(s.workers.filter((w) => !w.ending).length, 2, 'the pool keeps 2 workers besides it');
+      assert.ok(s.utilization * 2 * elapsed() >= 299, `utilization ${s.utilization} over ${elapsed()} ms counts the 300 ms task`);
+      await eventually(() => pool.stats().workers.length === 2, 10_000, 'the ended worker to exit');
+      s = pool.stats();
+      assert.ok(s.workers.every((w) => !w.ending));
+      assert.ok(s.utilization * 2 * elapsed() >= 299, `utilization ${s.utilization} still counts the task once its worker exited`);
+
+      const started = mp.RawArray('i', 1);
+      const controller = new AbortController();
+      const submitted = performance.now();
+      const call = pool.apply(fx.countAndWait, [started, 30_000], { signal: controller.signal });
+      await eventually(() => Atomics.load(started, 0) === 1, 10_000, 'the task to start');
+      const seen = performance.now();
+      // Not a synchronisation: the task runs at least this long before the abort.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const abortAt = performance.now();
+      controller.abort();
+      s = pool.stats();
+      const since = performance.now() - submitted;
+      assert.equal(s.failed, 2);
+      assert.equal(s.runTime.count, 2, 'the aborted task has a run time');
+      ending = s.workers.filter((w) => w.ending);
+      assert.equal(ending.length, 1, `the worker being ended is listed as ending: ${JSON.stringify(s.workers)}`);
+      assert.equal(ending[0]!.failed, 1);
+      const ran = abortAt - seen;
+      assert.ok(ending[0]!.busyMs >= ran - 1 && ending[0]!.busyMs <= since, `its busy time: ${ending[0]!.busyMs} ms; it ran ${ran} ms at least, ${since} at most`);
+      await assert.rejects(call, (e: Error) => e.name === 'AbortError');
+    });
+
     it('a timeout armed while its worker is still starting (a slow initializer) still ends the task', async (t) => {
       const pool = ended(t, new mp.Pool(1, { context: method, module, initializer: fx.slowInitializer, initargs: [500] }));
       const t0 = performance.now();

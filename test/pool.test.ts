@@ -357,6 +357,7 @@ for (const method of METHODS) {
       assert.ok(s.utilization > 0 && s.utilization <= 1);
       assert.equal(s.workers.reduce((n, w) => n + w.completed, 0), s.completed);
       assert.ok(s.workers.every((w) => w.name.startsWith('PoolWorker-') && w.pid !== null));
+      assert.ok(s.workers.every((w) => w.ending === false), 'no worker is being ended');
     });
 
     it('1,000 applyAsync calls of an async task issued at once, beside an imapUnordered on the same pool: each result arrives once and is right', async () => {
@@ -589,8 +590,12 @@ describe('Pool, one per test', () => {
     });
 
     it(`_TestPoolWorkerLifetime: maxtasksperchild replaces workers; closing early still runs every task (${method})`, async () => {
-      const p = new mp.Pool(2, { context: method, module, maxtasksperchild: 3 });
+      // Both workers up first: a worker still starting when the other's replacement is up would see its
+      // tasks moved there (balancer.ts), and, having run fewer than 3, rightly stay.
+      const up = mp.RawArray('i', 1);
+      const p = new mp.Pool(2, { context: method, module, maxtasksperchild: 3, initializer: fx.slowFirstInitializer, initargs: [up, 0] });
       const first = p.stats().workers.map((w) => w.name);
+      await eventually(() => Atomics.load(up, 0) >= 2, 20_000, 'both workers to start');
       const results = range(6).map((i) => p.applyAsync(fx.square, [i]));
       for (const [i, r] of results.entries()) assert.equal(await r.get(), i * i);
       const names = new Set((await Promise.all(range(2).map(() => p.apply(fx.whoAmI)))).map((w) => w.name));
@@ -614,6 +619,27 @@ describe('Pool, one per test', () => {
       assert.ok(most <= 1, `${most} workers of a Pool(1) were alive at once`);
       assert.ok(started >= 4, `${started} workers started for 4 tasks of one each`);
       assert.equal(joined, 'joined');
+    });
+
+    it(`maxtasksperchild: a worker runs exactly that many tasks, also when tasks it was handed are moved to another worker (${method})`, async (t) => {
+      const up = mp.RawArray('i', 1);
+      const done = mp.RawArray('i', 1);
+      const p = new mp.Pool(2, { context: method, module, maxtasksperchild: 4, initializer: fx.slowFirstInitializer, initargs: [up, 0] });
+      t.after(() => p.terminate());
+      await eventually(() => Atomics.load(up, 0) >= 2, 20_000, 'both workers to start');
+      // One worker is handed the first four tasks, the other the last four
+      // (its whole budget each). The first task waits for the seven others,
+      // so the three behind it must move to the worker that replaces the
+      // other one once that has run its four.
+      const first = await p.starmap(fx.nameAfterOthers, [[done, 7], ...range(7).map(() => [done, 0] as [Int32Array, number])], 1);
+      for (const moved of first.slice(1, 4)) assert.notEqual(moved, first[0], `the tasks behind the long one ran elsewhere: ${first}`);
+      // Four more: exactly what the two workers that have not run four yet may still run.
+      const second = await p.starmap(fx.nameAfterOthers, range(4).map(() => [done, 0] as [Int32Array, number]), 1);
+      p.close();
+      await p.join();
+      const ran = new Map<string, number>();
+      for (const name of [...first, ...second]) ran.set(name, (ran.get(name) ?? 0) + 1);
+      assert.deepEqual([...ran.values()], [4, 4, 4], `tasks run per worker: ${JSON.stringify(Object.fromEntries(ran))}`);
     });
 
     it(`an error leaked by a task's async work fails the task running when it fires (UncaughtError, the error its cause); with none running it is logged; the worker goes on (${method})`, async (t) => {

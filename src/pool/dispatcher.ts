@@ -21,10 +21,15 @@
  *
  * Workers alive. At most `processes` workers are alive at any time: a
  * worker retired by `maxtasksperchild` keeps its slot until it has exited
- * (as in Python), and only then does its replacement start. A worker the
- * pool is ending on purpose (a time limit, an abort) gives its slot up at
- * once: it can start nothing more (its gate is closed, protocol.ts), and a
- * thread stuck in a blocking native call ends only when that call returns.
+ * (as in Python), and only then does its replacement start. It is told to
+ * stop once it has answered its last unit, not in the batch that hands it
+ * over: a unit handed and then moved to another worker (balancer.ts), or
+ * skipped, gives its place in the budget back, so each worker runs
+ * exactly `maxtasksperchild` units unless it dies or the pool ends. A
+ * worker the pool is ending on purpose (a time limit, an abort) gives its
+ * slot up at once: it can start nothing more (its gate is closed,
+ * protocol.ts), and a thread stuck in a blocking native call ends only
+ * when that call returns.
  *
  * Deaths. When a worker ends unasked, its answers are drained first; then
  * the unit it had started (its control block says which) fails with
@@ -427,8 +432,6 @@ export class Dispatcher {
       units.push(unit);
       bytes += unit.size;
     }
-    const last = w.budget <= 0;
-    if (last) entries.push(Op.Stop);
     if (entries.length > 0) {
       try {
         w.send(entries, () => this.dispatch());
@@ -438,11 +441,6 @@ export class Dispatcher {
         this.unsent(units, err);
         return 0;
       }
-    }
-    if (last) {
-      this.retire(w);
-      // Its replacement starts when it has exited: until then nothing else may keep this process alive.
-      w.holdUntilEnd();
     }
     for (const unit of units) if (unit.call.timeout !== undefined) this.timeLimits.watch(monoNow() + unit.call.timeout);
     if (units.length > 0 && !w.reading) this.toRead.push(w);
@@ -597,7 +595,10 @@ export class Dispatcher {
     this.startupFailures = 0;
     this.startupKills = 0;
     if (status === Status.Skipped) {
+      // It never ran: it does not count toward maxtasksperchild.
+      w.budget++;
       releaseUnit(unit);
+      this.retireIfSpent(w);
       return;
     }
     const slot = timeSlot(unit.seq);
@@ -654,6 +655,21 @@ export class Dispatcher {
     } finally {
       resumeHeldWakes(held);
     }
+    this.retireIfSpent(w);
+  }
+
+  /**
+   * Retires `w` once it has run its `maxtasksperchild` units: when its
+   * last is answered, not when it is handed, since a unit handed may still
+   * be taken back (balancer.ts) or skipped, and then gives its place in the
+   * budget back (a Stop sent with it would make the worker exit short).
+   */
+  private retireIfSpent(w: WorkerHandle): void {
+    if (w.budget > 0 || w.inFlight > 0 || w.stopping || w.dead || w.released || this.state >= PoolState.Terminated) return;
+    this.retire(w);
+    w.send([Op.Stop], () => {});
+    // Its replacement starts when it has exited: until then nothing else may keep this process alive.
+    w.holdUntilEnd();
   }
 
   // ---------------------------------------------------------------------------
@@ -717,17 +733,24 @@ export class Dispatcher {
       if (unit.state !== UnitState.Handed) continue;
       unit.worker = null;
       const isRunning = unit.seq === running;
+      // The unit it was running, cut short: a failure, whose run counts —
+      // also when its call has settled already (an abort settles it first;
+      // a running task keeps its time limit after its map failed).
+      const cut = isRunning && !over && (!deliberate || deliberate.seq === unit.seq);
+      if (cut) {
+        this.recordCut(w, unit);
+        w.failed++;
+        this.failed++;
+      }
       if (!isRunning) releaseUnitIf(unit, unit.call.settled || over);
       if (unit.call.settled || over) {
         unit.state = UnitState.Over;
         if (!unit.call.settled) unit.call.unitFailed(unit, this.brokenError ?? terminatedError());
         continue;
       }
-      if (isRunning && (!deliberate || deliberate.seq === unit.seq)) {
+      if (cut) {
         unit.state = UnitState.Over;
         blamed = true;
-        w.failed++;
-        this.failed++;
         unit.call.unitFailed(unit, deliberate ? deliberate.error : this.lostError(w, unit, code));
         continue;
       }
@@ -738,6 +761,22 @@ export class Dispatcher {
     }
     this.queue.pushFront(requeue);
     return blamed;
+  }
+
+  /**
+   * The times of a unit that was running when its worker was ended (its
+   * time limit, an abort) or died: it ran from its start (its time slot,
+   * written before STARTED: protocol.ts) until now, and that counts in
+   * the run times, the wait times and its worker's busy time, as an
+   * answered unit's does.
+   */
+  private recordCut(w: WorkerHandle, unit: Unit): void {
+    if (Atomics.load(w.ints, STARTED) < unit.seq) return;
+    const start = w.floats[timeSlot(unit.seq)]!;
+    const run = Math.max(0, monoNow() - start);
+    this.runTimes.record(run);
+    this.waitTimes.record(start - unit.submitted);
+    w.busyMs += run;
   }
 
   private onExit(w: WorkerHandle, code: number): void {
@@ -906,6 +945,7 @@ export class Dispatcher {
         failed: w.failed,
         inFlight: w.tasksInFlight,
         busyMs: w.busyMs,
+        ending: w.deliberate !== null,
       };
     });
     const elapsed = Math.max(1e-3, monoNow() - this.createdAt);

@@ -25,12 +25,21 @@ export interface WorkerStats {
   readonly threadId: number | null;
   /** Tasks it answered with a value. */
   readonly completed: number;
-  /** Tasks that failed in it (their function threw, or the worker died running them). */
+  /** Tasks that failed in it (their function threw, they ran past their time limit or were aborted, or the worker died running them). */
   readonly failed: number;
   /** Tasks handed to it and not yet answered. */
   readonly inFlight: number;
-  /** Milliseconds it spent running tasks. */
+  /** Milliseconds it spent running tasks (a task cut short counts until it was ended). */
   readonly busyMs: number;
+  /**
+   * The pool is ending it: a task of its ran past its time limit or was
+   * aborted (or the pool was terminated). It runs nothing more and holds
+   * no slot among `processes` (its replacement may be running already),
+   * and it leaves `workers` once it has exited: at once for a process,
+   * for a thread when the task's current synchronous code (a blocking
+   * native call, say) lets it stop.
+   */
+  readonly ending: boolean;
 }
 
 /**
@@ -42,23 +51,39 @@ export interface PoolStats {
   readonly processes: number;
   /** Tasks answered with a value. */
   readonly completed: number;
-  /** Tasks that failed: their function threw, they timed out, or their worker died running them. */
+  /** Tasks that failed: their function threw, they ran past their time limit or were aborted, or their worker died running them. */
   readonly failed: number;
   /** Tasks waiting in the parent for a worker. */
   readonly queued: number;
   /** Tasks handed to workers and not yet answered (running, or next in a worker's queue). */
   readonly inFlight: number;
-  /** Run time of each task, start to end in its worker. */
+  /**
+   * Run time of each task that started, from its start in its worker to
+   * its end; a task cut short (its time limit, an abort, its worker's
+   * death) ran until then.
+   */
   readonly runTime: Percentiles;
   /** Wait of each task, from its submission to its start in a worker. */
   readonly waitTime: Percentiles;
-  /** The share of the workers' time spent running tasks since the pool started (0–1). */
+  /**
+   * The share of the workers' time spent running tasks since the pool
+   * started (0–1): the busy time of every worker it had (those that have
+   * exited too, tasks cut short included) over `processes` times the time
+   * since it was made.
+   */
   readonly utilization: number;
   /** Workers started in all (replacements included). */
   readonly workersStarted: number;
   /** Workers that died without being asked to stop (killed, crashed, out of memory). */
   readonly workersLost: number;
-  /** The workers running now. */
+  /**
+   * The workers alive now: those taking tasks, those retiring (their
+   * `maxtasksperchild` spent, or the pool closed) until they have exited,
+   * and those the pool is ending (`ending`) until they have exited. The
+   * ones not `ending` are `processes` at most; with `ending` ones the list
+   * may be longer for a while. A worker's counts leave with it (the pool's
+   * own counters keep them).
+   */
   readonly workers: readonly WorkerStats[];
 }
 

@@ -68,7 +68,7 @@ export class WorkerHandle {
   private sentSeq = 0;
   /** Task function ids it has been sent. */
   readonly defined = new Set<number>();
-  /** Units it may still be handed. */
+  /** Units it may still be handed (maxtasksperchild): one answered Skipped, never run, gives its place back (dispatcher `take`). */
   budget: number;
   /** Stop was sent: it takes no more units. */
   stopping = false;

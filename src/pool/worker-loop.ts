@@ -333,9 +333,12 @@ class Worker {
     // end this worker for the unit before; it opens the gate again or kills.
     const before = (seq - 1) | 0;
     while (Atomics.compareExchange(ints, GATE, before, seq | 0) !== before) Atomics.wait(ints, GATE, CLOSED, 20);
-    // ITEM_START before STARTED: a parent that sees this unit started reads its start, not the last one's.
+    // ITEM_START and the unit's start before STARTED: a parent that sees
+    // this unit started reads its start, not an earlier one's (a time
+    // limit; the stats of a unit ended while it runs).
     const start = monoNow();
     this.floats[ITEM_START] = start;
+    this.floats[timeSlot(seq)] = start;
     Atomics.store(ints, ITEM, 0);
     Atomics.store(ints, STARTED, seq);
     if (Atomics.load(ints, cancelSlot(seq)) === seq) {
@@ -344,7 +347,6 @@ class Worker {
       this.wakeParent(seq);
       return undefined;
     }
-    this.floats[timeSlot(seq)] = start;
     const fn = this.fns.get(id);
     let value: unknown;
     try {
