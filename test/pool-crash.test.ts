@@ -169,6 +169,18 @@ for (const method of METHODS) {
       await assert.rejects(call, (e: Error) => e.name === 'AbortError');
     });
 
+    it("stats() count a task cut by its worker's death: a failure, its run time, and its worker's busy time in utilization once the worker has exited", async (t) => {
+      const t0 = performance.now();
+      const pool = ended(t, new mp.Pool(2, { context: method, module }));
+      await assert.rejects(pool.apply(fx.spinThenExit, [400, 3]), mp.WorkerLostError);
+      const s = pool.stats();
+      const elapsed = performance.now() - t0;
+      assert.equal(s.failed, 1);
+      assert.equal(s.runTime.count, 1, 'the task its worker died in has a run time');
+      assert.ok(s.runTime.max >= 399, `it ran ${s.runTime.max} ms`);
+      assert.ok(s.utilization * 2 * elapsed >= 399, `utilization ${s.utilization} over ${elapsed} ms counts the dead worker's 400 ms`);
+    });
+
     it('a timeout armed while its worker is still starting (a slow initializer) still ends the task', async (t) => {
       const pool = ended(t, new mp.Pool(1, { context: method, module, initializer: fx.slowInitializer, initargs: [500] }));
       const t0 = performance.now();

@@ -245,10 +245,13 @@ for (const method of METHODS) {
         'the dropped imaps\' inputs to be closed',
       );
       assert.ok(inputs.every((pulled) => pulled.count <= 8 * pool.processes + 2), `each pulled within its bound: ${inputs.map((p) => p.count)}`);
-      // A dropped iterator whose next() is still awaited gets that value first.
+      // A dropped iterator whose next() is still awaited (its task takes 200 ms) gets that value first.
       const late = { count: 0, closed: false };
-      const first = pool.imap(fx.square, fx.naturals(late), 1).next();
-      gc!();
+      const first = pool.imap(fx.slowSquare, fx.naturals(late), 1).next();
+      for (let k = 0; k < 5; k++) {
+        gc!();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
       assert.deepEqual(await first, { done: false, value: 0 });
       await eventually(
         () => {
@@ -536,6 +539,21 @@ describe('Pool, one per test', () => {
       const kept: number[] = [];
       for await (const v of finite!) kept.push(v);
       assert.deepEqual(kept, range(100).slice(1).map((x) => x * x), 'the unconsumed imap ran to its end');
+    });
+
+    it(`an imap made for its tasks' effects and never read (its iterator dropped at once) runs every task by join(), whatever the collector does meanwhile (${method})`, { skip: gc ? false : 'run node with --expose-gc' }, async () => {
+      const runs = mp.RawArray('i', 400);
+      const p = new mp.Pool(2, { context: method, module, initializer: fx.keepCounters, initargs: [runs] });
+      p.imap(fx.countRun, range(400), 1);
+      p.close();
+      let joined = false;
+      const joining = p.join().then(() => (joined = true));
+      for (let k = 0; !joined && k < 4_000; k++) {
+        gc!();
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      await within(joining, 1_000, 'join()');
+      assert.deepEqual(Array.from(runs), range(400).map(() => 1), 'each task ran once');
     });
 
     it(`join() while an endless imap is still read: the input goes at the workers' pace, the event loop keeps turning, and join() ends once the reader breaks; terminate() ends a join() waiting on an endless imap nobody reads (${method})`, async () => {

@@ -787,7 +787,6 @@ export class Dispatcher {
     this.all.delete(w);
     const at = this.active.indexOf(w);
     if (at >= 0) this.active.splice(at, 1);
-    this.endedBusyMs += w.busyMs;
     // What it answered before it ended counts.
     this.drainAnswers(w);
     if (!w.released) {
@@ -799,6 +798,8 @@ export class Dispatcher {
       const blamed = this.disown(w, started, code);
       if (!expected && !blamed && !w.answered) this.diedStarting(w, code);
     }
+    // After its last answers and its cut task (drainAnswers, disown) have added theirs.
+    this.endedBusyMs += w.busyMs;
     // No answer of its will free a spill file now: large units decide again (`unsent`).
     this.spillWait = false;
     this.ensureWorkers();

@@ -102,15 +102,20 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
     } finally {
       if (--this.asking === 0) {
         this.lastAsked = null;
-        if (this.orphaned) void this.return();
+        if (this.orphaned && !this.draining) void this.return();
       }
     }
   }
 
-  /** Its iterator is gone (`ImapIterator`): what it pulled and holds is let go, as after `break`. */
+  /**
+   * Its iterator is gone (`ImapIterator`): what it pulled and holds is let
+   * go, as after `break` — unless join() is draining it: then its input
+   * runs to the end all the same (an imap made for its tasks' effects and
+   * never read, as Python's); its results go with it once it ends.
+   */
   abandon(): void {
     this.orphaned = true;
-    if (this.asking === 0) void this.return();
+    if (!this.draining && this.asking === 0) void this.return();
   }
 
   private async takeNow(): Promise<IteratorResult<T>> {
