@@ -10,7 +10,17 @@
  *     hands the child (handles in flight in the child's arguments);
  *   - the child appends `+name` after it takes a reference of its own
  *     (creates a segment, or attaches a handle that did not come from its
- *     parent) and `-name` BEFORE it gives one back.
+ *     parent) and `-name` BEFORE it gives one back;
+ *   - a pool worker, while it decodes the arguments of its unit `seq`, marks
+ *     each reference in flight it takes over from them: `+name #seq` (a
+ *     reference held, like `+name`) for a new mapping, and for a surplus one
+ *     (a path it maps already) `+name #seq` then `-name`, written together
+ *     BEFORE the drop. For the unit its dead worker was running, the pool
+ *     gives back exactly the references the ledger does not mark for that
+ *     seq (pool/worker-handle.ts `giveBackUntaken`): taken over, the replay
+ *     settles them; not yet, the pool does. Only the last unit's marks
+ *     matter, since a worker runs its units one at a time (`parseLedger`
+ *     keeps those, and so does compaction).
  * When the parent sees the child gone it replays the ledger (settle.ts): for
  * each segment, the `+` lines minus the `-` lines is what the child still
  * held, and the parent drops that many references. Logging a drop before
@@ -25,6 +35,7 @@
  *   p               the owner is a process that has not received its spec yet
  *   c               the owner has started children (whose ids extend its own)
  *   +<name> / -<name>  a reference on `<treeDir>/<name>` taken / given back
+ *   +<name> #<seq>  a reference taken, the one in flight in unit <seq>'s arguments
  * The owner line comes first and is written in the same write(2) as the
  * parent's entries. Ids are `<root>.<n>.<n>…`: a random root per isolate that
  * is no child (the main process), then one number per generation, so a
@@ -56,6 +67,14 @@ export interface LedgerContents {
   readonly startedChildren: boolean;
   /** For each segment name: `+` lines minus `-` lines. */
   readonly nets: Map<string, number>;
+  /** The references the last unit marked (`+name #seq`) took over from its arguments; null when none is marked. */
+  readonly takenOver: TakenOver | null;
+}
+
+/** References in flight in one unit's arguments that a pool worker took over: how many per segment name. */
+export interface TakenOver {
+  readonly seq: number;
+  readonly names: Map<string, number>;
 }
 
 /** Ledger ids are made of these; anything else in the directory (a claimed or half-compacted file) is not a ledger. */
@@ -71,12 +90,21 @@ export function parseLedger(text: string): LedgerContents {
   let owner: LedgerOwner | null = null;
   let startedChildren = false;
   const nets = new Map<string, number>();
+  let takenOver = null as TakenOver | null;
   const end = text.lastIndexOf('\n');
   for (const line of text.slice(0, end + 1).split('\n')) {
     const sign = line[0];
     if (sign === '+' || sign === '-') {
-      const name = line.slice(1);
+      // Names hold no spaces (segment.ts, arena.ts).
+      const mark = sign === '+' ? line.indexOf(' #') : -1;
+      const name = mark < 0 ? line.slice(1) : line.slice(1, mark);
       nets.set(name, (nets.get(name) ?? 0) + (sign === '+' ? 1 : -1));
+      if (mark >= 0) {
+        const seq = Number(line.slice(mark + 2));
+        // A later unit's marks replace an earlier one's: its units ran one after the other.
+        if (takenOver?.seq !== seq) takenOver = { seq, names: new Map() };
+        count(takenOver.names, name, 1);
+      }
     } else if (line === 't') {
       owner = { kind: 'thread' };
     } else if (sign === 'p') {
@@ -86,7 +114,7 @@ export function parseLedger(text: string): LedgerContents {
       startedChildren = true;
     }
   }
-  return { owner, startedChildren, nets };
+  return { owner, startedChildren, nets, takenOver };
 }
 
 /** A process's start time as an owner line gives it: `-` when /proc cannot tell. */
@@ -111,6 +139,8 @@ interface OwnLedger {
   readonly parentOwed: Map<string, number>;
   /** What the file says, per name (for compaction). */
   readonly nets: Map<string, number>;
+  /** What the file marks as taken over from the last marked unit's arguments (for compaction: the pool needs it). */
+  takenOver: TakenOver | null;
   readonly ownerLine: string;
   startedChildren: boolean;
   /** Bytes in the file. */
@@ -124,6 +154,8 @@ interface LedgerGlobal {
   own?: OwnLedger | null;
   /** The id root of children of an isolate that is no child. */
   root?: string;
+  /** The pool unit whose arguments are being decoded (`takingOverFor`); 0 or undefined: none. */
+  unit?: number;
 }
 
 /**
@@ -162,6 +194,7 @@ function openOwn(): OwnLedger | null {
     fd: -1,
     parentOwed: new Map([...parsed.nets].filter(([, n]) => n > 0)),
     nets: parsed.nets,
+    takenOver: parsed.takenOver,
     ownerLine: text ? text.slice(0, text.indexOf('\n') + 1) : line,
     startedChildren: parsed.startedChildren,
     size: text.length,
@@ -239,16 +272,23 @@ function takeParents(own: OwnLedger, name: string): boolean {
 interface Pending {
   lines: string[];
   changes: Array<[name: string, delta: -1]>;
+  /** Surplus references in flight taken over from a unit's arguments, marked in `lines` (`+name #seq`, then `-name`). */
+  marks: Array<[name: string, seq: number]>;
   drops: Array<() => void>;
   scheduled: boolean;
 }
 
-const pending: Pending = { lines: [], changes: [], drops: [], scheduled: false };
+const pending: Pending = { lines: [], changes: [], marks: [], drops: [], scheduled: false };
 
 /** Entries past which a batch is written at once rather than at the end of the job. */
 const BATCH_LIMIT = 4096;
 
-function queueDrop(names: readonly string[], drop: () => void): void {
+function queueDrop(names: readonly string[], drop: () => void, surplus: readonly string[] = [], seq = 0): void {
+  for (const name of surplus) {
+    // Taken and given back at once: the two lines cancel in the nets, and the mark tells the pool.
+    pending.lines.push(`+${name} #${seq}\n-${name}\n`);
+    pending.marks.push([name, seq]);
+  }
   for (const name of names) {
     pending.lines.push(`-${name}\n`);
     pending.changes.push([name, -1]);
@@ -273,14 +313,16 @@ let flushAtExit: (() => void) | null = null;
 export function flushLedger(): void {
   pending.scheduled = false;
   if (pending.lines.length === 0 && pending.drops.length === 0) return;
-  const { lines, changes, drops } = pending;
+  const { lines, changes, marks, drops } = pending;
   pending.lines = [];
   pending.changes = [];
+  pending.marks = [];
   pending.drops = [];
   const own = openOwn();
   if (lines.length > 0) {
     if (!own || !log(own, lines.join(''))) return;
     for (const [name, delta] of changes) count(own.nets, name, delta);
+    for (const [name, seq] of marks) markTaken(own, name, seq);
     compactIfLarge(own);
   }
   for (const drop of drops) drop();
@@ -297,24 +339,51 @@ export function noteTaken(name: string, fromFlight: boolean): void {
   if (!own || (fromFlight && takeParents(own, name))) return;
   // Behind any `-` entries still waiting, so the file keeps the order things happened in.
   flushLedger();
-  if (log(own, `+${name}\n`)) {
+  const seq = fromFlight ? (shared().unit ?? 0) : 0;
+  if (log(own, seq === 0 ? `+${name}\n` : `+${name} #${seq}\n`)) {
     count(own.nets, name, 1);
+    if (seq !== 0) markTaken(own, name, seq);
     compactIfLarge(own);
   }
+}
+
+/**
+ * Says that the references in flight taken over from now on come from the
+ * arguments of pool unit `seq` (0: from none; worker-loop.ts sets it
+ * around each decoding of a unit's payload). Their entries then carry the
+ * mark the pool reads when the worker dies in that unit (see the module
+ * comment).
+ */
+export function takingOverFor(seq: number): void {
+  shared().unit = seq;
+}
+
+function markTaken(own: OwnLedger, name: string, seq: number): void {
+  if (own.takenOver?.seq !== seq) own.takenOver = { seq, names: new Map() };
+  count(own.takenOver.names, name, 1);
 }
 
 /**
  * Gives back references through the ledger: logs them (`-` lines, with the
  * next batch) and then calls `drop`, which gives them back. `fromFlight`:
  * the in-flight reference of a handle this isolate did not need (only the
- * parent's logged ones need an entry). Without a ledger `drop` runs at once.
+ * parent's logged ones need an entry, and those of a pool unit's arguments,
+ * marked: `+name #seq` then `-name`). Without a ledger `drop` runs at once.
  */
 export function noteDroppingThen(names: readonly string[], fromFlight: boolean, drop: () => void): void {
   const own = openOwn();
   if (!own) return drop();
-  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
-  if (logged.length === 0) return drop();
-  queueDrop(logged, drop);
+  if (!fromFlight) return queueDrop(names, drop);
+  // Those of a unit's arguments are marked, so the pool knows they are taken over (see the module comment).
+  const seq = shared().unit ?? 0;
+  const logged: string[] = [];
+  const surplus: string[] = [];
+  for (const name of names) {
+    if (takeParents(own, name)) logged.push(name);
+    else if (seq !== 0) surplus.push(name);
+  }
+  if (logged.length === 0 && surplus.length === 0) return drop();
+  queueDrop(logged, drop, surplus, seq);
 }
 
 /**
@@ -359,7 +428,17 @@ export function noteStartingChild(): boolean {
 function compactIfLarge(own: OwnLedger): void {
   if (own.size < own.compactAt) return;
   let body = own.ownerLine + (own.startedChildren ? 'c\n' : '');
-  for (const [name, n] of own.nets) for (let i = 0; i < n; i++) body += `+${name}\n`;
+  const marked = own.takenOver;
+  for (const [name, n] of own.nets) if (!marked?.names.has(name)) for (let i = 0; i < n; i++) body += `+${name}\n`;
+  if (marked) {
+    // The last unit's marks stay (the pool may need them), with the nets unchanged: `-` lines for marks beyond the net.
+    for (const [name, taken] of marked.names) {
+      const n = Math.max(0, own.nets.get(name) ?? 0);
+      for (let i = 0; i < taken; i++) body += `+${name} #${marked.seq}\n`;
+      for (let i = taken; i < n; i++) body += `+${name}\n`;
+      for (let i = n; i < taken; i++) body += `-${name}\n`;
+    }
+  }
   own.compactAt = Math.max(COMPACT_AT, 4 * body.length);
   if (body.length * 4 > own.size) return; // mostly live references: not worth it yet
   const temp = `${own.path}~compact`;
