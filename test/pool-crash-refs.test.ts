@@ -61,7 +61,7 @@ for (const method of METHODS) {
       assert.equal(regionOf(value).refs(), 1, "the Value's block is back to its one reference");
     });
 
-    it('workers killed again and again mid-batch leave no reference counted twice or lost, and no segment behind', async (t) => {
+    it('workers killed again and again mid-batch: each shared object ends at exactly its one reference, and no segment of the pool is left', async (t) => {
       const array = mp.RawArray('i', 3);
       const value = mp.Value('i', 0);
       const before = segmentFiles();
@@ -69,7 +69,8 @@ for (const method of METHODS) {
       t.after(() => pool.terminate());
       const outcomes: Promise<unknown>[] = [];
       let lost = 0;
-      for (let round = 0; round < 8; round++) {
+      const kills = 8;
+      for (let round = 0; round < kills; round++) {
         for (let k = 0; k < 40; k++) outcomes.push(pool.apply(fx.spinWith, [array, value, 0.2]).catch((err) => {
           if (!(err instanceof mp.WorkerLostError)) throw err;
           lost++;
@@ -83,8 +84,10 @@ for (const method of METHODS) {
       await Promise.all(outcomes);
       assert.ok(pool.stats().workersStarted > 2, 'workers were killed and replaced');
       await endedAndSettled(pool, array, value);
-      assert.equal(arrayRefs(array), 1, `the RawArray is back to its one reference (${lost} tasks lost)`);
-      assert.equal(regionOf(value).refs(), 1, "the Value's block is back to its one reference");
+      const counts = `RawArray ${arrayRefs(array)}, Value ${regionOf(value).refs()} (${lost} tasks lost)`;
+      // Below 1 a reference was dropped twice (the memory freed while the test holds it); above, one was lost.
+      assert.ok(arrayRefs(array) >= 1 && regionOf(value).refs() >= 1, `a reference was dropped twice: ${counts}`);
+      assert.ok(arrayRefs(array) === 1 && regionOf(value).refs() === 1, `a reference was lost: ${counts}`);
       await eventually(() => {
         gc!();
         return segmentFiles().every((name) => before.includes(name));

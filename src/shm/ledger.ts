@@ -12,15 +12,15 @@
  *     (creates a segment, or attaches a handle that did not come from its
  *     parent) and `-name` BEFORE it gives one back;
  *   - a pool worker, while it decodes the arguments of its unit `seq`, marks
- *     each reference in flight it takes over from them: `+name #seq` (a
- *     reference held, like `+name`) for a new mapping, and for a surplus one
- *     (a path it maps already) `+name #seq` then `-name`, written together
- *     BEFORE the drop. For the unit its dead worker was running, the pool
- *     gives back exactly the references the ledger does not mark for that
- *     seq (pool/worker-handle.ts `giveBackUntaken`): taken over, the replay
- *     settles them; not yet, the pool does. Only the last unit's marks
- *     matter, since a worker runs its units one at a time (`parseLedger`
- *     keeps those, and so does compaction).
+ *     each reference in flight it takes over from them: `+name #seq`, a
+ *     reference held, like `+name` (a surplus one, on a path it maps
+ *     already, is kept with that mapping and given back with it, rather
+ *     than dropped at once: see `takingOverUnit`). For the unit its dead
+ *     worker was running, the pool gives back exactly the references the
+ *     ledger does not mark for that seq (pool/worker-handle.ts
+ *     `giveBackUntaken`): taken over, the replay settles them; not yet, the
+ *     pool does. Only the last unit's marks matter, since a worker runs its
+ *     units one at a time (`parseLedger` keeps those, and so does compaction).
  * When the parent sees the child gone it replays the ledger (settle.ts): for
  * each segment, the `+` lines minus the `-` lines is what the child still
  * held, and the parent drops that many references. Logging a drop before
@@ -272,23 +272,16 @@ function takeParents(own: OwnLedger, name: string): boolean {
 interface Pending {
   lines: string[];
   changes: Array<[name: string, delta: -1]>;
-  /** Surplus references in flight taken over from a unit's arguments, marked in `lines` (`+name #seq`, then `-name`). */
-  marks: Array<[name: string, seq: number]>;
   drops: Array<() => void>;
   scheduled: boolean;
 }
 
-const pending: Pending = { lines: [], changes: [], marks: [], drops: [], scheduled: false };
+const pending: Pending = { lines: [], changes: [], drops: [], scheduled: false };
 
 /** Entries past which a batch is written at once rather than at the end of the job. */
 const BATCH_LIMIT = 4096;
 
-function queueDrop(names: readonly string[], drop: () => void, surplus: readonly string[] = [], seq = 0): void {
-  for (const name of surplus) {
-    // Taken and given back at once: the two lines cancel in the nets, and the mark tells the pool.
-    pending.lines.push(`+${name} #${seq}\n-${name}\n`);
-    pending.marks.push([name, seq]);
-  }
+function queueDrop(names: readonly string[], drop: () => void): void {
   for (const name of names) {
     pending.lines.push(`-${name}\n`);
     pending.changes.push([name, -1]);
@@ -313,16 +306,14 @@ let flushAtExit: (() => void) | null = null;
 export function flushLedger(): void {
   pending.scheduled = false;
   if (pending.lines.length === 0 && pending.drops.length === 0) return;
-  const { lines, changes, marks, drops } = pending;
+  const { lines, changes, drops } = pending;
   pending.lines = [];
   pending.changes = [];
-  pending.marks = [];
   pending.drops = [];
   const own = openOwn();
   if (lines.length > 0) {
     if (!own || !log(own, lines.join(''))) return;
     for (const [name, delta] of changes) count(own.nets, name, delta);
-    for (const [name, seq] of marks) markTaken(own, name, seq);
     compactIfLarge(own);
   }
   for (const drop of drops) drop();
@@ -358,6 +349,18 @@ export function takingOverFor(seq: number): void {
   shared().unit = seq;
 }
 
+/**
+ * Whether the references in flight taken over now are a pool unit's
+ * arguments' and this isolate logs them: then a surplus one (a path mapped
+ * already) is kept with that mapping and logged as taken (`noteTaken`),
+ * not dropped at once. A drop logged for the pool could be cut off from its
+ * entry by a kill (the entry written, the drop not done: a leak); a kept
+ * reference needs only the entry, and goes with its mapping.
+ */
+export function takingOverUnit(): boolean {
+  return (shared().unit ?? 0) !== 0 && openOwn() !== null;
+}
+
 function markTaken(own: OwnLedger, name: string, seq: number): void {
   if (own.takenOver?.seq !== seq) own.takenOver = { seq, names: new Map() };
   count(own.takenOver.names, name, 1);
@@ -367,23 +370,15 @@ function markTaken(own: OwnLedger, name: string, seq: number): void {
  * Gives back references through the ledger: logs them (`-` lines, with the
  * next batch) and then calls `drop`, which gives them back. `fromFlight`:
  * the in-flight reference of a handle this isolate did not need (only the
- * parent's logged ones need an entry, and those of a pool unit's arguments,
- * marked: `+name #seq` then `-name`). Without a ledger `drop` runs at once.
+ * parent's logged ones need an entry; a pool unit's are kept instead: see
+ * `takingOverUnit`). Without a ledger `drop` runs at once.
  */
 export function noteDroppingThen(names: readonly string[], fromFlight: boolean, drop: () => void): void {
   const own = openOwn();
   if (!own) return drop();
-  if (!fromFlight) return queueDrop(names, drop);
-  // Those of a unit's arguments are marked, so the pool knows they are taken over (see the module comment).
-  const seq = shared().unit ?? 0;
-  const logged: string[] = [];
-  const surplus: string[] = [];
-  for (const name of names) {
-    if (takeParents(own, name)) logged.push(name);
-    else if (seq !== 0) surplus.push(name);
-  }
-  if (logged.length === 0 && surplus.length === 0) return drop();
-  queueDrop(logged, drop, surplus, seq);
+  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
+  if (logged.length === 0) return drop();
+  queueDrop(logged, drop);
 }
 
 /**
