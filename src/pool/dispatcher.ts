@@ -743,6 +743,8 @@ export class Dispatcher {
         this.failed++;
       }
       if (!isRunning) releaseUnitIf(unit, unit.call.settled || over);
+      // The running unit's references: those the worker took over its ledger gives back, the others the handle does, once the worker has ended.
+      else if (cut || unit.call.settled || over) w.leaveRunning(unit);
       if (unit.call.settled || over) {
         unit.state = UnitState.Over;
         if (!unit.call.settled) unit.call.unitFailed(unit, this.brokenError ?? terminatedError());
@@ -800,6 +802,8 @@ export class Dispatcher {
     }
     // After its last answers and its cut task (drainAnswers, disown) have added theirs.
     this.endedBusyMs += w.busyMs;
+    // Its ledger has been replayed (process.ts settles it before `ended`).
+    w.giveBackUntaken();
     // No answer of its will free a spill file now: large units decide again (`unsent`).
     this.spillWait = false;
     this.ensureWorkers();

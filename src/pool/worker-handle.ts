@@ -3,13 +3,13 @@
  * pool's start method), its two channels and control block, and the units
  * handed to it and not yet answered, in the order it runs them.
  */
-import { Process, adoptLaunch, launchChild, limitHeap, offerSpares, watchEnd } from '../process/process.js';
+import { Process, adoptLaunch, launchChild, limitHeap, offerSpares, takenOverBy, watchEnd } from '../process/process.js';
 import type { Launch } from '../process/popen.js';
 import { processClassFor } from '../process/context.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
-import { Segment } from '../shm/segment.js';
+import { Segment, type InFlight } from '../shm/segment.js';
 import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, serializer } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
@@ -324,6 +324,45 @@ export class WorkerHandle {
     this.largeInFlight = 0;
     this.standIns = 0;
     return rest;
+  }
+
+  /** The references in flight of the unit it was running when it was disowned, until it has ended (`giveBackUntaken`). */
+  private runningRefs: { seq: number; refs: InFlight[] } | null = null;
+
+  /**
+   * Keeps the references in flight of `unit`, which it was running when
+   * the pool let go of it (dispatcher `disown`): it may have taken some
+   * over, and may still be taking them (a worker being ended on purpose is
+   * released before it exits), so what to give back is known only once it
+   * has ended.
+   */
+  leaveRunning(unit: Unit): void {
+    if (unit.refs.length === 0) return;
+    this.runningRefs = { seq: unit.seq, refs: unit.refs };
+    unit.refs = [];
+  }
+
+  /**
+   * Once it has ended and its ledger has been replayed (which gave back
+   * what it took over): gives back the references of the unit it was
+   * running that the ledger does not mark as taken over from that unit's
+   * arguments (ledger.ts `+name #seq`). With no ledger replayed nothing is
+   * known, and they stay counted until the tree ends (never freed early);
+   * so do those no ledger accounts for (a manager's ticket), as before.
+   */
+  giveBackUntaken(): void {
+    const left = this.runningRefs;
+    this.runningRefs = null;
+    if (!left) return;
+    const takenOver = takenOverBy(this.process);
+    if (takenOver === undefined) return;
+    const taken = takenOver?.seq === left.seq ? new Map(takenOver.names) : new Map<string, number>();
+    for (const ref of left.refs) {
+      if (ref.ledgerName === null) continue;
+      const n = taken.get(ref.ledgerName) ?? 0;
+      if (n > 0) taken.set(ref.ledgerName, n - 1);
+      else ref.abandon();
+    }
   }
 
   /** Every unanswered unit, in order (a look, for the watchdog and aborts). */

@@ -33,6 +33,7 @@ import { resolveTarget } from '../process/child.js';
 import { currentProcess } from '../process/current.js';
 import type { TargetSpec } from '../process/target.js';
 import { waitAsync, wake } from '../sync/futex.js';
+import { takingOverFor } from '../shm/ledger.js';
 import { cutDown, toRecord } from './remote-error.js';
 import {
   CLOSED,
@@ -183,9 +184,23 @@ function copyBytes(bytes: Uint8Array): Uint8Array {
   return Uint8Array.prototype.slice.call(bytes);
 }
 
-/** A value as the parent packed it (task-payload.ts): a primitive as is, else V8 bytes of its encoding. */
-function unpack(packed: unknown): unknown {
-  return packed instanceof Uint8Array ? decode(serializer().deserialize(copyBytes(packed)), EVERY_KIND) : packed;
+/**
+ * A value of unit `seq` as the parent packed it (task-payload.ts): a
+ * primitive as is, else V8 bytes of its encoding. The references in flight
+ * its shared objects take over are marked as that unit's in the ledger, so
+ * that if this worker dies in it, the pool gives back exactly the others
+ * (ledger.ts). Without the package loaded, no shared object can be in it
+ * (see `packageLoaded`), and nothing is marked.
+ */
+function unpack(packed: unknown, seq: number): unknown {
+  if (!(packed instanceof Uint8Array)) return packed;
+  if (!packageLoaded) return decode(serializer().deserialize(copyBytes(packed)), EVERY_KIND);
+  takingOverFor(seq);
+  try {
+    return decode(serializer().deserialize(copyBytes(packed)), EVERY_KIND);
+  } finally {
+    takingOverFor(0);
+  }
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
@@ -351,7 +366,7 @@ class Worker {
     let value: unknown;
     try {
       if (typeof fn !== 'function') throw fn ? fn.failed : new Error(`the pool sent no task function ${id}; please report this`);
-      value = op === Op.Apply ? fn(...(unpack(payload) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
+      value = op === Op.Apply ? fn(...(unpack(payload, seq) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
     } catch (err) {
       return this.answer(seq, op, false, err);
     }
@@ -530,7 +545,7 @@ class Worker {
       Atomics.store(this.ints, ITEM, k);
       this.floats[ITEM_START] = monoNow();
     }
-    const arg = unpack(packed);
+    const arg = unpack(packed, this.seq);
     return star ? fn(...(arg as unknown[])) : fn(arg);
   }
 

@@ -6,6 +6,7 @@ import { runtime, type ChildIdentity } from '../runtime.js';
 import { workerThreads } from '../builtins.js';
 import { treeDir } from '../shm/tree.js';
 import { openChildLedger } from '../shm/settle.js';
+import type { TakenOver } from '../shm/ledger.js';
 import { native } from '../native/addon.js';
 import { describe } from '../describe.js';
 import { resolveFromCaller } from '../caller-file.js';
@@ -98,6 +99,8 @@ interface ProcessState {
   heapLimitMb?: number | null;
   /** A child launched before this object was made, that `start()` hands the spec to (`adoptLaunch`). */
   launch?: Launch | null;
+  /** Once the child has ended: what its ledger said it took over from a pool unit's arguments (`takenOverBy`). */
+  takenOver?: TakenOver | null | undefined;
 }
 
 const states = new WeakMap<object, ProcessState>();
@@ -364,7 +367,8 @@ export class Process<F extends (...args: any[]) => unknown = (...args: any[]) =>
     liveChildren.add(this);
     void popen.exited.then((code) => {
       // Nothing of the child runs any more: give back what it still held.
-      ledger?.settle();
+      const replayed = ledger ? ledger.settle() : null;
+      self.takenOver = replayed ? replayed.takenOver : undefined;
       receiverEnded();
       self.code = code;
       liveChildren.delete(this);
@@ -587,4 +591,15 @@ export function watchEnd(p: Process): { ended: Promise<void>; done: () => void }
       held = false;
     },
   };
+}
+
+/**
+ * @internal For the pool: once the started process `p` has ended (after
+ * `watchEnd`'s `ended`), what its replayed ledger marked as taken over from
+ * the arguments of the last pool unit it decoded (ledger.ts `+name #seq`):
+ * null when it marked none, undefined when no ledger was replayed (none was
+ * kept, or it has not ended), so nothing is known.
+ */
+export function takenOverBy(p: Process): TakenOver | null | undefined {
+  return openState(p).takenOver;
 }

@@ -10,7 +10,17 @@
  *     hands the child (handles in flight in the child's arguments);
  *   - the child appends `+name` after it takes a reference of its own
  *     (creates a segment, or attaches a handle that did not come from its
- *     parent) and `-name` BEFORE it gives one back.
+ *     parent) and `-name` BEFORE it gives one back;
+ *   - a pool worker, while it decodes the arguments of its unit `seq`, marks
+ *     each reference in flight it takes over from them: `+name #seq`, a
+ *     reference held, like `+name` (a surplus one, on a path it maps
+ *     already, is kept with that mapping and given back with it, rather
+ *     than dropped at once: see `takingOverUnit`). For the unit its dead
+ *     worker was running, the pool gives back exactly the references the
+ *     ledger does not mark for that seq (pool/worker-handle.ts
+ *     `giveBackUntaken`): taken over, the replay settles them; not yet, the
+ *     pool does. Only the last unit's marks matter, since a worker runs its
+ *     units one at a time (`parseLedger` keeps those, and so does compaction).
  * When the parent sees the child gone it replays the ledger (settle.ts): for
  * each segment, the `+` lines minus the `-` lines is what the child still
  * held, and the parent drops that many references. Logging a drop before
@@ -25,6 +35,7 @@
  *   p               the owner is a process that has not received its spec yet
  *   c               the owner has started children (whose ids extend its own)
  *   +<name> / -<name>  a reference on `<treeDir>/<name>` taken / given back
+ *   +<name> #<seq>  a reference taken, the one in flight in unit <seq>'s arguments
  * The owner line comes first and is written in the same write(2) as the
  * parent's entries. Ids are `<root>.<n>.<n>…`: a random root per isolate that
  * is no child (the main process), then one number per generation, so a
@@ -56,6 +67,14 @@ export interface LedgerContents {
   readonly startedChildren: boolean;
   /** For each segment name: `+` lines minus `-` lines. */
   readonly nets: Map<string, number>;
+  /** The references the last unit marked (`+name #seq`) took over from its arguments; null when none is marked. */
+  readonly takenOver: TakenOver | null;
+}
+
+/** References in flight in one unit's arguments that a pool worker took over: how many per segment name. */
+export interface TakenOver {
+  readonly seq: number;
+  readonly names: Map<string, number>;
 }
 
 /** Ledger ids are made of these; anything else in the directory (a claimed or half-compacted file) is not a ledger. */
@@ -71,12 +90,21 @@ export function parseLedger(text: string): LedgerContents {
   let owner: LedgerOwner | null = null;
   let startedChildren = false;
   const nets = new Map<string, number>();
+  let takenOver = null as TakenOver | null;
   const end = text.lastIndexOf('\n');
   for (const line of text.slice(0, end + 1).split('\n')) {
     const sign = line[0];
     if (sign === '+' || sign === '-') {
-      const name = line.slice(1);
+      // Names hold no spaces (segment.ts, arena.ts).
+      const mark = sign === '+' ? line.indexOf(' #') : -1;
+      const name = mark < 0 ? line.slice(1) : line.slice(1, mark);
       nets.set(name, (nets.get(name) ?? 0) + (sign === '+' ? 1 : -1));
+      if (mark >= 0) {
+        const seq = Number(line.slice(mark + 2));
+        // A later unit's marks replace an earlier one's: its units ran one after the other.
+        if (takenOver?.seq !== seq) takenOver = { seq, names: new Map() };
+        count(takenOver.names, name, 1);
+      }
     } else if (line === 't') {
       owner = { kind: 'thread' };
     } else if (sign === 'p') {
@@ -86,7 +114,7 @@ export function parseLedger(text: string): LedgerContents {
       startedChildren = true;
     }
   }
-  return { owner, startedChildren, nets };
+  return { owner, startedChildren, nets, takenOver };
 }
 
 /** A process's start time as an owner line gives it: `-` when /proc cannot tell. */
@@ -111,6 +139,8 @@ interface OwnLedger {
   readonly parentOwed: Map<string, number>;
   /** What the file says, per name (for compaction). */
   readonly nets: Map<string, number>;
+  /** What the file marks as taken over from the last marked unit's arguments (for compaction: the pool needs it). */
+  takenOver: TakenOver | null;
   readonly ownerLine: string;
   startedChildren: boolean;
   /** Bytes in the file. */
@@ -124,6 +154,8 @@ interface LedgerGlobal {
   own?: OwnLedger | null;
   /** The id root of children of an isolate that is no child. */
   root?: string;
+  /** The pool unit whose arguments are being decoded (`takingOverFor`); 0 or undefined: none. */
+  unit?: number;
 }
 
 /**
@@ -162,6 +194,7 @@ function openOwn(): OwnLedger | null {
     fd: -1,
     parentOwed: new Map([...parsed.nets].filter(([, n]) => n > 0)),
     nets: parsed.nets,
+    takenOver: parsed.takenOver,
     ownerLine: text ? text.slice(0, text.indexOf('\n') + 1) : line,
     startedChildren: parsed.startedChildren,
     size: text.length,
@@ -297,17 +330,48 @@ export function noteTaken(name: string, fromFlight: boolean): void {
   if (!own || (fromFlight && takeParents(own, name))) return;
   // Behind any `-` entries still waiting, so the file keeps the order things happened in.
   flushLedger();
-  if (log(own, `+${name}\n`)) {
+  const seq = fromFlight ? (shared().unit ?? 0) : 0;
+  if (log(own, seq === 0 ? `+${name}\n` : `+${name} #${seq}\n`)) {
     count(own.nets, name, 1);
+    if (seq !== 0) markTaken(own, name, seq);
     compactIfLarge(own);
   }
+}
+
+/**
+ * Says that the references in flight taken over from now on come from the
+ * arguments of pool unit `seq` (0: from none; worker-loop.ts sets it
+ * around each decoding of a unit's payload). Their entries then carry the
+ * mark the pool reads when the worker dies in that unit (see the module
+ * comment).
+ */
+export function takingOverFor(seq: number): void {
+  shared().unit = seq;
+}
+
+/**
+ * Whether the references in flight taken over now are a pool unit's
+ * arguments' and this isolate logs them: then a surplus one (a path mapped
+ * already) is kept with that mapping and logged as taken (`noteTaken`),
+ * not dropped at once. A drop logged for the pool could be cut off from its
+ * entry by a kill (the entry written, the drop not done: a leak); a kept
+ * reference needs only the entry, and goes with its mapping.
+ */
+export function takingOverUnit(): boolean {
+  return (shared().unit ?? 0) !== 0 && openOwn() !== null;
+}
+
+function markTaken(own: OwnLedger, name: string, seq: number): void {
+  if (own.takenOver?.seq !== seq) own.takenOver = { seq, names: new Map() };
+  count(own.takenOver.names, name, 1);
 }
 
 /**
  * Gives back references through the ledger: logs them (`-` lines, with the
  * next batch) and then calls `drop`, which gives them back. `fromFlight`:
  * the in-flight reference of a handle this isolate did not need (only the
- * parent's logged ones need an entry). Without a ledger `drop` runs at once.
+ * parent's logged ones need an entry; a pool unit's are kept instead: see
+ * `takingOverUnit`). Without a ledger `drop` runs at once.
  */
 export function noteDroppingThen(names: readonly string[], fromFlight: boolean, drop: () => void): void {
   const own = openOwn();
@@ -359,7 +423,17 @@ export function noteStartingChild(): boolean {
 function compactIfLarge(own: OwnLedger): void {
   if (own.size < own.compactAt) return;
   let body = own.ownerLine + (own.startedChildren ? 'c\n' : '');
-  for (const [name, n] of own.nets) for (let i = 0; i < n; i++) body += `+${name}\n`;
+  const marked = own.takenOver;
+  for (const [name, n] of own.nets) if (!marked?.names.has(name)) for (let i = 0; i < n; i++) body += `+${name}\n`;
+  if (marked) {
+    // The last unit's marks stay (the pool may need them), with the nets unchanged: `-` lines for marks beyond the net.
+    for (const [name, taken] of marked.names) {
+      const n = Math.max(0, own.nets.get(name) ?? 0);
+      for (let i = 0; i < taken; i++) body += `+${name} #${marked.seq}\n`;
+      for (let i = taken; i < n; i++) body += `+${name}\n`;
+      for (let i = n; i < taken; i++) body += `-${name}\n`;
+    }
+  }
   own.compactAt = Math.max(COMPACT_AT, 4 * body.length);
   if (body.length * 4 > own.size) return; // mostly live references: not worth it yet
   const temp = `${own.path}~compact`;

@@ -17,7 +17,9 @@
  *   - create:   refs = 1 (this mapping).
  *   - encode:   refs += 1 for the handle in flight (`toHandle()`).
  *   - attach:   a new mapping takes over the in-flight reference; attaching a
- *               path this isolate maps already gives back the one reference.
+ *               path this isolate maps already gives back the one reference
+ *               (while a pool worker decodes a unit's arguments, the mapping
+ *               keeps it instead, and gives it back when it goes: ledger.ts).
  *   - release:  when the Segment object is garbage-collected or the isolate
  *               exits, refs -= 1.
  * A child also logs what it takes and gives back in its ledger (ledger.ts),
@@ -35,7 +37,7 @@ import { unlinkSync } from 'node:fs';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
-import { noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
+import { noteDropping, noteDroppingThen, noteTaken, takingOverUnit } from './ledger.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -131,10 +133,19 @@ const mapped = new Map<string, WeakRef<Segment>>();
  */
 const held = new Map<string, { refs: Int32Array; count: number }>();
 
-const collector = new FinalizationRegistry<string>((path) => {
-  const cached = mapped.get(path);
-  if (cached && cached.deref() === undefined) mapped.delete(path);
-  release(path);
+/**
+ * The references a mapping gives back when it is collected: its own, and
+ * the surplus ones of pool units' arguments kept with it (`Segment.attach`).
+ */
+interface Hold {
+  readonly path: string;
+  refs: number;
+}
+
+const collector = new FinalizationRegistry<Hold>((hold) => {
+  const cached = mapped.get(hold.path);
+  if (cached && cached.deref() === undefined) mapped.delete(hold.path);
+  for (let n = hold.refs; n > 0; n--) release(hold.path);
 });
 
 /** Gives back this isolate's reference on `path` (logged first: see ledger.ts). */
@@ -254,6 +265,12 @@ export class Segment {
     if (handle.sab) return new Segment(handle.sab, handle.size, null);
     if (!handle.path) throw new TypeError('segment handle without path or buffer');
     const cached = mapped.get(handle.path)?.deref();
+    if (cached?.keepsSurplus()) {
+      // A pool unit's argument: the surplus reference stays with the mapping,
+      // logged as taken over by that unit (ledger.ts `takingOverUnit`).
+      noteTaken(nameOf(handle.path), true);
+      return cached;
+    }
     if (cached) {
       // This isolate already holds a reference; the in-flight one is surplus.
       const refs = cached.refs;
@@ -342,13 +359,30 @@ export class Segment {
     return seg;
   }
 
+  /** What its collection gives back (null: not tracked). */
+  private hold: Hold | null = null;
+
   private track(): void {
     if (!this.path) return;
     mapped.set(this.path, new WeakRef(this));
     const entry = held.get(this.path);
     if (entry) entry.count++;
     else held.set(this.path, { refs: this.refs, count: 1 });
-    collector.register(this, this.path);
+    this.hold = { path: this.path, refs: 1 };
+    collector.register(this, this.hold);
     installExitHook();
+  }
+
+  /**
+   * Takes a surplus reference in flight on as its own, given back with this
+   * mapping (its collection, or the exit), when a pool unit's arguments are
+   * being decoded in an isolate that logs them; false otherwise.
+   */
+  private keepsSurplus(): boolean {
+    const entry = this.path && held.get(this.path);
+    if (!entry || !this.hold || !takingOverUnit()) return false;
+    this.hold.refs++;
+    entry.count++;
+    return true;
   }
 }

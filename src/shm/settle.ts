@@ -40,8 +40,12 @@ export interface ChildLedger {
   handed(pid?: number): void;
   /** The child was never started: forget the ledger (the handles are abandoned by the caller). */
   discard(): void;
-  /** The child is gone: give back what it held, and what its dead descendants held. */
-  settle(): void;
+  /**
+   * The child is gone: give back what it held, and what its dead
+   * descendants held. Returns its ledger as replayed, or null when there
+   * was none to replay (the child never wrote one, or could not).
+   */
+  settle(): LedgerContents | null;
 }
 
 /**
@@ -70,9 +74,10 @@ export function openChildLedger(n: number, method: 'process' | 'thread', handed:
     },
     settle() {
       const contents = claim(dir, id);
-      if (!contents) return;
+      if (!contents) return null;
       replay(dir, contents);
       if (contents.startedChildren) settleDescendants(dir, id, 0);
+      return contents;
     },
   };
 }
