@@ -95,3 +95,36 @@ for (const method of METHODS) {
     });
   });
 }
+
+for (const method of METHODS) {
+  describe(`References of a pool unit's shared arguments, workers alive (${method})`, { skip: gc ? false : 'run node with --expose-gc' }, () => {
+    it('a chunk whose item throws or rejects: the items after it, never run, still give their references back', async (t) => {
+      for (const rejects of [false, true]) {
+        const where = mp.RawArray('i', 3);
+        const pool = new mp.Pool(1, { context: method, module });
+        t.after(() => pool.terminate());
+        // One chunk of 8; item 3 fails, so items 4-7 are answered without being decoded.
+        await assert.rejects(pool.starmap(fx.failAtItem, range(8).map((i) => [where, i, 3, rejects] as const), 8), /item 3 (fails|rejects)/);
+        pool.close();
+        await pool.join();
+        await eventually(() => {
+          gc!();
+          return arrayRefs(where) <= 1;
+        }, 5_000, 'the references to be given back').catch(() => {});
+        assert.equal(arrayRefs(where), 1, `the RawArray is back to its one reference (item 3 ${rejects ? 'rejects' : 'throws'})`);
+      }
+    });
+
+    it('a shared object a worker keeps for its life, passed to every task: its reference count stays bounded (not one more per task)', async (t) => {
+      const where = mp.RawArray('i', 3);
+      const pool = new mp.Pool(1, { context: method, module, initializer: fx.keepShared, initargs: [where] });
+      t.after(() => pool.terminate());
+      await pool.starmap(fx.failAtItem, range(3_000).map((i) => [where, i, -1, false] as const), 10);
+      // Its own, the worker's mapping, and at most the last chunk's 10 surplus references kept with it.
+      assert.ok(arrayRefs(where) <= 2 + 10, `${arrayRefs(where)} references after 3,000 tasks`);
+      pool.close();
+      await pool.join();
+      assert.equal(arrayRefs(where), 1);
+    });
+  });
+}

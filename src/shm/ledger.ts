@@ -361,6 +361,11 @@ export function takingOverUnit(): boolean {
   return (shared().unit ?? 0) !== 0 && openOwn() !== null;
 }
 
+/** The pool unit whose arguments are being decoded (0: none). */
+export function unitTakingOver(): number {
+  return shared().unit ?? 0;
+}
+
 function markTaken(own: OwnLedger, name: string, seq: number): void {
   if (own.takenOver?.seq !== seq) own.takenOver = { seq, names: new Map() };
   count(own.takenOver.names, name, 1);

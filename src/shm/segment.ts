@@ -37,7 +37,7 @@ import { unlinkSync } from 'node:fs';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
-import { noteDropping, noteDroppingThen, noteTaken, takingOverUnit } from './ledger.js';
+import { noteDropping, noteDroppingThen, noteTaken, takingOverUnit, unitTakingOver } from './ledger.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -145,8 +145,28 @@ interface Hold {
 const collector = new FinalizationRegistry<Hold>((hold) => {
   const cached = mapped.get(hold.path);
   if (cached && cached.deref() === undefined) mapped.delete(hold.path);
-  for (let n = hold.refs; n > 0; n--) release(hold.path);
+  const n = hold.refs;
+  // Zeroed first: surplus kept for a unit (`giveBackKept`) must not be given back twice.
+  hold.refs = 0;
+  for (let k = n; k > 0; k--) release(hold.path);
 });
+
+/** The unit whose surplus references the mappings keep (`keepsSurplus`), and their holds, one entry per reference. */
+let keptFor = 0;
+let kept: Hold[] = [];
+
+/** Gives back the surplus references kept for earlier units (logged first, as every drop), and keeps for `unit` from now on. */
+function giveBackKept(unit: number): void {
+  const old = kept;
+  kept = [];
+  keptFor = unit;
+  for (const hold of old) {
+    // Its mapping's collection or the exit gave it back already.
+    if (hold.refs <= 1 || !held.has(hold.path)) continue;
+    hold.refs--;
+    release(hold.path);
+  }
+}
 
 /** Gives back this isolate's reference on `path` (logged first: see ledger.ts). */
 function release(path: string): void {
@@ -381,8 +401,14 @@ export class Segment {
   private keepsSurplus(): boolean {
     const entry = this.path && held.get(this.path);
     if (!entry || !this.hold || !takingOverUnit()) return false;
+    // Only the running unit's marks matter to the pool (its worker dying in
+    // it): those kept for the units before go back now, so a mapping that
+    // lives long does not count (and log) one more reference per task.
+    const unit = unitTakingOver();
+    if (keptFor !== unit) giveBackKept(unit);
     this.hold.refs++;
     entry.count++;
+    kept.push(this.hold);
     return true;
   }
 }
