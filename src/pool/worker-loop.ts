@@ -365,51 +365,13 @@ class Worker {
     const fn = this.fns.get(id);
     let value: unknown;
     try {
-      this.decoded = 0;
-      this.running = payload;
-      this.runningApply = op === Op.Apply;
       if (typeof fn !== 'function') throw fn ? fn.failed : new Error(`the pool sent no task function ${id}; please report this`);
-      if (op === Op.Apply) {
-        const args = unpack(payload, seq) as unknown[];
-        this.decoded = 1;
-        value = fn(...args);
-      } else {
-        value = this.items(fn, payload as unknown[], op === Op.Star);
-      }
+      value = op === Op.Apply ? fn(...(unpack(payload, seq) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
     } catch (err) {
-      this.takeOverUndecoded(seq);
       return this.answer(seq, op, false, err);
     }
     if (isThenable(value)) return this.settle(seq, op, value);
-    this.running = null;
     return this.answer(seq, op, true, value);
-  }
-
-  /** Items of the running unit decoded so far (their shared references taken over; an apply is one item). */
-  private decoded = 0;
-  /** The running unit's payload (a chunk's packed items, or an apply's packed arguments), while it runs. */
-  private running: unknown = null;
-  private runningApply = false;
-
-  /**
-   * A chunk that failed before its last items were decoded: they are
-   * decoded now, and dropped, so that the shared-memory references in their
-   * arguments are this worker's to give back (with their mappings), as
-   * every answered unit's are: the parent gives back none of an answered
-   * unit's references, and these would stay counted until the tree ends.
-   */
-  private takeOverUndecoded(seq: number): void {
-    const payload = this.running;
-    this.running = null;
-    if (payload === null) return;
-    const items = this.runningApply ? [payload] : (payload as unknown[]);
-    for (let k = this.decoded; k < items.length; k++) {
-      try {
-        unpack(items[k], seq);
-      } catch {
-        // An argument that cannot be read (its segment gone) holds nothing to give back.
-      }
-    }
   }
 
   private async settle(seq: number, op: Op, pending: PromiseLike<unknown>): Promise<void> {
@@ -426,8 +388,6 @@ class Worker {
       value = err;
     }
     this.failRunning = null;
-    if (!ok) this.takeOverUndecoded(seq);
-    this.running = null;
     return this.answer(seq, op, ok, value);
   }
 
@@ -586,7 +546,6 @@ class Worker {
       this.floats[ITEM_START] = monoNow();
     }
     const arg = unpack(packed, this.seq);
-    this.decoded = k + 1;
     return star ? fn(...(arg as unknown[])) : fn(arg);
   }
 
