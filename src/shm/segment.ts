@@ -151,15 +151,16 @@ const collector = new FinalizationRegistry<Hold>((hold) => {
   for (let k = n; k > 0; k--) release(hold.path);
 });
 
-/** The unit whose surplus references the mappings keep (`keepsSurplus`), and their holds, one entry per reference. */
+/** The unit whose surplus references the mappings keep (`keepsSurplus`), and the holds kept so far, one entry per reference. */
 let keptFor = 0;
 let kept: Hold[] = [];
+/** Surplus references of earlier units kept before they are given back, together. */
+const KEPT_BATCH = 64;
 
-/** Gives back the surplus references kept for earlier units (logged first, as every drop), and keeps for `unit` from now on. */
-function giveBackKept(unit: number): void {
+/** Gives back the surplus references kept for earlier units (logged first, as every drop, in one write). */
+function giveBackKept(): void {
   const old = kept;
   kept = [];
-  keptFor = unit;
   for (const hold of old) {
     // Its mapping's collection or the exit gave it back already.
     if (hold.refs <= 1 || !held.has(hold.path)) continue;
@@ -405,7 +406,13 @@ export class Segment {
     // it): those kept for the units before go back now, so a mapping that
     // lives long does not count (and log) one more reference per task.
     const unit = unitTakingOver();
-    if (keptFor !== unit) giveBackKept(unit);
+    if (keptFor !== unit) {
+      // In batches: each give-back is a logged drop, whose write and drop a
+      // kill can cut apart (one reference kept: ledger.ts); one per unit
+      // made that window as frequent as tasks.
+      if (kept.length >= KEPT_BATCH) giveBackKept();
+      keptFor = unit;
+    }
     this.hold.refs++;
     entry.count++;
     kept.push(this.hold);
