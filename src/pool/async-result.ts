@@ -3,6 +3,7 @@
  * (Python's `AsyncResult`), and a PromiseLike, so `await pool.applyAsync(…)`
  * works too.
  */
+import { MAX_TIMER_MS } from '../timer-limit.js';
 import { TimeoutError, ValueError } from '../errors.js';
 
 /** Callbacks of an `…Async` call, run in the parent before `get()`/`wait()` resolve. */
@@ -29,9 +30,6 @@ function runCallback(fn: ((arg: never) => void) | undefined, arg: unknown): void
     });
   }
 }
-
-/** The longest delay a Node timer honours: past it, one fires after 1 ms (with a warning). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function timer(timeoutMs: number): { promise: Promise<void>; cancel: () => void } {
   let handle: NodeJS.Timeout | undefined;

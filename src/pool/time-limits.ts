@@ -14,6 +14,7 @@
  * given): a task that ends just as its limit runs out is never mistaken
  * for the one after it.
  */
+import { MAX_TIMER_MS } from '../timer-limit.js';
 import { TimeoutError } from '../errors.js';
 import { ITEM, ITEM_START, monoNow } from './protocol.js';
 import { UnitState, unitLabel, type Unit } from './task-queue.js';
@@ -21,9 +22,6 @@ import type { WorkerHandle } from './worker-handle.js';
 
 /** Ends `w` because of `unit` (failing it with `error`) if `w` is still in that unit; whether it did. */
 export type EndWorker = (w: WorkerHandle, unit: Unit, error: unknown) => boolean;
-
-/** The longest delay a Node timer honours. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class TimeLimits {
   private timer: NodeJS.Timeout | null = null;

@@ -41,6 +41,7 @@
  * over with a compare-exchange on STATE, so exactly one waiter inherits it.
  * The new holder can read `ownerDied`.
  */
+import { MAX_TIMER_MS } from '../timer-limit.js';
 import { DeadlockError, ValueError } from '../errors.js';
 import { allocateRegion, attachRegion, type Region, type RegionHandle } from '../shm/region.js';
 import { SHARED, registerShared, type SharedHandle } from '../serialize/shared.js';
@@ -79,9 +80,6 @@ function spinPause(steps: number): void {
   for (let i = 0; i < steps; i++) x = (x * 31 + i) | 0;
   pauseSink = x;
 }
-
-/** The longest delay a Node timer honours. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** How long a waiter sleeps before checking that the holder still lives. */
 const OWNER_CHECK_MS = 100;

@@ -37,6 +37,7 @@
  * re-entry works along one chain. The recursion is counted here, in the
  * process; Redis holds one token per holding process.
  */
+import { MAX_TIMER_MS } from '../../timer-limit.js';
 import { ClusterError, ValueError } from '../../errors.js';
 import { currentTask, isWithin, openTask, runInFrame, type Frame } from '../../async-context.js';
 import { blocks, deadlineOfOptions, remaining, type BlockOptions } from '../../sync/waiting.js';
@@ -366,7 +367,7 @@ function localChange(hold: Hold, ms: number): Promise<boolean> {
       const i = hold.waiters.indexOf(wake);
       if (i >= 0) hold.waiters.splice(i, 1);
       resolve(false);
-    }, Math.min(ms, 2 ** 31 - 1));
+    }, Math.min(ms, MAX_TIMER_MS));
     hold.waiters.push(wake);
   });
 }

@@ -38,6 +38,7 @@
  * Sleeps are still cut into slices by their callers (a few seconds), so a
  * wake lost some other way costs a slice, never a hang.
  */
+import { MAX_TIMER_MS } from '../../timer-limit.js';
 import type { RedisClient } from '../redis.js';
 import { remaining } from '../../sync/futex.js';
 
@@ -126,7 +127,7 @@ export class Watch {
       const timer = setTimeout(() => {
         this.#wake = null;
         resolve(false);
-      }, Math.max(0, Math.min(sleep, 2 ** 31 - 1)));
+      }, Math.max(0, Math.min(sleep, MAX_TIMER_MS)));
       this.#wake = () => {
         clearTimeout(timer);
         this.#pending = false;

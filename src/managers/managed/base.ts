@@ -8,6 +8,7 @@
  * Waits are per caller (a client's connection), so when a client goes away
  * its waits are dropped and what it held (a Lock) is let go.
  */
+import { MAX_TIMER_MS } from '../../timer-limit.js';
 import { describe } from '../../describe.js';
 import { ValueError } from '../../errors.js';
 
@@ -95,11 +96,8 @@ export function timeoutOf(timeout: unknown, what: string): number {
   if (typeof timeout !== 'number' || Number.isNaN(timeout)) {
     throw new ValueError(`${what} timeout must be a number of milliseconds (or undefined for no limit), not ${describe(timeout)}`);
   }
-  return timeout > MAX_TIMER_DELAY ? Infinity : Math.max(0, timeout);
+  return timeout > MAX_TIMER_MS ? Infinity : Math.max(0, timeout);
 }
-
-/** The largest delay setTimeout keeps (a larger one fires after 1 ms). */
-const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 interface Waiter<T, P> {
   readonly caller: Caller;
