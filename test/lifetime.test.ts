@@ -7,6 +7,7 @@
  * tree whose reaper cannot be spawned.
  */
 import { describe, it, type TestContext } from 'node:test';
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
@@ -14,6 +15,7 @@ import { Segment } from '../src/shm/segment.js';
 import { treeDir } from '../src/shm/tree.js';
 import * as lt from './fixtures/lifetime.js';
 import { METHODS, eventually, fixture, regionOf, run } from './helpers.js';
+import { exitCode, lineReader, tracingUnavailable } from './tracing.js';
 
 const MiB = 1 << 20;
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -63,6 +65,72 @@ function startAll(t: TestContext, children: mp.Process[]): void {
 async function allReady(ready: mp.RawSharedArray<'i'>, count: number): Promise<void> {
   await eventually(() => ready.slice(0, count).every((flag) => flag === 1), 30_000, `${count} children to be ready`);
 }
+
+/**
+ * Traces thread argv[1] (PTRACE_SEIZE, then a stop at each system call),
+ * says `seized` (or `error <errno name>`), and stops it for good as it
+ * returns from a system call of its next batch of drops: the write(2) of
+ * the batch (`=<batch>` and `-` lines: ledger.ts) when argv[2] is 0, else
+ * its argv[2]-th unlink after that write. Says how many drops the batch
+ * logged and how many unlinks it saw, then, with argv[3] `kill`, SIGKILLs
+ * the process (a process stopped there runs no more instruction of its
+ * own); with `hold`, waits for a line on stdin (the test terminates the
+ * worker thread meanwhile) and lets the thread go on. x86-64.
+ */
+const STOP_IN_DROP_BATCH = `
+import ctypes, errno, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.ptrace.restype = ctypes.c_long
+PTRACE_DETACH, PTRACE_SYSCALL, PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GET_SYSCALL_INFO = 17, 24, 0x4206, 0x4207, 0x420e
+PTRACE_O_TRACESYSGOOD, WALL = 1, 0x40000000
+SYS_WRITE, SYS_UNLINK, SYS_UNLINKAT = 1, 87, 263
+class Info(ctypes.Structure):
+    _fields_ = [('op', ctypes.c_uint8), ('pad', ctypes.c_uint8 * 3), ('arch', ctypes.c_uint32),
+                ('ip', ctypes.c_uint64), ('sp', ctypes.c_uint64), ('nr', ctypes.c_uint64), ('args', ctypes.c_uint64 * 6)]
+tid, unlinks, then = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if libc.ptrace(PTRACE_SEIZE, tid, None, PTRACE_O_TRACESYSGOOD) != 0:
+    print('error', errno.errorcode.get(ctypes.get_errno(), '?'), flush=True)
+    sys.exit(1)
+libc.ptrace(PTRACE_INTERRUPT, tid, None, None)
+os.waitpid(tid, WALL)
+mem = os.open('/proc/%d/mem' % tid, os.O_RDONLY)
+print('seized', flush=True)
+info = Info()
+nr, batch, seen, sig = -1, None, 0, 0
+while True:
+    libc.ptrace(PTRACE_SYSCALL, tid, None, sig)
+    sig = 0
+    _, status = os.waitpid(tid, WALL)
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        print('the thread ended first', flush=True)
+        sys.exit(1)
+    stop = os.WSTOPSIG(status)
+    if stop != signal.SIGTRAP | 0x80:
+        # A signal for it (passed on), or a ptrace event stop (nothing to pass).
+        sig = stop if status >> 16 == 0 else 0
+        continue
+    libc.ptrace(PTRACE_GET_SYSCALL_INFO, tid, ctypes.sizeof(info), ctypes.byref(info))
+    if info.op == 1:
+        nr = info.nr
+        if nr == SYS_WRITE and batch is None:
+            data = os.pread(mem, min(info.args[2], 1 << 16), info.args[1])
+            if data[:1] in (b'=', b'-'):
+                batch = data.count(b'\\n-') + (data[:1] == b'-')
+        continue
+    if info.op != 2 or batch is None:
+        continue
+    if nr in (SYS_UNLINK, SYS_UNLINKAT):
+        seen += 1
+    if (nr == SYS_WRITE and unlinks == 0) or (nr in (SYS_UNLINK, SYS_UNLINKAT) and seen == unlinks):
+        break
+if then == 'kill':
+    os.kill(tid, signal.SIGKILL)
+print('stopped after a batch of %d drops and %d of its unlinks' % (batch, seen), flush=True)
+if then == 'hold':
+    sys.stdin.readline()
+    libc.ptrace(PTRACE_DETACH, tid, None, None)
+`;
 
 describe('shared memory of killed children', { skip: needs }, () => {
   for (const method of METHODS) {
@@ -167,6 +235,56 @@ describe('shared memory of killed children', { skip: needs }, () => {
       assert.deepEqual(stillThere(own), []);
     });
   }
+
+  // A child logs each reference it gives back before dropping it, many in one write (ledger.ts); a
+  // tracer kills it right after that write, or after some of the batch's drops (each of which removes
+  // a file here, so it can be seen). Drop progress (drop-progress.ts) tells the parent which were done.
+  for (const method of METHODS) {
+    for (const unlinked of [0, 3]) {
+      it(`a child ${method === 'thread' ? 'terminated' : 'killed'} after it logged a batch of drops and did ${unlinked} of them: its parent does the rest, each once (${method})`, { skip: tracingUnavailable() }, async (t) => {
+        const count = 10;
+        const ready = mp.RawArray('i', 2);
+        const go = new mp.Event();
+        const shared = mp.RawArray('i', 100);
+        const [mine, its] = mp.Pipe();
+        const before = segmentFiles();
+        const p = new (mp.getContext(method).Process)({ target: lt.dropInOneBatch, args: [count, ready, go, its], module: lt.LIFETIME });
+        startAll(t, [p]);
+        mine.send(shared);
+        await eventually(() => Atomics.load(ready, 0) === 1, 20_000, 'the child to make its segments');
+        const own = added(segmentFiles(), before);
+        assert.equal(own.length, count, `the child made ${count} segments`);
+        // The thread the child runs in: a process child's main thread, a thread child's own thread of this process.
+        const tid = String(ready[1]);
+        if (method === 'process') assert.equal(tid, String(p.pid));
+        const then = method === 'thread' ? 'hold' : 'kill';
+        const tracer = spawn('python3', ['-c', STOP_IN_DROP_BATCH, tid, String(unlinked), then], { stdio: ['pipe', 'pipe', 'inherit'] });
+        t.after(() => tracer.kill('SIGKILL'));
+        const line = lineReader(tracer.stdout!, 'the tracer');
+        const seized = await line(/^(seized|error \S+)$/, 10_000);
+        if (seized === 'error EPERM') return t.skip('ptrace(PTRACE_SEIZE) is not permitted here');
+        assert.equal(seized, 'seized');
+        go.set();
+        const stopped = await line(/^stopped after a batch of \d+ drops and \d+ of its unlinks$/, 20_000);
+        // Its own segments and its reference on the parent's.
+        assert.equal(stopped, `stopped after a batch of ${count + 1} drops and ${unlinked} of its unlinks`);
+        if (method === 'thread') {
+          // Served at the first check the thread makes once it runs again, right after that system call.
+          p.kill();
+          tracer.stdin!.end('go on\n');
+        }
+        assert.equal(await exitCode(tracer, 10_000, 'the tracer'), 0);
+        await p.join(20_000);
+        assert.equal(p.exitCode, -9);
+        await eventually(() => stillThere(own).length === 0, 5_000, 'the parent to give back the rest of the batch').catch(() => {});
+        assert.deepEqual(stillThere(own), [], 'the segments of the drops the child logged but never did');
+        // The count in its segment's header.
+        const refs = Atomics.load(new Int32Array(shared.buffer, 0, 1), 0);
+        assert.equal(refs, 1, "the parent's array is back to its one reference (2: lost; 0: dropped twice)");
+      });
+    }
+  }
+
 
   it("grandchildren's segments are given back when the child that started them is killed (both methods, all pairs)", async (t) => {
     const ready = mp.RawArray('i', 3 * METHODS.length);

@@ -53,6 +53,7 @@ import { FileNotFoundError, NativeUnavailableError, StateError } from '../errors
 import { ExitStage, atExit } from '../finalize.js';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { flushLedger, keepsLedger, noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
+import { countDrops, type DropCounter } from './drop-progress.js';
 import { noteInFlight } from './segment.js';
 import { treeDir } from './tree.js';
 
@@ -336,8 +337,8 @@ function mapArena(path: string): ArenaMap {
 function releaseHere(map: ArenaMap, offset: number): void {
   map.held[map.indexOf(offset)]!--;
   if (--map.heldHere === 0 && !map.owned) forget(map);
-  noteDroppingThen([map.blockName(offset)], false, () => {
-    dropBlockReferences(map.words, offset, map.path, 1);
+  noteDroppingThen(map.blockName(offset), false, (counter) => {
+    dropBlockReferences(map.words, offset, map.path, 1, undefined, counter);
     if (map.owned) returnIfEmpty(map);
   });
 }
@@ -361,7 +362,7 @@ function returnIfEmpty(map: ArenaMap): void {
   map.owned = false;
   if (map.heldHere === 0) forget(map);
   if (owned.every((arenas) => arenas.length < 2)) stopSweeping();
-  noteDroppingThen([map.name], false, () => dropArenaReferences(map.words, map.path, 1));
+  noteDroppingThen(map.name, false, (counter) => dropArenaReferences(map.words, map.path, 1, counter));
 }
 
 /** How often the owner looks for arenas that other processes emptied. */
@@ -395,10 +396,19 @@ export function sweep(): void {
  * another allocation, is refused and reported: freeing a block an object
  * still lives in would hand its memory to a second object.
  */
-export function dropBlockReferences(words: Int32Array, offset: number, path: string, count: number, gen?: number): void {
+export function dropBlockReferences(
+  words: Int32Array,
+  offset: number,
+  path: string,
+  count: number,
+  gen?: number,
+  counter: DropCounter = null,
+): void {
   const at = offset >> 2;
   if (gen === undefined) {
     // The caller holds these references: the allocation cannot change under it.
+    // Logged ones count themselves first (drop-progress.ts); a kill in the loop below leaks them, never drops them twice.
+    countDrops(counter, count);
     let refs = Atomics.load(words, at);
     for (;;) {
       if (refs < count) return refuse(path, offset, `it has ${refs} reference(s), not ${count}`);
@@ -448,7 +458,8 @@ function refuse(path: string, offset: number, why: string): void {
   }
 }
 
-function dropArenaReferences(words: Int32Array, path: string, count: number): void {
+function dropArenaReferences(words: Int32Array, path: string, count: number, counter: DropCounter = null): void {
+  countDrops(counter, count);
   const before = Atomics.sub(words, REFS, count);
   if (before > 0 && before <= count) {
     try {
@@ -515,6 +526,7 @@ function installExitHook(): void {
     active.clear();
     // One ledger write for all of them, before any is dropped (names only
     // where there is a ledger: a main process with a million Values exits fast).
+    let counter: DropCounter = null;
     if (keepsLedger()) {
       const names: string[] = [];
       for (const map of maps) {
@@ -524,21 +536,24 @@ function installExitHook(): void {
         }
         if (map.owned) names.push(map.name);
       }
-      if (names.length > 0 && !noteDropping(names, false)) return;
+      const logged = noteDropping(names);
+      if (!logged) return;
+      counter = logged.counter;
     }
+    // In the order of the names logged, each counting itself (drop-progress.ts).
     for (const map of maps) {
       const held = map.held;
       for (let i = 0; i < held.length; i++) {
         const n = held[i]!;
         if (n > 0) {
           held[i] = 0;
-          dropBlockReferences(map.words, ARENA_HEADER + i * map.blockSize, map.path, n);
+          dropBlockReferences(map.words, ARENA_HEADER + i * map.blockSize, map.path, n, undefined, counter);
         }
       }
       map.heldHere = 0;
       if (map.owned) {
         map.owned = false;
-        dropArenaReferences(map.words, map.path, 1);
+        dropArenaReferences(map.words, map.path, 1, counter);
       }
     }
   });

@@ -26,7 +26,10 @@
  * held, and the parent drops that many references. Logging a drop before
  * doing it means a child killed in between leaks one reference (the tree's
  * reaper still removes the file at the end) instead of having it dropped
- * twice, which would free a segment others still use.
+ * twice, which would free a segment others still use. Drops are logged in
+ * batches; the child counts the drops of its last batch in shared memory
+ * as it does them, so that a kill inside a batch leaks at most the one
+ * drop in hand, not the rest of the batch (drop-progress.ts).
  *
  * Format, one entry per line:
  *   t               the owner is a worker thread (it lives in its parent's process)
@@ -36,6 +39,8 @@
  *   c               the owner has started children (whose ids extend its own)
  *   +<name> / -<name>  a reference on `<treeDir>/<name>` taken / given back
  *   +<name> #<seq>  a reference taken, the one in flight in unit <seq>'s arguments
+ *   =<batch>        the `-` lines right after it are one batch of drops
+ *                   (drop-progress.ts: how many of them were done)
  * The owner line comes first and is written in the same write(2) as the
  * parent's entries. Ids are `<root>.<n>.<n>…`: a random root per isolate that
  * is no child (the main process), then one number per generation, so a
@@ -51,6 +56,7 @@ import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync
 import { startTimeOf } from '../liveness.js';
 import { runtime } from '../runtime.js';
 import { ExitStage, atExit } from '../finalize.js';
+import { beginBatch, countUpTo, createDropProgress, dropsCounted, nextBatch, type DropCounter, type LoggedBatch } from './drop-progress.js';
 
 /**
  * What a ledger says about its owner. A process's `start` is its start time
@@ -69,6 +75,8 @@ export interface LedgerContents {
   readonly nets: Map<string, number>;
   /** The references the last unit marked (`+name #seq`) took over from its arguments; null when none is marked. */
   readonly takenOver: TakenOver | null;
+  /** The last batch of drops (`=<batch>` and the `-` lines after it); null when none is marked. */
+  readonly lastBatch: LoggedBatch | null;
 }
 
 /** References in flight in one unit's arguments that a pool worker took over: how many per segment name. */
@@ -91,10 +99,18 @@ export function parseLedger(text: string): LedgerContents {
   let startedChildren = false;
   const nets = new Map<string, number>();
   let takenOver = null as TakenOver | null;
+  let lastBatch = null as { batch: number; names: string[] } | null;
+  /** The batch whose `-` lines are being read: only those right after its `=` line are its own. */
+  let batchNames: string[] | null = null;
   const end = text.lastIndexOf('\n');
   for (const line of text.slice(0, end + 1).split('\n')) {
     const sign = line[0];
-    if (sign === '+' || sign === '-') {
+    if (sign === '-' && batchNames) batchNames.push(line.slice(1));
+    else batchNames = null;
+    if (sign === '=') {
+      lastBatch = { batch: Number(line.slice(1)), names: [] };
+      batchNames = lastBatch.names;
+    } else if (sign === '+' || sign === '-') {
       // Names hold no spaces (segment.ts, arena.ts).
       const mark = sign === '+' ? line.indexOf(' #') : -1;
       const name = mark < 0 ? line.slice(1) : line.slice(1, mark);
@@ -114,7 +130,7 @@ export function parseLedger(text: string): LedgerContents {
       startedChildren = true;
     }
   }
-  return { owner, startedChildren, nets, takenOver };
+  return { owner, startedChildren, nets, takenOver, lastBatch };
 }
 
 /** A process's start time as an owner line gives it: `-` when /proc cannot tell. */
@@ -156,6 +172,10 @@ interface LedgerGlobal {
   root?: string;
   /** The pool unit whose arguments are being decoded (`takingOverFor`); 0 or undefined: none. */
   unit?: number;
+  /** This isolate's drop progress words (drop-progress.ts); undefined until its first batch, null when they cannot be had. */
+  progress?: Int32Array | null;
+  /** The number of the last batch of drops logged. */
+  batch?: number;
 }
 
 /**
@@ -272,7 +292,8 @@ function takeParents(own: OwnLedger, name: string): boolean {
 interface Pending {
   lines: string[];
   changes: Array<[name: string, delta: -1]>;
-  drops: Array<() => void>;
+  /** The drop of each line, in their order. */
+  drops: Array<(counter: DropCounter) => void>;
   scheduled: boolean;
 }
 
@@ -281,29 +302,39 @@ const pending: Pending = { lines: [], changes: [], drops: [], scheduled: false }
 /** Entries past which a batch is written at once rather than at the end of the job. */
 const BATCH_LIMIT = 4096;
 
-function queueDrop(names: readonly string[], drop: () => void): void {
-  for (const name of names) {
-    pending.lines.push(`-${name}\n`);
-    pending.changes.push([name, -1]);
-  }
+function queueDrop(name: string, drop: (counter: DropCounter) => void): void {
+  pending.lines.push(`-${name}\n`);
+  pending.changes.push([name, -1]);
   pending.drops.push(drop);
-  if (pending.lines.length >= BATCH_LIMIT) flushLedger();
-  else if (!pending.scheduled) {
-    pending.scheduled = true;
-    queueMicrotask(flushLedger);
-    if (!flushAtExit) flushAtExit = atExit(ExitStage.Segments, flushLedger);
-  }
+  if (pending.lines.length >= BATCH_LIMIT && !dropping) flushLedger();
+  else scheduleFlush();
 }
+
+function scheduleFlush(): void {
+  if (pending.scheduled) return;
+  pending.scheduled = true;
+  queueMicrotask(flushLedger);
+  if (!flushAtExit) flushAtExit = atExit(ExitStage.Segments, flushLedger);
+}
+
+/**
+ * Set while a batch's drops are being done: a drop that gives back another
+ * reference (a block's drop emptying its arena) queues it for the next
+ * batch, never starts one inside this one, whose count it would reset.
+ */
+let dropping = false;
 
 /** Whether the exit-time flush is registered (once: an exit runs no microtasks). */
 let flushAtExit: (() => void) | null = null;
 
 /**
  * Writes the gathered entries in one write(2), then does the drops that
- * waited for them. If the write fails, the drops are not done (the parent
- * will do them: see the module comment).
+ * waited for them, counting each in the drop progress before it is done.
+ * If the write fails, the drops are not done (the parent will do them: see
+ * the module comment).
  */
 export function flushLedger(): void {
+  if (dropping) return scheduleFlush();
   pending.scheduled = false;
   if (pending.lines.length === 0 && pending.drops.length === 0) return;
   const { lines, changes, drops } = pending;
@@ -311,12 +342,45 @@ export function flushLedger(): void {
   pending.changes = [];
   pending.drops = [];
   const own = openOwn();
-  if (lines.length > 0) {
-    if (!own || !log(own, lines.join(''))) return;
-    for (const [name, delta] of changes) count(own.nets, name, delta);
-    compactIfLarge(own);
+  if (!own) return;
+  if (lines.length > 0 && logBatch(own, lines) === null) return;
+  for (const [name, delta] of changes) count(own.nets, name, delta);
+  const counter = shared().progress ?? null;
+  dropping = true;
+  try {
+    for (const drop of drops) {
+      if (!counter) {
+        drop(null);
+        continue;
+      }
+      const upTo = dropsCounted(counter) + 1;
+      drop(counter);
+      // A drop that returned without dropping (a refused one) is done too: it will not happen later.
+      countUpTo(counter, upTo);
+    }
+  } finally {
+    dropping = false;
   }
-  for (const drop of drops) drop();
+  // After the drops: compaction drops the batch's `=` line, after which the parent takes the batch as done.
+  compactIfLarge(own);
+}
+
+/**
+ * Logs `lines` (`-` entries) as one batch of drops, marked `=<batch>` when
+ * the drop progress can count it, and starts counting it. The batch's
+ * number (0 unmarked), or null when it could not be written.
+ */
+function logBatch(own: OwnLedger, lines: readonly string[]): number | null {
+  const state = shared();
+  if (state.progress === undefined) state.progress = createDropProgress(own.path);
+  const progress = state.progress;
+  const batch = progress ? nextBatch(state.batch ?? 0) : 0;
+  if (!log(own, (progress ? `=${batch}\n` : '') + lines.join(''))) return null;
+  if (progress) {
+    state.batch = batch;
+    beginBatch(progress, batch);
+  }
+  return batch;
 }
 
 /**
@@ -372,36 +436,34 @@ function markTaken(own: OwnLedger, name: string, seq: number): void {
 }
 
 /**
- * Gives back references through the ledger: logs them (`-` lines, with the
- * next batch) and then calls `drop`, which gives them back. `fromFlight`:
- * the in-flight reference of a handle this isolate did not need (only the
- * parent's logged ones need an entry; a pool unit's are kept instead: see
- * `takingOverUnit`). Without a ledger `drop` runs at once.
+ * Gives back a reference on `name` through the ledger: logs it (a `-` line,
+ * with the next batch) and then calls `drop`, which gives it back, counting
+ * itself on the counter it is passed (drop-progress.ts `countDrops`).
+ * `fromFlight`: the in-flight reference of a handle this isolate did not
+ * need (only the parent's logged ones need an entry; a pool unit's are kept
+ * instead: see `takingOverUnit`). Without a ledger `drop` runs at once.
  */
-export function noteDroppingThen(names: readonly string[], fromFlight: boolean, drop: () => void): void {
+export function noteDroppingThen(name: string, fromFlight: boolean, drop: (counter: DropCounter) => void): void {
   const own = openOwn();
-  if (!own) return drop();
-  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
-  if (logged.length === 0) return drop();
-  queueDrop(logged, drop);
+  if (!own || (fromFlight && !takeParents(own, name))) return drop(null);
+  queueDrop(name, drop);
 }
 
 /**
  * Records, BEFORE they are dropped, references this isolate gives back, at
  * once (for exit, where nothing runs later): earlier batched entries are
- * written first. Returns false when the drop must not happen: the ledger
- * could not be written, so the parent would drop the same reference again.
+ * written first. The caller then drops them in the order of `names`, each
+ * drop counting itself on `counter` (drop-progress.ts `countDrops`).
+ * Returns null when the drops must not happen: the ledger could not be
+ * written, so the parent would drop the same references again.
  */
-export function noteDropping(names: readonly string[], fromFlight: boolean): boolean {
+export function noteDropping(names: readonly string[]): { counter: DropCounter } | null {
   flushLedger();
   const own = openOwn();
-  if (!own) return true;
-  const logged = fromFlight ? names.filter((name) => takeParents(own, name)) : names;
-  if (logged.length === 0) return true;
-  if (!log(own, logged.map((name) => `-${name}\n`).join(''))) return false;
-  for (const name of logged) count(own.nets, name, -1);
-  compactIfLarge(own);
-  return true;
+  if (!own || names.length === 0) return { counter: null };
+  if (logBatch(own, names.map((name) => `-${name}\n`)) === null) return null;
+  for (const name of names) count(own.nets, name, -1);
+  return { counter: shared().progress ?? null };
 }
 
 /** Whether this isolate logs its references (it is a child with a ledger): else `noteDropping` needs no names. */

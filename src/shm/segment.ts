@@ -38,6 +38,7 @@ import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
 import { noteDropping, noteDroppingThen, noteTaken, takingOverUnit, unitTakingOver } from './ledger.js';
+import { countDrops, type DropCounter } from './drop-progress.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -174,10 +175,12 @@ function release(path: string): void {
   const entry = held.get(path);
   if (!entry) return;
   if (--entry.count === 0) held.delete(path);
-  noteDroppingThen([nameOf(path)], false, () => dropReference(path, entry.refs));
+  noteDroppingThen(nameOf(path), false, (counter) => dropReference(path, entry.refs, counter));
 }
 
-function dropReference(path: string, refs: Int32Array): void {
+/** Drops one reference on `path`; a logged one counts itself on `counter` first (drop-progress.ts). */
+function dropReference(path: string, refs: Int32Array, counter: DropCounter = null): void {
+  countDrops(counter, 1);
   if (Atomics.sub(refs, 0, 1) === 1) {
     try {
       unlinkSync(path);
@@ -197,8 +200,9 @@ function installExitHook(): void {
     mapped.clear();
     // One ledger write for all of them, before any is dropped.
     const names = entries.flatMap(([path, entry]) => Array<string>(entry.count).fill(nameOf(path)));
-    if (!noteDropping(names, false)) return;
-    for (const [path, entry] of entries) for (let n = entry.count; n > 0; n--) dropReference(path, entry.refs);
+    const logged = noteDropping(names);
+    if (!logged) return;
+    for (const [path, entry] of entries) for (let n = entry.count; n > 0; n--) dropReference(path, entry.refs, logged.counter);
   });
 }
 
@@ -295,7 +299,7 @@ export class Segment {
     if (cached) {
       // This isolate already holds a reference; the in-flight one is surplus.
       const refs = cached.refs;
-      noteDroppingThen([nameOf(handle.path)], true, () => dropReference(handle.path!, refs));
+      noteDroppingThen(nameOf(handle.path), true, (counter) => dropReference(handle.path!, refs, counter));
       return cached;
     }
     const addon = native();
@@ -407,9 +411,7 @@ export class Segment {
     // lives long does not count (and log) one more reference per task.
     const unit = unitTakingOver();
     if (keptFor !== unit) {
-      // In batches: each give-back is a logged drop, whose write and drop a
-      // kill can cut apart (one reference kept: ledger.ts); one per unit
-      // made that window as frequent as tasks.
+      // In batches: one ledger write for many, not one per unit.
       if (kept.length >= KEPT_BATCH) giveBackKept();
       keptFor = unit;
     }

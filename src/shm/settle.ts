@@ -28,6 +28,7 @@ import {
 } from './ledger.js';
 import { dropOwedInArena, parseArenaName } from './arena.js';
 import { dropOwed, type InFlight } from './segment.js';
+import { undoneDrops } from './drop-progress.js';
 
 /** The parent's handle on one child's ledger. */
 export interface ChildLedger {
@@ -102,7 +103,10 @@ function claim(dir: string, id: string): LedgerContents | null {
     return null;
   }
   unlinkQuietly(claimed);
-  return parseLedger(text);
+  const contents = parseLedger(text);
+  // Drops of its last batch it never got to: logged, so not in the nets, yet still held.
+  for (const name of undoneDrops(path, contents.lastBatch)) contents.nets.set(name, (contents.nets.get(name) ?? 0) + 1);
+  return contents;
 }
 
 function replay(dir: string, contents: LedgerContents): void {

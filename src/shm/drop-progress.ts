@@ -1,0 +1,129 @@
+/**
+ * Drop progress: how far a child got through the drops of the last batch
+ * it logged, kept where its parent can read it once the child is gone.
+ *
+ * A child logs every reference it gives back before it drops it (ledger.ts),
+ * so a kill between the two leaks that reference rather than letting the
+ * parent drop it a second time. Drops are logged in batches, one write(2)
+ * for many, so that window held a whole batch: a kill landing after the
+ * write and before the last drop leaked every drop left in it. A worker
+ * thread is stopped at the first JavaScript it runs after a terminate
+ * request, and a request that arrives during the write(2) is served right
+ * after it, so the window was hit far more often than its length suggests
+ * (26 references of one Value lost in a run of eight kills).
+ *
+ * Each batch now starts with a `=<batch>` line, in the same write as its
+ * `-` lines, and the child counts its drops in a small shared file,
+ * `<ledger>~drops`, of two int32 words:
+ *   0  batch  the number of the last logged batch whose drops have begun
+ *             (set to it, with `done` at 0, only after its write succeeded)
+ *   1  done   how many of that batch's logged names have been dropped, each
+ *             counted just BEFORE its drop
+ * When the child is gone, the parent (settle.ts) gives back the names of
+ * the file's last batch that `done` does not cover. Counting before dropping
+ * keeps the ledger's rule for the one drop in hand: a kill between the count
+ * and the drop leaks that one reference; none is ever dropped twice.
+ *
+ * The child makes the file at its first batch. One that cannot (a full
+ * /dev/shm) writes no `=` lines, and the parent takes its batches as done:
+ * the old leak, never a double drop. Batch numbers wrap at 2^32 and are
+ * compared by their difference.
+ */
+import { readFileSync, unlinkSync } from 'node:fs';
+import { native } from '../native/addon.js';
+
+const BATCH = 0;
+const DONE = 1;
+
+/** The progress file of the ledger at `ledgerPath`. */
+function progressPath(ledgerPath: string): string {
+  return `${ledgerPath}~drops`;
+}
+
+/**
+ * The child's side: its progress words, mapped from a file it creates;
+ * null when the file cannot be made (then it logs no batch markers).
+ */
+export function createDropProgress(ledgerPath: string): Int32Array | null {
+  const addon = native();
+  if (!addon) return null;
+  try {
+    return new Int32Array(addon.openSegment(progressPath(ledgerPath), 8, true), 0, 2);
+  } catch {
+    return null;
+  }
+}
+
+/** Marks batch `batch` as logged, none of its drops done yet. */
+export function beginBatch(words: Int32Array, batch: number): void {
+  // `done` first: a kill between the two stores leaves the previous batch
+  // number, which tells the parent that none of this one was done.
+  Atomics.store(words, DONE, 0);
+  Atomics.store(words, BATCH, batch | 0);
+}
+
+/**
+ * Where a logged drop counts itself: the progress words of the batch being
+ * dropped, or null when nothing counts (no ledger, or no progress file).
+ */
+export type DropCounter = Int32Array | null;
+
+/**
+ * Counts the next `n` logged names as dropped. Call it in the function that
+ * drops them, right before the atomic operation that does, with no call in
+ * between: a worker thread's terminate is served at function entries and
+ * loop back-edges, so none can then fall between the count and the drop.
+ */
+export function countDrops(counter: DropCounter, n: number): void {
+  if (counter) Atomics.add(counter, DONE, n);
+}
+
+/** How many drops of the current batch have been counted. */
+export function dropsCounted(counter: Int32Array): number {
+  return Atomics.load(counter, DONE);
+}
+
+/** Counts up to `n` drops of the current batch: those a drop that returned without dropping never counted. */
+export function countUpTo(counter: Int32Array, n: number): void {
+  if (Atomics.load(counter, DONE) < n) Atomics.store(counter, DONE, n);
+}
+
+/** The next batch number after `batch` (wrapping at 2^32). */
+export function nextBatch(batch: number): number {
+  return (batch + 1) >>> 0;
+}
+
+/** A logged batch as the parent reads it back: its number and its names, in the order they are dropped. */
+export interface LoggedBatch {
+  readonly batch: number;
+  readonly names: readonly string[];
+}
+
+/**
+ * The parent's side, once the child is gone: the names of the ledger's last
+ * batch that the child never dropped, and the progress file removed. None
+ * when the progress cannot be read (the child's batches count as done).
+ */
+export function undoneDrops(ledgerPath: string, last: LoggedBatch | null): readonly string[] {
+  const path = progressPath(ledgerPath);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return [];
+  }
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone: the tree's reaper.
+  }
+  if (!last || bytes.length < 8) return [];
+  // In the machine's byte order, as the child's Int32Array wrote them.
+  const [batch, done] = new Int32Array(Uint8Array.prototype.slice.call(bytes, 0, 8).buffer);
+  const ahead = (batch! - (last.batch | 0)) | 0;
+  // Behind: the last batch was logged but its drops never began.
+  if (ahead < 0) return last.names;
+  // Ahead: a later batch's marker was compacted away, so this one finished.
+  if (ahead > 0) return [];
+  return last.names.slice(Math.max(0, done!));
+}
