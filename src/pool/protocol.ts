@@ -61,11 +61,17 @@
  *             before a spill file is read), so a batch the ring counts as
  *             taken and BATCHES_READ not yet is being read: the balancer
  *             leaves its large units where they are.
- *   CANCEL+s  = seq when the parent cancelled unit seq (s = seq % MAX_WINDOW):
- *             the worker skips it. The parent stores the flag and then reads
- *             STARTED; the worker stores STARTED and then reads the flag
- *             (sequentially consistent atomics), so either the worker skips
- *             the unit or the parent sees it started.
+ *   CANCEL+s  who decided unit seq's fate first (s = seq % MAX_WINDOW): the
+ *             parent, which cancelled it (`cancelledMark(seq)`: the worker
+ *             skips it), or the worker, which started it (`startedMark`:
+ *             only ending the worker stops it). Each side writes its mark
+ *             with a compare-exchange over whatever older unit's mark the
+ *             word holds, unless the other side's mark for seq is there
+ *             (`decideUnit`), so exactly one wins. (A flag stored by the
+ *             parent and STARTED read after it, against STARTED stored by
+ *             the worker and the flag read after it, only made one side
+ *             see the other: both could, and a unit the parent took for
+ *             started was answered Skipped, and its call never settled.)
  * Then float64 times (`monoNow()`, ms): ITEM_START (the running item's
  * start), and per slot s the START and END of unit seq ≡ s: the parent
  * reads them when it takes the unit's result (the worker cannot reuse the
@@ -230,6 +236,32 @@ export function timeSlot(seq: number): number {
 }
 
 /** The cancel word of unit `seq`. */
-export function cancelSlot(seq: number): number {
+function cancelSlot(seq: number): number {
   return CANCEL + (seq % MAX_WINDOW);
+}
+
+/**
+ * The marks of unit `seq` in its cancel word: its number (29 bits are
+ * plenty to tell it from the older units of that word, at most a few
+ * MAX_WINDOWs back) and a tag, never 0 (a word nobody wrote).
+ */
+export function cancelledMark(seq: number): number {
+  return ((seq & 0x1fffffff) << 2) | 1;
+}
+
+export function startedMark(seq: number): number {
+  return ((seq & 0x1fffffff) << 2) | 2;
+}
+
+/**
+ * Writes `mine` into unit `seq`'s cancel word unless `theirs`, the other
+ * side's mark for it, is there already; returns the mark that stands.
+ */
+export function decideUnit(ints: Int32Array, seq: number, mine: number, theirs: number): number {
+  const at = cancelSlot(seq);
+  for (;;) {
+    const old = Atomics.load(ints, at);
+    if (old === mine || old === theirs) return old;
+    if (Atomics.compareExchange(ints, at, old, mine) === old) return mine;
+  }
 }

@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment, type InFlight } from '../shm/segment.js';
-import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelSlot, controlViews, serializer } from './protocol.js';
+import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelledMark, controlViews, decideUnit, serializer, startedMark } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -393,12 +393,13 @@ export class WorkerHandle {
   }
 
   /**
-   * Asks the worker to skip a unit handed over; true when it may have
-   * started it already (then only ending the worker stops it).
+   * Asks the worker to skip a unit handed over; true when it has started
+   * it already (then only ending the worker stops it). Exact: false means
+   * the worker will answer it Skipped.
    */
   cancel(unit: Unit): boolean {
-    Atomics.store(this.ints, cancelSlot(unit.seq), unit.seq);
-    return Atomics.load(this.ints, STARTED) >= unit.seq;
+    const cancelled = cancelledMark(unit.seq);
+    return decideUnit(this.ints, unit.seq, cancelled, startedMark(unit.seq)) !== cancelled;
   }
 
   /**

@@ -51,7 +51,9 @@ import {
   TAKEN_WAITER,
   BATCHES_READ,
   WorkerState,
-  cancelSlot,
+  cancelledMark,
+  decideUnit,
+  startedMark,
   controlViews,
   monoNow,
   serializer,
@@ -356,7 +358,8 @@ class Worker {
     this.floats[timeSlot(seq)] = start;
     Atomics.store(ints, ITEM, 0);
     Atomics.store(ints, STARTED, seq);
-    if (Atomics.load(ints, cancelSlot(seq)) === seq) {
+    const started = startedMark(seq);
+    if (decideUnit(ints, seq, started, cancelledMark(seq)) !== started) {
       this.post(Status.Skipped, null, 0);
       Atomics.store(ints, FINISHED, seq);
       this.wakeParent(seq);
