@@ -19,6 +19,7 @@
         "native/src/futex_js.cc",
         "native/src/net.cc",
         "native/src/proc.cc",
+        "native/src/refcount.cc",
         "native/src/segment.cc",
         "native/src/spawn.cc",
         "native/src/waiter.cc"

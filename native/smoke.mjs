@@ -946,6 +946,24 @@ async function bench() {
 }
 
 // ---------------------------------------------------------------------------
+// (f) dropCounted: the count first, then the drop, never below zero
+
+async function testDropCounted() {
+  const words = new Int32Array(new SharedArrayBuffer(16));
+  const progress = new Int32Array(new SharedArrayBuffer(8));
+  words[1] = 3;
+  check('dropCounted returns the word as it was and subtracts', native.dropCounted(words.buffer, 4, 2, progress.buffer, 4) === 3 && words[1] === 1);
+  check('dropCounted adds count to the progress word', progress[1] === 2 && progress[0] === 0);
+  check('dropCounted refuses a drop of more than the word holds, and counts it', native.dropCounted(words.buffer, 4, 2, progress.buffer, 4) === 1 && words[1] === 1 && progress[1] === 4);
+  check('dropCounted without progress counts nothing', native.dropCounted(words.buffer, 4, 1, null, 0) === 1 && words[1] === 0 && progress[1] === 4);
+  check('dropCounted checks its words and count',
+    throwsCode(() => native.dropCounted(words.buffer, 2, 1, null, 0), 'RangeError') &&
+    throwsCode(() => native.dropCounted(words.buffer, 4, 0, null, 0), 'RangeError') &&
+    throwsCode(() => native.dropCounted(words.buffer, 4, 1, progress.buffer, 8), 'RangeError') &&
+    throwsCode(() => native.dropCounted(new ArrayBuffer(8), 0, 1, null, 0), 'TypeError'));
+}
+
+// ---------------------------------------------------------------------------
 
 const sections = [
   ['segments', testSegments],
@@ -954,6 +972,7 @@ const sections = [
   ['lost wakes and long timeouts', testLostWakes],
   ['threads', testThreads],
   ['parent death signal', testParentDeath],
+  ['dropCounted', testDropCounted],
 ];
 if (!process.argv.includes('--no-bench')) sections.push(['bench', bench]);
 
@@ -970,7 +989,7 @@ const runDeadline = setTimeout(() => {
   process.kill(process.pid, 'SIGKILL');
 }, RUN_DEADLINE_MS);
 
-check('version is 4', native.version === 4);
+check('version is 5', native.version === 5);
 const stuck = [];
 try {
   for (const [name, fn] of sections) {

@@ -27,6 +27,8 @@
 //     (added within ABI 3, optional as tuneTcpKeepalive)
 //   watchChild(pid)                                 -> boolean (ABI 4)
 //   unwatchChild(pid)                               -> undefined (ABI 4)
+//   dropCounted(sab, byteOffset, count, progressSab, progressByteOffset)
+//                                                   -> the word before (ABI 5)
 //   version                                         -> kAbiVersion
 // Result codes: 0 woken, 1 not-equal, 2 timed-out.
 #include <node.h>
@@ -41,8 +43,9 @@ namespace {
 // Bumped whenever an export changes name, arguments or semantics, so the
 // TypeScript loader can refuse a stale build instead of misbehaving. 4: the
 // library is never unloaded (binding.gyp; an older build crashed a process
-// whose worker thread alone had loaded it), watchChild and unwatchChild.
-constexpr int kAbiVersion = 4;
+// whose worker thread alone had loaded it), watchChild and unwatchChild. 5:
+// dropCounted.
+constexpr int kAbiVersion = 5;
 
 void SetFunction(v8::Local<v8::Context> context, v8::Local<v8::Object> target,
                  const char* name, v8::FunctionCallback callback, int length,
@@ -87,6 +90,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetFunction(context, exports, "asyncContextSwap", AsyncContextSwap, 1);
   SetFunction(context, exports, "tuneTcpKeepalive", TuneTcpKeepalive, 4);
   SetFunction(context, exports, "spawnDetached", SpawnDetached, 3);
+  SetFunction(context, exports, "dropCounted", DropCounted, 5);
   EnvChildren* children = InstallEnvChildren(isolate);
   SetFunction(context, exports, "watchChild", WatchChild, 1,
               v8::External::New(isolate, children));

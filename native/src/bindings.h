@@ -10,6 +10,7 @@
 //   net.cc       tuneTcpKeepalive
 //   spawn.cc     spawnDetached
 //   children.cc  watchChild, unwatchChild (plus the per-environment list)
+//   refcount.cc  dropCounted
 // addon.cc wires them onto `exports`. All of them are plain v8 callbacks so
 // they can work with SharedArrayBuffers directly (see binding.gyp for why the
 // addon does not use N-API alone).
@@ -37,6 +38,7 @@ void TuneTcpKeepalive(const Callback& args);
 void SpawnDetached(const Callback& args);
 void WatchChild(const Callback& args);    // data(): the EnvChildren External
 void UnwatchChild(const Callback& args);  // data(): the EnvChildren External
+void DropCounted(const Callback& args);
 
 class EnvChildren;
 EnvChildren* InstallEnvChildren(v8::Isolate* isolate);

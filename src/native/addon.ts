@@ -81,10 +81,18 @@ export interface NativeAddon {
   watchChild(pid: number): boolean;
   /** Forgets child `pid`: its exit was seen here. */
   unwatchChild(pid: number): void;
+  /**
+   * Adds `count` to the word at `progressByteOffset` of `progressSab`, then
+   * subtracts it from the word at `byteOffset` of `sab` if that holds at
+   * least `count`; returns that word as it was. One call, so a worker
+   * thread's terminate never falls between the two (see
+   * native/src/refcount.cc, src/shm/drop-progress.ts).
+   */
+  dropCounted(sab: SharedArrayBuffer, byteOffset: number, count: number, progressSab: SharedArrayBuffer, progressByteOffset: number): number;
 }
 
 /** The addon's `version` this code is written against (native/src/addon.cc kAbiVersion). */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 function load(): { addon: NativeAddon | null; error: Error | null } {
   if (process.env['MULTIPROCESSING_TS_NO_NATIVE'] === '1') {

@@ -46,6 +46,8 @@ export interface PackedChunk {
   readonly payload: unknown[];
   readonly size: number;
   readonly refs: InFlight[];
+  /** Where each item's references end in `refs` (Unit.refEnds); null while it has none. */
+  readonly refEnds: number[] | null;
   /** Index of its first item in the call. */
   readonly index: number;
 }
@@ -75,10 +77,10 @@ export interface PackedPrefix {
  * before that item's error.
  */
 export function packChunksUntilFailure(op: Op.Map | Op.Star, items: readonly unknown[], first: number): PackedPrefix {
-  const chunks: { payload: unknown[]; size: number; refs: InFlight[]; index: number }[] = [];
+  const chunks: { payload: unknown[]; size: number; refs: InFlight[]; refEnds: number[] | null; index: number }[] = [];
   let chunk: (typeof chunks)[number] | null = null;
   for (let k = 0; k < items.length; k++) {
-    if (!chunk) chunk = { payload: [], size: 16, refs: [], index: first + k };
+    if (!chunk) chunk = { payload: [], size: 16, refs: [], refEnds: null, index: first + k };
     let packed: unknown;
     try {
       // An item's references join `chunk.refs` only once it is packed whole (task-payload.ts).
@@ -88,6 +90,7 @@ export function packChunksUntilFailure(op: Op.Map | Op.Star, items: readonly unk
     }
     if (chunk.payload.length === 0) chunks.push(chunk);
     chunk.payload.push(packed);
+    if (chunk.refs.length > 0) (chunk.refEnds ??= new Array<number>(chunk.payload.length - 1).fill(0)).push(chunk.refs.length);
     chunk.size += packedSize(packed);
     if (chunk.size >= CHUNK_BYTES) chunk = null;
   }
@@ -114,6 +117,8 @@ export class ApplyCall<T> implements Call, Unit {
   readonly payload: unknown;
   readonly size: number;
   refs: InFlight[];
+  /** Its arguments are its one item. */
+  readonly refEnds = null;
   readonly index = 0;
   readonly count = 1;
   readonly submitted: number;
@@ -228,7 +233,7 @@ export class MapCall<T> implements Call {
       for (let first = 0; first < items.length; first += chunksize) {
         for (const chunk of packChunks(op, items.slice(first, first + chunksize), first)) {
           all.push(...chunk.refs);
-          units.push(this.engine.unit(this, op, fn, chunk.payload, chunk.size, chunk.refs, chunk.index, chunk.payload.length));
+          units.push(this.engine.unit(this, op, fn, chunk));
         }
       }
     });

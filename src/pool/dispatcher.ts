@@ -80,8 +80,9 @@ import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status
 import { spillFsBytes } from '../channel/spill.js';
 import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
-import { TaskQueue, UnitState, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
+import { TaskQueue, UnitState, releaseUndecoded, releaseUnit, unitLabel, type Call, type Unit } from './task-queue.js';
 import type { TaskFunction } from './functions.js';
+import type { PackedChunk } from './calls.js';
 import { WorkerHandle } from './worker-handle.js';
 import { TimeLimits } from './time-limits.js';
 import { Balancer } from './balancer.js';
@@ -209,8 +210,10 @@ export class Dispatcher {
     return this.brokenError ?? terminatedError();
   }
 
-  unit(call: Call, op: Op.Apply | Op.Map | Op.Star, fn: TaskFunction, payload: unknown, size: number, refs: Unit['refs'], index: number, count: number): Unit {
-    return { call, op, fn, payload, size, refs, index, count, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null, batch: 0 };
+  /** A unit of a map's or an imap's call: one chunk of its items. */
+  unit(call: Call, op: Op.Map | Op.Star, fn: TaskFunction, chunk: PackedChunk): Unit {
+    const { payload, size, refs, refEnds, index } = chunk;
+    return { call, op, fn, payload, size, refs, refEnds, index, count: payload.length, submitted: monoNow(), state: UnitState.Queued, seq: 0, worker: null, batch: 0 };
   }
 
   /** Queues a unit (while `accepting`). */
@@ -553,11 +556,13 @@ export class Dispatcher {
     let enveloped = false;
     /** The item of a chunk an Unsendable answer is about (-1: none). */
     let at = -1;
+    /** Of an Error answer: how many of the unit's items its worker began to decode. */
+    let decoded = -1;
     let unreadable: unknown = undefined;
     if (item instanceof Uint8Array) {
       enveloped = true;
       try {
-        [status, payload, at] = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number];
+        [status, payload, at, decoded = -1] = serializer().deserialize(Uint8Array.prototype.slice.call(item)) as [Status, unknown, number, number?];
       } catch (err) {
         unreadable = err;
         // A Part must not be taken for its unit's answer: that would shift every later answer onto the wrong unit.
@@ -601,6 +606,8 @@ export class Dispatcher {
       this.retireIfSpent(w);
       return;
     }
+    // Failed before all its items were decoded (one threw, its function could not be loaded): the others' references come back.
+    if (status === Status.Error) releaseUndecoded(unit, decoded);
     const slot = timeSlot(unit.seq);
     const start = w.floats[slot]!;
     const run = Math.max(0, w.floats[slot + 1]! - start);

@@ -282,7 +282,7 @@ export class ImapCall<T> implements Call, Source, AsyncIterableIterator<T> {
         this.pulled += items.length;
         const { chunks, failed } = packChunksUntilFailure(this.op, items, first);
         for (const chunk of chunks) {
-          const unit = this.engine.unit(this, this.op, this.fn, chunk.payload, chunk.size, chunk.refs, chunk.index, chunk.payload.length);
+          const unit = this.engine.unit(this, this.op, this.fn, chunk);
           this.pending.add(unit);
           this.engine.submit(unit);
         }

@@ -44,6 +44,12 @@ export interface Unit {
   readonly size: number;
   /** References in flight in the payload's handles: given back if it never reaches a worker (a moved unit hands them on). */
   refs: InFlight[];
+  /**
+   * Where each item's references end in `refs` (item k's are
+   * `refs[refEnds[k - 1] ?? 0, refEnds[k])`); null for an apply, whose
+   * arguments are its one item, and for a chunk without references.
+   */
+  readonly refEnds: readonly number[] | null;
   /** Index of its first item in the call (0 for an apply). */
   readonly index: number;
   /** Items in it (1 for an apply). */
@@ -69,6 +75,21 @@ export function releaseUnit(unit: Unit): void {
     Segment.abandonAll(unit.refs);
     unit.refs.length = 0;
   }
+}
+
+/**
+ * After a unit's error answer: gives back the references of the items its
+ * worker never began to decode (`decoded` of them it did: worker-loop.ts
+ * `decodeBegun`, which none after the answer ever is). Those of the items
+ * it began are its worker's.
+ */
+export function releaseUndecoded(unit: Unit, decoded: number): void {
+  if (unit.refs.length === 0 || !(decoded >= 0) || decoded >= unit.count) return;
+  const from = decoded === 0 ? 0 : unit.refEnds?.[decoded - 1];
+  // A chunk with references and no ends: not made by packChunks; left counted rather than guessed.
+  if (from === undefined) return;
+  Segment.abandonAll(unit.refs.slice(from));
+  unit.refs.length = 0;
 }
 
 /** How a unit is named in errors: `pool.map(square) item 12` or `items 8–15`. */

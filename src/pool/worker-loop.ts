@@ -240,6 +240,15 @@ class Worker {
   private restating = false;
   /** Fails the async unit being awaited (an error escaped from async work); null when none is. */
   private failRunning: ((error: unknown) => void) | null = null;
+  /**
+   * How many items of the running unit it has begun to decode (an apply's
+   * arguments are its one item). Those after them are never decoded once
+   * the unit is answered (`lastAnswered`), so its error answer tells the
+   * parent whose references in flight to give back (dispatcher `take`).
+   */
+  private decodeBegun = 0;
+  /** The last unit answered. */
+  private lastAnswered = 0;
 
   constructor(private readonly config: WorkerConfig) {
     this.tasks = config.tasks.channel;
@@ -367,9 +376,13 @@ class Worker {
     }
     const fn = this.fns.get(id);
     let value: unknown;
+    this.decodeBegun = 0;
     try {
       if (typeof fn !== 'function') throw fn ? fn.failed : new Error(`the pool sent no task function ${id}; please report this`);
-      value = op === Op.Apply ? fn(...(unpack(payload, seq) as unknown[])) : this.items(fn, payload as unknown[], op === Op.Star);
+      if (op === Op.Apply) {
+        this.decodeBegun = 1;
+        value = fn(...(unpack(payload, seq) as unknown[]));
+      } else value = this.items(fn, payload as unknown[], op === Op.Star, seq);
     } catch (err) {
       return this.answer(seq, op, false, err);
     }
@@ -411,6 +424,7 @@ class Worker {
 
   /** After a unit's answer: FINISHED, the parent woken if it asked, a wait while too much is untaken, and now and then a yield. */
   private answered(seq: number): Promise<void> | undefined {
+    this.lastAnswered = seq;
     Atomics.store(this.ints, FINISHED, seq);
     this.wakeParent(seq);
     if (this.tooMuchUntaken()) return this.awaitTaken();
@@ -527,28 +541,35 @@ class Worker {
   }
 
   /** A chunk's values, in order; a promise once an item's value is one. */
-  private items(fn: Function, items: unknown[], star: boolean): unknown[] | Promise<unknown[]> {
+  private items(fn: Function, items: unknown[], star: boolean, seq: number): unknown[] | Promise<unknown[]> {
     const out = new Array<unknown>(items.length);
     for (let k = 0; k < items.length; k++) {
-      const r = this.item(fn, items[k], star, k);
-      if (isThenable(r)) return this.itemsAsync(fn, items, star, out, k, r);
+      const r = this.item(fn, items[k], star, k, seq);
+      if (isThenable(r)) return this.itemsAsync(fn, items, star, out, k, r, seq);
       out[k] = r;
     }
     return out;
   }
 
-  private async itemsAsync(fn: Function, items: unknown[], star: boolean, out: unknown[], k: number, pending: PromiseLike<unknown>): Promise<unknown[]> {
+  private async itemsAsync(fn: Function, items: unknown[], star: boolean, out: unknown[], k: number, pending: PromiseLike<unknown>, seq: number): Promise<unknown[]> {
     out[k] = await pending;
-    for (let j = k + 1; j < items.length; j++) out[j] = await this.item(fn, items[j], star, j);
+    for (let j = k + 1; j < items.length; j++) {
+      // Answered already (an error escaped from its async work failed it):
+      // its other items are never decoded, so the parent gives their
+      // references back (`decodeBegun`), and never run.
+      if (this.lastAnswered >= seq) return out;
+      out[j] = await this.item(fn, items[j], star, j, seq);
+    }
     return out;
   }
 
-  private item(fn: Function, packed: unknown, star: boolean, k: number): unknown {
+  private item(fn: Function, packed: unknown, star: boolean, k: number, seq: number): unknown {
     if (k > 0) {
       Atomics.store(this.ints, ITEM, k);
       this.floats[ITEM_START] = monoNow();
     }
-    const arg = unpack(packed, this.seq);
+    this.decodeBegun = k + 1;
+    const arg = unpack(packed, seq);
     return star ? fn(...(arg as unknown[])) : fn(arg);
   }
 
@@ -636,7 +657,8 @@ class Worker {
 
   private post(status: Status, payload: unknown, item: number): boolean {
     if (status !== Status.Ok) this.urgent = true;
-    const bytes = serializer().serialize([status, payload, item]);
+    // A unit's error says how many of its items it began to decode: the parent gives back the references of the others.
+    const bytes = serializer().serialize(status === Status.Error ? [status, payload, item, this.decodeBegun] : [status, payload, item]);
     return this.put(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), status, payload);
   }
 

@@ -53,7 +53,7 @@ import { FileNotFoundError, NativeUnavailableError, StateError } from '../errors
 import { ExitStage, atExit } from '../finalize.js';
 import { native, nativeMissingHint } from '../native/addon.js';
 import { flushLedger, keepsLedger, noteDropping, noteDroppingThen, noteTaken } from './ledger.js';
-import { countDrops, type DropCounter } from './drop-progress.js';
+import { dropCounted, type DropCounter } from './drop-progress.js';
 import { noteInFlight } from './segment.js';
 import { treeDir } from './tree.js';
 
@@ -407,15 +407,9 @@ export function dropBlockReferences(
   const at = offset >> 2;
   if (gen === undefined) {
     // The caller holds these references: the allocation cannot change under it.
-    // Logged ones count themselves first (drop-progress.ts); a kill in the loop below leaks them, never drops them twice.
-    countDrops(counter, count);
-    let refs = Atomics.load(words, at);
-    for (;;) {
-      if (refs < count) return refuse(path, offset, `it has ${refs} reference(s), not ${count}`);
-      const seen = Atomics.compareExchange(words, at, refs, refs - count);
-      if (seen === refs) break;
-      refs = seen;
-    }
+    // Logged ones are counted with the drop (drop-progress.ts).
+    const refs = dropCounted(words, at, count, counter);
+    if (refs < count) return refuse(path, offset, `it has ${refs} reference(s), not ${count}`);
     if (refs === count) freeBlock(words, offset, path);
     return;
   }
@@ -458,10 +452,9 @@ function refuse(path: string, offset: number, why: string): void {
   }
 }
 
+/** Drops `count` references on an arena (never below 0; a logged one counted on `counter`); the last removes its file. */
 function dropArenaReferences(words: Int32Array, path: string, count: number, counter: DropCounter = null): void {
-  countDrops(counter, count);
-  const before = Atomics.sub(words, REFS, count);
-  if (before > 0 && before <= count) {
+  if (dropCounted(words, REFS, count, counter) === count) {
     try {
       unlinkSync(path);
     } catch {

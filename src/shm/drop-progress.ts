@@ -17,12 +17,15 @@
  * `<ledger>~drops`, of two int32 words:
  *   0  batch  the number of the last logged batch whose drops have begun
  *             (set to it, with `done` at 0, only after its write succeeded)
- *   1  done   how many of that batch's logged names have been dropped, each
- *             counted just BEFORE its drop
+ *   1  done   how many of that batch's logged names have been dropped,
+ *             each counted with its drop (`dropCounted`)
  * When the child is gone, the parent (settle.ts) gives back the names of
- * the file's last batch that `done` does not cover. Counting before dropping
- * keeps the ledger's rule for the one drop in hand: a kill between the count
- * and the drop leaks that one reference; none is ever dropped twice.
+ * the file's last batch that `done` does not cover. The count comes first,
+ * in the same call of the addon as the drop: a worker thread's terminate
+ * falls before both or after both, and a SIGKILL between the two
+ * instructions leaks that one reference (the ledger's rule); none is ever
+ * dropped twice. Every drop of a batch must go through `dropCounted`: one
+ * that did not would be given back again.
  *
  * The child makes the file at its first batch. One that cannot (a full
  * /dev/shm) writes no `=` lines, and the parent takes its batches as done:
@@ -69,23 +72,25 @@ export function beginBatch(words: Int32Array, batch: number): void {
 export type DropCounter = Int32Array | null;
 
 /**
- * Counts the next `n` logged names as dropped. Call it in the function that
- * drops them, right before the atomic operation that does, with no call in
- * between: a worker thread's terminate is served at function entries and
- * loop back-edges, so none can then fall between the count and the drop.
+ * Drops `count` references on `words[index]` if it holds at least that
+ * many, counting them first on `counter`; returns the word as it was (less
+ * than `count`: refused, nothing dropped). Counted, it is one call of the
+ * addon: a worker thread's terminate is served at function entries, loop
+ * back-edges and the entry of every built-in (`Atomics.sub` too), so in
+ * JavaScript it could fall between the count and the drop, leaking the
+ * drop in hand; in the addon it falls before both or after both.
  */
-export function countDrops(counter: DropCounter, n: number): void {
-  if (counter) Atomics.add(counter, DONE, n);
-}
-
-/** How many drops of the current batch have been counted. */
-export function dropsCounted(counter: Int32Array): number {
-  return Atomics.load(counter, DONE);
-}
-
-/** Counts up to `n` drops of the current batch: those a drop that returned without dropping never counted. */
-export function countUpTo(counter: Int32Array, n: number): void {
-  if (Atomics.load(counter, DONE) < n) Atomics.store(counter, DONE, n);
+export function dropCounted(words: Int32Array, index: number, count: number, counter: DropCounter): number {
+  if (counter) {
+    return native()!.dropCounted(words.buffer as SharedArrayBuffer, words.byteOffset + 4 * index, count, counter.buffer as SharedArrayBuffer, counter.byteOffset + 4 * DONE);
+  }
+  let seen = Atomics.load(words, index);
+  while (seen >= count) {
+    const was = Atomics.compareExchange(words, index, seen, seen - count);
+    if (was === seen) break;
+    seen = was;
+  }
+  return seen;
 }
 
 /** The next batch number after `batch` (wrapping at 2^32). */

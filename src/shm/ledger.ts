@@ -56,7 +56,7 @@ import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync
 import { startTimeOf } from '../liveness.js';
 import { runtime } from '../runtime.js';
 import { ExitStage, atExit } from '../finalize.js';
-import { beginBatch, countUpTo, createDropProgress, dropsCounted, nextBatch, type DropCounter, type LoggedBatch } from './drop-progress.js';
+import { beginBatch, createDropProgress, nextBatch, type DropCounter, type LoggedBatch } from './drop-progress.js';
 
 /**
  * What a ledger says about its owner. A process's `start` is its start time
@@ -348,16 +348,7 @@ export function flushLedger(): void {
   const counter = shared().progress ?? null;
   dropping = true;
   try {
-    for (const drop of drops) {
-      if (!counter) {
-        drop(null);
-        continue;
-      }
-      const upTo = dropsCounted(counter) + 1;
-      drop(counter);
-      // A drop that returned without dropping (a refused one) is done too: it will not happen later.
-      countUpTo(counter, upTo);
-    }
+    for (const drop of drops) drop(counter);
   } finally {
     dropping = false;
   }
@@ -438,7 +429,7 @@ function markTaken(own: OwnLedger, name: string, seq: number): void {
 /**
  * Gives back a reference on `name` through the ledger: logs it (a `-` line,
  * with the next batch) and then calls `drop`, which gives it back, counting
- * itself on the counter it is passed (drop-progress.ts `countDrops`).
+ * itself on the counter it is passed (drop-progress.ts `dropCounted`).
  * `fromFlight`: the in-flight reference of a handle this isolate did not
  * need (only the parent's logged ones need an entry; a pool unit's are kept
  * instead: see `takingOverUnit`). Without a ledger `drop` runs at once.
@@ -453,7 +444,7 @@ export function noteDroppingThen(name: string, fromFlight: boolean, drop: (count
  * Records, BEFORE they are dropped, references this isolate gives back, at
  * once (for exit, where nothing runs later): earlier batched entries are
  * written first. The caller then drops them in the order of `names`, each
- * drop counting itself on `counter` (drop-progress.ts `countDrops`).
+ * drop counting itself on `counter` (drop-progress.ts `dropCounted`).
  * Returns null when the drops must not happen: the ledger could not be
  * written, so the parent would drop the same references again.
  */

@@ -38,7 +38,7 @@ import { native, nativeMissingHint } from '../native/addon.js';
 import { FileNotFoundError, NativeUnavailableError } from '../errors.js';
 import { ExitStage, atExit } from '../finalize.js';
 import { noteDropping, noteDroppingThen, noteTaken, takingOverUnit, unitTakingOver } from './ledger.js';
-import { countDrops, type DropCounter } from './drop-progress.js';
+import { dropCounted, type DropCounter } from './drop-progress.js';
 import { treeDir } from './tree.js';
 
 /** Bytes before the payload; a cache line, so the header never shares one with data. */
@@ -178,10 +178,9 @@ function release(path: string): void {
   noteDroppingThen(nameOf(path), false, (counter) => dropReference(path, entry.refs, counter));
 }
 
-/** Drops one reference on `path`; a logged one counts itself on `counter` first (drop-progress.ts). */
+/** Drops one reference on `path` (never below 0); a logged one is counted on `counter` (drop-progress.ts). */
 function dropReference(path: string, refs: Int32Array, counter: DropCounter = null): void {
-  countDrops(counter, 1);
-  if (Atomics.sub(refs, 0, 1) === 1) {
+  if (dropCounted(refs, 0, 1, counter) === 1) {
     try {
       unlinkSync(path);
     } catch {
