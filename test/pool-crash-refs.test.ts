@@ -12,6 +12,7 @@ import { readdirSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { treeDir } from '../src/shm/tree.js';
 import * as fx from './fixtures/pool-targets.js';
+import * as rf from './fixtures/pool-refused-in-workers.js';
 import { METHODS, eventually, regionOf } from './helpers.js';
 
 const module = fx.POOL_TARGETS;
@@ -114,6 +115,40 @@ for (const method of METHODS) {
         }, 5_000, 'the references to be given back').catch(() => {});
         assert.equal(arrayRefs(where), 1, `the RawArray is back to its one reference (item 3 ${rejects ? 'rejects' : 'throws'})`);
       }
+    });
+
+    it('a chunk failed by an error escaping from its async work: the items after the running one are never decoded nor run, and give their references back', async (t) => {
+      const where = mp.RawArray('i', 3);
+      const ran = mp.RawArray('i', 2);
+      const pool = new mp.Pool(1, { context: method, module });
+      t.after(() => pool.terminate());
+      // One chunk of 8; item 3 leaks a rejection, which fails the chunk while item 3 still runs.
+      await assert.rejects(pool.starmap(fx.leakAtItem, range(8).map((i) => [where, ran, i, 3, 100] as const), 8), mp.UncaughtError);
+      await eventually(() => Atomics.load(ran, 1) === 1, 10_000, 'item 3 to return');
+      // A unit after it: the chunk's own async continuation, had it gone on, ran before this one.
+      assert.equal(await pool.apply(fx.square, [3]), 9);
+      assert.equal(Atomics.load(ran, 0), 4, 'items 0-3 ran, none after');
+      pool.close();
+      await pool.join();
+      await eventually(() => {
+        gc!();
+        return arrayRefs(where) <= 1;
+      }, 5_000, 'the references to be given back').catch(() => {});
+      assert.equal(arrayRefs(where), 1, 'the RawArray is back to its one reference (below: dropped twice)');
+    });
+
+    it('a chunk whose task function cannot be loaded in the worker: none of its items is decoded, all give their references back', async (t) => {
+      const where = mp.RawArray('i', 3);
+      const pool = new mp.Pool(1, { context: method, module: rf.REFUSED_IN_WORKERS });
+      t.after(() => pool.terminate());
+      await assert.rejects(pool.starmap(rf.passThrough, range(8).map((i) => [where, i] as const), 8), /loads only in the main process/);
+      pool.close();
+      await pool.join();
+      await eventually(() => {
+        gc!();
+        return arrayRefs(where) <= 1;
+      }, 5_000, 'the references to be given back').catch(() => {});
+      assert.equal(arrayRefs(where), 1, 'the RawArray is back to its one reference');
     });
 
     it('a shared object a worker keeps for its life, passed to every task: its reference count stays bounded (not one more per task)', async (t) => {
