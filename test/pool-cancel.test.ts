@@ -44,7 +44,7 @@ function exited(worker: Worker, ms: number): Promise<void> {
   });
 }
 
-it('a worker starting a unit and the parent cancelling it at the same moment: exactly one wins, and both see which', async () => {
+it('decideUnit: a worker starting a unit and the parent cancelling it at the same moment, on its cancel word: exactly one wins, and both see which', async () => {
   const block = new Float64Array(new SharedArrayBuffer(CONTROL_DOUBLES * 8));
   const { ints } = controlViews(block);
   const sync = new Int32Array(new SharedArrayBuffer(4));

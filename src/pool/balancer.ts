@@ -6,9 +6,9 @@
  *
  * When nothing is queued, one worker has no units and another holds units
  * it has not started, the units are taken back from the holder — cancelled
- * there first (the flag-then-STARTED order of protocol.ts makes sure it
- * skips them, so each runs once; a stand-in keeps their place in its order
- * and is answered Skipped) — and queued again at the head for the free
+ * there first (the cancel word of protocol.ts decides once whether it
+ * skips them or has started them, so each runs once; a stand-in keeps
+ * their place in its order and is answered Skipped) — and queued again at the head for the free
  * workers: the later half of what a worker holds at once, and everything a
  * *stuck* worker holds (its FINISHED word has not moved for STUCK_MS: a long
  * task ahead of them), or one that is not up yet (still starting, or in its

@@ -76,7 +76,7 @@ import { decode } from '../serialize/decode.js';
 import { EVERY_KIND } from '../serialize/shared.js';
 import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
-import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, spillPart, monoNow, serializer, timeSlot } from './protocol.js';
+import { ITEM, LARGE_UNIT_BYTES, LOADING, MAX_WINDOW, Op, STARTED, STATE, Status, WorkerState, isUnit, reached, spillPart, monoNow, serializer, timeSlot } from './protocol.js';
 import { spillFsBytes } from '../channel/spill.js';
 import { fromRecord, type ErrorRecord } from './remote-error.js';
 import { Histogram, type PoolStats } from './stats.js';
@@ -129,6 +129,8 @@ export interface DispatcherOptions {
   readonly initargs: unknown[];
   readonly maxtasksperchild: number | undefined;
   readonly heapLimitMb: number | undefined;
+  /** Each worker's units are numbered from this + 1 (protocol.ts FIRST_UNIT). */
+  readonly firstUnit: number;
 }
 
 /** What a call that pulls its input lazily (imap) needs to hear from the pool. */
@@ -295,7 +297,7 @@ export class Dispatcher {
   }
 
   private spawn(): void {
-    const { method, initializer, initargs, maxtasksperchild, heapLimitMb } = this.options;
+    const { method, initializer, initargs, maxtasksperchild, heapLimitMb, firstUnit } = this.options;
     let w: WorkerHandle;
     try {
       w = new WorkerHandle({
@@ -304,6 +306,7 @@ export class Dispatcher {
         initargs,
         budget: maxtasksperchild ?? Infinity,
         heapLimitMb,
+        firstUnit,
         untakenLimit: () => spillPart(spillFsBytes(), this.processes),
       });
     } catch (err) {
@@ -739,7 +742,7 @@ export class Dispatcher {
       // A unit moved to another worker left a stand-in here (balancer.ts).
       if (unit.state !== UnitState.Handed) continue;
       unit.worker = null;
-      const isRunning = unit.seq === running;
+      const isRunning = isUnit(running, unit.seq);
       // The unit it was running, cut short: a failure, whose run counts —
       // also when its call has settled already (an abort settles it first;
       // a running task keeps its time limit after its map failed).
@@ -780,7 +783,7 @@ export class Dispatcher {
    * answered unit's does.
    */
   private recordCut(w: WorkerHandle, unit: Unit): void {
-    if (Atomics.load(w.ints, STARTED) < unit.seq) return;
+    if (!reached(Atomics.load(w.ints, STARTED), unit.seq)) return;
     const start = w.floats[timeSlot(unit.seq)]!;
     const run = Math.max(0, monoNow() - start);
     this.runTimes.record(run);

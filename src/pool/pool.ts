@@ -15,7 +15,7 @@ import { ImapCall, ImapIterator } from './imap.js';
 import { checkChunksize, checkIterable, collect, defaultChunksize, isSyncIterable } from './chunking.js';
 import { Dispatcher } from './dispatcher.js';
 import { FunctionRegistry, describeFunction } from './functions.js';
-import { Op } from './protocol.js';
+import { FIRST_UNIT, Op } from './protocol.js';
 import type { PoolStats } from './stats.js';
 
 /** Any task function. */
@@ -197,6 +197,7 @@ export class Pool {
       maxtasksperchild: max ?? undefined,
       // V8's flag takes whole MiB.
       heapLimitMb: heap === undefined ? undefined : Math.ceil(heap),
+      firstUnit: firstUnitOf(opts),
     });
   }
 
@@ -432,4 +433,10 @@ export function poolClassFor(method: StartMethod): typeof Pool {
       super(processes, { ...options, context: options?.context ?? method });
     }
   };
+}
+
+/** The first unit number a test asked for (protocol.ts FIRST_UNIT), else 0. */
+function firstUnitOf(options: object): number {
+  const first = (options as { [FIRST_UNIT]?: unknown })[FIRST_UNIT];
+  return typeof first === 'number' && Number.isSafeInteger(first) && first >= 0 ? first : 0;
 }

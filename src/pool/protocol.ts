@@ -21,11 +21,13 @@
  *
  * Control block: one `RawArray('d')`; the first 4 KiB are int32 words.
  *   STATE     Starting → Ready (initializer done) → Stopped; InitFailed.
- *   STARTED   seq of the unit the worker started last.
+ *   STARTED   seq of the unit the worker started last (`seq | 0`, as
+ *             FINISHED and WAKE_AT: compared with `reached`, `isUnit`).
  *   ITEM      index, inside that unit, of the item it is running.
  *   FINISHED  seq of the unit it answered last.
  *   LOADING   id of the task function it is importing or compiling (0: none).
- *   GATE      seq of the unit the worker entered last: it moves it from
+ *   GATE      seq of the unit the worker entered last (`gateWord`, never
+ *             CLOSED): it moves it from
  *             seq - 1 to seq (compare-and-swap) before anything else of the
  *             unit. A parent that means to end the worker because of unit
  *             seq (its time limit, an abort) swaps it from seq to CLOSED
@@ -35,7 +37,8 @@
  *             Had seq finished meanwhile (FINISHED), the parent opens the
  *             gate again (stores seq) instead of killing.
  *   WAKE_AT   0, or, while the parent sleeps on the answers lazily, the
- *             seq whose answer wakes it (the worker then bumps NOTIFY and
+ *             seq whose answer wakes it (one whose word is 0, once in 2^32
+ *             units, reads as none: that sleep lasts its slice) (the worker then bumps NOTIFY and
  *             wakes it, and sets WAKE_AT back to 0); also a result ring a
  *             quarter full wakes it. The worker stores FINISHED and then
  *             reads WAKE_AT; the parent stores WAKE_AT and then reads
@@ -234,6 +237,33 @@ export function controlViews(block: Float64Array): ControlViews {
 export function timeSlot(seq: number): number {
   return TIMES + 2 * (seq % MAX_WINDOW);
 }
+
+/**
+ * Unit numbers are exact JavaScript numbers on both sides (each counts the
+ * units it handed or took, from `firstUnit` on), and int32 in the words
+ * (STARTED, FINISHED, WAKE_AT hold `seq | 0`): a word and a number are
+ * compared modulo 2^32, since a worker of small tasks passes 2^31 units
+ * in a few hours. Windows are far shorter than 2^31 units apart.
+ */
+export function reached(word: number, seq: number): boolean {
+  return ((word - seq) | 0) >= 0;
+}
+
+/** Whether `word` (a unit number as stored) is unit `seq`. */
+export function isUnit(word: number, seq: number): boolean {
+  return (word | 0) === (seq | 0);
+}
+
+/** GATE's value for unit `seq`: 31 bits, so that no unit's is CLOSED. */
+export function gateWord(seq: number): number {
+  return seq & 0x7fffffff;
+}
+
+/**
+ * @internal For tests of the wrap of unit numbers: a pool option under this
+ * key numbers each worker's units from it + 1 (default 0).
+ */
+export const FIRST_UNIT = Symbol('multiprocessing-ts.pool.firstUnit');
 
 /** The cancel word of unit `seq`. */
 function cancelSlot(seq: number): number {

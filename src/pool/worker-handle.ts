@@ -10,7 +10,7 @@ import type { StartMethod } from '../process/start-method.js';
 import type { TargetSpec } from '../process/target.js';
 import { SimpleQueue } from '../queue/queue.js';
 import { Segment, type InFlight } from '../shm/segment.js';
-import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelledMark, controlViews, decideUnit, serializer, startedMark } from './protocol.js';
+import { BATCHES_READ, CLOSED, CONTROL_DOUBLES, FINISHED, GATE, LARGE_UNIT_BYTES, NOTIFY, STARTED, TAKEN, TAKEN_WAITER, WAKE_AT, cancelledMark, controlViews, decideUnit, gateWord, isUnit, reached, serializer, startedMark } from './protocol.js';
 import { waitAsync, wake } from '../sync/futex.js';
 import { UnitState, type Unit } from './task-queue.js';
 import { runWorker, type WorkerConfig } from './worker-loop.js';
@@ -36,6 +36,8 @@ export interface WorkerOptions {
   /** Units it may run before it is replaced (maxtasksperchild), or Infinity. */
   readonly budget: number;
   readonly heapLimitMb: number | undefined;
+  /** Its units are numbered from this + 1 (protocol.ts FIRST_UNIT). */
+  readonly firstUnit: number;
   /**
    * Bytes of its spilled answers not yet taken past which the worker waits
    * (protocol.ts `spillPart`). Asked for once the child is launched: on a
@@ -114,6 +116,11 @@ export class WorkerHandle {
       this.controlSegment = Segment.create(CONTROL_DOUBLES * 8);
       const control = new Float64Array(this.controlSegment.sab, this.controlSegment.base, CONTROL_DOUBLES);
       ({ ints: this.ints, floats: this.floats } = controlViews(control));
+      // The words name unit firstUnit as entered, started and answered (all 0 by default).
+      this.sentSeq = options.firstUnit;
+      Atomics.store(this.ints, GATE, gateWord(options.firstUnit));
+      Atomics.store(this.ints, STARTED, options.firstUnit | 0);
+      Atomics.store(this.ints, FINISHED, options.firstUnit | 0);
       this.budget = options.budget;
       const Cls = processClassFor(options.method);
       const config: WorkerConfig = {
@@ -123,6 +130,7 @@ export class WorkerHandle {
         initializer: options.initializer,
         initargs: options.initargs,
         untakenLimit: options.untakenLimit(),
+        firstUnit: options.firstUnit,
       };
       this.process = new Cls({ target: runWorker, args: [config], daemon: true, module: WORKER_ENTRY });
       // Python's names: SpawnPoolWorker-N there, PoolWorker-N here.
@@ -199,7 +207,7 @@ export class WorkerHandle {
     Atomics.store(ints, WAKE_AT, wakeAt);
     try {
       // Nor while the worker waits for it to take answers (TAKEN_WAITER): it stores that and then reads WAKE_AT.
-      if (this.dead || this.released || Atomics.load(ints, FINISHED) >= wakeAt || this.results.channel.filling() || Atomics.load(ints, TAKEN_WAITER) !== 0) return;
+      if (this.dead || this.released || reached(Atomics.load(ints, FINISHED), wakeAt) || this.results.channel.filling() || Atomics.load(ints, TAKEN_WAITER) !== 0) return;
       await waitAsync(ints, NOTIFY, seen, sliceMs);
     } finally {
       Atomics.store(ints, WAKE_AT, 0);
@@ -389,7 +397,7 @@ export class WorkerHandle {
 
   /** Whether the worker is running `unit` now. */
   isRunning(unit: Unit): boolean {
-    return Atomics.load(this.ints, STARTED) === unit.seq && Atomics.load(this.ints, FINISHED) < unit.seq;
+    return isUnit(Atomics.load(this.ints, STARTED), unit.seq) && !reached(Atomics.load(this.ints, FINISHED), unit.seq);
   }
 
   /**
@@ -466,9 +474,9 @@ export class WorkerHandle {
   endIn(seq: number, error: unknown): boolean {
     if (this.dead || this.released || this.deliberate) return false;
     const ints = this.ints;
-    if (Atomics.compareExchange(ints, GATE, seq | 0, CLOSED) !== (seq | 0)) return false;
-    if (Atomics.load(ints, FINISHED) >= seq) {
-      Atomics.store(ints, GATE, seq | 0);
+    if (Atomics.compareExchange(ints, GATE, gateWord(seq), CLOSED) !== gateWord(seq)) return false;
+    if (reached(Atomics.load(ints, FINISHED), seq)) {
+      Atomics.store(ints, GATE, gateWord(seq));
       Atomics.notify(ints, GATE);
       return false;
     }

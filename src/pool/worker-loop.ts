@@ -54,6 +54,8 @@ import {
   cancelledMark,
   decideUnit,
   startedMark,
+  gateWord,
+  reached,
   controlViews,
   monoNow,
   serializer,
@@ -72,6 +74,8 @@ export interface WorkerConfig {
   readonly initargs: unknown[];
   /** Bytes of spilled answers not yet taken past which it waits (protocol.ts `spillPart`). */
   readonly untakenLimit: number;
+  /** Its units are numbered from this + 1 (protocol.ts FIRST_UNIT; the parent set the words to it). */
+  readonly firstUnit: number;
 }
 
 /**
@@ -251,6 +255,8 @@ class Worker {
   private lastAnswered = 0;
 
   constructor(private readonly config: WorkerConfig) {
+    this.seq = config.firstUnit;
+    this.lastAnswered = config.firstUnit;
     this.tasks = config.tasks.channel;
     // Batches are copied out as they are taken (`copyBytes`): a mapped spill file would only stay pinned.
     this.tasks.mapsSpills = false;
@@ -357,8 +363,18 @@ class Worker {
     const ints = this.ints;
     // The gate first (protocol.ts): CLOSED only while the parent decides to
     // end this worker for the unit before; it opens the gate again or kills.
-    const before = (seq - 1) | 0;
-    while (Atomics.compareExchange(ints, GATE, before, seq | 0) !== before) Atomics.wait(ints, GATE, CLOSED, 20);
+    const before = gateWord(seq - 1);
+    while (Atomics.compareExchange(ints, GATE, before, gateWord(seq)) !== before) Atomics.wait(ints, GATE, CLOSED, 20);
+    // Then whether it runs at all: a unit the parent cancelled first is
+    // skipped, and never named by STARTED (a worker that dies before its
+    // Skipped answer has then cut nothing short).
+    const started = startedMark(seq);
+    if (decideUnit(ints, seq, started, cancelledMark(seq)) !== started) {
+      this.post(Status.Skipped, null, 0);
+      Atomics.store(ints, FINISHED, seq);
+      this.wakeParent(seq);
+      return undefined;
+    }
     // ITEM_START and the unit's start before STARTED: a parent that sees
     // this unit started reads its start, not an earlier one's (a time
     // limit; the stats of a unit ended while it runs).
@@ -367,13 +383,6 @@ class Worker {
     this.floats[timeSlot(seq)] = start;
     Atomics.store(ints, ITEM, 0);
     Atomics.store(ints, STARTED, seq);
-    const started = startedMark(seq);
-    if (decideUnit(ints, seq, started, cancelledMark(seq)) !== started) {
-      this.post(Status.Skipped, null, 0);
-      Atomics.store(ints, FINISHED, seq);
-      this.wakeParent(seq);
-      return undefined;
-    }
     const fn = this.fns.get(id);
     let value: unknown;
     this.decodeBegun = 0;
@@ -641,7 +650,7 @@ class Worker {
     const urgent = this.urgent;
     this.urgent = false;
     const at = Atomics.load(ints, WAKE_AT);
-    if (at === 0 || (seq < at && !urgent && !this.results.filling())) return;
+    if (at === 0 || (!reached(seq, at) && !urgent && !this.results.filling())) return;
     if (Atomics.compareExchange(ints, WAKE_AT, at, 0) !== at) return;
     Atomics.add(ints, NOTIFY, 1);
     wake(ints, NOTIFY, 1);

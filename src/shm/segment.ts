@@ -178,9 +178,19 @@ function release(path: string): void {
   noteDroppingThen(nameOf(path), false, (counter) => dropReference(path, entry.refs, counter));
 }
 
+let refusals = 0;
+/** Reports (once per isolate, never throwing: this runs in finalizers and at exit) a drop refused because it would take a count below 0. */
+function refuse(path: string, why: string): void {
+  if (refusals++ === 0) {
+    process.emitWarning(`multiprocessing-ts: refused to drop a reference on shared segment ${path}: ${why} (a reference was dropped twice somewhere; the count stays at 0)`);
+  }
+}
+
 /** Drops one reference on `path` (never below 0); a logged one is counted on `counter` (drop-progress.ts). */
 function dropReference(path: string, refs: Int32Array, counter: DropCounter = null): void {
-  if (dropCounted(refs, 0, 1, counter) === 1) {
+  const before = dropCounted(refs, 0, 1, counter);
+  if (before < 1) refuse(path, 'it has none');
+  else if (before === 1) {
     try {
       unlinkSync(path);
     } catch {
@@ -222,8 +232,9 @@ export function dropOwed(path: string, count: number): void {
       return; // removed already
     }
   }
-  const before = Atomics.sub(refs, 0, count);
-  if (before > 0 && before <= count) {
+  const before = dropCounted(refs, 0, count, null);
+  if (before < count) refuse(path, `it has ${before} reference(s), not ${count}`);
+  else if (before === count) {
     try {
       unlinkSync(path);
     } catch {
