@@ -9,9 +9,10 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { Segment } from '../src/shm/segment.js';
+import { native } from '../src/native/addon.js';
 import { ledgerDir } from '../src/shm/ledger.js';
 import { openChildLedger } from '../src/shm/settle.js';
 import { treeDir } from '../src/shm/tree.js';
@@ -82,6 +83,17 @@ describe('replaying a dead child ledger with its drop progress', { skip: mp.nati
     const text = `p\n${names.map((n) => `+${n}\n`).join('')}=3\n-${names[0]}\n-${names[1]}\n`;
     settle(text, [4, 0], refs, [0, 1]);
     assert.deepEqual(counts(refs), [1, 1, 1, 1]);
+  });
+
+  it('the last drop done took a segment to 0 but its file was not removed yet (killed in between): the parent removes it', () => {
+    const { names, refs } = heldByChild();
+    // A segment only the child held: its drop took the count to 0.
+    const last = `sreplay${children}.1`;
+    native()!.openSegment(`${treeDir()}/${last}`, 4096, true);
+    const text = `p\n${names.map((n) => `+${n}\n`).join('')}+${last}\n=9\n-${names[0]}\n-${last}\n-${names[1]}\n`;
+    settle(text, [9, 2], refs, [0]);
+    assert.equal(existsSync(`${treeDir()}/${last}`), false, 'its file is removed');
+    assert.deepEqual(counts(refs), [1, 1, 1, 1], 'the batch drop not done and the references still held given back');
   });
 
   it('batch lines without a progress file count as done: at worst a reference stays, never one dropped twice', () => {

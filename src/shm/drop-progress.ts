@@ -104,31 +104,45 @@ export interface LoggedBatch {
   readonly names: readonly string[];
 }
 
+/** Where a dead child's last batch of drops stood. */
+export interface BatchOutcome {
+  /** Its names the child never dropped: the parent gives them back. */
+  readonly undone: readonly string[];
+  /**
+   * The last name it did drop, when the kill may have cut what follows a
+   * drop (a file removed, a block freed) from the drop itself; else null.
+   */
+  readonly lastDone: string | null;
+}
+
+const NONE: BatchOutcome = { undone: [], lastDone: null };
+
 /**
- * The parent's side, once the child is gone: the names of the ledger's last
- * batch that the child never dropped, and the progress file removed. None
- * when the progress cannot be read (the child's batches count as done).
+ * The parent's side, once the child is gone: how far the ledger's last
+ * batch got, and the progress file removed. Nothing undone when the
+ * progress cannot be read (the child's batches count as done).
  */
-export function undoneDrops(ledgerPath: string, last: LoggedBatch | null): readonly string[] {
+export function batchOutcome(ledgerPath: string, last: LoggedBatch | null): BatchOutcome {
   const path = progressPath(ledgerPath);
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
   } catch {
-    return [];
+    return NONE;
   }
   try {
     unlinkSync(path);
   } catch {
     // Already gone: the tree's reaper.
   }
-  if (!last || bytes.length < 8) return [];
+  if (!last || bytes.length < 8) return NONE;
   // In the machine's byte order, as the child's Int32Array wrote them.
-  const [batch, done] = new Int32Array(Uint8Array.prototype.slice.call(bytes, 0, 8).buffer);
+  const [batch, counted] = new Int32Array(Uint8Array.prototype.slice.call(bytes, 0, 8).buffer);
   const ahead = (batch! - (last.batch | 0)) | 0;
   // Behind: the last batch was logged but its drops never began.
-  if (ahead < 0) return last.names;
+  if (ahead < 0) return { undone: last.names, lastDone: null };
   // Ahead: a later batch's marker was compacted away, so this one finished.
-  if (ahead > 0) return [];
-  return last.names.slice(Math.max(0, done!));
+  if (ahead > 0) return NONE;
+  const done = Math.min(Math.max(0, counted!), last.names.length);
+  return { undone: last.names.slice(done), lastDone: done > 0 ? last.names[done - 1]! : null };
 }

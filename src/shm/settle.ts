@@ -12,7 +12,7 @@
  * is dead; a process descendant may take a moment to die, and is looked at
  * again a few times before it is left to the tree's reaper.
  */
-import { readFileSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { processGone } from '../liveness.js';
 import { runtime } from '../runtime.js';
 import {
@@ -28,7 +28,7 @@ import {
 } from './ledger.js';
 import { dropOwedInArena, parseArenaName } from './arena.js';
 import { dropOwed, type InFlight } from './segment.js';
-import { undoneDrops } from './drop-progress.js';
+import { batchOutcome } from './drop-progress.js';
 
 /** The parent's handle on one child's ledger. */
 export interface ChildLedger {
@@ -104,9 +104,37 @@ function claim(dir: string, id: string): LedgerContents | null {
   }
   unlinkQuietly(claimed);
   const contents = parseLedger(text);
+  const { undone, lastDone } = batchOutcome(path, contents.lastBatch);
   // Drops of its last batch it never got to: logged, so not in the nets, yet still held.
-  for (const name of undoneDrops(path, contents.lastBatch)) contents.nets.set(name, (contents.nets.get(name) ?? 0) + 1);
+  for (const name of undone) contents.nets.set(name, (contents.nets.get(name) ?? 0) + 1);
+  if (lastDone) removeIfUnheld(dir, lastDone);
   return contents;
+}
+
+/**
+ * Removes the file of segment or arena `name` if nobody holds a reference
+ * on it: the child's last drop may have taken its count to 0 and been
+ * killed before it removed the file. (A count at 0 is garbage: a reference
+ * is needed to attach, and one in flight counts. A block freed halfway
+ * cannot be told from one freed whole, so it stays until the tree ends.)
+ */
+function removeIfUnheld(dir: string, name: string): void {
+  const arena = parseArenaName(name);
+  if (arena && arena.offset !== null) return;
+  const path = `${dir}/${arena ? arena.arena : name}`;
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return; // removed already
+  }
+  try {
+    // The count is the file's first word, in the machine's byte order.
+    const refs = new Int32Array(1);
+    if (readSync(fd, new Uint8Array(refs.buffer), 0, 4, 0) === 4 && refs[0] === 0) unlinkQuietly(path);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function replay(dir: string, contents: LedgerContents): void {
