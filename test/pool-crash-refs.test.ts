@@ -97,6 +97,17 @@ for (const method of METHODS) {
   });
 }
 
+/** Closes `pool`, waits for it to end, and (bounded) for `array` to be back to the test's own reference. */
+async function closedAndSettled(pool: mp.Pool, array: Int32Array): Promise<void> {
+  pool.close();
+  await pool.join();
+  // Bounded; the caller's assertion then says what was left.
+  await eventually(() => {
+    gc!();
+    return arrayRefs(array) <= 1;
+  }, 5_000, 'the references to be given back').catch(() => {});
+}
+
 for (const method of METHODS) {
   describe(`References of a pool unit's shared arguments, workers alive (${method})`, { skip: gc ? false : 'run node with --expose-gc' }, () => {
     // Its error answer says how many items the worker began to decode (worker-loop.ts `decodeBegun`); the pool gives back the rest.
@@ -107,12 +118,7 @@ for (const method of METHODS) {
         t.after(() => pool.terminate());
         // One chunk of 8; item 3 fails, so items 4-7 are answered without being decoded.
         await assert.rejects(pool.starmap(fx.failAtItem, range(8).map((i) => [where, i, 3, rejects] as const), 8), /item 3 (fails|rejects)/);
-        pool.close();
-        await pool.join();
-        await eventually(() => {
-          gc!();
-          return arrayRefs(where) <= 1;
-        }, 5_000, 'the references to be given back').catch(() => {});
+        await closedAndSettled(pool, where);
         assert.equal(arrayRefs(where), 1, `the RawArray is back to its one reference (item 3 ${rejects ? 'rejects' : 'throws'})`);
       }
     });
@@ -128,12 +134,7 @@ for (const method of METHODS) {
       // A unit after it: the chunk's own async continuation, had it gone on, ran before this one.
       assert.equal(await pool.apply(fx.square, [3]), 9);
       assert.equal(Atomics.load(ran, 0), 4, 'items 0-3 ran, none after');
-      pool.close();
-      await pool.join();
-      await eventually(() => {
-        gc!();
-        return arrayRefs(where) <= 1;
-      }, 5_000, 'the references to be given back').catch(() => {});
+      await closedAndSettled(pool, where);
       assert.equal(arrayRefs(where), 1, 'the RawArray is back to its one reference (below: dropped twice)');
     });
 
@@ -142,12 +143,7 @@ for (const method of METHODS) {
       const pool = new mp.Pool(1, { context: method, module: rf.REFUSED_IN_WORKERS });
       t.after(() => pool.terminate());
       await assert.rejects(pool.starmap(rf.passThrough, range(8).map((i) => [where, i] as const), 8), /loads only in the main process/);
-      pool.close();
-      await pool.join();
-      await eventually(() => {
-        gc!();
-        return arrayRefs(where) <= 1;
-      }, 5_000, 'the references to be given back').catch(() => {});
+      await closedAndSettled(pool, where);
       assert.equal(arrayRefs(where), 1, 'the RawArray is back to its one reference');
     });
 
