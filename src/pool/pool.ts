@@ -438,5 +438,9 @@ export function poolClassFor(method: StartMethod): typeof Pool {
 /** The first unit number a test asked for (protocol.ts FIRST_UNIT), else 0. */
 function firstUnitOf(options: object): number {
   const first = (options as { [FIRST_UNIT]?: unknown })[FIRST_UNIT];
-  return typeof first === 'number' && Number.isSafeInteger(first) && first >= 0 ? first : 0;
+  if (first === undefined) return 0;
+  if (typeof first !== 'number' || !Number.isInteger(first) || first < 0 || first > 2 ** 52) {
+    throw new ValueError(`the first unit number must be an integer from 0 to 2^52, got ${describe(first)}`);
+  }
+  return first;
 }

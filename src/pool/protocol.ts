@@ -37,8 +37,8 @@
  *             Had seq finished meanwhile (FINISHED), the parent opens the
  *             gate again (stores seq) instead of killing.
  *   WAKE_AT   0, or, while the parent sleeps on the answers lazily, the
- *             seq whose answer wakes it (one whose word is 0, once in 2^32
- *             units, reads as none: that sleep lasts its slice) (the worker then bumps NOTIFY and
+ *             seq whose answer wakes it (for one whose word would be 0,
+ *             once in 2^32 units, the one before it) (the worker then bumps NOTIFY and
  *             wakes it, and sets WAKE_AT back to 0); also a result ring a
  *             quarter full wakes it. The worker stores FINISHED and then
  *             reads WAKE_AT; the parent stores WAKE_AT and then reads
@@ -243,7 +243,9 @@ export function timeSlot(seq: number): number {
  * units it handed or took, from `firstUnit` on), and int32 in the words
  * (STARTED, FINISHED, WAKE_AT hold `seq | 0`): a word and a number are
  * compared modulo 2^32, since a worker of small tasks passes 2^31 units
- * in a few hours. Windows are far shorter than 2^31 units apart.
+ * in a few hours. A word and the numbers it is compared with are never
+ * 2^31 units apart: windows hold at most MAX_WINDOW units, and STARTED,
+ * which skipped units leave behind, would need 2^31 skips in a row.
  */
 export function reached(word: number, seq: number): boolean {
   return ((word - seq) | 0) >= 0;
@@ -261,7 +263,8 @@ export function gateWord(seq: number): number {
 
 /**
  * @internal For tests of the wrap of unit numbers: a pool option under this
- * key numbers each worker's units from it + 1 (default 0).
+ * key numbers each worker's units from it + 1 (default 0; at most 2^52,
+ * so that counting on stays exact). Not exported by the package.
  */
 export const FIRST_UNIT = Symbol('multiprocessing-ts.pool.firstUnit');
 

@@ -204,6 +204,8 @@ export class WorkerHandle {
   async sleepUntilAnswer(wakeAt: number, sliceMs: number): Promise<void> {
     const ints = this.ints;
     const seen = Atomics.load(ints, NOTIFY);
+    // A unit whose word is 0 (once in 2^32) would read as "none": the one before it wakes this instead.
+    if ((wakeAt | 0) === 0) wakeAt--;
     Atomics.store(ints, WAKE_AT, wakeAt);
     try {
       // Nor while the worker waits for it to take answers (TAKEN_WAITER): it stores that and then reads WAKE_AT.

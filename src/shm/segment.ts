@@ -182,7 +182,7 @@ let refusals = 0;
 /** Reports (once per isolate, never throwing: this runs in finalizers and at exit) a drop refused because it would take a count below 0. */
 function refuse(path: string, why: string): void {
   if (refusals++ === 0) {
-    process.emitWarning(`multiprocessing-ts: refused to drop a reference on shared segment ${path}: ${why} (a reference was dropped twice somewhere; the count stays at 0)`);
+    process.emitWarning(`multiprocessing-ts: refused to drop a reference on shared segment ${path}: ${why} (a reference was dropped twice somewhere; the count is left as it was)`);
   }
 }
 
