@@ -186,11 +186,14 @@ function refuse(path: string, why: string): void {
   }
 }
 
-/** Drops one reference on `path` (never below 0); a logged one is counted on `counter` (drop-progress.ts). */
-function dropReference(path: string, refs: Int32Array, counter: DropCounter = null): void {
-  const before = dropCounted(refs, 0, 1, counter);
-  if (before < 1) refuse(path, 'it has none');
-  else if (before === 1) {
+/**
+ * Drops `count` references on `path` (never below 0; logged ones are
+ * counted on `counter`: drop-progress.ts); the last removes its file.
+ */
+function dropReference(path: string, refs: Int32Array, counter: DropCounter = null, count = 1): void {
+  const before = dropCounted(refs, 0, count, counter);
+  if (before < count) refuse(path, `it has ${before} reference(s), not ${count}`);
+  else if (before === count) {
     try {
       unlinkSync(path);
     } catch {
@@ -232,15 +235,7 @@ export function dropOwed(path: string, count: number): void {
       return; // removed already
     }
   }
-  const before = dropCounted(refs, 0, count, null);
-  if (before < count) refuse(path, `it has ${before} reference(s), not ${count}`);
-  else if (before === count) {
-    try {
-      unlinkSync(path);
-    } catch {
-      // Already gone.
-    }
-  }
+  dropReference(path, refs, null, count);
 }
 
 /** A mapped segment: `sab` holds the header and then `size` payload bytes. */
